@@ -1,0 +1,42 @@
+# Two commands do all set-up: `make run` and `make test` (see README.md).
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.install-stamp
+C_SOURCES := $(wildcard kernels/c/src/*.c kernels/c/include/*.h kernels/_ext/*.c)
+
+.PHONY: install ext run demo test bench typecheck clean
+
+# Creates .venv and installs the project editable with the dev extra. Re-runs only
+# when the dependency declarations change; otherwise it only rebuilds the C extension
+# when a C source is newer than it.
+install: $(STAMP) ext
+
+$(STAMP): pyproject.toml constraints.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt --upgrade pip setuptools wheel numpy
+	$(PIP) install -q -c constraints.txt --no-build-isolation -e '.[dev]'
+	touch $(STAMP)
+
+ext: $(STAMP) kernels/.ext-stamp
+
+kernels/.ext-stamp: $(C_SOURCES) setup.py
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+run: install
+	$(PY) -m experiments.demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m benchmarks.bench_sim
+	@if [ -f benchmarks/bench_kernels.py ]; then $(PY) -m benchmarks.bench_kernels; fi
+
+typecheck: install
+	$(PY) -m mypy quant kernels experiments
+
+clean:
+	rm -rf build kernels/.ext-stamp kernels/*.so

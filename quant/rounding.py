@@ -1,0 +1,90 @@
+"""Rounding of real values to integers, one function per mode.
+
+Each function maps a floating tensor to the integer-valued floating tensor of the same
+dtype and shape; NaN stays NaN and +-Inf stay +-Inf. All are exact: no mode is
+computed as ``floor(x + 0.5)``, which is wrong for the float just below 0.5 (in
+float32, ``0.49999997 + 0.5`` rounds to ``1.0``).
+
+=============  ===========================  ======  ======  ======  ======
+mode           rule at a tie                 -2.5    -0.5    0.5     2.5
+=============  ===========================  ======  ======  ======  ======
+half_even      to the even neighbour         -2      -0      0       2
+half_away      away from zero                -3      -1      1       3
+half_up        toward +infinity              -2      -0      1       3
+floor          (no ties) toward -infinity    -3      -1      0       2
+stochastic     up with probability frac(x)   -3|-2   -1|0    0|1     2|3
+=============  ===========================  ======  ======  ======  ======
+
+>>> import torch
+>>> x = torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
+>>> round_half_away(x).tolist()
+[-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]
+>>> round_half_up(x).tolist()
+[-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+>>> round_half_up(torch.tensor([0.49999997])).tolist()
+[0.0]
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+RoundingFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def round_half_even(x: torch.Tensor) -> torch.Tensor:
+    """Nearest integer, ties to even (IEEE ``nearbyint`` in the default mode)."""
+    return torch.round(x)
+
+
+def round_half_away(x: torch.Tensor) -> torch.Tensor:
+    """Nearest integer, ties away from zero (C ``round``).
+
+    ``t = trunc(x)`` and ``x - t`` are exact in floating point, so the tie test is exact.
+    """
+    t = torch.trunc(x)
+    return t + torch.where((x - t).abs() >= 0.5, torch.sign(x), torch.zeros_like(x))
+
+
+def round_half_up(x: torch.Tensor) -> torch.Tensor:
+    """Nearest integer, ties toward +infinity: ``floor(x) + (x - floor(x) >= 1/2)``.
+
+    ``x - floor(x)`` is exact whenever it can be close to 1/2, so the tie test is exact.
+    """
+    f = torch.floor(x)
+    return f + ((x - f) >= 0.5).to(x.dtype)
+
+
+def round_floor(x: torch.Tensor) -> torch.Tensor:
+    """Largest integer not above ``x`` (truncation toward -infinity)."""
+    return torch.floor(x)
+
+
+def round_stochastic(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``floor(x + u)`` with ``u ~ U[0, 1)``: rounds up with probability ``x - floor(x)``.
+
+    Unbiased: ``E[round_stochastic(x)] = x``. Pass a seeded ``generator`` for
+    reproducible draws.
+    """
+    u = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    f = torch.floor(x)
+    return f + ((x - f) > u).to(x.dtype)
+
+
+_ROUNDING: dict[str, RoundingFn] = {
+    "half_even": round_half_even,
+    "half_away": round_half_away,
+    "half_up": round_half_up,
+    "floor": round_floor,
+    "stochastic": round_stochastic,
+}
+
+
+def rounding_fn(mode: str) -> RoundingFn:
+    """The rounding function of a mode name (one of ``quant.spec.ROUNDING_MODES``)."""
+    try:
+        return _ROUNDING[mode]
+    except KeyError:
+        raise ValueError(f"rounding mode {mode!r} is not one of {', '.join(map(repr, _ROUNDING))}") from None
