@@ -1,0 +1,439 @@
+"""Recipes: which module of a model gets which quantization scheme.
+
+A :class:`Recipe` is an ordered list of :class:`Rule` objects. Each rule names a set of
+modules by a *pattern* and sets the schemes (a :class:`QuantizerConfig`) of some of the
+three *roles* a module can have:
+
+* ``weight``: the module's ``weight`` parameter, quantized before the module uses it;
+* ``input``: the first positional tensor argument of the module's forward;
+* ``output``: the tensor the module returns.
+
+Patterns are either a glob over qualified module names as ``model.named_modules()``
+spells them (``fnmatch`` syntax, case-sensitive: ``"*"``, ``"layer1.*"``,
+``"features.[0-3]"``), an exact module name (a pattern without ``*?[``), or a module
+type (``nn.Linear``, matched with ``isinstance``). Rules apply in order and a later
+rule overrides an earlier one *per role*, so mixed precision is a recipe::
+
+    {"*": {"weight": w4, "input": a4}, "fc": {"weight": w8, "input": a8}}
+
+quantizes every Conv/Linear with 4 bits except ``fc``, which gets 8. A rule may also
+*exclude* modules (``None`` as the value in :meth:`Recipe.from_dict`): it removes every
+role assigned so far to the modules it matches, so ``{"*": w4a4, "conv1": None}`` keeps
+the first layer in float.
+
+Which module can take which role (``isinstance``, so subclasses count):
+
+* :data:`WEIGHT_MODULES` (Conv1d, Conv2d with any ``groups``, Linear): weight, input
+  and output;
+* :data:`ACTIVATION_MODULES` (ReLU, ReLU6, LeakyReLU, Hardswish, Hardsigmoid, GELU,
+  SiLU, Sigmoid, Tanh): input and output. ``nn.Identity`` is deliberately absent: it
+  stands in for removed layers (e.g. a folded BatchNorm), and quantizing it would
+  quantize the previous layer's output twice;
+* everything else (BatchNorm, pooling, containers, ...): none.
+
+A glob or type pattern applies to the modules it matches that can take *all* the roles
+its rule sets and silently skips the others, so ``"*"`` with weight and input schemes
+quantizes every Conv/Linear and leaves BatchNorm and containers alone, while ``"*"``
+with only an output scheme also catches the activations. :meth:`Recipe.resolve`
+raises ``ValueError`` before anything is attached when a pattern applies to no module,
+when an exact module name exists but cannot take its roles, and when a weight scheme's
+``axis`` or ``group_size`` does not fit that module's weight.
+
+>>> import torch.nn as nn
+>>> from quant.spec import QuantSpec
+>>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+>>> w4 = QuantSpec(bits=4, granularity="channel", axis=0)
+>>> recipe = Recipe.from_dict({"*": {"weight": w4}, nn.Linear: {"weight": QuantSpec(bits=8)}})
+>>> {name: {role: cfg.spec.bits for role, cfg in roles.items()} for name, roles in recipe.resolve(model).items()}
+{'0': {'weight': 4}, '4': {'weight': 8}}
+>>> Recipe.from_dict({"*": {"bias": w4}})
+Traceback (most recent call last):
+...
+ValueError: recipe rule '*': unknown role 'bias'; allowed roles are 'weight', 'input', 'output'
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+from quant.spec import QuantSpec
+
+__all__ = [
+    "ROLES",
+    "LEARN_MODES",
+    "OBSERVERS",
+    "WEIGHT_MODULES",
+    "ACTIVATION_MODULES",
+    "QuantizerConfig",
+    "Rule",
+    "Recipe",
+    "RecipeLike",
+    "ResolvedRecipe",
+    "module_roles",
+]
+
+ROLES: tuple[str, ...] = ("weight", "input", "output")
+LEARN_MODES: tuple[str, ...] = ("none", "lsq", "pact")
+OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "percentile", "mse")
+
+WEIGHT_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+)
+
+_ALL_ROLES = frozenset(ROLES)
+_ACTIVATION_ROLES = frozenset(("input", "output"))
+_NO_ROLES: frozenset[str] = frozenset()
+
+Pattern = Union[str, type]
+
+
+def module_roles(module: nn.Module) -> frozenset[str]:
+    """The roles ``module`` can take: all three, input/output, or none.
+
+    >>> sorted(module_roles(nn.Linear(2, 2))), sorted(module_roles(nn.ReLU())), sorted(module_roles(nn.BatchNorm1d(2)))
+    (['input', 'output', 'weight'], ['input', 'output'], [])
+    """
+    if isinstance(module, WEIGHT_MODULES):
+        return _ALL_ROLES
+    if isinstance(module, ACTIVATION_MODULES):
+        return _ACTIVATION_ROLES
+    return _NO_ROLES
+
+
+def _freeze_kwargs(value: object) -> tuple[tuple[str, Any], ...]:
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (tuple, list)):
+        items = []
+        for pair in value:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError(
+                    f"QuantizerConfig.observer_kwargs must be a mapping or a sequence of (name, value) pairs, got {value!r}"
+                )
+            items.append((pair[0], pair[1]))
+    else:
+        raise ValueError(
+            f"QuantizerConfig.observer_kwargs must be a mapping or a sequence of (name, value) pairs, got {value!r}"
+        )
+    for key, _ in items:
+        if not isinstance(key, str):
+            raise ValueError(f"QuantizerConfig.observer_kwargs keys must be strings, got {key!r}")
+    if len({k for k, _ in items}) != len(items):
+        raise ValueError(f"QuantizerConfig.observer_kwargs has a repeated key in {value!r}")
+    return tuple(sorted(items, key=lambda kv: kv[0]))
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Everything needed to build one ``Quantizer``: scheme, observer and learning mode.
+
+    ``observer`` is one of :data:`OBSERVERS`; ``learn`` is one of :data:`LEARN_MODES`
+    (``"pact"`` is for activations only, which :class:`Rule` checks).
+    ``observer_kwargs`` may be given as a mapping; it is stored as a tuple of
+    ``(name, value)`` pairs sorted by name so the config stays immutable and hashable.
+
+    >>> cfg = QuantizerConfig(QuantSpec(bits=4), observer="percentile", observer_kwargs={"percentile": 99.9})
+    >>> cfg.observer_kwargs
+    (('percentile', 99.9),)
+    >>> cfg.describe()
+    'int4 sym per-tensor half_even, observer=percentile(percentile=99.9)'
+    >>> QuantizerConfig(QuantSpec(), learn="adaround")
+    Traceback (most recent call last):
+    ...
+    ValueError: QuantizerConfig.learn='adaround' is not one of 'none', 'lsq', 'pact'
+    """
+
+    spec: QuantSpec
+    observer: str = "minmax"
+    learn: str = "none"
+    observer_kwargs: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, QuantSpec):
+            raise ValueError(f"QuantizerConfig.spec must be a QuantSpec, got {type(self.spec).__name__}")
+        if self.observer not in OBSERVERS:
+            raise ValueError(
+                f"QuantizerConfig.observer={self.observer!r} is not one of {', '.join(map(repr, OBSERVERS))}"
+            )
+        if self.learn not in LEARN_MODES:
+            raise ValueError(
+                f"QuantizerConfig.learn={self.learn!r} is not one of {', '.join(map(repr, LEARN_MODES))}"
+            )
+        object.__setattr__(self, "observer_kwargs", _freeze_kwargs(self.observer_kwargs))
+
+    @classmethod
+    def of(cls, value: "QuantSpec | QuantizerConfig") -> "QuantizerConfig":
+        """``value`` itself if it is a config, else a default config around the spec."""
+        if isinstance(value, QuantizerConfig):
+            return value
+        if isinstance(value, QuantSpec):
+            return cls(value)
+        raise TypeError(f"expected a QuantSpec or a QuantizerConfig, got {type(value).__name__}")
+
+    def describe(self) -> str:
+        """The spec's description, plus the observer and learning mode when not the defaults."""
+        parts = [self.spec.describe()]
+        if self.observer != "minmax" or self.observer_kwargs:
+            kw = ", ".join(f"{k}={v!r}" for k, v in self.observer_kwargs)
+            parts.append(f"observer={self.observer}" + (f"({kw})" if kw else ""))
+        if self.learn != "none":
+            parts.append(f"learn={self.learn}")
+        return ", ".join(parts)
+
+
+def _describe_pattern(pattern: Pattern) -> str:
+    return pattern.__name__ if isinstance(pattern, type) else repr(pattern)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One recipe entry: a pattern and the schemes it sets (or ``exclude=True``).
+
+    ``pattern`` is a glob or exact name over ``named_modules()`` names, or an
+    ``nn.Module`` subclass. Each role is a :class:`QuantizerConfig`, a bare
+    :class:`QuantSpec` (wrapped with the default observer), or ``None`` (not set by this
+    rule). A rule sets at least one role, or has ``exclude=True`` and none.
+
+    >>> Rule("fc", weight=QuantSpec(bits=8)).roles["weight"].spec.bits
+    8
+    >>> Rule("*")
+    Traceback (most recent call last):
+    ...
+    ValueError: Rule('*') sets no role: give weight, input or output, or exclude=True
+    """
+
+    pattern: Pattern
+    weight: Optional[QuantizerConfig] = None
+    input: Optional[QuantizerConfig] = None
+    output: Optional[QuantizerConfig] = None
+    exclude: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, str) and not (isinstance(self.pattern, type) and issubclass(self.pattern, nn.Module)):
+            raise ValueError(
+                f"Rule.pattern={self.pattern!r} must be a module-name pattern (str) or an nn.Module subclass"
+            )
+        for role in ROLES:
+            value = getattr(self, role)
+            if value is not None:
+                try:
+                    object.__setattr__(self, role, QuantizerConfig.of(value))
+                except TypeError as exc:
+                    raise ValueError(f"Rule.{role} for {_describe_pattern(self.pattern)}: {exc}") from None
+        if not isinstance(self.exclude, bool):
+            raise ValueError(f"Rule.exclude={self.exclude!r} must be a bool")
+        if self.exclude and self.roles:
+            raise ValueError(f"Rule({_describe_pattern(self.pattern)}) has exclude=True and also sets roles")
+        if not self.exclude and not self.roles:
+            raise ValueError(
+                f"Rule({_describe_pattern(self.pattern)}) sets no role: give weight, input or output, or exclude=True"
+            )
+        if self.weight is not None and self.weight.learn == "pact":
+            raise ValueError(
+                f"Rule.weight.learn='pact' for {_describe_pattern(self.pattern)}: PACT clips activations; "
+                "use learn='none' or 'lsq' for weights"
+            )
+
+    @property
+    def roles(self) -> dict[str, QuantizerConfig]:
+        """The roles this rule sets, in the order weight, input, output."""
+        out: dict[str, QuantizerConfig] = {}
+        for role in ROLES:
+            value = getattr(self, role)
+            if value is not None:
+                out[role] = value
+        return out
+
+    def matches(self, name: str, module: nn.Module) -> bool:
+        """Whether the pattern names this module (ignoring which roles it can take)."""
+        if isinstance(self.pattern, str):
+            return fnmatch.fnmatchcase(name, self.pattern)
+        return isinstance(module, self.pattern)
+
+    @property
+    def is_exact_name(self) -> bool:
+        """True for a string pattern without glob characters."""
+        return isinstance(self.pattern, str) and not _is_glob(self.pattern)
+
+
+ResolvedRecipe = dict[str, dict[str, QuantizerConfig]]
+"""Module name -> {role: QuantizerConfig}, in ``named_modules()`` order, roles in ROLES order."""
+
+
+def _module_label(name: str) -> str:
+    return repr(name) if name else "'' (the root module)"
+
+
+def _weight_shape(module: nn.Module) -> tuple[int, ...]:
+    if parametrize.is_parametrized(module, "weight"):
+        return tuple(module.parametrizations.weight.original.shape)  # type: ignore[union-attr, index]
+    weight = getattr(module, "weight", None)
+    if weight is None:
+        raise ValueError(f"module of type {type(module).__name__} has no weight")
+    return tuple(weight.shape)
+
+
+def _check_weight_fits(name: str, module: nn.Module, spec: QuantSpec, pattern: Pattern) -> None:
+    if spec.granularity == "tensor":
+        return
+    shape = _weight_shape(module)
+    nd = len(shape)
+    where = (
+        f"recipe rule {_describe_pattern(pattern)}: module {_module_label(name)} "
+        f"({parametrize.type_before_parametrizations(module).__name__}, weight shape {shape})"
+    )
+    assert spec.axis is not None
+    if not -nd <= spec.axis < nd:
+        raise ValueError(f"{where}: weight QuantSpec.axis={spec.axis} is out of range for {nd} dimensions")
+    if spec.granularity == "group":
+        assert spec.group_size is not None
+        size = shape[spec.axis % nd]
+        if size % spec.group_size != 0:
+            raise ValueError(
+                f"{where}: weight QuantSpec.group_size={spec.group_size} does not divide "
+                f"dimension {spec.axis % nd} of size {size}"
+            )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An ordered tuple of :class:`Rule`; later rules override earlier ones per role."""
+
+    rules: tuple[Rule, ...]
+
+    def __post_init__(self) -> None:
+        rules = tuple(self.rules) if isinstance(self.rules, (list, tuple)) else None
+        if rules is None:
+            raise ValueError(f"Recipe.rules must be a tuple of Rule, got {type(self.rules).__name__}")
+        for rule in rules:
+            if not isinstance(rule, Rule):
+                raise ValueError(f"Recipe.rules must contain Rule objects, got {type(rule).__name__}")
+        if not rules:
+            raise ValueError("Recipe.rules is empty: a recipe needs at least one rule")
+        object.__setattr__(self, "rules", rules)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[Pattern, Optional[Mapping[str, "QuantSpec | QuantizerConfig | None"]]]) -> "Recipe":
+        """Build a recipe from ``{pattern: {role: QuantSpec | QuantizerConfig}}`` in dict order.
+
+        A value of ``None`` instead of a role dict makes an exclusion rule. Unknown role
+        keys raise ``ValueError`` naming the key and the allowed roles.
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"Recipe.from_dict expects a mapping, got {type(d).__name__}")
+        rules = []
+        for pattern, roles in d.items():
+            label = _describe_pattern(pattern)
+            if roles is None:
+                rules.append(Rule(pattern, exclude=True))
+                continue
+            if not isinstance(roles, Mapping):
+                raise TypeError(
+                    f"recipe rule {label}: expected a dict of roles ({', '.join(map(repr, ROLES))}) or None, "
+                    f"got {type(roles).__name__}"
+                )
+            for key in roles:
+                if key not in ROLES:
+                    raise ValueError(
+                        f"recipe rule {label}: unknown role {key!r}; allowed roles are {', '.join(map(repr, ROLES))}"
+                    )
+            rules.append(Rule(pattern, **{k: v for k, v in roles.items() if v is not None}))  # type: ignore[arg-type]
+        return cls(tuple(rules))
+
+    @classmethod
+    def of(cls, recipe: "RecipeLike") -> "Recipe":
+        """``recipe`` itself, or :meth:`from_dict` of it."""
+        if isinstance(recipe, Recipe):
+            return recipe
+        if isinstance(recipe, Mapping):
+            return cls.from_dict(recipe)
+        raise TypeError(f"recipe must be a Recipe or a dict, got {type(recipe).__name__}")
+
+    def resolve(self, model: nn.Module) -> ResolvedRecipe:
+        """Assign configs to modules; raise ``ValueError`` for rules that cannot apply.
+
+        Returns an ordered mapping module name -> {role: QuantizerConfig}, in
+        ``model.named_modules()`` order (a module reachable under several names is
+        listed once, under its first name). Modules left with no role are absent.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        modules = list(model.named_modules())
+        capable = {name: module_roles(module) for name, module in modules}
+        assigned: dict[str, dict[str, QuantizerConfig]] = {}
+        for rule in self.rules:
+            label = _describe_pattern(rule.pattern)
+            wanted = frozenset(rule.roles)
+            matched = [(n, m) for n, m in modules if rule.matches(n, m)]
+            if rule.exclude:
+                applicable = [(n, m) for n, m in matched if capable[n]]
+                needs = "any role"
+            else:
+                applicable = [(n, m) for n, m in matched if wanted <= capable[n]]
+                needs = "role" + ("s " if len(wanted) > 1 else " ") + ", ".join(r for r in ROLES if r in wanted)
+            if not applicable:
+                raise ValueError(self._no_module_message(rule, label, matched, modules, needs))
+            for name, module in applicable:
+                if rule.exclude:
+                    assigned.pop(name, None)
+                    continue
+                if rule.weight is not None:
+                    _check_weight_fits(name, module, rule.weight.spec, rule.pattern)
+                assigned.setdefault(name, {}).update(rule.roles)
+        return {
+            name: {role: assigned[name][role] for role in ROLES if role in assigned[name]}
+            for name, _ in modules
+            if assigned.get(name)
+        }
+
+    @staticmethod
+    def _no_module_message(
+        rule: Rule,
+        label: str,
+        matched: list[tuple[str, nn.Module]],
+        modules: list[tuple[str, nn.Module]],
+        needs: str,
+    ) -> str:
+        if rule.is_exact_name and matched:
+            name, module = matched[0]
+            kind = parametrize.type_before_parametrizations(module).__name__
+            can = sorted(module_roles(module), key=ROLES.index)
+            return (
+                f"recipe rule {label}: module {_module_label(name)} of type {kind} cannot take {needs} "
+                f"(it can take: {', '.join(can) if can else 'no role'})"
+            )
+        names = [n for n, _ in modules if n]
+        if isinstance(rule.pattern, str):
+            close = difflib.get_close_matches(rule.pattern, names, n=5, cutoff=0.5) or names[:5]
+        else:
+            close = names[:5]
+        hint = f"; some module names: {', '.join(map(repr, close))}" if close else ""
+        if matched:
+            kinds = sorted({parametrize.type_before_parametrizations(m).__name__ for _, m in matched})
+            return (
+                f"recipe rule {label} applies to no module: it matches {len(matched)} module(s) "
+                f"({', '.join(kinds)}) but none can take {needs}{hint}"
+            )
+        return f"recipe rule {label} applies to no module: no module name or type matches it{hint}"
+
+
+RecipeLike = Union[Recipe, Mapping[Pattern, Optional[Mapping[str, Any]]]]
