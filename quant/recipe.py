@@ -59,6 +59,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
+import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
@@ -285,9 +286,10 @@ def _module_label(name: str) -> str:
 
 def _weight_shape(module: nn.Module) -> tuple[int, ...]:
     if parametrize.is_parametrized(module, "weight"):
-        return tuple(module.parametrizations.weight.original.shape)  # type: ignore[union-attr, index]
-    weight = getattr(module, "weight", None)
-    if weight is None:
+        weight = module.parametrizations.weight.original  # type: ignore[union-attr]
+    else:
+        weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
         raise ValueError(f"module of type {type(module).__name__} has no weight")
     return tuple(weight.shape)
 
