@@ -1,0 +1,337 @@
+"""``Quantizer``: one quantization point (a weight, an input or an output) as an ``nn.Module``.
+
+A quantizer owns a spec, an observer (:mod:`quant.observers`) and its current
+quantization parameters, and its forward fake-quantizes the tensor it is given:
+
+* ``learn="none"``: ``fake_quantize(x, scale, zero_point)`` with the observer's
+  ``(scale, zero_point)`` (float32 and int32 buffers) and the straight-through gradient;
+* ``learn="lsq"``: :func:`quant.learned.lsq_fake_quantize` with ``scale`` an
+  ``nn.Parameter`` initialized to ``2 * mean(|x|) / sqrt(qmax)`` over the observed data
+  and the gradient scale ``1 / sqrt(N * qmax)``, ``N = x.numel() / scale.numel()`` (the
+  elements per scale in the current tensor, batch included); the zero point is fixed:
+  0 for symmetric specs, else ``clamp(qmin - round(min_val / s), qmin, qmax)`` from the
+  observer's minimum;
+* ``learn="pact"`` (activations): :func:`quant.learned.pact_fake_quantize` with ``alpha``
+  an ``nn.Parameter`` initialized to the observer's clipping level ``s_obs * qmax``,
+  where the observer runs on the spec made symmetric (PACT's zero point is 0), so
+  ``minmax`` gives the maximum, ``percentile``/``mse`` a clipped level. ``scale`` is
+  ``alpha / qmax`` (detached) and ``zero_point`` is 0.
+
+Three flags drive the forward, in this order:
+
+1. ``enabled`` (default True): False returns ``x`` itself;
+2. ``observing`` (default True): update the observer with ``x`` (no gradients). With
+   ``learn="none"`` and ``quantizing`` the qparams are recomputed from the observer right
+   away (QAT style, as ``torch.ao``'s ``FakeQuantize``: observe, then quantize with the
+   updated qparams). With ``learn="lsq"``/``"pact"`` and ``quantizing``, the first
+   observed batch initializes the learned parameter (unless already calibrated) and
+   observing then switches itself off: from there the parameter is learned;
+3. ``quantizing`` (default True): return the fake-quantized ``x``; False returns ``x``
+   (calibration pass-through).
+
+Calibration (what a handle's ``calibrate()`` does): ``observing=True,
+quantizing=False``, run data, ``compute_qparams()``, then ``quantizing=True,
+observing=False``. ``calibrated`` tells whether qparams exist. Quantizing before any
+qparams exist raises ``RuntimeError``.
+
+Inputs must be floating (``TypeError`` otherwise); the input's shape is checked against
+the spec on every call (axis in range, ``group_size`` divides, the same qparams shape as
+calibrated), with ``ValueError`` naming the quantizer. The steady-state forward does
+no host synchronization for ``learn="lsq"``/``"pact"`` and only the non-finite check of
+:func:`~quant.functional.fake_quantize` (and of the observer while observing) otherwise.
+
+``state_dict`` holds the qparams or learned parameter, the observer's statistics and
+(as extra state) the flags, so a saved quantizer loads into a fresh one built with the
+same arguments, and behaves the same.
+
+>>> import torch
+>>> from quant.spec import QuantSpec
+>>> q = Quantizer(QuantSpec(bits=4, granularity="channel", axis=0), learn="lsq")
+>>> q
+Quantizer(
+  int4 sym per-channel(0) half_even, observer=minmax, learn=lsq
+  (observer): MinMaxObserver(int4 sym per-channel(0) half_even)
+)
+>>> w = torch.tensor([[0.5, -1.0], [2.0, 0.25]])
+>>> y = q(w)
+>>> q.calibrated, q.observing, [round(v, 4) for v in q.scale.tolist()]
+(True, False, [0.5669, 0.8504])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from quant.functional import check_qparams, fake_quantize, qparams_shape
+from quant.learned import (
+    lsq_effective_scale,
+    lsq_fake_quantize,
+    lsq_grad_scale,
+    mean_abs_to_lsq_scale,
+    pact_fake_quantize,
+    pact_scale,
+)
+from quant.observers import make_observer, reduce_to_qparams_shape, resize_for_load
+from quant.spec import QuantSpec
+
+__all__ = ["LEARN_MODES", "Quantizer"]
+
+LEARN_MODES: tuple[str, ...] = ("none", "lsq", "pact")
+
+_STATE_VERSION = 1
+
+
+class Quantizer(nn.Module):
+    """One fake-quantization point; see the module doc for the contract."""
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+
+    def __init__(
+        self,
+        spec: QuantSpec,
+        *,
+        observer: str = "minmax",
+        learn: str = "none",
+        observer_kwargs: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(spec, QuantSpec):
+            raise TypeError(f"Quantizer: spec must be a QuantSpec, got {type(spec).__name__}")
+        if learn not in LEARN_MODES:
+            raise ValueError(f"Quantizer: learn={learn!r} is not one of {', '.join(map(repr, LEARN_MODES))}")
+        if learn == "pact" and not spec.signed and spec.narrow:
+            raise ValueError("Quantizer: learn='pact' needs the zero point 0, which unsigned narrow specs exclude")
+        self.spec = spec
+        self.learn = learn
+        self.observer_name = observer
+        self.observer_kwargs: dict[str, Any] = dict(observer_kwargs or {})
+        obs_spec = spec.with_(symmetric=True) if learn == "pact" else spec
+        self.observer = make_observer(observer, obs_spec, **self.observer_kwargs)
+        self.enabled = True
+        self.observing = True
+        self.quantizing = True
+        self.calibrated = False
+        self._frozen = False
+        self._lsq_seen = 0  # elements per scale behind lsq_mean_abs
+        self._last_shape: Optional[tuple[int, ...]] = None  # of the last observed input
+        self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
+        if learn == "none":
+            self.register_buffer("scale", torch.empty(0))
+        elif learn == "lsq":
+            self.scale = nn.Parameter(torch.empty(0))
+            self.register_buffer("lsq_mean_abs", torch.empty(0))
+        else:
+            self.alpha = nn.Parameter(torch.empty(0))
+
+    # ------------------------------------------------------------------ attributes
+    def __getattr__(self, name: str) -> Union[torch.Tensor, nn.Module]:
+        if name == "scale" and self.__dict__.get("learn") == "pact":
+            alpha = self._parameters["alpha"]
+            assert alpha is not None
+            return pact_scale(alpha, self.spec)
+        return super().__getattr__(name)
+
+    def _learned(self) -> Optional[nn.Parameter]:
+        if self.learn == "none":
+            return None
+        p = self._parameters["scale" if self.learn == "lsq" else "alpha"]
+        assert isinstance(p, nn.Parameter)
+        return p
+
+    def _qparams_storage_shape(self) -> torch.Size:
+        learned = self._learned()
+        if learned is not None:
+            return learned.shape
+        s = self._buffers["scale"]
+        assert s is not None
+        return s.shape
+
+    def _name(self) -> str:
+        return f"Quantizer({self.extra_repr()})"
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Observe and/or fake-quantize ``x`` according to the flags (see the module doc)."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"{self._name()} expects a floating tensor, got {what}")
+        if not self.enabled:
+            return x
+        try:
+            shape = qparams_shape(x.shape, self.spec)
+        except ValueError as e:
+            raise ValueError(f"{self._name()}: input of shape {tuple(x.shape)} does not fit the spec: {e}") from None
+        if self.observing:
+            self._observe(x)
+            if self.quantizing:
+                if self.learn == "none":
+                    self._store_observer_qparams(validate_shape=None)
+                else:
+                    if not self.calibrated:
+                        self.compute_qparams()
+                    self.observing = False
+        if not self.quantizing:
+            return x
+        if not self.calibrated:
+            raise RuntimeError(
+                f"{self._name()} has no quantization parameters yet: observe data first "
+                "(observing=True, or the handle's calibrate()) or load a state_dict"
+            )
+        have = self._qparams_storage_shape()
+        if have != shape:
+            raise ValueError(
+                f"{self._name()}: input of shape {tuple(x.shape)} needs quantization parameters of shape {shape}, "
+                f"but they have shape {tuple(have)}"
+            )
+        return self._fake_quantize(x)
+
+    def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        learned = self._learned()
+        if learned is not None and self.learn == "lsq":
+            n = max(1, x.numel() // max(1, learned.numel()))
+            gs = lsq_grad_scale(n, self.spec.qmax)
+            return lsq_fake_quantize(x, learned, self.zero_point, self.spec, gs, validate=False)
+        if learned is not None:
+            return pact_fake_quantize(x, learned, self.spec)
+        scale = self._buffers["scale"]
+        assert scale is not None
+        if scale.dtype != x.dtype:
+            scale = scale.to(x.dtype)
+        return fake_quantize(x, scale, self.zero_point, self.spec, validate=False)
+
+    @torch.no_grad()
+    def _observe(self, x: torch.Tensor) -> None:
+        self.observer.update(x)
+        self._last_shape = tuple(x.shape)
+        if self.learn == "lsq" and x.numel():
+            batch = reduce_to_qparams_shape(x.detach().abs(), self.spec, "mean").to(torch.float32)
+            n = x.numel() // max(1, batch.numel())
+            old = self._buffers["lsq_mean_abs"]
+            assert old is not None
+            if self._lsq_seen == 0 or old.shape != batch.shape:
+                new = batch
+                self._lsq_seen = 0
+            else:
+                new = old + (batch - old) * (n / (self._lsq_seen + n))
+            self.lsq_mean_abs = new
+            self._lsq_seen += n
+
+    # ------------------------------------------------------------------ qparams
+    def _store_observer_qparams(self, validate_shape: Optional[tuple[int, ...]]) -> None:
+        s, z = self.observer.qparams()
+        if validate_shape is not None:
+            check_qparams(torch.empty(validate_shape, device="meta"), s, z, self.spec)
+        self.scale = s
+        self.zero_point = z
+        self.calibrated = True
+
+    def compute_qparams(self) -> None:
+        """Set the qparams from the observer (``learn="none"``), or re-initialize the
+        learned parameter from the observed statistics (``"lsq"``, ``"pact"``); validated
+        with :func:`~quant.functional.check_qparams`. ``RuntimeError`` if nothing was observed."""
+        if not self.observer.has_data:
+            raise RuntimeError(f"{self._name()}: cannot compute quantization parameters, no data was observed")
+        shape = self._last_shape
+        if self.learn == "none":
+            self._store_observer_qparams(validate_shape=shape)
+            return
+        learned = self._learned()
+        assert learned is not None
+        if self.learn == "lsq":
+            mean_abs = self._buffers["lsq_mean_abs"]
+            assert mean_abs is not None
+            s = mean_abs_to_lsq_scale(mean_abs, self.spec)
+            if self.spec.symmetric:
+                z = torch.zeros(s.shape, dtype=torch.int32, device=s.device)
+            else:
+                lo = torch.clamp(self.observer.min_val, max=0.0)
+                s_eff = lsq_effective_scale(s, self.spec)
+                z = torch.clamp(self.spec.qmin - torch.round(lo / s_eff), self.spec.qmin, self.spec.qmax)
+                z = z.to(torch.int32)
+            if shape is not None:
+                check_qparams(torch.empty(shape, device="meta"), s, z, self.spec.with_(scale="float"))
+            new = s
+        else:
+            s_obs, _ = self.observer.qparams()
+            new = s_obs * float(self.spec.qmax)
+            z = torch.zeros(new.shape, dtype=torch.int32, device=new.device)
+            if shape is not None:
+                check_qparams(torch.empty(shape, device="meta"), pact_scale(new, self.spec), z, self.spec)
+        learned.data = new.to(device=learned.device, dtype=learned.dtype)
+        self.zero_point = z.to(learned.device)
+        self.calibrated = True
+
+    # ------------------------------------------------------------------ state
+    def freeze(self) -> None:
+        """Stop observing; the qparams (or the learned parameter, whose ``requires_grad``
+        becomes False) stay fixed. Qparams are computed first if data was observed but
+        none exist yet."""
+        if not self.calibrated and self.observer.has_data:
+            self.compute_qparams()
+        self.observing = False
+        self._frozen = True
+        learned = self._learned()
+        if learned is not None:
+            learned.requires_grad_(False)
+
+    def reset(self) -> None:
+        """Forget observations and qparams (``calibrated=False``), unfreeze and observe again."""
+        self.observer.reset()
+        device = self.zero_point.device
+        self.zero_point = torch.empty(0, dtype=torch.int32, device=device)
+        learned = self._learned()
+        if learned is None:
+            self.scale = torch.empty(0, device=device)
+        else:
+            learned.data = torch.empty(0, dtype=learned.dtype, device=learned.device)
+            learned.requires_grad_(True)
+        if self.learn == "lsq":
+            self.lsq_mean_abs = torch.empty(0, device=device)
+            self._lsq_seen = 0
+        self.calibrated = False
+        self.observing = True
+        self._frozen = False
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "version": _STATE_VERSION,
+            "config": self.extra_repr(),
+            "enabled": self.enabled,
+            "observing": self.observing,
+            "quantizing": self.quantizing,
+            "calibrated": self.calibrated,
+            "frozen": self._frozen,
+            "lsq_seen": self._lsq_seen,
+        }
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
+            raise ValueError(f"{self._name()}: unsupported saved state {state!r}")
+        if state["config"] != self.extra_repr():
+            raise ValueError(
+                f"{self._name()}: the state_dict was saved from a quantizer configured as {state['config']!r}"
+            )
+        self.enabled = bool(state["enabled"])
+        self.observing = bool(state["observing"])
+        self.quantizing = bool(state["quantizing"])
+        self.calibrated = bool(state["calibrated"])
+        self._frozen = bool(state["frozen"])
+        self._lsq_seen = int(state["lsq_seen"])
+        learned = self._learned()
+        if learned is not None:
+            learned.requires_grad_(not self._frozen)
+
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        resize_for_load(self, state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.spec.describe()}, observer={self.observer_name}, learn={self.learn}"
