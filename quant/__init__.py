@@ -3,7 +3,9 @@
 Public API only; each name lives in the module that owns its concept.
 """
 
+from quant.datapath import Datapath
 from quant.functional import dequantize, fake_quantize, quantize
+from quant.requant import requant_params
 from quant.spec import QuantSpec
 
-__all__ = ["QuantSpec", "quantize", "dequantize", "fake_quantize"]
+__all__ = ["QuantSpec", "quantize", "dequantize", "fake_quantize", "Datapath", "requant_params"]

@@ -1,0 +1,101 @@
+"""Float to codes at the model input, and codes to float (docs/arithmetic.md section 7).
+
+``quantize``: ``v = fp32(x) * fp32(1 / s)`` (``Datapath.quantize_mode = "reciprocal"``:
+PyTorch, FBGEMM, torchao) or ``v = fp32(x) / fp32(s)`` (``"division"``: TFLite, ONNX,
+ONNX Runtime), each one correctly rounded float32 operation (``1 / s`` is one too);
+then ``q = clamp(round(v) + z, qmin, qmax)`` with ``round = Datapath.quantize_rounding``
+and the zero point added after rounding (every peer does so). Binary codes
+(``bits=1``, signed): ``+1`` if ``x >= 0`` else ``-1``. NaN is a ``ValueError``;
+``+-inf`` saturate.
+
+``dequantize``: ``fp32(q - z) * fp32(s)`` in float32.
+
+>>> from quant.datapath import Datapath
+>>> x = torch.tensor([0.25, -0.25, 0.75, 100.0])
+>>> quantize(x, scale=0.5, zero_point=0, datapath=Datapath.preset("tflite_int8")).tolist()    # ties away
+[1, -1, 2, 127]
+>>> quantize(x, scale=0.5, zero_point=0, datapath=Datapath.preset("fbgemm_int8")).tolist()    # ties to even
+[0, 0, 2, 127]
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from quant.datapath import Datapath
+from quant.reference._checks import check_datapath, code_range, int_tensor
+from quant.rounding import rounding_fn
+
+__all__ = ["quantize", "dequantize"]
+
+ScaleLike = Union[float, Sequence[float], torch.Tensor]
+
+
+def _per_axis(v: ScaleLike, name: str, x: torch.Tensor, axis: Optional[int], dtype: torch.dtype, op: str) -> torch.Tensor:
+    t = torch.as_tensor(v).to(dtype) if not isinstance(v, torch.Tensor) else v.detach().to(dtype)
+    if t.numel() == 1:
+        return t.reshape(())
+    if axis is None:
+        raise ValueError(f"{op}: {name} has {t.numel()} values; pass axis for per-channel parameters")
+    if not -x.dim() <= axis < x.dim():
+        raise ValueError(f"{op}: axis={axis} is out of range for x of shape {tuple(x.shape)}")
+    d = axis % x.dim()
+    if t.dim() != 1 or t.numel() != x.shape[d]:
+        raise ValueError(f"{op}: {name} must have {x.shape[d]} values along axis {axis}, got shape {tuple(t.shape)}")
+    return t.reshape((-1,) + (1,) * (x.dim() - d - 1))
+
+
+def quantize(
+    x: torch.Tensor,
+    *,
+    scale: ScaleLike,
+    zero_point: Union[int, Sequence[int], torch.Tensor],
+    bits: int = 8,
+    signed: bool = True,
+    axis: Optional[int] = None,
+    datapath: Datapath,
+) -> torch.Tensor:
+    """Codes (int64, shape of ``x``) of a floating ``x`` per the datapath's quantize mode and rounding."""
+    op = "quantize"
+    datapath = check_datapath(datapath)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{op}: x must be a floating tensor")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise ValueError(f"{op}: bits={bits!r} must be an integer in 1..8")
+    xf = x.detach().to(torch.float32)
+    if bool(torch.isnan(xf).any()):
+        raise ValueError(f"{op}: x contains NaN; no code represents it")
+    if bits == 1 and signed:
+        return torch.where(xf >= 0, 1, -1).to(torch.int64)
+    s = _per_axis(scale, "scale", xf, axis, torch.float32, op)
+    if not bool(torch.all(torch.isfinite(s) & (s > 0))):
+        raise ValueError(f"{op}: scale must be finite and > 0 in float32")
+    z = _per_axis(zero_point, "zero_point", xf, axis, torch.int64, op)
+    qmin, qmax = code_range(bits, signed)
+    if bool(torch.any((z < qmin) | (z > qmax))):
+        raise ValueError(f"{op}: zero_point must lie in the code range [{qmin}, {qmax}]")
+    if datapath.quantize_mode == "reciprocal":
+        v = xf * (torch.tensor(1.0, dtype=torch.float32) / s)
+    else:
+        v = xf / s
+    zf = z.to(torch.float32)
+    v = torch.clamp(v, qmin - zf, qmax - zf)  # == clamping after rounding: bounds are integers
+    return rounding_fn(datapath.quantize_rounding)(v).to(torch.int64) + z
+
+
+def dequantize(
+    q: torch.Tensor,
+    *,
+    scale: ScaleLike,
+    zero_point: Union[int, Sequence[int], torch.Tensor],
+    axis: Optional[int] = None,
+) -> torch.Tensor:
+    """``fp32(q - z) * fp32(s)`` as float32 (shape of ``q``)."""
+    op = "dequantize"
+    qt = int_tensor(q, "q", op)
+    s = _per_axis(scale, "scale", qt, axis, torch.float32, op)
+    z = _per_axis(zero_point, "zero_point", qt, axis, torch.int64, op)
+    return (qt - z).to(torch.float32) * s
+
