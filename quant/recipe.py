@@ -63,12 +63,12 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from quant.observers import OBSERVERS, make_observer
+from quant.quantizer import LEARN_MODES
 from quant.spec import QuantSpec
 
 __all__ = [
     "ROLES",
-    "LEARN_MODES",
-    "OBSERVERS",
     "WEIGHT_MODULES",
     "ACTIVATION_MODULES",
     "QuantizerConfig",
@@ -80,8 +80,6 @@ __all__ = [
 ]
 
 ROLES: tuple[str, ...] = ("weight", "input", "output")
-LEARN_MODES: tuple[str, ...] = ("none", "lsq", "pact")
-OBSERVERS: tuple[str, ...] = ("minmax", "moving_average", "percentile", "mse")
 
 WEIGHT_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
@@ -143,10 +141,11 @@ def _freeze_kwargs(value: object) -> tuple[tuple[str, Any], ...]:
 class QuantizerConfig:
     """Everything needed to build one ``Quantizer``: scheme, observer and learning mode.
 
-    ``observer`` is one of :data:`OBSERVERS`; ``learn`` is one of :data:`LEARN_MODES`
-    (``"pact"`` is for activations only, which :class:`Rule` checks).
-    ``observer_kwargs`` may be given as a mapping; it is stored as a tuple of
-    ``(name, value)`` pairs sorted by name so the config stays immutable and hashable.
+    ``observer`` is a name registered in :data:`quant.observers.OBSERVERS`; ``learn`` is
+    one of :data:`quant.quantizer.LEARN_MODES` (``"pact"`` is for activations only, which
+    :class:`Rule` checks). ``observer_kwargs`` may be given as a mapping; it is stored as
+    a tuple of ``(name, value)`` pairs sorted by name so the config stays immutable and
+    hashable, and is checked by building the observer once.
 
     >>> cfg = QuantizerConfig(QuantSpec(bits=4), observer="percentile", observer_kwargs={"percentile": 99.9})
     >>> cfg.observer_kwargs
@@ -176,6 +175,13 @@ class QuantizerConfig:
                 f"QuantizerConfig.learn={self.learn!r} is not one of {', '.join(map(repr, LEARN_MODES))}"
             )
         object.__setattr__(self, "observer_kwargs", _freeze_kwargs(self.observer_kwargs))
+        if self.observer_kwargs:
+            try:
+                make_observer(self.observer, self.spec, **dict(self.observer_kwargs))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"QuantizerConfig.observer_kwargs={dict(self.observer_kwargs)!r} for observer {self.observer!r}: {exc}"
+                ) from None
 
     @classmethod
     def of(cls, value: "QuantSpec | QuantizerConfig") -> "QuantizerConfig":

@@ -186,9 +186,12 @@ def test_quantizer_config_validation() -> None:
         QuantizerConfig(W4, observer_kwargs={1: 2})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match=r"observer_kwargs must be a mapping"):
         QuantizerConfig(W4, observer_kwargs=3)  # type: ignore[arg-type]
-    a = QuantizerConfig(W4, observer="mse", observer_kwargs={"b": 1, "a": 2})
-    b = QuantizerConfig(W4, observer="mse", observer_kwargs=(("a", 2), ("b", 1)))
-    assert a == b and hash(a) == hash(b) and a.observer_kwargs == (("a", 2), ("b", 1))
+    with pytest.raises(ValueError, match=r"QuantizerConfig\.observer_kwargs=\{'bogus': 1\} for observer 'minmax'"):
+        QuantizerConfig(W4, observer_kwargs={"bogus": 1})
+    a = QuantizerConfig(W4, observer="moving_average", observer_kwargs={"momentum": 0.1})
+    b = QuantizerConfig(W4, observer="moving_average", observer_kwargs=(("momentum", 0.1),))
+    assert a == b and hash(a) == hash(b) and a.observer_kwargs == (("momentum", 0.1),)
+    assert a.describe() == "int4 sym per-channel(0) half_even, observer=moving_average(momentum=0.1)"
     assert QuantizerConfig.of(W4) == QuantizerConfig(W4)
 
 
