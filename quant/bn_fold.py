@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from typing import Optional
+from typing import Optional, TypeVar
 
 import torch
 import torch.fx
@@ -67,7 +67,7 @@ FOLDABLE_PAIRS: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
     (nn.Linear, nn.BatchNorm1d),
 )
 
-_LAYER_TYPES = tuple(layer for layer, _ in FOLDABLE_PAIRS)
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def _types_fit(layer: nn.Module, bn: nn.Module) -> bool:
@@ -194,7 +194,7 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def fold_bn(model: nn.Module) -> nn.Module:
+def fold_bn(model: ModuleT) -> ModuleT:
     """A deep copy of ``model`` with every foldable BatchNorm folded (see the module doc).
 
     The input model is not modified. The copy keeps ``model``'s class and training

@@ -340,7 +340,7 @@ class Recipe:
         object.__setattr__(self, "rules", rules)
 
     @classmethod
-    def from_dict(cls, d: Mapping[Pattern, Optional[Mapping[str, "QuantSpec | QuantizerConfig | None"]]]) -> "Recipe":
+    def from_dict(cls, d: Mapping[Any, Any]) -> "Recipe":
         """Build a recipe from ``{pattern: {role: QuantSpec | QuantizerConfig}}`` in dict order.
 
         A value of ``None`` instead of a role dict makes an exclusion rule. Unknown role
@@ -364,7 +364,7 @@ class Recipe:
                     raise ValueError(
                         f"recipe rule {label}: unknown role {key!r}; allowed roles are {', '.join(map(repr, ROLES))}"
                     )
-            rules.append(Rule(pattern, **{k: v for k, v in roles.items() if v is not None}))  # type: ignore[arg-type]
+            rules.append(Rule(pattern, **{k: v for k, v in roles.items() if v is not None}))
         return cls(tuple(rules))
 
     @classmethod
@@ -444,4 +444,6 @@ class Recipe:
         return f"recipe rule {label} applies to no module: no module name or type matches it{hint}"
 
 
-RecipeLike = Union[Recipe, Mapping[Pattern, Optional[Mapping[str, Any]]]]
+RecipeLike = Union[Recipe, Mapping[Any, Any]]
+"""A :class:`Recipe`, or the dict :meth:`Recipe.from_dict` takes: ``{pattern: {role:
+QuantSpec | QuantizerConfig} | None}`` (typed loosely so that any ``dict[str, ...]`` fits)."""

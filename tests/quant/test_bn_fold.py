@@ -7,6 +7,7 @@ of the unfused conv-then-BN; the fold itself runs in float64).
 from __future__ import annotations
 
 import copy
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -17,8 +18,10 @@ from hypothesis import strategies as st
 
 from quant.bn_fold import fold_bn, foldable_pairs
 
+M = TypeVar("M", bound=nn.Module)
 
-def randomize_bn(model: nn.Module, generator: torch.Generator) -> nn.Module:
+
+def randomize_bn(model: M, generator: torch.Generator) -> M:
     """Random running statistics, affine parameters and eps on every BatchNorm."""
     with torch.no_grad():
         for m in model.modules():
@@ -73,7 +76,8 @@ class Mixed(nn.Module):
         x = self.grouped_bn(self.grouped(x))
         x = x.flatten(2)
         x = self.bn1d(self.conv1d(x)).mean(-1)
-        return self.fc_bn(self.fc(x))
+        out: torch.Tensor = self.fc_bn(self.fc(x))
+        return out
 
 
 def test_fx_path_folds_every_kind_and_leaves_input_untouched() -> None:
@@ -129,7 +133,8 @@ def test_conv2d_groups_property(
         nn.ReLU(),
     )
     with torch.no_grad():
-        model[0].weight.copy_(torch.randn(model[0].weight.shape, generator=g))
+        conv: Any = model[0]
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
     randomize_bn(model, g)
     folded = fold_bn(model)
     assert n_batchnorms(folded) == 0
@@ -157,9 +162,10 @@ class Untraceable(nn.Module):
         self.bn = nn.BatchNorm2d(4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
+        y: torch.Tensor = self.body(x)
         if y.sum() > 0:
-            return self.bn(self.conv(y))
+            out: torch.Tensor = self.bn(self.conv(y))
+            return out
         return -y
 
 
@@ -181,8 +187,9 @@ class Residual(nn.Module):
         self.bn = nn.BatchNorm2d(4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return self.bn(y) + y
+        y: torch.Tensor = self.conv(x)
+        out: torch.Tensor = self.bn(y) + y
+        return out
 
 
 class CalledTwice(nn.Module):
@@ -192,7 +199,8 @@ class CalledTwice(nn.Module):
         self.bn = nn.BatchNorm2d(4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x)) + self.conv(x)
+        out: torch.Tensor = self.bn(self.conv(x)) + self.conv(x)
+        return out
 
 
 def _shared_bn() -> nn.Module:
@@ -247,13 +255,13 @@ def test_parametrized_weight_raises() -> None:
 
 def test_bad_argument() -> None:
     with pytest.raises(TypeError, match="nn.Module"):
-        fold_bn(torch.zeros(3))  # type: ignore[arg-type]
+        fold_bn(torch.zeros(3))  # type: ignore[type-var]
 
 
 def test_fold_keeps_parameters_trainable_and_independent() -> None:
     model = nn.Sequential(nn.Linear(3, 2, bias=False), nn.BatchNorm1d(2)).eval()
     folded = fold_bn(model)
-    lin = folded[0]
+    lin: Any = folded[0]
     assert isinstance(lin.bias, nn.Parameter) and lin.bias.requires_grad
-    assert lin.weight.data_ptr() != model[0].weight.data_ptr()
+    assert lin.weight.data_ptr() != model[0].weight.data_ptr()  # type: ignore[operator]
     copy.deepcopy(folded)(torch.randn(2, 3)).sum().backward()

@@ -43,7 +43,8 @@ class SmallCNN(nn.Module):
         x = self.act(self.bn(self.conv(x)))
         x = self.hs(self.dw(x))
         x = self.conv1d(x.flatten(2)).mean(-1)
-        return self.fc(F.relu(x))
+        out: torch.Tensor = self.fc(F.relu(x))
+        return out
 
 
 RECIPE: dict[Any, dict[str, QuantSpec]] = {
@@ -57,8 +58,8 @@ def make_model(seed: int = 0) -> SmallCNN:
     torch.manual_seed(seed)
     model = SmallCNN()
     with torch.no_grad():
-        model.bn.running_mean.uniform_(-0.5, 0.5)
-        model.bn.running_var.uniform_(0.5, 2.0)
+        model.bn.running_mean.uniform_(-0.5, 0.5)  # type: ignore[union-attr]
+        model.bn.running_var.uniform_(0.5, 2.0)  # type: ignore[union-attr]
     return model.eval()
 
 
@@ -72,6 +73,20 @@ def calibrated(model: nn.Module, recipe: Any = RECIPE) -> QuantHandle:
         for seed in range(3):
             model(inputs(seed))
     return handle
+
+
+def plist(module: nn.Module) -> nn.ModuleList:
+    """``module.parametrizations.weight`` (typed)."""
+    out = getattr(module, "parametrizations")["weight"]
+    assert isinstance(out, nn.ModuleList)
+    return out
+
+
+def original(module: nn.Module) -> torch.Tensor:
+    """The float weight under a parametrization."""
+    out = getattr(plist(module), "original")
+    assert isinstance(out, torch.Tensor)
+    return out
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -130,7 +145,7 @@ def test_optimizer_built_before_attach_still_trains_the_weights() -> None:
     weight = model.fc.weight
     before = weight.detach().clone()
     handle = calibrated(model)
-    assert model.fc.parametrizations.weight.original is weight
+    assert original(model.fc) is weight
     model.train()
     opt.zero_grad()
     model(inputs(3)).square().sum().backward()
@@ -206,7 +221,7 @@ def test_mixed_precision_recipe() -> None:
         ("conv1d", "weight"): 4, ("conv1d", "input"): 4, ("fc", "weight"): 8, ("fc", "input"): 8,
     }  # fmt: skip
     assert not parametrize.is_parametrized(model.dw) and not hasattr(model.dw, INPUT_QUANTIZER)
-    assert model.fc.parametrizations.weight[0] is handle.quantizer("fc", "weight")
+    assert plist(model.fc)[0] is handle.quantizer("fc", "weight")
     assert model.fc.input_quantizer is handle.quantizer("fc", "input")
     assert list(handle.modules) == ["conv", "act", "conv1d", "fc"]
     assert handle.modules["fc"] is model.fc
@@ -286,11 +301,11 @@ def test_ste_gradient_reaches_the_float_weight() -> None:
     x, g = torch.randn(5, 6), torch.randn(5, 4)
     (lin(x) * g).sum().backward()
     q = handle.quantizer("", "weight")
-    wq = fq(lin.parametrizations.weight.original.detach(), q).requires_grad_()
-    (F.linear(x, wq, lin.bias.detach()) * g).sum().backward()
+    wq = fq(original(lin).detach(), q).requires_grad_()
+    torch.autograd.backward((F.linear(x, wq, lin.bias.detach()) * g).sum())
     # symmetric min-max: every weight lies inside the clipping range, the STE mask is all ones
-    assert lin.parametrizations.weight.original.grad is not None
-    assert torch.equal(lin.parametrizations.weight.original.grad, wq.grad)
+    got, want = original(lin).grad, wq.grad
+    assert got is not None and want is not None and torch.equal(got, want)
 
 
 def test_lsq_scales_learn_through_the_hooks() -> None:
@@ -312,12 +327,15 @@ def test_lsq_scales_learn_through_the_hooks() -> None:
     # the last layer's weight-scale gradient, recomputed without the hooks
     q_in, q_w = handle.quantizer("2", "input"), handle.quantizer("2", "weight")
     with torch.no_grad():
-        h = F.relu(F.linear(handle.quantizer("0", "input")(x), handle.quantizer("0", "weight")(model[0].weight), model[0].bias))
+        first: Any = model[0]
+        q0_in, q0_w = handle.quantizer("0", "input"), handle.quantizer("0", "weight")
+        h = F.relu(F.linear(q0_in(x), q0_w(original(first)), first.bias))
     s_w = q_w.scale.detach().clone().requires_grad_()
-    w_orig = model[2].parametrizations.weight.original.detach()
+    w_orig = original(model[2]).detach()
     wq = lsq_fake_quantize(w_orig, s_w, q_w.zero_point, W4, lsq_grad_scale(w_orig.numel() // s_w.numel(), W4.qmax))
     xq = lsq_fake_quantize(h, q_in.scale.detach(), q_in.zero_point, S6, 1.0)
-    (F.linear(xq, wq, model[2].bias.detach()) * g).sum().backward()
+    last: Any = model[2]
+    torch.autograd.backward((F.linear(xq, wq, last.bias.detach()) * g).sum())
     assert s_w.grad is not None
     torch.testing.assert_close(q_w.scale.grad, s_w.grad, rtol=1e-5, atol=1e-7)
 
@@ -378,7 +396,8 @@ def test_calibrate_names_quantizers_that_saw_no_data() -> None:
             self.unused = nn.Linear(3, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.used(x)
+            out: torch.Tensor = self.used(x)
+            return out
 
     model = WithUnused()
     handle = attach(model, {"*": {"input": A8}})
@@ -460,8 +479,8 @@ def test_existing_parametrization_is_kept() -> None:
     handle = attach(lin, {"": {"weight": W8}})
     q = handle.quantizer("", "weight")
     with torch.no_grad():
-        torch.testing.assert_close(lin.weight, fq(2 * lin.parametrizations.weight.original, q), rtol=0, atol=0)
+        torch.testing.assert_close(lin.weight, fq(2 * original(lin), q), rtol=0, atol=0)
     handle.remove()
-    assert len(lin.parametrizations.weight) == 1 and isinstance(lin.parametrizations.weight[0], Doubled)
+    assert len(plist(lin)) == 1 and isinstance(plist(lin)[0], Doubled)
     with torch.no_grad():
-        assert torch.equal(lin.weight, 2 * lin.parametrizations.weight.original)
+        assert torch.equal(lin.weight, 2 * original(lin))

@@ -78,7 +78,7 @@ def make_model() -> nn.Sequential:
         nn.Linear(64, 5),
     )
     with torch.no_grad():
-        model[1].running_var.uniform_(0.5, 2.0)
+        model[1].running_var.uniform_(0.5, 2.0)  # type: ignore[operator]
     return model.eval()
 
 

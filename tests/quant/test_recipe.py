@@ -158,15 +158,15 @@ def test_unknown_role_and_bad_values() -> None:
     with pytest.raises(ValueError, match=r"unknown role 'weights'; allowed roles are 'weight', 'input', 'output'"):
         Recipe.from_dict({"*": {"weights": W4}})
     with pytest.raises(TypeError, match=r"expected a dict of roles"):
-        Recipe.from_dict({"*": W4})  # type: ignore[dict-item]
+        Recipe.from_dict({"*": W4})
     with pytest.raises(ValueError, match=r"Rule\.weight for '\*'"):
-        Recipe.from_dict({"*": {"weight": 4}})  # type: ignore[dict-item]
+        Recipe.from_dict({"*": {"weight": 4}})
     with pytest.raises(ValueError, match=r"Rule\.pattern=3"):
         Rule(3, weight=W4)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"PACT clips activations"):
         Rule("*", weight=QuantizerConfig(W4, learn="pact"))
     with pytest.raises(ValueError, match=r"exclude=True and also sets roles"):
-        Rule("*", weight=W4, exclude=True)
+        Rule("*", weight=W4, exclude=True)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Recipe\.rules is empty"):
         Recipe(())
     with pytest.raises(TypeError, match=r"recipe must be a Recipe or a dict"):
@@ -183,12 +183,12 @@ def test_quantizer_config_validation() -> None:
     with pytest.raises(ValueError, match=r"QuantizerConfig\.spec must be a QuantSpec"):
         QuantizerConfig(4)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"observer_kwargs keys must be strings"):
-        QuantizerConfig(W4, observer_kwargs={1: 2})  # type: ignore[dict-item]
+        QuantizerConfig(W4, observer_kwargs={1: 2})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"observer_kwargs must be a mapping"):
         QuantizerConfig(W4, observer_kwargs=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"QuantizerConfig\.observer_kwargs=\{'bogus': 1\} for observer 'minmax'"):
-        QuantizerConfig(W4, observer_kwargs={"bogus": 1})
-    a = QuantizerConfig(W4, observer="moving_average", observer_kwargs={"momentum": 0.1})
+        QuantizerConfig(W4, observer_kwargs={"bogus": 1})  # type: ignore[arg-type]
+    a = QuantizerConfig(W4, observer="moving_average", observer_kwargs={"momentum": 0.1})  # type: ignore[arg-type]
     b = QuantizerConfig(W4, observer="moving_average", observer_kwargs=(("momentum", 0.1),))
     assert a == b and hash(a) == hash(b) and a.observer_kwargs == (("momentum", 0.1),)
     assert a.describe() == "int4 sym per-channel(0) half_even, observer=moving_average(momentum=0.1)"
