@@ -182,11 +182,12 @@ def _multiplier_values(multiplier: MultiplierLike, name: str) -> tuple[list[floa
         shape = ()
         values = [float(multiplier)]
     elif isinstance(multiplier, (list, tuple)):
-        shape = (len(multiplier),)
         try:
-            values = [float(v) for v in multiplier]
+            arr64 = np.asarray(multiplier, dtype=np.float64)
         except (TypeError, ValueError):
             raise TypeError(f"{name} must be a float or a sequence of floats") from None
+        shape = tuple(arr64.shape)
+        values = [float(v) for v in arr64.reshape(-1)]
     else:
         raise TypeError(f"{name} must be a float, a sequence, a numpy array or a tensor, got {type(multiplier).__name__}")
     if len(shape) > 1:

@@ -20,7 +20,8 @@ positions hold ``z_x`` (their term is 0). ``acc`` follows ``Datapath.overflow`` 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import sys
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from quant.datapath import Datapath
 from quant.reference._checks import IntPair, check_datapath, output_range, pair, scalar_int
 from quant.reference._operands import ZeroPointLike, checked_bias, shifted_input, shifted_weight
-from quant.reference.accumulate import CHUNK_ELEMENTS, accumulate
+from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator
 from quant.requant import MultiplierLike, requant_params
 
@@ -76,7 +77,8 @@ def conv2d_accumulate(
     wmat = ws.reshape(groups, og, k)
     bmat = bias.reshape(groups, og) if bias is not None else None
     per_image = ho * wo * c_in * kh * kw
-    step = max(1, CHUNK_ELEMENTS // max(per_image, 1))
+    chunk = int(getattr(sys.modules[accumulate.__module__], "CHUNK_ELEMENTS"))
+    step = max(1, chunk // max(per_image, 1))
     outs = []
     for start in range(0, n, step):
         cols = im2col(xs[start : start + step], (kh, kw), stride, padding, dilation)  # (b, Ho, Wo, C_in, kh, kw)
