@@ -1,0 +1,336 @@
+/* qk_conv2d: 2-D convolution with groups, stride, padding and dilation (sections 4, 5).
+ *
+ * Two schedules, the same results:
+ *   - general: per image and group, the input becomes a zero-padded channels-last int16 copy
+ *     of x - z_x; blocks of output pixels gather their receptive fields from it (contiguous
+ *     runs of kw * C_in/groups values) into int16 rows; qk__mm_block multiplies them with the
+ *     weight rows w - z_w, reordered the same way (kh, kw, c). Exact sums do not depend on
+ *     the order; the sequential saturating path maps back to the canonical (c, kh, kw) order.
+ *   - one input channel per group (depthwise, any channel multiplier): direct accumulation
+ *     over each output row from a zero-padded int16 plane, vectorized along the row.
+ * Padded positions hold x_zero_point, i.e. a difference of 0. */
+#include <string.h>
+
+#include "qk.h"
+#include "qk_arith.h"
+#include "qk_internal.h"
+
+#define QK__B_TILE_BYTES 65536 /* target size of the gathered input block */
+
+typedef struct qk__conv_plan {
+    int32_t oh, ow;
+    size_t groups, cg, mg, mgp, k, kp, hp, wp, pixels, nb_max;
+    int depthwise;
+    int16_t *a;
+    int32_t *wmax;
+    int64_t *wsum;
+    uint32_t *perm;
+    int16_t *xpad;  /* general: hp * wp * cg; depthwise: hp * wp */
+    int16_t *b;     /* general: nb_max (rounded to QK__NR) * kp */
+    int32_t *accrow; /* depthwise: ow */
+    qk__mm mm;
+} qk__conv_plan;
+
+/* The scratch layout of a geometry (ar->base NULL: measure only). */
+static qk_status qk__conv_layout(const qk_conv2d_geometry *g, qk__arena *ar, qk__conv_plan *pl)
+{
+    qk_status st = qk_conv2d_output_size(g, &pl->oh, &pl->ow);
+    size_t rows;
+    if (st != QK_OK) {
+        return st;
+    }
+    if (g->n < 1 || g->c_in < 1 || g->c_out < 1) {
+        return QK_ERR_SHAPE;
+    }
+    if (g->groups < 1 || g->c_in % g->groups != 0 || g->c_out % g->groups != 0) {
+        return QK_ERR_GROUPS;
+    }
+    pl->groups = (size_t)g->groups;
+    pl->cg = (size_t)(g->c_in / g->groups);
+    pl->mg = (size_t)(g->c_out / g->groups);
+    pl->k = pl->cg * (size_t)g->kh * (size_t)g->kw; /* < 2^62: three int32 factors */
+    pl->kp = qk__round_up(pl->k, 16);
+    pl->hp = (size_t)g->h + 2 * (size_t)g->pad_h;
+    pl->wp = (size_t)g->w + 2 * (size_t)g->pad_w;
+    pl->pixels = (size_t)pl->oh * (size_t)pl->ow;
+    pl->depthwise = pl->cg == 1 && pl->k <= QK__K_CHUNK;
+    memset(&pl->mm, 0, sizeof(pl->mm));
+    if (pl->depthwise) {
+        pl->mgp = pl->mg;
+        rows = (size_t)g->c_out;
+        pl->a = (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t));
+        pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
+        pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
+        pl->perm = NULL;
+        pl->xpad = (int16_t *)qk__arena_take(ar, pl->hp * pl->wp, sizeof(int16_t));
+        pl->b = NULL;
+        pl->accrow = (int32_t *)qk__arena_take(ar, (size_t)pl->ow, sizeof(int32_t));
+        pl->nb_max = 0;
+    } else {
+        size_t nb = QK__B_TILE_BYTES / (2 * pl->kp);
+        nb = qk__round_up(nb < QK__NR ? QK__NR : nb, QK__NR);
+        nb = nb > 256 ? 256 : nb;
+        if (nb > qk__round_up(pl->pixels, QK__NR)) {
+            nb = qk__round_up(pl->pixels, QK__NR);
+        }
+        pl->nb_max = nb;
+        pl->mgp = qk__round_up(pl->mg, QK__MR);
+        rows = pl->groups * pl->mgp;
+        pl->a = (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t));
+        pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
+        pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
+        pl->perm = (uint32_t *)qk__arena_take(ar, pl->k, sizeof(uint32_t));
+        pl->xpad = (int16_t *)qk__arena_take(ar, pl->hp * pl->wp * pl->cg, sizeof(int16_t));
+        pl->b = (int16_t *)qk__arena_take(ar, nb * pl->kp, sizeof(int16_t));
+        pl->accrow = NULL;
+        pl->mm.mp = pl->mgp;
+        pl->mm.kp = pl->kp;
+        qk__mm_reserve(ar, &pl->mm, nb);
+    }
+    if (pl->k > UINT32_MAX) {
+        return QK_ERR_SIZE;
+    }
+    return ar->overflow ? QK_ERR_SIZE : QK_OK;
+}
+
+qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, size_t *bytes)
+{
+    qk__arena ar = {NULL, 0, 0};
+    qk__conv_plan pl;
+    qk_status st;
+    if (g == NULL || bytes == NULL) {
+        return QK_ERR_NULL;
+    }
+    st = qk__conv_layout(g, &ar, &pl);
+    if (st == QK_OK) {
+        *bytes = ar.used;
+    }
+    return st;
+}
+
+/* x - z_x of image n, channel c into the interior of a padded plane with element stride `step`.
+ * Signed codes are read as bytes with the sign bit flipped (x + 128), so one unsigned loop
+ * serves both: (x + 128) - (z + 128) = x - z. */
+static void qk__fill_plane(const void *restrict x, int32_t is_signed, size_t offset, int32_t z, size_t h, size_t w,
+                           int16_t *restrict dst, size_t wp, size_t step)
+{
+    size_t r, col;
+    unsigned flip = is_signed ? 0x80u : 0u;
+    int32_t zz = is_signed ? z + 128 : z;
+    for (r = 0; r < h; ++r) {
+        int16_t *d = dst + r * wp * step;
+        const uint8_t *s = (const uint8_t *)x + offset + r * w;
+        if (step == 1) {
+            for (col = 0; col < w; ++col) {
+                d[col] = (int16_t)((int32_t)(s[col] ^ flip) - zz);
+            }
+        } else {
+            for (col = 0; col < w; ++col) {
+                d[col * step] = (int16_t)((int32_t)(s[col] ^ flip) - zz);
+            }
+        }
+    }
+}
+
+static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath *dp, const void *x, int32_t zx,
+                                  const int32_t *bias, void *y, qk__conv_plan *pl)
+{
+    size_t n, grp, p0, jj, i, j;
+    size_t cg = pl->cg, kp = pl->kp, wp = pl->wp, ow = (size_t)pl->ow;
+    size_t kh = (size_t)g->kh, kw = (size_t)g->kw;
+    size_t sh = (size_t)g->stride_h, sw = (size_t)g->stride_w, dh = (size_t)g->dilation_h, dw = (size_t)g->dilation_w;
+    memset(pl->xpad, 0, pl->hp * pl->wp * cg * sizeof(int16_t));
+    for (n = 0; n < (size_t)g->n; ++n) {
+        for (grp = 0; grp < pl->groups; ++grp) {
+            qk__mm mm = pl->mm;
+            size_t c;
+            for (c = 0; c < cg; ++c) {
+                size_t offset = ((n * (size_t)g->c_in + grp * cg + c) * (size_t)g->h) * (size_t)g->w;
+                int16_t *dst = pl->xpad + ((size_t)g->pad_h * wp + (size_t)g->pad_w) * cg + c;
+                qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w, dst, wp, cg);
+            }
+            mm.a = pl->a + grp * pl->mgp * kp;
+            mm.row_wmax = pl->wmax + grp * pl->mgp;
+            mm.row_wsum = pl->wsum + grp * pl->mgp;
+            mm.bias = bias ? bias + grp * pl->mg : NULL;
+            mm.chan0 = grp * pl->mg;
+            for (p0 = 0; p0 < pl->pixels; p0 += pl->nb_max) {
+                size_t nb = pl->pixels - p0 < pl->nb_max ? pl->pixels - p0 : pl->nb_max;
+                size_t nbp = qk__round_up(nb, QK__NR);
+                qk_status st;
+                for (jj = 0; jj < nbp; ++jj) {
+                    int16_t *row = pl->b + jj * kp;
+                    size_t idx = 0, p = p0 + jj, r0, c0;
+                    if (jj >= nb) {
+                        memset(row, 0, kp * sizeof(int16_t));
+                        continue;
+                    }
+                    r0 = (p / ow) * sh;
+                    c0 = (p % ow) * sw;
+                    for (i = 0; i < kh; ++i) {
+                        const int16_t *src = pl->xpad + ((r0 + i * dh) * wp + c0) * cg;
+                        if (dw == 1) {
+                            memcpy(row + idx, src, kw * cg * sizeof(int16_t));
+                            idx += kw * cg;
+                        } else {
+                            for (j = 0; j < kw; ++j) {
+                                memcpy(row + idx, src + j * dw * cg, cg * sizeof(int16_t));
+                                idx += cg;
+                            }
+                        }
+                    }
+                    memset(row + idx, 0, (kp - idx) * sizeof(int16_t));
+                }
+                st = qk__mm_block(&mm, pl->b, nb,
+                                  (unsigned char *)y + (n * (size_t)g->c_out + grp * pl->mg) * pl->pixels + p0,
+                                  pl->pixels, 1);
+                if (st != QK_OK) {
+                    return st;
+                }
+            }
+        }
+    }
+    return QK_OK;
+}
+
+static qk_status qk__conv_depthwise(const qk_conv2d_geometry *g, const qk_datapath *dp,
+                                    const qk_requant_params *rq, const void *x, int32_t zx, int32_t xmax,
+                                    const int32_t *bias, void *y, qk__conv_plan *pl, int32_t isa)
+{
+    size_t n, o, r, i, j, col;
+    size_t ow = (size_t)pl->ow, oh = (size_t)pl->oh, wp = pl->wp, kh = (size_t)g->kh, kw = (size_t)g->kw;
+    size_t sh = (size_t)g->stride_h, sw = (size_t)g->stride_w, dh = (size_t)g->dilation_h, dw = (size_t)g->dilation_w;
+    size_t mult = pl->mg;
+    int64_t lim = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
+    int32_t *acc = pl->accrow;
+    memset(pl->xpad, 0, pl->hp * pl->wp * sizeof(int16_t));
+    for (n = 0; n < (size_t)g->n; ++n) {
+        for (o = 0; o < (size_t)g->c_out; ++o) {
+            const int16_t *arow = pl->a + o * pl->kp;
+            int64_t b = bias ? bias[o] : 0, abs_b = b < 0 ? -b : b;
+            int row_safe = dp->overflow == QK_OVERFLOW_WRAP || abs_b + (int64_t)xmax * pl->wsum[o] <= lim;
+            if (o % mult == 0) {
+                size_t offset = ((n * (size_t)g->c_in + o / mult) * (size_t)g->h) * (size_t)g->w;
+                qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w,
+                               pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp, 1);
+            }
+            for (r = 0; r < oh; ++r) {
+                qk__depthwise_row(isa, pl->xpad + r * sh * wp, wp, arow, kh, kw, sw, dh, dw, ow, acc);
+                if (dp->overflow == QK_OVERFLOW_WRAP) {
+                    qk__wrap_row(acc, ow, (int32_t)b, dp->acc_bits);
+                } else if (row_safe) {
+                    for (col = 0; col < ow; ++col) {
+                        acc[col] = (int32_t)(b + acc[col]);
+                    }
+                } else {
+                    for (col = 0; col < ow; ++col) {
+                        /* sequential, canonical (kh, kw) order, clamp after every addition */
+                        int changed = 0;
+                        int64_t s = b;
+                        if (s > lim || s < -lim - 1) {
+                            s = s > lim ? lim : -lim - 1;
+                            changed = 1;
+                        }
+                        for (i = 0; i < kh; ++i) {
+                            for (j = 0; j < kw; ++j) {
+                                s += (int32_t)arow[i * kw + j] *
+                                     (int32_t)pl->xpad[(r * sh + i * dh) * wp + col * sw + j * dw];
+                                if (s > lim || s < -lim - 1) {
+                                    s = s > lim ? lim : -lim - 1;
+                                    changed = 1;
+                                }
+                            }
+                        }
+                        if (changed && dp->overflow == QK_OVERFLOW_ERROR) {
+                            return QK_ERR_OVERFLOW;
+                        }
+                        acc[col] = (int32_t)s;
+                    }
+                }
+                qk__requant_row(isa, acc, ow, o, dp, rq, (unsigned char *)y + ((n * (size_t)g->c_out + o) * oh + r) * ow, 1);
+            }
+        }
+    }
+    return QK_OK;
+}
+
+qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const void *x, size_t x_len,
+                    int32_t x_zero_point, const qk_weights *w, const int32_t *bias, size_t bias_len,
+                    const qk_requant_params *rq, void *y, size_t y_len, void *scratch, size_t scratch_bytes,
+                    int32_t isa)
+{
+    qk__arena ar = {NULL, 0, 0};
+    qk__conv_plan pl;
+    qk_status st;
+    size_t need, grp;
+    int32_t sel, xmax;
+    if (g == NULL || dp == NULL || x == NULL || w == NULL || rq == NULL || y == NULL) {
+        return QK_ERR_NULL;
+    }
+    if ((st = qk__check_datapath(dp)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__conv_layout(g, &ar, &pl)) != QK_OK) {
+        return st;
+    }
+    if (!qk__mul_size((size_t)g->n * (size_t)g->c_in, (size_t)g->h * (size_t)g->w, &need)) {
+        return QK_ERR_SIZE;
+    }
+    if (x_len != need) {
+        return QK_ERR_X_LENGTH;
+    }
+    if ((st = qk__check_x_zero_point(dp, x_zero_point)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_weights(dp, w, (size_t)g->c_out, pl.k)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_bias(dp, bias, bias_len, (size_t)g->c_out)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_requant(dp, rq, (size_t)g->c_out)) != QK_OK) {
+        return st;
+    }
+    if (!qk__mul_size((size_t)g->n * (size_t)g->c_out, pl.pixels, &need)) {
+        return QK_ERR_SIZE;
+    }
+    if (y_len != need) {
+        return QK_ERR_Y_LENGTH;
+    }
+    if ((st = qk__select_isa(isa, &sel)) != QK_OK) {
+        return st;
+    }
+    if (scratch == NULL || scratch_bytes < ar.used) {
+        return QK_ERR_SCRATCH;
+    }
+    ar.base = (unsigned char *)scratch;
+    ar.used = 0;
+    qk__conv_layout(g, &ar, &pl);
+    xmax = qk__max_abs_diff(x, x_len, dp->a_signed, x_zero_point);
+    if (pl.depthwise) {
+        qk__load_weights(dp, w, (size_t)g->c_out, pl.k, 0, NULL, (size_t)g->c_out, pl.kp, pl.a, pl.wmax, pl.wsum);
+        return qk__conv_depthwise(g, dp, rq, x, x_zero_point, xmax, bias, y, &pl, sel);
+    }
+    {
+        size_t t = 0, c, i, j; /* canonical (c, i, j) -> kernel order (i, j, c) */
+        for (c = 0; c < pl.cg; ++c) {
+            for (i = 0; i < (size_t)g->kh; ++i) {
+                for (j = 0; j < (size_t)g->kw; ++j, ++t) {
+                    pl.perm[t] = (uint32_t)((i * (size_t)g->kw + j) * pl.cg + c);
+                }
+            }
+        }
+    }
+    for (grp = 0; grp < pl.groups; ++grp) {
+        qk__load_weights(dp, w, pl.mg, pl.k, grp * pl.mg, pl.perm, pl.mgp, pl.kp, pl.a + grp * pl.mgp * pl.kp,
+                         pl.wmax + grp * pl.mgp, pl.wsum + grp * pl.mgp);
+    }
+    pl.mm.dp = dp;
+    pl.mm.rq = rq;
+    pl.mm.isa = sel;
+    pl.mm.m = pl.mg;
+    pl.mm.k = pl.k;
+    pl.mm.perm = pl.perm;
+    pl.mm.xmax = xmax;
+    return qk__conv_general(g, dp, x, x_zero_point, bias, y, &pl);
+}

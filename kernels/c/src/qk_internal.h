@@ -1,0 +1,218 @@
+/*
+ * qk_internal.h: declarations shared by the kernel sources (not part of the public API).
+ *
+ * Internal functions carry the prefix qk__ and live one per file, named after them.
+ */
+#ifndef QK_INTERNAL_H
+#define QK_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qk_types.h"
+
+/* Largest reduction length whose int32 partial sums are exact: every product of two 8-bit code
+ * differences is at most 255 * 255 = 65025 in magnitude, and 32768 * 65025 < 2^31. */
+#define QK__K_CHUNK 32768
+/* Register tile of the int16 GEMM: rows of A and rows of B handled per micro-kernel call. */
+#define QK__MR 2
+#define QK__NR 4
+/* Whether the hot loops are also compiled for x86 AVX2 (GCC/Clang function attributes, chosen
+ * at run time; define QK_NO_ISA_DISPATCH to build the portable code only). */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(QK_NO_ISA_DISPATCH)
+#define QK__HAVE_X86_AVX2 1
+#else
+#define QK__HAVE_X86_AVX2 0
+#endif
+#if defined(__GNUC__)
+#define QK__ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define QK__ALWAYS_INLINE static inline
+#endif
+#if QK__HAVE_X86_AVX2
+#define QK__TARGET_AVX2 __attribute__((target("avx2")))
+#endif
+
+/* Alignment (bytes) of every array carved out of the scratch buffer. */
+#define QK__ALIGN 64
+
+/* The code range of a bits-wide operand (binary signed 1-bit codes are {-1, +1}). */
+static inline void qk__code_range(int32_t bits, int32_t is_signed, int32_t *lo, int32_t *hi)
+{
+    if (is_signed) {
+        *lo = bits == 1 ? -1 : -(INT32_C(1) << (bits - 1));
+        *hi = bits == 1 ? 1 : (INT32_C(1) << (bits - 1)) - 1;
+    } else {
+        *lo = 0;
+        *hi = (INT32_C(1) << bits) - 1;
+    }
+}
+
+static inline size_t qk__round_up(size_t v, size_t m)
+{
+    return (v + m - 1) / m * m;
+}
+
+/* Overflow-checked size arithmetic: return 0 when the result does not fit size_t. */
+static inline int qk__mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > (size_t)-1 / a) {
+        return 0;
+    }
+    *out = a * b;
+    return 1;
+}
+
+static inline int qk__add_size(size_t a, size_t b, size_t *out)
+{
+    if (b > (size_t)-1 - a) {
+        return 0;
+    }
+    *out = a + b;
+    return 1;
+}
+
+/* A bump allocator over the caller's scratch buffer (no malloc in the library). Sizes are
+ * rounded to QK__ALIGN; `need` accumulates the total so that the *_scratch_bytes twins and
+ * the kernels share one layout function. */
+typedef struct qk__arena {
+    unsigned char *base; /* NULL while measuring */
+    size_t used;
+    int overflow;
+} qk__arena;
+
+static inline void *qk__arena_take(qk__arena *ar, size_t count, size_t elem)
+{
+    size_t bytes, end;
+    void *p;
+    if (!qk__mul_size(count, elem, &bytes) || !qk__add_size(bytes, QK__ALIGN, &bytes)) {
+        ar->overflow = 1;
+        return NULL;
+    }
+    bytes = bytes / QK__ALIGN * QK__ALIGN;
+    if (!qk__add_size(ar->used, bytes, &end)) {
+        ar->overflow = 1;
+        return NULL;
+    }
+    p = ar->base ? (void *)(ar->base + ar->used) : NULL;
+    ar->used = end;
+    return p;
+}
+
+/* acc[i] = wrap_A(bias + acc[i]) (section 4, wrap): modular arithmetic on uint32, then the low
+ * A bits sign-extended. */
+static inline void qk__wrap_row(int32_t *acc, size_t n, int32_t bias, int32_t bits)
+{
+    uint32_t mask = bits >= 32 ? ~UINT32_C(0) : (UINT32_C(1) << bits) - 1u;
+    uint32_t sign = UINT32_C(1) << (bits - 1);
+    size_t i;
+    for (i = 0; i < n; ++i) {
+        uint32_t u = (((uint32_t)bias + (uint32_t)acc[i]) & mask) ^ sign;
+        uint32_t v = u - sign;
+        acc[i] = v <= (uint32_t)INT32_MAX ? (int32_t)v : -(int32_t)(~v) - 1;
+    }
+}
+
+/* Output size of a window: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1; 0 when the
+ * window does not fit (the caller has checked in, k, stride, dil >= 1 and pad >= 0). */
+static inline int32_t qk__window_out(int32_t in, int32_t k, int32_t stride, int32_t pad, int32_t dil)
+{
+    int64_t span = (int64_t)in + 2 * (int64_t)pad - (int64_t)dil * (k - 1) - 1;
+    if (span < 0 || (int64_t)in + 2 * (int64_t)pad > INT32_MAX) {
+        return 0;
+    }
+    return (int32_t)(span / stride + 1);
+}
+
+/* Validation shared by the entry points. */
+qk_status qk__check_datapath(const qk_datapath *dp);
+
+/* Output codes: y_bits in 1..8 (not binary), y_zero_point in the code range, y_min <= y_max
+ * inside it. */
+qk_status qk__check_output(int32_t y_bits, int32_t y_signed, int32_t y_zero_point, int32_t y_min, int32_t y_max);
+qk_status qk__check_requant(const qk_datapath *dp, const qk_requant_params *rq, size_t channels);
+
+/* Requantize n accumulators of channel c (section 5) and store the codes at y[i * y_stride]
+ * (int8 when rq->y_signed, else uint8). `isa` is a resolved QK_ISA_*. */
+void qk__requant_row(int32_t isa, const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
+                     const qk_requant_params *rq, void *y, size_t y_stride);
+
+/* One output row of a single-input-channel convolution: acc[col] = sum over (i, j) of
+ * w[i * kw + j] * plane[i * dh * wp + col * sw + j * dw] for col < ow, in int32 (exact: at most
+ * QK__K_CHUNK terms of magnitude <= 255 * 255). */
+void qk__depthwise_row(int32_t isa, const int16_t *plane, size_t wp, const int16_t *w, size_t kh, size_t kw,
+                       size_t sw, size_t dh, size_t dw, size_t ow, int32_t *acc);
+
+/* Resolve QK_ISA_AUTO to the ISA used on this machine; QK_ERR_ISA for an unavailable one. */
+qk_status qk__select_isa(int32_t isa, int32_t *selected);
+
+/* c[i * ldc + j] = sum_k a[i * lda + k] * b[j * ldb + k] for i < m, j < n, k < kc, in int32.
+ * m and n are multiples of QK__MR / QK__NR, kc is a multiple of 16 and at most QK__K_CHUNK,
+ * and every |a|, |b| is at most 255, so every sum is exact. `isa` is a resolved QK_ISA_*. */
+void qk__gemm_i16(int32_t isa, size_t m, size_t n, size_t kc, const int16_t *a, size_t lda, const int16_t *b,
+                  size_t ldb, int32_t *c, size_t ldc);
+
+/* One matrix product with accumulation (section 4) and requantization (section 5), shared by
+ * conv2d and linear. A holds the weight differences w - z_w as int16 rows of kp (a multiple
+ * of 16, zero padded) in the kernel's reduction order `perm`; B holds the input differences
+ * x - z_x the same way. perm[k] is the position, in that order, of the k-th term of the
+ * canonical order of section 4 (NULL: identical), used only by the exact sequential path. */
+typedef struct qk__mm {
+    const qk_datapath *dp;
+    const qk_requant_params *rq;
+    int32_t isa;                 /* resolved */
+    size_t m;                    /* rows of A (output channels) */
+    size_t mp;                   /* m rounded up to QK__MR (A has mp rows) */
+    size_t k;                    /* reduction length */
+    size_t kp;                   /* row stride of A and B, k rounded up to 16 */
+    const int16_t *a;
+    const int32_t *bias;         /* m entries, or NULL */
+    size_t chan0;                /* channel index of row 0 in rq */
+    const int32_t *row_wmax;     /* per row: max_k |a| */
+    const int64_t *row_wsum;     /* per row: sum_k |a| */
+    const uint32_t *perm;        /* NULL or k entries */
+    int32_t xmax;                /* max |x - z_x| over the whole input */
+    int32_t *sums;               /* scratch: mp * nb_max int32 */
+    int64_t *sums64;             /* scratch: mp * nb_max int64 when kp > QK__K_CHUNK, else NULL */
+    int64_t *xsum;               /* scratch: nb_max entries */
+    int32_t *accrow;             /* scratch: nb_max entries */
+} qk__mm;
+
+/* Compute the outputs of the nb (<= nb_max, rounded to QK__NR in b) columns in b.
+ * Output (row i, column j) goes to y byte index i * y_row_stride + j * y_col_stride.
+ * Returns QK_ERR_OVERFLOW in overflow = error mode when a clamp would change a value. */
+qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
+                       size_t y_col_stride);
+
+/* Scratch needed by qk__mm_block for nb_max columns (measured with an arena). */
+void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max);
+
+/* Validate weight storage of a (rows, k) matrix against the datapath: packing (0, or
+ * dp->w_bits in {1, 2, 4}), byte length, zero points (count 1 or rows, in the weight code
+ * range, all 0 when the datapath has no weight zero point). */
+qk_status qk__check_weights(const qk_datapath *dp, const qk_weights *w, size_t rows, size_t k);
+
+/* Validate an activation zero point against the datapath's activation operand. */
+qk_status qk__check_x_zero_point(const qk_datapath *dp, int32_t zero_point);
+
+/* Validate a bias (NULL with length 0, or `channels` values that fit dp->bias_bits). */
+qk_status qk__check_bias(const qk_datapath *dp, const int32_t *bias, size_t bias_len, size_t channels);
+
+/* max |x - z| over n activation codes (int8 when is_signed, else uint8). */
+int32_t qk__max_abs_diff(const void *x, size_t n, int32_t is_signed, int32_t z);
+
+/* Fill A (mp x kp int16, rows >= m and columns >= k zero) with w - z_w from the weight
+ * storage; kernel order position of canonical index k is perm[k] (NULL: identical).
+ * Also fills row_wmax and row_wsum. Validates the weight storage against the datapath. */
+qk_status qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
+                           const uint32_t *perm, size_t mp, size_t kp, int16_t *a, int32_t *row_wmax,
+                           int64_t *row_wsum);
+
+/* Bytes of one packed row of cols `bits`-bit codes: ceil(cols * bits / 8) (section 3). */
+static inline size_t qk__packed_row_bytes(size_t cols, int32_t bits)
+{
+    size_t per_byte = (size_t)(8 / bits);
+    return cols / per_byte + (cols % per_byte != 0);
+}
+
+#endif /* QK_INTERNAL_H */

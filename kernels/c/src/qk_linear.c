@@ -1,0 +1,153 @@
+/* qk_linear: fully connected layer y = x w^T (sections 4, 5).
+ *
+ * Weight rows w - z_w and blocks of input rows x - z_x become zero-padded int16 rows;
+ * qk__mm_block computes, accumulates and requantizes them. The reduction order is the
+ * canonical increasing k. */
+#include <string.h>
+
+#include "qk.h"
+#include "qk_internal.h"
+
+#define QK__B_TILE_BYTES 65536
+
+typedef struct qk__linear_plan {
+    size_t kp, np, nb_max;
+    int16_t *a;
+    int32_t *wmax;
+    int64_t *wsum;
+    int16_t *b;
+    qk__mm mm;
+} qk__linear_plan;
+
+static qk_status qk__linear_layout(int32_t m, int32_t k, int32_t n, qk__arena *ar, qk__linear_plan *pl)
+{
+    size_t nb;
+    if (m < 1 || k < 1 || n < 1) {
+        return QK_ERR_SHAPE;
+    }
+    pl->kp = qk__round_up((size_t)k, 16);
+    pl->np = qk__round_up((size_t)n, QK__MR);
+    nb = QK__B_TILE_BYTES / (2 * pl->kp);
+    nb = qk__round_up(nb < QK__NR ? QK__NR : nb, QK__NR);
+    nb = nb > 256 ? 256 : nb;
+    if (nb > qk__round_up((size_t)m, QK__NR)) {
+        nb = qk__round_up((size_t)m, QK__NR);
+    }
+    pl->nb_max = nb;
+    memset(&pl->mm, 0, sizeof(pl->mm));
+    pl->a = (int16_t *)qk__arena_take(ar, pl->np * pl->kp, sizeof(int16_t));
+    pl->wmax = (int32_t *)qk__arena_take(ar, pl->np, sizeof(int32_t));
+    pl->wsum = (int64_t *)qk__arena_take(ar, pl->np, sizeof(int64_t));
+    pl->b = (int16_t *)qk__arena_take(ar, nb * pl->kp, sizeof(int16_t));
+    pl->mm.mp = pl->np;
+    pl->mm.kp = pl->kp;
+    qk__mm_reserve(ar, &pl->mm, nb);
+    return ar->overflow ? QK_ERR_SIZE : QK_OK;
+}
+
+qk_status qk_linear_scratch_bytes(int32_t m, int32_t k, int32_t n, size_t *bytes)
+{
+    qk__arena ar = {NULL, 0, 0};
+    qk__linear_plan pl;
+    qk_status st;
+    if (bytes == NULL) {
+        return QK_ERR_NULL;
+    }
+    st = qk__linear_layout(m, k, n, &ar, &pl);
+    if (st == QK_OK) {
+        *bytes = ar.used;
+    }
+    return st;
+}
+
+qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, const void *x, size_t x_len,
+                    int32_t x_zero_point, const qk_weights *w, const int32_t *bias, size_t bias_len,
+                    const qk_requant_params *rq, void *y, size_t y_len, void *scratch, size_t scratch_bytes,
+                    int32_t isa)
+{
+    qk__arena ar = {NULL, 0, 0};
+    qk__linear_plan pl;
+    qk_status st;
+    size_t need, r0, jj, t, kk = (size_t)k;
+    int32_t sel;
+    if (dp == NULL || x == NULL || w == NULL || rq == NULL || y == NULL) {
+        return QK_ERR_NULL;
+    }
+    if ((st = qk__check_datapath(dp)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__linear_layout(m, k, n, &ar, &pl)) != QK_OK) {
+        return st;
+    }
+    if (!qk__mul_size((size_t)m, kk, &need)) {
+        return QK_ERR_SIZE;
+    }
+    if (x_len != need) {
+        return QK_ERR_X_LENGTH;
+    }
+    if ((st = qk__check_x_zero_point(dp, x_zero_point)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_weights(dp, w, (size_t)n, kk)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_bias(dp, bias, bias_len, (size_t)n)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_requant(dp, rq, (size_t)n)) != QK_OK) {
+        return st;
+    }
+    if (!qk__mul_size((size_t)m, (size_t)n, &need)) {
+        return QK_ERR_SIZE;
+    }
+    if (y_len != need) {
+        return QK_ERR_Y_LENGTH;
+    }
+    if ((st = qk__select_isa(isa, &sel)) != QK_OK) {
+        return st;
+    }
+    if (scratch == NULL || scratch_bytes < ar.used) {
+        return QK_ERR_SCRATCH;
+    }
+    ar.base = (unsigned char *)scratch;
+    ar.used = 0;
+    qk__linear_layout(m, k, n, &ar, &pl);
+    qk__load_weights(dp, w, (size_t)n, kk, 0, NULL, pl.np, pl.kp, pl.a, pl.wmax, pl.wsum);
+    pl.mm.dp = dp;
+    pl.mm.rq = rq;
+    pl.mm.isa = sel;
+    pl.mm.m = (size_t)n;
+    pl.mm.k = kk;
+    pl.mm.a = pl.a;
+    pl.mm.bias = bias;
+    pl.mm.chan0 = 0;
+    pl.mm.row_wmax = pl.wmax;
+    pl.mm.row_wsum = pl.wsum;
+    pl.mm.perm = NULL;
+    pl.mm.xmax = qk__max_abs_diff(x, x_len, dp->a_signed, x_zero_point);
+    for (r0 = 0; r0 < (size_t)m; r0 += pl.nb_max) {
+        size_t nb = (size_t)m - r0 < pl.nb_max ? (size_t)m - r0 : pl.nb_max;
+        size_t nbp = qk__round_up(nb, QK__NR);
+        for (jj = 0; jj < nbp; ++jj) {
+            int16_t *row = pl.b + jj * pl.kp;
+            memset(row, 0, pl.kp * sizeof(int16_t));
+            if (jj >= nb) {
+                continue;
+            }
+            {
+                /* signed codes read with the sign bit flipped: (x + 128) - (z + 128) */
+                const uint8_t *src = (const uint8_t *)x + (r0 + jj) * kk;
+                unsigned flip = dp->a_signed ? 0x80u : 0u;
+                int32_t zz = dp->a_signed ? x_zero_point + 128 : x_zero_point;
+                for (t = 0; t < kk; ++t) {
+                    row[t] = (int16_t)((int32_t)(src[t] ^ flip) - zz);
+                }
+            }
+        }
+        st = qk__mm_block(&pl.mm, pl.b, nb, (unsigned char *)y + r0 * (size_t)n, 1, (size_t)n);
+        if (st != QK_OK) {
+            return st;
+        }
+    }
+    return QK_OK;
+}

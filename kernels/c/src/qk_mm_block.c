@@ -1,0 +1,132 @@
+/* qk__mm_block: sums of a block of columns by the int16 GEMM, then accumulation per the
+ * datapath (section 4) and requantization (section 5), for conv2d and linear.
+ *
+ * The GEMM gives the exact sum S = sum_k (x_k - z_x)(w_k - z_w) (int32 per K chunk, int64
+ * across chunks). Then, with A = acc_bits and lim = 2^(A-1) - 1:
+ *   wrap:           acc = wrap_A(bias + S): exact modular arithmetic, order irrelevant;
+ *   saturate/error: when |bias| + (a bound on sum_k |x_k - z_x||w_k - z_w|) <= lim, no partial
+ *                   sum of the canonical order can leave the range, so acc = bias + S; the
+ *                   bound is max|x - z_x| * sum_k |w_k - z_w| for the whole row, else
+ *                   max_k |w_k - z_w| * sum_k |x_k - z_x| for the column. Otherwise the
+ *                   element is recomputed sequentially in canonical order with a clamp after
+ *                   every addition (error mode: a clamp that changes the value is
+ *                   QK_ERR_OVERFLOW). */
+#include <string.h>
+
+#include "qk_arith.h"
+#include "qk_internal.h"
+
+#define QK__MB 64 /* rows of A per GEMM call, a multiple of QK__MR */
+
+void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max)
+{
+    size_t nbp = qk__round_up(nb_max, QK__NR);
+    size_t rows = mm->mp < QK__MB ? mm->mp : QK__MB;
+    mm->sums = (int32_t *)qk__arena_take(ar, rows * nbp, sizeof(int32_t));
+    mm->sums64 = mm->kp > QK__K_CHUNK ? (int64_t *)qk__arena_take(ar, rows * nbp, sizeof(int64_t)) : NULL;
+    mm->xsum = (int64_t *)qk__arena_take(ar, nbp, sizeof(int64_t));
+    mm->accrow = (int32_t *)qk__arena_take(ar, nbp, sizeof(int32_t));
+}
+
+static int64_t qk__clamp_acc(int64_t v, int64_t lim, int *changed)
+{
+    if (v > lim) {
+        *changed = 1;
+        return lim;
+    }
+    if (v < -lim - 1) {
+        *changed = 1;
+        return -lim - 1;
+    }
+    return v;
+}
+
+/* bias, then the products in canonical order, clamping after every addition */
+static qk_status qk__sequential(const qk__mm *mm, const int16_t *arow, const int16_t *brow, int64_t bias, int64_t lim,
+                                int32_t *out)
+{
+    int changed = 0;
+    int64_t acc = qk__clamp_acc(bias, lim, &changed);
+    size_t t;
+    for (t = 0; t < mm->k; ++t) {
+        size_t pos = mm->perm ? mm->perm[t] : t;
+        acc = qk__clamp_acc(acc + (int32_t)arow[pos] * (int32_t)brow[pos], lim, &changed);
+    }
+    if (changed && mm->dp->overflow == QK_OVERFLOW_ERROR) {
+        return QK_ERR_OVERFLOW;
+    }
+    *out = (int32_t)acc;
+    return QK_OK;
+}
+
+qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
+                       size_t y_col_stride)
+{
+    const qk_datapath *dp = mm->dp;
+    size_t nbp = qk__round_up(nb, QK__NR), kp = mm->kp;
+    int64_t lim = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
+    int xsum_ready = 0;
+    size_t i0, i, j;
+    for (i0 = 0; i0 < mm->mp; i0 += QK__MB) {
+        size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
+        const int16_t *a = mm->a + i0 * kp;
+        if (kp <= QK__K_CHUNK) {
+            qk__gemm_i16(mm->isa, rows, nbp, kp, a, kp, b, kp, mm->sums, nbp);
+        } else {
+            size_t k0;
+            memset(mm->sums64, 0, rows * nbp * sizeof(int64_t));
+            for (k0 = 0; k0 < kp; k0 += QK__K_CHUNK) {
+                size_t kc = kp - k0 < QK__K_CHUNK ? kp - k0 : QK__K_CHUNK;
+                qk__gemm_i16(mm->isa, rows, nbp, kc, a + k0, kp, b + k0, kp, mm->sums, nbp);
+                for (j = 0; j < rows * nbp; ++j) {
+                    mm->sums64[j] += mm->sums[j];
+                }
+            }
+        }
+        for (i = i0; i < i0 + rows && i < mm->m; ++i) {
+            int64_t bias = mm->bias ? mm->bias[i] : 0;
+            int64_t abs_bias = bias < 0 ? -bias : bias;
+            const int32_t *s32 = mm->sums + (i - i0) * nbp;
+            const int64_t *s64 = mm->sums64 ? mm->sums64 + (i - i0) * nbp : NULL;
+            int32_t *acc = mm->accrow;
+            if (dp->overflow == QK_OVERFLOW_WRAP && s64 == NULL) {
+                memcpy(acc, s32, nb * sizeof(int32_t));
+                qk__wrap_row(acc, nb, (int32_t)bias, dp->acc_bits);
+            } else if (dp->overflow == QK_OVERFLOW_WRAP) {
+                for (j = 0; j < nb; ++j) {
+                    acc[j] = (int32_t)qk__wrap_bits(bias + s64[j], dp->acc_bits);
+                }
+            } else if (abs_bias + (int64_t)mm->xmax * mm->row_wsum[i] <= lim) {
+                for (j = 0; j < nb; ++j) {
+                    acc[j] = (int32_t)(bias + (s64 ? s64[j] : s32[j]));
+                }
+            } else {
+                const int16_t *arow = mm->a + i * kp;
+                if (!xsum_ready) {
+                    for (j = 0; j < nb; ++j) {
+                        const int16_t *brow = b + j * kp;
+                        int64_t t = 0;
+                        size_t kk;
+                        for (kk = 0; kk < mm->k; ++kk) {
+                            t += brow[kk] < 0 ? -brow[kk] : brow[kk];
+                        }
+                        mm->xsum[j] = t;
+                    }
+                    xsum_ready = 1;
+                }
+                for (j = 0; j < nb; ++j) {
+                    if (abs_bias + (int64_t)mm->row_wmax[i] * mm->xsum[j] <= lim) {
+                        acc[j] = (int32_t)(bias + (s64 ? s64[j] : s32[j]));
+                    } else {
+                        qk_status st = qk__sequential(mm, arow, b + j * kp, bias, lim, &acc[j]);
+                        if (st != QK_OK) {
+                            return st;
+                        }
+                    }
+                }
+            }
+            qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, (unsigned char *)y + i * y_row_stride, y_col_stride);
+        }
+    }
+    return QK_OK;
+}
