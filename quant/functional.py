@@ -233,7 +233,14 @@ class _FakeQuantizeSTE(torch.autograd.Function):
 
 
 def _uses_torch_kernel(x: torch.Tensor, spec: QuantSpec) -> bool:
-    return spec.rounding == "half_even" and not spec.is_binary and x.dtype == torch.float32
+    # torch's per-channel op refuses a zero point outside [qmin, qmax], which a symmetric
+    # spec has when its code range excludes 0 (unsigned narrow: qmin = 1).
+    return (
+        spec.rounding == "half_even"
+        and not spec.is_binary
+        and x.dtype == torch.float32
+        and (not spec.symmetric or spec.qmin <= 0)
+    )
 
 
 def fake_quantize(
@@ -287,9 +294,14 @@ def _apply_nonfinite_policy(
     x: torch.Tensor, out: torch.Tensor, s: torch.Tensor, z: torch.Tensor, spec: QuantSpec
 ) -> torch.Tensor:
     """NaN -> NaN, +Inf -> (qmax - z) * s, -Inf -> (qmin - z) * s, zero gradient there."""
-    finite = torch.isfinite(x)
-    if bool(finite.all()):
+    if x.numel() == 0:
         return out
+    # One reduction instead of isfinite(x).all() (three passes on CPU): min and max
+    # propagate NaN and show +-Inf, so both are finite exactly when every element is.
+    x_min, x_max = torch.aminmax(x.detach())
+    if bool(torch.isfinite(x_min) & torch.isfinite(x_max)):
+        return out
+    finite = torch.isfinite(x)
     lo = _grouped(torch.full_like(x, float(spec.qmin)), spec) - _broadcastable(z, x, spec)
     hi = _grouped(torch.full_like(x, float(spec.qmax)), spec) - _broadcastable(z, x, spec)
     sb = _broadcastable(s, x, spec).detach()
