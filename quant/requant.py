@@ -160,25 +160,21 @@ class AddParams:
     out: Optional[RequantParams] = None
 
 
-def _multiplier_values(multiplier: MultiplierLike, name: str) -> tuple[list[float], tuple[int, ...], bool]:
-    """Values as Python floats (exact), the shape (``()`` or ``(C,)``), and whether the input is float32."""
-    is_f32 = False
+def _multiplier_values(multiplier: MultiplierLike, name: str) -> tuple[list[float], tuple[int, ...]]:
+    """Values as Python floats (exact conversions) and the shape (``()`` or ``(C,)``)."""
     if isinstance(multiplier, torch.Tensor):
         if not multiplier.is_floating_point():
             if multiplier.is_complex() or multiplier.dtype == torch.bool:
                 raise TypeError(f"{name} must be a real tensor, got {multiplier.dtype}")
-        is_f32 = multiplier.dtype == torch.float32
         arr = multiplier.detach().cpu().to(torch.float64)
         shape = tuple(arr.shape)
         values = [float(v) for v in arr.reshape(-1).tolist()]
     elif isinstance(multiplier, np.ndarray):
         if multiplier.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be a real array, got dtype {multiplier.dtype}")
-        is_f32 = multiplier.dtype == np.float32
         shape = tuple(multiplier.shape)
         values = [float(v) for v in multiplier.astype(np.float64).reshape(-1)]
     elif isinstance(multiplier, (float, int, np.floating, np.integer)) and not isinstance(multiplier, bool):
-        is_f32 = isinstance(multiplier, np.float32)
         shape = ()
         values = [float(multiplier)]
     elif isinstance(multiplier, (list, tuple)):
@@ -198,7 +194,7 @@ def _multiplier_values(multiplier: MultiplierLike, name: str) -> tuple[list[floa
         if not math.isfinite(v) or v < 0:
             where = f"[{i}]" if shape else ""
             raise ValueError(f"{name}{where}={v!r} must be finite and >= 0")
-    return values, shape, is_f32
+    return values, shape
 
 
 def requant_params(multiplier: MultiplierLike, datapath: Datapath, *, name: str = "multiplier") -> RequantParams:
@@ -211,7 +207,7 @@ def requant_params(multiplier: MultiplierLike, datapath: Datapath, *, name: str 
     """
     if not isinstance(datapath, Datapath):
         raise TypeError(f"datapath must be a Datapath, got {type(datapath).__name__}")
-    values, shape, _ = _multiplier_values(multiplier, name)
+    values, shape = _multiplier_values(multiplier, name)
     if datapath.requant == "fixed_point":
         pairs = []
         for i, v in enumerate(values):
@@ -263,8 +259,8 @@ def add_params(a_multiplier: float, b_multiplier: float, datapath: Datapath) -> 
     """
     if not isinstance(datapath, Datapath):
         raise TypeError(f"datapath must be a Datapath, got {type(datapath).__name__}")
-    ma_values, ma_shape, _ = _multiplier_values(a_multiplier, "a_multiplier")
-    mb_values, mb_shape, _ = _multiplier_values(b_multiplier, "b_multiplier")
+    ma_values, ma_shape = _multiplier_values(a_multiplier, "a_multiplier")
+    mb_values, mb_shape = _multiplier_values(b_multiplier, "b_multiplier")
     if ma_shape or mb_shape:
         raise ValueError("add: a_multiplier and b_multiplier must be scalars (per-tensor scales)")
     ma, mb = ma_values[0], mb_values[0]

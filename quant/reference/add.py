@@ -72,9 +72,11 @@ def add(
     if params.requant == "fixed_point":
         assert params.out is not None
         scaled = []
-        for d, p in ((da, params.a), (db, params.b)):
-            assert p.multiplier_int is not None and p.shift is not None
-            scaled.append(multiply_by_quantized_multiplier(d * (1 << params.left_shift), p.multiplier_int, p.shift, datapath))
+        for d, prm in ((da, params.a), (db, params.b)):
+            assert prm.multiplier_int is not None and prm.shift is not None
+            scaled.append(
+                multiply_by_quantized_multiplier(d * (1 << params.left_shift), prm.multiplier_int, prm.shift, datapath)
+            )
         o = params.out
         assert o.multiplier_int is not None and o.shift is not None
         y0 = multiply_by_quantized_multiplier(scaled[0] + scaled[1], o.multiplier_int, o.shift, datapath)

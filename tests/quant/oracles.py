@@ -41,7 +41,7 @@ def round_rational(x: Fraction, mode: str) -> int:
         mag = math.floor(abs(x) + Fraction(1, 2))
         return mag if x >= 0 else -mag
     if mode == "half_even":
-        return round(x)  # Fraction.__round__ rounds half to even, exactly
+        return int(round(x))  # Fraction.__round__ rounds half to even, exactly
     raise ValueError(mode)
 
 
@@ -112,7 +112,7 @@ def accumulate_scalar(bias: int, products: Sequence[int], acc_bits: int, overflo
     lo, hi = -(2 ** (acc_bits - 1)), 2 ** (acc_bits - 1) - 1
     if overflow == "wrap":
         s = bias + sum(products)
-        return (s + 2 ** (acc_bits - 1)) % 2**acc_bits - 2 ** (acc_bits - 1)
+        return int((s - lo) % (1 << acc_bits) + lo)
     s = bias
     for step in [0, *products]:
         s += step

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dataclasses
+from typing import Any
 
 import pytest
 
 from quant import Datapath, QuantSpec
 from quant.datapath import PRESETS, presets_table
 
-VALID = {
+VALID: dict[str, list[Any]] = {
     "name": ["x"],
     "w_bits": [1, 4, 8],
     "w_signed": [True, False],
@@ -31,7 +34,7 @@ VALID = {
     "version": [1],
 }
 
-INVALID = {
+INVALID: dict[str, list[Any]] = {
     "name": ["", 3],
     "w_bits": [0, 9, 4.0, True, "8"],
     "w_signed": [1, "yes"],
@@ -60,13 +63,13 @@ def test_every_field_is_covered() -> None:
 
 
 @pytest.mark.parametrize("field,value", [(f, v) for f, vs in VALID.items() for v in vs])
-def test_valid_values(field: str, value: object) -> None:
+def test_valid_values(field: str, value: Any) -> None:
     dp = Datapath(**{field: value})
     assert getattr(dp, field) == value
 
 
 @pytest.mark.parametrize("field,value", [(f, v) for f, vs in INVALID.items() for v in vs])
-def test_invalid_values_name_the_field(field: str, value: object) -> None:
+def test_invalid_values_name_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=rf"Datapath\.{field}="):
         Datapath(**{field: value})
 
@@ -126,7 +129,7 @@ def test_describe_and_table() -> None:
     for dp in PRESETS.values():
         assert dp.describe().startswith(dp.name + ": ")
         assert any(row.startswith(f"| {dp.name} |") for row in table)
-    assert Datapath(**Datapath.preset("mlas").as_dict()) == Datapath.preset("mlas")
+    assert Datapath(**Datapath.preset("mlas").as_dict()) == Datapath.preset("mlas")  # type: ignore[arg-type]
 
 
 def test_derived_ranges() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 from fractions import Fraction
 
@@ -52,7 +54,7 @@ def _expected_one(a: int, b: int, za: int, zb: int, ma: float, mb: float, zy: in
 
 
 @st.composite
-def add_cases(draw: st.DrawFn) -> dict[str, object]:
+def add_cases(draw: st.DrawFn) -> dict[str, Any]:
     dp = draw(st.sampled_from(DATAPATHS))
     lo, hi = code_limits(dp.a_bits, dp.a_signed)
     n = draw(st.integers(1, 30))
@@ -77,17 +79,17 @@ def add_cases(draw: st.DrawFn) -> dict[str, object]:
 @example(c=dict(dp=DATAPATHS[0], a=[10, -7, 100, 127, -128], b=[3, 3, 100, 127, -128], za=0, zb=0, ma=0.5, mb=0.25,
                 zy=0, y_signed=True, y_min=None))
 @example(c=dict(dp=DATAPATHS[4], a=[5, 7, 9], b=[0, 0, 0], za=0, zb=0, ma=0.5, mb=0.5, zy=1, y_signed=False, y_min=None))
-def test_add_matches_scalar_formulation(c: dict[str, object]) -> None:
+def test_add_matches_scalar_formulation(c: dict[str, Any]) -> None:
     dp = c["dp"]
     assert isinstance(dp, Datapath)
-    ylo, yhi = code_limits(8, c["y_signed"])  # type: ignore[arg-type]
+    ylo, yhi = code_limits(8, c["y_signed"])
     if c["y_min"] is not None:
-        ylo = max(ylo, c["y_min"])  # type: ignore[type-var]
-    got = add(torch.tensor(c["a"]), torch.tensor(c["b"]), a_zero_point=c["za"], b_zero_point=c["zb"],  # type: ignore[arg-type]
-              a_multiplier=c["ma"], b_multiplier=c["mb"], y_zero_point=c["zy"], y_signed=c["y_signed"],  # type: ignore[arg-type]
-              y_min=c["y_min"], datapath=dp)  # type: ignore[arg-type]
-    expected = [_expected_one(a, b, c["za"], c["zb"], c["ma"], c["mb"], c["zy"], ylo, yhi, dp)  # type: ignore[arg-type]
-                for a, b in zip(c["a"], c["b"])]  # type: ignore[call-overload]
+        ylo = max(ylo, c["y_min"])
+    got = add(torch.tensor(c["a"]), torch.tensor(c["b"]), a_zero_point=c["za"], b_zero_point=c["zb"],
+              a_multiplier=c["ma"], b_multiplier=c["mb"], y_zero_point=c["zy"], y_signed=c["y_signed"],
+              y_min=c["y_min"], datapath=dp)
+    expected = [_expected_one(a, b, c["za"], c["zb"], c["ma"], c["mb"], c["zy"], ylo, yhi, dp)
+                for a, b in zip(c["a"], c["b"])]
     assert_exact(got, expected, f"add on {dp.name}")
 
 
@@ -114,13 +116,13 @@ def test_add_fixed_point_is_close_to_real_sum() -> None:
         (dict(a_multiplier=0.0, b_multiplier=0.0), ValueError, "both be 0"),
     ],
 )
-def test_add_errors(kwargs: dict[str, object], exc: type, match: str) -> None:
-    args: dict[str, object] = dict(a=torch.tensor([1]), b=torch.tensor([2]), a_zero_point=0, b_zero_point=0,
+def test_add_errors(kwargs: dict[str, Any], exc: type, match: str) -> None:
+    args: dict[str, Any] = dict(a=torch.tensor([1]), b=torch.tensor([2]), a_zero_point=0, b_zero_point=0,
                                    a_multiplier=0.5, b_multiplier=0.5, y_zero_point=0, datapath=Datapath.preset("tflite_int8"))
     args.update(kwargs)
     a, b = args.pop("a"), args.pop("b")
     with pytest.raises(exc, match=match):
-        add(a, b, **args)  # type: ignore[arg-type]
+        add(a, b, **args)
 
 
 def test_add_pow2_errors() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -58,7 +58,7 @@ def _multiplier(draw: st.DrawFn, dp: Datapath) -> float:
 
 
 @st.composite
-def conv_cases(draw: st.DrawFn) -> dict[str, object]:
+def conv_cases(draw: st.DrawFn) -> dict[str, Any]:
     dp = draw(st.sampled_from(DATAPATHS))
     groups = draw(st.integers(1, 3))
     cin_g, cout_g = draw(st.integers(1, 3)), draw(st.integers(1, 3))
@@ -89,13 +89,13 @@ def conv_cases(draw: st.DrawFn) -> dict[str, object]:
                 y_bits=y_bits, y_signed=y_signed, y_min=y_min)
 
 
-def _conv_products(c: dict[str, object]) -> tuple[np.ndarray, list[list[int]]]:
+def _conv_products(c: dict[str, Any]) -> tuple[np.ndarray, list[list[int]]]:
     """Per output element (flattened NCHW order), the products in canonical order: straight from §4."""
     x, w = c["x"], c["w"]
     assert isinstance(x, np.ndarray) and isinstance(w, np.ndarray)
     n, cin, h, wd = x.shape
     cout, cin_g, kh, kw = w.shape
-    (sh, sw), (ph, pw), (dh, dw) = c["stride"], c["padding"], c["dilation"]  # type: ignore[misc]
+    (sh, sw), (ph, pw), (dh, dw) = c["stride"], c["padding"], c["dilation"]
     groups = c["groups"]
     assert isinstance(groups, int)
     zx = c["zx"]
@@ -114,19 +114,19 @@ def _conv_products(c: dict[str, object]) -> tuple[np.ndarray, list[list[int]]]:
                             for v in range(kw):
                                 r, s = i * sh + u * dh - ph, j * sw + v * dw - pw
                                 xv = int(x[b, g * cin_g + ci, r, s]) if (0 <= r < h and 0 <= s < wd) else zx
-                                prods.append((xv - zx) * (int(w[o, ci, u, v]) - zw[o]))  # type: ignore[operator]
+                                prods.append((xv - zx) * (int(w[o, ci, u, v]) - zw[o]))
                     out.append(prods)
     return np.array((n, cout, ho, wo)), out
 
 
-def _expected(c: dict[str, object], shape: np.ndarray, products: list[list[int]], channel_of: list[int]) -> Optional[list[int]]:
+def _expected(c: dict[str, Any], shape: np.ndarray, products: list[list[int]], channel_of: list[int]) -> Optional[list[int]]:
     dp = c["dp"]
     assert isinstance(dp, Datapath)
     bias = c["bias"]
     mult = c["mult"]
-    ylo, yhi = code_limits(c["y_bits"], c["y_signed"])  # type: ignore[arg-type]
+    ylo, yhi = code_limits(c["y_bits"], c["y_signed"])
     if c.get("y_min") is not None:
-        ylo = max(ylo, c["y_min"])  # type: ignore[type-var]
+        ylo = max(ylo, c["y_min"])
     res = []
     for prods, ch in zip(products, channel_of):
         b = bias[ch] if isinstance(bias, list) else 0
@@ -135,23 +135,23 @@ def _expected(c: dict[str, object], shape: np.ndarray, products: list[list[int]]
         except OverflowError:
             return None
         m = mult[ch] if isinstance(mult, list) else mult
-        res.append(oracles.requant_scalar(acc, m, dp, c["zy"], ylo, yhi))  # type: ignore[arg-type]
+        res.append(oracles.requant_scalar(acc, m, dp, c["zy"], ylo, yhi))
     return res
 
 
-def _run_conv(c: dict[str, object]) -> torch.Tensor:
+def _run_conv(c: dict[str, Any]) -> torch.Tensor:
     return conv2d(
-        torch.from_numpy(c["x"]), torch.from_numpy(c["w"]),  # type: ignore[arg-type]
+        torch.from_numpy(c["x"]), torch.from_numpy(c["w"]),
         torch.tensor(c["bias"], dtype=torch.int32) if c["bias"] is not None else None,
-        x_zero_point=c["zx"], w_zero_point=c["zw"], y_zero_point=c["zy"], multiplier=c["mult"],  # type: ignore[arg-type]
-        stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"],  # type: ignore[arg-type]
-        y_bits=c["y_bits"], y_signed=c["y_signed"], y_min=c["y_min"], datapath=c["dp"],  # type: ignore[arg-type]
+        x_zero_point=c["zx"], w_zero_point=c["zw"], y_zero_point=c["zy"], multiplier=c["mult"],
+        stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"],
+        y_bits=c["y_bits"], y_signed=c["y_signed"], y_min=c["y_min"], datapath=c["dp"],
     )
 
 
 @settings(max_examples=80)
 @given(c=conv_cases())
-def test_conv2d_matches_per_element_loops(c: dict[str, object]) -> None:
+def test_conv2d_matches_per_element_loops(c: dict[str, Any]) -> None:
     shape, products = _conv_products(c)
     n, cout, ho, wo = (int(v) for v in shape)
     channel_of = [o for _ in range(n) for o in range(cout) for _ in range(ho * wo)]
@@ -163,11 +163,11 @@ def test_conv2d_matches_per_element_loops(c: dict[str, object]) -> None:
         return
     got = _run_conv(c)
     assert got.dtype == torch.int64
-    assert_exact(got, np.array(expected).reshape(n, cout, ho, wo), f"conv2d on {dp.name}")  # type: ignore[union-attr]
+    assert_exact(got, np.array(expected).reshape(n, cout, ho, wo), f"conv2d on {dp.name}")
 
 
 @st.composite
-def linear_cases(draw: st.DrawFn) -> dict[str, object]:
+def linear_cases(draw: st.DrawFn) -> dict[str, Any]:
     dp = draw(st.sampled_from(DATAPATHS))
     m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 40)), draw(st.integers(1, 4))
     x = _codes(draw, (m, k), dp.a_bits, dp.a_signed)
@@ -182,11 +182,11 @@ def linear_cases(draw: st.DrawFn) -> dict[str, object]:
 
 @settings(max_examples=80)
 @given(c=linear_cases())
-def test_linear_matches_per_element_loops(c: dict[str, object]) -> None:
+def test_linear_matches_per_element_loops(c: dict[str, Any]) -> None:
     x, w = c["x"], c["w"]
     assert isinstance(x, np.ndarray) and isinstance(w, np.ndarray)
     zx, zw = c["zx"], c["zw"]
-    products = [[(int(x[i, kk]) - zx) * (int(w[j, kk]) - zw) for kk in range(x.shape[1])]  # type: ignore[operator]
+    products = [[(int(x[i, kk]) - zx) * (int(w[j, kk]) - zw) for kk in range(x.shape[1])]
                 for i in range(x.shape[0]) for j in range(w.shape[0])]
     channel_of = [j for _ in range(x.shape[0]) for j in range(w.shape[0])]
     expected = _expected(c, np.array([]), products, channel_of)
@@ -194,8 +194,8 @@ def test_linear_matches_per_element_loops(c: dict[str, object]) -> None:
     def run() -> torch.Tensor:
         return linear(torch.from_numpy(x), torch.from_numpy(w),
                       torch.tensor(c["bias"], dtype=torch.int32) if c["bias"] is not None else None,
-                      x_zero_point=zx, w_zero_point=zw, y_zero_point=0, multiplier=c["mult"],  # type: ignore[arg-type]
-                      datapath=c["dp"])  # type: ignore[arg-type]
+                      x_zero_point=zx, w_zero_point=zw, y_zero_point=0, multiplier=c["mult"],
+                      datapath=c["dp"])
 
     if expected is None:
         with pytest.raises(OverflowError, match="linear"):
@@ -226,7 +226,7 @@ def test_saturation_path_is_exercised_at_scale(monkeypatch: pytest.MonkeyPatch) 
     """16-bit saturating accumulation on a conv with many saturating outputs, chunked, against the loops."""
     monkeypatch.setattr(accumulate_module, "CHUNK_ELEMENTS", 500)
     rng = np.random.default_rng(1)
-    c: dict[str, object] = dict(
+    c: dict[str, Any] = dict(
         dp=Datapath(acc_bits=12, overflow="saturate", bias_bits=12), x=rng.integers(-128, 128, (1, 6, 7, 7)),
         w=rng.integers(-128, 128, (4, 3, 3, 3)), bias=[int(v) for v in rng.integers(-2048, 2048, 4)], zx=-2, zw=0,
         zy=0, mult=2.0**-5, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=2, y_bits=8, y_signed=True,
@@ -263,14 +263,14 @@ def test_saturation_path_is_exercised_at_scale(monkeypatch: pytest.MonkeyPatch) 
         (dict(w=torch.zeros(2, 2, 5, 5, dtype=torch.int64)), ValueError, "empty"),
     ],
 )
-def test_conv2d_errors(kwargs: dict[str, object], exc: type, match: str) -> None:
-    args: dict[str, object] = dict(x=torch.zeros(1, 2, 3, 3, dtype=torch.int64), w=torch.zeros(2, 2, 1, 1, dtype=torch.int64),
+def test_conv2d_errors(kwargs: dict[str, Any], exc: type, match: str) -> None:
+    args: dict[str, Any] = dict(x=torch.zeros(1, 2, 3, 3, dtype=torch.int64), w=torch.zeros(2, 2, 1, 1, dtype=torch.int64),
                                    bias=None, x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=0.5,
                                    datapath=Datapath.preset("tflite_int8"))
     args.update(kwargs)
     x, w, bias = args.pop("x"), args.pop("w"), args.pop("bias")
     with pytest.raises(exc, match=match):
-        conv2d(x, w, bias, **args)  # type: ignore[arg-type]
+        conv2d(x, w, bias, **args)
 
 
 def test_linear_errors() -> None:

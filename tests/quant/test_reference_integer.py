@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,15 +178,17 @@ def test_requant_params_per_mode() -> None:
     ms = [0.75, 2.0**-33, 0.001, 3.0]
     p = requant_params(ms, Datapath.preset("tflite_int8"))
     assert p.multiplier_float is None and p.shape == (4,)
+    assert p.multiplier_int is not None and p.shift is not None
     assert list(zip(p.multiplier_int.tolist(), p.shift.tolist())) == [_tflite_quantize_multiplier(m) for m in ms]
     assert p.multiplier_int.dtype == torch.int64 and p.shift.dtype == torch.int64
     f = requant_params(np.array(ms), Datapath.preset("mlas"))
     assert f.multiplier_float is not None and f.multiplier_float.dtype == torch.float32
     assert f.multiplier_float.tolist() == [float(np.float32(m)) for m in ms]
     m32 = torch.tensor([0.1, 0.2], dtype=torch.float32)
-    assert torch.equal(requant_params(m32, Datapath.preset("onnx_ref")).multiplier_float, m32)
+    mf = requant_params(m32, Datapath.preset("onnx_ref")).multiplier_float
+    assert mf is not None and torch.equal(mf, m32)
     p2 = requant_params([2.0**-31, 1.0, 2.0**30, 0.25], Datapath.preset("w2a2_pow2_acc16"))
-    assert p2.shift.tolist() == [31, 0, -30, 2] and p2.multiplier_int is None
+    assert p2.shift is not None and p2.shift.tolist() == [31, 0, -30, 2] and p2.multiplier_int is None
     assert requant_params(0.5, Datapath()).shape == ()
 
 
@@ -202,6 +207,6 @@ def test_requant_params_per_mode() -> None:
         ([], Datapath(), ValueError, "empty"),
     ],
 )
-def test_requant_params_errors(multiplier: object, dp: Datapath, exc: type, match: str) -> None:
+def test_requant_params_errors(multiplier: Any, dp: Datapath, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
-        requant_params(multiplier, dp)  # type: ignore[arg-type]
+        requant_params(multiplier, dp)

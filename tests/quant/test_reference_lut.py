@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from hypothesis import given, strategies as st
@@ -36,12 +38,12 @@ def test_lut_sigmoid_table_on_int8() -> None:
         (dict(table=torch.zeros(16)), TypeError, "table"),
     ],
 )
-def test_lut_errors(kwargs: dict[str, object], exc: type, match: str) -> None:
-    args: dict[str, object] = dict(x=torch.tensor([1]), table=torch.zeros(16, dtype=torch.int64), x_bits=4, x_signed=True)
+def test_lut_errors(kwargs: dict[str, Any], exc: type, match: str) -> None:
+    args: dict[str, Any] = dict(x=torch.tensor([1]), table=torch.zeros(16, dtype=torch.int64), x_bits=4, x_signed=True)
     args.update(kwargs)
     x, table = args.pop("x"), args.pop("table")
     with pytest.raises(exc, match=match):
-        lut(x, table, **args)  # type: ignore[arg-type]
+        lut(x, table, **args)
 
 
 def test_clamp_pad_reshape_flatten() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -19,7 +22,7 @@ MODES = ("half_away", "half_up", "half_even", "floor")
 
 
 @st.composite
-def pool_cases(draw: st.DrawFn) -> dict[str, object]:
+def pool_cases(draw: st.DrawFn) -> dict[str, Any]:
     glob = draw(st.booleans())
     n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
     h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
@@ -34,24 +37,24 @@ def pool_cases(draw: st.DrawFn) -> dict[str, object]:
     return dict(x=x, k=(kh, kw), s=s, p=(ph, pw), d=(min(dh, 2), min(dw, 2)))
 
 
-def _windows(c: dict[str, object]) -> tuple[tuple[int, int, int, int], list[list[int]]]:
+def _windows(c: dict[str, Any]) -> tuple[tuple[int, int, int, int], list[list[int]]]:
     x = c["x"]
     assert isinstance(x, np.ndarray)
     n, ch, h, w = x.shape
     k = c["k"] or (h, w)
     s = c["s"] or k
-    (ph, pw), (dh, dw) = c["p"], c["d"]  # type: ignore[misc]
-    ho = (h + 2 * ph - dh * (k[0] - 1) - 1) // s[0] + 1  # type: ignore[index]
-    wo = (w + 2 * pw - dw * (k[1] - 1) - 1) // s[1] + 1  # type: ignore[index]
+    (ph, pw), (dh, dw) = c["p"], c["d"]
+    ho = (h + 2 * ph - dh * (k[0] - 1) - 1) // s[0] + 1
+    wo = (w + 2 * pw - dw * (k[1] - 1) - 1) // s[1] + 1
     out = []
     for b in range(n):
         for cc in range(ch):
             for i in range(ho):
                 for j in range(wo):
                     vals = []
-                    for u in range(k[0]):  # type: ignore[index]
-                        for v in range(k[1]):  # type: ignore[index]
-                            r, t = i * s[0] + u * dh - ph, j * s[1] + v * dw - pw  # type: ignore[index]
+                    for u in range(k[0]):
+                        for v in range(k[1]):
+                            r, t = i * s[0] + u * dh - ph, j * s[1] + v * dw - pw
                             if 0 <= r < h and 0 <= t < w:
                                 vals.append(int(x[b, cc, r, t]))
                     out.append(vals)
@@ -61,23 +64,23 @@ def _windows(c: dict[str, object]) -> tuple[tuple[int, int, int, int], list[list
 @pytest.mark.parametrize("mode", MODES)
 @settings(max_examples=40)
 @given(c=pool_cases(), z=st.integers(-128, 255))
-def test_avg_pool2d_matches_window_loops(mode: str, c: dict[str, object], z: int) -> None:
+def test_avg_pool2d_matches_window_loops(mode: str, c: dict[str, Any], z: int) -> None:
     c["d"] = (1, 1)
     shape, wins = _windows(c)
     expected = [oracles.round_rational(Fraction(sum(v) - len(v) * z, len(v)), mode) + z for v in wins]
-    got = avg_pool2d(torch.from_numpy(c["x"]), c["k"], c["s"], c["p"], zero_point=z,  # type: ignore[arg-type]
+    got = avg_pool2d(torch.from_numpy(c["x"]), c["k"], c["s"], c["p"], zero_point=z,
                      datapath=Datapath(rounding=mode))
     assert_exact(got, np.array(expected).reshape(shape), f"avg_pool2d {mode}")
 
 
 @settings(max_examples=60)
 @given(c=pool_cases())
-def test_max_pool2d_matches_loops_and_torch(c: dict[str, object]) -> None:
+def test_max_pool2d_matches_loops_and_torch(c: dict[str, Any]) -> None:
     shape, wins = _windows(c)
-    got = max_pool2d(torch.from_numpy(c["x"]), c["k"], c["s"], c["p"], c["d"])  # type: ignore[arg-type]
+    got = max_pool2d(torch.from_numpy(c["x"]), c["k"], c["s"], c["p"], c["d"])
     assert_exact(got, np.array([max(v) for v in wins]).reshape(shape), "max_pool2d")
     if c["k"] is not None:
-        ref = F.max_pool2d(torch.from_numpy(c["x"]).double(), c["k"], c["s"], c["p"], c["d"])  # type: ignore[arg-type]
+        ref = F.max_pool2d(torch.from_numpy(c["x"]).double(), c["k"], c["s"], c["p"], c["d"])
         assert_exact(got, ref.to(torch.int64), "max_pool2d vs torch")
 
 
@@ -99,10 +102,10 @@ def test_avg_pool2d_half_even_matches_torch_count_exclude_pad() -> None:
         (lambda: max_pool2d(torch.zeros(1, 1, 2, 2, dtype=torch.int64), 3), ValueError, "empty"),
         (lambda: avg_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.int64), None, 2, zero_point=0,
                             datapath=Datapath()), ValueError, "global"),
-        (lambda: avg_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.int64), 2, zero_point=0.5,
+        (lambda: avg_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.int64), 2, zero_point=0.5,  # type: ignore[arg-type]
                             datapath=Datapath()), TypeError, "zero_point"),
     ],
 )
-def test_pool_errors(call: object, exc: type, match: str) -> None:
+def test_pool_errors(call: Callable[[], object], exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
-        call()  # type: ignore[operator]
+        call()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fractions import Fraction
 
 import numpy as np
@@ -43,7 +45,7 @@ multipliers = st.one_of(
 
 
 def _pow2(m: float) -> float:
-    return 2.0 ** min(30, max(-31, round(np.log2(m))))
+    return float(2.0 ** min(30, max(-31, round(float(np.log2(m))))))
 
 
 @pytest.mark.parametrize("dp", DATAPATHS, ids=lambda d: d.name)
@@ -126,9 +128,9 @@ def test_requantize_saturates_input_difference() -> None:
         (dict(in_zero_point=1.5), TypeError, "in_zero_point"),
     ],
 )
-def test_requantize_errors(kwargs: dict[str, object], exc: type, match: str) -> None:
-    args: dict[str, object] = dict(q=torch.tensor([1, 2, 3]), in_zero_point=0, multiplier=0.5, y_zero_point=0,
+def test_requantize_errors(kwargs: dict[str, Any], exc: type, match: str) -> None:
+    args: dict[str, Any] = dict(q=torch.tensor([1, 2, 3]), in_zero_point=0, multiplier=0.5, y_zero_point=0,
                                    datapath=Datapath())
     args.update(kwargs)
     with pytest.raises(exc, match=match):
-        requantize(**args)  # type: ignore[arg-type]
+        requantize(**args)
