@@ -63,6 +63,7 @@ __all__ = [
     "QuantHandle",
     "attach",
     "attach_fast",
+    "existing_quantizers",
     "register_mode",
 ]
 
@@ -358,10 +359,11 @@ class QuantHandle:
         ``state_dict``: flags, observer statistics, parameters) and the exception
         propagates. On a normal exit, a quantizer that saw no data (e.g. on a module
         the calibration forward never called) is put back the same way and
-        ``RuntimeError`` names it; the others keep their new parameters.
+        ``RuntimeError`` names it; the others keep their new parameters. Quantizers
+        with ``enabled=False`` (set by hand; ``disable()`` sets all) are left alone.
         """
         self._check_live()
-        entries = list(self.quantizers())
+        entries = [(n, r, q) for n, r, q in self.quantizers() if q.enabled]
         saved = [_snapshot(q) for _, _, q in entries]
         for _, _, q in entries:
             q.observing, q.quantizing = True, False

@@ -407,6 +407,10 @@ def test_calibrate_names_quantizers_that_saw_no_data() -> None:
     assert handle.quantizer("used", "input").calibrated
     unused = handle.quantizer("unused", "input")
     assert not unused.calibrated and unused.observing and unused.quantizing  # as it was
+    unused.enabled = False  # a disabled quantizer is left out of calibration
+    with torch.no_grad(), handle.calibrate():
+        model(torch.randn(4, 3))
+    assert not unused.calibrated and not unused.enabled
 
 
 def test_handle_views() -> None:
