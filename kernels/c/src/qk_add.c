@@ -1,5 +1,5 @@
 /* qk_add: residual add of two activation tensors with rescale (section 6.1). */
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_arith.h"
 #include "qk_internal.h"
 #include "qk_requant_core.h"

@@ -1,6 +1,6 @@
 /* qk_avg_pool2d: y = rounding_divide(S - c * z, c, rounding) + z over the c valid window
  * elements (section 6; padding is not counted, no ceil mode, dilation 1). */
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_arith.h"
 #include "qk_internal.h"
 #include "qk_pool_window.h"

@@ -11,7 +11,7 @@
  * Padded positions hold x_zero_point, i.e. a difference of 0. */
 #include <string.h>
 
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_arith.h"
 #include "qk_internal.h"
 

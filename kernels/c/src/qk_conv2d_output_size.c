@@ -1,5 +1,5 @@
 /* qk_conv2d_output_size: out = floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1. */
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_internal.h"
 
 qk_status qk_conv2d_output_size(const qk_conv2d_geometry *g, int32_t *out_h, int32_t *out_w)

@@ -5,7 +5,7 @@
  * canonical increasing k. */
 #include <string.h>
 
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_internal.h"
 
 #define QK__B_TILE_BYTES 65536

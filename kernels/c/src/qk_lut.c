@@ -1,5 +1,5 @@
 /* qk_lut: y = table[x - qmin] (section 6); binary codes index by their stored bit. */
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_internal.h"
 
 qk_status qk_lut(const void *x, size_t count, int32_t x_bits, int32_t x_signed, const void *table,

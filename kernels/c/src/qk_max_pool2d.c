@@ -1,5 +1,5 @@
 /* qk_max_pool2d: the largest code of the valid window elements (section 6; padding never wins). */
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_internal.h"
 #include "qk_pool_window.h"
 

@@ -1,7 +1,7 @@
 /* qk_pack: sub-byte storage of a (rows, cols) code matrix (section 3). */
 #include <string.h>
 
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_internal.h"
 
 qk_status qk_pack(const void *codes, int32_t codes_signed, size_t codes_len, size_t rows, size_t cols, int32_t bits,

@@ -1,5 +1,5 @@
 /* qk_requantize: y = requant_c(saturate_int32(q - in_zero_point)) (sections 5, 6). */
-#include "qk.h"
+#include "../include/qk.h"
 #include "qk_arith.h"
 #include "qk_internal.h"
 

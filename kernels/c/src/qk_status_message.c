@@ -1,5 +1,5 @@
 /* qk_status_message: one sentence per qk_status. */
-#include "qk.h"
+#include "../include/qk.h"
 
 const char *qk_status_message(qk_status status)
 {
