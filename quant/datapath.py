@@ -44,8 +44,9 @@ FIXED_POINT_ROUNDINGS: tuple[str, ...] = ("double", "single")
 #: Deterministic rounding modes of docs/arithmetic.md section 2 (no stochastic rounding on a datapath).
 INTEGER_ROUNDING_MODES: tuple[str, ...] = ("half_away", "half_up", "half_even", "floor")
 ZERO_POINT_ORDERS: tuple[str, ...] = ("after_rounding", "before_rounding")
-#: How ``quantize`` applies the scale (section 7): ``fp32(x) * fp32(1/s)`` or ``fp32(x) / s``.
-QUANTIZE_MODES: tuple[str, ...] = ("reciprocal", "division")
+#: How ``quantize`` applies the scale and zero point (section 7): ``round(fp32(x) * fp32(1/s)) + z``,
+#: ``round(fma(fp32(x), fp32(1/s), z))`` (PyTorch's fbgemm ``quantize_per_tensor``) or ``round(fp32(x) / s) + z``.
+QUANTIZE_MODES: tuple[str, ...] = ("reciprocal", "reciprocal_fma", "division")
 ROLES: tuple[str, ...] = ("weight", "activation")
 
 
@@ -87,8 +88,8 @@ class Datapath:
     average-pool division; ``multiplier_rounding`` of ``f * 2^N`` to ``M0``;
     ``zero_point_order`` (float32/float64 only) adds ``z_y`` after or before rounding.
 
-    Quantization of float inputs (section 7): ``quantize_mode`` reciprocal | division
-    and ``quantize_rounding``.
+    Quantization of float inputs (section 7): ``quantize_mode`` reciprocal |
+    reciprocal_fma | division and ``quantize_rounding``.
 
     ``version`` is the schema version of serialized configs (1).
     """
@@ -306,7 +307,7 @@ PRESETS: dict[str, Datapath] = {
         _TFLITE.with_(name="tflite_single", fixed_point_rounding="single", rounding="half_up"),
         Datapath(
             name="fbgemm_int8", requant="float32", zero_point_order="after_rounding",
-            quantize_mode="reciprocal", **_FLOAT_UINT8,  # type: ignore[arg-type]
+            quantize_mode="reciprocal_fma", **_FLOAT_UINT8,  # type: ignore[arg-type]
         ),
         Datapath(
             name="onnx_ref", requant="float64", zero_point_order="before_rounding",

@@ -1,12 +1,16 @@
 """Float to codes at the model input, and codes to float (docs/arithmetic.md section 7).
 
-``quantize``: ``v = fp32(x) * fp32(1 / s)`` (``Datapath.quantize_mode = "reciprocal"``:
-PyTorch, FBGEMM, torchao) or ``v = fp32(x) / fp32(s)`` (``"division"``: TFLite, ONNX,
-ONNX Runtime), each one correctly rounded float32 operation (``1 / s`` is one too);
-then ``q = clamp(round(v) + z, qmin, qmax)`` with ``round = Datapath.quantize_rounding``
-and the zero point added after rounding (every peer does so). Binary codes
-(``bits=1``, signed): ``+1`` if ``x >= 0`` else ``-1``. NaN is a ``ValueError``;
-``+-inf`` saturate.
+``quantize`` (``round = Datapath.quantize_rounding``, ``inv = fp32(1 / fp32(s))``, one
+correctly rounded float32 division), by ``Datapath.quantize_mode``:
+
+* ``"reciprocal"`` (FBGEMM's scalar ``Quantize``, torchao): ``q = round(fp32(x) * inv) + z``;
+* ``"reciprocal_fma"`` (PyTorch ``quantize_per_tensor`` on the fbgemm engine, AVX2
+  ``fmadd``): ``q = round(fma(fp32(x), inv, z))``, the zero point inside one fused
+  multiply-add rounded once to float32;
+* ``"division"`` (TFLite, ONNX ``QuantizeLinear``, ONNX Runtime): ``q = round(fp32(x) / fp32(s)) + z``;
+
+then ``clamp(q, qmin, qmax)``. Binary codes (``bits=1``, signed): ``+1`` if ``x >= 0``
+else ``-1``. NaN is a ``ValueError``; ``+-inf`` saturate.
 
 ``dequantize``: ``fp32(q - z) * fp32(s)`` in float32.
 
@@ -76,13 +80,37 @@ def quantize(
     qmin, qmax = code_range(bits, signed)
     if bool(torch.any((z < qmin) | (z > qmax))):
         raise ValueError(f"{op}: zero_point must lie in the code range [{qmin}, {qmax}]")
-    if datapath.quantize_mode == "reciprocal":
-        v = xf * (torch.tensor(1.0, dtype=torch.float32) / s)
-    else:
-        v = xf / s
+    rnd = rounding_fn(datapath.quantize_rounding)
+    inv = torch.tensor(1.0, dtype=torch.float32) / s
+    if datapath.quantize_mode == "reciprocal_fma":
+        v = torch.clamp(fma_float32(xf, inv, z.to(torch.float32)), qmin, qmax)
+        return rnd(v).to(torch.int64)
+    v = xf * inv if datapath.quantize_mode == "reciprocal" else xf / s
     zf = z.to(torch.float32)
     v = torch.clamp(v, qmin - zf, qmax - zf)  # == clamping after rounding: bounds are integers
-    return rounding_fn(datapath.quantize_rounding)(v).to(torch.int64) + z
+    return rnd(v).to(torch.int64) + z
+
+
+def fma_float32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``fp32(a * b + c)`` rounded once (a float32 fused multiply-add), for float32 ``a``, ``b``, ``c``.
+
+    ``a * b`` is exact in float64 (24 + 24 bits); the float64 sum with ``c`` is rounded to
+    odd (TwoSum error term, then one step toward it when the sum is inexact and even),
+    which makes the final conversion to float32 a single correct rounding.
+
+    >>> a, b = torch.tensor([1.0 + 2.0**-23]), torch.tensor([1.0 - 2.0**-23])
+    >>> float(fma_float32(a, b, torch.tensor([-1.0])) * 2.0**46)   # exact -2^-46; unfused gives 0
+    -1.0
+    """
+    p = a.to(torch.float64) * b.to(torch.float64)
+    c64 = c.to(torch.float64)
+    s = p + c64
+    bb = s - p
+    err = (p - (s - bb)) + (c64 - bb)
+    even = (s.view(torch.int64) & 1) == 0
+    toward = torch.where(err > 0, torch.full_like(s, float("inf")), torch.full_like(s, float("-inf")))
+    odd = torch.where((err != 0) & even & torch.isfinite(s), torch.nextafter(s, toward), s)
+    return odd.to(torch.float32)
 
 
 def dequantize(

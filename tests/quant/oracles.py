@@ -45,6 +45,22 @@ def round_rational(x: Fraction, mode: str) -> int:
     raise ValueError(mode)
 
 
+def float32_of(x: Fraction) -> float:
+    """The float32 nearest to the rational ``x`` (ties to even), exactly (normal and subnormal range)."""
+    if x == 0:
+        return 0.0
+    mag = abs(x)
+    e = mag.numerator.bit_length() - mag.denominator.bit_length() - 24
+    while mag / Fraction(2) ** e >= 2**24:
+        e += 1
+    while mag / Fraction(2) ** e < 2**23:
+        e -= 1
+    e = max(e, -149)  # subnormals: fixed quantum 2^-149
+    m = round_rational(mag / Fraction(2) ** e, "half_even")
+    v = float(Fraction(m) * Fraction(2) ** e)
+    return v if x > 0 else -v
+
+
 def round_float(v: float, mode: str) -> int:
     """Rounding of a finite float (exactly, through its rational value)."""
     return round_rational(Fraction(v), mode)

@@ -30,7 +30,7 @@ VALID: dict[str, list[Any]] = {
     "zero_point_order": ["after_rounding", "before_rounding"],
     "bias_bits": [8, 16, 32],
     "quantize_rounding": ["half_away", "half_up", "half_even", "floor"],
-    "quantize_mode": ["reciprocal", "division"],
+    "quantize_mode": ["reciprocal", "reciprocal_fma", "division"],
     "version": [1],
 }
 
@@ -102,6 +102,7 @@ def test_presets_as_specified() -> None:
         p = Datapath.preset(name)
         assert (p.a_bits, p.a_signed, p.a_zero_point, p.w_bits, p.w_signed) == (8, False, True, 8, True)
         assert (p.requant, p.rounding, p.zero_point_order, p.acc_bits, p.overflow) == (req, "half_even", order, 32, "wrap")
+        assert p.quantize_mode == {"fbgemm_int8": "reciprocal_fma", "onnx_ref": "division", "mlas": "division"}[name]
     p = Datapath.preset("w4a8_acc32")
     assert (p.w_bits, p.a_bits, p.a_signed, p.acc_bits, p.overflow, p.requant, p.fixed_point_rounding, p.rounding) == (
         4, 8, True, 32, "wrap", "fixed_point", "double", "half_away")

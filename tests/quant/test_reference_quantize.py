@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ MODES = ("half_away", "half_up", "half_even", "floor")
 f32 = st.floats(-1e4, 1e4, width=32, allow_nan=False)
 
 
-@pytest.mark.parametrize("method", ["reciprocal", "division"])
+@pytest.mark.parametrize("method", ["reciprocal", "reciprocal_fma", "division"])
 @pytest.mark.parametrize("mode", MODES)
 @given(x=st.lists(f32, min_size=1, max_size=30), s=st.floats(2.0**-13, 10, width=32), z=st.integers(-128, 255),
        bits=st.integers(2, 8), signed=st.booleans())
@@ -31,7 +33,12 @@ def test_quantize_matches_float32_scalars(method: str, mode: str, x: list[float]
     expected = []
     for v in x:
         v32 = np.float32(v)
-        r = v32 * (np.float32(1.0) / s32) if method == "reciprocal" else v32 / s32
+        inv = np.float32(1.0) / s32
+        if method == "reciprocal_fma":
+            fused = oracles.float32_of(Fraction(float(v32)) * Fraction(float(inv)) + z)
+            expected.append(max(qmin, min(qmax, oracles.round_float(fused, mode))))
+            continue
+        r = v32 * inv if method == "reciprocal" else v32 / s32
         expected.append(max(qmin, min(qmax, oracles.round_float(float(np.float32(r)), mode) + z)))
     dp = Datapath(quantize_mode=method, quantize_rounding=mode)
     got = quantize(torch.tensor(x, dtype=torch.float32), scale=s, zero_point=z, bits=bits, signed=signed, datapath=dp)
