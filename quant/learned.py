@@ -151,16 +151,21 @@ class _LSQFakeQuantize(torch.autograd.Function):
             inside = scaled.abs() <= 1.0
             ds = q if need_s else None
         else:
-            # the arithmetic of quant.functional._codes_float, keeping the unrounded x/s
+            # quant.functional's arithmetic: round(x * (1/s)), then + z, clamp, - z. The
+            # zero point is an integer, so clamping the rounded value to [qmin - z, qmax - z]
+            # gives the same integers with fewer passes over x (and none for symmetric specs).
             scaled = x * torch.reciprocal(s)
             r = round_stochastic(scaled, generator) if spec.rounding == "stochastic" else rounding_fn(spec.rounding)(scaled)
-            zf = z.to(x.dtype)
-            q = torch.clamp(r + zf, spec.qmin, spec.qmax)
-            q_rel = q - zf
+            if spec.symmetric:
+                q_rel = torch.clamp(r, float(spec.qmin), float(spec.qmax))
+                inside = (scaled >= float(spec.qmin)) & (scaled <= float(spec.qmax))
+            else:
+                zf = z.to(x.dtype)
+                lo, hi = float(spec.qmin) - zf, float(spec.qmax) - zf
+                q_rel = torch.clamp(r, lo, hi)
+                inside = (scaled >= lo) & (scaled <= hi)
             out = q_rel * s
-            u = scaled + zf
-            inside = (u >= spec.qmin) & (u <= spec.qmax)
-            ds = q_rel - torch.where(inside, scaled, torch.zeros((), dtype=x.dtype, device=x.device)) if need_s else None
+            ds = torch.where(inside, q_rel - scaled, q_rel) if need_s else None
         if ds is None:
             ctx.save_for_backward(inside)
         else:
