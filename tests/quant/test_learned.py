@@ -129,7 +129,7 @@ def test_lsq_helpers() -> None:
     assert lsq_grad_scale(1000, 7) == 1.0 / math.sqrt(7000)
     for bad in ((0, 7), (10, 0), (1.5, 7), (True, 7)):
         with pytest.raises(ValueError):
-            lsq_grad_scale(*bad)  # type: ignore[arg-type]
+            lsq_grad_scale(*bad)
     spec = QuantSpec(bits=4, granularity="group", axis=1, group_size=2)
     x = torch.tensor([[1.0, -3.0, 0.5, 0.5], [0.0, 0.0, 2.0, -2.0]])
     got = lsq_init_scale(x, spec)
