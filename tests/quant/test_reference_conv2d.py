@@ -149,7 +149,7 @@ def _run_conv(c: dict[str, Any]) -> torch.Tensor:
     )
 
 
-@settings(max_examples=80)
+@settings(max_examples=150)
 @given(c=conv_cases())
 def test_conv2d_matches_per_element_loops(c: dict[str, Any]) -> None:
     shape, products = _conv_products(c)
@@ -180,7 +180,7 @@ def linear_cases(draw: st.DrawFn) -> dict[str, Any]:
                 zy=0, mult=mult, y_bits=8, y_signed=True, y_min=None)
 
 
-@settings(max_examples=80)
+@settings(max_examples=150)
 @given(c=linear_cases())
 def test_linear_matches_per_element_loops(c: dict[str, Any]) -> None:
     x, w = c["x"], c["w"]
