@@ -14,8 +14,9 @@ quantization parameters, and its forward fake-quantizes the tensor it is given:
 * ``learn="pact"`` (activations): :func:`quant.learned.pact_fake_quantize` with ``alpha``
   an ``nn.Parameter`` initialized to the observer's clipping level ``s_obs * qmax``,
   where the observer runs on the spec made symmetric (PACT's zero point is 0), so
-  ``minmax`` gives the maximum, ``percentile``/``mse`` a clipped level. ``scale`` is
-  ``alpha / qmax`` (detached) and ``zero_point`` is 0.
+  ``minmax`` gives the maximum, ``percentile``/``mse`` a clipped level (there is no
+  data-independent default such as 6.0: the first observed batch, or calibration,
+  sets it). ``scale`` is ``alpha / qmax`` (detached) and ``zero_point`` is 0.
 
 Three flags drive the forward, in this order:
 
@@ -261,8 +262,9 @@ class Quantizer(nn.Module):
             z = torch.zeros(new.shape, dtype=torch.int32, device=new.device)
             if shape is not None:
                 check_qparams(torch.empty(shape, device="meta"), pact_scale(new, self.spec), z, self.spec)
-        learned.data = new.to(device=learned.device, dtype=learned.dtype)
-        self.zero_point = z.to(learned.device)
+        # on the device of the observed data, like the qparams buffers of learn="none"
+        learned.data = new.to(dtype=learned.dtype)
+        self.zero_point = z.to(new.device)
         self.calibrated = True
 
     # ------------------------------------------------------------------ state
