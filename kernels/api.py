@@ -474,10 +474,9 @@ class PackedWeights:
             raise ValueError("PackedWeights.data must be C-contiguous")
 
     def unpacked(self) -> Codes:
-        """The weight codes, int8, of :attr:`shape`."""
-        return unpack(self.data, self.bits, (self.shape[0], int(np.prod(self.shape[1:]))), self.signed).reshape(
-            self.shape
-        )
+        """The weight codes of :attr:`shape`: int8 when :attr:`signed`, else uint8 (as conv2d/linear take them)."""
+        codes = unpack(self.data, self.bits, (self.shape[0], int(np.prod(self.shape[1:]))), self.signed)
+        return codes.reshape(self.shape).astype(_code_dtype(self.signed))
 
 
 def pack_weights(w_codes: Codes, bits: int, signed: bool) -> PackedWeights:

@@ -1,0 +1,182 @@
+"""Element-by-element Python formulations of the ops of docs/arithmetic.md, for small cases.
+
+Python ints and Fractions (NumPy scalars for float32/float64 steps), one output at a time,
+following the document's formulas literally; the scalar primitives (rounding of rationals,
+section 5 of one accumulator, section 4 accumulation) come from ``tests.quant.oracles``.
+Nothing here is shared with either backend, so a backend agreeing with it is evidence.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from quant.datapath import Datapath
+from tests.quant import oracles
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+def _out_range(y_bits: int, y_signed: bool, y_min: Optional[int], y_max: Optional[int]) -> tuple[int, int]:
+    lo, hi = (-(1 << (y_bits - 1)), (1 << (y_bits - 1)) - 1) if y_signed else (0, (1 << y_bits) - 1)
+    return max(lo, y_min if y_min is not None else lo), min(hi, y_max if y_max is not None else hi)
+
+
+def _mult(multiplier: Any, c: int) -> float:
+    arr = np.asarray(multiplier).reshape(-1)
+    return float(arr[0] if arr.size == 1 else arr[c])
+
+
+def conv2d(
+    x: np.ndarray, w: np.ndarray, bias: Optional[np.ndarray], *, x_zero_point: int, w_zero_point: Any,
+    y_zero_point: int, multiplier: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+    y_bits: int = 8, y_signed: bool = True, y_min: Optional[int] = None, y_max: Optional[int] = None,
+    datapath: Datapath,
+) -> np.ndarray:  # fmt: skip
+    """Section 4 then 5 for every output element, products in canonical (c, u, v) order."""
+    n, c_in, h, wd = x.shape
+    c_out, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    ho, wo = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    zw = np.broadcast_to(np.asarray(w_zero_point).reshape(-1), (c_out,))
+    lo, hi = _out_range(y_bits, y_signed, y_min, y_max)
+    out = np.zeros((n, c_out, ho, wo), dtype=np.int64)
+    og = c_out // groups
+    for b in range(n):
+        for o in range(c_out):
+            g = o // og
+            for i in range(ho):
+                for j in range(wo):
+                    products = []
+                    for c in range(cg):
+                        for u in range(kh):
+                            for v in range(kw):
+                                r, s = i * sh + u * dh - ph, j * sw + v * dw - pw
+                                xv = int(x[b, g * cg + c, r, s]) if (0 <= r < h and 0 <= s < wd) else x_zero_point
+                                products.append((xv - x_zero_point) * (int(w[o, c, u, v]) - int(zw[o])))
+                    acc = oracles.accumulate_scalar(int(bias[o]) if bias is not None else 0, products,
+                                                    datapath.acc_bits, datapath.overflow)  # fmt: skip
+                    out[b, o, i, j] = oracles.requant_scalar(acc, _mult(multiplier, o), datapath, y_zero_point, lo, hi)
+    return out
+
+
+def linear(
+    x: np.ndarray, w: np.ndarray, bias: Optional[np.ndarray], *, x_zero_point: int, w_zero_point: Any,
+    y_zero_point: int, multiplier: Any, y_bits: int = 8, y_signed: bool = True, y_min: Optional[int] = None,
+    y_max: Optional[int] = None, datapath: Datapath,
+) -> np.ndarray:  # fmt: skip
+    m, k = x.shape
+    n_out = w.shape[0]
+    zw = np.broadcast_to(np.asarray(w_zero_point).reshape(-1), (n_out,))
+    lo, hi = _out_range(y_bits, y_signed, y_min, y_max)
+    out = np.zeros((m, n_out), dtype=np.int64)
+    for r in range(m):
+        for o in range(n_out):
+            products = [(int(x[r, t]) - x_zero_point) * (int(w[o, t]) - int(zw[o])) for t in range(k)]
+            acc = oracles.accumulate_scalar(int(bias[o]) if bias is not None else 0, products, datapath.acc_bits,
+                                            datapath.overflow)  # fmt: skip
+            out[r, o] = oracles.requant_scalar(acc, _mult(multiplier, o), datapath, y_zero_point, lo, hi)
+    return out
+
+
+def requantize(
+    q: np.ndarray, *, in_zero_point: int, multiplier: Any, y_zero_point: int, y_bits: int = 8, y_signed: bool = True,
+    axis: Optional[int] = None, datapath: Datapath,
+) -> np.ndarray:  # fmt: skip
+    lo, hi = _out_range(y_bits, y_signed, None, None)
+    out = np.zeros(q.shape, dtype=np.int64)
+    for idx in np.ndindex(*q.shape):
+        c = idx[axis] if axis is not None else 0
+        acc = oracles.sat32(int(q[idx]) - in_zero_point)
+        out[idx] = oracles.requant_scalar(acc, _mult(multiplier, c), datapath, y_zero_point, lo, hi)
+    return out
+
+
+def _mbqm(v: int, m: float, dp: Datapath) -> int:
+    qm = oracles.quantize_multiplier(m, dp.multiplier_bits, dp.multiplier_rounding)
+    assert qm is not None
+    return oracles.fixed_point_y0(v, qm[0], qm[1], dp.multiplier_bits, dp.fixed_point_rounding == "double", dp.rounding)
+
+
+def add(
+    a: np.ndarray, b: np.ndarray, *, a_zero_point: int, b_zero_point: int, a_multiplier: float, b_multiplier: float,
+    y_zero_point: int, y_bits: int = 8, y_signed: bool = True, y_min: Optional[int] = None,
+    y_max: Optional[int] = None, datapath: Datapath,
+) -> np.ndarray:  # fmt: skip
+    """Section 6.1, per requantization mode."""
+    dp = datapath
+    lo, hi = _out_range(y_bits, y_signed, y_min, y_max)
+    out = np.zeros(a.shape, dtype=np.int64)
+    for idx in np.ndindex(*a.shape):
+        da, db = int(a[idx]) - a_zero_point, int(b[idx]) - b_zero_point
+        if dp.requant == "fixed_point":
+            big = 2.0 * max(a_multiplier, b_multiplier)
+            left = max(0, dp.acc_bits - 4 - dp.a_bits)
+            s = _mbqm(da << left, a_multiplier / big, dp) + _mbqm(db << left, b_multiplier / big, dp)
+            y = _mbqm(s, big / 2.0**left, dp) + y_zero_point
+        elif dp.requant == "pow2":
+            ka, kb = 1 - np.frexp(a_multiplier)[1], 1 - np.frexp(b_multiplier)[1]
+            k = max(ka, kb)
+            v = da * 2 ** (k - ka) + db * 2 ** (k - kb)
+            y0 = oracles.round_rational(Fraction(v, 2**k), dp.rounding) if k >= 0 else oracles.sat32(v * 2**-k)
+            y = y0 + y_zero_point
+        else:
+            ft = np.float32 if dp.requant == "float32" else np.float64
+            p = ft(ft(da) * ft(np.float32(a_multiplier))) + ft(ft(db) * ft(np.float32(b_multiplier)))
+            if dp.zero_point_order == "after_rounding":
+                y = oracles.round_float(float(p), dp.rounding) + y_zero_point
+            else:
+                y = oracles.round_float(float(ft(p + ft(y_zero_point))), dp.rounding)
+        out[idx] = max(lo, min(hi, y))
+    return out
+
+
+def _windows(h: int, k: int, s: int, p: int, d: int) -> list[list[int]]:
+    ho = (h + 2 * p - d * (k - 1) - 1) // s + 1
+    if ho < 1:
+        raise ValueError("empty output")
+    return [[i * s + u * d - p for u in range(k) if 0 <= i * s + u * d - p < h] for i in range(ho)]
+
+
+def _pool_args(x: np.ndarray, kernel_size: Any, stride: Any, padding: Any, dilation: Any) -> Sequence[Any]:
+    if kernel_size is None:
+        return (x.shape[2], x.shape[3]), (1, 1), (0, 0), (1, 1)
+    k = _pair(kernel_size)
+    return k, _pair(stride) if stride is not None else k, _pair(padding), _pair(dilation)
+
+
+def avg_pool2d(x: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0, *, zero_point: int,
+               datapath: Datapath) -> np.ndarray:  # fmt: skip
+    k, s, p, d = _pool_args(x, kernel_size, stride, padding, 1)
+    rows, cols = _windows(x.shape[2], k[0], s[0], p[0], d[0]), _windows(x.shape[3], k[1], s[1], p[1], d[1])
+    out = np.zeros(x.shape[:2] + (len(rows), len(cols)), dtype=np.int64)
+    for b, c in np.ndindex(*x.shape[:2]):
+        for i, rr in enumerate(rows):
+            for j, cc in enumerate(cols):
+                vals = [int(x[b, c, r, q]) for r in rr for q in cc]
+                cnt = len(vals)
+                out[b, c, i, j] = oracles.round_rational(Fraction(sum(vals) - cnt * zero_point, cnt),
+                                                         datapath.rounding) + zero_point  # fmt: skip
+    return out
+
+
+def max_pool2d(x: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1) -> np.ndarray:
+    k, s, p, d = _pool_args(x, kernel_size, stride, padding, dilation)
+    rows, cols = _windows(x.shape[2], k[0], s[0], p[0], d[0]), _windows(x.shape[3], k[1], s[1], p[1], d[1])
+    out = np.zeros(x.shape[:2] + (len(rows), len(cols)), dtype=np.int64)
+    for b, c in np.ndindex(*x.shape[:2]):
+        for i, rr in enumerate(rows):
+            for j, cc in enumerate(cols):
+                out[b, c, i, j] = max(int(x[b, c, r, q]) for r in rr for q in cc)
+    return out
+
+
+def lut(x: np.ndarray, table: np.ndarray, *, x_bits: int, x_signed: bool) -> np.ndarray:
+    qmin = -(1 << (x_bits - 1)) if x_signed else 0
+    binary = x_bits == 1 and x_signed
+    return np.array([int(table[int(int(v) > 0) if binary else int(v) - qmin]) for v in x.reshape(-1)],
+                    dtype=np.int64).reshape(x.shape)  # fmt: skip
