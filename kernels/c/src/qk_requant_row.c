@@ -31,7 +31,7 @@ QK__ALWAYS_INLINE int32_t qk__rrs32(int32_t h, int k, int rnd)
     case QK_ROUND_HALF_EVEN:
         return q + (r + ((uint32_t)q & 1u) > half);
     default: /* half away from zero: ties of negative values go down */
-        return q + (r + (sign & 1u) > half);
+        return q + (r + (~sign & 1u) > half);
     }
 }
 
@@ -101,7 +101,7 @@ QK__ALWAYS_INLINE int32_t qk__rrs64_clamped(int64_t p, int s, int rnd, int64_t l
         q += r + ((uint64_t)q & 1u) > half;
         break;
     default:
-        q += r + (p < 0) > half;
+        q += r + (p >= 0) > half;
         break;
     }
     return (int32_t)qk__clamp64(q, lz, hz);
