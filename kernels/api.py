@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -216,7 +216,7 @@ def _pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
         out = (int(v), int(v))
     else:
         try:
-            items = tuple(v)  # type: ignore[call-overload]
+            items = tuple(cast(Iterable[Any], v))
         except TypeError:
             raise TypeError(f"{op}: {name} must be an int or an (h, w) pair, got {type(v).__name__}") from None
         if len(items) != 2 or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in items):
@@ -617,9 +617,10 @@ def conv2d(
     if ho < 1 or wo < 1:
         raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {h}x{wd} and kernel {kh}x{kw}")
     y = np.empty((n, c_out, ho, wo), dtype=_code_dtype(out[1]))
-    scratch = np.empty(_qk.conv2d_scratch_bytes(geometry), dtype=np.uint8)
+    dpt = _datapath_tuple(dp, op)
+    scratch = np.empty(_qk.conv2d_scratch_bytes(geometry, dpt), dtype=np.uint8)
     _qk.conv2d(
-        geometry=geometry, datapath=_datapath_tuple(dp, op), x=xa, x_zero_point=zx, weights=wt, bias=b,
+        geometry=geometry, datapath=dpt, x=xa, x_zero_point=zx, weights=wt, bias=b,
         requant=rq, y=y, scratch=scratch, isa=_isa(isa),
     )  # fmt: skip
     return y
@@ -664,9 +665,10 @@ def linear(
     out = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
     rq = _requant_tuple(multiplier, dp, n_out, op, out)
     y = np.empty((m, n_out), dtype=_code_dtype(out[1]))
-    scratch = np.empty(_qk.linear_scratch_bytes(m, k, n_out), dtype=np.uint8)
+    dpt = _datapath_tuple(dp, op)
+    scratch = np.empty(_qk.linear_scratch_bytes(m, k, n_out, dpt), dtype=np.uint8)
     _qk.linear(
-        m=m, k=k, n=n_out, datapath=_datapath_tuple(dp, op), x=xa, x_zero_point=zx, weights=wt, bias=b,
+        m=m, k=k, n=n_out, datapath=dpt, x=xa, x_zero_point=zx, weights=wt, bias=b,
         requant=rq, y=y, scratch=scratch, isa=_isa(isa),
     )  # fmt: skip
     return y

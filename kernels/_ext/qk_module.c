@@ -235,15 +235,16 @@ static PyObject *py_conv2d_output_size(PyObject *self, PyObject *args)
 
 static PyObject *py_conv2d_scratch_bytes(PyObject *self, PyObject *args)
 {
-    PyObject *gt;
+    PyObject *gt, *dpt;
     qk_conv2d_geometry g;
+    qk_datapath dp;
     size_t bytes = 0;
     qk_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O", &gt) || parse_conv_geometry(gt, &g)) {
+    if (!PyArg_ParseTuple(args, "OO", &gt, &dpt) || parse_conv_geometry(gt, &g) || parse_datapath(dpt, &dp)) {
         return NULL;
     }
-    st = qk_conv2d_scratch_bytes(&g, &bytes);
+    st = qk_conv2d_scratch_bytes(&g, &dp, &bytes);
     if (st != QK_OK) {
         return raise_status("conv2d", st);
     }
@@ -289,13 +290,15 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args, PyObject *kwargs)
 static PyObject *py_linear_scratch_bytes(PyObject *self, PyObject *args)
 {
     int m, k, n;
+    PyObject *dpt;
+    qk_datapath dp;
     size_t bytes = 0;
     qk_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iii", &m, &k, &n)) {
+    if (!PyArg_ParseTuple(args, "iiiO", &m, &k, &n, &dpt) || parse_datapath(dpt, &dp)) {
         return NULL;
     }
-    st = qk_linear_scratch_bytes(m, k, n, &bytes);
+    st = qk_linear_scratch_bytes(m, k, n, &dp, &bytes);
     if (st != QK_OK) {
         return raise_status("linear", st);
     }
@@ -611,9 +614,9 @@ static PyObject *py_status_message(PyObject *self, PyObject *args)
 
 static PyMethodDef qk_methods[] = {
     {"conv2d_output_size", py_conv2d_output_size, METH_VARARGS, "(H_out, W_out) of a conv2d geometry tuple."},
-    {"conv2d_scratch_bytes", py_conv2d_scratch_bytes, METH_VARARGS, "Scratch bytes of qk_conv2d for a geometry."},
+    {"conv2d_scratch_bytes", py_conv2d_scratch_bytes, METH_VARARGS, "Scratch bytes of qk_conv2d for (geometry, datapath)."},
     {"conv2d", (PyCFunction)(void (*)(void))py_conv2d, METH_VARARGS | METH_KEYWORDS, "qk_conv2d."},
-    {"linear_scratch_bytes", py_linear_scratch_bytes, METH_VARARGS, "Scratch bytes of qk_linear(m, k, n)."},
+    {"linear_scratch_bytes", py_linear_scratch_bytes, METH_VARARGS, "Scratch bytes of qk_linear(m, k, n, datapath)."},
     {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS, "qk_linear."},
     {"requantize", (PyCFunction)(void (*)(void))py_requantize, METH_VARARGS | METH_KEYWORDS, "qk_requantize."},
     {"add", (PyCFunction)(void (*)(void))py_add, METH_VARARGS | METH_KEYWORDS, "qk_add."},

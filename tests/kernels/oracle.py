@@ -18,7 +18,9 @@ from tests.quant import oracles
 
 
 def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    return int(v[0]), int(v[1])
 
 
 def _out_range(y_bits: int, y_signed: bool, y_min: Optional[int], y_max: Optional[int]) -> tuple[int, int]:

@@ -218,7 +218,7 @@ static void check_conv2d(void)
     wu.packed_bits = 0;
     wu.zero_point = zw;
     wu.zero_point_length = (size_t)g.c_out;
-    CHECK(qk_conv2d_scratch_bytes(&g, &scratch_bytes) == QK_OK, "scratch_bytes");
+    CHECK(qk_conv2d_scratch_bytes(&g, &dp, &scratch_bytes) == QK_OK, "scratch_bytes");
     scratch = malloc(scratch_bytes);
     st = qk_conv2d(&g, &dp, x, x_len, zx, &wu, bias, (size_t)g.c_out, &rq, y1, y_len, scratch, scratch_bytes,
                    QK_ISA_PORTABLE);
@@ -347,7 +347,7 @@ static void check_linear(void)
     wu.packed_bits = 0;
     wu.zero_point = &zw;
     wu.zero_point_length = 1;
-    qk_linear_scratch_bytes(m, k, n, &scratch_bytes);
+    qk_linear_scratch_bytes(m, k, n, &dp, &scratch_bytes);
     scratch = malloc(scratch_bytes);
     st = qk_linear(m, k, n, &dp, x, (size_t)m * (size_t)k, zx, &wu, bias, (size_t)n, &rq, y1, (size_t)m * (size_t)n,
                    scratch, scratch_bytes, QK_ISA_AUTO);

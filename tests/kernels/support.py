@@ -176,7 +176,7 @@ def datapaths(draw: st.DrawFn) -> Datapath:
     )  # fmt: skip
 
 
-def codes(draw: st.DrawFn, shape: tuple[int, ...], bits: int, signed: bool) -> Array:
+def codes(draw: Callable[..., Any], shape: tuple[int, ...], bits: int, signed: bool) -> Array:
     """Random codes of ``shape`` (int8 when signed, else uint8), biased toward the range limits."""
     lo, hi = code_limits(bits, signed)
     n = int(np.prod(shape))
@@ -194,7 +194,7 @@ def codes(draw: st.DrawFn, shape: tuple[int, ...], bits: int, signed: bool) -> A
     return v.reshape(shape).astype(np.int8 if signed else np.uint8)
 
 
-def zero_point(draw: st.DrawFn, bits: int, signed: bool, supported: bool) -> int:
+def zero_point(draw: Callable[..., Any], bits: int, signed: bool, supported: bool) -> int:
     if not supported or (bits == 1 and signed):
         return 0
     lo, hi = code_limits(bits, signed)

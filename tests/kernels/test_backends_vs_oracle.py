@@ -20,7 +20,7 @@ from tests.kernels.test_conv_linear import conv_cases, linear_cases
 from tests.kernels.test_pool_lut_pack import pool_cases
 from tests.kernels.test_requantize_add import add_cases, requantize_cases
 
-EXAMPLES = 25
+EXAMPLES = 40
 _SETTINGS = settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

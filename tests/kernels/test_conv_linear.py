@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, assume, event, given, settings, strategies a
 
 import kernels
 from quant.datapath import Datapath
+from tests.edge_values import code_limits
 from tests.kernels import support
 from tests.kernels.support import BACKENDS, C_ISAS, CKernels, assert_same, assert_same_outcome, outcome
 
-CONV_EXAMPLES = 150
-LINEAR_EXAMPLES = 100
+CONV_EXAMPLES = 300
+LINEAR_EXAMPLES = 200
 
 
 @st.composite
@@ -119,8 +120,8 @@ def test_conv2d_presets_larger_shapes(preset: str, shape: tuple[int, ...]) -> No
     dp = Datapath.preset(preset)
     n, c_in, h, w, c_out, k, s, p, d, g = shape
     rng = np.random.default_rng(abs(hash((preset, shape))) % 2**32)
-    alo, ahi = support.code_limits(dp.a_bits, dp.a_signed)
-    wlo, whi = support.code_limits(dp.w_bits, dp.w_signed)
+    alo, ahi = code_limits(dp.a_bits, dp.a_signed)
+    wlo, whi = code_limits(dp.w_bits, dp.w_signed)
     x = rng.integers(alo, ahi + 1, size=(n, c_in, h, w)).astype(np.int8 if dp.a_signed else np.uint8)
     wt = rng.integers(wlo, whi + 1, size=(c_out, c_in // g, k, k)).astype(np.int8)
     blo, bhi = dp.bias_range
@@ -128,7 +129,7 @@ def test_conv2d_presets_larger_shapes(preset: str, shape: tuple[int, ...]) -> No
     mult = (2.0 ** -rng.integers(6, 12, size=c_out)).astype(np.float64)
     if dp.requant != "pow2":
         mult *= rng.uniform(0.5, 1.0, size=c_out)
-    kw = dict(x_zero_point=(alo + ahi + 1) // 2 if dp.a_zero_point else 0, w_zero_point=0, y_zero_point=0,
+    kw: dict[str, Any] = dict(x_zero_point=(alo + ahi + 1) // 2 if dp.a_zero_point else 0, w_zero_point=0, y_zero_point=0,
               multiplier=mult, stride=s, padding=p, dilation=d, groups=g, datapath=dp)  # fmt: skip
     expected = outcome(lambda: BACKENDS["torch_ref"].conv2d(x, wt, bias, **kw))
     weights: list[Any] = [wt]
@@ -151,7 +152,7 @@ def test_linear_long_reduction_is_chunked_exactly(overflow: str) -> None:
     w = np.full((3, k), -128, dtype=np.int8)
     w[1] = 127
     w[2] = rng.integers(-128, 128, size=k)
-    kw = dict(x_zero_point=127, w_zero_point=0, y_zero_point=0, multiplier=2.0**-24, datapath=dp)
+    kw: dict[str, Any] = dict(x_zero_point=127, w_zero_point=0, y_zero_point=0, multiplier=2.0**-24, datapath=dp)
     expected = outcome(lambda: BACKENDS["torch_ref"].linear(x, w, None, **kw))
     for isa in C_ISAS:
         assert_same_outcome(outcome(lambda: CKernels(isa).linear(x, w, None, **kw)), expected, f"linear K={k} {isa}")
@@ -165,7 +166,7 @@ def test_saturating_path_matches_reference_on_overflowing_sums() -> None:
     w = rng.integers(5, 8, size=(8, 64, 3, 3)).astype(np.int8)
     w[::2] = -8
     bias = np.array([32767, -32768, 0, 100, -100, 2**15 - 1, 0, 5], dtype=np.int32)
-    kw = dict(x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=2.0**-10, padding=1, datapath=dp,
+    kw: dict[str, Any] = dict(x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=2.0**-10, padding=1, datapath=dp,
               y_signed=True)  # fmt: skip
     expected = BACKENDS["torch_ref"].conv2d(x, w, bias, **kw)
     for isa in C_ISAS:

@@ -87,7 +87,7 @@ def test_binary_operand_holding_zero() -> None:
 def test_overflow_error_mode_raises_overflow_error_naming_the_op() -> None:
     dp = Datapath(acc_bits=8, overflow="error", requant="pow2", rounding="floor")
     x, w = np.array([[20, 20, -50]], np.int8), np.array([[1, 1, 1]], np.int8)
-    kw = dict(x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=1.0)
+    kw: dict[str, Any] = dict(x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=1.0)
     with pytest.raises(OverflowError, match="linear"):
         kernels.linear(x, w, np.array([100], np.int32), **kw, datapath=dp)
     assert kernels.linear(x, w, np.array([100], np.int32), **kw, datapath=dp.with_(overflow="saturate")).tolist() == [[77]]
@@ -176,7 +176,7 @@ def _binding_conv(**over: Any) -> None:
         bias=None,
         requant=(np.array([1 << 30], np.int32), np.array([-1], np.int32), None, 0, 8, 1, -128, 127),
         y=np.empty(12, np.int8),
-        scratch=np.empty(_qk.conv2d_scratch_bytes(geometry), np.uint8),
+        scratch=np.empty(_qk.conv2d_scratch_bytes(geometry, _datapath_tuple(TFL, "conv2d")), np.uint8),
         isa=_qk.ISA_AUTO,
     )
     args.update(over)

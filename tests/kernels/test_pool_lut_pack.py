@@ -15,11 +15,11 @@ import quant.packing as qpacking
 import quant.reference as ref
 from quant.datapath import INTEGER_ROUNDING_MODES, Datapath
 from quant.requant import quantize_multiplier as ref_quantize_multiplier
-from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, INT32_MAX, INT32_MIN, exact_ties
+from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, INT32_MAX, INT32_MIN, code_limits, exact_ties
 from tests.kernels import support
 from tests.kernels.support import BACKENDS, assert_same, assert_same_outcome, outcome
 
-POOL_EXAMPLES = 100
+POOL_EXAMPLES = 150
 LUT_EXAMPLES = 50
 PACK_EXAMPLES = 100
 PRIMITIVE_EXAMPLES = 200
@@ -90,7 +90,7 @@ def test_pack_unpack_match_quant_packing(
 @pytest.mark.parametrize("bits", [1, 2, 4])
 @pytest.mark.parametrize("signed", [True, False])
 def test_pack_weights_round_trip(bits: int, signed: bool) -> None:
-    lo, hi = support.code_limits(bits, signed)
+    lo, hi = code_limits(bits, signed)
     rng = np.random.default_rng(bits * 2 + signed)
     w = rng.integers(lo, hi + 1, size=(5, 3, 3, 3))
     if bits == 1 and signed:

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from quant.datapath import INTEGER_ROUNDING_MODES, Datapath
-from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS
+from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, code_limits
 from tests.kernels import support
 from tests.kernels.support import BACKENDS, C_ISAS, CKernels, assert_same, assert_same_outcome, outcome
 
-REQUANTIZE_EXAMPLES = 150
-ADD_EXAMPLES = 150
+REQUANTIZE_EXAMPLES = 300
+ADD_EXAMPLES = 200
 
 
 @st.composite
@@ -127,7 +127,7 @@ def test_add_matches_reference(case: dict[str, Any]) -> None:
 def test_add_every_code_pair(preset: str) -> None:
     """All pairs of activation codes (exhaustive for the preset's operand width)."""
     dp = Datapath.preset(preset)
-    lo, hi = support.code_limits(dp.a_bits, dp.a_signed)
+    lo, hi = code_limits(dp.a_bits, dp.a_signed)
     grid = np.arange(lo, hi + 1)
     a = np.repeat(grid, len(grid)).astype(np.int8 if dp.a_signed else np.uint8)
     b = np.tile(grid, len(grid)).astype(a.dtype)

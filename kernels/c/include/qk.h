@@ -38,8 +38,9 @@ typedef struct qk_conv2d_geometry {
  * out = floor((in + 2 * pad - dilation * (k - 1) - 1) / stride) + 1, which must be >= 1. */
 qk_status qk_conv2d_output_size(const qk_conv2d_geometry *g, int32_t *out_h, int32_t *out_w);
 
-/* Scratch bytes of qk_conv2d for geometry g (depends on the geometry only). */
-qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, size_t *bytes);
+/* Scratch bytes of qk_conv2d for geometry g on datapath dp (saturate/error datapaths need more:
+ * the exact overflow bound runs a second product on absolute values). */
+qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, const qk_datapath *dp, size_t *bytes);
 
 /* 2-D convolution (sections 4, 5): y[n, o, oh, ow] = requant_o(acc) with
  * acc = bias[o] + sum over (c, i, j) in canonical order of (x - x_zero_point) * (w[o] - z_w[o]),
@@ -51,8 +52,8 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
                     const qk_requant_params *rq, void *y, size_t y_len, void *scratch, size_t scratch_bytes,
                     int32_t isa);
 
-/* Scratch bytes of qk_linear. */
-qk_status qk_linear_scratch_bytes(int32_t m, int32_t k, int32_t n, size_t *bytes);
+/* Scratch bytes of qk_linear on datapath dp. */
+qk_status qk_linear_scratch_bytes(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, size_t *bytes);
 
 /* Fully connected layer: x (m, k) codes, w the (n, k) weight matrix, bias NULL or n values,
  * y (m, n) codes; y[r, o] = requant_o(bias[o] + sum_k (x[r, k] - z_x) * (w[o, k] - z_w[o])),

@@ -22,6 +22,7 @@ typedef struct qk__conv_plan {
     size_t groups, cg, mg, mgp, k, kp, hp, wp, pixels, nb_max;
     int depthwise;
     int16_t *a;
+    int16_t *a_abs; /* general schedule, saturate/error: |a| */
     int32_t *wmax;
     int64_t *wsum;
     uint32_t *perm;
@@ -31,8 +32,9 @@ typedef struct qk__conv_plan {
     qk__mm mm;
 } qk__conv_plan;
 
-/* The scratch layout of a geometry (ar->base NULL: measure only). */
-static qk_status qk__conv_layout(const qk_conv2d_geometry *g, qk__arena *ar, qk__conv_plan *pl)
+/* The scratch layout of a geometry and datapath (ar->base NULL: measure only). */
+static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath *dp, qk__arena *ar,
+                                 qk__conv_plan *pl)
 {
     qk_status st = qk_conv2d_output_size(g, &pl->oh, &pl->ow);
     size_t rows;
@@ -59,6 +61,7 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, qk__arena *ar, qk_
         pl->mgp = pl->mg;
         rows = (size_t)g->c_out;
         pl->a = (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t));
+        pl->a_abs = NULL;
         pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
         pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
         pl->perm = NULL;
@@ -77,6 +80,7 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, qk__arena *ar, qk_
         pl->mgp = qk__round_up(pl->mg, QK__MR);
         rows = pl->groups * pl->mgp;
         pl->a = (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t));
+        pl->a_abs = qk__mm_uses_abs(dp, pl->kp) ? (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t)) : NULL;
         pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
         pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
         pl->perm = (uint32_t *)qk__arena_take(ar, pl->k, sizeof(uint32_t));
@@ -85,7 +89,7 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, qk__arena *ar, qk_
         pl->accrow = NULL;
         pl->mm.mp = pl->mgp;
         pl->mm.kp = pl->kp;
-        qk__mm_reserve(ar, &pl->mm, nb);
+        qk__mm_reserve(ar, &pl->mm, nb, qk__mm_uses_abs(dp, pl->kp));
     }
     if (pl->k > UINT32_MAX) {
         return QK_ERR_SIZE;
@@ -93,15 +97,18 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, qk__arena *ar, qk_
     return ar->overflow ? QK_ERR_SIZE : QK_OK;
 }
 
-qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, size_t *bytes)
+qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, const qk_datapath *dp, size_t *bytes)
 {
     qk__arena ar = {NULL, 0, 0};
     qk__conv_plan pl;
     qk_status st;
-    if (g == NULL || bytes == NULL) {
+    if (g == NULL || dp == NULL || bytes == NULL) {
         return QK_ERR_NULL;
     }
-    st = qk__conv_layout(g, &ar, &pl);
+    if ((st = qk__check_datapath(dp)) != QK_OK) {
+        return st;
+    }
+    st = qk__conv_layout(g, dp, &ar, &pl);
     if (st == QK_OK) {
         *bytes = ar.used;
     }
@@ -150,6 +157,7 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
                 qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w, dst, wp, cg);
             }
             mm.a = pl->a + grp * pl->mgp * kp;
+            mm.a_abs = pl->a_abs ? pl->a_abs + grp * pl->mgp * kp : NULL;
             mm.row_wmax = pl->wmax + grp * pl->mgp;
             mm.row_wsum = pl->wsum + grp * pl->mgp;
             mm.bias = bias ? bias + grp * pl->mg : NULL;
@@ -270,7 +278,7 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
     if ((st = qk__check_datapath(dp)) != QK_OK) {
         return st;
     }
-    if ((st = qk__conv_layout(g, &ar, &pl)) != QK_OK) {
+    if ((st = qk__conv_layout(g, dp, &ar, &pl)) != QK_OK) {
         return st;
     }
     if (!qk__mul_size((size_t)g->n * (size_t)g->c_in, (size_t)g->h * (size_t)g->w, &need)) {
@@ -305,10 +313,11 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
     }
     ar.base = (unsigned char *)scratch;
     ar.used = 0;
-    qk__conv_layout(g, &ar, &pl);
+    qk__conv_layout(g, dp, &ar, &pl);
     xmax = qk__max_abs_diff(x, x_len, dp->a_signed, x_zero_point);
     if (pl.depthwise) {
-        qk__load_weights(dp, w, (size_t)g->c_out, pl.k, 0, NULL, (size_t)g->c_out, pl.kp, pl.a, pl.wmax, pl.wsum);
+        qk__load_weights(dp, w, (size_t)g->c_out, pl.k, 0, NULL, (size_t)g->c_out, pl.kp, pl.a, NULL, pl.wmax,
+                         pl.wsum);
         return qk__conv_depthwise(g, dp, rq, x, x_zero_point, xmax, bias, y, &pl, sel);
     }
     {
@@ -323,7 +332,8 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
     }
     for (grp = 0; grp < pl.groups; ++grp) {
         qk__load_weights(dp, w, pl.mg, pl.k, grp * pl.mg, pl.perm, pl.mgp, pl.kp, pl.a + grp * pl.mgp * pl.kp,
-                         pl.wmax + grp * pl.mgp, pl.wsum + grp * pl.mgp);
+                         pl.a_abs ? pl.a_abs + grp * pl.mgp * pl.kp : NULL, pl.wmax + grp * pl.mgp,
+                         pl.wsum + grp * pl.mgp);
     }
     pl.mm.dp = dp;
     pl.mm.rq = rq;

@@ -166,6 +166,7 @@ typedef struct qk__mm {
     size_t k;                    /* reduction length */
     size_t kp;                   /* row stride of A and B, k rounded up to 16 */
     const int16_t *a;
+    const int16_t *a_abs;        /* |a| (same layout), or NULL: no exact absolute bound */
     const int32_t *bias;         /* m entries, or NULL */
     size_t chan0;                /* channel index of row 0 in rq */
     const int32_t *row_wmax;     /* per row: max_k |a| */
@@ -176,6 +177,8 @@ typedef struct qk__mm {
     int64_t *sums64;             /* scratch: mp * nb_max int64 when kp > QK__K_CHUNK, else NULL */
     int64_t *xsum;               /* scratch: nb_max entries */
     int32_t *accrow;             /* scratch: nb_max entries */
+    int16_t *b_abs;              /* scratch: nb_max * kp when a_abs is used, else NULL */
+    int32_t *tsum;               /* scratch: mp * nb_max when a_abs is used, else NULL */
 } qk__mm;
 
 /* Compute the outputs of the nb (<= nb_max, rounded to QK__NR in b) columns in b.
@@ -184,8 +187,16 @@ typedef struct qk__mm {
 qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
                        size_t y_col_stride);
 
-/* Scratch needed by qk__mm_block for nb_max columns (measured with an arena). */
-void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max);
+/* Scratch needed by qk__mm_block for nb_max columns (measured with an arena); with_abs
+ * reserves the buffers of the exact absolute bound (saturate/error datapaths). */
+void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs);
+
+/* Whether the exact absolute bound sum_k |a_k b_k| is used: saturate/error and K within one
+ * int32-exact chunk. */
+static inline int qk__mm_uses_abs(const qk_datapath *dp, size_t kp)
+{
+    return dp->overflow != QK_OVERFLOW_WRAP && kp <= QK__K_CHUNK;
+}
 
 /* Validate weight storage of a (rows, k) matrix against the datapath: packing (0, or
  * dp->w_bits in {1, 2, 4}), byte length, zero points (count 1 or rows, in the weight code
@@ -203,10 +214,10 @@ int32_t qk__max_abs_diff(const void *x, size_t n, int32_t is_signed, int32_t z);
 
 /* Fill A (mp x kp int16, rows >= m and columns >= k zero) with w - z_w from the weight
  * storage; kernel order position of canonical index k is perm[k] (NULL: identical).
- * Also fills row_wmax and row_wsum. Validates the weight storage against the datapath. */
-qk_status qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
-                           const uint32_t *perm, size_t mp, size_t kp, int16_t *a, int32_t *row_wmax,
-                           int64_t *row_wsum);
+ * Also fills row_wmax, row_wsum and, when a_abs is not NULL, |A|. */
+void qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
+                      const uint32_t *perm, size_t mp, size_t kp, int16_t *a, int16_t *a_abs, int32_t *row_wmax,
+                      int64_t *row_wsum);
 
 /* Bytes of one packed row of cols `bits`-bit codes: ceil(cols * bits / 8) (section 3). */
 static inline size_t qk__packed_row_bytes(size_t cols, int32_t bits)

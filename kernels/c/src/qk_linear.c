@@ -13,13 +13,15 @@
 typedef struct qk__linear_plan {
     size_t kp, np, nb_max;
     int16_t *a;
+    int16_t *a_abs;
     int32_t *wmax;
     int64_t *wsum;
     int16_t *b;
     qk__mm mm;
 } qk__linear_plan;
 
-static qk_status qk__linear_layout(int32_t m, int32_t k, int32_t n, qk__arena *ar, qk__linear_plan *pl)
+static qk_status qk__linear_layout(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, qk__arena *ar,
+                                   qk__linear_plan *pl)
 {
     size_t nb;
     if (m < 1 || k < 1 || n < 1) {
@@ -36,24 +38,28 @@ static qk_status qk__linear_layout(int32_t m, int32_t k, int32_t n, qk__arena *a
     pl->nb_max = nb;
     memset(&pl->mm, 0, sizeof(pl->mm));
     pl->a = (int16_t *)qk__arena_take(ar, pl->np * pl->kp, sizeof(int16_t));
+    pl->a_abs = qk__mm_uses_abs(dp, pl->kp) ? (int16_t *)qk__arena_take(ar, pl->np * pl->kp, sizeof(int16_t)) : NULL;
     pl->wmax = (int32_t *)qk__arena_take(ar, pl->np, sizeof(int32_t));
     pl->wsum = (int64_t *)qk__arena_take(ar, pl->np, sizeof(int64_t));
     pl->b = (int16_t *)qk__arena_take(ar, nb * pl->kp, sizeof(int16_t));
     pl->mm.mp = pl->np;
     pl->mm.kp = pl->kp;
-    qk__mm_reserve(ar, &pl->mm, nb);
+    qk__mm_reserve(ar, &pl->mm, nb, qk__mm_uses_abs(dp, pl->kp));
     return ar->overflow ? QK_ERR_SIZE : QK_OK;
 }
 
-qk_status qk_linear_scratch_bytes(int32_t m, int32_t k, int32_t n, size_t *bytes)
+qk_status qk_linear_scratch_bytes(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, size_t *bytes)
 {
     qk__arena ar = {NULL, 0, 0};
     qk__linear_plan pl;
     qk_status st;
-    if (bytes == NULL) {
+    if (dp == NULL || bytes == NULL) {
         return QK_ERR_NULL;
     }
-    st = qk__linear_layout(m, k, n, &ar, &pl);
+    if ((st = qk__check_datapath(dp)) != QK_OK) {
+        return st;
+    }
+    st = qk__linear_layout(m, k, n, dp, &ar, &pl);
     if (st == QK_OK) {
         *bytes = ar.used;
     }
@@ -76,7 +82,7 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     if ((st = qk__check_datapath(dp)) != QK_OK) {
         return st;
     }
-    if ((st = qk__linear_layout(m, k, n, &ar, &pl)) != QK_OK) {
+    if ((st = qk__linear_layout(m, k, n, dp, &ar, &pl)) != QK_OK) {
         return st;
     }
     if (!qk__mul_size((size_t)m, kk, &need)) {
@@ -111,14 +117,15 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     }
     ar.base = (unsigned char *)scratch;
     ar.used = 0;
-    qk__linear_layout(m, k, n, &ar, &pl);
-    qk__load_weights(dp, w, (size_t)n, kk, 0, NULL, pl.np, pl.kp, pl.a, pl.wmax, pl.wsum);
+    qk__linear_layout(m, k, n, dp, &ar, &pl);
+    qk__load_weights(dp, w, (size_t)n, kk, 0, NULL, pl.np, pl.kp, pl.a, pl.a_abs, pl.wmax, pl.wsum);
     pl.mm.dp = dp;
     pl.mm.rq = rq;
     pl.mm.isa = sel;
     pl.mm.m = (size_t)n;
     pl.mm.k = kk;
     pl.mm.a = pl.a;
+    pl.mm.a_abs = pl.a_abs;
     pl.mm.bias = bias;
     pl.mm.chan0 = 0;
     pl.mm.row_wmax = pl.wmax;

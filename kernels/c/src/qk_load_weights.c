@@ -18,9 +18,9 @@ static int32_t qk__packed_code(const uint8_t *row, size_t i, int32_t bits, int32
     return v >= (1 << (bits - 1)) ? v - (1 << bits) : v;
 }
 
-qk_status qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
-                           const uint32_t *perm, size_t mp, size_t kp, int16_t *a, int32_t *row_wmax,
-                           int64_t *row_wsum)
+void qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
+                      const uint32_t *perm, size_t mp, size_t kp, int16_t *a, int16_t *a_abs, int32_t *row_wmax,
+                      int64_t *row_wsum)
 {
     size_t i, j;
     size_t row_bytes = w->packed_bits ? qk__packed_row_bytes(k, w->packed_bits) : k;
@@ -55,5 +55,9 @@ qk_status qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m,
         row_wmax[i] = wmax;
         row_wsum[i] = wsum;
     }
-    return QK_OK;
+    if (a_abs != NULL) {
+        for (j = 0; j < mp * kp; ++j) {
+            a_abs[j] = (int16_t)(a[j] < 0 ? -a[j] : a[j]);
+        }
+    }
 }

@@ -4,13 +4,14 @@
  * The GEMM gives the exact sum S = sum_k (x_k - z_x)(w_k - z_w) (int32 per K chunk, int64
  * across chunks). Then, with A = acc_bits and lim = 2^(A-1) - 1:
  *   wrap:           acc = wrap_A(bias + S): exact modular arithmetic, order irrelevant;
- *   saturate/error: when |bias| + (a bound on sum_k |x_k - z_x||w_k - z_w|) <= lim, no partial
- *                   sum of the canonical order can leave the range, so acc = bias + S; the
- *                   bound is max|x - z_x| * sum_k |w_k - z_w| for the whole row, else
- *                   max_k |w_k - z_w| * sum_k |x_k - z_x| for the column. Otherwise the
- *                   element is recomputed sequentially in canonical order with a clamp after
- *                   every addition (error mode: a clamp that changes the value is
- *                   QK_ERR_OVERFLOW). */
+ *   saturate/error: when |bias| + (a bound on T = sum_k |x_k - z_x||w_k - z_w|) <= lim, no
+ *                   partial sum of the canonical order can leave the range, so acc = bias + S.
+ *                   The bounds, cheapest first: max|x - z_x| * sum_k |w_k - z_w| for the
+ *                   whole row; then T itself, exactly, by the same GEMM on |w - z_w| and
+ *                   |x - z_x| (for K beyond one int32-exact chunk: max_k |w_k - z_w| *
+ *                   sum_k |x_k - z_x| per column). An element no bound clears is recomputed
+ *                   sequentially in canonical order with a clamp after every addition (error
+ *                   mode: a clamp that changes the value is QK_ERR_OVERFLOW). */
 #include <string.h>
 
 #include "qk_arith.h"
@@ -18,7 +19,7 @@
 
 #define QK__MB 64 /* rows of A per GEMM call, a multiple of QK__MR */
 
-void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max)
+void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs)
 {
     size_t nbp = qk__round_up(nb_max, QK__NR);
     size_t rows = mm->mp < QK__MB ? mm->mp : QK__MB;
@@ -26,6 +27,8 @@ void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max)
     mm->sums64 = mm->kp > QK__K_CHUNK ? (int64_t *)qk__arena_take(ar, rows * nbp, sizeof(int64_t)) : NULL;
     mm->xsum = (int64_t *)qk__arena_take(ar, nbp, sizeof(int64_t));
     mm->accrow = (int32_t *)qk__arena_take(ar, nbp, sizeof(int32_t));
+    mm->b_abs = with_abs ? (int16_t *)qk__arena_take(ar, nbp * mm->kp, sizeof(int16_t)) : NULL;
+    mm->tsum = with_abs ? (int32_t *)qk__arena_take(ar, rows * nbp, sizeof(int32_t)) : NULL;
 }
 
 static int64_t qk__clamp_acc(int64_t v, int64_t lim, int *changed)
@@ -65,11 +68,12 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
     const qk_datapath *dp = mm->dp;
     size_t nbp = qk__round_up(nb, QK__NR), kp = mm->kp;
     int64_t lim = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
-    int xsum_ready = 0;
+    int xsum_ready = 0, babs_ready = 0;
     size_t i0, i, j;
     for (i0 = 0; i0 < mm->mp; i0 += QK__MB) {
         size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
         const int16_t *a = mm->a + i0 * kp;
+        int tsum_ready = 0;
         if (kp <= QK__K_CHUNK) {
             qk__gemm_i16(mm->isa, rows, nbp, kp, a, kp, b, kp, mm->sums, nbp);
         } else {
@@ -102,7 +106,20 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
                 }
             } else {
                 const int16_t *arow = mm->a + i * kp;
-                if (!xsum_ready) {
+                const int32_t *trow = NULL;
+                if (mm->a_abs != NULL) { /* T = sum_k |a_k b_k| of this row block, exactly */
+                    if (!babs_ready) {
+                        for (j = 0; j < nbp * kp; ++j) {
+                            mm->b_abs[j] = (int16_t)(b[j] < 0 ? -b[j] : b[j]);
+                        }
+                        babs_ready = 1;
+                    }
+                    if (!tsum_ready) {
+                        qk__gemm_i16(mm->isa, rows, nbp, kp, mm->a_abs + i0 * kp, kp, mm->b_abs, kp, mm->tsum, nbp);
+                        tsum_ready = 1;
+                    }
+                    trow = mm->tsum + (i - i0) * nbp;
+                } else if (!xsum_ready) {
                     for (j = 0; j < nb; ++j) {
                         const int16_t *brow = b + j * kp;
                         int64_t t = 0;
@@ -115,7 +132,8 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
                     xsum_ready = 1;
                 }
                 for (j = 0; j < nb; ++j) {
-                    if (abs_bias + (int64_t)mm->row_wmax[i] * mm->xsum[j] <= lim) {
+                    int64_t bound = trow ? (int64_t)trow[j] : (int64_t)mm->row_wmax[i] * mm->xsum[j];
+                    if (abs_bias + bound <= lim) {
                         acc[j] = (int32_t)(bias + (s64 ? s64[j] : s32[j]));
                     } else {
                         qk_status st = qk__sequential(mm, arow, b + j * kp, bias, lim, &acc[j]);
@@ -125,7 +143,8 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
                     }
                 }
             }
-            qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, (unsigned char *)y + i * y_row_stride, y_col_stride);
+            qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, (unsigned char *)y + i * y_row_stride,
+                            y_col_stride);
         }
     }
     return QK_OK;

@@ -1,0 +1,100 @@
+"""Type stubs of the CPython binding of the C kernel library (``kernels/_ext/qk_module.c``).
+
+Arrays are passed through the buffer protocol: C-contiguous, with the element type checked
+(int8/uint8 codes, int32 parameters, float32 multipliers, uint8 scratch). Tuples carry the C
+structs field by field. Errors: ``OverflowError`` for an accumulator overflow in "error"
+mode, ``ValueError`` for any other status of the library, ``TypeError`` for a wrong buffer.
+"""
+
+from typing import Any, Optional
+
+from numpy.typing import NDArray
+
+OVERFLOW_WRAP: int
+OVERFLOW_SATURATE: int
+OVERFLOW_ERROR: int
+REQUANT_FIXED_POINT: int
+REQUANT_FLOAT32: int
+REQUANT_FLOAT64: int
+REQUANT_POW2: int
+FIXED_POINT_DOUBLE: int
+FIXED_POINT_SINGLE: int
+ROUND_HALF_AWAY: int
+ROUND_HALF_UP: int
+ROUND_HALF_EVEN: int
+ROUND_FLOOR: int
+ZP_AFTER_ROUNDING: int
+ZP_BEFORE_ROUNDING: int
+ISA_AUTO: int
+ISA_PORTABLE: int
+ISA_X86_AVX2: int
+ERR_OVERFLOW: int
+
+#: (w_bits, w_signed, w_zero_point, a_bits, a_signed, a_zero_point, acc_bits, overflow, requant,
+#:  multiplier_bits, fixed_point_rounding, rounding, zero_point_order, bias_bits)
+DatapathTuple = tuple[int, ...]
+#: (multiplier int32 | None, shift int32 | None, fmultiplier float32 | None,
+#:  y_zero_point, y_bits, y_signed, y_min, y_max)
+RequantTuple = tuple[Any, ...]
+#: (data: int8/uint8 codes or uint8 packed rows, packed_bits, zero_point int32)
+WeightsTuple = tuple[Any, int, Any]
+
+def conv2d_output_size(geometry: tuple[int, ...], /) -> tuple[int, int]: ...
+def conv2d_scratch_bytes(geometry: tuple[int, ...], datapath: DatapathTuple, /) -> int: ...
+def conv2d(
+    *,
+    geometry: tuple[int, ...],
+    datapath: DatapathTuple,
+    x: NDArray[Any],
+    x_zero_point: int,
+    weights: WeightsTuple,
+    bias: Optional[NDArray[Any]],
+    requant: RequantTuple,
+    y: NDArray[Any],
+    scratch: NDArray[Any],
+    isa: int,
+) -> None: ...
+def linear_scratch_bytes(m: int, k: int, n: int, datapath: DatapathTuple, /) -> int: ...
+def linear(
+    *,
+    m: int,
+    k: int,
+    n: int,
+    datapath: DatapathTuple,
+    x: NDArray[Any],
+    x_zero_point: int,
+    weights: WeightsTuple,
+    bias: Optional[NDArray[Any]],
+    requant: RequantTuple,
+    y: NDArray[Any],
+    scratch: NDArray[Any],
+    isa: int,
+) -> None: ...
+def requantize(
+    *,
+    q: NDArray[Any],
+    outer: int,
+    channels: int,
+    inner: int,
+    in_zero_point: int,
+    datapath: DatapathTuple,
+    requant: RequantTuple,
+    y: NDArray[Any],
+    isa: int,
+) -> None: ...
+def add(*, a: NDArray[Any], b: NDArray[Any], params: tuple[Any, ...], datapath: DatapathTuple, y: NDArray[Any]) -> None: ...
+def avg_pool2d(
+    *, geometry: tuple[int, ...], datapath: DatapathTuple, x: NDArray[Any], x_signed: bool, zero_point: int, y: NDArray[Any]
+) -> None: ...
+def max_pool2d(*, geometry: tuple[int, ...], x: NDArray[Any], x_signed: bool, y: NDArray[Any]) -> None: ...
+def lut(
+    *, x: NDArray[Any], x_bits: int, x_signed: bool, table: NDArray[Any], table_signed: bool, y: NDArray[Any]
+) -> None: ...
+def pack(
+    *, codes: NDArray[Any], codes_signed: bool, rows: int, cols: int, bits: int, range: int, packed: NDArray[Any]
+) -> None: ...
+def unpack(*, packed: NDArray[Any], rows: int, cols: int, bits: int, signed: bool, codes: NDArray[Any]) -> None: ...
+def rounding_right_shift(v: int, k: int, mode: int, /) -> int: ...
+def srdhm(a: int, b: int, n: int, /) -> int: ...
+def isa_query(isa: int, /) -> tuple[bool, int]: ...
+def status_message(status: int, /) -> str: ...
