@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, Iterable, Optional, Sequence, Union, cast
 
 import numpy as np
@@ -166,8 +165,8 @@ def _code_dtype(signed: bool) -> type[np.integer[Any]]:
 
 def _check_codes(a: Codes, name: str, op: str, bits: int, signed: bool) -> None:
     lo, hi = _code_range(bits, signed)
-    if a.size == 0:
-        return
+    if a.size == 0 or (bits == 8 and a.dtype == _code_dtype(signed)):
+        return  # every value of the dtype is a code
     amin, amax = int(a.min()), int(a.max())
     kind = "binary" if (bits == 1 and signed) else f"{'int' if signed else 'uint'}{bits}"
     if amin < lo or amax > hi:
@@ -230,19 +229,32 @@ def _pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- multipliers (section 5)
 
 
-def _round_fraction(x: Fraction, mode: str) -> int:
-    fl = math.floor(x)
-    rem = x - fl
-    if mode == "floor" or rem == 0:
-        return fl
-    half = Fraction(1, 2)
-    if rem != half:
-        return fl + (1 if rem > half else 0)
-    if mode == "half_up":
-        return fl + 1
-    if mode == "half_away":
-        return fl + (1 if x > 0 else 0)
-    return fl + (fl & 1)
+def _quantize_multipliers(values: npt.NDArray[np.float64], n_bits: int, rounding: str) -> tuple[Any, Any, Any]:
+    """Vectorized, exact section 5.1 for finite ``values >= 0``: ``(M0, e, refused)`` int64/bool arrays.
+
+    ``frexp`` is exact and ``f * 2^N`` is an exact float64 (< 2^31), so floor, the fraction
+    and the tie test below are exact for every rounding mode (multipliers are >= 0, where
+    ``half_away`` and ``half_up`` agree).
+    """
+    f, e = np.frexp(values)
+    v = np.ldexp(f, n_bits)
+    fl = np.floor(v)
+    frac = v - fl
+    if rounding == "floor":
+        up = np.zeros(v.shape, dtype=bool)
+    elif rounding == "half_even":
+        up = (frac > 0.5) | ((frac == 0.5) & (np.fmod(fl, 2.0) == 1.0))
+    else:  # half_away, half_up: ties go up for non-negative values
+        up = frac >= 0.5
+    m0 = fl.astype(np.int64) + up
+    e = e.astype(np.int64)
+    renorm = m0 == (1 << n_bits)
+    m0 = np.where(renorm, 1 << (n_bits - 1), m0)
+    e = e + renorm
+    flush = (e < _MIN_EXPONENT) | (values == 0.0)
+    m0 = np.where(flush, 0, m0)
+    e = np.where(flush, 0, e)
+    return m0, e, e > _MAX_EXPONENT
 
 
 def quantize_multiplier(multiplier: float, n_bits: int = 31, rounding: str = "half_away") -> tuple[int, int]:
@@ -257,23 +269,17 @@ def quantize_multiplier(multiplier: float, n_bits: int = 31, rounding: str = "ha
     """
     if rounding not in _ROUNDING:
         raise ValueError(f"rounding={rounding!r} is not one of {', '.join(map(repr, _ROUNDING))}")
+    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 31:
+        raise ValueError(f"n_bits={n_bits!r} must be an integer in 1..31")
     m = float(multiplier)
     if not math.isfinite(m) or m < 0:
         raise ValueError(f"multiplier={m!r} must be finite and >= 0")
-    if m == 0.0:
-        return 0, 0
-    f, e = math.frexp(m)
-    m0 = _round_fraction(Fraction(f) * (1 << n_bits), rounding)
-    if m0 == 1 << n_bits:
-        m0 >>= 1
-        e += 1
-    if e < _MIN_EXPONENT:
-        return 0, 0
-    if e > _MAX_EXPONENT:
+    m0, e, refused = _quantize_multipliers(np.array([m]), n_bits, rounding)
+    if refused[0]:
         raise ValueError(
-            f"multiplier={m!r} is too large for fixed-point requantization: exponent {e} > {_MAX_EXPONENT}"
+            f"multiplier={m!r} is too large for fixed-point requantization: exponent {int(e[0])} > {_MAX_EXPONENT}"
         )
-    return m0, e
+    return int(m0[0]), int(e[0])
 
 
 def _multiplier_values(multiplier: object, name: str, op: str) -> tuple[list[float], tuple[int, ...], bool]:
@@ -309,15 +315,20 @@ def _multiplier_values(multiplier: object, name: str, op: str) -> tuple[list[flo
     return values, shape, is_f32
 
 
-def _fixed_point(values: list[float], shape: tuple[int, ...], dp: Datapath, name: str, op: str) -> list[tuple[int, int]]:
-    out = []
-    for i, v in enumerate(values):
-        try:
-            out.append(quantize_multiplier(v, dp.multiplier_bits, dp.multiplier_rounding))
-        except ValueError as err:
-            where = f"[{i}]" if shape else ""
-            raise ValueError(f"{op}: {name}{where}: {err}") from None
-    return out
+def _fixed_point(
+    values: list[float], shape: tuple[int, ...], dp: Datapath, name: str, op: str
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+    """``(M0, e)`` int32 arrays of section 5.1; ``ValueError`` naming the first refused value."""
+    m0, e, refused = _quantize_multipliers(np.asarray(values, dtype=np.float64), dp.multiplier_bits,
+                                           dp.multiplier_rounding)  # fmt: skip
+    if bool(refused.any()):
+        i = int(np.argmax(refused))
+        where = f"[{i}]" if shape else ""
+        raise ValueError(
+            f"{op}: {name}{where}: multiplier={values[i]!r} is too large for fixed-point requantization: "
+            f"exponent {int(e[i])} > {_MAX_EXPONENT}"
+        )
+    return m0.astype(np.int32), e.astype(np.int32)
 
 
 def _float32(values: list[float], name: str, op: str) -> npt.NDArray[np.float32]:
@@ -354,9 +365,7 @@ def _requant_tuple(
     sh: Optional[npt.NDArray[np.int32]] = None
     fm: Optional[npt.NDArray[np.float32]] = None
     if dp.requant == "fixed_point":
-        pairs = _fixed_point(values, shape, dp, "multiplier", op)
-        m0 = np.array([p[0] for p in pairs], dtype=np.int32)
-        sh = np.array([p[1] for p in pairs], dtype=np.int32)
+        m0, sh = _fixed_point(values, shape, dp, "multiplier", op)
     elif dp.requant in ("float32", "float64"):
         fm = (
             np.ascontiguousarray(np.asarray(multiplier, dtype=np.float32).reshape(-1))
@@ -784,8 +793,8 @@ def add(
         ratios = (ma / twice_max, mb / twice_max, twice_max / float(1 << dp.add_left_shift))
         names = ("a_multiplier / (2 max)", "b_multiplier / (2 max)", "2 max / 2^L")
         for i, (r, name) in enumerate(zip(ratios, names)):
-            m0, e = _fixed_point([r], (), dp, name, op)[0]
-            fixed[2 * i], fixed[2 * i + 1] = m0, e
+            m0a, ea = _fixed_point([r], (), dp, name, op)
+            fixed[2 * i], fixed[2 * i + 1] = int(m0a[0]), int(ea[0])
     elif dp.requant in ("float32", "float64"):
         fm = [float(v) for v in _float32([ma, mb], "a_multiplier/b_multiplier", op)]
     else:

@@ -25,7 +25,8 @@ typedef struct qk__conv_plan {
     int16_t *a_abs; /* general schedule, saturate/error: |a| */
     int32_t *wmax;
     int64_t *wsum;
-    uint32_t *perm;
+    uint32_t *perm;  /* NULL when the kernel order is the canonical one (C_in/groups == 1 or 1x1) */
+    int16_t *wtmp;   /* k int16: a weight row in canonical order, when perm is used */
     int16_t *xpad;  /* general: hp * wp * cg; depthwise: hp * wp */
     int16_t *b;     /* general: nb_max (rounded to QK__NR) * kp */
     int32_t *accrow; /* depthwise: ow */
@@ -65,6 +66,7 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
         pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
         pl->perm = NULL;
+        pl->wtmp = NULL;
         pl->xpad = (int16_t *)qk__arena_take(ar, pl->hp * pl->wp, sizeof(int16_t));
         pl->b = NULL;
         pl->accrow = (int32_t *)qk__arena_take(ar, (size_t)pl->ow, sizeof(int32_t));
@@ -83,7 +85,13 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         pl->a_abs = qk__mm_uses_abs(dp, pl->kp) ? (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t)) : NULL;
         pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
         pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
-        pl->perm = (uint32_t *)qk__arena_take(ar, pl->k, sizeof(uint32_t));
+        if (pl->cg > 1 && (size_t)g->kh * (size_t)g->kw > 1) {
+            pl->perm = (uint32_t *)qk__arena_take(ar, pl->k, sizeof(uint32_t));
+            pl->wtmp = (int16_t *)qk__arena_take(ar, pl->k, sizeof(int16_t));
+        } else {
+            pl->perm = NULL;
+            pl->wtmp = NULL;
+        }
         pl->xpad = (int16_t *)qk__arena_take(ar, pl->hp * pl->wp * pl->cg, sizeof(int16_t));
         pl->b = (int16_t *)qk__arena_take(ar, nb * pl->kp, sizeof(int16_t));
         pl->accrow = NULL;
@@ -316,11 +324,11 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
     qk__conv_layout(g, dp, &ar, &pl);
     xmax = qk__max_abs_diff(x, x_len, dp->a_signed, x_zero_point);
     if (pl.depthwise) {
-        qk__load_weights(dp, w, (size_t)g->c_out, pl.k, 0, NULL, (size_t)g->c_out, pl.kp, pl.a, NULL, pl.wmax,
-                         pl.wsum);
+        qk__load_weights(dp, w, (size_t)g->c_out, pl.k, 0, NULL, NULL, (size_t)g->c_out, pl.kp, pl.a, NULL,
+                         pl.wmax, pl.wsum);
         return qk__conv_depthwise(g, dp, rq, x, x_zero_point, xmax, bias, y, &pl, sel);
     }
-    {
+    if (pl.perm != NULL) {
         size_t t = 0, c, i, j; /* canonical (c, i, j) -> kernel order (i, j, c) */
         for (c = 0; c < pl.cg; ++c) {
             for (i = 0; i < (size_t)g->kh; ++i) {
@@ -331,7 +339,7 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
         }
     }
     for (grp = 0; grp < pl.groups; ++grp) {
-        qk__load_weights(dp, w, pl.mg, pl.k, grp * pl.mg, pl.perm, pl.mgp, pl.kp, pl.a + grp * pl.mgp * pl.kp,
+        qk__load_weights(dp, w, pl.mg, pl.k, grp * pl.mg, pl.perm, pl.wtmp, pl.mgp, pl.kp, pl.a + grp * pl.mgp * pl.kp,
                          pl.a_abs ? pl.a_abs + grp * pl.mgp * pl.kp : NULL, pl.wmax + grp * pl.mgp,
                          pl.wsum + grp * pl.mgp);
     }

@@ -213,11 +213,12 @@ qk_status qk__check_bias(const qk_datapath *dp, const int32_t *bias, size_t bias
 int32_t qk__max_abs_diff(const void *x, size_t n, int32_t is_signed, int32_t z);
 
 /* Fill A (mp x kp int16, rows >= m and columns >= k zero) with w - z_w from the weight
- * storage; kernel order position of canonical index k is perm[k] (NULL: identical).
- * Also fills row_wmax, row_wsum and, when a_abs is not NULL, |A|. */
+ * storage; kernel order position of canonical index k is perm[k] (NULL: identical; else tmp
+ * holds k int16 for the decoding). Also fills row_wmax, row_wsum and, when a_abs is not NULL,
+ * |A|. */
 void qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
-                      const uint32_t *perm, size_t mp, size_t kp, int16_t *a, int16_t *a_abs, int32_t *row_wmax,
-                      int64_t *row_wsum);
+                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int16_t *a_abs,
+                      int32_t *row_wmax, int64_t *row_wsum);
 
 /* Bytes of one packed row of cols `bits`-bit codes: ceil(cols * bits / 8) (section 3). */
 static inline size_t qk__packed_row_bytes(size_t cols, int32_t bits)

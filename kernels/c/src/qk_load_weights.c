@@ -1,56 +1,116 @@
 /* qk__load_weights: weight differences w - z_w as int16 rows for the GEMM (section 4), read
- * from one-code-per-byte storage or unpacked on the fly from 1/2/4-bit rows (section 3). */
+ * from one-code-per-byte storage or unpacked on the fly from 1/2/4-bit rows (section 3).
+ *
+ * Each row is decoded byte by byte into contiguous int16 values (loops the compiler
+ * vectorizes), then, for convolutions whose kernel order differs from the canonical one,
+ * permuted; the per-row bounds max|w - z_w| and sum|w - z_w| and the optional |w - z_w| copy
+ * follow in separate vectorizable loops. */
 #include <string.h>
 
 #include "qk_internal.h"
 
-/* Code i of a packed row (two's complement in `bits` bits; signed 1-bit codes are {-1, +1}). */
-static int32_t qk__packed_code(const uint8_t *row, size_t i, int32_t bits, int32_t is_signed)
+/* Codes of a row minus z into out[0..k): two's complement fields sign-extended by
+ * (f ^ half) - half; signed 1-bit codes are 2 f - 1. */
+static void qk__decode_row(const uint8_t *src, size_t k, int32_t packed_bits, int32_t is_signed, int32_t z,
+                           int16_t *restrict out)
 {
-    size_t bit = i * (size_t)bits;
-    int32_t v = (row[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
-    if (!is_signed) {
-        return v;
+    size_t j;
+    switch (packed_bits) {
+    case 0:
+        if (is_signed) {
+            const int8_t *s = (const int8_t *)src;
+            for (j = 0; j < k; ++j) {
+                out[j] = (int16_t)(s[j] - z);
+            }
+        } else {
+            for (j = 0; j < k; ++j) {
+                out[j] = (int16_t)(src[j] - z);
+            }
+        }
+        return;
+    case 4: {
+        int32_t half = is_signed ? 8 : 0;
+        size_t t, full = k / 2;
+        for (t = 0; t < full; ++t) {
+            int32_t b = src[t];
+            out[2 * t] = (int16_t)((((b & 15) ^ half) - half) - z);
+            out[2 * t + 1] = (int16_t)((((b >> 4) ^ half) - half) - z);
+        }
+        if (2 * full < k) {
+            out[2 * full] = (int16_t)((((src[full] & 15) ^ half) - half) - z);
+        }
+        return;
     }
-    if (bits == 1) {
-        return v ? 1 : -1;
+    case 2: {
+        int32_t half = is_signed ? 2 : 0;
+        size_t t, full = k / 4;
+        for (t = 0; t < full; ++t) {
+            int32_t b = src[t];
+            out[4 * t] = (int16_t)((((b & 3) ^ half) - half) - z);
+            out[4 * t + 1] = (int16_t)(((((b >> 2) & 3) ^ half) - half) - z);
+            out[4 * t + 2] = (int16_t)(((((b >> 4) & 3) ^ half) - half) - z);
+            out[4 * t + 3] = (int16_t)(((((b >> 6) & 3) ^ half) - half) - z);
+        }
+        for (j = 4 * full; j < k; ++j) {
+            out[j] = (int16_t)(((((src[full] >> (2 * (j & 3))) & 3) ^ half) - half) - z);
+        }
+        return;
     }
-    return v >= (1 << (bits - 1)) ? v - (1 << bits) : v;
+    default: { /* 1 bit */
+        int32_t scale = is_signed ? 2 : 1, offset = (is_signed ? 1 : 0) + z;
+        size_t t, full = k / 8, u;
+        for (t = 0; t < full; ++t) {
+            int32_t b = src[t];
+            for (u = 0; u < 8; ++u) {
+                out[8 * t + u] = (int16_t)(scale * ((b >> u) & 1) - offset);
+            }
+        }
+        for (j = 8 * full; j < k; ++j) {
+            out[j] = (int16_t)(scale * ((src[full] >> (j & 7)) & 1) - offset);
+        }
+        return;
+    }
+    }
 }
 
 void qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
-                      const uint32_t *perm, size_t mp, size_t kp, int16_t *a, int16_t *a_abs, int32_t *row_wmax,
-                      int64_t *row_wsum)
+                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int16_t *a_abs,
+                      int32_t *row_wmax, int64_t *row_wsum)
 {
     size_t i, j;
     size_t row_bytes = w->packed_bits ? qk__packed_row_bytes(k, w->packed_bits) : k;
-    memset(a, 0, mp * kp * sizeof(int16_t));
     for (i = 0; i < mp; ++i) {
         int16_t *dst = a + i * kp;
-        const uint8_t *src;
-        int32_t z, wmax = 0;
+        int32_t wmax = 0;
         int64_t wsum = 0;
         if (i >= m) {
+            memset(dst, 0, kp * sizeof(int16_t));
             row_wmax[i] = 0;
             row_wsum[i] = 0;
             continue;
         }
-        src = (const uint8_t *)w->data + (chan0 + i) * row_bytes;
-        z = w->zero_point[w->zero_point_length == 1 ? 0 : chan0 + i];
-        for (j = 0; j < k; ++j) {
-            int32_t code, d;
-            if (w->packed_bits) {
-                code = qk__packed_code(src, j, w->packed_bits, dp->w_signed);
-            } else if (dp->w_signed) {
-                code = ((const int8_t *)src)[j];
+        {
+            const uint8_t *src = (const uint8_t *)w->data + (chan0 + i) * row_bytes;
+            int32_t z = w->zero_point[w->zero_point_length == 1 ? 0 : chan0 + i];
+            if (perm != NULL) { /* decode in canonical order, then move to the kernel order */
+                qk__decode_row(src, k, w->packed_bits, dp->w_signed, z, tmp);
+                for (j = 0; j < k; ++j) {
+                    dst[perm[j]] = tmp[j];
+                }
             } else {
-                code = src[j];
+                qk__decode_row(src, k, w->packed_bits, dp->w_signed, z, dst);
             }
-            d = code - z;
-            dst[perm ? perm[j] : j] = (int16_t)d;
-            d = d < 0 ? -d : d;
-            wmax = d > wmax ? d : wmax;
-            wsum += d;
+        }
+        memset(dst + k, 0, (kp - k) * sizeof(int16_t));
+        for (j = 0; j < k; j += 65536) { /* int32 partial sums: 65536 * 255 < 2^31 */
+            size_t end = k - j < 65536 ? k : j + 65536, t;
+            int32_t part = 0;
+            for (t = j; t < end; ++t) {
+                int32_t d = dst[t] < 0 ? -dst[t] : dst[t];
+                wmax = d > wmax ? d : wmax;
+                part += d;
+            }
+            wsum += part;
         }
         row_wmax[i] = wmax;
         row_wsum[i] = wsum;
