@@ -54,7 +54,7 @@ saturate, with zero input gradient there (NaN inputs give a NaN scale gradient).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -70,6 +70,7 @@ __all__ = [
     "lsq_fake_quantize",
     "lsq_effective_scale",
     "mean_abs_to_lsq_scale",
+    "relative_code_bounds",
     "pact_fake_quantize",
     "pact_scale",
 ]
@@ -131,6 +132,34 @@ def lsq_effective_scale(scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     return scale + (projected - scale.detach())
 
 
+def relative_code_bounds(
+    z: torch.Tensor, spec: QuantSpec, dtype: torch.dtype
+) -> tuple[Union[float, torch.Tensor], Union[float, torch.Tensor]]:
+    """``(qmin - z, qmax - z)``: the bounds of ``round(x/s)`` that keep ``round(x/s) + z``
+    in the code range. Plain numbers when ``z`` is known on the host without a device
+    synchronization (symmetric specs: ``z = 0``; a single zero point in CPU memory),
+    else tensors in ``dtype`` broadcasting like ``z``.
+
+    >>> import torch
+    >>> relative_code_bounds(torch.tensor(3), QuantSpec(bits=4, signed=False, symmetric=False), torch.float32)
+    (-3.0, 12.0)
+    """
+    if spec.symmetric:
+        return float(spec.qmin), float(spec.qmax)
+    if z.numel() == 1 and z.device.type == "cpu":
+        zi = int(z.reshape(()))
+        return float(spec.qmin - zi), float(spec.qmax - zi)
+    zf = z.to(dtype)
+    return float(spec.qmin) - zf, float(spec.qmax) - zf
+
+
+def _round(scaled: torch.Tensor, spec: QuantSpec, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """``round(scaled)`` in the spec's mode, as a new tensor."""
+    if spec.rounding == "stochastic":
+        return round_stochastic(scaled, generator)
+    return rounding_fn(spec.rounding)(scaled)
+
+
 class _LSQFakeQuantize(torch.autograd.Function):
     """LSQ fake quantization on grouped ``x`` with broadcastable ``s`` and ``z``."""
 
@@ -153,19 +182,16 @@ class _LSQFakeQuantize(torch.autograd.Function):
         else:
             # quant.functional's arithmetic: round(x * (1/s)), then + z, clamp, - z. The
             # zero point is an integer, so clamping the rounded value to [qmin - z, qmax - z]
-            # gives the same integers with fewer passes over x (and none for symmetric specs).
+            # gives the same integers. Masks are written as 0/1 in x's dtype: on CPU a
+            # comparison into a float tensor, and a product with one, cost a fraction of
+            # their boolean counterparts.
+            lo, hi = relative_code_bounds(z, spec, x.dtype)
             scaled = x * torch.reciprocal(s)
-            r = round_stochastic(scaled, generator) if spec.rounding == "stochastic" else rounding_fn(spec.rounding)(scaled)
-            if spec.symmetric:
-                q_rel = torch.clamp(r, float(spec.qmin), float(spec.qmax))
-                inside = (scaled >= float(spec.qmin)) & (scaled <= float(spec.qmax))
-            else:
-                zf = z.to(x.dtype)
-                lo, hi = float(spec.qmin) - zf, float(spec.qmax) - zf
-                q_rel = torch.clamp(r, lo, hi)
-                inside = (scaled >= lo) & (scaled <= hi)
+            q_rel = _round(scaled, spec, generator).clamp_(lo, hi)  # type: ignore[arg-type]
             out = q_rel * s
-            ds = torch.where(inside, q_rel - scaled, q_rel) if need_s else None
+            inside = torch.clamp(scaled, lo, hi)  # type: ignore[arg-type]
+            torch.eq(inside, scaled, out=inside)
+            ds = q_rel.addcmul_(scaled, inside, value=-1.0) if need_s else None  # q_rel is not needed any more
         if ds is None:
             ctx.save_for_backward(inside)
         else:
@@ -180,7 +206,12 @@ class _LSQFakeQuantize(torch.autograd.Function):
         gx = grad * saved[0] if ctx.needs_input_grad[0] else None  # type: ignore[attr-defined]
         gs = None
         if len(saved) == 2:
-            gs = (grad * saved[1]).sum_to_size(ctx.s_shape) * ctx.grad_scale  # type: ignore[attr-defined]
+            s_shape = ctx.s_shape  # type: ignore[attr-defined]
+            if math.prod(s_shape) == 1:  # one scale: a dot product, no temporary
+                gs = torch.dot(grad.reshape(-1), saved[1].reshape(-1)).reshape(s_shape)
+            else:
+                gs = (grad * saved[1]).sum_to_size(s_shape)
+            gs = gs * ctx.grad_scale  # type: ignore[attr-defined]
         return gx, gs, None, None, None, None
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import quant.functional
@@ -19,8 +21,9 @@ import quant.quantizer
 from quant.functional import fake_quantize
 from quant.learned import lsq_init_scale
 from quant.observers import OBSERVERS, make_observer
-from quant.quantizer import Quantizer
+from quant.quantizer import Quantizer, _FusedFakeQuantize
 from quant.spec import QuantSpec
+from tests.quant.test_functional import DETERMINISTIC, Case, assert_equal, cases, specs
 
 W4 = QuantSpec(bits=4, granularity="channel", axis=0)
 A4 = QuantSpec(bits=4, signed=False, symmetric=False)
@@ -147,6 +150,39 @@ def test_straight_through_gradient_and_dtypes() -> None:
     for dtype in (torch.float64, torch.bfloat16, torch.float16):
         out = Quantizer(A4)(data(1).to(dtype))
         assert out.dtype == dtype
+
+
+@given(cases(spec_strategy=specs(rounding=st.sampled_from(DETERMINISTIC + ("stochastic",)), binary=False)),
+       st.sampled_from([torch.float32, torch.float64]))
+def test_fused_forward_and_gradient_equal_fake_quantize(case: Case, dtype: torch.dtype) -> None:
+    x, s, z, spec = case
+    x = x.to(dtype)
+    x[(0,) * x.dim()] = math.inf  # the non-finite policy holds without a separate check
+    if x.numel() > 1:
+        x.view(-1)[-1] = math.nan
+    q = Quantizer(spec)
+    q.observing = False
+    q.scale, q.zero_point, q.calibrated = s, z, True
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    torch.manual_seed(0)
+    got = q(a)
+    torch.manual_seed(0)
+    want = fake_quantize(b, s, z, spec)
+    assert_equal(got.detach(), want.detach(), f"values {spec.describe()}")
+    g = torch.linspace(1.0, 2.0, x.numel(), dtype=dtype).reshape(x.shape)
+    got.backward(g)
+    want.backward(g)
+    assert a.grad is not None and b.grad is not None
+    assert_equal(a.grad, b.grad, f"gradient {spec.describe()}")
+
+
+def test_fused_per_channel_zero_points_on_the_tensor_path() -> None:
+    spec = QuantSpec(bits=4, signed=False, symmetric=False, granularity="channel", axis=0)
+    x = data(0, (3, 10))
+    s, z = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0, 7, 15], dtype=torch.int32)
+    out = _FusedFakeQuantize.apply(x, s.reshape(3, 1), z.reshape(3, 1), spec)
+    assert torch.equal(out, fake_quantize(x, s, z, spec))
 
 
 # --------------------------------------------------------------------------- LSQ
