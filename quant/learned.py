@@ -275,40 +275,39 @@ class _PACTFakeQuantize(torch.autograd.Function):
     ) -> torch.Tensor:
         a = torch.clamp(alpha, min=SCALE_EPS)
         s = pact_scale(alpha, spec)
+        # masks as 0/1 in x's dtype (cheaper than booleans on CPU, see _LSQFakeQuantize)
         if spec.signed:
             y = torch.clamp(x, min=-a, max=a)
-            inside = (x >= -a) & (x <= a)
-            below: Optional[torch.Tensor] = x <= -a
         else:
-            y = torch.clamp(torch.clamp(x, max=a), min=0.0)
-            inside = (x >= 0.0) & (x <= a)
-            below = None
-        above = x >= a
+            y = torch.clamp(x, max=a).clamp_(min=0.0)
+        inside = torch.empty_like(x)
+        torch.eq(y, x, out=inside)  # lo <= x <= alpha (0 for NaN)
+        d_alpha = torch.empty_like(x)
+        torch.ge(x, a, out=d_alpha)  # dy/dalpha: +1 above alpha ...
+        if spec.signed:
+            below = torch.empty_like(x)
+            torch.le(x, -a, out=below)
+            d_alpha.sub_(below)  # ... and -1 below -alpha
         if spec.is_binary:
             q = torch.where(y >= 0, 1.0, -1.0).to(x.dtype)
             q = torch.where(torch.isnan(y), y, q)
         else:
-            scaled = y * torch.reciprocal(s)
-            r = round_stochastic(scaled, generator) if spec.rounding == "stochastic" else rounding_fn(spec.rounding)(scaled)
-            q = torch.clamp(r, spec.qmin, spec.qmax)
-        if below is None:
-            ctx.save_for_backward(inside, above)
-        else:
-            ctx.save_for_backward(inside, above, below)
+            q = _round(y * torch.reciprocal(s), spec, generator).clamp_(spec.qmin, spec.qmax)
+        ctx.save_for_backward(inside, d_alpha)
         ctx.alpha_shape = alpha.shape  # type: ignore[attr-defined]
-        return q * s
+        return q.mul_(s)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        saved = ctx.saved_tensors  # type: ignore[attr-defined]
-        inside, above = saved[0], saved[1]
+        inside, d_alpha = ctx.saved_tensors  # type: ignore[attr-defined]
         gx = grad * inside if ctx.needs_input_grad[0] else None  # type: ignore[attr-defined]
         ga = None
         if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
-            d = grad * above
-            if len(saved) == 3:
-                d = d - grad * saved[2]
-            ga = d.sum_to_size(ctx.alpha_shape)  # type: ignore[attr-defined]
+            shape = ctx.alpha_shape  # type: ignore[attr-defined]
+            if math.prod(shape) == 1:
+                ga = torch.dot(grad.reshape(-1), d_alpha.reshape(-1)).reshape(shape)
+            else:
+                ga = (grad * d_alpha).sum_to_size(shape)
         return gx, ga, None, None
 
 
