@@ -170,11 +170,11 @@ def fbgemm_call(shape: Shape, rng: np.random.Generator) -> Optional[Callable[[],
         wf = torch.from_numpy(
             rng.uniform(-1, 1, (shape.c_out, shape.c_in // shape.groups, shape.k, shape.k)).astype(np.float32)
         )
-    xq = torch.quantize_per_tensor(xf, 1.0 / 255, 128, torch.quint8)
-    wq = torch.quantize_per_channel(wf, scales, zps, 0, torch.qint8)
     bias = torch.zeros(shape.c_out)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # torch.ao quantized tensors are deprecated but still work in 2.13
         warnings.simplefilter("ignore")
+        xq = torch.quantize_per_tensor(xf, 1.0 / 255, 128, torch.quint8)
+        wq = torch.quantize_per_channel(wf, scales, zps, 0, torch.qint8)
         if shape.kind == "linear":
             packed = torch.ops.quantized.linear_prepack(wq, bias)
             return lambda: torch.ops.quantized.linear(xq, packed, 0.05, 128)
@@ -193,14 +193,19 @@ def ort_call(shape: Shape, rng: np.random.Generator) -> Optional[Callable[[], ob
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         return None
-    f32 = lambda v: numpy_helper.from_array(np.asarray(v, dtype=np.float32))  # noqa: E731
+    def f32(v: Any) -> Any:
+        return numpy_helper.from_array(np.asarray(v, dtype=np.float32))
+
+    def arr(v: Any) -> Any:
+        return numpy_helper.from_array(np.asarray(v))
+
     inits = []
     if shape.kind == "linear":
         w = rng.integers(-127, 128, size=(shape.c_in, shape.c_out)).astype(np.int8)  # B is (K, N)
         x = rng.integers(0, 256, size=(shape.n, shape.c_in)).astype(np.uint8)
         names = ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp"]
-        values = [None, f32(1 / 255), numpy_helper.from_array(np.uint8(128)), numpy_helper.from_array(w),
-                  f32(0.01), numpy_helper.from_array(np.int8(0)), f32(0.05), numpy_helper.from_array(np.uint8(128))]  # fmt: skip
+        values = [None, f32(1 / 255), arr(np.uint8(128)), arr(w),
+                  f32(0.01), arr(np.int8(0)), f32(0.05), arr(np.uint8(128))]  # fmt: skip
         node = helper.make_node("QLinearMatMul", names, ["y"])
         y_shape = [shape.n, shape.c_out]
     else:
@@ -208,9 +213,9 @@ def ort_call(shape: Shape, rng: np.random.Generator) -> Optional[Callable[[], ob
         w = rng.integers(-127, 128, size=(shape.c_out, shape.c_in // shape.groups, shape.k, shape.k)).astype(np.int8)
         x = rng.integers(0, 256, size=(shape.n, shape.c_in, shape.hw, shape.hw)).astype(np.uint8)
         names = ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp"]
-        values = [None, f32(1 / 255), numpy_helper.from_array(np.uint8(128)), numpy_helper.from_array(w),
-                  f32(rng.uniform(0.005, 0.01, size=shape.c_out)), numpy_helper.from_array(np.zeros(shape.c_out, np.int8)),
-                  f32(0.05), numpy_helper.from_array(np.uint8(128))]  # fmt: skip
+        values = [None, f32(1 / 255), arr(np.uint8(128)), arr(w),
+                  f32(rng.uniform(0.005, 0.01, size=shape.c_out)), arr(np.zeros(shape.c_out, np.int8)),
+                  f32(0.05), arr(np.uint8(128))]  # fmt: skip
         node = helper.make_node(
             "QLinearConv", names, ["y"], kernel_shape=[shape.k, shape.k], pads=[pad] * 4, strides=[1, 1],
             dilations=[1, 1], group=shape.groups,

@@ -883,6 +883,8 @@ def max_pool2d(
 ) -> Codes:
     """Max pooling of codes ``x (N, C, H, W)`` (int8/uint8): the largest valid code per window (section 6).
 
+    A dilated window that covers only padding has no maximum: ``ValueError``.
+
     >>> x = np.array([[[[7, 2, 4], [4, 4, 1]]]], dtype=np.int8)
     >>> max_pool2d(x, 3, stride=2, padding=1).tolist()
     [[[[7, 4]]]]

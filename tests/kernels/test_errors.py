@@ -128,6 +128,8 @@ def test_other_ops_bad_input() -> None:
         kernels.lut(np.full(2, 5, np.int8), np.zeros(4, np.int8), x_bits=2, x_signed=True)
     with pytest.raises(ValueError, match="padding=\\(2, 2\\) must be at most half"):
         kernels.max_pool2d(np.zeros((1, 1, 4, 4), np.int8), 2, padding=2)
+    with pytest.raises(ValueError, match="max_pool2d: kernel size, stride, padding or dilation is invalid"):
+        kernels.max_pool2d(np.zeros((1, 1, 1, 1), np.int8), (1, 2), stride=1, padding=(0, 1), dilation=(1, 2))
     with pytest.raises(ValueError, match="global pooling"):
         kernels.avg_pool2d(np.zeros((1, 1, 4, 4), np.int8), None, stride=1, zero_point=0, datapath=TFL)
     with pytest.raises(ValueError, match="a and b must have the same shape"):

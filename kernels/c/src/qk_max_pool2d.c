@@ -1,4 +1,5 @@
-/* qk_max_pool2d: the largest code of the valid window elements (section 6; padding never wins). */
+/* qk_max_pool2d: the largest code of the valid window elements (section 6; padding never wins).
+ * A window without any valid element (possible only with dilation) is QK_ERR_WINDOW. */
 #include "../include/qk.h"
 #include "qk_internal.h"
 #include "qk_pool_window.h"
@@ -27,6 +28,9 @@ qk_status qk_max_pool2d(const qk_pool2d_geometry *g, const void *x, size_t x_len
                 int64_t v0, v1, v;
                 int32_t best = -256;
                 qk__pool_span((int64_t)j, g->stride_w, g->pad_w, g->dilation_w, g->kw, g->w, &v0, &v1);
+                if (u0 == u1 || v0 == v1) {
+                    return QK_ERR_WINDOW; /* a dilated window that holds only padding has no maximum */
+                }
                 for (u = u0; u < u1; ++u) {
                     int64_t r = (int64_t)i * g->stride_h - g->pad_h + u * g->dilation_h;
                     if (r < 0 || r >= g->h) {
