@@ -37,7 +37,8 @@ gradient passed straight through to ``s``.
 i.e. the straight-through estimator through the rounding, exactly the paper's eq. 3.
 
 Non-finite inputs follow :func:`~quant.functional.fake_quantize`: NaN stays NaN, +-Inf
-saturate, with zero input gradient there (NaN inputs give a NaN scale gradient).
+saturate, with zero input gradient there; +-Inf count as clipped in the LSQ scale
+gradient, NaN inputs make it NaN.
 
 >>> import torch
 >>> from quant.spec import QuantSpec
@@ -189,9 +190,11 @@ class _LSQFakeQuantize(torch.autograd.Function):
             scaled = x * torch.reciprocal(s)
             q_rel = _round(scaled, spec, generator).clamp_(lo, hi)  # type: ignore[arg-type]
             out = q_rel * s
-            inside = torch.clamp(scaled, lo, hi)  # type: ignore[arg-type]
-            torch.eq(inside, scaled, out=inside)
-            ds = q_rel.addcmul_(scaled, inside, value=-1.0) if need_s else None  # q_rel is not needed any more
+            clipped = torch.clamp(scaled, lo, hi)  # type: ignore[arg-type]
+            inside = torch.empty_like(x)
+            torch.eq(clipped, scaled, out=inside)
+            # round(v/s) - v/s inside, the clamped bound outside (clipped is finite for +-Inf)
+            ds = q_rel.addcmul_(clipped, inside, value=-1.0) if need_s else None  # q_rel is not needed any more
         if ds is None:
             ctx.save_for_backward(inside)
         else:

@@ -173,6 +173,10 @@ def test_lsq_non_finite_inputs_follow_fake_quantize() -> None:
     assert_equal(lsq_fake_quantize(x, s, z, spec, 1.0), fake_quantize(x, s, z, spec), "non-finite")
     gx, _ = grads_of(lambda a, b: lsq_fake_quantize(a, b, z, spec, 1.0), x, s, torch.ones(4))
     assert gx.tolist() == [0.0, 0.0, 0.0, 1.0]
+    finite = x[1:]  # +-Inf are clipped: (qmax - z) and (qmin - z) in the scale gradient
+    _, gs = grads_of(lambda a, b: lsq_fake_quantize(a, b, z, spec, 1.0), finite, s, torch.ones(3))
+    r = round(0.3 / 0.25)
+    assert gs.item() == pytest.approx((spec.qmax - 3) + (spec.qmin - 3) + (r - 0.3 / 0.25), rel=1e-6)
 
 
 # --------------------------------------------------------------------------- PACT
