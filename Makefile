@@ -13,7 +13,7 @@ C_SOURCES := $(wildcard kernels/c/src/*.c kernels/c/include/*.h kernels/_ext/*.c
 # when a C source is newer than it.
 install: $(STAMP) ext
 
-$(STAMP): pyproject.toml constraints.txt setup.py
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt --upgrade pip setuptools wheel numpy
 	$(PIP) install -q -c constraints.txt --no-build-isolation -e '.[dev]'

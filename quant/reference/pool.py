@@ -97,5 +97,7 @@ def max_pool2d(
     low = torch.iinfo(torch.int64).min
     win = im2col(xt.reshape(n * c, 1, h, w), k, s, p, d, pad_value=low)
     y = win.amax(dim=(-3, -2, -1))
+    if bool(torch.any(y == low)):
+        raise ValueError(f"{op}: a dilated window holds only padding and has no maximum (kernel {k}, dilation {d}, padding {p})")
     return y.reshape(n, c, y.shape[1], y.shape[2])
 

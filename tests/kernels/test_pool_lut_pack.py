@@ -139,3 +139,12 @@ def test_quantize_multiplier_matches_reference(m: float, n: int, mode: str) -> N
     expected = outcome(lambda: ref_quantize_multiplier(m, n, mode))  # type: ignore[arg-type, return-value]
     got = outcome(lambda: kernels.quantize_multiplier(m, n, mode))  # type: ignore[arg-type, return-value]
     assert got[0] == expected[0] and (got[0] == "error" or got[1] == expected[1]), (m, n, mode, got, expected)
+
+
+def test_max_pool_window_of_only_padding_is_refused_by_both_backends() -> None:
+    """Width 1, kernel 2, dilation 2, padding 1: the window at w=0 covers padding only."""
+    x = np.arange(4, dtype=np.int8).reshape(1, 1, 4, 1)
+    with pytest.raises(ValueError, match="padding"):
+        ref.max_pool2d(torch.from_numpy(x), 2, stride=1, padding=1, dilation=2)
+    with pytest.raises(ValueError):
+        kernels.max_pool2d(x, 2, stride=1, padding=1, dilation=2)
