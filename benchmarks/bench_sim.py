@@ -58,8 +58,8 @@ def build(variant: str) -> tuple[nn.Module, Callable[[], None]]:
             from torch.ao.quantization import get_default_qat_qconfig, prepare_qat
 
             model.train()
-            model.qconfig = get_default_qat_qconfig("x86")  # type: ignore[assignment]
-            model = prepare_qat(model)
+            model.qconfig = get_default_qat_qconfig("x86")  # type: ignore[no-untyped-call]
+            model = prepare_qat(model)  # type: ignore[no-untyped-call]
     elif variant != "float":
         raise ValueError(f"unknown variant {variant!r}")
     return model, cleanup

@@ -25,7 +25,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu2(out + self.shortcut(x))
+        y: torch.Tensor = self.relu2(out + self.shortcut(x))
+        return y
 
 
 class ResNet20(nn.Module):
@@ -49,4 +50,5 @@ class ResNet20(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn(self.conv(x)))
         x = self.pool(self.layers(x)).flatten(1)
-        return self.fc(x)
+        logits: torch.Tensor = self.fc(x)
+        return logits

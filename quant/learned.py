@@ -59,10 +59,17 @@ from typing import Optional, Union
 
 import torch
 
-from quant.functional import _broadcastable, _codes_float, _grouped, check_qparams, qparams_shape
+from quant.functional import (
+    broadcast_qparams,
+    check_qparams,
+    group_view,
+    qparams_shape,
+    relative_code_bounds,
+    rounded_codes,
+)
 from quant.observers import reduce_to_qparams_shape
 from quant.qparams import SCALE_EPS, pow2_ceil
-from quant.rounding import round_stochastic, rounding_fn
+from quant.rounding import round_to_integer
 from quant.spec import QuantSpec
 
 __all__ = [
@@ -71,7 +78,6 @@ __all__ = [
     "lsq_fake_quantize",
     "lsq_effective_scale",
     "mean_abs_to_lsq_scale",
-    "relative_code_bounds",
     "pact_fake_quantize",
     "pact_scale",
 ]
@@ -133,34 +139,6 @@ def lsq_effective_scale(scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     return scale + (projected - scale.detach())
 
 
-def relative_code_bounds(
-    z: torch.Tensor, spec: QuantSpec, dtype: torch.dtype
-) -> tuple[Union[float, torch.Tensor], Union[float, torch.Tensor]]:
-    """``(qmin - z, qmax - z)``: the bounds of ``round(x/s)`` that keep ``round(x/s) + z``
-    in the code range. Plain numbers when ``z`` is known on the host without a device
-    synchronization (symmetric specs: ``z = 0``; a single zero point in CPU memory),
-    else tensors in ``dtype`` broadcasting like ``z``.
-
-    >>> import torch
-    >>> relative_code_bounds(torch.tensor(3), QuantSpec(bits=4, signed=False, symmetric=False), torch.float32)
-    (-3.0, 12.0)
-    """
-    if spec.symmetric:
-        return float(spec.qmin), float(spec.qmax)
-    if z.numel() == 1 and z.device.type == "cpu":
-        zi = int(z.reshape(()))
-        return float(spec.qmin - zi), float(spec.qmax - zi)
-    zf = z.to(dtype)
-    return float(spec.qmin) - zf, float(spec.qmax) - zf
-
-
-def _round(scaled: torch.Tensor, spec: QuantSpec, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """``round(scaled)`` in the spec's mode, as a new tensor."""
-    if spec.rounding == "stochastic":
-        return round_stochastic(scaled, generator)
-    return rounding_fn(spec.rounding)(scaled)
-
-
 class _LSQFakeQuantize(torch.autograd.Function):
     """LSQ fake quantization on grouped ``x`` with broadcastable ``s`` and ``z``."""
 
@@ -176,7 +154,7 @@ class _LSQFakeQuantize(torch.autograd.Function):
     ) -> torch.Tensor:
         need_s = ctx.needs_input_grad[1]  # type: ignore[attr-defined]
         if spec.is_binary:
-            scaled, q = _codes_float(x, s, z, spec, generator)
+            scaled, q = rounded_codes(x, s, z, spec, generator)
             out = q * s
             inside = scaled.abs() <= 1.0
             ds = q if need_s else None
@@ -188,7 +166,7 @@ class _LSQFakeQuantize(torch.autograd.Function):
             # their boolean counterparts.
             lo, hi = relative_code_bounds(z, spec, x.dtype)
             scaled = x * torch.reciprocal(s)
-            q_rel = _round(scaled, spec, generator).clamp_(lo, hi)  # type: ignore[arg-type]
+            q_rel = round_to_integer(scaled, spec.rounding, generator).clamp_(lo, hi)  # type: ignore[arg-type]
             out = q_rel * s
             clipped = torch.clamp(scaled, lo, hi)  # type: ignore[arg-type]
             inside = torch.empty_like(x)
@@ -245,9 +223,9 @@ def lsq_fake_quantize(
     if validate:
         scale, zero_point = check_qparams(x, scale, zero_point, spec.with_(scale="float"))
     s = lsq_effective_scale(scale, spec).to(x.dtype)
-    xg = _grouped(x, spec)
+    xg = group_view(x, spec)
     out: torch.Tensor = _LSQFakeQuantize.apply(  # type: ignore[no-untyped-call]
-        xg, _broadcastable(s, x, spec), _broadcastable(zero_point, x, spec), spec, float(grad_scale), generator
+        xg, broadcast_qparams(s, x, spec), broadcast_qparams(zero_point, x, spec), spec, float(grad_scale), generator
     )
     return out.reshape(x.shape)
 
@@ -295,7 +273,7 @@ class _PACTFakeQuantize(torch.autograd.Function):
             q = torch.where(y >= 0, 1.0, -1.0).to(x.dtype)
             q = torch.where(torch.isnan(y), y, q)
         else:
-            q = _round(y * torch.reciprocal(s), spec, generator).clamp_(spec.qmin, spec.qmax)
+            q = round_to_integer(y * torch.reciprocal(s), spec.rounding, generator).clamp_(spec.qmin, spec.qmax)
         ctx.save_for_backward(inside, d_alpha)
         ctx.alpha_shape = alpha.shape  # type: ignore[attr-defined]
         return q.mul_(s)
@@ -343,6 +321,6 @@ def pact_fake_quantize(
         )
     a = alpha.reshape(shape).to(x.dtype)
     out: torch.Tensor = _PACTFakeQuantize.apply(  # type: ignore[no-untyped-call]
-        _grouped(x, spec), _broadcastable(a, x, spec), spec, generator
+        group_view(x, spec), broadcast_qparams(a, x, spec), spec, generator
     )
     return out.reshape(x.shape)

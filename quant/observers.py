@@ -49,7 +49,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from quant.functional import QParams, _grouped, _normalized_axis, fake_quantize, qparams_shape
+from quant.functional import QParams, group_view, normalized_axis, fake_quantize, qparams_shape
 from quant.qparams import range_to_qparams
 from quant.spec import QuantSpec
 
@@ -69,10 +69,10 @@ def _stat_view(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, tuple[in
     """``x`` (a view) and the dimensions whose reduction leaves ``qparams_shape(x.shape)``."""
     if spec.granularity == "tensor":
         return x, tuple(range(x.dim()))
-    axis = _normalized_axis(x.dim(), spec)
+    axis = normalized_axis(x.dim(), spec)
     if spec.granularity == "channel":
         return x, tuple(d for d in range(x.dim()) if d != axis)
-    return _grouped(x, spec), (axis + 1,)
+    return group_view(x, spec), (axis + 1,)
 
 
 def reduce_to_qparams_shape(x: torch.Tensor, spec: QuantSpec, op: str) -> torch.Tensor:
@@ -104,11 +104,11 @@ def _rows(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     order of ``qparams_shape``) and the elements that share it along the columns."""
     if spec.granularity == "tensor":
         return x.reshape(1, -1)
-    axis = _normalized_axis(x.dim(), spec)
+    axis = normalized_axis(x.dim(), spec)
     if spec.granularity == "channel":
         return x.movedim(axis, 0).reshape(x.shape[axis], -1)
     assert spec.group_size is not None
-    return _grouped(x, spec).movedim(axis + 1, -1).reshape(-1, spec.group_size)
+    return group_view(x, spec).movedim(axis + 1, -1).reshape(-1, spec.group_size)
 
 
 def resize_for_load(module: nn.Module, state_dict: Mapping[str, Any], prefix: str) -> None:

@@ -4,8 +4,7 @@ A quantizer owns a spec, an observer (:mod:`quant.observers`) and its current
 quantization parameters, and its forward fake-quantizes the tensor it is given:
 
 * ``learn="none"``: ``fake_quantize(x, scale, zero_point)`` with the observer's
-  ``(scale, zero_point)`` (float32 and int32 buffers) and the straight-through gradient,
-  computed by a fused equivalent (same values and gradient, fewer passes over ``x``);
+  ``(scale, zero_point)`` (float32 and int32 buffers) and the straight-through gradient;
 * ``learn="lsq"``: :func:`quant.learned.lsq_fake_quantize` with ``scale`` an
   ``nn.Parameter`` initialized to ``2 * mean(|x|) / sqrt(qmax)`` over the observed data
   and the gradient scale ``1 / sqrt(N * qmax)``, ``N = x.numel() / scale.numel()`` (the
@@ -68,16 +67,14 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from quant.functional import _broadcastable, _grouped, check_qparams, fake_quantize, qparams_shape
+from quant.functional import check_qparams, fake_quantize, qparams_shape
 from quant.learned import (
-    _round,
     lsq_effective_scale,
     lsq_fake_quantize,
     lsq_grad_scale,
     mean_abs_to_lsq_scale,
     pact_fake_quantize,
     pact_scale,
-    relative_code_bounds,
 )
 from quant.observers import make_observer, reduce_to_qparams_shape, resize_for_load
 from quant.spec import QuantSpec
@@ -87,40 +84,6 @@ __all__ = ["LEARN_MODES", "Quantizer"]
 LEARN_MODES: tuple[str, ...] = ("none", "lsq", "pact")
 
 _STATE_VERSION = 1
-
-
-class _FusedFakeQuantize(torch.autograd.Function):
-    """:func:`~quant.functional.fake_quantize` for non-binary specs in fewer passes over ``x``.
-
-    Same arithmetic, so the same values bit for bit (up to the sign of zero):
-    ``q = clamp(round(x * (1/s)), qmin - z, qmax - z)`` are the codes minus ``z`` and the
-    output is ``q * s``; +-Inf saturate and NaN stays NaN without a separate check. Same
-    straight-through gradient: ``g`` where ``qmin <= round(x * (1/s)) + z <= qmax``, else 0,
-    none for ``s``. The mask is kept as 0/1 in ``x``'s dtype (a float comparison output and
-    a float product are several times faster on CPU than their boolean forms).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        x: torch.Tensor,
-        s: torch.Tensor,
-        z: torch.Tensor,
-        spec: QuantSpec,
-    ) -> torch.Tensor:
-        lo, hi = relative_code_bounds(z, spec, x.dtype)
-        scaled = x * torch.reciprocal(s)
-        r = scaled.round_() if spec.rounding == "half_even" else _round(scaled, spec, None)
-        q = torch.clamp(r, lo, hi)  # type: ignore[arg-type]
-        mask = torch.empty_like(x)
-        torch.eq(q, r, out=mask)
-        ctx.save_for_backward(mask)
-        return q.mul_(s)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad * mask, None, None, None
 
 
 class Quantizer(nn.Module):
@@ -238,15 +201,7 @@ class Quantizer(nn.Module):
             return pact_fake_quantize(x, learned, self.spec)
         scale = self._buffers["scale"]
         assert scale is not None
-        if scale.dtype != x.dtype:
-            scale = scale.to(x.dtype)
-        if self.spec.is_binary:
-            return fake_quantize(x, scale, self.zero_point, self.spec, validate=False)
-        out: torch.Tensor = _FusedFakeQuantize.apply(  # type: ignore[no-untyped-call]
-            _grouped(x, self.spec), _broadcastable(scale, x, self.spec), _broadcastable(self.zero_point, x, self.spec),
-            self.spec,
-        )
-        return out.reshape(x.shape)
+        return fake_quantize(x, scale, self.zero_point, self.spec, validate=False)
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:

@@ -82,6 +82,14 @@ _ROUNDING: dict[str, RoundingFn] = {
 }
 
 
+def round_to_integer(x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``x`` rounded in ``mode`` (any of ``quant.spec.ROUNDING_MODES``), as a new tensor;
+    ``generator`` seeds the draws of ``stochastic``."""
+    if mode == "stochastic":
+        return round_stochastic(x, generator)
+    return rounding_fn(mode)(x)
+
+
 def rounding_fn(mode: str) -> RoundingFn:
     """The rounding function of a mode name (one of ``quant.spec.ROUNDING_MODES``)."""
     try:

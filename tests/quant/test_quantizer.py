@@ -21,7 +21,7 @@ import quant.quantizer
 from quant.functional import fake_quantize
 from quant.learned import lsq_init_scale
 from quant.observers import OBSERVERS, make_observer
-from quant.quantizer import Quantizer, _FusedFakeQuantize
+from quant.quantizer import Quantizer
 from quant.spec import QuantSpec
 from tests.quant.test_functional import DETERMINISTIC, Case, assert_equal, cases, specs
 
@@ -154,7 +154,7 @@ def test_straight_through_gradient_and_dtypes() -> None:
 
 @given(cases(spec_strategy=specs(rounding=st.sampled_from(DETERMINISTIC + ("stochastic",)), binary=False)),
        st.sampled_from([torch.float32, torch.float64]))
-def test_fused_forward_and_gradient_equal_fake_quantize(case: Case, dtype: torch.dtype) -> None:
+def test_quantizer_forward_and_gradient_equal_fake_quantize(case: Case, dtype: torch.dtype) -> None:
     x, s, z, spec = case
     x = x.to(dtype)
     x[(0,) * x.dim()] = math.inf  # the non-finite policy holds without a separate check
@@ -175,14 +175,6 @@ def test_fused_forward_and_gradient_equal_fake_quantize(case: Case, dtype: torch
     want.backward(g)
     assert a.grad is not None and b.grad is not None
     assert_equal(a.grad, b.grad, f"gradient {spec.describe()}")
-
-
-def test_fused_per_channel_zero_points_on_the_tensor_path() -> None:
-    spec = QuantSpec(bits=4, signed=False, symmetric=False, granularity="channel", axis=0)
-    x = data(0, (3, 10))
-    s, z = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0, 7, 15], dtype=torch.int32)
-    out = _FusedFakeQuantize.apply(x, s.reshape(3, 1), z.reshape(3, 1), spec)
-    assert torch.equal(out, fake_quantize(x, s, z, spec))
 
 
 # --------------------------------------------------------------------------- LSQ
