@@ -5,7 +5,10 @@ an evaluation forward for: float PyTorch, this project's W8A8 and W4A4 fast mode
 (per-channel symmetric weights, per-tensor asymmetric activations, QAT-style dynamic
 observation), and torch.ao eager QAT (``get_default_qat_qconfig("x86")``), all in the
 same process, on 1 and 2 threads. Each figure is the median of repeated steps after
-warm-up; ratios are to float on the same thread count. Results are printed and
+warm-up; ratios are to float on the same thread count. Evaluation is timed twice:
+still observing (the state after QAT-style training) and with observation stopped
+(``handle.freeze()``; torch.ao's ``disable_observer``), the state a calibrated model
+is evaluated in. Results are printed and
 written to ``benchmarks/results/sim.json``.
 
 Run: ``make bench`` or ``python -m benchmarks.bench_sim [--steps N] [--warmup N]``.
@@ -14,7 +17,6 @@ Run: ``make bench`` or ``python -m benchmarks.bench_sim [--steps N] [--warmup N]
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
@@ -44,25 +46,29 @@ def recipe_wa(bits: int) -> dict[str, dict[str, QuantSpec]]:
     }
 
 
-def build(variant: str) -> tuple[nn.Module, Callable[[], None]]:
-    """A fresh ResNet-20 (same seed for every variant) prepared for ``variant``."""
+def build(variant: str) -> tuple[nn.Module, Callable[[], None], Callable[[], None]]:
+    """A fresh ResNet-20 (same seed for every variant) prepared for ``variant``, a function
+    that stops observation before evaluation, and a clean-up."""
     torch.manual_seed(0)
     model = ResNet20()
+    freeze: Callable[[], None] = lambda: None
     cleanup: Callable[[], None] = lambda: None
     if variant in ("w8a8", "w4a4"):
         handle = quant.attach(model, recipe_wa(8 if variant == "w8a8" else 4))
-        cleanup = handle.remove
+        freeze, cleanup = handle.freeze, handle.remove
     elif variant == "torch.ao qat":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from torch.ao.quantization import get_default_qat_qconfig, prepare_qat
+            from torch.ao.quantization import disable_observer, get_default_qat_qconfig, prepare_qat
 
             model.train()
             model.qconfig = get_default_qat_qconfig("x86")  # type: ignore[no-untyped-call]
             model = prepare_qat(model)  # type: ignore[no-untyped-call]
+            qat_model = model
+            freeze = lambda: qat_model.apply(disable_observer)  # noqa: E731
     elif variant != "float":
         raise ValueError(f"unknown variant {variant!r}")
-    return model, cleanup
+    return model, freeze, cleanup
 
 
 def median_time(fn: Callable[[], None], steps: int, warmup: int) -> float:
@@ -78,7 +84,7 @@ def median_time(fn: Callable[[], None], steps: int, warmup: int) -> float:
 
 
 def measure(variant: str, steps: int, warmup: int, batch: int) -> dict[str, float]:
-    model, cleanup = build(variant)
+    model, freeze, cleanup = build(variant)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
@@ -97,9 +103,11 @@ def measure(variant: str, steps: int, warmup: int, batch: int) -> dict[str, floa
     model.train()
     train_s = median_time(train_step, steps, warmup)
     model.eval()
+    observing_eval_s = median_time(eval_step, steps, warmup)
+    freeze()
     eval_s = median_time(eval_step, steps, warmup)
     cleanup()
-    return {"train_step_s": train_s, "eval_s": eval_s}
+    return {"train_step_s": train_s, "eval_s": eval_s, "observing_eval_s": observing_eval_s}
 
 
 def main() -> None:
@@ -122,14 +130,20 @@ def main() -> None:
         for m in per_variant.values():
             m["train_ratio"] = m["train_step_s"] / base["train_step_s"]
             m["eval_ratio"] = m["eval_s"] / base["eval_s"]
+            m["observing_eval_ratio"] = m["observing_eval_s"] / base["eval_s"]
 
     print(f"\nResNet-20, batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up")
-    print(f"{'threads':>7} {'variant':<14} {'train step ms':>13} {'x float':>8} {'eval ms':>8} {'x float':>8}")
+    print("eval: observers frozen (ours: handle.freeze(); torch.ao: disable_observer); eval obs: still observing")
+    print(
+        f"{'threads':>7} {'variant':<14} {'train step ms':>13} {'x float':>8} {'eval ms':>8} {'x float':>8}"
+        f" {'eval obs ms':>11} {'x float':>8}"
+    )
     for threads, per_variant in results.items():
         for variant, m in per_variant.items():
             print(
                 f"{threads:>7} {variant:<14} {1e3 * m['train_step_s']:>13.1f} {m['train_ratio']:>8.2f}"
                 f" {1e3 * m['eval_s']:>8.1f} {m['eval_ratio']:>8.2f}"
+                f" {1e3 * m['observing_eval_s']:>11.1f} {m['observing_eval_ratio']:>8.2f}"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {

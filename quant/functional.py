@@ -226,6 +226,32 @@ def relative_code_bounds(
     return float(spec.qmin) - zf, float(spec.qmax) - zf
 
 
+def _fake_quantize_values(
+    x: torch.Tensor,
+    s: torch.Tensor,
+    z: torch.Tensor,
+    spec: QuantSpec,
+    generator: Optional[torch.Generator],
+    need_mask: bool,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Values of :class:`_FakeQuantizeSTE` and, when ``need_mask``, its gradient mask."""
+    mask: Optional[torch.Tensor] = None
+    if spec.is_binary:
+        r, q = rounded_codes(x, s, z, spec, generator)
+        if need_mask:
+            mask = torch.empty_like(x)
+            torch.le(r.abs(), 1.0, out=mask)
+        return q * s, mask
+    lo, hi = relative_code_bounds(z, spec, x.dtype)
+    scaled = x * torch.reciprocal(s)
+    r = scaled.round_() if spec.rounding == "half_even" else round_to_integer(scaled, spec.rounding, generator)
+    q = torch.clamp(r, lo, hi)  # type: ignore[arg-type]
+    if need_mask:
+        mask = torch.empty_like(x)
+        torch.eq(q, r, out=mask)
+    return q.mul_(s), mask
+
+
 class _FakeQuantizeSTE(torch.autograd.Function):
     """Fake quantization of grouped ``x`` with broadcastable ``s``/``z``, masked STE gradient.
 
@@ -248,20 +274,10 @@ class _FakeQuantizeSTE(torch.autograd.Function):
         spec: QuantSpec,
         generator: Optional[torch.Generator],
     ) -> torch.Tensor:
-        if spec.is_binary:
-            r, q = rounded_codes(x, s, z, spec, generator)
-            mask = torch.empty_like(x)
-            torch.le(r.abs(), 1.0, out=mask)
-            ctx.save_for_backward(mask)
-            return q * s
-        lo, hi = relative_code_bounds(z, spec, x.dtype)
-        scaled = x * torch.reciprocal(s)
-        r = scaled.round_() if spec.rounding == "half_even" else round_to_integer(scaled, spec.rounding, generator)
-        q = torch.clamp(r, lo, hi)  # type: ignore[arg-type]
-        mask = torch.empty_like(x)
-        torch.eq(q, r, out=mask)
+        out, mask = _fake_quantize_values(x, s, z, spec, generator, need_mask=True)
+        assert mask is not None
         ctx.save_for_backward(mask)
-        return q.mul_(s)
+        return out
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
@@ -292,7 +308,10 @@ def fake_quantize(
         scale, zero_point = check_qparams(x, scale, zero_point, spec)
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)
-    out: torch.Tensor = _FakeQuantizeSTE.apply(  # type: ignore[no-untyped-call]
-        group_view(x, spec), broadcast_qparams(scale, x, spec), broadcast_qparams(zero_point, x, spec), spec, generator
-    )
+    args = (group_view(x, spec), broadcast_qparams(scale, x, spec), broadcast_qparams(zero_point, x, spec), spec, generator)
+    out: torch.Tensor
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        out = _FakeQuantizeSTE.apply(*args)  # type: ignore[no-untyped-call]
+    else:  # inference: no mask to compute or keep
+        out, _ = _fake_quantize_values(*args, need_mask=False)
     return out.reshape(x.shape)
