@@ -1,4 +1,5 @@
-"""Bit-exactness of the presets against the peers they model (docs/arithmetic.md §8, PEERS.md).
+"""Bit-exactness of the presets against the peers they model (docs/arithmetic.md §8, PEERS.md),
+for both backends: the torch reference and the C kernels.
 
 (a) ``fbgemm_int8``: PyTorch quantized conv2d/linear on the fbgemm engine, and quantize_per_tensor.
 (b) ``mlas``: ONNX Runtime QLinearConv (int32 bias) / QLinearMatMul / QuantizeLinear, ORT_ENABLE_BASIC.
@@ -28,9 +29,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from quant import Datapath
-from quant.reference import conv2d, linear, multiply_by_quantized_multiplier, quantize, requantize
+from quant.reference import multiply_by_quantized_multiplier, quantize, requantize
 from quant.requant import quantize_multiplier
 from tests.edge_values import EDGE_INT32, INT32_MAX, INT32_MIN
+from tests.kernels.support import BACKENDS
 from tests.quant.oracles import assert_exact
 
 FBGEMM = Datapath.preset("fbgemm_int8")
@@ -78,14 +80,21 @@ def _fp32_multiplier(sx: np.float32, sw: np.ndarray, sy: np.float32) -> np.ndarr
     return ((sx * sw).astype(np.float32) / sy).astype(np.float32)
 
 
-def _ours_conv(p: dict[str, Any], dp: Datapath, bias: Optional[np.ndarray]) -> torch.Tensor:
-    return conv2d(
-        torch.from_numpy(p["x"]), torch.from_numpy(p["w"]),
-        torch.from_numpy(bias.astype(np.int32)) if bias is not None else None,
-        x_zero_point=p["zx"], w_zero_point=0, y_zero_point=p["zy"],
-        multiplier=torch.from_numpy(_fp32_multiplier(p["sx"], p["sw"], p["sy"])),
+def _ours(op: str, backend: str, x: Any, w: Any, bias: Optional[np.ndarray], dp: Datapath, **kw: Any) -> torch.Tensor:
+    """``op`` ("conv2d" or "linear") of one backend (torch reference or C kernels) as int64 codes."""
+    fn = getattr(BACKENDS[backend], op)
+    out = fn(np.asarray(x).astype(np.int8 if dp.a_signed else np.uint8), np.asarray(w).astype(np.int8),
+             None if bias is None else np.asarray(bias).astype(np.int32), datapath=dp, **kw)
+    return torch.from_numpy(np.asarray(out).astype(np.int64))
+
+
+def _ours_conv(p: dict[str, Any], dp: Datapath, bias: Optional[np.ndarray], backend: str) -> torch.Tensor:
+    return _ours(
+        "conv2d", backend, p["x"], p["w"], bias,
+        dp, x_zero_point=p["zx"], w_zero_point=0, y_zero_point=p["zy"],
+        multiplier=_fp32_multiplier(p["sx"], p["sw"], p["sy"]),
         stride=p["stride"], padding=p["padding"], dilation=p["dilation"], groups=p["groups"],
-        y_bits=8, y_signed=False, datapath=dp,
+        y_bits=8, y_signed=False,
     )
 
 
@@ -114,17 +123,20 @@ def _fbgemm_conv(p: dict[str, Any], bias: Optional[np.ndarray]) -> torch.Tensor:
     return out
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @settings(max_examples=40)
 @given(p=conv_problems(x_max=127), with_bias=st.booleans())
-def test_fbgemm_conv2d(p: dict[str, Any], with_bias: bool) -> None:
+def test_fbgemm_conv2d(backend: str, p: dict[str, Any], with_bias: bool) -> None:
     bias = _exact_float_bias(p) if with_bias else None
-    assert_exact(_ours_conv(p, FBGEMM, bias), _fbgemm_conv(p, bias), "fbgemm_int8 conv2d vs torch.ops.quantized.conv2d")
+    assert_exact(_ours_conv(p, FBGEMM, bias, backend), _fbgemm_conv(p, bias),
+                 f"fbgemm_int8 conv2d ({backend}) vs torch.ops.quantized.conv2d")
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @settings(max_examples=40)
 @given(m=st.integers(1, 8), k=st.integers(1, 64), n=st.integers(1, 8), seed=st.integers(0, 2**32 - 1),
        with_bias=st.booleans())
-def test_fbgemm_linear(m: int, k: int, n: int, seed: int, with_bias: bool) -> None:
+def test_fbgemm_linear(backend: str, m: int, k: int, n: int, seed: int, with_bias: bool) -> None:
     rng = np.random.default_rng(seed)
     p: dict[str, Any] = dict(x=rng.integers(0, 128, (m, k)), w=rng.integers(-128, 128, (n, k)),
                                 sx=np.float32(rng.uniform(0.002, 0.1)), sw=rng.uniform(0.001, 0.05, n).astype(np.float32),
@@ -138,12 +150,9 @@ def test_fbgemm_linear(m: int, k: int, n: int, seed: int, with_bias: bool) -> No
     fbias = torch.from_numpy((bias.astype(np.float32) * a).astype(np.float32)) if bias is not None else None
     packed = torch.ops.quantized.linear_prepack(qw, fbias)
     peer = torch.ops.quantized.linear(qx, packed, float(p["sy"]), p["zy"]).int_repr().to(torch.int64)
-    ours = linear(torch.from_numpy(p["x"]), torch.from_numpy(p["w"]),
-                  torch.from_numpy(bias.astype(np.int32)) if bias is not None else None,
-                  x_zero_point=p["zx"], w_zero_point=0, y_zero_point=p["zy"],
-                  multiplier=torch.from_numpy(_fp32_multiplier(p["sx"], p["sw"], p["sy"])),
-                  y_signed=False, datapath=FBGEMM)
-    assert_exact(ours, peer, "fbgemm_int8 linear vs torch.ops.quantized.linear")
+    ours = _ours("linear", backend, p["x"], p["w"], bias, FBGEMM, x_zero_point=p["zx"], w_zero_point=0,
+                 y_zero_point=p["zy"], multiplier=_fp32_multiplier(p["sx"], p["sw"], p["sy"]), y_signed=False)
+    assert_exact(ours, peer, f"fbgemm_int8 linear ({backend}) vs torch.ops.quantized.linear")
 
 
 @given(x=st.lists(st.floats(-300, 300, width=32) | st.sampled_from([0.5, 1.5, -2.5, 127.5]), min_size=1, max_size=40),
@@ -192,22 +201,24 @@ def _ort(model: bytes, feeds: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(sess.run(None, feeds)[0])
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @settings(max_examples=40)
 @given(p=conv_problems(x_max=127), with_bias=st.booleans())
-def test_mlas_qlinearconv(p: dict[str, Any], with_bias: bool) -> None:
+def test_mlas_qlinearconv(backend: str, p: dict[str, Any], with_bias: bool) -> None:
     """ORT adds the int32 bias to the accumulator, multiplies fp32(acc) by the fp32 scale, rounds, then adds z_y."""
     peer = _ort(_qlinearconv_model(p, with_bias), {"x": np.asarray(p["x"]).astype(np.uint8)})
-    ours = _ours_conv(p, MLAS, np.asarray(p["bias"]) if with_bias else None)
-    assert_exact(ours, torch.from_numpy(peer.astype(np.int64)), "mlas conv2d vs ORT QLinearConv")
+    ours = _ours_conv(p, MLAS, np.asarray(p["bias"]) if with_bias else None, backend)
+    assert_exact(ours, torch.from_numpy(peer.astype(np.int64)), f"mlas conv2d ({backend}) vs ORT QLinearConv")
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @settings(max_examples=40)
 @given(p=conv_problems(x_max=255), with_bias=st.booleans())
-def test_onnx_reference_qlinearconv(p: dict[str, Any], with_bias: bool) -> None:
+def test_onnx_reference_qlinearconv(backend: str, p: dict[str, Any], with_bias: bool) -> None:
     """onnx.reference: float64 product of the float32 multiplier, zero point before rounding, half to even."""
     peer = _ref_run(_qlinearconv_model(p, with_bias), {"x": np.asarray(p["x"]).astype(np.uint8)})
-    ours = _ours_conv(p, ONNX_REF, np.asarray(p["bias"]) if with_bias else None)
-    assert_exact(ours, torch.from_numpy(peer.astype(np.int64)), "onnx_ref conv2d vs onnx.reference QLinearConv")
+    ours = _ours_conv(p, ONNX_REF, np.asarray(p["bias"]) if with_bias else None, backend)
+    assert_exact(ours, torch.from_numpy(peer.astype(np.int64)), f"onnx_ref conv2d ({backend}) vs onnx.reference QLinearConv")
 
 
 def _qlinearmatmul_model(m: int, k: int, n: int, sa: np.float32, za: int, b: np.ndarray, sb: np.float32,
@@ -225,10 +236,11 @@ def _qlinearmatmul_model(m: int, k: int, n: int, sa: np.float32, za: int, b: np.
     return data
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("peer_name", ["mlas", "onnx_ref"])
 @settings(max_examples=30)
 @given(m=st.integers(1, 6), k=st.integers(1, 64), n=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
-def test_qlinearmatmul(peer_name: str, m: int, k: int, n: int, seed: int) -> None:
+def test_qlinearmatmul(peer_name: str, backend: str, m: int, k: int, n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x_max = 127 if peer_name == "mlas" else 255
     a = rng.integers(0, x_max + 1, (m, k))
@@ -243,9 +255,9 @@ def test_qlinearmatmul(peer_name: str, m: int, k: int, n: int, seed: int) -> Non
     else:
         peer = np.asarray(_ref_run(model, feeds))
     mult = np.float32(np.float32(sa * sb) / sy)
-    ours = linear(torch.from_numpy(a), torch.from_numpy(w), None, x_zero_point=za, w_zero_point=0, y_zero_point=zy,
-                  multiplier=torch.tensor(mult), y_signed=False, datapath=Datapath.preset(peer_name))
-    assert_exact(ours, torch.from_numpy(peer.astype(np.int64)), f"{peer_name} linear vs QLinearMatMul")
+    ours = _ours("linear", backend, a, w, None, Datapath.preset(peer_name), x_zero_point=za, w_zero_point=0,
+                 y_zero_point=zy, multiplier=np.array(mult, np.float32), y_signed=False)
+    assert_exact(ours, torch.from_numpy(peer.astype(np.int64)), f"{peer_name} linear ({backend}) vs QLinearMatMul")
 
 
 @pytest.mark.parametrize("peer_name", ["mlas", "onnx_ref"])
@@ -334,9 +346,10 @@ def test_tflite_multiply_by_quantized_multiplier(x: list[int], m0: int, shift: i
     assert_exact(got_single, [_cmsis_single(v, m0, shift) for v in x], "CMSIS-NN single rounding")
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @settings(max_examples=30)
 @given(seed=st.integers(0, 2**32 - 1), single=st.booleans())
-def test_tflite_conv_per_channel_reference(seed: int, single: bool) -> None:
+def test_tflite_conv_per_channel_reference(backend: str, seed: int, single: bool) -> None:
     """TFLite ConvPerChannel (PEERS.md §3.2) re-derived with Python ints, against conv2d on the tflite presets."""
     rng = np.random.default_rng(seed)
     n, cin, cout, h, w, kh, kw = 1, int(rng.integers(1, 4)), int(rng.integers(1, 4)), 5, 4, 3, 2
@@ -361,9 +374,9 @@ def test_tflite_conv_per_channel_reference(seed: int, single: bool) -> None:
                 acc = _tflite_mbqm(acc, qms[o][0], qms[o][1], single) + output_offset
                 expected[0, o, i, j] = max(-128, min(127, acc))
     dp = TFLITE_SINGLE if single else TFLITE
-    ours = conv2d(torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(bias.astype(np.int32)), x_zero_point=zx,
-                  w_zero_point=0, y_zero_point=zy, multiplier=mults, datapath=dp)
-    assert_exact(ours, expected, f"{dp.name} conv2d vs TFLite ConvPerChannel")
+    ours = _ours("conv2d", backend, x, wt, bias, dp, x_zero_point=zx, w_zero_point=0, y_zero_point=zy,
+                 multiplier=np.array(mults))
+    assert_exact(ours, expected, f"{dp.name} conv2d ({backend}) vs TFLite ConvPerChannel")
 
 
 # --------------------------------------------------------------------- (e) the knobs matter
@@ -385,9 +398,10 @@ def test_fbgemm_and_onnx_ref_differ_and_each_matches_its_peer() -> None:
     assert not torch.equal(onnx_peer, fb_peer), "the two peers should disagree on these ties"
     mult = torch.tensor(np.float32(np.float32(sa * sb) / sy))
     for dp, peer in ((FBGEMM, fb_peer), (ONNX_REF, onnx_peer)):
-        ours = linear(torch.from_numpy(a), torch.from_numpy(w), None, x_zero_point=za, w_zero_point=0, y_zero_point=zy,
-                      multiplier=mult, y_signed=False, datapath=dp)
-        assert_exact(ours, peer, f"{dp.name} on ties")
+        for backend in BACKENDS:
+            ours = _ours("linear", backend, a, w, None, dp, x_zero_point=za, w_zero_point=0, y_zero_point=zy,
+                         multiplier=mult.numpy(), y_signed=False)
+            assert_exact(ours, peer, f"{dp.name} ({backend}) on ties")
     # and the float64 product alone (zero point 0) also separates float32 from float64 requantization:
     acc = torch.tensor([2**24 + 1])
     f32 = requantize(acc, in_zero_point=0, multiplier=2.0**-25, y_zero_point=0, y_bits=8, y_signed=False, datapath=FBGEMM)
