@@ -26,15 +26,16 @@ overflow with ``Datapath.overflow == "error"`` raises ``OverflowError`` naming t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union, cast
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from kernels import _qk
 from quant.datapath import Datapath
+from quant.requant import RequantParams, add_params, requant_params
 
 __all__ = [
     "PackedWeights",
@@ -48,7 +49,6 @@ __all__ = [
     "avg_pool2d",
     "max_pool2d",
     "lut",
-    "quantize_multiplier",
     "rounding_right_shift",
     "saturating_rounding_doubling_high_mul",
     "isa_available",
@@ -79,8 +79,6 @@ _ROUNDING = {
 }
 _ZP_ORDER = {"after_rounding": _qk.ZP_AFTER_ROUNDING, "before_rounding": _qk.ZP_BEFORE_ROUNDING}
 _PACKED_BITS = (1, 2, 4)
-#: Fixed point: exponents below flush to 0, above are refused (section 5.1); pow2: bounds of -k.
-_MIN_EXPONENT, _MAX_EXPONENT = -31, 30
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -229,153 +227,29 @@ def _pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- multipliers (section 5)
 
 
-def _quantize_multipliers(values: npt.NDArray[np.float64], n_bits: int, rounding: str) -> tuple[Any, Any, Any]:
-    """Vectorized, exact section 5.1 for finite ``values >= 0``: ``(M0, e, refused)`` int64/bool arrays.
-
-    ``frexp`` is exact and ``f * 2^N`` is an exact float64 (< 2^31), so floor, the fraction
-    and the tie test below are exact for every rounding mode (multipliers are >= 0, where
-    ``half_away`` and ``half_up`` agree).
-    """
-    f, e = np.frexp(values)
-    v = np.ldexp(f, n_bits)
-    fl = np.floor(v)
-    frac = v - fl
-    if rounding == "floor":
-        up = np.zeros(v.shape, dtype=bool)
-    elif rounding == "half_even":
-        up = (frac > 0.5) | ((frac == 0.5) & (np.fmod(fl, 2.0) == 1.0))
-    else:  # half_away, half_up: ties go up for non-negative values
-        up = frac >= 0.5
-    m0 = fl.astype(np.int64) + up
-    e = e.astype(np.int64)
-    renorm = m0 == (1 << n_bits)
-    m0 = np.where(renorm, 1 << (n_bits - 1), m0)
-    e = e + renorm
-    flush = (e < _MIN_EXPONENT) | (values == 0.0)
-    m0 = np.where(flush, 0, m0)
-    e = np.where(flush, 0, e)
-    return m0, e, e > _MAX_EXPONENT
+def _requant_params(multiplier: object, dp: Datapath, op: str) -> RequantParams:
+    """Section 5's integer (or float32) form of ``multiplier``, errors prefixed with ``op``."""
+    try:
+        return requant_params(multiplier, dp)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise ValueError(f"{op}: {err}") from None
+    except TypeError as err:
+        raise TypeError(f"{op}: {err}") from None
 
 
-def quantize_multiplier(multiplier: float, n_bits: int = 31, rounding: str = "half_away") -> tuple[int, int]:
-    """``(M0, e)`` of section 5.1: ``multiplier ~= M0 * 2^(e - n_bits)``, ``M0`` in ``[2^(N-1), 2^N)`` or 0.
-
-    ``(f, e) = frexp(M)``, ``M0 = round(f * 2^N)`` exactly with ``rounding``; ``M0 == 2^N``
-    renormalizes to ``2^(N-1)``, ``e + 1``; ``e < -31`` flushes to ``(0, 0)``; ``e > 30``
-    is a ``ValueError``.
-
-    >>> quantize_multiplier(0.75, 31), quantize_multiplier(2.0 ** -40, 31), quantize_multiplier(0.2621, 15)
-    ((1610612736, 0), (0, 0), (17177, -1))
-    """
-    if rounding not in _ROUNDING:
-        raise ValueError(f"rounding={rounding!r} is not one of {', '.join(map(repr, _ROUNDING))}")
-    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 31:
-        raise ValueError(f"n_bits={n_bits!r} must be an integer in 1..31")
-    m = float(multiplier)
-    if not math.isfinite(m) or m < 0:
-        raise ValueError(f"multiplier={m!r} must be finite and >= 0")
-    m0, e, refused = _quantize_multipliers(np.array([m]), n_bits, rounding)
-    if refused[0]:
-        raise ValueError(
-            f"multiplier={m!r} is too large for fixed-point requantization: exponent {int(e[0])} > {_MAX_EXPONENT}"
-        )
-    return int(m0[0]), int(e[0])
-
-
-def _multiplier_values(multiplier: object, name: str, op: str) -> tuple[list[float], tuple[int, ...], bool]:
-    """Exact float values, the shape (``()`` or ``(C,)``) and whether the input is float32."""
-    is_f32 = False
-    if isinstance(multiplier, np.ndarray):
-        if multiplier.dtype.kind not in "fiu":
-            raise TypeError(f"{op}: {name} must be a real array, got dtype {multiplier.dtype}")
-        is_f32 = multiplier.dtype == np.float32
-        shape: tuple[int, ...] = tuple(multiplier.shape)
-        values = [float(v) for v in multiplier.astype(np.float64).reshape(-1)]
-    elif isinstance(multiplier, (float, int, np.floating, np.integer)) and not isinstance(multiplier, (bool, np.bool_)):
-        is_f32 = isinstance(multiplier, np.float32)
-        shape = ()
-        values = [float(multiplier)]
-    elif isinstance(multiplier, (list, tuple)):
-        try:
-            arr = np.asarray(multiplier, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"{op}: {name} must be a float or a sequence of floats") from None
-        shape = tuple(arr.shape)
-        values = [float(v) for v in arr.reshape(-1)]
-    else:
-        raise TypeError(f"{op}: {name} must be a float, a sequence or a numpy array, got {type(multiplier).__name__}")
-    if len(shape) > 1:
-        raise ValueError(f"{op}: {name} must be a scalar or a 1-D per-channel array, got shape {shape}")
-    if not values:
-        raise ValueError(f"{op}: {name} must not be empty")
-    for i, v in enumerate(values):
-        if not math.isfinite(v) or v < 0:
-            where = f"[{i}]" if shape else ""
-            raise ValueError(f"{op}: {name}{where}={v!r} must be finite and >= 0")
-    return values, shape, is_f32
-
-
-def _fixed_point(
-    values: list[float], shape: tuple[int, ...], dp: Datapath, name: str, op: str
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
-    """``(M0, e)`` int32 arrays of section 5.1; ``ValueError`` naming the first refused value."""
-    m0, e, refused = _quantize_multipliers(np.asarray(values, dtype=np.float64), dp.multiplier_bits,
-                                           dp.multiplier_rounding)  # fmt: skip
-    if bool(refused.any()):
-        i = int(np.argmax(refused))
-        where = f"[{i}]" if shape else ""
-        raise ValueError(
-            f"{op}: {name}{where}: multiplier={values[i]!r} is too large for fixed-point requantization: "
-            f"exponent {int(e[i])} > {_MAX_EXPONENT}"
-        )
-    return m0.astype(np.int32), e.astype(np.int32)
-
-
-def _float32(values: list[float], name: str, op: str) -> npt.NDArray[np.float32]:
-    with np.errstate(over="ignore"):
-        m32 = np.asarray(values, dtype=np.float64).astype(np.float32)
-    if not bool(np.all(np.isfinite(m32))):
-        raise ValueError(f"{op}: {name} does not fit float32 (values up to {max(values)!r})")
-    return m32
-
-
-def _pow2(values: list[float], shape: tuple[int, ...], name: str, op: str) -> list[int]:
-    ks = []
-    for i, v in enumerate(values):
-        f, e = math.frexp(v)
-        k = 1 - e
-        if f != 0.5 or not -_MAX_EXPONENT <= k <= -_MIN_EXPONENT:
-            where = f"[{i}]" if shape else ""
-            raise ValueError(
-                f"{op}: {name}{where}={v!r} must be an exact power of two 2^-k with k in "
-                f"{-_MAX_EXPONENT}..{-_MIN_EXPONENT} on a pow2 datapath"
-            )
-        ks.append(k)
-    return ks
-
-
-def _requant_tuple(
-    multiplier: object, dp: Datapath, channels: int, op: str, y: tuple[int, bool, int, int, int]
-) -> tuple[Any, ...]:
+def _requant_tuple(p: RequantParams, channels: int, op: str, y: tuple[int, bool, int, int, int]) -> tuple[Any, ...]:
     """The binding's requant tuple: (M0 | None, shift | None, m | None, z_y, y_bits, y_signed, lo, hi)."""
-    values, shape, is_f32 = _multiplier_values(multiplier, "multiplier", op)
-    if len(values) not in (1, channels):
-        raise ValueError(f"{op}: multiplier must be a scalar or have one value per output channel ({channels})")
-    m0: Optional[npt.NDArray[np.int32]] = None
-    sh: Optional[npt.NDArray[np.int32]] = None
-    fm: Optional[npt.NDArray[np.float32]] = None
-    if dp.requant == "fixed_point":
-        m0, sh = _fixed_point(values, shape, dp, "multiplier", op)
-    elif dp.requant in ("float32", "float64"):
-        fm = (
-            np.ascontiguousarray(np.asarray(multiplier, dtype=np.float32).reshape(-1))
-            if is_f32
-            else _float32(values, "multiplier", op)
+    if p.count not in (1, channels):
+        raise ValueError(
+            f"{op}: multiplier has {p.count} values; it must be a scalar or have one value per output channel ({channels})"
         )
-    else:
-        sh = np.array(_pow2(values, shape, "multiplier", op), dtype=np.int32)
+
+    def flat(t: Optional[torch.Tensor], dtype: type[np.generic]) -> Optional[npt.NDArray[Any]]:
+        return None if t is None else np.ascontiguousarray(t.reshape(-1).numpy().astype(dtype))
+
     bits, signed, z, lo, hi = y
-    return (m0, sh, fm, z, bits, int(signed), lo, hi)
+    return (flat(p.multiplier_int, np.int32), flat(p.shift, np.int32), flat(p.multiplier_float, np.float32),
+            z, bits, int(signed), lo, hi)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- packing (section 3)
@@ -619,7 +493,7 @@ def conv2d(
     st, pd, dl = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0), _pair(dilation, "dilation", op, 1)
     b = _bias(bias, c_out, dp, op)
     out = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
-    rq = _requant_tuple(multiplier, dp, c_out, op, out)
+    rq = _requant_tuple(_requant_params(multiplier, dp, op), c_out, op, out)
     geometry = (n, c_in, h, wd, c_out, kh, kw, st[0], st[1], pd[0], pd[1], dl[0], dl[1], g)
     ho = (h + 2 * pd[0] - dl[0] * (kh - 1) - 1) // st[0] + 1
     wo = (wd + 2 * pd[1] - dl[1] * (kw - 1) - 1) // st[1] + 1
@@ -672,7 +546,7 @@ def linear(
         raise ValueError(f"{op}: x has K={k} but w has K={kw_} (w is (N, K))")
     b = _bias(bias, n_out, dp, op)
     out = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
-    rq = _requant_tuple(multiplier, dp, n_out, op, out)
+    rq = _requant_tuple(_requant_params(multiplier, dp, op), n_out, op, out)
     y = np.empty((m, n_out), dtype=_code_dtype(out[1]))
     dpt = _datapath_tuple(dp, op)
     scratch = np.empty(_qk.linear_scratch_bytes(m, k, n_out, dpt), dtype=np.uint8)
@@ -713,7 +587,7 @@ def requantize(
     if not _INT32_MIN <= z_in <= _INT32_MAX:
         raise ValueError(f"{op}: in_zero_point={z_in} must lie in the int32 range")
     out = _output(op, y_bits, y_signed, None, None, y_zero_point)
-    values, _, _ = _multiplier_values(multiplier, "multiplier", op)
+    params = _requant_params(multiplier, dp, op)
     if axis is not None:
         ax = _int(axis, "axis", op)
         if not -qa.ndim <= ax < qa.ndim:
@@ -721,17 +595,15 @@ def requantize(
         ax %= qa.ndim
         outer, channels = int(np.prod(qa.shape[:ax])), qa.shape[ax]
         inner = int(np.prod(qa.shape[ax + 1 :]))
-        if len(values) not in (1, channels):
+        if params.count not in (1, channels):
             raise ValueError(
-                f"{op}: multiplier has {len(values)} values but dimension {ax} of the input has {channels} channels"
+                f"{op}: multiplier has {params.count} values but dimension {ax} of the input has {channels} channels"
             )
-    else:
-        if len(values) != 1:
-            raise ValueError(f"{op}: a per-channel multiplier of {len(values)} values needs a channel axis")
+    elif params.count != 1:
+        raise ValueError(f"{op}: a per-channel multiplier of {params.count} values needs a channel axis")
+    if params.count == 1:  # per tensor: one channel spanning everything
         outer, channels, inner = 1, 1, qa.size
-    if len(values) == 1:  # per tensor: one channel spanning everything
-        outer, channels, inner = 1, 1, qa.size
-    rq = _requant_tuple(multiplier, dp, channels, op, out)
+    rq = _requant_tuple(params, channels, op, out)
     y = np.empty(qa.shape, dtype=_code_dtype(out[1]))
     _qk.requantize(
         q=qa, outer=outer, channels=channels, inner=inner, in_zero_point=z_in,
@@ -779,32 +651,24 @@ def add(
         _check_codes(arr, name, op, dp.a_bits, dp.a_signed)
         _check_zero_point(z, f"{name}_zero_point", op, dp.a_bits, dp.a_signed, dp.a_zero_point)
     bits, signed, z_y, lo, hi = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
-    va, sa, _ = _multiplier_values(a_multiplier, "a_multiplier", op)
-    vb, sb, _ = _multiplier_values(b_multiplier, "b_multiplier", op)
-    if sa or sb:
-        raise ValueError(f"{op}: a_multiplier and b_multiplier must be scalars (per-tensor scales)")
-    ma, mb = va[0], vb[0]
+    try:
+        ap = add_params(a_multiplier, b_multiplier, dp)
+    except ValueError as err:
+        raise ValueError(f"{op}: {err}".replace("add: add: ", "add: ")) from None
+    except TypeError as err:
+        raise TypeError(f"{op}: {err}") from None
     fixed = [0, 0, 0, 0, 0, 0]
     fm = [0.0, 0.0]
-    if dp.requant == "fixed_point":
-        if ma == 0 and mb == 0:
-            raise ValueError(f"{op}: a_multiplier and b_multiplier must not both be 0")
-        twice_max = 2.0 * max(ma, mb)
-        ratios = (ma / twice_max, mb / twice_max, twice_max / float(1 << dp.add_left_shift))
-        names = ("a_multiplier / (2 max)", "b_multiplier / (2 max)", "2 max / 2^L")
-        for i, (r, name) in enumerate(zip(ratios, names)):
-            m0a, ea = _fixed_point([r], (), dp, name, op)
-            fixed[2 * i], fixed[2 * i + 1] = int(m0a[0]), int(ea[0])
-    elif dp.requant in ("float32", "float64"):
-        fm = [float(v) for v in _float32([ma, mb], "a_multiplier/b_multiplier", op)]
+    if ap.requant == "fixed_point":
+        for i, rp in enumerate((ap.a, ap.b, ap.out)):
+            assert rp is not None and rp.multiplier_int is not None and rp.shift is not None
+            fixed[2 * i], fixed[2 * i + 1] = int(rp.multiplier_int), int(rp.shift)
+    elif ap.requant in ("float32", "float64"):
+        assert ap.a.multiplier_float is not None and ap.b.multiplier_float is not None
+        fm = [float(ap.a.multiplier_float), float(ap.b.multiplier_float)]
     else:
-        ka = _pow2([ma], (), "a_multiplier", op)[0]
-        kb = _pow2([mb], (), "b_multiplier", op)[0]
-        if abs(ka - kb) > 32:
-            raise ValueError(
-                f"{op}: a_multiplier/b_multiplier = 2^{kb - ka} is outside 2^-32..2^32 on a pow2 datapath"
-            )
-        fixed[1], fixed[3] = ka, kb
+        assert ap.a.shift is not None and ap.b.shift is not None
+        fixed[1], fixed[3] = int(ap.a.shift), int(ap.b.shift)
     params = (za, zb, *fixed, fm[0], fm[1], z_y, bits, int(signed), lo, hi)
     y = np.empty(aa.shape, dtype=_code_dtype(signed))
     _qk.add(a=aa, b=ba, params=params, datapath=_datapath_tuple(dp, op), y=y)

@@ -134,6 +134,11 @@ class RequantParams:
     multiplier_float: Optional[torch.Tensor] = None
 
     @property
+    def count(self) -> int:
+        """Number of multipliers: 1 per tensor, ``C`` per channel."""
+        return math.prod(self.shape)
+
+    @property
     def shape(self) -> tuple[int, ...]:
         """Shape of the parameter tensors: ``()`` or ``(C,)``."""
         for t in (self.multiplier_int, self.shift, self.multiplier_float):

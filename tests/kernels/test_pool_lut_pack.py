@@ -14,7 +14,6 @@ import kernels
 import quant.packing as qpacking
 import quant.reference as ref
 from quant.datapath import INTEGER_ROUNDING_MODES, Datapath
-from quant.requant import quantize_multiplier as ref_quantize_multiplier
 from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, INT32_MAX, INT32_MIN, code_limits, exact_ties
 from tests.kernels import support
 from tests.kernels.support import BACKENDS, assert_same, assert_same_outcome, outcome
@@ -130,15 +129,6 @@ def test_rounding_right_shift_edge_sweep(mode: str) -> None:
 def test_srdhm_matches_reference(a: int, b: int, n: int) -> None:
     expected = int(ref.saturating_rounding_doubling_high_mul(torch.tensor(a), torch.tensor(b), n))
     assert kernels.saturating_rounding_doubling_high_mul(a, b, n) == expected
-
-
-@settings(max_examples=PRIMITIVE_EXAMPLES)
-@given(st.sampled_from(EDGE_MULTIPLIERS) | st.floats(0.0, 2.0**31, allow_nan=False) | st.floats(0.0, 1e-6),
-       st.integers(8, 31), st.sampled_from(INTEGER_ROUNDING_MODES))  # fmt: skip
-def test_quantize_multiplier_matches_reference(m: float, n: int, mode: str) -> None:
-    expected = outcome(lambda: ref_quantize_multiplier(m, n, mode))  # type: ignore[arg-type, return-value]
-    got = outcome(lambda: kernels.quantize_multiplier(m, n, mode))  # type: ignore[arg-type, return-value]
-    assert got[0] == expected[0] and (got[0] == "error" or got[1] == expected[1]), (m, n, mode, got, expected)
 
 
 def test_max_pool_window_of_only_padding_is_refused_by_both_backends() -> None:
