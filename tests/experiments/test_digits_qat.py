@@ -31,6 +31,5 @@ def test_w4a4_lsq_within_two_points_of_float() -> None:
     print(f"float {float_acc:.4f}  W4A4 LSQ {w4a4:.4f}")
     assert w4a4 >= float_acc - 0.02, f"W4A4 LSQ {w4a4:.4f} is more than 2 points below float {float_acc:.4f}"
 
-    handle.remove()
-    restored = accuracy(qat_model, data.x_test, data.y_test)
-    assert 0.0 <= restored <= 1.0
+    handle.remove()  # the trained float weights stay, under the float model's own keys
+    assert list(qat_model.state_dict()) == list(model.state_dict())
