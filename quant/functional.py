@@ -27,6 +27,12 @@ Gradients of ``fake_quantize`` (straight-through estimator): ``d x^ / d x = 1`` 
 ``qmin <= round(x * inv) + z <= qmax`` and ``0`` elsewhere; none for scale or zero
 point (learned quantizers are in ``quant.learned``).
 
+Idempotence: ``fake_quantize`` applied twice equals applied once for the round-to-nearest
+modes, and for every mode when ``s`` is a power of two. With ``floor`` and another scale,
+``((q - z) * s) * fl(1/s)`` can land just below ``q - z`` in floating point, so a second
+application may drop one step: the reciprocal multiplication is the contract (it is what
+PyTorch and FBGEMM compute), not exact rational division.
+
 >>> import torch
 >>> spec = QuantSpec(bits=4)
 >>> quantize(torch.tensor([-1.0, 0.26, 0.25, 9.0]), torch.tensor(0.5), torch.tensor(0), spec).tolist()
