@@ -12,6 +12,7 @@ import kernels
 from kernels import _qk
 from kernels.api import _datapath_tuple
 from quant.datapath import Datapath
+from tests.kernels import oracle
 
 TFL = Datapath.preset("tflite_int8")
 W4A4 = Datapath.preset("w4a4_acc16_sat")
@@ -88,9 +89,16 @@ def test_overflow_error_mode_raises_overflow_error_naming_the_op() -> None:
     dp = Datapath(acc_bits=8, overflow="error", requant="pow2", rounding="floor")
     x, w = np.array([[20, 20, -50]], np.int8), np.array([[1, 1, 1]], np.int8)
     kw: dict[str, Any] = dict(x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=1.0)
+    with pytest.raises(OverflowError):  # the sequential accumulation of docs §4 leaves the 8-bit range
+        oracle.linear(x, w, np.array([100], np.int32), **kw, datapath=dp)
     with pytest.raises(OverflowError, match="linear"):
         kernels.linear(x, w, np.array([100], np.int32), **kw, datapath=dp)
-    assert kernels.linear(x, w, np.array([100], np.int32), **kw, datapath=dp.with_(overflow="saturate")).tolist() == [[77]]
+    sat = dp.with_(overflow="saturate")
+    got = kernels.linear(x, w, np.array([100], np.int32), **kw, datapath=sat)
+    expected = oracle.linear(x, w, np.array([100], np.int32), **kw, datapath=sat)
+    assert got.tolist() == expected.tolist()
+    unclamped = x.astype(np.int64) @ w.T.astype(np.int64) + 100
+    assert expected.tolist() != unclamped.tolist()  # the sequential 8-bit clamp decides this output
     xs = np.full((1, 1, 3, 3), 100, np.int8)
     with pytest.raises(OverflowError, match="conv2d"):
         kernels.conv2d(xs, np.ones((1, 1, 3, 3), np.int8), None, **kw, datapath=dp)

@@ -421,11 +421,13 @@ def test_no_gradient_for_scale_and_zero_point() -> None:
 def test_binary_is_sign_with_plus_one_at_zero() -> None:
     spec = QuantSpec.binary()
     x = torch.tensor([-2.0, -1e-30, -0.0, 0.0, 1e-30, 3.0])
-    assert quantize(x, torch.tensor(0.5), torch.tensor(0), spec).tolist() == [-1, -1, 1, 1, 1, 1]
+    vals = x.tolist()
+    codes = [1 if v >= 0 else -1 for v in vals]  # docs §7: +1 for x >= 0 (-0.0 included), else -1
+    assert quantize(x, torch.tensor(0.5), torch.tensor(0), spec).tolist() == codes
     fq = fake_quantize(x.requires_grad_(), torch.tensor(0.5), torch.tensor(0), spec)
-    assert fq.tolist() == [-0.5, -0.5, 0.5, 0.5, 0.5, 0.5]
+    assert fq.tolist() == [float(Fraction(c) * Fraction(1, 2)) for c in codes]
     fq.sum().backward()
-    assert x.grad is not None and x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # |x/s| <= 1
+    assert x.grad is not None and x.grad.tolist() == [float(abs(Fraction(v) / Fraction(1, 2)) <= 1) for v in vals]
     with pytest.raises(ValueError, match="binary codes"):
         dequantize(torch.tensor([0, 1]), torch.tensor(1.0), torch.tensor(0), spec)
 

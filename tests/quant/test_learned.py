@@ -111,8 +111,9 @@ def test_lsq_binary_scale_gradient_is_the_sign_everywhere() -> None:
     x = torch.tensor([-3.0, -0.2, 0.0, 0.4, 2.5])
     g = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     gx, gs = grads_of(lambda a, b: lsq_fake_quantize(a, b, torch.tensor(0), spec, 0.5), x, torch.tensor(1.0), g)
-    assert gx.tolist() == [0.0, 2.0, 3.0, 4.0, 0.0]
-    assert gs.item() == 0.5 * (-1.0 - 2.0 + 3.0 + 4.0 + 5.0)
+    # STE: dL/dx = g where |x/s| <= 1; dL/ds = grad_scale * sum(g * sign(x)), sign(0) = +1
+    assert gx.tolist() == [gi if abs(v) <= 1.0 else 0.0 for v, gi in zip(x.tolist(), g.tolist())]
+    assert gs.item() == 0.5 * sum(gi if v >= 0 else -gi for v, gi in zip(x.tolist(), g.tolist()))
 
 
 def test_lsq_grad_scale_is_linear() -> None:

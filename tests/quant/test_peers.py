@@ -15,6 +15,7 @@ default qconfig does the same); the ONNX reference has no such limit and gets fu
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from fractions import Fraction
@@ -30,9 +31,9 @@ from onnx.reference import ReferenceEvaluator
 
 from quant import Datapath
 from quant.reference import multiply_by_quantized_multiplier, quantize, requantize
-from quant.requant import quantize_multiplier
 from tests.edge_values import EDGE_INT32, INT32_MAX, INT32_MIN
 from tests.kernels.support import BACKENDS
+from tests.quant import oracles
 from tests.quant.oracles import assert_exact
 
 FBGEMM = Datapath.preset("fbgemm_int8")
@@ -311,6 +312,20 @@ def _tflite_mbqm(x: int, m: int, shift: int, single: bool) -> int:
     return _rdbpot(_srdhm(max(INT32_MIN, min(INT32_MAX, x * (1 << left))), m), right)
 
 
+def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier (PEERS.md §3.2): frexp, std::round(q * 2^31), renormalize, flush."""
+    if m == 0:
+        return 0, 0
+    q, shift = math.frexp(m)
+    q_fixed = math.floor(q * 2.0**31 + 0.5)  # std::round of a positive double; exact below 2^52
+    if q_fixed == 2**31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift
+
+
 def _cmsis_single(x: int, m: int, shift: int) -> int:
     """CMSIS-NN arm_nn_requantize with CMSIS_NN_USE_SINGLE_ROUNDING (PEERS.md §3.3)."""
     total = 31 - shift
@@ -358,7 +373,7 @@ def test_tflite_conv_per_channel_reference(backend: str, seed: int, single: bool
     bias = rng.integers(-20000, 20000, cout)
     zx, zy = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
     mults = [float(v) for v in rng.uniform(1e-4, 0.05, cout)]
-    qms = [quantize_multiplier(m, 31, "half_away") for m in mults]
+    qms = [_tflite_quantize_multiplier(m) for m in mults]
     input_offset, output_offset = -zx, zy
     ho, wo = h - kh + 1, w - kw + 1
     expected = np.zeros((n, cout, ho, wo), np.int64)
@@ -406,4 +421,6 @@ def test_fbgemm_and_onnx_ref_differ_and_each_matches_its_peer() -> None:
     acc = torch.tensor([2**24 + 1])
     f32 = requantize(acc, in_zero_point=0, multiplier=2.0**-25, y_zero_point=0, y_bits=8, y_signed=False, datapath=FBGEMM)
     f64 = requantize(acc, in_zero_point=0, multiplier=2.0**-25, y_zero_point=0, y_bits=8, y_signed=False, datapath=ONNX_REF)
-    assert (int(f32), int(f64)) == (0, 1)  # fp32(2^24 + 1) / 2^25 = 0.5 -> 0; float64 0.50000003 -> 1
+    want = [oracles.requant_scalar(int(acc), 2.0**-25, dp, 0, 0, 255) for dp in (FBGEMM, ONNX_REF)]
+    assert [int(f32), int(f64)] == want  # fp32(2^24 + 1) / 2^25 is a tie at 0.5; float64 keeps the + 1
+    assert want[0] != want[1]

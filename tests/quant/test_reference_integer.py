@@ -118,6 +118,7 @@ def test_srdhm_matches_gemmlowp_and_rational(a: list[int], b: int) -> None:
 
 
 @given(a=st.lists(st.integers(-(2**15), 2**15 - 1), min_size=1, max_size=20), b=st.integers(-(2**15), 2**15 - 1))
+@example(a=[-(2**15), -1, 1, 2**15 - 1], b=-(2**15))
 def test_srdhm_n15_is_the_int16_version(a: list[int], b: int) -> None:
     def srdhm16(x: int, y: int) -> int:
         if x == y == -(2**15):
@@ -128,7 +129,8 @@ def test_srdhm_n15_is_the_int16_version(a: list[int], b: int) -> None:
         return q if num >= 0 else -q
 
     got = saturating_rounding_doubling_high_mul(_vector(a), torch.tensor(b), 15)
-    expected = [srdhm16(x, b) if not (x == b == -(2**15)) else 2**15 for x in a]  # N=15 on int32 does not saturate
+    # N=15 on int32 does not saturate: at x = b = -2^15 the result is the rational floor((ab + 2^14) / 2^15)
+    expected = [srdhm16(x, b) if not (x == b == -(2**15)) else math.floor(Fraction(x * b + 2**14, 2**15)) for x in a]
     assert_exact(got, expected, "SRDHM n=15")
 
 
@@ -187,8 +189,11 @@ def test_requant_params_per_mode() -> None:
     m32 = torch.tensor([0.1, 0.2], dtype=torch.float32)
     mf = requant_params(m32, Datapath.preset("onnx_ref")).multiplier_float
     assert mf is not None and torch.equal(mf, m32)
-    p2 = requant_params([2.0**-31, 1.0, 2.0**30, 0.25], Datapath.preset("w2a2_pow2_acc16"))
-    assert p2.shift is not None and p2.shift.tolist() == [31, 0, -30, 2] and p2.multiplier_int is None
+    pow2s = [2.0**-31, 1.0, 2.0**30, 0.25]
+    p2 = requant_params(pow2s, Datapath.preset("w2a2_pow2_acc16"))
+    shifts = [1 - math.frexp(m)[1] for m in pow2s]  # m = 2^-k, k the right shift of docs §5.4
+    assert all(Fraction(m) == Fraction(2) ** -k for m, k in zip(pow2s, shifts))
+    assert p2.shift is not None and p2.shift.tolist() == shifts and p2.multiplier_int is None
     assert requant_params(0.5, Datapath()).shape == ()
 
 

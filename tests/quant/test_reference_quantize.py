@@ -19,6 +19,17 @@ MODES = ("half_away", "half_up", "half_even", "floor")
 f32 = st.floats(-1e4, 1e4, width=32, allow_nan=False)
 
 
+def _code(v: float, s: float, z: int, method: str, mode: str, qmin: int, qmax: int) -> int:
+    """One code of docs §7 from NumPy float32 scalars and exact rounding (finite ``v``)."""
+    v32, s32 = np.float32(v), np.float32(s)
+    inv = np.float32(1.0) / s32
+    if method == "reciprocal_fma":
+        fused = oracles.float32_of(Fraction(float(v32)) * Fraction(float(inv)) + z)
+        return max(qmin, min(qmax, oracles.round_float(fused, mode)))
+    r = v32 * inv if method == "reciprocal" else v32 / s32
+    return max(qmin, min(qmax, oracles.round_float(float(np.float32(r)), mode) + z))
+
+
 @pytest.mark.parametrize("method", ["reciprocal", "reciprocal_fma", "division"])
 @pytest.mark.parametrize("mode", MODES)
 @given(x=st.lists(f32, min_size=1, max_size=30), s=st.floats(2.0**-13, 10, width=32), z=st.integers(-128, 255),
@@ -29,17 +40,7 @@ def test_quantize_matches_float32_scalars(method: str, mode: str, x: list[float]
                                           signed: bool) -> None:
     qmin, qmax = code_limits(bits, signed)
     z = max(qmin, min(qmax, z))
-    s32 = np.float32(s)
-    expected = []
-    for v in x:
-        v32 = np.float32(v)
-        inv = np.float32(1.0) / s32
-        if method == "reciprocal_fma":
-            fused = oracles.float32_of(Fraction(float(v32)) * Fraction(float(inv)) + z)
-            expected.append(max(qmin, min(qmax, oracles.round_float(fused, mode))))
-            continue
-        r = v32 * inv if method == "reciprocal" else v32 / s32
-        expected.append(max(qmin, min(qmax, oracles.round_float(float(np.float32(r)), mode) + z)))
+    expected = [_code(v, s, z, method, mode, qmin, qmax) for v in x]
     dp = Datapath(quantize_mode=method, quantize_rounding=mode)
     got = quantize(torch.tensor(x, dtype=torch.float32), scale=s, zero_point=z, bits=bits, signed=signed, datapath=dp)
     assert_exact(got, expected, f"quantize {method} {mode}")
@@ -47,13 +48,17 @@ def test_quantize_matches_float32_scalars(method: str, mode: str, x: list[float]
 
 def test_quantize_per_channel_binary_and_infinities() -> None:
     dp = Datapath.preset("tflite_int8")
-    x = torch.tensor([[0.5, -0.5], [3.0, -3.0]])
-    got = quantize(x, scale=torch.tensor([0.5, 2.0]), zero_point=torch.tensor([1, -1]), axis=0, datapath=dp)
-    assert_exact(got, [[2, 0], [1, -3]], "per channel")  # 1+1, -1+1 ; 1.5->2 -1, -1.5->-2 -1
-    assert_exact(quantize(torch.tensor([0.0, -0.0, -1e-9, 3.0]), scale=1.0, zero_point=0, bits=1, datapath=dp),
-                 [1, 1, -1, 1], "binary")
+    qmin, qmax = code_limits(8, True)
+    rows, scales, zps = [[0.5, -0.5], [3.0, -3.0]], [0.5, 2.0], [1, -1]
+    got = quantize(torch.tensor(rows), scale=torch.tensor(scales), zero_point=torch.tensor(zps), axis=0, datapath=dp)
+    expected = [[_code(v, s, z, dp.quantize_mode, dp.quantize_rounding, qmin, qmax) for v in row]
+                for row, s, z in zip(rows, scales, zps)]
+    assert_exact(got, expected, "per channel")
+    binary = [0.0, -0.0, -1e-9, 3.0]  # docs §7: sign codes, +1 at zero (either sign)
+    assert_exact(quantize(torch.tensor(binary), scale=1.0, zero_point=0, bits=1, datapath=dp),
+                 [1 if v >= 0 else -1 for v in binary], "binary")
     assert_exact(quantize(torch.tensor([float("inf"), -float("inf")]), scale=1.0, zero_point=0, datapath=dp),
-                 [127, -128], "inf")
+                 [qmax, qmin], "inf")
     with pytest.raises(ValueError, match="NaN"):
         quantize(torch.tensor([float("nan")]), scale=1.0, zero_point=0, datapath=dp)
     with pytest.raises(ValueError, match="scale"):
@@ -63,7 +68,7 @@ def test_quantize_per_channel_binary_and_infinities() -> None:
     with pytest.raises(TypeError, match="floating"):
         quantize(torch.tensor([1]), scale=1.0, zero_point=0, datapath=dp)
     with pytest.raises(ValueError, match="axis"):
-        quantize(x, scale=[0.5, 2.0], zero_point=0, datapath=dp)
+        quantize(torch.tensor(rows), scale=[0.5, 2.0], zero_point=0, datapath=dp)
 
 
 def test_dequantize() -> None:
