@@ -7,7 +7,7 @@ codes ``y = clamp(y0 + z_y, lo, hi)`` by the datapath's requantization mode:
 * ``float32`` / ``float64`` (5.2, 5.3): ``p = f(acc) * m``, zero point after or before rounding;
 * ``pow2`` (5.4): ``y0 = rounding_right_shift(acc, k)`` (``k >= 0``) or ``saturate_int32(acc * 2^-k)``.
 
-Worked example, ``tflite_int8`` and ``tflite_single`` on the PEERS.md example
+Worked example, ``tflite_int8`` and ``tflite_single`` on the docs/peers.md example
 (``x = 422480``, ``M0 = 1125735238``, ``e = -1``: exactly ``110734.399...``):
 
 >>> from quant.datapath import Datapath

@@ -1,11 +1,11 @@
-"""Bit-exactness of the presets against the peers they model (docs/arithmetic.md §8, PEERS.md),
+"""Bit-exactness of the presets against the peers they model (docs/arithmetic.md §8, docs/peers.md),
 for both backends: the torch reference and the C kernels.
 
 (a) ``fbgemm_int8``: PyTorch quantized conv2d/linear on the fbgemm engine, and quantize_per_tensor.
 (b) ``mlas``: ONNX Runtime QLinearConv (int32 bias) / QLinearMatMul / QuantizeLinear, ORT_ENABLE_BASIC.
 (c) ``onnx_ref``: ``onnx.reference.ReferenceEvaluator`` QLinearConv / QLinearMatMul / QuantizeLinear.
 (d) ``tflite_int8`` / ``tflite_single``: no TFLite runtime is installed; the gemmlowp/TFLite/CMSIS-NN
-    semantics stated in PEERS.md §3.1-3.3 are re-derived here with Python ints and compared.
+    semantics stated in docs/peers.md §3.1-3.3 are re-derived here with Python ints and compared.
 (e) ``fbgemm_int8`` and ``onnx_ref`` really differ (zero point order), and each matches its own peer.
 
 On x86 without VNNI, FBGEMM's and MLAS's u8 x s8 kernels sum pairs of products in saturating
@@ -77,7 +77,7 @@ def conv_problems(draw: st.DrawFn, x_max: int = 255) -> dict[str, Any]:
 
 
 def _fp32_multiplier(sx: np.float32, sw: np.ndarray, sy: np.float32) -> np.ndarray:
-    """PEERS.md: the multiplier computed in float32 as (s_x * s_w[c]) / s_y."""
+    """docs/peers.md: the multiplier computed in float32 as (s_x * s_w[c]) / s_y."""
     return ((sx * sw).astype(np.float32) / sy).astype(np.float32)
 
 
@@ -287,7 +287,7 @@ def _c_div(a: int, b: int) -> int:
 
 
 def _srdhm(a: int, b: int) -> int:
-    """gemmlowp SaturatingRoundingDoublingHighMul (PEERS.md §3.1)."""
+    """gemmlowp SaturatingRoundingDoublingHighMul (docs/peers.md §3.1)."""
     if a == b == INT32_MIN:
         return INT32_MAX
     ab = a * b
@@ -296,7 +296,7 @@ def _srdhm(a: int, b: int) -> int:
 
 
 def _rdbpot(x: int, exponent: int) -> int:
-    """gemmlowp RoundingDivideByPOT (PEERS.md §3.1), mask/threshold form."""
+    """gemmlowp RoundingDivideByPOT (docs/peers.md §3.1), mask/threshold form."""
     mask = (1 << exponent) - 1
     remainder = x & mask
     threshold = (mask >> 1) + (1 if x < 0 else 0)
@@ -304,7 +304,7 @@ def _rdbpot(x: int, exponent: int) -> int:
 
 
 def _tflite_mbqm(x: int, m: int, shift: int, single: bool) -> int:
-    """TFLite MultiplyByQuantizedMultiplier (PEERS.md §3.2), default (double) and TFLITE_SINGLE_ROUNDING."""
+    """TFLite MultiplyByQuantizedMultiplier (docs/peers.md §3.2), default (double) and TFLITE_SINGLE_ROUNDING."""
     if single:
         total = 31 - shift
         return (x * m + (1 << (total - 1))) >> total
@@ -313,7 +313,7 @@ def _tflite_mbqm(x: int, m: int, shift: int, single: bool) -> int:
 
 
 def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:
-    """TFLite QuantizeMultiplier (PEERS.md §3.2): frexp, std::round(q * 2^31), renormalize, flush."""
+    """TFLite QuantizeMultiplier (docs/peers.md §3.2): frexp, std::round(q * 2^31), renormalize, flush."""
     if m == 0:
         return 0, 0
     q, shift = math.frexp(m)
@@ -327,13 +327,13 @@ def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:
 
 
 def _cmsis_single(x: int, m: int, shift: int) -> int:
-    """CMSIS-NN arm_nn_requantize with CMSIS_NN_USE_SINGLE_ROUNDING (PEERS.md §3.3)."""
+    """CMSIS-NN arm_nn_requantize with CMSIS_NN_USE_SINGLE_ROUNDING (docs/peers.md §3.3)."""
     total = 31 - shift
     return ((x * m >> (total - 1)) + 1) >> 1
 
 
 def test_tflite_worked_examples() -> None:
-    """PEERS.md §3.8: expected values from the Fraction form of the documented semantics."""
+    """docs/peers.md §3.8: expected values from the Fraction form of the documented semantics."""
     for x, m0, shift in ((422480, 1125735238, -1), (-2, 1 << 30, -1)):
         exact = Fraction(x * m0, 1 << (31 - shift))
         single_expected = int((exact + Fraction(1, 2)).__floor__())  # one rounding, half up
@@ -365,7 +365,7 @@ def test_tflite_multiply_by_quantized_multiplier(x: list[int], m0: int, shift: i
 @settings(max_examples=30)
 @given(seed=st.integers(0, 2**32 - 1), single=st.booleans())
 def test_tflite_conv_per_channel_reference(backend: str, seed: int, single: bool) -> None:
-    """TFLite ConvPerChannel (PEERS.md §3.2) re-derived with Python ints, against conv2d on the tflite presets."""
+    """TFLite ConvPerChannel (docs/peers.md §3.2) re-derived with Python ints, against conv2d on the tflite presets."""
     rng = np.random.default_rng(seed)
     n, cin, cout, h, w, kh, kw = 1, int(rng.integers(1, 4)), int(rng.integers(1, 4)), 5, 4, 3, 2
     x = rng.integers(-128, 128, (n, cin, h, w))

@@ -56,7 +56,7 @@ def test_rounding_right_shift_per_element_shift(mode: str, values: list[int], ks
 
 
 def test_rounding_right_shift_matches_gemmlowp_rdbpot() -> None:
-    """half_away is gemmlowp's RoundingDivideByPOT (mask/threshold form, PEERS.md §3.1)."""
+    """half_away is gemmlowp's RoundingDivideByPOT (mask/threshold form, docs/peers.md §3.1)."""
     def rdbpot(x: int, e: int) -> int:
         mask = (1 << e) - 1
         rem = x & mask
@@ -96,7 +96,7 @@ def test_saturating_left_shift(values: list[int], k: int, bits: int) -> None:
 
 
 def _srdhm_gemmlowp(a: int, b: int) -> int:
-    """gemmlowp SaturatingRoundingDoublingHighMul as PEERS.md §3.1 states it (C truncating division)."""
+    """gemmlowp SaturatingRoundingDoublingHighMul as docs/peers.md §3.1 states it (C truncating division)."""
     if a == b == INT32_MIN:
         return INT32_MAX
     ab = a * b
@@ -136,7 +136,7 @@ def test_srdhm_n15_is_the_int16_version(a: list[int], b: int) -> None:
 
 # --------------------------------------------------------------------- §5.1 multipliers
 def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:
-    """TFLite QuantizeMultiplier (PEERS.md §3.2): frexp, std::round(q * 2^31), renormalize, flush."""
+    """TFLite QuantizeMultiplier (docs/peers.md §3.2): frexp, std::round(q * 2^31), renormalize, flush."""
     if m == 0:
         return 0, 0
     q, shift = math.frexp(m)

@@ -85,7 +85,7 @@ def test_multiply_by_quantized_multiplier_unbounded_y0(fpr: str, x: list[int], m
 
 
 def test_peers_worked_examples_from_formulas() -> None:
-    """PEERS.md §3.8: x=422480, M=1125735238, shift=-1 and x=-2, M=2^30, shift=-1 (expected from the formulas)."""
+    """docs/peers.md §3.8: x=422480, M=1125735238, shift=-1 and x=-2, M=2^30, shift=-1 (expected from the formulas)."""
     for x, m0, e in ((422480, 1125735238, -1), (-2, 2**30, -1)):
         exact = Fraction(x * m0, 2 ** (31 - e))
         single = oracles.round_rational(exact, "half_up")  # ruy / TFLITE_SINGLE_ROUNDING
