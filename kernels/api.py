@@ -27,7 +27,7 @@ overflow with ``Datapath.overflow == "error"`` raises ``OverflowError`` naming t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence, Union, cast
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,7 @@ import torch
 
 from kernels import _qk
 from quant.datapath import Datapath
+from quant.op_args import check_zero_point, code_range, output_range, pair, scalar_int
 from quant.requant import RequantParams, add_params, requant_params
 
 __all__ = [
@@ -120,13 +121,6 @@ def _datapath_tuple(dp: Datapath, op: str) -> tuple[int, ...]:
         raise ValueError(f"{op}: the kernels cannot run datapath {dp.name!r}: unsupported value {err}") from None
 
 
-def _int(v: object, name: str, op: str) -> int:
-    if isinstance(v, np.integer):
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
-    return v
-
 
 def _bool(v: object, name: str, op: str) -> bool:
     if isinstance(v, np.bool_):
@@ -151,18 +145,13 @@ def _array(a: object, name: str, op: str, dtypes: Sequence[Any], ndim: Optional[
     return a
 
 
-def _code_range(bits: int, signed: bool) -> tuple[int, int]:
-    if signed:
-        return (-1, 1) if bits == 1 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-    return 0, (1 << bits) - 1
-
 
 def _code_dtype(signed: bool) -> type[np.integer[Any]]:
     return np.int8 if signed else np.uint8
 
 
 def _check_codes(a: Codes, name: str, op: str, bits: int, signed: bool) -> None:
-    lo, hi = _code_range(bits, signed)
+    lo, hi = code_range(bits, signed)
     if a.size == 0 or (bits == 8 and a.dtype == _code_dtype(signed)):
         return  # every value of the dtype is a code
     amin, amax = int(a.min()), int(a.max())
@@ -173,55 +162,13 @@ def _check_codes(a: Codes, name: str, op: str, bits: int, signed: bool) -> None:
         raise ValueError(f"{op}: {name} holds 0, but binary codes are -1 or +1")
 
 
-def _check_zero_point(z: int, name: str, op: str, bits: int, signed: bool, supported: bool) -> None:
-    lo, hi = _code_range(bits, signed)
-    if not supported and z != 0:
-        raise ValueError(f"{op}: {name}={z} must be 0: the datapath has no zero point for this operand")
-    if bits == 1 and signed and z != 0:
-        raise ValueError(f"{op}: {name}={z} must be 0 for binary codes")
-    if not lo <= z <= hi:
-        raise ValueError(f"{op}: {name}={z} is outside the code range [{lo}, {hi}]")
-
-
 def _output(
     op: str, y_bits: object, y_signed: object, y_min: object, y_max: object, y_zero_point: object
 ) -> tuple[int, bool, int, int, int]:
     """``(y_bits, y_signed, z_y, lo, hi)`` of an op's output codes (section 1)."""
-    if isinstance(y_bits, bool) or not isinstance(y_bits, (int, np.integer)) or not 1 <= int(y_bits) <= 8:
-        raise ValueError(f"{op}: y_bits={y_bits!r} must be an integer in 1..8")
-    bits = int(y_bits)
-    signed = _bool(y_signed, "y_signed", op)
-    if bits == 1 and signed:
-        raise ValueError(f"{op}: y_bits=1 with y_signed=True (binary codes) is not an output of requantization")
-    z = _int(y_zero_point, "y_zero_point", op)
-    lo, hi = _code_range(bits, signed)
-    if not lo <= z <= hi:
-        raise ValueError(f"{op}: y_zero_point={z} is outside the output code range [{lo}, {hi}]")
-    if y_min is not None:
-        lo = max(lo, _int(y_min, "y_min", op))
-    if y_max is not None:
-        hi = min(hi, _int(y_max, "y_max", op))
-    if lo > hi:
-        raise ValueError(f"{op}: y_min={y_min} and y_max={y_max} leave an empty output range")
-    return bits, signed, z, lo, hi
+    lo, hi = output_range(op, y_bits, y_signed, y_min, y_max, y_zero_point)
+    return scalar_int(y_bits, "y_bits", op), bool(y_signed), scalar_int(y_zero_point, "y_zero_point", op), lo, hi
 
-
-def _pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be an int or an (h, w) pair, got bool")
-    if isinstance(v, (int, np.integer)):
-        out = (int(v), int(v))
-    else:
-        try:
-            items = tuple(cast(Iterable[Any], v))
-        except TypeError:
-            raise TypeError(f"{op}: {name} must be an int or an (h, w) pair, got {type(v).__name__}") from None
-        if len(items) != 2 or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in items):
-            raise ValueError(f"{op}: {name}={v!r} must be an int or an (h, w) pair of ints")
-        out = (int(items[0]), int(items[1]))
-    if min(out) < minimum:
-        raise ValueError(f"{op}: {name}={v!r} must be >= {minimum}")
-    return out
 
 
 # ----------------------------------------------------------------------------- multipliers (section 5)
@@ -280,7 +227,7 @@ def pack(codes: Codes, bits: int, *, signed: Optional[bool] = None) -> npt.NDArr
     if signed is None:
         lo, hi, rng = -(1 << (bits - 1)), (1 << bits) - 1, -1
     else:
-        lo, hi = _code_range(bits, _bool(signed, "signed", op))
+        lo, hi = code_range(bits, _bool(signed, "signed", op))
         rng = int(signed)
     if c.size and (int(c.min()) < lo or int(c.max()) > hi):
         raise ValueError(f"{op}: codes in [{int(c.min())}, {int(c.max())}] do not fit {bits} bits (range [{lo}, {hi}])")
@@ -413,17 +360,17 @@ def _weights(
         if zw.size not in (1, c_out):
             raise ValueError(f"{op}: w_zero_point has {zw.size} values, w has {c_out} output channels")
     else:
-        zw = np.array([_int(w_zero_point, "w_zero_point", op)])
+        zw = np.array([scalar_int(w_zero_point, "w_zero_point", op)])
     for z in sorted({int(v) for v in zw}):
-        _check_zero_point(z, "w_zero_point", op, dp.w_bits, dp.w_signed, dp.w_zero_point)
+        check_zero_point(z, "w_zero_point", op, dp.w_bits, dp.w_signed, dp.w_zero_point)
     return (data, packed_bits, np.ascontiguousarray(zw, dtype=np.int32)), shape
 
 
 def _input(x: object, x_zero_point: object, dp: Datapath, op: str, ndim: int) -> tuple[Codes, int]:
     xa = _array(x, "x", op, (_code_dtype(dp.a_signed),), ndim)
     _check_codes(xa, "x", op, dp.a_bits, dp.a_signed)
-    zx = _int(x_zero_point, "x_zero_point", op)
-    _check_zero_point(zx, "x_zero_point", op, dp.a_bits, dp.a_signed, dp.a_zero_point)
+    zx = scalar_int(x_zero_point, "x_zero_point", op)
+    check_zero_point(zx, "x_zero_point", op, dp.a_bits, dp.a_signed, dp.a_zero_point)
     return xa, zx
 
 
@@ -482,7 +429,7 @@ def conv2d(
     dp = _check_datapath(datapath)
     xa, zx = _input(x, x_zero_point, dp, op, 4)
     wt, wshape = _weights(w, w_zero_point, dp, op, 4)
-    g = _int(groups, "groups", op)
+    g = scalar_int(groups, "groups", op)
     n, c_in, h, wd = xa.shape
     c_out, cg, kh, kw = wshape
     if g < 1 or c_in % g or c_out % g or cg * g != c_in:
@@ -490,7 +437,7 @@ def conv2d(
             f"{op}: groups={g} does not fit x with {c_in} channels and w of shape {wshape} "
             "(need C_in = groups * w.shape[1] and C_out divisible by groups)"
         )
-    st, pd, dl = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0), _pair(dilation, "dilation", op, 1)
+    st, pd, dl = pair(stride, "stride", op, 1), pair(padding, "padding", op, 0), pair(dilation, "dilation", op, 1)
     b = _bias(bias, c_out, dp, op)
     out = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
     rq = _requant_tuple(_requant_params(multiplier, dp, op), c_out, op, out)
@@ -583,13 +530,13 @@ def requantize(
     op = "requantize"
     dp = _check_datapath(datapath)
     qa = _array(q, "q", op, (np.int32,))
-    z_in = _int(in_zero_point, "in_zero_point", op)
+    z_in = scalar_int(in_zero_point, "in_zero_point", op)
     if not _INT32_MIN <= z_in <= _INT32_MAX:
         raise ValueError(f"{op}: in_zero_point={z_in} must lie in the int32 range")
     out = _output(op, y_bits, y_signed, None, None, y_zero_point)
     params = _requant_params(multiplier, dp, op)
     if axis is not None:
-        ax = _int(axis, "axis", op)
+        ax = scalar_int(axis, "axis", op)
         if not -qa.ndim <= ax < qa.ndim:
             raise ValueError(f"{op}: axis={ax} is out of range for q of shape {qa.shape}")
         ax %= qa.ndim
@@ -645,11 +592,11 @@ def add(
     ba = _array(b, "b", op, (_code_dtype(dp.a_signed),))
     if aa.shape != ba.shape:
         raise ValueError(f"{op}: a and b must have the same shape, got {aa.shape} and {ba.shape}")
-    za = _int(a_zero_point, "a_zero_point", op)
-    zb = _int(b_zero_point, "b_zero_point", op)
+    za = scalar_int(a_zero_point, "a_zero_point", op)
+    zb = scalar_int(b_zero_point, "b_zero_point", op)
     for name, arr, z in (("a", aa, za), ("b", ba, zb)):
         _check_codes(arr, name, op, dp.a_bits, dp.a_signed)
-        _check_zero_point(z, f"{name}_zero_point", op, dp.a_bits, dp.a_signed, dp.a_zero_point)
+        check_zero_point(z, f"{name}_zero_point", op, dp.a_bits, dp.a_signed, dp.a_zero_point)
     bits, signed, z_y, lo, hi = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
     try:
         ap = add_params(a_multiplier, b_multiplier, dp)
@@ -688,14 +635,14 @@ def _pool_geometry(
 ) -> tuple[tuple[int, ...], tuple[int, int]]:
     n, c, h, w = x.shape
     if kernel_size is None:
-        if stride is not None or _pair(padding, "padding", op, 0) != (0, 0) or _pair(dilation, "dilation", op, 1) != (1, 1):
+        if stride is not None or pair(padding, "padding", op, 0) != (0, 0) or pair(dilation, "dilation", op, 1) != (1, 1):
             raise ValueError(f"{op}: global pooling (kernel_size=None) takes no stride, padding or dilation")
         k, s, p, d = (h, w), (h, w), (0, 0), (1, 1)
     else:
-        k = _pair(kernel_size, "kernel_size", op, 1)
-        s = _pair(stride, "stride", op, 1) if stride is not None else k
-        p = _pair(padding, "padding", op, 0)
-        d = _pair(dilation, "dilation", op, 1)
+        k = pair(kernel_size, "kernel_size", op, 1)
+        s = pair(stride, "stride", op, 1) if stride is not None else k
+        p = pair(padding, "padding", op, 0)
+        d = pair(dilation, "dilation", op, 1)
         if p[0] > k[0] // 2 or p[1] > k[1] // 2:
             raise ValueError(f"{op}: padding={p} must be at most half the kernel size {k}")
     ho = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
@@ -727,7 +674,7 @@ def avg_pool2d(
     op = "avg_pool2d"
     dp = _check_datapath(datapath)
     xa = _array(x, "x", op, (np.int8, np.uint8), 4)
-    z = _int(zero_point, "zero_point", op)
+    z = scalar_int(zero_point, "zero_point", op)
     if not _INT32_MIN <= z <= _INT32_MAX:
         raise ValueError(f"{op}: zero_point={z} must lie in the int32 range")
     geometry, (ho, wo) = _pool_geometry(xa, kernel_size, stride, padding, 1, op)
@@ -797,7 +744,7 @@ def rounding_right_shift(v: int, k: int, mode: str) -> int:
     """
     if mode not in _ROUNDING:
         raise ValueError(f"mode={mode!r} is not one of {', '.join(map(repr, _ROUNDING))}")
-    return int(_qk.rounding_right_shift(_int(v, "v", "rounding_right_shift"), _int(k, "k", "rounding_right_shift"),
+    return int(_qk.rounding_right_shift(scalar_int(v, "v", "rounding_right_shift"), scalar_int(k, "k", "rounding_right_shift"),
                                         _ROUNDING[mode]))  # fmt: skip
 
 
@@ -808,4 +755,4 @@ def saturating_rounding_doubling_high_mul(a: int, b: int, n: int = 31) -> int:
     (2147483647, 221469)
     """
     op = "saturating_rounding_doubling_high_mul"
-    return int(_qk.srdhm(_int(a, "a", op), _int(b, "b", op), _int(n, "n", op)))
+    return int(_qk.srdhm(scalar_int(a, "a", op), scalar_int(b, "b", op), scalar_int(n, "n", op)))

@@ -7,7 +7,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from quant.datapath import Datapath
-from quant.reference._checks import check_codes, check_zero_point, int_tensor, scalar_int
+from quant.op_args import check_zero_point, scalar_int
+from quant.reference._checks import check_codes, int_tensor
 
 ZeroPointLike = Union[int, Sequence[int], torch.Tensor]
 

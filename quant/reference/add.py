@@ -29,7 +29,8 @@ from typing import Optional
 import torch
 
 from quant.datapath import Datapath
-from quant.reference._checks import check_codes, check_datapath, check_zero_point, int_tensor, output_range, scalar_int
+from quant.op_args import check_datapath, check_zero_point, output_range, scalar_int
+from quant.reference._checks import check_codes, int_tensor
 from quant.reference.integer import rounding_right_shift, saturating_left_shift
 from quant.reference.requantize import multiply_by_quantized_multiplier
 from quant.requant import add_params

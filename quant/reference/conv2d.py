@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from quant.datapath import Datapath
-from quant.reference._checks import IntPair, check_datapath, output_range, pair, scalar_int
+from quant.op_args import IntPair, check_datapath, output_range, pair, scalar_int
 from quant.reference._operands import ZeroPointLike, checked_bias, shifted_input, shifted_weight
 from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from quant.datapath import Datapath
-from quant.reference._checks import check_datapath, output_range, scalar_int
+from quant.op_args import check_datapath, output_range, scalar_int
 from quant.reference._operands import ZeroPointLike, checked_bias, shifted_input, shifted_weight
 from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from quant.reference._checks import check_codes, code_range, int_tensor
+from quant.op_args import code_range
+from quant.reference._checks import check_codes, int_tensor
 
 __all__ = ["lut"]
 

@@ -25,7 +25,8 @@ from typing import Optional
 import torch
 
 from quant.datapath import Datapath
-from quant.reference._checks import IntPair, check_datapath, int_tensor, pair, scalar_int
+from quant.op_args import IntPair, check_datapath, pair, scalar_int
+from quant.reference._checks import int_tensor
 from quant.reference.conv2d import im2col
 from quant.reference.integer import rounding_divide
 

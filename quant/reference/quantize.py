@@ -29,7 +29,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from quant.datapath import Datapath
-from quant.reference._checks import check_datapath, code_range, int_tensor
+from quant.op_args import check_datapath, code_range
+from quant.reference._checks import int_tensor
 from quant.rounding import rounding_fn
 
 __all__ = ["quantize", "dequantize"]

@@ -28,7 +28,8 @@ from typing import Optional
 import torch
 
 from quant.datapath import Datapath
-from quant.reference._checks import check_datapath, int_tensor, output_range, scalar_int
+from quant.op_args import check_datapath, output_range, scalar_int
+from quant.reference._checks import int_tensor
 from quant.reference.integer import (
     INT32_MAX,
     INT32_MIN,
