@@ -137,3 +137,17 @@ def accumulate_scalar(bias: int, products: Sequence[int], acc_bits: int, overflo
             raise OverflowError("accumulator overflow")
         s = c
     return s
+
+
+def tflite_quantize_multiplier(m: float) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier (docs/peers.md §3.2): frexp, std::round(q * 2^31), renormalize, flush."""
+    if m == 0:
+        return 0, 0
+    q, shift = math.frexp(m)
+    q_fixed = math.floor(q * 2.0**31 + 0.5)  # std::round of a positive double; exact below 2^52
+    if q_fixed == 2**31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift

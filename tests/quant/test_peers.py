@@ -15,7 +15,6 @@ default qconfig does the same); the ONNX reference has no such limit and gets fu
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator
 from fractions import Fraction
@@ -312,18 +311,6 @@ def _tflite_mbqm(x: int, m: int, shift: int, single: bool) -> int:
     return _rdbpot(_srdhm(max(INT32_MIN, min(INT32_MAX, x * (1 << left))), m), right)
 
 
-def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:
-    """TFLite QuantizeMultiplier (docs/peers.md §3.2): frexp, std::round(q * 2^31), renormalize, flush."""
-    if m == 0:
-        return 0, 0
-    q, shift = math.frexp(m)
-    q_fixed = math.floor(q * 2.0**31 + 0.5)  # std::round of a positive double; exact below 2^52
-    if q_fixed == 2**31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
 
 
 def _cmsis_single(x: int, m: int, shift: int) -> int:
@@ -373,7 +360,7 @@ def test_tflite_conv_per_channel_reference(backend: str, seed: int, single: bool
     bias = rng.integers(-20000, 20000, cout)
     zx, zy = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
     mults = [float(v) for v in rng.uniform(1e-4, 0.05, cout)]
-    qms = [_tflite_quantize_multiplier(m) for m in mults]
+    qms = [oracles.tflite_quantize_multiplier(m) for m in mults]
     input_offset, output_offset = -zx, zy
     ho, wo = h - kh + 1, w - kw + 1
     expected = np.zeros((n, cout, ho, wo), np.int64)

@@ -135,18 +135,6 @@ def test_srdhm_n15_is_the_int16_version(a: list[int], b: int) -> None:
 
 
 # --------------------------------------------------------------------- §5.1 multipliers
-def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:
-    """TFLite QuantizeMultiplier (docs/peers.md §3.2): frexp, std::round(q * 2^31), renormalize, flush."""
-    if m == 0:
-        return 0, 0
-    q, shift = math.frexp(m)
-    q_fixed = math.floor(q * 2.0**31 + 0.5)  # std::round of a positive double; exact below 2^52
-    if q_fixed == 2**31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
 
 
 @given(m=st.floats(min_value=2.0**-45, max_value=2.0**29, allow_nan=False, allow_infinity=False))
@@ -156,7 +144,7 @@ def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:
 @example(m=EDGE_MULTIPLIERS[5])
 @example(m=float(np.float32(0.1) * np.float32(0.02) / np.float32(0.3)))
 def test_quantize_multiplier_matches_tflite(m: float) -> None:
-    assert quantize_multiplier(m, 31, "half_away") == _tflite_quantize_multiplier(m)
+    assert quantize_multiplier(m, 31, "half_away") == oracles.tflite_quantize_multiplier(m)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -181,7 +169,7 @@ def test_requant_params_per_mode() -> None:
     p = requant_params(ms, Datapath.preset("tflite_int8"))
     assert p.multiplier_float is None and p.shape == (4,)
     assert p.multiplier_int is not None and p.shift is not None
-    assert list(zip(p.multiplier_int.tolist(), p.shift.tolist())) == [_tflite_quantize_multiplier(m) for m in ms]
+    assert list(zip(p.multiplier_int.tolist(), p.shift.tolist())) == [oracles.tflite_quantize_multiplier(m) for m in ms]
     assert p.multiplier_int.dtype == torch.int64 and p.shift.dtype == torch.int64
     f = requant_params(np.array(ms), Datapath.preset("mlas"))
     assert f.multiplier_float is not None and f.multiplier_float.dtype == torch.float32
