@@ -36,7 +36,7 @@ bench: install
 	@if [ -f benchmarks/bench_kernels.py ]; then $(PY) -m benchmarks.bench_kernels; fi
 
 typecheck: install
-	$(PY) -m mypy quant kernels experiments
+	$(PY) -m mypy quant kernels experiments benchmarks tests
 
 clean:
 	rm -rf build kernels/.ext-stamp kernels/*.so

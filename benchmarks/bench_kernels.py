@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from quant.datapath import Datapath
+from quant.contract.datapath import Datapath
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernels.json"
 

@@ -22,7 +22,7 @@ from torch import nn
 import quant
 from experiments.digits import DigitsCNN, DigitsData, accuracy, load_digits_data, train
 from quant import QuantSpec
-from quant.recipe import QuantizerConfig
+from quant.sim.recipe import QuantizerConfig
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Python wrappers of the C99 integer kernels (``kernels/c``), one per op of ``docs/arithmetic.md``.
 
-Every wrapper takes NumPy arrays of codes and a :class:`quant.datapath.Datapath`, validates
+Every wrapper takes NumPy arrays of codes and a :class:`quant.contract.datapath.Datapath`, validates
 everything the C library cannot know about Python objects (dtype, shape, contiguity, value
 ranges of codes, zero points, bit widths, multipliers), converts the real multipliers to the
 integer (or float32) parameters of section 5, allocates the scratch buffer the C kernel asks
@@ -15,7 +15,7 @@ silently). Bad input raises ``TypeError``/``ValueError`` naming the argument; an
 overflow with ``Datapath.overflow == "error"`` raises ``OverflowError`` naming the op.
 
 >>> import numpy as np
->>> from quant.datapath import Datapath
+>>> from quant.contract.datapath import Datapath
 >>> x = np.array([[[[1, 2], [3, 4]]]], dtype=np.int8); w = np.array([[[[1, -1], [2, 0]]]], dtype=np.int8)
 >>> conv2d(x, w, np.array([10], dtype=np.int32), x_zero_point=1, w_zero_point=0, y_zero_point=-3,
 ...        multiplier=0.5, datapath=Datapath.preset("tflite_int8")).tolist()   # acc 13; 6.5 -> 7; 7 - 3
@@ -31,12 +31,20 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from kernels import _qk
-from quant.datapath import Datapath
-from quant.op_args import check_zero_point, code_range, output_range, pair, scalar_int
-from quant.requant import RequantParams, add_params, requant_params
+from quant.contract.datapath import Datapath
+from quant.contract.args import check_zero_point, output_range, pair, scalar_int
+from quant.contract.codes import code_range
+from quant.contract.multiplier import (
+    FixedPointAdd,
+    FixedPointRequant,
+    FloatAdd,
+    FloatRequant,
+    RequantParams,
+    add_params,
+    requant_params,
+)
 
 __all__ = [
     "PackedWeights",
@@ -177,7 +185,7 @@ def _output(
 def _requant_params(multiplier: object, dp: Datapath, op: str) -> RequantParams:
     """Section 5's integer (or float32) form of ``multiplier``, errors prefixed with ``op``."""
     try:
-        return requant_params(multiplier, dp)  # type: ignore[arg-type]
+        return requant_params(multiplier, dp)
     except ValueError as err:
         raise ValueError(f"{op}: {err}") from None
     except TypeError as err:
@@ -191,12 +199,17 @@ def _requant_tuple(p: RequantParams, channels: int, op: str, y: tuple[int, bool,
             f"{op}: multiplier has {p.count} values; it must be a scalar or have one value per output channel ({channels})"
         )
 
-    def flat(t: Optional[torch.Tensor], dtype: type[np.generic]) -> Optional[npt.NDArray[Any]]:
-        return None if t is None else np.ascontiguousarray(t.reshape(-1).numpy().astype(dtype))
+    def flat(a: npt.NDArray[Any], dtype: type[np.generic]) -> npt.NDArray[Any]:
+        return np.ascontiguousarray(a.reshape(-1), dtype=dtype)
 
     bits, signed, z, lo, hi = y
-    return (flat(p.multiplier_int, np.int32), flat(p.shift, np.int32), flat(p.multiplier_float, np.float32),
-            z, bits, int(signed), lo, hi)  # fmt: skip
+    if isinstance(p, FixedPointRequant):
+        arrays: tuple[Any, Any, Any] = (flat(p.m0, np.int32), flat(p.exponent, np.int32), None)
+    elif isinstance(p, FloatRequant):
+        arrays = (None, None, flat(p.multiplier, np.float32))
+    else:
+        arrays = (None, flat(p.right_shift, np.int32), None)
+    return (*arrays, z, bits, int(signed), lo, hi)
 
 
 # ----------------------------------------------------------------------------- packing (section 3)
@@ -606,16 +619,13 @@ def add(
         raise TypeError(f"{op}: {err}") from None
     fixed = [0, 0, 0, 0, 0, 0]
     fm = [0.0, 0.0]
-    if ap.requant == "fixed_point":
+    if isinstance(ap, FixedPointAdd):
         for i, rp in enumerate((ap.a, ap.b, ap.out)):
-            assert rp is not None and rp.multiplier_int is not None and rp.shift is not None
-            fixed[2 * i], fixed[2 * i + 1] = int(rp.multiplier_int), int(rp.shift)
-    elif ap.requant in ("float32", "float64"):
-        assert ap.a.multiplier_float is not None and ap.b.multiplier_float is not None
-        fm = [float(ap.a.multiplier_float), float(ap.b.multiplier_float)]
+            fixed[2 * i], fixed[2 * i + 1] = int(rp.m0), int(rp.exponent)
+    elif isinstance(ap, FloatAdd):
+        fm = [float(ap.a.multiplier), float(ap.b.multiplier)]
     else:
-        assert ap.a.shift is not None and ap.b.shift is not None
-        fixed[1], fixed[3] = int(ap.a.shift), int(ap.b.shift)
+        fixed[1], fixed[3] = int(ap.a.right_shift), int(ap.b.right_shift)
     params = (za, zb, *fixed, fm[0], fm[1], z_y, bits, int(signed), lo, hi)
     y = np.empty(aa.shape, dtype=_code_dtype(signed))
     _qk.add(a=aa, b=ba, params=params, datapath=_datapath_tuple(dp, op), y=y)

@@ -1,23 +1,63 @@
 """Simulation of sub-8-bit quantization schemes on unmodified PyTorch models.
 
-Public API only; each name lives in the module that owns its concept.
+Public API only; each name lives in the module that owns its concept and is imported on
+first use, so ``import quant.contract`` (what ``kernels`` needs) does not load the
+simulation. The one import rule between the parts is in ``docs/architecture.md``.
 """
 
-from quant.bn_fold import fold_bn
-from quant.datapath import Datapath
-from quant.functional import dequantize, fake_quantize, quantize
-from quant.hooks import QuantHandle, attach
-from quant.observers import make_observer
-from quant.qparams import qparams_from_range
-from quant.quantizer import Quantizer
-from quant.metrics import LayerError, collect_layer_errors, max_abs_error, mean_abs_error, sqnr_db
-from quant.recipe import QuantizerConfig, Recipe, Rule
-from quant.requant import requant_params
-from quant.spec import QuantSpec
+from __future__ import annotations
 
-__all__ = [
-    "QuantSpec", "quantize", "dequantize", "fake_quantize", "Datapath", "requant_params",
-    "attach", "QuantHandle", "Recipe", "Rule", "QuantizerConfig", "fold_bn",
-    "sqnr_db", "max_abs_error", "mean_abs_error", "collect_layer_errors", "LayerError",
-    "Quantizer", "make_observer", "qparams_from_range",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quant.contract.datapath import Datapath as Datapath
+    from quant.contract.multiplier import requant_params as requant_params
+    from quant.contract.spec import QuantSpec as QuantSpec
+    from quant.sim.attach import QuantHandle as QuantHandle, attach as attach
+    from quant.sim.bn_fold import fold_bn as fold_bn
+    from quant.sim.functional import dequantize as dequantize, fake_quantize as fake_quantize, quantize as quantize
+    from quant.sim.metrics import LayerError as LayerError, collect_layer_errors as collect_layer_errors, max_abs_error as max_abs_error, mean_abs_error as mean_abs_error, sqnr_db as sqnr_db
+    from quant.sim.observers import make_observer as make_observer
+    from quant.sim.qparams import qparams_from_range as qparams_from_range
+    from quant.sim.quantizer import Quantizer as Quantizer
+    from quant.sim.recipe import QuantizerConfig as QuantizerConfig, Recipe as Recipe, Rule as Rule
+
+#: Public name -> the module that defines it.
+_HOMES: dict[str, str] = {
+    "QuantSpec": "quant.contract.spec",
+    "Datapath": "quant.contract.datapath",
+    "requant_params": "quant.contract.multiplier",
+    "quantize": "quant.sim.functional",
+    "dequantize": "quant.sim.functional",
+    "fake_quantize": "quant.sim.functional",
+    "attach": "quant.sim.attach",
+    "QuantHandle": "quant.sim.attach",
+    "Recipe": "quant.sim.recipe",
+    "Rule": "quant.sim.recipe",
+    "QuantizerConfig": "quant.sim.recipe",
+    "fold_bn": "quant.sim.bn_fold",
+    "sqnr_db": "quant.sim.metrics",
+    "max_abs_error": "quant.sim.metrics",
+    "mean_abs_error": "quant.sim.metrics",
+    "collect_layer_errors": "quant.sim.metrics",
+    "LayerError": "quant.sim.metrics",
+    "Quantizer": "quant.sim.quantizer",
+    "make_observer": "quant.sim.observers",
+    "qparams_from_range": "quant.sim.qparams",
+}
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'quant' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

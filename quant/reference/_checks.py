@@ -1,7 +1,7 @@
 """Tensor argument checks of the reference ops: named ``TypeError``/``ValueError``s.
 
 Scalar arguments (zero points, code and output ranges, pairs) are checked by
-:mod:`quant.op_args`, which the C kernels' wrappers share.
+:mod:`quant.contract.args`, which the C kernels' wrappers share.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from quant.op_args import code_range
+from quant.contract.codes import code_range
 
 
 def int_tensor(t: object, name: str, op: str, ndim: Optional[int] = None) -> torch.Tensor:

@@ -6,8 +6,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from quant.datapath import Datapath
-from quant.op_args import check_zero_point, scalar_int
+from quant.contract.datapath import Datapath
+from quant.contract.args import check_zero_point, scalar_int
 from quant.reference._checks import check_codes, int_tensor
 
 ZeroPointLike = Union[int, Sequence[int], torch.Tensor]
@@ -27,7 +27,7 @@ def shifted_weight(w: object, w_zero_point: ZeroPointLike, datapath: Datapath, o
     if not isinstance(w, torch.Tensor):
         raise TypeError(
             f"{op}: w must be an integer torch.Tensor of codes (the reference takes unpacked weights: "
-            f"use quant.packing.unpack), got {type(w).__name__}"
+            f"use quant.reference.packing.unpack), got {type(w).__name__}"
         )
     wt = int_tensor(w, "w", op, ndim)
     check_codes(wt, "w", op, datapath.w_bits, datapath.w_signed)

@@ -23,7 +23,7 @@ those outputs are expanded into their products, checked with an int64 prefix sum
 (``cumsum``), and, where a prefix sum leaves the range, summed again sequentially with
 the clamp after every step.
 
->>> from quant.datapath import Datapath
+>>> from quant.contract.datapath import Datapath
 >>> dp = Datapath(acc_bits=8, overflow="saturate")
 >>> x = torch.tensor([[[100, 100, -100]]]); w = torch.tensor([[[1, 1, 1]]])
 >>> accumulate(x, w, None, dp, op="demo").tolist()    # 100, 127 (clamped), 27
@@ -38,7 +38,7 @@ from typing import Optional
 
 import torch
 
-from quant.datapath import Datapath
+from quant.contract.datapath import Datapath
 from quant.reference.integer import wrap
 
 __all__ = ["accumulate", "CHUNK_ELEMENTS"]

@@ -6,7 +6,7 @@ each requantization mode defines ``round``:
 
 * ``fixed_point`` (TFLite's ADD, generalized): ``L = Datapath.add_left_shift``;
   ``a' = MBQM((a - z_a) * 2^L, r_a)``, ``b' = MBQM((b - z_b) * 2^L, r_b)``,
-  ``y0 = MBQM(a' + b', r_out)`` with the parameters of :func:`quant.requant.add_params`
+  ``y0 = MBQM(a' + b', r_out)`` with the parameters of :func:`quant.contract.multiplier.add_params`
   and MBQM the fixed-point multiply of section 5.1 (``multiply_by_quantized_multiplier``);
 * ``float32``: ``p = fp32(a - z_a) * fp32(m_a) + fp32(b - z_b) * fp32(m_b)`` (two float32
   products, one float32 sum), then rounded as in section 5.2 (zero point after or before);
@@ -15,7 +15,7 @@ each requantization mode defines ``round``:
   ``v = (a - z_a) 2^(k - k_a) + (b - z_b) 2^(k - k_b)`` (exact);
   ``y0 = rounding_right_shift(v, k)`` for ``k >= 0``, else ``saturate_int32(v * 2^-k)``.
 
->>> from quant.datapath import Datapath
+>>> from quant.contract.datapath import Datapath
 >>> a = torch.tensor([10, -7]); b = torch.tensor([3, 3])
 >>> add(a, b, a_zero_point=0, b_zero_point=1, a_multiplier=0.5, b_multiplier=0.25, y_zero_point=0,
 ...     datapath=Datapath.preset("w2a2_pow2_acc16").with_(a_bits=8, a_signed=True)).tolist()  # 5.5 -> 6, -3.0
@@ -28,13 +28,13 @@ from typing import Optional
 
 import torch
 
-from quant.datapath import Datapath
-from quant.op_args import check_datapath, check_zero_point, output_range, scalar_int
+from quant.contract.datapath import Datapath
+from quant.contract.args import check_datapath, check_zero_point, output_range, scalar_int
 from quant.reference._checks import check_codes, int_tensor
 from quant.reference.integer import rounding_right_shift, saturating_left_shift
 from quant.reference.requantize import multiply_by_quantized_multiplier
-from quant.requant import add_params
-from quant.rounding import rounding_fn
+from quant.contract.multiplier import FixedPointAdd, FixedPointRequant, Pow2Add, add_params
+from quant.reference.rounding import rounding_fn
 
 __all__ = ["add"]
 
@@ -70,21 +70,16 @@ def add(
     lo, hi = output_range(op, y_bits, y_signed, y_min, y_max, z_y)
     params = add_params(a_multiplier, b_multiplier, datapath)
     da, db = at - za, bt - zb
-    if params.requant == "fixed_point":
-        assert params.out is not None
-        scaled = []
-        for d, prm in ((da, params.a), (db, params.b)):
-            assert prm.multiplier_int is not None and prm.shift is not None
-            scaled.append(
-                multiply_by_quantized_multiplier(d * (1 << params.left_shift), prm.multiplier_int, prm.shift, datapath)
-            )
-        o = params.out
-        assert o.multiplier_int is not None and o.shift is not None
-        y0 = multiply_by_quantized_multiplier(scaled[0] + scaled[1], o.multiplier_int, o.shift, datapath)
+    if isinstance(params, FixedPointAdd):
+
+        def mbqm(v: torch.Tensor, prm: FixedPointRequant) -> torch.Tensor:
+            return multiply_by_quantized_multiplier(v, torch.from_numpy(prm.m0), torch.from_numpy(prm.exponent), datapath)
+
+        shifted = 1 << params.left_shift
+        y0 = mbqm(mbqm(da * shifted, params.a) + mbqm(db * shifted, params.b), params.out)
         return torch.clamp(y0 + z_y, lo, hi)
-    if params.requant == "pow2":
-        assert params.a.shift is not None and params.b.shift is not None
-        ka, kb = int(params.a.shift), int(params.b.shift)
+    if isinstance(params, Pow2Add):
+        ka, kb = int(params.a.right_shift), int(params.b.right_shift)
         k = max(ka, kb)
         v = da * (1 << (k - ka)) + db * (1 << (k - kb))
         if k >= 0:
@@ -93,9 +88,8 @@ def add(
             y0 = saturating_left_shift(v, -k, 32)
         return torch.clamp(y0 + z_y, lo, hi)
     fdtype = torch.float32 if params.requant == "float32" else torch.float64
-    assert params.a.multiplier_float is not None and params.b.multiplier_float is not None
-    ma = params.a.multiplier_float.to(fdtype)
-    mb = params.b.multiplier_float.to(fdtype)
+    ma = torch.from_numpy(params.a.multiplier).to(fdtype)
+    mb = torch.from_numpy(params.b.multiplier).to(fdtype)
     p = da.to(fdtype) * ma + db.to(fdtype) * mb  # two rounded products, one rounded sum (no FMA on CPU eager)
     rnd = rounding_fn(datapath.rounding)
     if datapath.zero_point_order == "after_rounding":

@@ -11,7 +11,7 @@ positions hold ``z_x`` (their term is 0). ``acc`` follows ``Datapath.overflow`` 
 ``multiplier`` (section 5). Output int64 codes ``(N, C_out, H_out, W_out)`` with
 ``H_out = floor((H + 2 p_h - d_h (kh - 1) - 1) / s_h) + 1``.
 
->>> from quant.datapath import Datapath
+>>> from quant.contract.datapath import Datapath
 >>> x = torch.tensor([[[[1, 2], [3, 4]]]]); w = torch.tensor([[[[1, -1], [2, 0]]]])
 >>> conv2d(x, w, torch.tensor([10]), x_zero_point=1, w_zero_point=0, y_zero_point=-3, multiplier=0.5,
 ...        datapath=Datapath.preset("tflite_int8")).tolist()   # acc = 10 + 0 - 1 + 4 = 13; 6.5 -> 7; 7 - 3
@@ -26,12 +26,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from quant.datapath import Datapath
-from quant.op_args import IntPair, check_datapath, output_range, pair, scalar_int
+from quant.contract.datapath import Datapath
+from quant.contract.args import IntPair, check_datapath, output_range, pair, scalar_int
 from quant.reference._operands import ZeroPointLike, checked_bias, shifted_input, shifted_weight
 from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator
-from quant.requant import MultiplierLike, requant_params
+from quant.contract.multiplier import MultiplierLike, requant_params
 
 __all__ = ["conv2d", "conv2d_accumulate", "im2col"]
 

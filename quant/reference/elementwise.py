@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from quant.op_args import scalar_int
+from quant.contract.args import scalar_int
 from quant.reference._checks import int_tensor
 
 __all__ = ["clamp", "pad", "reshape", "flatten"]

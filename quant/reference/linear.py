@@ -5,7 +5,7 @@
 requantized with the per-tensor or per-output-channel ``multiplier``. Returns int64
 codes ``(M, N)``.
 
->>> from quant.datapath import Datapath
+>>> from quant.contract.datapath import Datapath
 >>> x = torch.tensor([[130, 120]]); w = torch.tensor([[2, -1], [1, 1]])
 >>> linear(x, w, None, x_zero_point=128, w_zero_point=0, y_zero_point=100, multiplier=[0.25, 0.5],
 ...        y_signed=False, datapath=Datapath.preset("fbgemm_int8")).tolist()   # acc [12, -6] -> [3, -3]
@@ -18,12 +18,12 @@ from typing import Optional
 
 import torch
 
-from quant.datapath import Datapath
-from quant.op_args import check_datapath, output_range, scalar_int
+from quant.contract.datapath import Datapath
+from quant.contract.args import check_datapath, output_range, scalar_int
 from quant.reference._operands import ZeroPointLike, checked_bias, shifted_input, shifted_weight
 from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator
-from quant.requant import MultiplierLike, requant_params
+from quant.contract.multiplier import MultiplierLike, requant_params
 
 __all__ = ["linear"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from quant.op_args import code_range
+from quant.contract.codes import code_range
 from quant.reference._checks import check_codes, int_tensor
 
 __all__ = ["lut"]

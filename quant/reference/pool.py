@@ -8,7 +8,7 @@ padding; the output keeps the input's scale and zero point, so no clamp is neede
 must be defaults). ``stride=None`` means ``stride = kernel_size``. Output size
 ``floor((H + 2p - d(k - 1) - 1) / s) + 1`` (no ceil mode); ``padding <= kernel_size // 2``.
 
->>> from quant.datapath import Datapath
+>>> from quant.contract.datapath import Datapath
 >>> x = torch.tensor([[[[1, 2], [4, 4]]]])
 >>> avg_pool2d(x, None, zero_point=0, datapath=Datapath.preset("tflite_int8")).tolist()    # 11/4 = 2.75
 [[[[3]]]]
@@ -24,8 +24,8 @@ from typing import Optional
 
 import torch
 
-from quant.datapath import Datapath
-from quant.op_args import IntPair, check_datapath, pair, scalar_int
+from quant.contract.datapath import Datapath
+from quant.contract.args import IntPair, check_datapath, pair, scalar_int
 from quant.reference._checks import int_tensor
 from quant.reference.conv2d import im2col
 from quant.reference.integer import rounding_divide

@@ -14,7 +14,7 @@ else ``-1``. NaN is a ``ValueError``; ``+-inf`` saturate.
 
 ``dequantize``: ``fp32(q - z) * fp32(s)`` in float32.
 
->>> from quant.datapath import Datapath
+>>> from quant.contract.datapath import Datapath
 >>> x = torch.tensor([0.25, -0.25, 0.75, 100.0])
 >>> quantize(x, scale=0.5, zero_point=0, datapath=Datapath.preset("tflite_int8")).tolist()    # ties away
 [1, -1, 2, 127]
@@ -28,10 +28,11 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from quant.datapath import Datapath
-from quant.op_args import check_datapath, code_range
+from quant.contract.datapath import Datapath
+from quant.contract.args import check_datapath
+from quant.contract.codes import code_range
 from quant.reference._checks import int_tensor
-from quant.rounding import rounding_fn
+from quant.reference.rounding import rounding_fn
 
 __all__ = ["quantize", "dequantize"]
 

@@ -10,7 +10,7 @@ codes ``y = clamp(y0 + z_y, lo, hi)`` by the datapath's requantization mode:
 Worked example, ``tflite_int8`` and ``tflite_single`` on the docs/peers.md example
 (``x = 422480``, ``M0 = 1125735238``, ``e = -1``: exactly ``110734.399...``):
 
->>> from quant.datapath import Datapath
+>>> from quant.contract.datapath import Datapath
 >>> x, m0, e = torch.tensor(422480), torch.tensor(1125735238), torch.tensor(-1)
 >>> multiply_by_quantized_multiplier(x, m0, e, Datapath.preset("tflite_int8")).item()
 110735
@@ -27,8 +27,8 @@ from typing import Optional
 
 import torch
 
-from quant.datapath import Datapath
-from quant.op_args import check_datapath, output_range, scalar_int
+from quant.contract.datapath import Datapath
+from quant.contract.args import check_datapath, output_range, scalar_int
 from quant.reference._checks import int_tensor
 from quant.reference.integer import (
     INT32_MAX,
@@ -38,8 +38,15 @@ from quant.reference.integer import (
     saturating_left_shift,
     saturating_rounding_doubling_high_mul,
 )
-from quant.requant import MultiplierLike, RequantParams, requant_params
-from quant.rounding import rounding_fn
+from quant.contract.multiplier import (
+    FixedPointRequant,
+    FloatRequant,
+    MultiplierLike,
+    Pow2Requant,
+    RequantParams,
+    requant_params,
+)
+from quant.reference.rounding import rounding_fn
 
 __all__ = ["multiply_by_quantized_multiplier", "shift_by_pow2", "requantize_accumulator", "requantize"]
 
@@ -108,19 +115,17 @@ def requantize_accumulator(
         raise ValueError(f"{op}: accumulator values must lie in the int32 range")
     if params.requant != datapath.requant:
         raise ValueError(f"{op}: params are for requant={params.requant!r}, datapath has {datapath.requant!r}")
-    if params.requant == "fixed_point":
-        assert params.multiplier_int is not None and params.shift is not None
-        m0 = _per_channel(params.multiplier_int, acc, channel_dim, op)
-        e = _per_channel(params.shift, acc, channel_dim, op)
+    if isinstance(params, FixedPointRequant):
+        m0 = _per_channel(torch.from_numpy(params.m0), acc, channel_dim, op)
+        e = _per_channel(torch.from_numpy(params.exponent), acc, channel_dim, op)
         y0 = multiply_by_quantized_multiplier(acc, m0, e, datapath)
         return torch.clamp(y0 + y_zero_point, lo, hi)
-    if params.requant == "pow2":
-        assert params.shift is not None
-        y0 = shift_by_pow2(acc, _per_channel(params.shift, acc, channel_dim, op), datapath.rounding)
+    if isinstance(params, Pow2Requant):
+        k = _per_channel(torch.from_numpy(params.right_shift), acc, channel_dim, op)
+        y0 = shift_by_pow2(acc, k, datapath.rounding)
         return torch.clamp(y0 + y_zero_point, lo, hi)
-    assert params.multiplier_float is not None
-    fdtype = torch.float32 if params.requant == "float32" else torch.float64
-    m = _per_channel(params.multiplier_float, acc, channel_dim, op).to(fdtype)
+    fdtype = torch.float32 if params.precision == "float32" else torch.float64
+    m = _per_channel(torch.from_numpy(params.multiplier), acc, channel_dim, op).to(fdtype)
     p = acc.to(fdtype) * m  # one multiplication rounded to fdtype (float32: fp32(acc) * m)
     rnd = rounding_fn(datapath.rounding)
     if datapath.zero_point_order == "after_rounding":

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from quant.datapath import Datapath
+from quant.contract.datapath import Datapath
 from tests.quant import oracles
 
 

@@ -3,7 +3,7 @@
 ``BACKENDS`` maps a name to an object with the op methods of ``docs/arithmetic.md`` taking
 NumPy arrays (the C wrappers' convention) and returning int64 NumPy arrays: ``"c"`` calls
 ``kernels`` (for one instruction set), ``"torch_ref"`` converts to torch and calls
-``quant.reference`` (unpacking packed weights with ``quant.packing``), so a test can run the
+``quant.reference`` (unpacking packed weights with ``quant.reference.packing``), so a test can run the
 same case through either and compare.
 """
 
@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 import kernels
 import quant.reference as ref
 from kernels import PackedWeights
-from quant.datapath import INTEGER_ROUNDING_MODES, OVERFLOW_MODES, PRESETS, REQUANT_MODES, Datapath
-from quant.packing import unpack as torch_unpack
+from quant.contract.datapath import OVERFLOW_MODES, PRESETS, REQUANT_MODES, Datapath
+from quant.contract.rounding import INTEGER_ROUNDING_MODES
+from quant.reference.packing import unpack as torch_unpack
 from tests.edge_values import EDGE_INT32, code_limits
 
 Array = np.ndarray

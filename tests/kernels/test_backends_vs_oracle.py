@@ -89,7 +89,7 @@ def test_add(backend: str, case: dict[str, Any]) -> None:
 @given(case=pool_cases(), rounding=st.sampled_from(("half_away", "half_up", "half_even", "floor")),
        zero_point=st.integers(-20, 300))  # fmt: skip
 def test_pools(backend: str, case: dict[str, Any], rounding: str, zero_point: int) -> None:
-    from quant.datapath import Datapath
+    from quant.contract.datapath import Datapath
 
     x = case["x"]
     args = (case["kernel_size"], case["stride"], case["padding"])

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
 
 import kernels
-from quant.datapath import Datapath
+from quant.contract.datapath import Datapath
 from tests.edge_values import code_limits
 from tests.kernels import support
 from tests.kernels.support import BACKENDS, C_ISAS, CKernels, assert_same, assert_same_outcome, outcome

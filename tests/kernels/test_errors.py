@@ -11,7 +11,7 @@ import pytest
 import kernels
 from kernels import _qk
 from kernels.api import _datapath_tuple
-from quant.datapath import Datapath
+from quant.contract.datapath import Datapath
 from tests.kernels import oracle
 
 TFL = Datapath.preset("tflite_int8")

@@ -1,5 +1,5 @@
 """Pooling and lookup tables (section 6), sub-byte storage (section 3), and the C primitives
-(sections 2, 5.1): C equals the torch reference and ``quant.packing`` bit for bit."""
+(sections 2, 5.1): C equals the torch reference and ``quant.reference.packing`` bit for bit."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import torch
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import kernels
-import quant.packing as qpacking
+import quant.reference.packing as qpacking
 import quant.reference as ref
-from quant.datapath import INTEGER_ROUNDING_MODES, Datapath
+from quant.contract.datapath import Datapath
+from quant.contract.rounding import INTEGER_ROUNDING_MODES
 from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, INT32_MAX, INT32_MIN, code_limits, exact_ties
 from tests.kernels import support
 from tests.kernels.support import BACKENDS, assert_same, assert_same_outcome, outcome

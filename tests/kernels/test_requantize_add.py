@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from quant.datapath import INTEGER_ROUNDING_MODES, Datapath
+from quant.contract.datapath import Datapath
+from quant.contract.rounding import INTEGER_ROUNDING_MODES
 from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, code_limits
 from tests.kernels import support
 from tests.kernels.support import BACKENDS, C_ISAS, CKernels, assert_same, assert_same_outcome, outcome

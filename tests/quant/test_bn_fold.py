@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant.bn_fold import fold_bn, foldable_pairs
+from quant.sim.bn_fold import fold_bn, foldable_pairs
 
 M = TypeVar("M", bound=nn.Module)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from quant import Datapath, QuantSpec
-from quant.datapath import PRESETS, presets_table
+from quant.contract.datapath import PRESETS, presets_table
 
 VALID: dict[str, list[Any]] = {
     "name": ["x"],

@@ -1,4 +1,4 @@
-"""Property tests of quant.functional: quantize / dequantize / fake_quantize.
+"""Property tests of quant.sim.functional: quantize / dequantize / fake_quantize.
 
 The reference is the written contract evaluated independently: the product ``x * (1/s)``
 in NumPy float32, rounded by Python's ``decimal``/``fractions`` per the mode's
@@ -20,7 +20,7 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from quant.functional import (
+from quant.sim.functional import (
     _FakeQuantizeSTE,
     check_qparams,
     dequantize,
@@ -28,7 +28,7 @@ from quant.functional import (
     qparams_shape,
     quantize,
 )
-from quant.spec import QuantSpec
+from quant.contract.spec import QuantSpec
 
 Case = tuple[torch.Tensor, torch.Tensor, torch.Tensor, QuantSpec]
 

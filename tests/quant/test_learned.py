@@ -13,8 +13,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quant.functional import fake_quantize, qparams_shape
-from quant.learned import (
+from quant.sim.functional import fake_quantize, qparams_shape
+from quant.sim.learned import (
     lsq_effective_scale,
     lsq_fake_quantize,
     lsq_grad_scale,
@@ -22,8 +22,8 @@ from quant.learned import (
     pact_fake_quantize,
     pact_scale,
 )
-from quant.qparams import SCALE_EPS, pow2_ceil
-from quant.spec import QuantSpec
+from quant.sim.qparams import SCALE_EPS, pow2_ceil
+from quant.contract.spec import QuantSpec
 from tests.quant.test_functional import DETERMINISTIC, Case, assert_equal, cases, expand_qparams, ref_round, specs
 
 

@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from quant.hooks import QuantHandle, attach
-from quant.metrics import LayerError, collect_layer_errors, max_abs_error, mean_abs_error, sqnr_db
-from quant.spec import QuantSpec
+from quant.sim.attach import QuantHandle, attach
+from quant.sim.metrics import LayerError, collect_layer_errors, max_abs_error, mean_abs_error, sqnr_db
+from quant.contract.spec import QuantSpec
 
 W4 = QuantSpec(bits=4, granularity="channel", axis=0)
 A4 = QuantSpec(bits=4, signed=False, symmetric=False)

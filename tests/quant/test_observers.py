@@ -15,8 +15,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quant.functional import fake_quantize
-from quant.observers import (
+from quant.sim.functional import fake_quantize
+from quant.sim.observers import (
     OBSERVERS,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
@@ -26,8 +26,8 @@ from quant.observers import (
     make_observer,
     reduce_to_qparams_shape,
 )
-from quant.qparams import qparams_from_range
-from quant.spec import QuantSpec
+from quant.sim.qparams import qparams_from_range
+from quant.contract.spec import QuantSpec
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -14,9 +14,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quant.functional import fake_quantize, quantize
-from quant.qparams import SCALE_EPS, pow2_ceil, qparams_from_range
-from quant.spec import QuantSpec
+from quant.sim.functional import fake_quantize, quantize
+from quant.sim.qparams import SCALE_EPS, pow2_ceil, qparams_from_range
+from quant.contract.spec import QuantSpec
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

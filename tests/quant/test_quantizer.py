@@ -16,13 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-import quant.functional
-import quant.quantizer
-from quant.functional import fake_quantize
-from quant.learned import lsq_init_scale
-from quant.observers import OBSERVERS, make_observer
-from quant.quantizer import Quantizer
-from quant.spec import QuantSpec
+import quant.sim.functional
+import quant.sim.quantizer
+from quant.sim.functional import fake_quantize
+from quant.sim.learned import lsq_init_scale
+from quant.sim.observers import OBSERVERS, make_observer
+from quant.sim.quantizer import Quantizer
+from quant.contract.spec import QuantSpec
 from tests.quant.test_functional import DETERMINISTIC, Case, assert_equal, cases, specs
 
 W4 = QuantSpec(bits=4, granularity="channel", axis=0)
@@ -218,7 +218,7 @@ def test_lsq_gradient_scale_uses_elements_per_scale() -> None:
     got = q.scale.grad
     assert got is not None
     s = q.scale.detach().clone().requires_grad_(True)
-    from quant.learned import lsq_fake_quantize
+    from quant.sim.learned import lsq_fake_quantize
 
     lsq_fake_quantize(x, s, q.zero_point, W4, 1 / math.sqrt(8 * 7)).sum().backward()
     assert s.grad is not None and torch.equal(got, s.grad)
@@ -237,7 +237,7 @@ def test_pact_alpha_from_the_observer(observer: str) -> None:
     assert torch.equal(q.alpha.detach(), s_obs * 15)
     assert torch.equal(q.scale, q.alpha.detach() / 15) and q.zero_point.item() == 0
     assert not q.observing and q.calibrated
-    from quant.learned import pact_fake_quantize
+    from quant.sim.learned import pact_fake_quantize
 
     assert torch.equal(y, pact_fake_quantize(x, q.alpha, spec))
     (y * 2).sum().backward()
@@ -340,8 +340,8 @@ def test_steady_state_forward_does_not_validate(learn: str, monkeypatch: pytest.
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("check_qparams called in the steady-state forward")
 
-    monkeypatch.setattr(quant.functional, "check_qparams", refuse)
-    monkeypatch.setattr(quant.quantizer, "check_qparams", refuse)
+    monkeypatch.setattr(quant.sim.functional, "check_qparams", refuse)
+    monkeypatch.setattr(quant.sim.quantizer, "check_qparams", refuse)
     x = data(1).requires_grad_(True)
     q(x).sum().backward()
 

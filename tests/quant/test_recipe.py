@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quant.recipe import (
+from quant.sim.recipe import (
     ACTIVATION_MODULES,
     ROLES,
     WEIGHT_MODULES,
@@ -17,7 +17,7 @@ from quant.recipe import (
     Rule,
     module_roles,
 )
-from quant.spec import QuantSpec
+from quant.contract.spec import QuantSpec
 
 W4 = QuantSpec(bits=4, granularity="channel", axis=0)
 W8 = QuantSpec(bits=8, granularity="channel", axis=0)

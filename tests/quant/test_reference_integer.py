@@ -22,7 +22,7 @@ from quant.reference.integer import (
     saturating_rounding_doubling_high_mul,
     wrap,
 )
-from quant.requant import quantize_multiplier
+from quant.contract.multiplier import FixedPointRequant, FloatRequant, Pow2Requant, quantize_multiplier
 from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, INT32_MAX, INT32_MIN, exact_ties
 from tests.quant import oracles
 from tests.quant.oracles import assert_exact
@@ -167,21 +167,21 @@ def test_quantize_multiplier_rational(mode: str, n: int, m: float) -> None:
 def test_requant_params_per_mode() -> None:
     ms = [0.75, 2.0**-33, 0.001, 3.0]
     p = requant_params(ms, Datapath.preset("tflite_int8"))
-    assert p.multiplier_float is None and p.shape == (4,)
-    assert p.multiplier_int is not None and p.shift is not None
-    assert list(zip(p.multiplier_int.tolist(), p.shift.tolist())) == [oracles.tflite_quantize_multiplier(m) for m in ms]
-    assert p.multiplier_int.dtype == torch.int64 and p.shift.dtype == torch.int64
+    assert isinstance(p, FixedPointRequant) and p.shape == (4,) and p.multiplier_bits == 31
+    assert list(zip(p.m0.tolist(), p.exponent.tolist())) == [oracles.tflite_quantize_multiplier(m) for m in ms]
+    assert p.m0.dtype == np.int32 and p.exponent.dtype == np.int32
     f = requant_params(np.array(ms), Datapath.preset("mlas"))
-    assert f.multiplier_float is not None and f.multiplier_float.dtype == torch.float32
-    assert f.multiplier_float.tolist() == [float(np.float32(m)) for m in ms]
+    assert isinstance(f, FloatRequant) and f.multiplier.dtype == np.float32 and f.precision == "float32"
+    assert f.multiplier.tolist() == [float(np.float32(m)) for m in ms]
     m32 = torch.tensor([0.1, 0.2], dtype=torch.float32)
-    mf = requant_params(m32, Datapath.preset("onnx_ref")).multiplier_float
-    assert mf is not None and torch.equal(mf, m32)
+    mf = requant_params(m32, Datapath.preset("onnx_ref"))
+    assert isinstance(mf, FloatRequant) and mf.precision == "float64"
+    assert torch.equal(torch.from_numpy(mf.multiplier), m32)
     pow2s = [2.0**-31, 1.0, 2.0**30, 0.25]
     p2 = requant_params(pow2s, Datapath.preset("w2a2_pow2_acc16"))
     shifts = [1 - math.frexp(m)[1] for m in pow2s]  # m = 2^-k, k the right shift of docs §5.4
     assert all(Fraction(m) == Fraction(2) ** -k for m, k in zip(pow2s, shifts))
-    assert p2.shift is not None and p2.shift.tolist() == shifts and p2.multiplier_int is None
+    assert isinstance(p2, Pow2Requant) and p2.right_shift.tolist() == shifts
     assert requant_params(0.5, Datapath()).shape == ()
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from quant import Datapath
-from quant.packing import pack, packed_row_bytes, unpack
+from quant.reference.packing import pack, packed_row_bytes, unpack
 from quant.reference import quantize
 from tests.edge_values import code_limits
 from tests.quant.oracles import assert_exact

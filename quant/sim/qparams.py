@@ -1,7 +1,7 @@
 """Quantization parameters from an observed range: ``qparams_from_range``.
 
 Given the smallest and largest value seen (per tensor, per channel or per group, in the
-shape :func:`quant.functional.qparams_shape` gives), choose the scale ``s`` and zero
+shape :func:`quant.sim.functional.qparams_shape` gives), choose the scale ``s`` and zero
 point ``z`` of ``q = clamp(round(x / s) + z, qmin, qmax)``. All arithmetic is float32
 (the formulas are those of ``torch.ao.quantization``'s observers, which the tests use
 as a peer), with ``Qn = qmin`` and ``Qp = qmax`` of the spec:
@@ -29,7 +29,7 @@ The scale is a float32 tensor and the zero point an int32 tensor, both of the sh
 overflows float32 raise ``ValueError``.
 
 >>> import torch
->>> from quant.spec import QuantSpec
+>>> from quant.contract.spec import QuantSpec
 >>> s, z = qparams_from_range(torch.tensor(-1.0), torch.tensor(3.0), QuantSpec(bits=4, signed=False, symmetric=False))
 >>> s.item(), z.item()
 (0.2666666805744171, 4)
@@ -46,8 +46,8 @@ from typing import Union
 
 import torch
 
-from quant.functional import QParams
-from quant.spec import QuantSpec
+from quant.sim.functional import QParams
+from quant.contract.spec import QuantSpec
 
 __all__ = ["SCALE_EPS", "qparams_from_range", "range_to_qparams", "pow2_ceil"]
 
@@ -85,7 +85,7 @@ def qparams_from_range(min_val: RangeLike, max_val: RangeLike, spec: QuantSpec) 
     """``(scale, zero_point)`` covering ``[min_val, max_val]`` under ``spec`` (see the module doc).
 
     ``min_val`` and ``max_val`` are tensors of one shape (the granularity's
-    :func:`~quant.functional.qparams_shape`) or numbers; the result has that shape,
+    :func:`~quant.sim.functional.qparams_shape`) or numbers; the result has that shape,
     float32 scale and int32 zero point.
     """
     if not isinstance(spec, QuantSpec):

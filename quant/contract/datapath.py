@@ -24,14 +24,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from quant.spec import QuantSpec
+from quant.contract.codes import code_kind, code_range
+from quant.contract.rounding import INTEGER_ROUNDING_MODES
+from quant.contract.spec import QuantSpec
 
 __all__ = [
     "Datapath",
     "OVERFLOW_MODES",
     "REQUANT_MODES",
     "FIXED_POINT_ROUNDINGS",
-    "INTEGER_ROUNDING_MODES",
     "ZERO_POINT_ORDERS",
     "QUANTIZE_MODES",
     "PRESETS",
@@ -41,8 +42,6 @@ __all__ = [
 OVERFLOW_MODES: tuple[str, ...] = ("wrap", "saturate", "error")
 REQUANT_MODES: tuple[str, ...] = ("fixed_point", "float32", "float64", "pow2")
 FIXED_POINT_ROUNDINGS: tuple[str, ...] = ("double", "single")
-#: Deterministic rounding modes of docs/arithmetic.md section 2 (no stochastic rounding on a datapath).
-INTEGER_ROUNDING_MODES: tuple[str, ...] = ("half_away", "half_up", "half_even", "floor")
 ZERO_POINT_ORDERS: tuple[str, ...] = ("after_rounding", "before_rounding")
 #: How ``quantize`` applies the scale and zero point (section 7): ``round(fp32(x) * fp32(1/s)) + z``,
 #: ``round(fma(fp32(x), fp32(1/s), z))`` (PyTorch's fbgemm ``quantize_per_tensor``) or ``round(fp32(x) / s) + z``.
@@ -60,15 +59,8 @@ def _int_in(field: str, value: object, lo: int, hi: int) -> None:
         raise ValueError(f"Datapath.{field}={value!r} must be an integer in {lo}..{hi}")
 
 
-def _operand_range(bits: int, signed: bool) -> tuple[int, int]:
-    if signed:
-        return (-1, 1) if bits == 1 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-    return 0, (1 << bits) - 1
-
-
 def _operand_name(bits: int, signed: bool, zero_point: bool) -> str:
-    kind = "binary" if (bits == 1 and signed) else f"{'int' if signed else 'uint'}{bits}"
-    return f"{kind} {'zp' if zero_point else 'sym'}"
+    return f"{code_kind(bits, signed)} {'zp' if zero_point else 'sym'}"
 
 
 @dataclass(frozen=True)
@@ -177,12 +169,12 @@ class Datapath:
     @property
     def w_range(self) -> tuple[int, int]:
         """Code range of a weight operand (binary {-1, +1} reported as (-1, 1))."""
-        return _operand_range(self.w_bits, self.w_signed)
+        return code_range(self.w_bits, self.w_signed)
 
     @property
     def a_range(self) -> tuple[int, int]:
         """Code range of an activation operand (binary {-1, +1} reported as (-1, 1))."""
-        return _operand_range(self.a_bits, self.a_signed)
+        return code_range(self.a_bits, self.a_signed)
 
     @property
     def add_left_shift(self) -> int:
@@ -239,8 +231,8 @@ class Datapath:
         bits = self.w_bits if weight else self.a_bits
         signed = self.w_signed if weight else self.a_signed
         has_zp = self.w_zero_point if weight else self.a_zero_point
-        lo, hi = _operand_range(bits, signed)
-        operand = "binary" if (bits == 1 and signed) else f"{'int' if signed else 'uint'}{bits}"
+        lo, hi = code_range(bits, signed)
+        operand = code_kind(bits, signed)
         where = f"datapath {self.name}"
         if bits == 1 and signed:
             if not spec.is_binary:

@@ -26,11 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal, Optional
 
-ROUNDING_MODES: tuple[str, ...] = ("half_even", "half_away", "half_up", "floor", "stochastic")
+from quant.contract.codes import code_kind, code_range
+from quant.contract.rounding import ROUNDING_MODES
+
+__all__ = ["QuantSpec", "GRANULARITIES", "SCALE_CONSTRAINTS", "Granularity", "ScaleConstraint"]
+
 GRANULARITIES: tuple[str, ...] = ("tensor", "channel", "group")
 SCALE_CONSTRAINTS: tuple[str, ...] = ("float", "pow2")
 
-Rounding = Literal["half_even", "half_away", "half_up", "floor", "stochastic"]
 Granularity = Literal["tensor", "channel", "group"]
 ScaleConstraint = Literal["float", "pow2"]
 
@@ -135,16 +138,12 @@ class QuantSpec:
         """Smallest code."""
         if self.is_binary:
             return -1
-        if self.signed:
-            return -(1 << (self.bits - 1)) + (1 if self.narrow else 0)
-        return 1 if self.narrow else 0
+        return code_range(self.bits, self.signed)[0] + (1 if self.narrow else 0)
 
     @property
     def qmax(self) -> int:
         """Largest code."""
-        if self.is_binary:
-            return 1
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+        return code_range(self.bits, self.signed)[1]
 
     @property
     def code_range(self) -> tuple[int, int]:
@@ -163,7 +162,7 @@ class QuantSpec:
         elif self.bits == 2 and self.signed and self.narrow and self.symmetric:
             kind = "ternary"
         else:
-            kind = f"{'int' if self.signed else 'uint'}{self.bits}{'n' if self.narrow else ''}"
+            kind = f"{code_kind(self.bits, self.signed)}{'n' if self.narrow else ''}"
         sym = "sym" if self.symmetric else "asym"
         if self.granularity == "tensor":
             gran = "per-tensor"

@@ -13,7 +13,7 @@ infinite error with a finite reference gives ``sqnr_db = -inf`` and an infinite
 ``max_abs_error``. Shapes must match exactly (no broadcasting).
 
 :func:`collect_layer_errors` measures every quantized layer of a model with one model
-and its :class:`~quant.hooks.QuantHandle`: it hooks the quantized modules, runs the
+and its :class:`~quant.sim.attach.QuantHandle`: it hooks the quantized modules, runs the
 inputs once with the handle disabled (float) and once enabled, and compares each
 layer's output (after its output quantizer, if any).
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 if TYPE_CHECKING:
-    from quant.hooks import QuantHandle
+    from quant.sim.attach import QuantHandle
 
 __all__ = ["LayerError", "sqnr_db", "max_abs_error", "mean_abs_error", "collect_layer_errors"]
 

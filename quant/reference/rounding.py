@@ -83,7 +83,7 @@ _ROUNDING: dict[str, RoundingFn] = {
 
 
 def round_to_integer(x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """``x`` rounded in ``mode`` (any of ``quant.spec.ROUNDING_MODES``), as a new tensor;
+    """``x`` rounded in ``mode`` (any of ``quant.contract.rounding.ROUNDING_MODES``), as a new tensor;
     ``generator`` seeds the draws of ``stochastic``."""
     if mode == "stochastic":
         return round_stochastic(x, generator)
@@ -91,7 +91,7 @@ def round_to_integer(x: torch.Tensor, mode: str, generator: Optional[torch.Gener
 
 
 def rounding_fn(mode: str) -> RoundingFn:
-    """The rounding function of a mode name (one of ``quant.spec.ROUNDING_MODES``)."""
+    """The rounding function of a mode name (one of ``quant.contract.rounding.ROUNDING_MODES``)."""
     try:
         return _ROUNDING[mode]
     except KeyError:

@@ -40,7 +40,7 @@ when an exact module name exists but cannot take its roles, and when a weight sc
 ``axis`` or ``group_size`` does not fit that module's weight.
 
 >>> import torch.nn as nn
->>> from quant.spec import QuantSpec
+>>> from quant.contract.spec import QuantSpec
 >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
 >>> w4 = QuantSpec(bits=4, granularity="channel", axis=0)
 >>> recipe = Recipe.from_dict({"*": {"weight": w4}, nn.Linear: {"weight": QuantSpec(bits=8)}})
@@ -63,9 +63,9 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from quant.observers import OBSERVERS, make_observer
-from quant.quantizer import LEARN_MODES
-from quant.spec import QuantSpec
+from quant.sim.observers import OBSERVERS, make_observer
+from quant.sim.quantizer import LEARN_MODES
+from quant.contract.spec import QuantSpec
 
 __all__ = [
     "ROLES",
@@ -141,8 +141,8 @@ def _freeze_kwargs(value: object) -> tuple[tuple[str, Any], ...]:
 class QuantizerConfig:
     """Everything needed to build one ``Quantizer``: scheme, observer and learning mode.
 
-    ``observer`` is a name registered in :data:`quant.observers.OBSERVERS`; ``learn`` is
-    one of :data:`quant.quantizer.LEARN_MODES` (``"pact"`` is for activations only, which
+    ``observer`` is a name registered in :data:`quant.sim.observers.OBSERVERS`; ``learn`` is
+    one of :data:`quant.sim.quantizer.LEARN_MODES` (``"pact"`` is for activations only, which
     :class:`Rule` checks). ``observer_kwargs`` may be given as a mapping; it is stored as
     a tuple of ``(name, value)`` pairs sorted by name so the config stays immutable and
     hashable, and is checked by building the observer once.

@@ -25,7 +25,7 @@ Non-finite input policy: ``quantize`` raises ``ValueError`` (no code represents 
 
 Gradients of ``fake_quantize`` (straight-through estimator): ``d x^ / d x = 1`` where
 ``qmin <= round(x * inv) + z <= qmax`` and ``0`` elsewhere; none for scale or zero
-point (learned quantizers are in ``quant.learned``).
+point (learned quantizers are in ``quant.sim.learned``).
 
 Idempotence: ``fake_quantize`` applied twice equals applied once for the round-to-nearest
 modes, and for every mode when ``s`` is a power of two. With ``floor`` and another scale,
@@ -48,8 +48,8 @@ from typing import Optional, Union
 
 import torch
 
-from quant.rounding import round_to_integer
-from quant.spec import QuantSpec
+from quant.reference.rounding import round_to_integer
+from quant.contract.spec import QuantSpec
 
 __all__ = [
     "QParams",

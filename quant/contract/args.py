@@ -1,23 +1,40 @@
-"""Checks of the scalar arguments of the integer ops (docs/arithmetic.md), shared by the
-torch reference (:mod:`quant.reference`) and the C kernels' wrappers (:mod:`kernels`), so
-both backends accept and refuse the same values with the same named errors.
+"""Checks of the scalar arguments of the integer ops (docs/arithmetic.md): the one place that
+accepts or refuses a zero point, an output range, a window pair or an int, used by the
+validated attribute records of :mod:`quant.contract.attrs`, which both backends share.
 
->>> code_range(4, True), code_range(4, False), code_range(1, True)
-((-8, 7), (0, 15), (-1, 1))
+A scalar may be a Python int, a NumPy integer or a one-element integer tensor (anything
+with ``__index__`` that is not a bool); this module imports no tensor library.
+
 >>> output_range("conv2d", 8, False, 0, 6 * 16, 0)   # fused ReLU6 at s_y = 1/16
 (0, 96)
+>>> pair((3, 1), "kernel_size", "max_pool2d", 1)
+(3, 1)
+>>> scalar_int(2.0, "groups", "conv2d")
+Traceback (most recent call last):
+...
+TypeError: conv2d: groups must be an int, got float
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Iterable, Sequence, Union, cast
 
 import numpy as np
-import torch
 
-from quant.datapath import Datapath
+from quant.contract.codes import code_kind, code_range
+from quant.contract.datapath import Datapath
 
-__all__ = ["IntPair", "check_datapath", "check_zero_point", "code_range", "output_range", "pair", "scalar_int"]
+__all__ = [
+    "IntPair",
+    "check_bool",
+    "check_code_values",
+    "check_datapath",
+    "check_zero_point",
+    "output_range",
+    "pair",
+    "scalar_int",
+]
 
 IntPair = Union[int, Sequence[int]]
 
@@ -29,22 +46,41 @@ def check_datapath(datapath: object) -> Datapath:
     return datapath
 
 
+def _is_bool(v: object) -> bool:
+    return isinstance(v, (bool, np.bool_)) or "bool" in str(getattr(v, "dtype", ""))
+
+
 def scalar_int(v: object, name: str, op: str) -> int:
-    """``v`` as a Python int (a one-element integer tensor or a NumPy integer is accepted)."""
-    if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point():
-        v = int(v.item())
-    elif isinstance(v, np.integer):
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+    """``v`` as a Python int: an int, a NumPy integer or a one-element integer tensor; never a bool."""
+    if type(v) is int:
+        return v
+    if not _is_bool(v):
+        try:
+            return operator.index(v)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+    raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+
+
+def check_bool(v: object, name: str, op: str) -> bool:
+    """``v`` as a bool (a NumPy bool is accepted), or ``TypeError`` naming it."""
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if not isinstance(v, bool):
+        raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
     return v
 
 
-def code_range(bits: int, signed: bool) -> tuple[int, int]:
-    """Code range of section 1 (binary {-1, +1} reported as (-1, 1))."""
-    if signed:
-        return (-1, 1) if bits == 1 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-    return 0, (1 << bits) - 1
+def check_code_values(vmin: int, vmax: int, has_zero: bool, name: str, op: str, bits: int, signed: bool) -> None:
+    """``ValueError`` unless codes with extremes ``vmin``/``vmax`` lie in the ``bits``/``signed`` code range
+    (binary codes: also ``has_zero`` false). Each backend computes the extremes of its own array type."""
+    lo, hi = code_range(bits, signed)
+    if vmin < lo or vmax > hi:
+        raise ValueError(
+            f"{op}: {name} has values in [{vmin}, {vmax}] outside the {code_kind(bits, signed)} code range [{lo}, {hi}]"
+        )
+    if bits == 1 and signed and has_zero:
+        raise ValueError(f"{op}: {name} holds 0, but binary codes are -1 or +1")
 
 
 def check_zero_point(z: int, name: str, op: str, bits: int, signed: bool, supported: bool) -> None:
@@ -67,10 +103,7 @@ def output_range(
     if isinstance(y_bits, (bool, np.bool_)) or not isinstance(y_bits, (int, np.integer)) or not 1 <= int(y_bits) <= 8:
         raise ValueError(f"{op}: y_bits={y_bits!r} must be an integer in 1..8")
     bits = int(y_bits)
-    if isinstance(y_signed, np.bool_):
-        y_signed = bool(y_signed)
-    if not isinstance(y_signed, bool):
-        raise TypeError(f"{op}: y_signed must be a bool, got {type(y_signed).__name__}")
+    y_signed = check_bool(y_signed, "y_signed", op)
     z = scalar_int(y_zero_point, "y_zero_point", op)
     if bits == 1 and y_signed:
         raise ValueError(f"{op}: y_bits=1 with y_signed=True (binary codes) is not an output of requantization")
@@ -88,8 +121,9 @@ def output_range(
 
 def pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
     """An int or an (h, w) pair as a pair of ints ``>= minimum``."""
-    if isinstance(v, torch.Tensor):
-        v = [int(x) for x in v.reshape(-1).tolist()]
+    if hasattr(v, "tolist") and not isinstance(v, (np.integer, np.bool_)):  # an array or tensor
+        listed = v.tolist()
+        v = listed if isinstance(listed, list) else [listed]
     if isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{op}: {name} must be an int or an (h, w) pair, got bool")
     if isinstance(v, (int, np.integer)):

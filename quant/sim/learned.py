@@ -1,7 +1,7 @@
 """Learned quantizers: LSQ (learned step size) and PACT (learned clipping level).
 
 Both are fake quantizers whose forward is the arithmetic of
-:func:`quant.functional.fake_quantize` and whose backward gives a gradient to the
+:func:`quant.sim.functional.fake_quantize` and whose backward gives a gradient to the
 learned parameter, each as one ``torch.autograd.Function``. Below, ``v`` is an element
 of ``x``, ``v/s`` means ``v * (1/s)`` computed as in the forward (multiplication by the
 float reciprocal), ``round`` is the spec's rounding mode and ``g`` the incoming gradient.
@@ -36,12 +36,12 @@ gradient passed straight through to ``s``.
 
 i.e. the straight-through estimator through the rounding, exactly the paper's eq. 3.
 
-Non-finite inputs follow :func:`~quant.functional.fake_quantize`: NaN stays NaN, +-Inf
+Non-finite inputs follow :func:`~quant.sim.functional.fake_quantize`: NaN stays NaN, +-Inf
 saturate, with zero input gradient there; +-Inf count as clipped in the LSQ scale
 gradient, NaN inputs make it NaN.
 
 >>> import torch
->>> from quant.spec import QuantSpec
+>>> from quant.contract.spec import QuantSpec
 >>> x = torch.tensor([-1.0, 0.3, 0.74, 5.0], requires_grad=True)
 >>> s = torch.tensor(0.5, requires_grad=True)
 >>> y = lsq_fake_quantize(x, s, torch.tensor(0), QuantSpec(bits=3), grad_scale=1.0)
@@ -59,7 +59,7 @@ from typing import Optional, Union
 
 import torch
 
-from quant.functional import (
+from quant.sim.functional import (
     broadcast_qparams,
     check_qparams,
     group_view,
@@ -67,10 +67,10 @@ from quant.functional import (
     relative_code_bounds,
     rounded_codes,
 )
-from quant.observers import reduce_to_qparams_shape
-from quant.qparams import SCALE_EPS, pow2_ceil
-from quant.rounding import round_to_integer
-from quant.spec import QuantSpec
+from quant.sim.observers import reduce_to_qparams_shape
+from quant.sim.qparams import SCALE_EPS, pow2_ceil
+from quant.reference.rounding import round_to_integer
+from quant.contract.spec import QuantSpec
 
 __all__ = [
     "lsq_grad_scale",
@@ -99,9 +99,9 @@ def lsq_grad_scale(numel_per_scale: int, qmax: int) -> float:
 def lsq_init_scale(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """LSQ's initial step size ``2 * mean(|x|) / sqrt(Qp)`` per tensor/channel/group.
 
-    Returns a float32 tensor of :func:`~quant.functional.qparams_shape`. A zero mean
+    Returns a float32 tensor of :func:`~quant.sim.functional.qparams_shape`. A zero mean
     (all-zero data) gives 1.0 and any other value is at least ``SCALE_EPS``, as in
-    :func:`quant.qparams.qparams_from_range`; the result is not rounded to a power of
+    :func:`quant.sim.qparams.qparams_from_range`; the result is not rounded to a power of
     two (LSQ applies ``scale="pow2"`` in the forward). NaN or Inf in ``x`` raises
     ``ValueError``.
 
@@ -159,7 +159,7 @@ class _LSQFakeQuantize(torch.autograd.Function):
             inside = scaled.abs() <= 1.0
             ds = q if need_s else None
         else:
-            # quant.functional's arithmetic: round(x * (1/s)), then + z, clamp, - z. The
+            # quant.sim.functional's arithmetic: round(x * (1/s)), then + z, clamp, - z. The
             # zero point is an integer, so clamping the rounded value to [qmin - z, qmax - z]
             # gives the same integers. Masks are written as 0/1 in x's dtype: on CPU a
             # comparison into a float tensor, and a product with one, cost a fraction of
@@ -207,12 +207,12 @@ def lsq_fake_quantize(
     validate: bool = True,
 ) -> torch.Tensor:
     """LSQ fake quantization (see the module doc): the forward equals
-    :func:`~quant.functional.fake_quantize` bit for bit; gradients go to ``x`` and ``scale``.
+    :func:`~quant.sim.functional.fake_quantize` bit for bit; gradients go to ``x`` and ``scale``.
 
     ``scale`` (floating, usually an ``nn.Parameter``) and ``zero_point`` have
-    :func:`~quant.functional.qparams_shape` (or as many elements); ``grad_scale``
+    :func:`~quant.sim.functional.qparams_shape` (or as many elements); ``grad_scale``
     multiplies the scale gradient. With ``validate=True`` the parameters are checked by
-    :func:`~quant.functional.check_qparams` (the pow2 constraint is applied in the
+    :func:`~quant.sim.functional.check_qparams` (the pow2 constraint is applied in the
     forward, not required of ``scale``); ``validate=False`` skips the checks (no host
     synchronization) and needs a ``scale`` already of ``qparams_shape``.
     """
@@ -299,7 +299,7 @@ def pact_fake_quantize(
     ``[-alpha, alpha]``), quantize with ``s = alpha / qmax`` and zero point 0.
 
     ``alpha`` (floating, usually an ``nn.Parameter``) has
-    :func:`~quant.functional.qparams_shape` or as many elements; it is used as
+    :func:`~quant.sim.functional.qparams_shape` or as many elements; it is used as
     ``max(alpha, SCALE_EPS)`` with the gradient of eq. 3 passed to it unchanged.
     Unsigned narrow specs are refused (their code range excludes the zero point 0).
 

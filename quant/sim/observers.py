@@ -3,8 +3,8 @@
 An observer watches the tensors a quantization point sees (``update(x)``, no
 gradients) and keeps, per quantization-parameter element, a range ``[min_val, max_val]``
 in float32; ``qparams()`` maps that range to ``(scale, zero_point)`` with
-:func:`quant.qparams.qparams_from_range` (range widened to contain 0, ``s > 0``, pow2 if
-the spec says so). The statistics have the shape :func:`quant.functional.qparams_shape`
+:func:`quant.sim.qparams.qparams_from_range` (range widened to contain 0, ``s > 0``, pow2 if
+the spec says so). The statistics have the shape :func:`quant.sim.functional.qparams_shape`
 gives for the observed tensor, i.e. ``update`` reduces over every dimension except the
 granularity's:
 
@@ -32,7 +32,7 @@ tensor is ignored. Statistics are buffers (empty until the first update), so
 ``state_dict`` round-trips, also into a fresh observer that has seen nothing.
 
 >>> import torch
->>> from quant.spec import QuantSpec
+>>> from quant.contract.spec import QuantSpec
 >>> obs = make_observer("minmax", QuantSpec(bits=4, granularity="channel", axis=0))
 >>> obs.update(torch.tensor([[-1.0, 0.5], [0.25, 2.0]]))
 >>> obs.min_val.tolist(), obs.max_val.tolist()
@@ -49,9 +49,9 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from quant.functional import QParams, group_view, normalized_axis, fake_quantize, qparams_shape
-from quant.qparams import range_to_qparams
-from quant.spec import QuantSpec
+from quant.sim.functional import QParams, group_view, normalized_axis, fake_quantize, qparams_shape
+from quant.sim.qparams import range_to_qparams
+from quant.contract.spec import QuantSpec
 
 __all__ = [
     "Observer",
@@ -77,7 +77,7 @@ def _stat_view(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, tuple[in
 
 def reduce_to_qparams_shape(x: torch.Tensor, spec: QuantSpec, op: str) -> torch.Tensor:
     """Reduce ``x`` with ``op`` (``"amin"``, ``"amax"``, ``"sum"`` or ``"mean"``) to the
-    shape :func:`~quant.functional.qparams_shape` gives for ``x`` under ``spec``.
+    shape :func:`~quant.sim.functional.qparams_shape` gives for ``x`` under ``spec``.
 
     >>> import torch
     >>> x = torch.arange(8.0).reshape(2, 4)
@@ -171,7 +171,7 @@ class Observer(nn.Module):
 
     def qparams(self) -> QParams:
         """``(scale, zero_point)`` for the current range: float32 and int32 tensors of the
-        statistics' shape (see :func:`quant.qparams.qparams_from_range`)."""
+        statistics' shape (see :func:`quant.sim.qparams.qparams_from_range`)."""
         if not self.has_data:
             raise RuntimeError(f"{type(self).__name__} has observed no data; call update(x) first")
         return range_to_qparams(self.min_val, self.max_val, self.spec)
@@ -366,7 +366,7 @@ class MSEObserver(_AveragingObserver):
     For each batch, with its min-max range ``[lo, hi]`` per channel/group, the candidates
     are the ranges ``[c * lo, c * hi]`` for ``c`` in ``linspace(min_ratio, 1,
     num_candidates)`` (default 100 ratios from 0.3). Each candidate range becomes
-    ``(s, z)`` by :func:`quant.qparams.qparams_from_range` and is scored by
+    ``(s, z)`` by :func:`quant.sim.qparams.qparams_from_range` and is scored by
     ``sum((fake_quantize(x, s, z) - x)^2)`` over the channel/group, with the spec's
     rounding (stochastic rounding draws from a generator seeded with 0 for every
     candidate, so the search is deterministic). Every channel/group keeps its best

@@ -12,11 +12,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from quant.hooks import INPUT_QUANTIZER, MODES, OUTPUT_QUANTIZER, QuantHandle, attach, register_mode
-from quant.learned import lsq_fake_quantize, lsq_grad_scale
-from quant.quantizer import Quantizer
-from quant.recipe import QuantizerConfig, Recipe
-from quant.spec import QuantSpec
+from quant.sim.attach import QuantHandle, attach
+from quant.sim.fast import INPUT_QUANTIZER, OUTPUT_QUANTIZER
+from quant.sim.modes import MODES, register_mode
+from quant.sim.learned import lsq_fake_quantize, lsq_grad_scale
+from quant.sim.quantizer import Quantizer
+from quant.sim.recipe import QuantizerConfig, Recipe
+from quant.contract.spec import QuantSpec
 
 W4 = QuantSpec(bits=4, granularity="channel", axis=0)
 W8 = QuantSpec(bits=8, granularity="channel", axis=0)
@@ -280,7 +282,7 @@ def test_name_clash_with_existing_attribute() -> None:
 def test_mode_registry() -> None:
     assert "fast" in MODES
     with pytest.raises(ValueError, match="already registered"):
-        register_mode("fast")(MODES["fast"])
+        register_mode(MODES["fast"])
 
 
 def test_input_quantizer_needs_a_positional_tensor() -> None:

@@ -1,17 +1,17 @@
 """``Quantizer``: one quantization point (a weight, an input or an output) as an ``nn.Module``.
 
-A quantizer owns a spec, an observer (:mod:`quant.observers`) and its current
+A quantizer owns a spec, an observer (:mod:`quant.sim.observers`) and its current
 quantization parameters, and its forward fake-quantizes the tensor it is given:
 
 * ``learn="none"``: ``fake_quantize(x, scale, zero_point)`` with the observer's
   ``(scale, zero_point)`` (float32 and int32 buffers) and the straight-through gradient;
-* ``learn="lsq"``: :func:`quant.learned.lsq_fake_quantize` with ``scale`` an
+* ``learn="lsq"``: :func:`quant.sim.learned.lsq_fake_quantize` with ``scale`` an
   ``nn.Parameter`` initialized to ``2 * mean(|x|) / sqrt(qmax)`` over the observed data
   and the gradient scale ``1 / sqrt(N * qmax)``, ``N = x.numel() / scale.numel()`` (the
   elements per scale in the current tensor, batch included); the zero point is fixed:
   0 for symmetric specs, else ``clamp(qmin - round(min_val / s), qmin, qmax)`` from the
   observer's minimum;
-* ``learn="pact"`` (activations): :func:`quant.learned.pact_fake_quantize` with ``alpha``
+* ``learn="pact"`` (activations): :func:`quant.sim.learned.pact_fake_quantize` with ``alpha``
   an ``nn.Parameter`` initialized to the observer's clipping level ``s_obs * qmax``,
   where the observer runs on the spec made symmetric (PACT's zero point is 0), so
   ``minmax`` gives the maximum, ``percentile``/``mse`` a clipped level (there is no
@@ -39,7 +39,7 @@ Inputs must be floating (``TypeError`` otherwise); the input's shape is checked 
 the spec on every call (axis in range, ``group_size`` divides, the same qparams shape as
 calibrated), with ``ValueError`` naming the quantizer. Once calibrated and not observing, the
 forward does no host synchronization (binary specs excepted: they go through
-:func:`~quant.functional.fake_quantize` and its non-finite check); while observing, the
+:func:`~quant.sim.functional.fake_quantize` and its non-finite check); while observing, the
 observer checks the statistics for NaN/Inf. No Python loop runs over channels.
 
 ``state_dict`` holds the qparams or learned parameter, the observer's statistics and
@@ -47,7 +47,7 @@ observer checks the statistics for NaN/Inf. No Python loop runs over channels.
 same arguments, and behaves the same.
 
 >>> import torch
->>> from quant.spec import QuantSpec
+>>> from quant.contract.spec import QuantSpec
 >>> q = Quantizer(QuantSpec(bits=4, granularity="channel", axis=0), learn="lsq")
 >>> q
 Quantizer(
@@ -67,8 +67,8 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from quant.functional import check_qparams, fake_quantize, qparams_shape
-from quant.learned import (
+from quant.sim.functional import check_qparams, fake_quantize, qparams_shape
+from quant.sim.learned import (
     lsq_effective_scale,
     lsq_fake_quantize,
     lsq_grad_scale,
@@ -76,8 +76,8 @@ from quant.learned import (
     pact_fake_quantize,
     pact_scale,
 )
-from quant.observers import make_observer, reduce_to_qparams_shape, resize_for_load
-from quant.spec import QuantSpec
+from quant.sim.observers import make_observer, reduce_to_qparams_shape, resize_for_load
+from quant.contract.spec import QuantSpec
 
 __all__ = ["LEARN_MODES", "Quantizer"]
 
@@ -232,7 +232,7 @@ class Quantizer(nn.Module):
     def compute_qparams(self) -> None:
         """Set the qparams from the observer (``learn="none"``), or re-initialize the
         learned parameter from the observed statistics (``"lsq"``, ``"pact"``); validated
-        with :func:`~quant.functional.check_qparams`. ``RuntimeError`` if nothing was observed."""
+        with :func:`~quant.sim.functional.check_qparams`. ``RuntimeError`` if nothing was observed."""
         if not self.observer.has_data:
             raise RuntimeError(f"{self._name()}: cannot compute quantization parameters, no data was observed")
         shape = self._last_shape

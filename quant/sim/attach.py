@@ -1,0 +1,238 @@
+"""``attach(model, recipe)``: quantize an unmodified model through hooks, reversibly.
+
+``attach`` resolves the recipe (see :mod:`quant.sim.recipe`), lets the chosen simulation
+mode (:mod:`quant.sim.modes`; ``fast`` by default, :mod:`quant.sim.fast`) check every module
+and then wire its quantizers, and returns a :class:`QuantHandle`. ``repr(model)`` shows each
+quantizer beside its module; ``copy.deepcopy`` of ``(model, handle)`` together gives a working
+handle for the copy. :meth:`QuantHandle.remove` takes everything off again: forward outputs
+and ``state_dict`` (keys, order and values) are then bit-identical to the float model's
+before ``attach``, and every Parameter is still the object an optimizer built before
+``attach`` holds.
+
+>>> import torch, torch.nn as nn
+>>> from quant.contract.spec import QuantSpec
+>>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+>>> handle = attach(model, {"0": {"weight": QuantSpec(bits=4), "input": QuantSpec(bits=8)}})
+>>> handle
+QuantHandle(mode='fast', 1 module:
+  '0' (Linear): weight=int4 sym per-tensor half_even; input=int8 sym per-tensor half_even)
+>>> with torch.no_grad(), handle.calibrate():
+...     _ = model(torch.randn(16, 4))
+>>> [(name, role) for name, role, _ in handle.quantizers()]
+[('0', 'weight'), ('0', 'input')]
+>>> handle.remove()
+>>> type(model[0]).__name__, list(model.state_dict())
+('Linear', ['0.weight', '0.bias'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from types import MappingProxyType
+from typing import Iterator, Mapping, Optional
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+import quant.sim.fast  # noqa: F401  (registers the built-in "fast" mode)
+from quant.sim.modes import MODES, ModuleAttachment
+from quant.sim.quantizer import Quantizer
+from quant.sim.recipe import QuantizerConfig, Recipe, RecipeLike
+
+__all__ = ["QuantHandle", "attach"]
+
+
+def _device_of(module: nn.Module, model: nn.Module) -> Optional[torch.device]:
+    for t in module.parameters(recurse=False):
+        return t.device
+    for t in model.parameters():
+        return t.device
+    return None
+
+
+
+# --------------------------------------------------------------------------- the handle
+
+
+def _snapshot(module: nn.Module) -> dict[str, object]:
+    """A detached copy of ``module.state_dict()`` (tensors cloned)."""
+    return {
+        k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+        for k, v in module.state_dict().items()
+    }
+
+
+class QuantHandle:
+    """The quantizers ``attach`` added to one model, with their common state machine.
+
+    Each quantizer has three flags (see ``Quantizer``): ``enabled`` (off: identity),
+    ``observing`` (update the observer in forward) and ``quantizing`` (off: pass the
+    float value through). Right after ``attach`` all three are on (QAT-style: observe,
+    then fake-quantize with the updated parameters). Handle methods set them on every
+    quantizer at once:
+
+    ===============  ===========================================================
+    ``calibrate()``  inside: observing, not quantizing (float pass-through); on a
+                     normal exit ``compute_qparams()`` then observing off,
+                     quantizing on. If the body raises, every quantizer is put
+                     back exactly as it was on entry.
+    ``freeze()``     ``Quantizer.freeze()``: stop observing; parameters fixed.
+    ``enable()``     ``enabled = True``;  ``disable()``: ``enabled = False``.
+    ``remove()``     take everything off; the handle is then spent (a second
+                     ``remove()`` does nothing, any other method raises).
+    ===============  ===========================================================
+    """
+
+    def __init__(self, model: nn.Module, mode: str, attachments: Mapping[str, ModuleAttachment]) -> None:
+        self.model = model
+        self.mode = mode
+        self._attachments = dict(attachments)
+        self._removed = False
+
+    # ----------------------------------------------------------------- views
+    @property
+    def removed(self) -> bool:
+        """True after :meth:`remove`."""
+        return self._removed
+
+    @property
+    def modules(self) -> Mapping[str, nn.Module]:
+        """Quantized modules by qualified name, in ``named_modules()`` order."""
+        return MappingProxyType({name: a.module for name, a in self._attachments.items()})
+
+    @property
+    def configs(self) -> Mapping[str, Mapping[str, QuantizerConfig]]:
+        """Module name -> {role: QuantizerConfig} as resolved from the recipe."""
+        return MappingProxyType({name: MappingProxyType(a.configs) for name, a in self._attachments.items()})
+
+    def quantizers(self) -> Iterator[tuple[str, str, Quantizer]]:
+        """``(module name, role, quantizer)`` for every quantizer, modules in order, roles weight/input/output."""
+        self._check_live()
+        for name, a in self._attachments.items():
+            for role, q in a.quantizers.items():
+                yield name, role, q
+
+    def quantizer(self, name: str, role: str) -> Quantizer:
+        """The quantizer of ``role`` on module ``name``; ``KeyError`` naming what exists otherwise."""
+        self._check_live()
+        a = self._attachments.get(name)
+        if a is None or role not in a.quantizers:
+            have = {n: list(x.quantizers) for n, x in self._attachments.items()}
+            raise KeyError(f"no {role!r} quantizer on module {name!r}; quantized roles: {have}")
+        return a.quantizers[role]
+
+    @property
+    def enabled(self) -> bool:
+        """True when every quantizer is enabled."""
+        return all(q.enabled for _, _, q in self.quantizers())
+
+    # ----------------------------------------------------------------- state
+    @contextlib.contextmanager
+    def calibrate(self) -> Iterator["QuantHandle"]:
+        """Observe without quantizing inside the ``with`` body, then fix the parameters.
+
+        If the body raises, every quantizer is put back as it was on entry (its
+        ``state_dict``: flags, observer statistics, parameters) and the exception
+        propagates. On a normal exit, a quantizer that saw no data (e.g. on a module
+        the calibration forward never called) is put back the same way and
+        ``RuntimeError`` names it; the others keep their new parameters. Quantizers
+        with ``enabled=False`` (set by hand; ``disable()`` sets all) are left alone.
+        """
+        self._check_live()
+        entries = [(n, r, q) for n, r, q in self.quantizers() if q.enabled]
+        saved = [_snapshot(q) for _, _, q in entries]
+        for _, _, q in entries:
+            q.observing, q.quantizing = True, False
+        try:
+            yield self
+        except BaseException:
+            for (_, _, q), state in zip(entries, saved):
+                q.load_state_dict(state)
+            raise
+        failed: list[str] = []
+        errors: list[BaseException] = []
+        for (name, role, q), state in zip(entries, saved):
+            try:
+                q.compute_qparams()
+            except (RuntimeError, ValueError) as exc:
+                failed.append(f"{name!r} {role}")
+                errors.append(exc)
+                q.load_state_dict(state)
+                continue
+            q.observing, q.quantizing = False, True
+        if failed:
+            raise RuntimeError(
+                f"calibrate(): no quantization parameters for {', '.join(failed)}: {errors[0]}"
+            ) from errors[0]
+
+    def freeze(self) -> None:
+        """Stop observing everywhere; quantization parameters stay as they are."""
+        for _, _, q in self.quantizers():
+            q.freeze()
+
+    def enable(self) -> None:
+        """Turn every quantizer on (``enabled = True``)."""
+        for _, _, q in self.quantizers():
+            q.enabled = True
+
+    def disable(self) -> None:
+        """Turn every quantizer off: the model computes in float, hooks stay in place."""
+        for _, _, q in self.quantizers():
+            q.enabled = False
+
+    def remove(self) -> None:
+        """Take every quantizer and hook off; idempotent."""
+        if self._removed:
+            return
+        for a in reversed(list(self._attachments.values())):
+            a.remove()
+        self._removed = True
+
+    def _check_live(self) -> None:
+        if self._removed:
+            raise RuntimeError("this QuantHandle was removed; attach the recipe again to quantize")
+
+    # ----------------------------------------------------------------- display
+    def __repr__(self) -> str:
+        n = len(self._attachments)
+        head = f"QuantHandle(mode={self.mode!r}, {n} module{'' if n == 1 else 's'}"
+        if self._removed:
+            return head + ", removed)"
+        lines = []
+        for name, a in self._attachments.items():
+            kind = parametrize.type_before_parametrizations(a.module).__name__
+            roles = "; ".join(f"{role}={cfg.describe()}" for role, cfg in a.configs.items())
+            lines.append(f"  {name!r} ({kind}): {roles}")
+        return head + ":\n" + "\n".join(lines) + ")"
+
+
+def attach(model: nn.Module, recipe: RecipeLike, *, mode: str = "fast") -> QuantHandle:
+    """Quantize ``model`` in place per ``recipe`` (a :class:`Recipe` or its dict form).
+
+    Every check happens before the first hook goes in: an unknown ``mode`` (the
+    registered ones are listed), the recipe's own errors (see :meth:`Recipe.resolve`),
+    and a module that already carries quantizers from another handle, or has a child
+    named ``input_quantizer``/``output_quantizer``, all raise ``ValueError``. If wiring
+    fails half-way, what was attached is removed again before the error propagates.
+    """
+    if mode not in MODES:
+        raise ValueError(f"attach: mode={mode!r} is not one of {', '.join(map(repr, MODES))}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"attach: model must be an nn.Module, got {type(model).__name__}")
+    resolved = Recipe.of(recipe).resolve(model)
+    named = dict(model.named_modules())
+    sim_mode = MODES[mode]
+    for name, configs in resolved.items():
+        sim_mode.check(name, named[name], configs)
+    attachments: dict[str, ModuleAttachment] = {}
+    try:
+        for name, configs in resolved.items():
+            module = named[name]
+            attachments[name] = sim_mode.attach(name, module, configs, _device_of(module, model))
+    except BaseException:
+        for a in reversed(list(attachments.values())):
+            a.remove()
+        raise
+    return QuantHandle(model, mode, attachments)
