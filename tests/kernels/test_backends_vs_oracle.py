@@ -2,7 +2,7 @@
 
 One test per op, parametrized over the backends through the NumPy adapter of
 ``tests/kernels/support.py``: the same random case goes to ``quant.reference`` and to
-``kernels`` and each must equal ``tests/kernels/oracle.py`` (exact codes, or OverflowError
+``kernels`` and each must equal ``tests/oracles/ops.py`` (exact codes, or OverflowError
 where the oracle's sequential accumulation overflows in "error" mode).
 """
 
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from tests.kernels import oracle, support
+from tests.kernels import support
 from tests.kernels.support import BACKENDS, assert_same_outcome, outcome
 from tests.kernels.test_conv_linear import conv_cases, linear_cases
 from tests.kernels.test_pool_lut_pack import pool_cases
 from tests.kernels.test_requantize_add import add_cases, requantize_cases
+from tests.oracles import ops
 
 EXAMPLES = 40
 _SETTINGS = settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -46,7 +47,7 @@ def test_conv2d(backend: str, case: dict[str, Any]) -> None:
     case = dict(case)
     x, w, b = case.pop("x"), case.pop("w"), case.pop("bias")
     assume(x.size * int(np.prod(_unpacked(w).shape[1:])) <= 4000)
-    expected = _oracle_outcome(lambda: oracle.conv2d(x, _unpacked(w), b, **case))
+    expected = _oracle_outcome(lambda: ops.conv2d(x, _unpacked(w), b, **case))
     got = outcome(lambda: BACKENDS[backend].conv2d(x, w, b, **case))
     assert_same_outcome(got, expected, f"conv2d {backend} vs oracle")
 
@@ -57,7 +58,7 @@ def test_conv2d(backend: str, case: dict[str, Any]) -> None:
 def test_linear(backend: str, case: dict[str, Any]) -> None:
     case = dict(case)
     x, w, b = case.pop("x"), case.pop("w"), case.pop("bias")
-    expected = _oracle_outcome(lambda: oracle.linear(x, _unpacked(w), b, **case))
+    expected = _oracle_outcome(lambda: ops.linear(x, _unpacked(w), b, **case))
     got = outcome(lambda: BACKENDS[backend].linear(x, w, b, **case))
     assert_same_outcome(got, expected, f"linear {backend} vs oracle")
 
@@ -69,7 +70,7 @@ def test_requantize(backend: str, case: dict[str, Any]) -> None:
     case = dict(case)
     q = case.pop("q")
     assume(outcome(lambda: BACKENDS["torch_ref"].requantize(q, **case))[0] == "ok")
-    expected = _oracle_outcome(lambda: oracle.requantize(q, **case))
+    expected = _oracle_outcome(lambda: ops.requantize(q, **case))
     assert_same_outcome(outcome(lambda: BACKENDS[backend].requantize(q, **case)), expected, f"requantize {backend}")
 
 
@@ -80,7 +81,7 @@ def test_add(backend: str, case: dict[str, Any]) -> None:
     case = dict(case)
     a, b = case.pop("a"), case.pop("b")
     assume(outcome(lambda: BACKENDS["torch_ref"].add(a, b, **case))[0] == "ok")
-    expected = _oracle_outcome(lambda: oracle.add(a, b, **case))
+    expected = _oracle_outcome(lambda: ops.add(a, b, **case))
     assert_same_outcome(outcome(lambda: BACKENDS[backend].add(a, b, **case)), expected, f"add {backend}")
 
 
@@ -93,10 +94,10 @@ def test_pools(backend: str, case: dict[str, Any], rounding: str, zero_point: in
 
     x = case["x"]
     args = (case["kernel_size"], case["stride"], case["padding"])
-    expected = _oracle_outcome(lambda: oracle.max_pool2d(x, *args, case["dilation"]))
+    expected = _oracle_outcome(lambda: ops.max_pool2d(x, *args, case["dilation"]))
     assert_same_outcome(outcome(lambda: BACKENDS[backend].max_pool2d(x, *args, case["dilation"])), expected, "max")
     dp = Datapath(rounding=rounding)
-    expected = _oracle_outcome(lambda: oracle.avg_pool2d(x, *args, zero_point=zero_point, datapath=dp))
+    expected = _oracle_outcome(lambda: ops.avg_pool2d(x, *args, zero_point=zero_point, datapath=dp))
     got = outcome(lambda: BACKENDS[backend].avg_pool2d(x, *args, zero_point=zero_point, datapath=dp))
     assert_same_outcome(got, expected, f"avg_pool2d {backend}")
 
@@ -108,6 +109,6 @@ def test_lut(backend: str, data: st.DataObject) -> None:
     bits, signed = data.draw(st.integers(1, 8)), data.draw(st.booleans())
     x = support.codes(data.draw, (data.draw(st.integers(1, 30)),), bits, signed)
     table = support.codes(data.draw, (1 << bits,), 8, data.draw(st.booleans()))
-    expected = oracle.lut(x, table, x_bits=bits, x_signed=signed)
+    expected = ops.lut(x, table, x_bits=bits, x_signed=signed)
     got = BACKENDS[backend].lut(x, table, x_bits=bits, x_signed=signed)
     assert_same_outcome(("ok", got), ("ok", expected), f"lut {backend}")

@@ -12,7 +12,7 @@ import kernels
 from kernels import _qk
 from kernels.api import _datapath_tuple
 from quant.contract.datapath import Datapath
-from tests.kernels import oracle
+from tests.oracles import ops
 
 TFL = Datapath.preset("tflite_int8")
 W4A4 = Datapath.preset("w4a4_acc16_sat")
@@ -90,12 +90,12 @@ def test_overflow_error_mode_raises_overflow_error_naming_the_op() -> None:
     x, w = np.array([[20, 20, -50]], np.int8), np.array([[1, 1, 1]], np.int8)
     kw: dict[str, Any] = dict(x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=1.0)
     with pytest.raises(OverflowError):  # the sequential accumulation of docs §4 leaves the 8-bit range
-        oracle.linear(x, w, np.array([100], np.int32), **kw, datapath=dp)
+        ops.linear(x, w, np.array([100], np.int32), **kw, datapath=dp)
     with pytest.raises(OverflowError, match="linear"):
         kernels.linear(x, w, np.array([100], np.int32), **kw, datapath=dp)
     sat = dp.with_(overflow="saturate")
     got = kernels.linear(x, w, np.array([100], np.int32), **kw, datapath=sat)
-    expected = oracle.linear(x, w, np.array([100], np.int32), **kw, datapath=sat)
+    expected = ops.linear(x, w, np.array([100], np.int32), **kw, datapath=sat)
     assert got.tolist() == expected.tolist()
     unclamped = x.astype(np.int64) @ w.T.astype(np.int64) + 100
     assert expected.tolist() != unclamped.tolist()  # the sequential 8-bit clamp decides this output

@@ -32,8 +32,8 @@ from quant import Datapath
 from quant.reference import multiply_by_quantized_multiplier, quantize, requantize
 from tests.edge_values import EDGE_INT32, INT32_MAX, INT32_MIN
 from tests.kernels.support import BACKENDS
-from tests.quant import oracles
-from tests.quant.oracles import assert_exact
+from tests.oracles import peers, requant
+from tests.oracles.exact import assert_exact
 
 FBGEMM = Datapath.preset("fbgemm_int8")
 MLAS = Datapath.preset("mlas")
@@ -360,7 +360,7 @@ def test_tflite_conv_per_channel_reference(backend: str, seed: int, single: bool
     bias = rng.integers(-20000, 20000, cout)
     zx, zy = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
     mults = [float(v) for v in rng.uniform(1e-4, 0.05, cout)]
-    qms = [oracles.tflite_quantize_multiplier(m) for m in mults]
+    qms = [peers.tflite_quantize_multiplier(m) for m in mults]
     input_offset, output_offset = -zx, zy
     ho, wo = h - kh + 1, w - kw + 1
     expected = np.zeros((n, cout, ho, wo), np.int64)
@@ -408,6 +408,6 @@ def test_fbgemm_and_onnx_ref_differ_and_each_matches_its_peer() -> None:
     acc = torch.tensor([2**24 + 1])
     f32 = requantize(acc, in_zero_point=0, multiplier=2.0**-25, y_zero_point=0, y_bits=8, y_signed=False, datapath=FBGEMM)
     f64 = requantize(acc, in_zero_point=0, multiplier=2.0**-25, y_zero_point=0, y_bits=8, y_signed=False, datapath=ONNX_REF)
-    want = [oracles.requant_scalar(int(acc), 2.0**-25, dp, 0, 0, 255) for dp in (FBGEMM, ONNX_REF)]
+    want = [requant.requant_scalar(int(acc), 2.0**-25, dp, 0, 0, 255) for dp in (FBGEMM, ONNX_REF)]
     assert [int(f32), int(f64)] == want  # fp32(2^24 + 1) / 2^25 is a tie at 0.5; float64 keeps the + 1
     assert want[0] != want[1]

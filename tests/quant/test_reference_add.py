@@ -15,8 +15,8 @@ from hypothesis import example, given, settings, strategies as st
 from quant import Datapath
 from quant.reference import add
 from tests.edge_values import code_limits
-from tests.quant import oracles
-from tests.quant.oracles import assert_exact
+from tests.oracles import requant, rounding
+from tests.oracles.exact import assert_exact
 
 DATAPATHS = [Datapath.preset(n) for n in ("tflite_int8", "tflite_single", "fbgemm_int8", "onnx_ref", "mlas",
                                           "w4a8_acc32", "w4a4_acc16_sat", "w2a2_pow2_acc16")] + [
@@ -34,23 +34,23 @@ def _expected_one(a: int, b: int, za: int, zb: int, ma: float, mb: float, zy: in
         big = max(ma, mb)
 
         def mbqm(v: int, r: float) -> int:
-            qm = oracles.quantize_multiplier(r, dp.multiplier_bits, dp.multiplier_rounding)
+            qm = requant.quantize_multiplier(r, dp.multiplier_bits, dp.multiplier_rounding)
             assert qm is not None
-            return oracles.fixed_point_y0(v, qm[0], qm[1], dp.multiplier_bits, dp.fixed_point_rounding == "double", dp.rounding)
+            return requant.fixed_point_y0(v, qm[0], qm[1], dp.multiplier_bits, dp.fixed_point_rounding == "double", dp.rounding)
 
         s = mbqm(da * 2**left, ma / (2 * big)) + mbqm(db * 2**left, mb / (2 * big))
         return max(lo, min(hi, mbqm(s, 2 * big / 2**left) + zy))
     if dp.requant == "pow2":
         exact = Fraction(da) * Fraction(ma) + Fraction(db) * Fraction(mb)
         k = max(1 - math.frexp(ma)[1], 1 - math.frexp(mb)[1])
-        y0 = oracles.round_rational(exact, dp.rounding) if k >= 0 else oracles.sat32(int(exact))
+        y0 = rounding.round_rational(exact, dp.rounding) if k >= 0 else requant.sat32(int(exact))
         return max(lo, min(hi, y0 + zy))
     ft = np.float32 if dp.requant == "float32" else np.float64
     p = ft(ft(np.float32(da)) * ft(np.float32(ma))) + ft(ft(np.float32(db)) * ft(np.float32(mb)))
     p = ft(p)
     if dp.zero_point_order == "after_rounding":
-        return max(lo, min(hi, oracles.round_float(float(p), dp.rounding) + zy))
-    return max(lo, min(hi, oracles.round_float(float(ft(p + ft(zy))), dp.rounding)))
+        return max(lo, min(hi, rounding.round_float(float(p), dp.rounding) + zy))
+    return max(lo, min(hi, rounding.round_float(float(ft(p + ft(zy))), dp.rounding)))
 
 
 @st.composite

@@ -15,8 +15,8 @@ from quant import Datapath
 from quant.reference import conv2d, linear
 from quant.reference.conv2d import conv2d_accumulate
 from tests.edge_values import code_limits
-from tests.quant import oracles
-from tests.quant.oracles import assert_exact
+from tests.oracles import accumulation, requant
+from tests.oracles.exact import assert_exact
 
 accumulate_module = importlib.import_module("quant.reference.accumulate")
 
@@ -131,11 +131,11 @@ def _expected(c: dict[str, Any], shape: np.ndarray, products: list[list[int]], c
     for prods, ch in zip(products, channel_of):
         b = bias[ch] if isinstance(bias, list) else 0
         try:
-            acc = oracles.accumulate_scalar(b, prods, dp.acc_bits, dp.overflow)
+            acc = accumulation.accumulate_scalar(b, prods, dp.acc_bits, dp.overflow)
         except OverflowError:
             return None
         m = mult[ch] if isinstance(mult, list) else mult
-        res.append(oracles.requant_scalar(acc, m, dp, c["zy"], ylo, yhi))
+        res.append(requant.requant_scalar(acc, m, dp, c["zy"], ylo, yhi))
     return res
 
 
@@ -238,7 +238,7 @@ def test_saturation_path_is_exercised_at_scale(monkeypatch: pytest.MonkeyPatch) 
     assert expected is not None
     bias = c["bias"]
     assert isinstance(bias, list)
-    clamped = [oracles.accumulate_scalar(bias[ch], p, 12, "saturate") != bias[ch] + sum(p)
+    clamped = [accumulation.accumulate_scalar(bias[ch], p, 12, "saturate") != bias[ch] + sum(p)
                for p, ch in zip(products, channel_of)]
     assert sum(clamped) > 20  # the sequential clamp really decides many outputs
     assert_exact(_run_conv(c), np.array(expected).reshape(n, cout, ho, wo), "saturating conv")

@@ -24,8 +24,8 @@ from quant.reference.integer import (
 )
 from quant.contract.multiplier import FixedPointRequant, FloatRequant, Pow2Requant, quantize_multiplier
 from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, INT32_MAX, INT32_MIN, exact_ties
-from tests.quant import oracles
-from tests.quant.oracles import assert_exact
+from tests.oracles import peers, requant, rounding
+from tests.oracles.exact import assert_exact
 
 MODES = ("half_away", "half_up", "half_even", "floor")
 int32s = st.integers(INT32_MIN, INT32_MAX)
@@ -44,7 +44,7 @@ def _vector(values: list[int]) -> torch.Tensor:
 @example(values=exact_ties(5) + exact_ties(1) + [-1, 1, 0], k=5)
 def test_rounding_right_shift_is_exact_rounding(mode: str, values: list[int], k: int) -> None:
     got = rounding_right_shift(_vector(values), k, mode)
-    assert_exact(got, [oracles.round_rational(Fraction(v, 2**k), mode) for v in values], f"rrs k={k} {mode}")
+    assert_exact(got, [rounding.round_rational(Fraction(v, 2**k), mode) for v in values], f"rrs k={k} {mode}")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -52,7 +52,7 @@ def test_rounding_right_shift_is_exact_rounding(mode: str, values: list[int], k:
 def test_rounding_right_shift_per_element_shift(mode: str, values: list[int], ks: st.DataObject) -> None:
     shifts = ks.draw(st.lists(st.integers(0, 40), min_size=len(values), max_size=len(values)))
     got = rounding_right_shift(_vector(values), _vector(shifts), mode)
-    assert_exact(got, [oracles.round_rational(Fraction(v, 2**k), mode) for v, k in zip(values, shifts)], "rrs")
+    assert_exact(got, [rounding.round_rational(Fraction(v, 2**k), mode) for v, k in zip(values, shifts)], "rrs")
 
 
 def test_rounding_right_shift_matches_gemmlowp_rdbpot() -> None:
@@ -74,7 +74,7 @@ def test_rounding_right_shift_matches_gemmlowp_rdbpot() -> None:
 @example(values=[-5, 5, 1, -1], d=2)
 def test_rounding_divide_is_exact_rounding(mode: str, values: list[int], d: int) -> None:
     got = rounding_divide(_vector(values), d, mode)
-    assert_exact(got, [oracles.round_rational(Fraction(v, d), mode) for v in values], f"divide d={d} {mode}")
+    assert_exact(got, [rounding.round_rational(Fraction(v, d), mode) for v in values], f"divide d={d} {mode}")
 
 
 @given(values=st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=30), bits=st.integers(1, 62))
@@ -113,7 +113,7 @@ def _srdhm_gemmlowp(a: int, b: int) -> int:
 def test_srdhm_matches_gemmlowp_and_rational(a: list[int], b: int) -> None:
     got = saturating_rounding_doubling_high_mul(_vector(a), torch.tensor(b))
     assert_exact(got, [_srdhm_gemmlowp(x, b) for x in a], "SRDHM vs gemmlowp")
-    rational = [oracles.sat32(math.floor(Fraction(x * b + 2**30, 2**31))) for x in a]
+    rational = [requant.sat32(math.floor(Fraction(x * b + 2**30, 2**31))) for x in a]
     assert_exact(got, rational, "SRDHM vs floor((ab + 2^30) / 2^31)")
 
 
@@ -144,14 +144,14 @@ def test_srdhm_n15_is_the_int16_version(a: list[int], b: int) -> None:
 @example(m=EDGE_MULTIPLIERS[5])
 @example(m=float(np.float32(0.1) * np.float32(0.02) / np.float32(0.3)))
 def test_quantize_multiplier_matches_tflite(m: float) -> None:
-    assert quantize_multiplier(m, 31, "half_away") == oracles.tflite_quantize_multiplier(m)
+    assert quantize_multiplier(m, 31, "half_away") == peers.tflite_quantize_multiplier(m)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n", [8, 15, 16, 24, 31])
 @given(m=st.one_of(st.sampled_from(EDGE_MULTIPLIERS), st.floats(2.0**-40, 2.0**31, allow_nan=False)))
 def test_quantize_multiplier_rational(mode: str, n: int, m: float) -> None:
-    expected = oracles.quantize_multiplier(m, n, mode)
+    expected = requant.quantize_multiplier(m, n, mode)
     if expected is None:
         with pytest.raises(ValueError, match="too large"):
             quantize_multiplier(m, n, mode)
@@ -168,7 +168,7 @@ def test_requant_params_per_mode() -> None:
     ms = [0.75, 2.0**-33, 0.001, 3.0]
     p = requant_params(ms, Datapath.preset("tflite_int8"))
     assert isinstance(p, FixedPointRequant) and p.shape == (4,) and p.multiplier_bits == 31
-    assert list(zip(p.m0.tolist(), p.exponent.tolist())) == [oracles.tflite_quantize_multiplier(m) for m in ms]
+    assert list(zip(p.m0.tolist(), p.exponent.tolist())) == [peers.tflite_quantize_multiplier(m) for m in ms]
     assert p.m0.dtype == np.int32 and p.exponent.dtype == np.int32
     f = requant_params(np.array(ms), Datapath.preset("mlas"))
     assert isinstance(f, FloatRequant) and f.multiplier.dtype == np.float32 and f.precision == "float32"

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 from quant.reference import clamp, flatten, lut, pad, reshape
 from tests.edge_values import code_limits
-from tests.quant.oracles import assert_exact
+from tests.oracles.exact import assert_exact
 
 
 @given(bits=st.integers(1, 8), signed=st.booleans(), data=st.data())

@@ -15,7 +15,7 @@ from quant import Datapath
 from quant.reference.packing import pack, packed_row_bytes, unpack
 from quant.reference import quantize
 from tests.edge_values import code_limits
-from tests.quant.oracles import assert_exact
+from tests.oracles.exact import assert_exact
 
 ONNX_TYPES = {(4, True): TensorProto.INT4, (4, False): TensorProto.UINT4,
               (2, True): TensorProto.INT2, (2, False): TensorProto.UINT2}

@@ -15,8 +15,8 @@ from hypothesis import given, settings, strategies as st
 
 from quant import Datapath
 from quant.reference import avg_pool2d, max_pool2d
-from tests.quant import oracles
-from tests.quant.oracles import assert_exact
+from tests.oracles import rounding
+from tests.oracles.exact import assert_exact
 
 MODES = ("half_away", "half_up", "half_even", "floor")
 
@@ -67,7 +67,7 @@ def _windows(c: dict[str, Any]) -> tuple[tuple[int, int, int, int], list[list[in
 def test_avg_pool2d_matches_window_loops(mode: str, c: dict[str, Any], z: int) -> None:
     c["d"] = (1, 1)
     shape, wins = _windows(c)
-    expected = [oracles.round_rational(Fraction(sum(v) - len(v) * z, len(v)), mode) + z for v in wins]
+    expected = [rounding.round_rational(Fraction(sum(v) - len(v) * z, len(v)), mode) + z for v in wins]
     got = avg_pool2d(torch.from_numpy(c["x"]), c["k"], c["s"], c["p"], zero_point=z,
                      datapath=Datapath(rounding=mode))
     assert_exact(got, np.array(expected).reshape(shape), f"avg_pool2d {mode}")

@@ -12,8 +12,8 @@ from hypothesis import example, given, strategies as st
 from quant import Datapath
 from quant.reference import dequantize, quantize
 from tests.edge_values import code_limits
-from tests.quant import oracles
-from tests.quant.oracles import assert_exact
+from tests.oracles import rounding
+from tests.oracles.exact import assert_exact
 
 MODES = ("half_away", "half_up", "half_even", "floor")
 f32 = st.floats(-1e4, 1e4, width=32, allow_nan=False)
@@ -24,10 +24,10 @@ def _code(v: float, s: float, z: int, method: str, mode: str, qmin: int, qmax: i
     v32, s32 = np.float32(v), np.float32(s)
     inv = np.float32(1.0) / s32
     if method == "reciprocal_fma":
-        fused = oracles.float32_of(Fraction(float(v32)) * Fraction(float(inv)) + z)
-        return max(qmin, min(qmax, oracles.round_float(fused, mode)))
+        fused = rounding.float32_of(Fraction(float(v32)) * Fraction(float(inv)) + z)
+        return max(qmin, min(qmax, rounding.round_float(fused, mode)))
     r = v32 * inv if method == "reciprocal" else v32 / s32
-    return max(qmin, min(qmax, oracles.round_float(float(np.float32(r)), mode) + z))
+    return max(qmin, min(qmax, rounding.round_float(float(np.float32(r)), mode) + z))
 
 
 @pytest.mark.parametrize("method", ["reciprocal", "reciprocal_fma", "division"])

@@ -14,8 +14,8 @@ from hypothesis import example, given, strategies as st
 from quant import Datapath
 from quant.reference import multiply_by_quantized_multiplier, requantize
 from tests.edge_values import EDGE_INT32, INT32_MAX, INT32_MIN, acc_limits, exact_ties
-from tests.quant import oracles
-from tests.quant.oracles import assert_exact
+from tests.oracles import requant, rounding
+from tests.oracles.exact import assert_exact
 
 MODES = ("half_away", "half_up", "half_even", "floor")
 
@@ -62,12 +62,12 @@ def _pow2(m: float) -> float:
 def test_requantize_matches_oracle(dp: Datapath, acc: list[int], m: float, zy: int, y_bits: int) -> None:
     if dp.requant == "pow2":
         m = _pow2(m)
-    if dp.requant == "fixed_point" and oracles.quantize_multiplier(m, dp.multiplier_bits, dp.multiplier_rounding) is None:
+    if dp.requant == "fixed_point" and requant.quantize_multiplier(m, dp.multiplier_bits, dp.multiplier_rounding) is None:
         return
     lo, hi = -(2 ** (y_bits - 1)), 2 ** (y_bits - 1) - 1
     zy = max(lo, min(hi, zy))
     got = requantize(torch.tensor(acc), in_zero_point=0, multiplier=m, y_zero_point=zy, y_bits=y_bits, datapath=dp)
-    expected = [oracles.requant_scalar(a, m, dp, zy, lo, hi) for a in acc]
+    expected = [requant.requant_scalar(a, m, dp, zy, lo, hi) for a in acc]
     assert_exact(got, expected, f"{dp.name} m={m!r} zy={zy}")
 
 
@@ -81,16 +81,16 @@ def test_multiply_by_quantized_multiplier_unbounded_y0(fpr: str, x: list[int], m
     """y0 before the output clamp, over the whole exponent range (shift bounds -31..30)."""
     dp = Datapath(fixed_point_rounding=fpr)
     got = multiply_by_quantized_multiplier(torch.tensor(x), torch.tensor(m0), torch.tensor(e), dp)
-    assert_exact(got, [oracles.fixed_point_y0(v, m0, e, 31, fpr == "double", "half_away") for v in x], "MBQM")
+    assert_exact(got, [requant.fixed_point_y0(v, m0, e, 31, fpr == "double", "half_away") for v in x], "MBQM")
 
 
 def test_peers_worked_examples_from_formulas() -> None:
     """docs/peers.md §3.8: x=422480, M=1125735238, shift=-1 and x=-2, M=2^30, shift=-1 (expected from the formulas)."""
     for x, m0, e in ((422480, 1125735238, -1), (-2, 2**30, -1)):
         exact = Fraction(x * m0, 2 ** (31 - e))
-        single = oracles.round_rational(exact, "half_up")  # ruy / TFLITE_SINGLE_ROUNDING
+        single = rounding.round_rational(exact, "half_up")  # ruy / TFLITE_SINGLE_ROUNDING
         h = (x * m0 + 2**30) // 2**31  # SRDHM, ties up
-        double = oracles.round_rational(Fraction(h, 2**-e), "half_away")  # RoundingDivideByPOT
+        double = rounding.round_rational(Fraction(h, 2**-e), "half_away")  # RoundingDivideByPOT
         for preset, want in (("tflite_single", single), ("tflite_int8", double)):
             got = multiply_by_quantized_multiplier(torch.tensor(x), torch.tensor(m0), torch.tensor(e), Datapath.preset(preset))
             assert int(got) == want, f"{preset} x={x}: got {int(got)}, expected {want}"
@@ -110,7 +110,7 @@ def test_requantize_per_channel_axis() -> None:
 def test_requantize_saturates_input_difference() -> None:
     dp = Datapath.preset("fbgemm_int8")
     got = requantize(torch.tensor([INT32_MAX]), in_zero_point=-100, multiplier=2.0**-31, y_zero_point=0, datapath=dp)
-    assert int(got) == oracles.requant_scalar(oracles.sat32(INT32_MAX + 100), 2.0**-31, dp, 0, -128, 127)
+    assert int(got) == requant.requant_scalar(requant.sat32(INT32_MAX + 100), 2.0**-31, dp, 0, -128, 127)
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,9 @@
 
 Python ints and Fractions (NumPy scalars for float32/float64 steps), one output at a time,
 following the document's formulas literally; the scalar primitives (rounding of rationals,
-section 5 of one accumulator, section 4 accumulation) come from ``tests.quant.oracles``.
-Nothing here is shared with either backend, so a backend agreeing with it is evidence.
+section 4 accumulation, section 5 of one accumulator) come from the sibling modules
+``rounding``, ``accumulation`` and ``requant``. Nothing here is shared with either backend,
+so a backend agreeing with it is evidence.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from quant.contract.datapath import Datapath
-from tests.quant import oracles
+from tests.oracles.accumulation import accumulate_scalar
+from tests.oracles.requant import fixed_point_multiply, requant_scalar, sat32
+from tests.oracles.rounding import round_float, round_rational
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -60,9 +63,9 @@ def conv2d(
                                 r, s = i * sh + u * dh - ph, j * sw + v * dw - pw
                                 xv = int(x[b, g * cg + c, r, s]) if (0 <= r < h and 0 <= s < wd) else x_zero_point
                                 products.append((xv - x_zero_point) * (int(w[o, c, u, v]) - int(zw[o])))
-                    acc = oracles.accumulate_scalar(int(bias[o]) if bias is not None else 0, products,
-                                                    datapath.acc_bits, datapath.overflow)  # fmt: skip
-                    out[b, o, i, j] = oracles.requant_scalar(acc, _mult(multiplier, o), datapath, y_zero_point, lo, hi)
+                    acc = accumulate_scalar(int(bias[o]) if bias is not None else 0, products,
+                                            datapath.acc_bits, datapath.overflow)  # fmt: skip
+                    out[b, o, i, j] = requant_scalar(acc, _mult(multiplier, o), datapath, y_zero_point, lo, hi)
     return out
 
 
@@ -79,9 +82,9 @@ def linear(
     for r in range(m):
         for o in range(n_out):
             products = [(int(x[r, t]) - x_zero_point) * (int(w[o, t]) - int(zw[o])) for t in range(k)]
-            acc = oracles.accumulate_scalar(int(bias[o]) if bias is not None else 0, products, datapath.acc_bits,
-                                            datapath.overflow)  # fmt: skip
-            out[r, o] = oracles.requant_scalar(acc, _mult(multiplier, o), datapath, y_zero_point, lo, hi)
+            acc = accumulate_scalar(int(bias[o]) if bias is not None else 0, products, datapath.acc_bits,
+                                    datapath.overflow)  # fmt: skip
+            out[r, o] = requant_scalar(acc, _mult(multiplier, o), datapath, y_zero_point, lo, hi)
     return out
 
 
@@ -93,15 +96,9 @@ def requantize(
     out = np.zeros(q.shape, dtype=np.int64)
     for idx in np.ndindex(*q.shape):
         c = idx[axis] if axis is not None else 0
-        acc = oracles.sat32(int(q[idx]) - in_zero_point)
-        out[idx] = oracles.requant_scalar(acc, _mult(multiplier, c), datapath, y_zero_point, lo, hi)
+        acc = sat32(int(q[idx]) - in_zero_point)
+        out[idx] = requant_scalar(acc, _mult(multiplier, c), datapath, y_zero_point, lo, hi)
     return out
-
-
-def _mbqm(v: int, m: float, dp: Datapath) -> int:
-    qm = oracles.quantize_multiplier(m, dp.multiplier_bits, dp.multiplier_rounding)
-    assert qm is not None
-    return oracles.fixed_point_y0(v, qm[0], qm[1], dp.multiplier_bits, dp.fixed_point_rounding == "double", dp.rounding)
 
 
 def add(
@@ -118,21 +115,22 @@ def add(
         if dp.requant == "fixed_point":
             big = 2.0 * max(a_multiplier, b_multiplier)
             left = max(0, dp.acc_bits - 4 - dp.a_bits)
-            s = _mbqm(da << left, a_multiplier / big, dp) + _mbqm(db << left, b_multiplier / big, dp)
-            y = _mbqm(s, big / 2.0**left, dp) + y_zero_point
+            sa = fixed_point_multiply(da << left, a_multiplier / big, dp)
+            sb = fixed_point_multiply(db << left, b_multiplier / big, dp)
+            y = fixed_point_multiply(sa + sb, big / 2.0**left, dp) + y_zero_point
         elif dp.requant == "pow2":
             ka, kb = 1 - np.frexp(a_multiplier)[1], 1 - np.frexp(b_multiplier)[1]
             k = max(ka, kb)
             v = da * 2 ** (k - ka) + db * 2 ** (k - kb)
-            y0 = oracles.round_rational(Fraction(v, 2**k), dp.rounding) if k >= 0 else oracles.sat32(v * 2**-k)
+            y0 = round_rational(Fraction(v, 2**k), dp.rounding) if k >= 0 else sat32(v * 2**-k)
             y = y0 + y_zero_point
         else:
             ft = np.float32 if dp.requant == "float32" else np.float64
             p = ft(ft(da) * ft(np.float32(a_multiplier))) + ft(ft(db) * ft(np.float32(b_multiplier)))
             if dp.zero_point_order == "after_rounding":
-                y = oracles.round_float(float(p), dp.rounding) + y_zero_point
+                y = round_float(float(p), dp.rounding) + y_zero_point
             else:
-                y = oracles.round_float(float(ft(p + ft(y_zero_point))), dp.rounding)
+                y = round_float(float(ft(p + ft(y_zero_point))), dp.rounding)
         out[idx] = max(lo, min(hi, y))
     return out
 
@@ -161,8 +159,8 @@ def avg_pool2d(x: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any
             for j, cc in enumerate(cols):
                 vals = [int(x[b, c, r, q]) for r in rr for q in cc]
                 cnt = len(vals)
-                out[b, c, i, j] = oracles.round_rational(Fraction(sum(vals) - cnt * zero_point, cnt),
-                                                         datapath.rounding) + zero_point  # fmt: skip
+                out[b, c, i, j] = round_rational(Fraction(sum(vals) - cnt * zero_point, cnt),
+                                                 datapath.rounding) + zero_point  # fmt: skip
     return out
 
 
