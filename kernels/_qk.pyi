@@ -1,8 +1,8 @@
 """Type stubs of the CPython binding of the C kernel library (``kernels/_ext/qk_module.c``).
 
 Arrays are passed through the buffer protocol: C-contiguous, with the element type checked
-(int8/uint8 codes, int32 parameters, float32 multipliers, uint8 scratch). Tuples carry the C
-structs field by field. Errors: ``OverflowError`` for an accumulator overflow in "error"
+(int8/uint8 codes, int32 parameters, float32 multipliers, uint8 scratch). Dicts carry the C
+structs, keyed by field name. Errors: ``OverflowError`` for an accumulator overflow in "error"
 mode, ``ValueError`` for any other status of the library, ``TypeError`` for a wrong buffer.
 """
 
@@ -30,42 +30,42 @@ ISA_PORTABLE: int
 ISA_X86_AVX2: int
 ERR_OVERFLOW: int
 
-#: (w_bits, w_signed, w_zero_point, a_bits, a_signed, a_zero_point, acc_bits, overflow, requant,
-#:  multiplier_bits, fixed_point_rounding, rounding, zero_point_order, bias_bits)
-DatapathTuple = tuple[int, ...]
-#: (multiplier int32 | None, shift int32 | None, fmultiplier float32 | None,
-#:  y_zero_point, y_bits, y_signed, y_min, y_max)
-RequantTuple = tuple[Any, ...]
-#: (data: int8/uint8 codes or uint8 packed rows, packed_bits, zero_point int32)
-WeightsTuple = tuple[Any, int, Any]
+#: Structs cross the binding as dicts keyed by their C field names (see kernels/_abi.py):
+#: qk_datapath, qk_conv2d_geometry, qk_pool2d_geometry, qk_add_params;
+#: qk_requant_params = its scalar fields + multiplier/shift (int32) and fmultiplier (float32) arrays or None;
+#: weights = {data: int8/uint8 codes or uint8 packed rows, packed_bits, zero_point: int32 array}.
+DatapathStruct = dict[str, int]
+RequantStruct = dict[str, Any]
+WeightsStruct = dict[str, Any]
+Geometry = dict[str, int]
 
-def conv2d_output_size(geometry: tuple[int, ...], /) -> tuple[int, int]: ...
-def conv2d_scratch_bytes(geometry: tuple[int, ...], datapath: DatapathTuple, /) -> int: ...
+def conv2d_output_size(geometry: Geometry, /) -> tuple[int, int]: ...
+def conv2d_scratch_bytes(geometry: Geometry, datapath: DatapathStruct, /) -> int: ...
 def conv2d(
     *,
-    geometry: tuple[int, ...],
-    datapath: DatapathTuple,
+    geometry: Geometry,
+    datapath: DatapathStruct,
     x: NDArray[Any],
     x_zero_point: int,
-    weights: WeightsTuple,
+    weights: WeightsStruct,
     bias: Optional[NDArray[Any]],
-    requant: RequantTuple,
+    requant: RequantStruct,
     y: NDArray[Any],
     scratch: NDArray[Any],
     isa: int,
 ) -> None: ...
-def linear_scratch_bytes(m: int, k: int, n: int, datapath: DatapathTuple, /) -> int: ...
+def linear_scratch_bytes(m: int, k: int, n: int, datapath: DatapathStruct, /) -> int: ...
 def linear(
     *,
     m: int,
     k: int,
     n: int,
-    datapath: DatapathTuple,
+    datapath: DatapathStruct,
     x: NDArray[Any],
     x_zero_point: int,
-    weights: WeightsTuple,
+    weights: WeightsStruct,
     bias: Optional[NDArray[Any]],
-    requant: RequantTuple,
+    requant: RequantStruct,
     y: NDArray[Any],
     scratch: NDArray[Any],
     isa: int,
@@ -77,16 +77,16 @@ def requantize(
     channels: int,
     inner: int,
     in_zero_point: int,
-    datapath: DatapathTuple,
-    requant: RequantTuple,
+    datapath: DatapathStruct,
+    requant: RequantStruct,
     y: NDArray[Any],
     isa: int,
 ) -> None: ...
-def add(*, a: NDArray[Any], b: NDArray[Any], params: tuple[Any, ...], datapath: DatapathTuple, y: NDArray[Any]) -> None: ...
+def add(*, a: NDArray[Any], b: NDArray[Any], params: dict[str, Any], datapath: DatapathStruct, y: NDArray[Any]) -> None: ...
 def avg_pool2d(
-    *, geometry: tuple[int, ...], datapath: DatapathTuple, x: NDArray[Any], x_signed: bool, zero_point: int, y: NDArray[Any]
+    *, geometry: Geometry, datapath: DatapathStruct, x: NDArray[Any], x_signed: bool, zero_point: int, y: NDArray[Any]
 ) -> None: ...
-def max_pool2d(*, geometry: tuple[int, ...], x: NDArray[Any], x_signed: bool, y: NDArray[Any]) -> None: ...
+def max_pool2d(*, geometry: Geometry, x: NDArray[Any], x_signed: bool, y: NDArray[Any]) -> None: ...
 def lut(
     *, x: NDArray[Any], x_bits: int, x_signed: bool, table: NDArray[Any], table_signed: bool, y: NDArray[Any]
 ) -> None: ...
@@ -98,3 +98,5 @@ def rounding_right_shift(v: int, k: int, mode: int, /) -> int: ...
 def srdhm(a: int, b: int, n: int, /) -> int: ...
 def isa_query(isa: int, /) -> tuple[bool, int]: ...
 def status_message(status: int, /) -> str: ...
+def abi() -> dict[str, tuple[int, tuple[tuple[str, int, str], ...]]]: ...
+def struct_bytes(name: str, fields: dict[str, Any], /) -> bytes: ...

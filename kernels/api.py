@@ -1,11 +1,12 @@
 """Python wrappers of the C99 integer kernels (``kernels/c``), one per op of ``docs/arithmetic.md``.
 
-Every wrapper takes NumPy arrays of codes and a :class:`quant.contract.datapath.Datapath`, validates
-everything the C library cannot know about Python objects (dtype, shape, contiguity, value
-ranges of codes, zero points, bit widths, multipliers), converts the real multipliers to the
-integer (or float32) parameters of section 5, allocates the scratch buffer the C kernel asks
-for and calls it with the GIL released. The keyword names are those of the torch reference
-(``quant.reference``), so one test can call either backend.
+Every wrapper takes NumPy arrays of codes and a :class:`quant.contract.datapath.Datapath`.
+Its attributes (zero points, window, multipliers, output range) become the op's validated
+record of :mod:`quant.contract.attrs`, the one that the torch reference, the IR and the
+exporters use too; ``run_<op>(attrs, ...)`` then checks what is specific to C (dtype,
+contiguity, buffer lengths, through the record's shape checks), allocates the output and the
+scratch buffer the C kernel asks for and calls it with the GIL released. The keyword names are
+those of the torch reference (``quant.reference``), so one test can call either backend.
 
 Dtypes: activation codes are ``int8`` when ``Datapath.a_signed`` else ``uint8``; weights
 ``int8``/``uint8`` per ``Datapath.w_signed``, or a :class:`PackedWeights`; output codes are
@@ -26,6 +27,7 @@ overflow with ``Datapath.overflow == "error"`` raises ``OverflowError`` naming t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -33,18 +35,30 @@ import numpy as np
 import numpy.typing as npt
 
 from kernels import _qk
-from quant.contract.datapath import Datapath
-from quant.contract.args import check_zero_point, output_range, pair, scalar_int
-from quant.contract.codes import code_range
-from quant.contract.multiplier import (
-    FixedPointAdd,
-    FixedPointRequant,
-    FloatAdd,
-    FloatRequant,
-    RequantParams,
-    add_params,
-    requant_params,
+from kernels._abi import (
+    ISAS,
+    ROUNDING,
+    add_struct,
+    conv2d_geometry,
+    datapath_struct,
+    isa_code,
+    pool_geometry,
+    requant_struct,
+    weights_struct,
 )
+from quant.contract.args import IntPair, check_bool, check_code_values, check_pack_values, scalar_int
+from quant.contract.attrs import (
+    AddAttrs,
+    Conv2dAttrs,
+    LinearAttrs,
+    LutAttrs,
+    PoolAttrs,
+    RequantizeAttrs,
+    ZeroPointLike,
+)
+from quant.contract.codes import PACKED_BITS, check_bits, packed_row_bytes, packed_shape
+from quant.contract.datapath import Datapath
+from quant.contract.multiplier import MultiplierLike
 
 __all__ = [
     "PackedWeights",
@@ -58,46 +72,22 @@ __all__ = [
     "avg_pool2d",
     "max_pool2d",
     "lut",
+    "run_conv2d",
+    "run_linear",
+    "run_requantize",
+    "run_add",
+    "run_pool2d",
+    "run_lut",
     "rounding_right_shift",
     "saturating_rounding_doubling_high_mul",
     "isa_available",
     "ISAS",
 ]
 
-IntPair = Union[int, Sequence[int]]
-MultiplierLike = Union[float, int, Sequence[float], npt.NDArray[Any]]
-ZeroPointLike = Union[int, Sequence[int], npt.NDArray[Any]]
 Codes = npt.NDArray[Any]
 
-#: Instruction-set choices of the hot loops (all give identical results).
-ISAS: dict[str, int] = {"auto": _qk.ISA_AUTO, "portable": _qk.ISA_PORTABLE, "avx2": _qk.ISA_X86_AVX2}
 
-_OVERFLOW = {"wrap": _qk.OVERFLOW_WRAP, "saturate": _qk.OVERFLOW_SATURATE, "error": _qk.OVERFLOW_ERROR}
-_REQUANT = {
-    "fixed_point": _qk.REQUANT_FIXED_POINT,
-    "float32": _qk.REQUANT_FLOAT32,
-    "float64": _qk.REQUANT_FLOAT64,
-    "pow2": _qk.REQUANT_POW2,
-}
-_FIXED_POINT = {"double": _qk.FIXED_POINT_DOUBLE, "single": _qk.FIXED_POINT_SINGLE}
-_ROUNDING = {
-    "half_away": _qk.ROUND_HALF_AWAY,
-    "half_up": _qk.ROUND_HALF_UP,
-    "half_even": _qk.ROUND_HALF_EVEN,
-    "floor": _qk.ROUND_FLOOR,
-}
-_ZP_ORDER = {"after_rounding": _qk.ZP_AFTER_ROUNDING, "before_rounding": _qk.ZP_BEFORE_ROUNDING}
-_PACKED_BITS = (1, 2, 4)
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-
-
-# ----------------------------------------------------------------------------- validation helpers
-
-
-def _isa(isa: str) -> int:
-    if isa not in ISAS:
-        raise ValueError(f"isa={isa!r} is not one of {', '.join(map(repr, ISAS))}")
-    return ISAS[isa]
+# ----------------------------------------------------------------------------- array checks (C-specific)
 
 
 def isa_available(isa: str) -> bool:
@@ -106,36 +96,7 @@ def isa_available(isa: str) -> bool:
     >>> isa_available("portable")
     True
     """
-    return bool(_qk.isa_query(_isa(isa))[0])
-
-
-def _check_datapath(datapath: object) -> Datapath:
-    if not isinstance(datapath, Datapath):
-        raise TypeError(f"datapath must be a Datapath, got {type(datapath).__name__}")
-    return datapath
-
-
-def _datapath_tuple(dp: Datapath, op: str) -> tuple[int, ...]:
-    """The C ``qk_datapath`` fields; ``ValueError`` for a value the kernels cannot honour."""
-    try:
-        return (
-            int(dp.w_bits), int(dp.w_signed), int(dp.w_zero_point),
-            int(dp.a_bits), int(dp.a_signed), int(dp.a_zero_point),
-            int(dp.acc_bits), _OVERFLOW[dp.overflow], _REQUANT[dp.requant], int(dp.multiplier_bits),
-            _FIXED_POINT[dp.fixed_point_rounding], _ROUNDING[dp.rounding], _ZP_ORDER[dp.zero_point_order],
-            int(dp.bias_bits),
-        )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{op}: the kernels cannot run datapath {dp.name!r}: unsupported value {err}") from None
-
-
-
-def _bool(v: object, name: str, op: str) -> bool:
-    if isinstance(v, np.bool_):
-        v = bool(v)
-    if not isinstance(v, bool):
-        raise TypeError(f"{op}: {name} must be a bool, got {type(v).__name__}")
-    return v
+    return bool(_qk.isa_query(isa_code(isa))[0])
 
 
 def _array(a: object, name: str, op: str, dtypes: Sequence[Any], ndim: Optional[int] = None) -> Codes:
@@ -153,70 +114,35 @@ def _array(a: object, name: str, op: str, dtypes: Sequence[Any], ndim: Optional[
     return a
 
 
-
 def _code_dtype(signed: bool) -> type[np.integer[Any]]:
     return np.int8 if signed else np.uint8
 
 
-def _check_codes(a: Codes, name: str, op: str, bits: int, signed: bool) -> None:
-    lo, hi = code_range(bits, signed)
-    if a.size == 0 or (bits == 8 and a.dtype == _code_dtype(signed)):
-        return  # every value of the dtype is a code
-    amin, amax = int(a.min()), int(a.max())
-    kind = "binary" if (bits == 1 and signed) else f"{'int' if signed else 'uint'}{bits}"
-    if amin < lo or amax > hi:
-        raise ValueError(f"{op}: {name} has values in [{amin}, {amax}] outside the {kind} code range [{lo}, {hi}]")
-    if bits == 1 and signed and bool(np.any(a == 0)):
-        raise ValueError(f"{op}: {name} holds 0, but binary codes are -1 or +1")
+def _check_values(arr: Codes, name: str, op: str, bits: int, signed: bool) -> None:
+    """The code-value check of the contract on an int8/uint8 array (a full-width dtype holds only codes)."""
+    if arr.size and bits != 8:
+        has_zero = bits == 1 and signed and bool(np.any(arr == 0))
+        check_code_values(int(arr.min()), int(arr.max()), has_zero, name, op, bits, signed)
 
 
-def _output(
-    op: str, y_bits: object, y_signed: object, y_min: object, y_max: object, y_zero_point: object
-) -> tuple[int, bool, int, int, int]:
-    """``(y_bits, y_signed, z_y, lo, hi)`` of an op's output codes (section 1)."""
-    lo, hi = output_range(op, y_bits, y_signed, y_min, y_max, y_zero_point)
-    return scalar_int(y_bits, "y_bits", op), bool(y_signed), scalar_int(y_zero_point, "y_zero_point", op), lo, hi
+def _codes(a: object, name: str, op: str, bits: int, signed: bool, ndim: Optional[int] = None) -> Codes:
+    """``a`` as an int8 (``signed``) or uint8 C-contiguous array of valid ``bits``-bit codes."""
+    arr = _array(a, name, op, (_code_dtype(signed),), ndim)
+    _check_values(arr, name, op, bits, signed)
+    return arr
 
 
-
-# ----------------------------------------------------------------------------- multipliers (section 5)
-
-
-def _requant_params(multiplier: object, dp: Datapath, op: str) -> RequantParams:
-    """Section 5's integer (or float32) form of ``multiplier``, errors prefixed with ``op``."""
-    try:
-        return requant_params(multiplier, dp)
-    except ValueError as err:
-        raise ValueError(f"{op}: {err}") from None
-    except TypeError as err:
-        raise TypeError(f"{op}: {err}") from None
+def _extremes(a: Optional[Codes]) -> Optional[tuple[int, int, int]]:
+    if a is None:
+        return None
+    return (a.size, int(a.min()), int(a.max())) if a.size else (0, 0, 0)
 
 
-def _requant_tuple(p: RequantParams, channels: int, op: str, y: tuple[int, bool, int, int, int]) -> tuple[Any, ...]:
-    """The binding's requant tuple: (M0 | None, shift | None, m | None, z_y, y_bits, y_signed, lo, hi)."""
-    if p.count not in (1, channels):
-        raise ValueError(
-            f"{op}: multiplier has {p.count} values; it must be a scalar or have one value per output channel ({channels})"
-        )
-
-    def flat(a: npt.NDArray[Any], dtype: type[np.generic]) -> npt.NDArray[Any]:
-        return np.ascontiguousarray(a.reshape(-1), dtype=dtype)
-
-    bits, signed, z, lo, hi = y
-    if isinstance(p, FixedPointRequant):
-        arrays: tuple[Any, Any, Any] = (flat(p.m0, np.int32), flat(p.exponent, np.int32), None)
-    elif isinstance(p, FloatRequant):
-        arrays = (None, None, flat(p.multiplier, np.float32))
-    else:
-        arrays = (None, flat(p.right_shift, np.int32), None)
-    return (*arrays, z, bits, int(signed), lo, hi)
+def _bias(bias: object, op: str) -> Optional[npt.NDArray[np.int32]]:
+    return None if bias is None else _array(bias, "bias", op, (np.int32,), 1)
 
 
 # ----------------------------------------------------------------------------- packing (section 3)
-
-
-def _packed_row_bytes(n: int, bits: int) -> int:
-    return (n * bits + 7) // 8 if bits in _PACKED_BITS else n
 
 
 def pack(codes: Codes, bits: int, *, signed: Optional[bool] = None) -> npt.NDArray[np.uint8]:
@@ -232,24 +158,18 @@ def pack(codes: Codes, bits: int, *, signed: Optional[bool] = None) -> npt.NDArr
     """
     op = "pack"
     c = _array(codes, "codes", op, (np.int8, np.uint8))
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= int(bits) <= 8:
-        raise ValueError(f"{op}: bits={bits!r} must be an integer in 1..8")
-    bits = int(bits)
+    bits = check_bits(bits, "bits", op)
     if c.ndim == 0:
         raise ValueError(f"{op}: codes must have at least one dimension (rows are packed along the last)")
-    if signed is None:
-        lo, hi, rng = -(1 << (bits - 1)), (1 << bits) - 1, -1
-    else:
-        lo, hi = code_range(bits, _bool(signed, "signed", op))
-        rng = int(signed)
-    if c.size and (int(c.min()) < lo or int(c.max()) > hi):
-        raise ValueError(f"{op}: codes in [{int(c.min())}, {int(c.max())}] do not fit {bits} bits (range [{lo}, {hi}])")
-    if bits == 1 and c.size and bool(np.any(c == -1)) and bool(np.any(c == 0)):
-        raise ValueError(f"{op}: 1-bit codes mix -1 and 0 (binary codes are {{-1, +1}}, unsigned {{0, 1}})")
+    is_signed = None if signed is None else check_bool(signed, "signed", op)
+    if c.size:
+        mixes = bits == 1 and bool(np.any(c == -1)) and bool(np.any(c == 0))
+        check_pack_values(int(c.min()), int(c.max()), mixes, bits, is_signed)
     n = c.shape[-1]
-    rows = c.size // n if n else int(np.prod(c.shape[:-1]))
-    out = np.empty(c.shape[:-1] + (_packed_row_bytes(n, bits),), dtype=np.uint8)
-    _qk.pack(codes=c, codes_signed=c.dtype == np.int8, rows=rows, cols=n, bits=bits, range=rng, packed=out)
+    out = np.empty(packed_shape(c.shape, bits), dtype=np.uint8)
+    rng = -1 if is_signed is None else int(is_signed)
+    _qk.pack(codes=c, codes_signed=c.dtype == np.int8, rows=math.prod(c.shape[:-1]), cols=n, bits=bits, range=rng,
+             packed=out)  # fmt: skip
     return out
 
 
@@ -264,22 +184,19 @@ def unpack(packed: Codes, bits: int, shape: Sequence[int], signed: bool = True) 
     """
     op = "unpack"
     p = _array(packed, "packed", op, (np.uint8,))
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= int(bits) <= 8:
-        raise ValueError(f"{op}: bits={bits!r} must be an integer in 1..8")
-    bits = int(bits)
-    is_signed = _bool(signed, "signed", op)
+    bits = check_bits(bits, "bits", op)
+    is_signed = check_bool(signed, "signed", op)
     try:
         shp = tuple(int(s) for s in shape)
     except TypeError:
         raise TypeError(f"{op}: shape must be a sequence of ints, got {type(shape).__name__}") from None
     if not shp or min(shp) < 0:
         raise ValueError(f"{op}: shape={shape!r} must have at least one dimension, none negative")
-    expected = shp[:-1] + (_packed_row_bytes(shp[-1], bits),)
+    expected = packed_shape(shp, bits)
     if p.shape != expected:
         raise ValueError(f"{op}: packed has shape {p.shape}, expected {expected} for codes of shape {shp}")
     out = np.empty(shp, dtype=np.uint8 if (bits == 8 and not is_signed) else np.int8)
-    rows = int(np.prod(shp[:-1])) if len(shp) > 1 else 1
-    _qk.unpack(packed=p, rows=rows, cols=shp[-1], bits=bits, signed=is_signed, codes=out)
+    _qk.unpack(packed=p, rows=math.prod(shp[:-1]), cols=shp[-1], bits=bits, signed=is_signed, codes=out)
     return out
 
 
@@ -299,7 +216,7 @@ class PackedWeights:
     shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if self.bits not in _PACKED_BITS or isinstance(self.bits, bool):
+        if self.bits not in PACKED_BITS or isinstance(self.bits, bool):
             raise ValueError(f"PackedWeights.bits={self.bits!r} is not one of 1, 2, 4")
         if not isinstance(self.signed, bool):
             raise ValueError(f"PackedWeights.signed={self.signed!r} must be a bool")
@@ -309,8 +226,8 @@ class PackedWeights:
         object.__setattr__(self, "shape", shape)
         if not isinstance(self.data, np.ndarray) or self.data.dtype != np.uint8:
             raise ValueError("PackedWeights.data must be a uint8 numpy.ndarray")
-        k = int(np.prod(shape[1:]))
-        expected = (shape[0], _packed_row_bytes(k, self.bits))
+        k = math.prod(shape[1:])
+        expected = (shape[0], packed_row_bytes(k, self.bits))
         if self.data.shape != expected:
             raise ValueError(f"PackedWeights.data has shape {self.data.shape}, expected {expected} for shape {shape}")
         if not self.data.flags.c_contiguous:
@@ -318,7 +235,7 @@ class PackedWeights:
 
     def unpacked(self) -> Codes:
         """The weight codes of :attr:`shape`: int8 when :attr:`signed`, else uint8 (as conv2d/linear take them)."""
-        codes = unpack(self.data, self.bits, (self.shape[0], int(np.prod(self.shape[1:]))), self.signed)
+        codes = unpack(self.data, self.bits, (self.shape[0], math.prod(self.shape[1:])), self.signed)
         return codes.reshape(self.shape).astype(_code_dtype(self.signed))
 
 
@@ -333,9 +250,9 @@ def pack_weights(w_codes: Codes, bits: int, signed: bool) -> PackedWeights:
     w = _array(w_codes, "w_codes", op, (np.int8, np.uint8))
     if w.ndim < 2:
         raise ValueError(f"{op}: w_codes must have >= 2 dimensions (C_out, ...), got shape {w.shape}")
-    if bits not in _PACKED_BITS or isinstance(bits, bool):
+    if bits not in PACKED_BITS or isinstance(bits, bool):
         raise ValueError(f"{op}: bits={bits!r} is not one of 1, 2, 4")
-    is_signed = _bool(signed, "signed", op)
+    is_signed = check_bool(signed, "signed", op)
     data = pack(w.reshape(w.shape[0], -1), bits, signed=is_signed)
     return PackedWeights(data=data, bits=bits, signed=is_signed, shape=tuple(int(s) for s in w.shape))
 
@@ -343,10 +260,8 @@ def pack_weights(w_codes: Codes, bits: int, signed: bool) -> PackedWeights:
 # ----------------------------------------------------------------------------- conv2d and linear (4, 5)
 
 
-def _weights(
-    w: object, w_zero_point: object, dp: Datapath, op: str, ndim: int
-) -> tuple[tuple[Any, int, npt.NDArray[np.int32]], tuple[int, ...]]:
-    """The binding's weights tuple (data, packed_bits, zero points) and the unpacked weight shape."""
+def _weight_data(w: object, dp: Datapath, op: str, ndim: int) -> tuple[Codes, int, tuple[int, ...]]:
+    """``(data, packed_bits, unpacked shape)`` of weight codes or :class:`PackedWeights` (codes checked)."""
     if isinstance(w, PackedWeights):
         if len(w.shape) != ndim:
             raise ValueError(f"{op}: w must have {ndim} dimensions, got packed weights of shape {w.shape}")
@@ -356,50 +271,22 @@ def _weights(
                 f"{op}: packed weights are {kind} but datapath {dp.name!r} has "
                 f"{'int' if dp.w_signed else 'uint'}{dp.w_bits} weights"
             )
-        data: Codes = w.data  # every packed field is a valid code of the datapath's weight operand
-        packed_bits = w.bits
-        shape = w.shape
-    else:
-        data = _array(w, "w", op, (_code_dtype(dp.w_signed),), ndim)
-        _check_codes(data, "w", op, dp.w_bits, dp.w_signed)
-        packed_bits = 0
-        shape = tuple(int(s) for s in data.shape)
-    c_out = shape[0]
-    if isinstance(w_zero_point, (np.ndarray, list, tuple)):
-        zw = np.asarray(w_zero_point)
-        if zw.dtype.kind not in "iu":
-            raise TypeError(f"{op}: w_zero_point must be integers, got {zw.dtype}")
-        zw = zw.reshape(-1)
-        if zw.size not in (1, c_out):
-            raise ValueError(f"{op}: w_zero_point has {zw.size} values, w has {c_out} output channels")
-    else:
-        zw = np.array([scalar_int(w_zero_point, "w_zero_point", op)])
-    for z in sorted({int(v) for v in zw}):
-        check_zero_point(z, "w_zero_point", op, dp.w_bits, dp.w_signed, dp.w_zero_point)
-    return (data, packed_bits, np.ascontiguousarray(zw, dtype=np.int32)), shape
+        return w.data, w.bits, w.shape  # every packed field is a valid code of the datapath's weight operand
+    data = _codes(w, "w", op, dp.w_bits, dp.w_signed, ndim)
+    return data, 0, tuple(int(s) for s in data.shape)
 
 
-def _input(x: object, x_zero_point: object, dp: Datapath, op: str, ndim: int) -> tuple[Codes, int]:
-    xa = _array(x, "x", op, (_code_dtype(dp.a_signed),), ndim)
-    _check_codes(xa, "x", op, dp.a_bits, dp.a_signed)
-    zx = scalar_int(x_zero_point, "x_zero_point", op)
-    check_zero_point(zx, "x_zero_point", op, dp.a_bits, dp.a_signed, dp.a_zero_point)
-    return xa, zx
+def _weight_shape(w: object, op: str) -> tuple[int, ...]:
+    """The unpacked shape of weight codes or :class:`PackedWeights` (what the attribute record needs)."""
+    if isinstance(w, PackedWeights):
+        return w.shape
+    if not isinstance(w, np.ndarray):
+        raise TypeError(f"{op}: w must be a numpy.ndarray, got {type(w).__name__}")
+    return tuple(int(s) for s in w.shape)
 
 
-def _bias(bias: object, c_out: int, dp: Datapath, op: str) -> Optional[npt.NDArray[np.int32]]:
-    if bias is None:
-        return None
-    b = _array(bias, "bias", op, (np.int32,), 1)
-    if b.size != c_out:
-        raise ValueError(f"{op}: bias has {b.size} values, expected one per output channel ({c_out})")
-    lo, hi = dp.bias_range
-    if b.size and (int(b.min()) < lo or int(b.max()) > hi):
-        raise ValueError(
-            f"{op}: bias has values in [{int(b.min())}, {int(b.max())}] outside the "
-            f"{dp.bias_bits}-bit range [{lo}, {hi}] (Datapath.bias_bits)"
-        )
-    return b
+def _scratch(nbytes: int) -> npt.NDArray[np.uint8]:
+    return np.empty(nbytes, dtype=np.uint8)
 
 
 def conv2d(
@@ -438,33 +325,35 @@ def conv2d(
     ...        datapath=Datapath.preset("w4a4_acc16_sat").with_(w_bits=2), y_signed=False).tolist()
     [[[[0, 0], [0, 0]]]]
     """
-    op = "conv2d"
-    dp = _check_datapath(datapath)
-    xa, zx = _input(x, x_zero_point, dp, op, 4)
-    wt, wshape = _weights(w, w_zero_point, dp, op, 4)
-    g = scalar_int(groups, "groups", op)
-    n, c_in, h, wd = xa.shape
-    c_out, cg, kh, kw = wshape
-    if g < 1 or c_in % g or c_out % g or cg * g != c_in:
-        raise ValueError(
-            f"{op}: groups={g} does not fit x with {c_in} channels and w of shape {wshape} "
-            "(need C_in = groups * w.shape[1] and C_out divisible by groups)"
-        )
-    st, pd, dl = pair(stride, "stride", op, 1), pair(padding, "padding", op, 0), pair(dilation, "dilation", op, 1)
-    b = _bias(bias, c_out, dp, op)
-    out = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
-    rq = _requant_tuple(_requant_params(multiplier, dp, op), c_out, op, out)
-    geometry = (n, c_in, h, wd, c_out, kh, kw, st[0], st[1], pd[0], pd[1], dl[0], dl[1], g)
-    ho = (h + 2 * pd[0] - dl[0] * (kh - 1) - 1) // st[0] + 1
-    wo = (wd + 2 * pd[1] - dl[1] * (kw - 1) - 1) // st[1] + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {h}x{wd} and kernel {kh}x{kw}")
-    y = np.empty((n, c_out, ho, wo), dtype=_code_dtype(out[1]))
-    dpt = _datapath_tuple(dp, op)
-    scratch = np.empty(_qk.conv2d_scratch_bytes(geometry, dpt), dtype=np.uint8)
+    attrs = Conv2dAttrs.build(
+        w_shape=_weight_shape(w, "conv2d"), x_zero_point=x_zero_point, w_zero_point=w_zero_point,
+        y_zero_point=y_zero_point, multiplier=multiplier, stride=stride, padding=padding, dilation=dilation,
+        groups=groups, y_bits=y_bits, y_signed=y_signed, y_min=y_min, y_max=y_max, datapath=datapath,
+    )  # fmt: skip
+    return run_conv2d(attrs, x, w, bias, isa=isa)
+
+
+def run_conv2d(
+    attrs: Conv2dAttrs, x: Codes, w: Union[Codes, PackedWeights], bias: Optional[npt.NDArray[np.int32]], *, isa: str = "auto"
+) -> Codes:
+    """conv2d of the validated record ``attrs`` on the operands (see :func:`conv2d`)."""
+    op, dp = attrs.op, attrs.datapath
+    isa_value = isa_code(isa)
+    dps = datapath_struct(dp, op)
+    xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, 4)
+    data, packed_bits, wshape = _weight_data(w, dp, op, 4)
+    if wshape != attrs.w_shape:
+        raise ValueError(f"{op}: w has shape {wshape}, the op's attributes are for {attrs.w_shape}")
+    out_shape = attrs.output_shape(xa.shape)
+    b = _bias(bias, op)
+    attrs.check_bias(_extremes(b))
+    geometry = conv2d_geometry(attrs, xa.shape)
+    y = np.empty(out_shape, dtype=_code_dtype(attrs.output.signed))
     _qk.conv2d(
-        geometry=geometry, datapath=dpt, x=xa, x_zero_point=zx, weights=wt, bias=b,
-        requant=rq, y=y, scratch=scratch, isa=_isa(isa),
+        geometry=geometry, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point,
+        weights=weights_struct(data, packed_bits, attrs.w_zero_point), bias=b,
+        requant=requant_struct(attrs.requant, attrs.output), y=y,
+        scratch=_scratch(_qk.conv2d_scratch_bytes(geometry, dps)), isa=isa_value,
     )  # fmt: skip
     return y
 
@@ -496,23 +385,35 @@ def linear(
     ...        y_signed=False, datapath=Datapath.preset("fbgemm_int8")).tolist()   # acc [12, -6]
     [[103, 97]]
     """
-    op = "linear"
-    dp = _check_datapath(datapath)
-    xa, zx = _input(x, x_zero_point, dp, op, 2)
-    wt, wshape = _weights(w, w_zero_point, dp, op, 2)
-    m, k = xa.shape
-    n_out, kw_ = wshape
-    if k != kw_:
-        raise ValueError(f"{op}: x has K={k} but w has K={kw_} (w is (N, K))")
-    b = _bias(bias, n_out, dp, op)
-    out = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
-    rq = _requant_tuple(_requant_params(multiplier, dp, op), n_out, op, out)
-    y = np.empty((m, n_out), dtype=_code_dtype(out[1]))
-    dpt = _datapath_tuple(dp, op)
-    scratch = np.empty(_qk.linear_scratch_bytes(m, k, n_out, dpt), dtype=np.uint8)
+    attrs = LinearAttrs.build(
+        w_shape=_weight_shape(w, "linear"), x_zero_point=x_zero_point, w_zero_point=w_zero_point,
+        y_zero_point=y_zero_point, multiplier=multiplier, y_bits=y_bits, y_signed=y_signed, y_min=y_min,
+        y_max=y_max, datapath=datapath,
+    )  # fmt: skip
+    return run_linear(attrs, x, w, bias, isa=isa)
+
+
+def run_linear(
+    attrs: LinearAttrs, x: Codes, w: Union[Codes, PackedWeights], bias: Optional[npt.NDArray[np.int32]], *, isa: str = "auto"
+) -> Codes:
+    """linear of the validated record ``attrs`` on the operands (see :func:`linear`)."""
+    op, dp = attrs.op, attrs.datapath
+    isa_value = isa_code(isa)
+    dps = datapath_struct(dp, op)
+    xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, 2)
+    data, packed_bits, wshape = _weight_data(w, dp, op, 2)
+    if wshape != attrs.w_shape:
+        raise ValueError(f"{op}: w has shape {wshape}, the op's attributes are for {attrs.w_shape}")
+    m, n_out = attrs.output_shape(xa.shape)
+    b = _bias(bias, op)
+    attrs.check_bias(_extremes(b))
+    k = attrs.w_shape[1]
+    y = np.empty((m, n_out), dtype=_code_dtype(attrs.output.signed))
     _qk.linear(
-        m=m, k=k, n=n_out, datapath=dpt, x=xa, x_zero_point=zx, weights=wt, bias=b,
-        requant=rq, y=y, scratch=scratch, isa=_isa(isa),
+        m=m, k=k, n=n_out, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point,
+        weights=weights_struct(data, packed_bits, attrs.w_zero_point), bias=b,
+        requant=requant_struct(attrs.requant, attrs.output), y=y,
+        scratch=_scratch(_qk.linear_scratch_bytes(m, k, n_out, dps)), isa=isa_value,
     )  # fmt: skip
     return y
 
@@ -540,34 +441,24 @@ def requantize(
     ...            y_zero_point=0, datapath=Datapath.preset("w2a2_pow2_acc16")).tolist()   # 5.5, 4.5, -2.5
     [6, 4, -2]
     """
-    op = "requantize"
-    dp = _check_datapath(datapath)
+    attrs = RequantizeAttrs.build(
+        in_zero_point=in_zero_point, multiplier=multiplier, y_zero_point=y_zero_point, y_bits=y_bits,
+        y_signed=y_signed, axis=axis, datapath=datapath,
+    )  # fmt: skip
+    return run_requantize(attrs, q, isa=isa)
+
+
+def run_requantize(attrs: RequantizeAttrs, q: npt.NDArray[np.int32], *, isa: str = "auto") -> Codes:
+    """requantize of the validated record ``attrs`` on ``q`` (see :func:`requantize`)."""
+    op = attrs.op
+    isa_value = isa_code(isa)
     qa = _array(q, "q", op, (np.int32,))
-    z_in = scalar_int(in_zero_point, "in_zero_point", op)
-    if not _INT32_MIN <= z_in <= _INT32_MAX:
-        raise ValueError(f"{op}: in_zero_point={z_in} must lie in the int32 range")
-    out = _output(op, y_bits, y_signed, None, None, y_zero_point)
-    params = _requant_params(multiplier, dp, op)
-    if axis is not None:
-        ax = scalar_int(axis, "axis", op)
-        if not -qa.ndim <= ax < qa.ndim:
-            raise ValueError(f"{op}: axis={ax} is out of range for q of shape {qa.shape}")
-        ax %= qa.ndim
-        outer, channels = int(np.prod(qa.shape[:ax])), qa.shape[ax]
-        inner = int(np.prod(qa.shape[ax + 1 :]))
-        if params.count not in (1, channels):
-            raise ValueError(
-                f"{op}: multiplier has {params.count} values but dimension {ax} of the input has {channels} channels"
-            )
-    elif params.count != 1:
-        raise ValueError(f"{op}: a per-channel multiplier of {params.count} values needs a channel axis")
-    if params.count == 1:  # per tensor: one channel spanning everything
-        outer, channels, inner = 1, 1, qa.size
-    rq = _requant_tuple(params, channels, op, out)
-    y = np.empty(qa.shape, dtype=_code_dtype(out[1]))
+    outer, channels, inner = attrs.channel_layout(qa.shape)
+    y = np.empty(qa.shape, dtype=_code_dtype(attrs.output.signed))
     _qk.requantize(
-        q=qa, outer=outer, channels=channels, inner=inner, in_zero_point=z_in,
-        datapath=_datapath_tuple(dp, op), requant=rq, y=y, isa=_isa(isa),
+        q=qa, outer=outer, channels=channels, inner=inner, in_zero_point=attrs.in_zero_point,
+        datapath=datapath_struct(attrs.datapath, op), requant=requant_struct(attrs.requant, attrs.output), y=y,
+        isa=isa_value,
     )  # fmt: skip
     return y
 
@@ -599,67 +490,27 @@ def add(
     ...     datapath=Datapath.preset("tflite_int8")).tolist()     # 5.75, -2.75, 75
     [6, -3, 75]
     """
-    op = "add"
-    dp = _check_datapath(datapath)
-    aa = _array(a, "a", op, (_code_dtype(dp.a_signed),))
-    ba = _array(b, "b", op, (_code_dtype(dp.a_signed),))
+    attrs = AddAttrs.build(
+        a_zero_point=a_zero_point, b_zero_point=b_zero_point, a_multiplier=a_multiplier, b_multiplier=b_multiplier,
+        y_zero_point=y_zero_point, y_bits=y_bits, y_signed=y_signed, y_min=y_min, y_max=y_max, datapath=datapath,
+    )  # fmt: skip
+    return run_add(attrs, a, b)
+
+
+def run_add(attrs: AddAttrs, a: Codes, b: Codes) -> Codes:
+    """add of the validated record ``attrs`` on two same-shape code arrays (see :func:`add`)."""
+    op, dp = attrs.op, attrs.datapath
+    dps = datapath_struct(dp, op)
+    aa = _codes(a, "a", op, dp.a_bits, dp.a_signed)
+    ba = _codes(b, "b", op, dp.a_bits, dp.a_signed)
     if aa.shape != ba.shape:
         raise ValueError(f"{op}: a and b must have the same shape, got {aa.shape} and {ba.shape}")
-    za = scalar_int(a_zero_point, "a_zero_point", op)
-    zb = scalar_int(b_zero_point, "b_zero_point", op)
-    for name, arr, z in (("a", aa, za), ("b", ba, zb)):
-        _check_codes(arr, name, op, dp.a_bits, dp.a_signed)
-        check_zero_point(z, f"{name}_zero_point", op, dp.a_bits, dp.a_signed, dp.a_zero_point)
-    bits, signed, z_y, lo, hi = _output(op, y_bits, y_signed, y_min, y_max, y_zero_point)
-    try:
-        ap = add_params(a_multiplier, b_multiplier, dp)
-    except ValueError as err:
-        raise ValueError(f"{op}: {err}".replace("add: add: ", "add: ")) from None
-    except TypeError as err:
-        raise TypeError(f"{op}: {err}") from None
-    fixed = [0, 0, 0, 0, 0, 0]
-    fm = [0.0, 0.0]
-    if isinstance(ap, FixedPointAdd):
-        for i, rp in enumerate((ap.a, ap.b, ap.out)):
-            fixed[2 * i], fixed[2 * i + 1] = int(rp.m0), int(rp.exponent)
-    elif isinstance(ap, FloatAdd):
-        fm = [float(ap.a.multiplier), float(ap.b.multiplier)]
-    else:
-        fixed[1], fixed[3] = int(ap.a.right_shift), int(ap.b.right_shift)
-    params = (za, zb, *fixed, fm[0], fm[1], z_y, bits, int(signed), lo, hi)
-    y = np.empty(aa.shape, dtype=_code_dtype(signed))
-    _qk.add(a=aa, b=ba, params=params, datapath=_datapath_tuple(dp, op), y=y)
+    y = np.empty(aa.shape, dtype=_code_dtype(attrs.output.signed))
+    _qk.add(a=aa, b=ba, params=add_struct(attrs), datapath=dps, y=y)
     return y
 
 
 # ----------------------------------------------------------------------------- pooling, lut (6)
-
-
-def _pool_geometry(
-    x: Codes,
-    kernel_size: Optional[IntPair],
-    stride: Optional[IntPair],
-    padding: IntPair,
-    dilation: IntPair,
-    op: str,
-) -> tuple[tuple[int, ...], tuple[int, int]]:
-    n, c, h, w = x.shape
-    if kernel_size is None:
-        if stride is not None or pair(padding, "padding", op, 0) != (0, 0) or pair(dilation, "dilation", op, 1) != (1, 1):
-            raise ValueError(f"{op}: global pooling (kernel_size=None) takes no stride, padding or dilation")
-        k, s, p, d = (h, w), (h, w), (0, 0), (1, 1)
-    else:
-        k = pair(kernel_size, "kernel_size", op, 1)
-        s = pair(stride, "stride", op, 1) if stride is not None else k
-        p = pair(padding, "padding", op, 0)
-        d = pair(dilation, "dilation", op, 1)
-        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-            raise ValueError(f"{op}: padding={p} must be at most half the kernel size {k}")
-    ho = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
-    wo = (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {(h, w)} and kernel {k}")
-    return (n, c, h, w, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1]), (ho, wo)
 
 
 def avg_pool2d(
@@ -681,18 +532,8 @@ def avg_pool2d(
     >>> avg_pool2d(x, 2, stride=1, zero_point=3, datapath=Datapath.preset("tflite_int8")).tolist()   # 17/4, 11/4
     [[[[4, 3]]]]
     """
-    op = "avg_pool2d"
-    dp = _check_datapath(datapath)
-    xa = _array(x, "x", op, (np.int8, np.uint8), 4)
-    z = scalar_int(zero_point, "zero_point", op)
-    if not _INT32_MIN <= z <= _INT32_MAX:
-        raise ValueError(f"{op}: zero_point={z} must lie in the int32 range")
-    geometry, (ho, wo) = _pool_geometry(xa, kernel_size, stride, padding, 1, op)
-    y = np.empty((xa.shape[0], xa.shape[1], ho, wo), dtype=xa.dtype)
-    _qk.avg_pool2d(
-        geometry=geometry, datapath=_datapath_tuple(dp, op), x=xa, x_signed=xa.dtype == np.int8, zero_point=z, y=y
-    )
-    return y
+    attrs = PoolAttrs.build("avg", kernel_size, stride, padding, 1, zero_point=zero_point, datapath=datapath)
+    return run_pool2d(attrs, x)
 
 
 def max_pool2d(
@@ -710,11 +551,24 @@ def max_pool2d(
     >>> max_pool2d(x, 3, stride=2, padding=1).tolist()
     [[[[7, 4]]]]
     """
-    op = "max_pool2d"
+    return run_pool2d(PoolAttrs.build("max", kernel_size, stride, padding, dilation), x)
+
+
+def run_pool2d(attrs: PoolAttrs, x: Codes) -> Codes:
+    """Pooling of the validated record ``attrs`` on codes ``x (N, C, H, W)`` (int8/uint8)."""
+    op = attrs.op
     xa = _array(x, "x", op, (np.int8, np.uint8), 4)
-    geometry, (ho, wo) = _pool_geometry(xa, kernel_size, stride, padding, dilation, op)
-    y = np.empty((xa.shape[0], xa.shape[1], ho, wo), dtype=xa.dtype)
-    _qk.max_pool2d(geometry=geometry, x=xa, x_signed=xa.dtype == np.int8, y=y)
+    out_shape = attrs.output_shape(xa.shape)
+    geometry = pool_geometry(xa.shape, attrs.window(xa.shape))
+    y = np.empty(out_shape, dtype=xa.dtype)
+    signed = xa.dtype == np.int8
+    if attrs.datapath is None:  # max pooling needs no datapath
+        _qk.max_pool2d(geometry=geometry, x=xa, x_signed=signed, y=y)
+    else:
+        _qk.avg_pool2d(
+            geometry=geometry, datapath=datapath_struct(attrs.datapath, op), x=xa, x_signed=signed,
+            zero_point=attrs.zero_point, y=y,
+        )  # fmt: skip
     return y
 
 
@@ -728,18 +582,18 @@ def lut(x: Codes, table: Codes, *, x_bits: int, x_signed: bool) -> Codes:
     ...     x_bits=2, x_signed=True).tolist()    # ReLU on int2
     [0, 0, 0, 1]
     """
-    op = "lut"
-    if isinstance(x_bits, bool) or not isinstance(x_bits, (int, np.integer)) or not 1 <= int(x_bits) <= 8:
-        raise ValueError(f"{op}: x_bits={x_bits!r} must be an integer in 1..8")
-    bits = int(x_bits)
-    signed = _bool(x_signed, "x_signed", op)
-    xa = _array(x, "x", op, (_code_dtype(signed),))
+    return run_lut(LutAttrs.build(x_bits=x_bits, x_signed=x_signed), x, table)
+
+
+def run_lut(attrs: LutAttrs, x: Codes, table: Codes) -> Codes:
+    """lut of the validated record ``attrs`` (see :func:`lut`)."""
+    op = attrs.op
+    xa = _array(x, "x", op, (_code_dtype(attrs.x_signed),))
     ta = _array(table, "table", op, (np.int8, np.uint8), 1)
-    if ta.size != 1 << bits:
-        raise ValueError(f"{op}: table has {ta.size} entries, expected 2^x_bits = {1 << bits}")
-    _check_codes(xa, "x", op, bits, signed)
+    attrs.check_table(ta.size)
+    _check_values(xa, "x", op, attrs.x_bits, attrs.x_signed)
     y = np.empty(xa.shape, dtype=ta.dtype)
-    _qk.lut(x=xa, x_bits=bits, x_signed=signed, table=ta, table_signed=ta.dtype == np.int8, y=y)
+    _qk.lut(x=xa, x_bits=attrs.x_bits, x_signed=attrs.x_signed, table=ta, table_signed=ta.dtype == np.int8, y=y)
     return y
 
 
@@ -752,10 +606,10 @@ def rounding_right_shift(v: int, k: int, mode: str) -> int:
     >>> [rounding_right_shift(v, 1, "half_away") for v in (-5, -1, 1, 5)]
     [-3, -1, 1, 3]
     """
-    if mode not in _ROUNDING:
-        raise ValueError(f"mode={mode!r} is not one of {', '.join(map(repr, _ROUNDING))}")
-    return int(_qk.rounding_right_shift(scalar_int(v, "v", "rounding_right_shift"), scalar_int(k, "k", "rounding_right_shift"),
-                                        _ROUNDING[mode]))  # fmt: skip
+    op = "rounding_right_shift"
+    if mode not in ROUNDING:
+        raise ValueError(f"mode={mode!r} is not one of {', '.join(map(repr, ROUNDING))}")
+    return int(_qk.rounding_right_shift(scalar_int(v, "v", op), scalar_int(k, "k", op), ROUNDING[mode]))
 
 
 def saturating_rounding_doubling_high_mul(a: int, b: int, n: int = 31) -> int:

@@ -11,6 +11,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stddef.h>
 #include <string.h>
 
 #include "qk.h"
@@ -123,55 +124,176 @@ static PyObject *finish(qk_views *vs, const char *op, qk_status st)
     Py_RETURN_NONE;
 }
 
-/* ------------------------------------------------------------------ struct parsing */
+/* ------------------------------------------------------------------ struct parsing
+ *
+ * Every struct crossing the binding comes in as a dict keyed by the C field names. The tables
+ * below pair each name with its offsetof; they are exported (abi()) so that a test proves them,
+ * the Python encoders (kernels/_abi.py) and the declarations in qk.h / qk_types.h agree field by
+ * field. Nothing here depends on the order of the fields. */
 
-static int require_tuple(PyObject *t, const char *name)
+typedef struct {
+    const char *name;
+    size_t offset;
+    char type; /* 'i': int32_t, 'f': float */
+} qk_field;
+
+typedef struct {
+    const char *name;
+    const qk_field *fields;
+    size_t size;
+} qk_struct_table;
+
+#define QK_I32(s, f) {#f, offsetof(s, f), 'i'}
+#define QK_F32(s, f) {#f, offsetof(s, f), 'f'}
+
+static const qk_field DATAPATH_FIELDS[] = {
+    QK_I32(qk_datapath, w_bits), QK_I32(qk_datapath, w_signed), QK_I32(qk_datapath, w_zero_point),
+    QK_I32(qk_datapath, a_bits), QK_I32(qk_datapath, a_signed), QK_I32(qk_datapath, a_zero_point),
+    QK_I32(qk_datapath, acc_bits), QK_I32(qk_datapath, overflow), QK_I32(qk_datapath, requant),
+    QK_I32(qk_datapath, multiplier_bits), QK_I32(qk_datapath, fixed_point_rounding),
+    QK_I32(qk_datapath, rounding), QK_I32(qk_datapath, zero_point_order), QK_I32(qk_datapath, bias_bits),
+    {NULL, 0, 0}};
+
+static const qk_field CONV_GEOMETRY_FIELDS[] = {
+    QK_I32(qk_conv2d_geometry, n), QK_I32(qk_conv2d_geometry, c_in), QK_I32(qk_conv2d_geometry, h),
+    QK_I32(qk_conv2d_geometry, w), QK_I32(qk_conv2d_geometry, c_out), QK_I32(qk_conv2d_geometry, kh),
+    QK_I32(qk_conv2d_geometry, kw), QK_I32(qk_conv2d_geometry, stride_h), QK_I32(qk_conv2d_geometry, stride_w),
+    QK_I32(qk_conv2d_geometry, pad_h), QK_I32(qk_conv2d_geometry, pad_w),
+    QK_I32(qk_conv2d_geometry, dilation_h), QK_I32(qk_conv2d_geometry, dilation_w),
+    QK_I32(qk_conv2d_geometry, groups), {NULL, 0, 0}};
+
+static const qk_field POOL_GEOMETRY_FIELDS[] = {
+    QK_I32(qk_pool2d_geometry, n), QK_I32(qk_pool2d_geometry, c), QK_I32(qk_pool2d_geometry, h),
+    QK_I32(qk_pool2d_geometry, w), QK_I32(qk_pool2d_geometry, kh), QK_I32(qk_pool2d_geometry, kw),
+    QK_I32(qk_pool2d_geometry, stride_h), QK_I32(qk_pool2d_geometry, stride_w),
+    QK_I32(qk_pool2d_geometry, pad_h), QK_I32(qk_pool2d_geometry, pad_w),
+    QK_I32(qk_pool2d_geometry, dilation_h), QK_I32(qk_pool2d_geometry, dilation_w), {NULL, 0, 0}};
+
+/* The scalar fields of qk_requant_params (its arrays and `channels` come from the buffers). */
+static const qk_field REQUANT_FIELDS[] = {
+    QK_I32(qk_requant_params, y_zero_point), QK_I32(qk_requant_params, y_bits),
+    QK_I32(qk_requant_params, y_signed), QK_I32(qk_requant_params, y_min), QK_I32(qk_requant_params, y_max),
+    {NULL, 0, 0}};
+
+static const qk_field ADD_FIELDS[] = {
+    QK_I32(qk_add_params, a_zero_point), QK_I32(qk_add_params, b_zero_point),
+    QK_I32(qk_add_params, a_multiplier), QK_I32(qk_add_params, a_shift),
+    QK_I32(qk_add_params, b_multiplier), QK_I32(qk_add_params, b_shift),
+    QK_I32(qk_add_params, out_multiplier), QK_I32(qk_add_params, out_shift),
+    QK_F32(qk_add_params, a_fmultiplier), QK_F32(qk_add_params, b_fmultiplier),
+    QK_I32(qk_add_params, y_zero_point), QK_I32(qk_add_params, y_bits), QK_I32(qk_add_params, y_signed),
+    QK_I32(qk_add_params, y_min), QK_I32(qk_add_params, y_max), {NULL, 0, 0}};
+
+static const qk_struct_table STRUCTS[] = {
+    {"qk_datapath", DATAPATH_FIELDS, sizeof(qk_datapath)},
+    {"qk_conv2d_geometry", CONV_GEOMETRY_FIELDS, sizeof(qk_conv2d_geometry)},
+    {"qk_pool2d_geometry", POOL_GEOMETRY_FIELDS, sizeof(qk_pool2d_geometry)},
+    {"qk_requant_params", REQUANT_FIELDS, sizeof(qk_requant_params)},
+    {"qk_add_params", ADD_FIELDS, sizeof(qk_add_params)},
+    {NULL, NULL, 0}};
+
+static int require_dict(PyObject *d, const char *name)
 {
-    if (!PyTuple_Check(t)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a tuple, got %.100s", name, Py_TYPE(t)->tp_name);
+    if (!PyDict_Check(d)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a dict of its fields, got %.100s", name, Py_TYPE(d)->tp_name);
         return -1;
     }
     return 0;
 }
 
-static int parse_datapath(PyObject *t, qk_datapath *dp)
+/* Fill the fields of `table` in `out` from dict `d`; `extra` counts keys of `d` handled by the
+ * caller (arrays). A missing field, a key that is no field, or a value outside int32 / not a
+ * number is an exception naming the struct and the field. */
+static int parse_fields(PyObject *d, const char *name, const qk_field *table, Py_ssize_t extra, void *out)
 {
-    return !require_tuple(t, "datapath") && PyArg_ParseTuple(t, "iiiiiiiiiiiiii;datapath must be a tuple of 14 ints", &dp->w_bits, &dp->w_signed,
-                            &dp->w_zero_point, &dp->a_bits, &dp->a_signed, &dp->a_zero_point, &dp->acc_bits,
-                            &dp->overflow, &dp->requant, &dp->multiplier_bits, &dp->fixed_point_rounding,
-                            &dp->rounding, &dp->zero_point_order, &dp->bias_bits)
-               ? 0
-               : -1;
+    const qk_field *f;
+    Py_ssize_t count = 0;
+    if (require_dict(d, name)) {
+        return -1;
+    }
+    for (f = table; f->name != NULL; ++f, ++count) {
+        PyObject *v = PyDict_GetItemString(d, f->name); /* borrowed */
+        char *dst = (char *)out + f->offset;
+        if (v == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s: missing field '%s'", name, f->name);
+            return -1;
+        }
+        if (f->type == 'f') {
+            double x = PyFloat_AsDouble(v);
+            float fx;
+            if (x == -1.0 && PyErr_Occurred()) {
+                return -1;
+            }
+            fx = (float)x;
+            memcpy(dst, &fx, sizeof fx);
+        } else {
+            int overflow = 0;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            int32_t ix;
+            if (x == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            if (overflow || x < INT32_MIN || x > INT32_MAX) {
+                PyErr_Format(PyExc_ValueError, "%s: field '%s' does not fit int32_t", name, f->name);
+                return -1;
+            }
+            ix = (int32_t)x;
+            memcpy(dst, &ix, sizeof ix);
+        }
+    }
+    if (PyDict_Size(d) != count + extra) {
+        PyErr_Format(PyExc_TypeError, "%s: the dict has %zd keys, the struct %zd fields (an unknown field?)", name,
+                     PyDict_Size(d), count + extra);
+        return -1;
+    }
+    return 0;
 }
 
-static int parse_conv_geometry(PyObject *t, qk_conv2d_geometry *g)
+static int parse_datapath(PyObject *d, qk_datapath *dp)
 {
-    return !require_tuple(t, "geometry") && PyArg_ParseTuple(t, "iiiiiiiiiiiiii;geometry must be a tuple of 14 ints", &g->n, &g->c_in, &g->h, &g->w,
-                            &g->c_out, &g->kh, &g->kw, &g->stride_h, &g->stride_w, &g->pad_h, &g->pad_w,
-                            &g->dilation_h, &g->dilation_w, &g->groups)
-               ? 0
-               : -1;
+    memset(dp, 0, sizeof *dp);
+    return parse_fields(d, "qk_datapath", DATAPATH_FIELDS, 0, dp);
 }
 
-static int parse_pool_geometry(PyObject *t, qk_pool2d_geometry *g)
+static int parse_conv_geometry(PyObject *d, qk_conv2d_geometry *g)
 {
-    return !require_tuple(t, "geometry") && PyArg_ParseTuple(t, "iiiiiiiiiiii;geometry must be a tuple of 12 ints", &g->n, &g->c, &g->h, &g->w,
-                            &g->kh, &g->kw, &g->stride_h, &g->stride_w, &g->pad_h, &g->pad_w, &g->dilation_h,
-                            &g->dilation_w)
-               ? 0
-               : -1;
+    memset(g, 0, sizeof *g);
+    return parse_fields(d, "qk_conv2d_geometry", CONV_GEOMETRY_FIELDS, 0, g);
 }
 
-/* requant = (multiplier int32 | None, shift int32 | None, fmultiplier float32 | None,
- *            y_zero_point, y_bits, y_signed, y_min, y_max); channels = the longest array */
-static int parse_requant(qk_views *vs, PyObject *t, const char *op, qk_requant_params *rq)
+static int parse_pool_geometry(PyObject *d, qk_pool2d_geometry *g)
+{
+    memset(g, 0, sizeof *g);
+    return parse_fields(d, "qk_pool2d_geometry", POOL_GEOMETRY_FIELDS, 0, g);
+}
+
+static int parse_add(PyObject *d, qk_add_params *p)
+{
+    memset(p, 0, sizeof *p);
+    return parse_fields(d, "qk_add_params", ADD_FIELDS, 0, p);
+}
+
+static PyObject *dict_item(PyObject *d, const char *name, const char *key)
+{
+    PyObject *v = PyDict_GetItemString(d, key); /* borrowed */
+    if (v == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: missing field '%s'", name, key);
+    }
+    return v;
+}
+
+/* requant = {multiplier: int32 buffer | None, shift: int32 buffer | None, fmultiplier: float32
+ * buffer | None, y_zero_point, y_bits, y_signed, y_min, y_max}; channels = the longest array */
+static int parse_requant(qk_views *vs, PyObject *d, const char *op, qk_requant_params *rq)
 {
     PyObject *m, *s, *f;
     void *pm, *ps, *pf;
     size_t lm, ls, lf;
-    if (require_tuple(t, "requant") || !PyArg_ParseTuple(t, "OOOiiiii;requant must be (multiplier, shift, fmultiplier, y_zero_point, y_bits, "
-                             "y_signed, y_min, y_max)",
-                          &m, &s, &f, &rq->y_zero_point, &rq->y_bits, &rq->y_signed, &rq->y_min, &rq->y_max)) {
+    memset(rq, 0, sizeof *rq);
+    if (require_dict(d, "qk_requant_params") || (m = dict_item(d, "qk_requant_params", "multiplier")) == NULL ||
+        (s = dict_item(d, "qk_requant_params", "shift")) == NULL ||
+        (f = dict_item(d, "qk_requant_params", "fmultiplier")) == NULL ||
+        parse_fields(d, "qk_requant_params", REQUANT_FIELDS, 3, rq)) {
         return -1;
     }
     if (get_optional_buffer(vs, m, op, "multiplier", "i", 4, &pm, &lm) ||
@@ -194,15 +316,31 @@ static int parse_requant(qk_views *vs, PyObject *t, const char *op, qk_requant_p
     return 0;
 }
 
-/* weights = (data uint8 or int8/uint8 codes, packed_bits, zero_point int32) */
-static int parse_weights(qk_views *vs, PyObject *t, const char *op, const qk_datapath *dp, qk_weights *w)
+/* weights = {data: int8/uint8 codes or uint8 packed rows, packed_bits, zero_point: int32 buffer} */
+static int parse_weights(qk_views *vs, PyObject *d, const char *op, const qk_datapath *dp, qk_weights *w)
 {
-    PyObject *data, *zp;
+    PyObject *data, *bits, *zp;
     void *pd, *pz;
     size_t ld, lz;
-    if (require_tuple(t, "weights") || !PyArg_ParseTuple(t, "OiO;weights must be (data, packed_bits, zero_point)", &data, &w->packed_bits, &zp)) {
+    long packed_bits;
+    if (require_dict(d, "weights") || (data = dict_item(d, "weights", "data")) == NULL ||
+        (bits = dict_item(d, "weights", "packed_bits")) == NULL ||
+        (zp = dict_item(d, "weights", "zero_point")) == NULL) {
         return -1;
     }
+    if (PyDict_Size(d) != 3) {
+        PyErr_Format(PyExc_TypeError, "weights: expected the keys data, packed_bits, zero_point");
+        return -1;
+    }
+    packed_bits = PyLong_AsLong(bits);
+    if (packed_bits == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (packed_bits < 0 || packed_bits > 8) {
+        PyErr_Format(PyExc_ValueError, "%s: packed_bits=%ld must be in 0..8", op, packed_bits);
+        return -1;
+    }
+    w->packed_bits = (int32_t)packed_bits;
     if (get_buffer(vs, data, op, "w", w->packed_bits ? "B" : code_format(dp->w_signed), 1, 0, &pd, &ld) ||
         get_buffer(vs, zp, op, "w_zero_point", "i", 4, 0, &pz, &lz)) {
         return -1;
@@ -212,6 +350,82 @@ static int parse_weights(qk_views *vs, PyObject *t, const char *op, const qk_dat
     w->zero_point = (const int32_t *)pz;
     w->zero_point_length = lz;
     return 0;
+}
+
+static const qk_struct_table *find_struct(const char *name)
+{
+    const qk_struct_table *t;
+    for (t = STRUCTS; t->name != NULL; ++t) {
+        if (strcmp(t->name, name) == 0) {
+            return t;
+        }
+    }
+    PyErr_Format(PyExc_KeyError, "no struct table named '%s'", name);
+    return NULL;
+}
+
+/* abi() -> {struct name: (sizeof, ((field, offsetof, 'i' | 'f'), ...))} */
+static PyObject *py_abi(PyObject *self, PyObject *noargs)
+{
+    const qk_struct_table *t;
+    PyObject *out = PyDict_New();
+    (void)self;
+    (void)noargs;
+    if (out == NULL) {
+        return NULL;
+    }
+    for (t = STRUCTS; t->name != NULL; ++t) {
+        const qk_field *f;
+        PyObject *fields = PyList_New(0), *entry;
+        if (fields == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        for (f = t->fields; f->name != NULL; ++f) {
+            PyObject *item = Py_BuildValue("(snC)", f->name, (Py_ssize_t)f->offset, (int)f->type);
+            if (item == NULL || PyList_Append(fields, item) != 0) {
+                Py_XDECREF(item);
+                Py_DECREF(fields);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(item);
+        }
+        entry = Py_BuildValue("(nN)", (Py_ssize_t)t->size, PyList_AsTuple(fields));
+        Py_DECREF(fields);
+        if (entry == NULL || PyDict_SetItemString(out, t->name, entry) != 0) {
+            Py_XDECREF(entry);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(entry);
+    }
+    return out;
+}
+
+/* struct_bytes(name, fields) -> the bytes of the struct the binding fills from `fields` (its
+ * scalar fields; pointers stay NULL): what a kernel would receive, for the ABI test. */
+static PyObject *py_struct_bytes(PyObject *self, PyObject *args)
+{
+    const char *name;
+    PyObject *d;
+    const qk_struct_table *t;
+    union {
+        qk_datapath dp;
+        qk_conv2d_geometry cg;
+        qk_pool2d_geometry pg;
+        qk_requant_params rq;
+        qk_add_params ap;
+    } buf;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "sO", &name, &d) || (t = find_struct(name)) == NULL) {
+        return NULL;
+    }
+    memset(&buf, 0, sizeof buf);
+    if (parse_fields(d, t->name, t->fields, 0, &buf)) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)&buf, (Py_ssize_t)t->size);
 }
 
 /* ------------------------------------------------------------------ ops */
@@ -389,10 +603,7 @@ static PyObject *py_add(PyObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO", kw, &ao, &bo, &pt, &dpt, &yo)) {
         return NULL;
     }
-    if (require_tuple(pt, "params") || !PyArg_ParseTuple(pt, "iiiiiiiiffiiiii;params must be a tuple of 15 numbers", &p.a_zero_point,
-                          &p.b_zero_point, &p.a_multiplier, &p.a_shift, &p.b_multiplier, &p.b_shift,
-                          &p.out_multiplier, &p.out_shift, &p.a_fmultiplier, &p.b_fmultiplier, &p.y_zero_point,
-                          &p.y_bits, &p.y_signed, &p.y_min, &p.y_max)) {
+    if (parse_add(pt, &p)) {
         return NULL;
     }
     if (parse_datapath(dpt, &dp) || get_buffer(&vs, ao, op, "a", code_format(dp.a_signed), 1, 0, &a, &a_len) ||
@@ -629,6 +840,8 @@ static PyMethodDef qk_methods[] = {
     {"srdhm", py_srdhm, METH_VARARGS, "qk_saturating_rounding_doubling_high_mul(a, b, n)."},
     {"isa_query", py_isa_query, METH_VARARGS, "(available, selected by ISA_AUTO) for an ISA_* value."},
     {"status_message", py_status_message, METH_VARARGS, "The sentence of a qk_status value."},
+    {"abi", py_abi, METH_NOARGS, "{struct: (sizeof, ((field, offsetof, type), ...))} of the parsed structs."},
+    {"struct_bytes", py_struct_bytes, METH_VARARGS, "The bytes of a struct filled from a dict of its fields."},
     {NULL, NULL, 0, NULL}};
 
 static int qk_exec(PyObject *m)

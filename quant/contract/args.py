@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence, Union, cast
 
 import numpy as np
 
-from quant.contract.codes import code_kind, code_range
+from quant.contract.codes import code_kind, code_range, pack_code_range
 from quant.contract.datapath import Datapath
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "check_bool",
     "check_code_values",
     "check_datapath",
+    "check_pack_values",
     "check_zero_point",
     "output_range",
     "pair",
@@ -94,6 +95,16 @@ def check_zero_point(z: int, name: str, op: str, bits: int, signed: bool, suppor
         return
     if not lo <= z <= hi:
         raise ValueError(f"{op}: {name}={z} is outside the code range [{lo}, {hi}]")
+
+
+def check_pack_values(vmin: int, vmax: int, mixes_minus_one_and_zero: bool, bits: int, signed: "bool | None") -> None:
+    """``ValueError`` unless codes with extremes ``vmin``/``vmax`` can be packed in ``bits`` bits
+    (:func:`quant.contract.codes.pack_code_range`); 1-bit codes may not mix -1 and 0."""
+    lo, hi = pack_code_range(bits, signed)
+    if vmin < lo or vmax > hi:
+        raise ValueError(f"pack: codes in [{vmin}, {vmax}] do not fit {bits} bits (range [{lo}, {hi}])")
+    if bits == 1 and mixes_minus_one_and_zero:
+        raise ValueError("pack: 1-bit codes mix -1 and 0 (binary codes are {-1, +1}, unsigned {0, 1})")
 
 
 def output_range(

@@ -53,3 +53,16 @@ def window_output_size(size: int, kernel: int, *, stride: int, padding: int, dil
     """``floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1``: the output length of a
     window sliding over ``size`` elements (conv2d and pooling, section 6); ``<= 0`` when none fits."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pack_code_range(bits: int, signed: "bool | None") -> tuple[int, int]:
+    """Codes ``pack`` accepts in ``bits`` bits: the signed or unsigned range, or with ``signed=None``
+    either (``[-2^(b-1), 2^b - 1]``)."""
+    if signed is None:
+        return -(1 << (bits - 1)), (1 << bits) - 1
+    return code_range(bits, signed)
+
+
+def packed_shape(shape: tuple[int, ...], bits: int) -> tuple[int, ...]:
+    """Shape of the packed bytes of codes of ``shape``: rows along the last axis (section 3)."""
+    return shape[:-1] + (packed_row_bytes(shape[-1], bits),)

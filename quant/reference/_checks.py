@@ -1,7 +1,8 @@
-"""Tensor argument checks of the reference ops: named ``TypeError``/``ValueError``s.
+"""Tensor side of the argument checks of the reference ops: torch tensors in, named errors out.
 
-Scalar arguments (zero points, code and output ranges, pairs) are checked by
-:mod:`quant.contract.args`, which the C kernels' wrappers share.
+What is checked is decided once, by :mod:`quant.contract.attrs` and
+:func:`quant.contract.args.check_code_values`; these helpers only read a tensor's dtype,
+shape and extremes and hand them over, exactly as the C kernels' wrappers do for NumPy arrays.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from quant.contract.codes import code_range
+from quant.contract.args import check_code_values
 
 
 def int_tensor(t: object, name: str, op: str, ndim: Optional[int] = None) -> torch.Tensor:
@@ -26,12 +27,23 @@ def int_tensor(t: object, name: str, op: str, ndim: Optional[int] = None) -> tor
 
 def check_codes(t: torch.Tensor, name: str, op: str, bits: int, signed: bool) -> None:
     """``ValueError`` if ``t`` holds a value outside the ``bits``/``signed`` code range (or 0 for binary)."""
-    lo, hi = code_range(bits, signed)
     if t.numel() == 0:
         return
-    tmin, tmax = int(t.min()), int(t.max())
-    kind = "binary" if (bits == 1 and signed) else f"{'int' if signed else 'uint'}{bits}"
-    if tmin < lo or tmax > hi:
-        raise ValueError(f"{op}: {name} has values in [{tmin}, {tmax}] outside the {kind} code range [{lo}, {hi}]")
-    if bits == 1 and signed and bool(torch.any(t == 0)):
-        raise ValueError(f"{op}: {name} holds 0, but binary codes are -1 or +1")
+    has_zero = bits == 1 and signed and bool(torch.any(t == 0))
+    check_code_values(int(t.min()), int(t.max()), has_zero, name, op, bits, signed)
+
+
+def codes_tensor(t: object, name: str, op: str, bits: int, signed: bool, ndim: Optional[int] = None) -> torch.Tensor:
+    """``t`` as an int64 tensor of valid ``bits``/``signed`` codes (see :func:`int_tensor`, :func:`check_codes`)."""
+    tt = int_tensor(t, name, op, ndim)
+    check_codes(tt, name, op, bits, signed)
+    return tt
+
+
+def extremes(t: Optional[torch.Tensor]) -> Optional[tuple[int, int, int]]:
+    """``(length, min, max)`` of a 1-D tensor (``(0, 0, 0)`` when empty), or None: what a bias check needs."""
+    if t is None:
+        return None
+    if t.numel() == 0:
+        return 0, 0, 0
+    return t.numel(), int(t.min()), int(t.max())

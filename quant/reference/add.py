@@ -28,15 +28,15 @@ from typing import Optional
 
 import torch
 
+from quant.contract.attrs import AddAttrs
 from quant.contract.datapath import Datapath
-from quant.contract.args import check_datapath, check_zero_point, output_range, scalar_int
-from quant.reference._checks import check_codes, int_tensor
+from quant.reference._checks import codes_tensor
 from quant.reference.integer import rounding_right_shift, saturating_left_shift
 from quant.reference.requantize import multiply_by_quantized_multiplier
-from quant.contract.multiplier import FixedPointAdd, FixedPointRequant, Pow2Add, add_params
+from quant.contract.multiplier import FixedPointAdd, FixedPointRequant, Pow2Add
 from quant.reference.rounding import rounding_fn
 
-__all__ = ["add"]
+__all__ = ["add", "run_add"]
 
 
 def add(
@@ -55,21 +55,22 @@ def add(
     datapath: Datapath,
 ) -> torch.Tensor:
     """Quantized ``a + b`` of two same-shape activation code tensors; returns int64 codes (see module doc)."""
-    op = "add"
-    datapath = check_datapath(datapath)
-    at = int_tensor(a, "a", op)
-    bt = int_tensor(b, "b", op)
+    attrs = AddAttrs.build(
+        a_zero_point=a_zero_point, b_zero_point=b_zero_point, a_multiplier=a_multiplier, b_multiplier=b_multiplier,
+        y_zero_point=y_zero_point, y_bits=y_bits, y_signed=y_signed, y_min=y_min, y_max=y_max, datapath=datapath,
+    )  # fmt: skip
+    return run_add(attrs, a, b)
+
+
+def run_add(attrs: AddAttrs, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """add of ``attrs`` on two same-shape activation code tensors: int64 codes."""
+    op, datapath = attrs.op, attrs.datapath
+    at = codes_tensor(a, "a", op, datapath.a_bits, datapath.a_signed)
+    bt = codes_tensor(b, "b", op, datapath.a_bits, datapath.a_signed)
     if at.shape != bt.shape:
         raise ValueError(f"{op}: a and b must have the same shape, got {tuple(at.shape)} and {tuple(bt.shape)}")
-    za = scalar_int(a_zero_point, "a_zero_point", op)
-    zb = scalar_int(b_zero_point, "b_zero_point", op)
-    for name, t, z in (("a", at, za), ("b", bt, zb)):
-        check_codes(t, name, op, datapath.a_bits, datapath.a_signed)
-        check_zero_point(z, f"{name}_zero_point", op, datapath.a_bits, datapath.a_signed, datapath.a_zero_point)
-    z_y = scalar_int(y_zero_point, "y_zero_point", op)
-    lo, hi = output_range(op, y_bits, y_signed, y_min, y_max, z_y)
-    params = add_params(a_multiplier, b_multiplier, datapath)
-    da, db = at - za, bt - zb
+    params, z_y, lo, hi = attrs.params, attrs.output.zero_point, attrs.output.lo, attrs.output.hi
+    da, db = at - attrs.a_zero_point, bt - attrs.b_zero_point
     if isinstance(params, FixedPointAdd):
 
         def mbqm(v: torch.Tensor, prm: FixedPointRequant) -> torch.Tensor:

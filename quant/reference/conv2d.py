@@ -26,14 +26,16 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from quant.contract.args import IntPair
+from quant.contract.attrs import Conv2dAttrs, ZeroPointLike
+from quant.contract.codes import window_output_size
 from quant.contract.datapath import Datapath
-from quant.contract.args import IntPair, check_datapath, output_range, pair, scalar_int
-from quant.reference._operands import ZeroPointLike, checked_bias, shifted_input, shifted_weight
+from quant.contract.multiplier import MultiplierLike
+from quant.reference._operands import shifted_operands, weight_tensor
 from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator
-from quant.contract.multiplier import MultiplierLike, requant_params
 
-__all__ = ["conv2d", "conv2d_accumulate", "im2col"]
+__all__ = ["conv2d", "run_conv2d", "conv2d_accumulate", "im2col"]
 
 
 def im2col(
@@ -69,10 +71,8 @@ def conv2d_accumulate(
     n, c_in, h, w_ = xs.shape
     c_out, cg, kh, kw = ws.shape
     og = c_out // groups
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w_ + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {h}x{w_} and kernel {kh}x{kw}")
+    ho = window_output_size(h, kh, stride=stride[0], padding=padding[0], dilation=dilation[0])
+    wo = window_output_size(w_, kw, stride=stride[1], padding=padding[1], dilation=dilation[1])
     k = cg * kh * kw
     wmat = ws.reshape(groups, og, k)
     bmat = bias.reshape(groups, og) if bias is not None else None
@@ -115,27 +115,22 @@ def conv2d(
     ``w_zero_point`` an int or one per output channel; ``multiplier`` a float or one per
     output channel; ``y_min``/``y_max`` an optional fused clamp in output codes.
     """
-    op = "conv2d"
-    datapath = check_datapath(datapath)
-    xs = shifted_input(x, x_zero_point, datapath, op, 4)
-    ws = shifted_weight(w, w_zero_point, datapath, op, 4)
-    groups = scalar_int(groups, "groups", op)
-    c_in, c_out = xs.shape[1], ws.shape[0]
-    if groups < 1 or c_in % groups or c_out % groups or ws.shape[1] * groups != c_in:
-        raise ValueError(
-            f"{op}: groups={groups} does not fit x with {c_in} channels and w of shape {tuple(ws.shape)} "
-            "(need C_in = groups * w.shape[1] and C_out divisible by groups)"
-        )
-    st = pair(stride, "stride", op, 1)
-    pd = pair(padding, "padding", op, 0)
-    dl = pair(dilation, "dilation", op, 1)
-    bt = checked_bias(bias, c_out, datapath, op)
-    z_y = scalar_int(y_zero_point, "y_zero_point", op)
-    lo, hi = output_range(op, y_bits, y_signed, y_min, y_max, z_y)
-    params = requant_params(multiplier, datapath)
-    if params.shape not in ((), (1,), (c_out,)):
-        raise ValueError(f"{op}: multiplier must be a scalar or have one value per output channel ({c_out})")
+    attrs = Conv2dAttrs.build(
+        w_shape=tuple(weight_tensor(w, "conv2d", 4).shape), x_zero_point=x_zero_point, w_zero_point=w_zero_point,
+        y_zero_point=y_zero_point, multiplier=multiplier, stride=stride, padding=padding, dilation=dilation,
+        groups=groups, y_bits=y_bits, y_signed=y_signed, y_min=y_min, y_max=y_max, datapath=datapath,
+    )  # fmt: skip
+    return run_conv2d(attrs, x, w, bias)
+
+
+def run_conv2d(attrs: Conv2dAttrs, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """conv2d of ``attrs`` on the operands: int64 codes ``(N, C_out, H_out, W_out)``."""
+    xs, ws, bt = shifted_operands(attrs, x, weight_tensor(w, attrs.op, 4), bias)
     acc = conv2d_accumulate(
-        xs, ws, bt, stride=st, padding=pd, dilation=dl, groups=groups, datapath=datapath, op=op
+        xs, ws, bt, stride=attrs.stride, padding=attrs.padding, dilation=attrs.dilation, groups=attrs.groups,
+        datapath=attrs.datapath, op=attrs.op,
+    )  # fmt: skip
+    out = attrs.output
+    return requantize_accumulator(
+        acc, attrs.requant, attrs.datapath, y_zero_point=out.zero_point, lo=out.lo, hi=out.hi, channel_dim=1, op=attrs.op
     )
-    return requantize_accumulator(acc, params, datapath, y_zero_point=z_y, lo=lo, hi=hi, channel_dim=1, op=op)

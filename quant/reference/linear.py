@@ -18,14 +18,14 @@ from typing import Optional
 
 import torch
 
+from quant.contract.attrs import LinearAttrs, ZeroPointLike
 from quant.contract.datapath import Datapath
-from quant.contract.args import check_datapath, output_range, scalar_int
-from quant.reference._operands import ZeroPointLike, checked_bias, shifted_input, shifted_weight
+from quant.contract.multiplier import MultiplierLike
+from quant.reference._operands import shifted_operands, weight_tensor
 from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator
-from quant.contract.multiplier import MultiplierLike, requant_params
 
-__all__ = ["linear"]
+__all__ = ["linear", "run_linear"]
 
 
 def linear(
@@ -44,18 +44,19 @@ def linear(
     datapath: Datapath,
 ) -> torch.Tensor:
     """Quantized ``y = x @ w.T`` on codes: ``x (M, K)``, ``w (N, K)`` (unpacked), ``bias (N,)`` or None."""
-    op = "linear"
-    datapath = check_datapath(datapath)
-    xs = shifted_input(x, x_zero_point, datapath, op, 2)
-    ws = shifted_weight(w, w_zero_point, datapath, op, 2)
-    if xs.shape[1] != ws.shape[1]:
-        raise ValueError(f"{op}: x has K={xs.shape[1]} but w has K={ws.shape[1]} (w is (N, K))")
-    n_out = ws.shape[0]
-    bt = checked_bias(bias, n_out, datapath, op)
-    z_y = scalar_int(y_zero_point, "y_zero_point", op)
-    lo, hi = output_range(op, y_bits, y_signed, y_min, y_max, z_y)
-    params = requant_params(multiplier, datapath)
-    if params.shape not in ((), (1,), (n_out,)):
-        raise ValueError(f"{op}: multiplier must be a scalar or have one value per output channel ({n_out})")
-    acc = accumulate(xs[None], ws[None], bt[None] if bt is not None else None, datapath, op=op)[0]
-    return requantize_accumulator(acc, params, datapath, y_zero_point=z_y, lo=lo, hi=hi, channel_dim=1, op=op)
+    attrs = LinearAttrs.build(
+        w_shape=tuple(weight_tensor(w, "linear", 2).shape), x_zero_point=x_zero_point, w_zero_point=w_zero_point,
+        y_zero_point=y_zero_point, multiplier=multiplier, y_bits=y_bits, y_signed=y_signed, y_min=y_min,
+        y_max=y_max, datapath=datapath,
+    )  # fmt: skip
+    return run_linear(attrs, x, w, bias)
+
+
+def run_linear(attrs: LinearAttrs, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """linear of ``attrs`` on the operands: int64 codes ``(M, N)``."""
+    xs, ws, bt = shifted_operands(attrs, x, weight_tensor(w, attrs.op, 2), bias)
+    acc = accumulate(xs[None], ws[None], bt[None] if bt is not None else None, attrs.datapath, op=attrs.op)[0]
+    out = attrs.output
+    return requantize_accumulator(
+        acc, attrs.requant, attrs.datapath, y_zero_point=out.zero_point, lo=out.lo, hi=out.hi, channel_dim=1, op=attrs.op
+    )

@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import torch
 
-from quant.contract.codes import code_range
+from quant.contract.attrs import LutAttrs
 from quant.reference._checks import check_codes, int_tensor
 
-__all__ = ["lut"]
+__all__ = ["lut", "run_lut"]
 
 
 def lut(x: torch.Tensor, table: torch.Tensor, *, x_bits: int, x_signed: bool) -> torch.Tensor:
     """``table[x - qmin]`` as int64, shape of ``x``; ``table`` is an integer tensor of ``2^x_bits`` entries."""
-    op = "lut"
-    if isinstance(x_bits, bool) or not isinstance(x_bits, int) or not 1 <= x_bits <= 8:
-        raise ValueError(f"{op}: x_bits={x_bits!r} must be an integer in 1..8")
-    if not isinstance(x_signed, bool):
-        raise TypeError(f"{op}: x_signed must be a bool, got {type(x_signed).__name__}")
+    return run_lut(LutAttrs.build(x_bits=x_bits, x_signed=x_signed), x, table)
+
+
+def run_lut(attrs: LutAttrs, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """lut of ``attrs``: ``table[x - qmin]`` as int64, shape of ``x``."""
+    op = attrs.op
     xt = int_tensor(x, "x", op)
     tt = int_tensor(table, "table", op, 1)
-    if tt.numel() != 1 << x_bits:
-        raise ValueError(f"{op}: table has {tt.numel()} entries, expected 2^x_bits = {1 << x_bits}")
-    check_codes(xt, "x", op, x_bits, x_signed)
-    if x_bits == 1 and x_signed:
+    attrs.check_table(tt.numel())
+    check_codes(xt, "x", op, attrs.x_bits, attrs.x_signed)
+    if attrs.x_bits == 1 and attrs.x_signed:
         index = (xt + 1) // 2
     else:
-        index = xt - code_range(x_bits, x_signed)[0]
+        index = xt - attrs.x_range[0]
     return tt[index]

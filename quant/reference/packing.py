@@ -23,21 +23,10 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["PACKED_BITS", "packed_row_bytes", "pack", "unpack"]
+from quant.contract.args import check_bool, check_pack_values
+from quant.contract.codes import PACKED_BITS, check_bits, packed_row_bytes, packed_shape
 
-#: Widths stored several codes per byte; every other width takes one byte per code.
-PACKED_BITS: tuple[int, ...] = (1, 2, 4)
-
-
-def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-        raise ValueError(f"bits={bits!r} must be an integer in 1..8")
-
-
-def packed_row_bytes(n: int, bits: int) -> int:
-    """Bytes taken by a row of ``n`` codes: ``ceil(n * b / 8)`` for b in {1, 2, 4}, else ``n``."""
-    _check_bits(bits)
-    return (n * bits + 7) // 8 if bits in PACKED_BITS else n
+__all__ = ["pack", "unpack"]
 
 
 def pack(codes: torch.Tensor, bits: int, *, signed: Optional[bool] = None) -> torch.Tensor:
@@ -47,23 +36,18 @@ def pack(codes: torch.Tensor, bits: int, *, signed: Optional[bool] = None) -> to
     range of ``signed`` when given; for ``b = 1``, ``+1`` is bit 1 and ``0``/``-1`` bit 0
     (binary codes {-1, +1} and unsigned {0, 1} alike; mixing -1 and 0 is refused).
     """
-    _check_bits(bits)
+    bits = check_bits(bits, "bits", "pack")
     if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise TypeError("pack: codes must be an integer tensor")
     if codes.dim() == 0:
         raise ValueError("pack: codes must have at least one dimension (rows are packed along the last)")
     c = codes.to(torch.int64)
-    if signed is None:
-        lo, hi = -(1 << (bits - 1)), (1 << bits) - 1
-    elif signed:
-        lo, hi = (-1, 1) if bits == 1 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-    else:
-        lo, hi = 0, (1 << bits) - 1
-    if c.numel() and (int(c.min()) < lo or int(c.max()) > hi):
-        raise ValueError(f"pack: codes in [{int(c.min())}, {int(c.max())}] do not fit {bits} bits (range [{lo}, {hi}])")
+    if signed is not None:
+        signed = check_bool(signed, "signed", "pack")
+    if c.numel():
+        mixes = bits == 1 and bool((c == -1).any()) and bool((c == 0).any())
+        check_pack_values(int(c.min()), int(c.max()), mixes, bits, signed)
     if bits == 1:
-        if c.numel() and bool((c == -1).any()) and bool((c == 0).any()):
-            raise ValueError("pack: 1-bit codes mix -1 and 0 (binary codes are {-1, +1}, unsigned {0, 1})")
         fields = (c == 1).to(torch.int64)
     else:
         fields = c & ((1 << bits) - 1)
@@ -84,14 +68,15 @@ def unpack(packed: torch.Tensor, bits: int, shape: Sequence[int], signed: bool =
     Returns int8 codes (uint8 for unsigned 8-bit codes); ``signed=True`` with ``bits=1``
     gives binary codes {-1, +1}. Padding bits are ignored.
     """
-    _check_bits(bits)
+    bits = check_bits(bits, "bits", "unpack")
+    signed = check_bool(signed, "signed", "unpack")
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
         raise TypeError("unpack: packed must be a uint8 tensor")
     shape = tuple(int(s) for s in shape)
     if not shape:
         raise ValueError("unpack: shape must have at least one dimension")
     n = shape[-1]
-    expected = shape[:-1] + (packed_row_bytes(n, bits),)
+    expected = packed_shape(shape, bits)
     if tuple(packed.shape) != expected:
         raise ValueError(f"unpack: packed has shape {tuple(packed.shape)}, expected {expected} for codes of shape {shape}")
     b = packed.to(torch.int64)

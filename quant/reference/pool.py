@@ -24,39 +24,14 @@ from typing import Optional
 
 import torch
 
+from quant.contract.args import IntPair
+from quant.contract.attrs import PoolAttrs
 from quant.contract.datapath import Datapath
-from quant.contract.args import IntPair, check_datapath, pair, scalar_int
 from quant.reference._checks import int_tensor
 from quant.reference.conv2d import im2col
 from quant.reference.integer import rounding_divide
 
-__all__ = ["avg_pool2d", "max_pool2d"]
-
-
-def _window(
-    x: torch.Tensor,
-    kernel_size: Optional[IntPair],
-    stride: Optional[IntPair],
-    padding: IntPair,
-    dilation: IntPair,
-    op: str,
-) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
-    if kernel_size is None:
-        if stride is not None or pair(padding, "padding", op, 0) != (0, 0) or pair(dilation, "dilation", op, 1) != (1, 1):
-            raise ValueError(f"{op}: global pooling (kernel_size=None) takes no stride, padding or dilation")
-        k = (x.shape[2], x.shape[3])
-        return k, k, (0, 0), (1, 1)
-    k = pair(kernel_size, "kernel_size", op, 1)
-    s = pair(stride, "stride", op, 1) if stride is not None else k
-    p = pair(padding, "padding", op, 0)
-    d = pair(dilation, "dilation", op, 1)
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(f"{op}: padding={p} must be at most half the kernel size {k}")
-    ho = (x.shape[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
-    wo = (x.shape[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {tuple(x.shape[2:])} and kernel {k}")
-    return k, s, p, d
+__all__ = ["avg_pool2d", "max_pool2d", "run_pool2d"]
 
 
 def avg_pool2d(
@@ -69,18 +44,7 @@ def avg_pool2d(
     datapath: Datapath,
 ) -> torch.Tensor:
     """Average pooling of codes ``x (N, C, H, W)``; int64 codes ``(N, C, H_out, W_out)`` (see module doc)."""
-    op = "avg_pool2d"
-    datapath = check_datapath(datapath)
-    xt = int_tensor(x, "x", op, 4)
-    z = scalar_int(zero_point, "zero_point", op)
-    k, s, p, d = _window(xt, kernel_size, stride, padding, 1, op)
-    n, c, h, w = xt.shape
-    win = im2col(xt.reshape(n * c, 1, h, w), k, s, p, d)  # (N*C, Ho, Wo, 1, kh, kw), padding holds 0
-    ones = torch.ones((1, 1, h, w), dtype=torch.int64)
-    cnt = im2col(ones, k, s, p, d).sum(dim=(-3, -2, -1))  # (1, Ho, Wo): valid elements per window
-    total = win.sum(dim=(-3, -2, -1))  # (N*C, Ho, Wo)
-    y = rounding_divide(total - cnt * z, cnt, datapath.rounding) + z
-    return y.reshape(n, c, y.shape[1], y.shape[2])
+    return run_pool2d(PoolAttrs.build("avg", kernel_size, stride, padding, 1, zero_point=zero_point, datapath=datapath), x)
 
 
 def max_pool2d(
@@ -91,14 +55,29 @@ def max_pool2d(
     dilation: IntPair = 1,
 ) -> torch.Tensor:
     """Max pooling of codes ``x (N, C, H, W)``; int64 codes ``(N, C, H_out, W_out)`` (see module doc)."""
-    op = "max_pool2d"
-    xt = int_tensor(x, "x", op, 4)
-    k, s, p, d = _window(xt, kernel_size, stride, padding, dilation, op)
-    n, c, h, w = xt.shape
-    low = torch.iinfo(torch.int64).min
-    win = im2col(xt.reshape(n * c, 1, h, w), k, s, p, d, pad_value=low)
-    y = win.amax(dim=(-3, -2, -1))
-    if bool(torch.any(y == low)):
-        raise ValueError(f"{op}: a dilated window holds only padding and has no maximum (kernel {k}, dilation {d}, padding {p})")
-    return y.reshape(n, c, y.shape[1], y.shape[2])
+    return run_pool2d(PoolAttrs.build("max", kernel_size, stride, padding, dilation), x)
 
+
+def run_pool2d(attrs: PoolAttrs, x: torch.Tensor) -> torch.Tensor:
+    """Pooling of ``attrs`` on codes ``x (N, C, H, W)``: int64 codes ``(N, C, H_out, W_out)``."""
+    op = attrs.op
+    xt = int_tensor(x, "x", op, 4)
+    n, c, ho, wo = attrs.output_shape(tuple(xt.shape))
+    k, s, p, d = attrs.window(tuple(xt.shape))
+    h, w = xt.shape[2], xt.shape[3]
+    planes = xt.reshape(n * c, 1, h, w)
+    if attrs.kind == "max":
+        low = torch.iinfo(torch.int64).min
+        y = im2col(planes, k, s, p, d, pad_value=low).amax(dim=(-3, -2, -1))
+        if bool(torch.any(y == low)):
+            raise ValueError(
+                f"{op}: a dilated window holds only padding and has no maximum (kernel {k}, dilation {d}, padding {p})"
+            )
+        return y.reshape(n, c, ho, wo)
+    assert attrs.datapath is not None  # PoolAttrs.build requires it for "avg"
+    z = attrs.zero_point
+    total = im2col(planes, k, s, p, d).sum(dim=(-3, -2, -1))  # (N*C, Ho, Wo), padding holds 0
+    ones = torch.ones((1, 1, h, w), dtype=torch.int64)
+    cnt = im2col(ones, k, s, p, d).sum(dim=(-3, -2, -1))  # (1, Ho, Wo): valid elements per window
+    y = rounding_divide(total - cnt * z, cnt, attrs.datapath.rounding) + z
+    return y.reshape(n, c, ho, wo)

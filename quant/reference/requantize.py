@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 
 from quant.contract.datapath import Datapath
-from quant.contract.args import check_datapath, output_range, scalar_int
+from quant.contract.attrs import RequantizeAttrs
 from quant.reference._checks import int_tensor
 from quant.reference.integer import (
     INT32_MAX,
@@ -38,17 +38,10 @@ from quant.reference.integer import (
     saturating_left_shift,
     saturating_rounding_doubling_high_mul,
 )
-from quant.contract.multiplier import (
-    FixedPointRequant,
-    FloatRequant,
-    MultiplierLike,
-    Pow2Requant,
-    RequantParams,
-    requant_params,
-)
+from quant.contract.multiplier import FixedPointRequant, MultiplierLike, Pow2Requant, RequantParams
 from quant.reference.rounding import rounding_fn
 
-__all__ = ["multiply_by_quantized_multiplier", "shift_by_pow2", "requantize_accumulator", "requantize"]
+__all__ = ["multiply_by_quantized_multiplier", "shift_by_pow2", "requantize_accumulator", "requantize", "run_requantize"]
 
 
 def multiply_by_quantized_multiplier(
@@ -153,20 +146,23 @@ def requantize(
     ``multiplier`` a scalar or, with ``axis``, one value per index of ``q``'s ``axis``.
     Returns int64 codes in the ``y_bits``/``y_signed`` range, same shape as ``q``.
     """
-    op = "requantize"
-    datapath = check_datapath(datapath)
+    attrs = RequantizeAttrs.build(
+        in_zero_point=in_zero_point, multiplier=multiplier, y_zero_point=y_zero_point, y_bits=y_bits,
+        y_signed=y_signed, axis=axis, datapath=datapath,
+    )  # fmt: skip
+    return run_requantize(attrs, q)
+
+
+def run_requantize(attrs: RequantizeAttrs, q: torch.Tensor) -> torch.Tensor:
+    """requantize of ``attrs`` on ``q``: int64 codes of ``q``'s shape."""
+    op = attrs.op
     qt = int_tensor(q, "q", op)
     if qt.numel() and (int(qt.min()) < INT32_MIN or int(qt.max()) > INT32_MAX):
         raise ValueError(f"{op}: q must lie in the int32 range")
-    z_in = scalar_int(in_zero_point, "in_zero_point", op)
-    if not INT32_MIN <= z_in <= INT32_MAX:
-        raise ValueError(f"{op}: in_zero_point={z_in} must lie in the int32 range")
-    z_y = scalar_int(y_zero_point, "y_zero_point", op)
-    lo, hi = output_range(op, y_bits, y_signed, None, None, z_y)
-    if axis is not None:
-        axis = scalar_int(axis, "axis", op)
-        if not -qt.dim() <= axis < qt.dim():
-            raise ValueError(f"{op}: axis={axis} is out of range for q of shape {tuple(qt.shape)}")
-    params = requant_params(multiplier, datapath)
-    acc = saturate(qt - z_in, 32)
-    return requantize_accumulator(acc, params, datapath, y_zero_point=z_y, lo=lo, hi=hi, channel_dim=axis, op=op)
+    outer, channels, inner = attrs.channel_layout(tuple(qt.shape))
+    acc = saturate(qt - attrs.in_zero_point, 32).reshape(outer, channels, inner)
+    out = attrs.output
+    y = requantize_accumulator(
+        acc, attrs.requant, attrs.datapath, y_zero_point=out.zero_point, lo=out.lo, hi=out.hi, channel_dim=1, op=op
+    )
+    return y.reshape(qt.shape)

@@ -10,7 +10,7 @@ import pytest
 
 import kernels
 from kernels import _qk
-from kernels.api import _datapath_tuple
+from kernels._abi import datapath_struct
 from quant.contract.datapath import Datapath
 from tests.oracles import ops
 
@@ -174,19 +174,33 @@ def test_datapath_the_kernels_cannot_honour() -> None:
 # ----------------------------------------------------------------------------- C-side checks through the binding
 
 
+_GEOMETRY = dict(n=1, c_in=2, h=4, w=4, c_out=3, kh=3, kw=3, stride_h=1, stride_w=1, pad_h=0, pad_w=0,
+                 dilation_h=1, dilation_w=1, groups=1)  # fmt: skip
+
+
+def _requant(**over: Any) -> dict[str, Any]:
+    rq: dict[str, Any] = dict(multiplier=np.array([1 << 30], np.int32), shift=np.array([-1], np.int32),
+                              fmultiplier=None, y_zero_point=0, y_bits=8, y_signed=1, y_min=-128, y_max=127)  # fmt: skip
+    rq.update(over)
+    return rq
+
+
+def _weights(data: Any, packed_bits: int = 0) -> dict[str, Any]:
+    return dict(data=data, packed_bits=packed_bits, zero_point=np.zeros(1, np.int32))
+
+
 def _binding_conv(**over: Any) -> None:
     x = np.zeros((1, 2, 4, 4), np.int8)
-    geometry = (1, 2, 4, 4, 3, 3, 3, 1, 1, 0, 0, 1, 1, 1)
     args: dict[str, Any] = dict(
-        geometry=geometry,
-        datapath=_datapath_tuple(TFL, "conv2d"),
+        geometry=_GEOMETRY,
+        datapath=datapath_struct(TFL),
         x=x,
         x_zero_point=0,
-        weights=(np.ones(54, np.int8), 0, np.zeros(1, np.int32)),
+        weights=_weights(np.ones(54, np.int8)),
         bias=None,
-        requant=(np.array([1 << 30], np.int32), np.array([-1], np.int32), None, 0, 8, 1, -128, 127),
+        requant=_requant(),
         y=np.empty(12, np.int8),
-        scratch=np.empty(_qk.conv2d_scratch_bytes(geometry, _datapath_tuple(TFL, "conv2d")), np.uint8),
+        scratch=np.empty(_qk.conv2d_scratch_bytes(_GEOMETRY, datapath_struct(TFL)), np.uint8),
         isa=_qk.ISA_AUTO,
     )
     args.update(over)
@@ -197,25 +211,28 @@ def _binding_conv(**over: Any) -> None:
     "over, exc, match",
     [
         ({}, None, ""),
-        (dict(weights=(np.ones(53, np.int8), 0, np.zeros(1, np.int32))), ValueError, "weight buffer length"),
-        (dict(weights=(np.ones(3 * 9, np.uint8), 4, np.zeros(1, np.int32))), ValueError, "bit width"),
-        (dict(weights=(np.ones(3 * 9, np.uint8), 8, np.zeros(1, np.int32))), ValueError, "bit width"),
+        (dict(weights=_weights(np.ones(53, np.int8))), ValueError, "weight buffer length"),
+        (dict(weights=_weights(np.ones(3 * 9, np.uint8), 4)), ValueError, "bit width"),
+        (dict(weights=_weights(np.ones(3 * 9, np.uint8), 8)), ValueError, "bit width"),
         (dict(x=np.zeros(31, np.int8)), ValueError, "input buffer length"),
         (dict(y=np.empty(13, np.int8)), ValueError, "output buffer length"),
         (dict(scratch=np.empty(10, np.uint8)), ValueError, "scratch buffer"),
         (dict(bias=np.zeros(2, np.int32)), ValueError, "bias length"),
         (dict(x_zero_point=300), ValueError, "zero point"),
-        (dict(requant=(np.array([1 << 29], np.int32), np.array([-1], np.int32), None, 0, 8, 1, -128, 127)),
-         ValueError, "multiplier"),  # fmt: skip
-        (dict(requant=(np.array([1 << 30], np.int32), np.array([31], np.int32), None, 0, 8, 1, -128, 127)),
-         ValueError, "shift"),  # fmt: skip
-        (dict(requant=(np.array([1 << 30], np.int32), np.array([-1], np.int32), None, 0, 8, 1, 5, 4)),
-         ValueError, "y_min/y_max"),  # fmt: skip
+        (dict(requant=_requant(multiplier=np.array([1 << 29], np.int32))), ValueError, "multiplier"),
+        (dict(requant=_requant(shift=np.array([31], np.int32))), ValueError, "shift"),
+        (dict(requant=_requant(y_min=5, y_max=4)), ValueError, "y_min/y_max"),
         (dict(isa=17), ValueError, "instruction set"),
         (dict(x=np.zeros((1, 2, 4, 4), np.float32)), TypeError, "x must hold int8 elements"),
         (dict(x=np.zeros((1, 2, 4, 8), np.int8)[..., ::2]), TypeError, "x must be a C-contiguous buffer"),
         (dict(y=np.empty(12, np.int8)[::1].copy().view(np.uint8)), TypeError, "y must hold int8"),
-        (dict(datapath=(1, 2, 3)), TypeError, "datapath must be a tuple of 14 ints"),
+        (dict(datapath=(1, 2, 3)), TypeError, "datapath must be a dict of its fields"),
+        (dict(datapath={**datapath_struct(TFL), "acc_width": 32}), TypeError, "an unknown field"),
+        (dict(datapath={k: v for k, v in datapath_struct(TFL).items() if k != "rounding"}), TypeError,
+         "qk_datapath: missing field 'rounding'"),  # fmt: skip
+        (dict(datapath={**datapath_struct(TFL), "acc_bits": 2**40}), ValueError, "'acc_bits' does not fit int32_t"),
+        (dict(geometry={**_GEOMETRY, "kh": 2.5}), TypeError, "integer"),
+        (dict(requant={k: v for k, v in _requant().items() if k != "shift"}), TypeError, "missing field 'shift'"),
     ],
 )
 def test_c_checks_through_the_binding(over: dict[str, Any], exc: Any, match: str) -> None:

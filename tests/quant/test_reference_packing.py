@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from quant import Datapath
-from quant.reference.packing import pack, packed_row_bytes, unpack
+from quant.contract.codes import packed_row_bytes
+from quant.reference.packing import pack, unpack
 from quant.reference import quantize
 from tests.edge_values import code_limits
 from tests.oracles.exact import assert_exact

@@ -1,0 +1,486 @@
+"""The validated attribute record of every op: built once, used by both backends, the IR and the exporters.
+
+An op of docs/arithmetic.md has two kinds of inputs: **attributes** (geometry, zero points,
+the requantization parameters, the output code range, the datapath) and **operands** (the
+arrays of codes). Each ``*Attrs`` class here is a frozen record of the attributes of one op;
+its ``build`` class method takes the op's keyword arguments as a user writes them, checks
+every one of them (``TypeError``/``ValueError`` naming the op and the argument, never an
+``assert``) and converts the multipliers to their integer form, so a record that exists is
+valid. What depends on the operands is checked by methods of the record on plain ints
+(``output_shape(x_shape)``, ``check_bias(...)``), and the code values by
+:func:`quant.contract.args.check_code_values`: each backend only reads its own arrays
+(extremes, shapes) and asks the record.
+
+Every size is computed on Python ints (no overflow) and bounded here by :data:`MAX_DIM`,
+the largest dimension the C kernels' ``int32_t`` fields hold.
+
+>>> from quant.contract.datapath import Datapath
+>>> attrs = Conv2dAttrs.build(w_shape=(8, 4, 3, 3), x_zero_point=0, w_zero_point=0, y_zero_point=0,
+...                           multiplier=0.01, stride=2, padding=1, datapath=Datapath.preset("tflite_int8"))
+>>> attrs.output_shape((1, 4, 32, 32))
+(1, 8, 16, 16)
+>>> attrs.output_shape((1, 3, 32, 32))
+Traceback (most recent call last):
+...
+ValueError: conv2d: groups=1 does not fit x with 3 channels and w of shape (8, 4, 3, 3) (need C_in = groups * w.shape[1] and C_out divisible by groups)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from quant.contract.args import IntPair, check_bool, check_datapath, check_zero_point, output_range, pair, scalar_int
+from quant.contract.codes import check_bits, code_range, window_output_size
+from quant.contract.datapath import Datapath
+from quant.contract.multiplier import AddParams, MultiplierLike, RequantParams, add_params, requant_params
+
+__all__ = [
+    "MAX_DIM",
+    "OutputCodes",
+    "Conv2dAttrs",
+    "LinearAttrs",
+    "RequantizeAttrs",
+    "AddAttrs",
+    "PoolAttrs",
+    "LutAttrs",
+    "ZeroPointLike",
+]
+
+#: Largest dimension, stride, padding or dilation an op accepts (the C kernels hold them in int32).
+MAX_DIM: int = (1 << 31) - 1
+
+ZeroPointLike = Union[int, Sequence[int], Any]
+
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _dims(shape: Sequence[Any], name: str, op: str, ndim: int) -> tuple[int, ...]:
+    dims = tuple(int(s) for s in shape)
+    if len(dims) != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {dims}")
+    if any(d > MAX_DIM for d in dims):
+        raise ValueError(f"{op}: {name} has a dimension above {MAX_DIM}: shape {dims}")
+    return dims
+
+
+def _bounded_pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
+    p = pair(v, name, op, minimum)
+    if max(p) > MAX_DIM:
+        raise ValueError(f"{op}: {name}={v!r} must be at most {MAX_DIM}")
+    return p
+
+
+def _with_op(op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with its ``ValueError``/``TypeError`` prefixed by ``op``."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{op}: {err}".replace(f"{op}: {op}: ", f"{op}: ")) from None
+    except TypeError as err:
+        raise TypeError(f"{op}: {err}".replace(f"{op}: {op}: ", f"{op}: ")) from None
+
+
+def _per_channel_requant(multiplier: MultiplierLike, datapath: Datapath, channels: int, op: str) -> RequantParams:
+    params: RequantParams = _with_op(op, requant_params, multiplier, datapath)
+    if params.count not in (1, channels):
+        raise ValueError(
+            f"{op}: multiplier has {params.count} values; it must be a scalar or have one value per "
+            f"output channel ({channels})"
+        )
+    return params
+
+
+def _weight_zero_points(w_zero_point: ZeroPointLike, c_out: int, datapath: Datapath, op: str) -> tuple[int, ...]:
+    """One zero point per tensor ``(z,)`` or per output channel, each valid for the weight operand."""
+    if hasattr(w_zero_point, "tolist") and not isinstance(w_zero_point, (np.integer, int)):
+        dtype = str(getattr(w_zero_point, "dtype", ""))
+        if "float" in dtype or "bool" in dtype or "complex" in dtype:
+            raise TypeError(f"{op}: w_zero_point must be integers, got {dtype}")
+        listed = w_zero_point.tolist()
+        values = list(np.asarray(listed).reshape(-1).tolist()) if isinstance(listed, list) else [listed]
+    elif isinstance(w_zero_point, (list, tuple)):
+        values = list(w_zero_point)
+    else:
+        values = [scalar_int(w_zero_point, "w_zero_point", op)]
+    zw = tuple(scalar_int(v, "w_zero_point", op) for v in values)
+    if len(zw) not in (1, c_out):
+        raise ValueError(f"{op}: w_zero_point has {len(zw)} values, w has {c_out} output channels")
+    for z in sorted(set(zw)):
+        check_zero_point(z, "w_zero_point", op, datapath.w_bits, datapath.w_signed, datapath.w_zero_point)
+    return zw
+
+
+def _x_zero_point(x_zero_point: object, datapath: Datapath, op: str, name: str = "x_zero_point") -> int:
+    z = scalar_int(x_zero_point, name, op)
+    check_zero_point(z, name, op, datapath.a_bits, datapath.a_signed, datapath.a_zero_point)
+    return z
+
+
+@dataclass(frozen=True)
+class OutputCodes:
+    """The output codes of a requantizing op (section 1): ``bits``-wide, ``signed`` or not,
+    zero point ``zero_point``, clamped to ``[lo, hi]`` (the code range narrowed by a fused clamp)."""
+
+    bits: int
+    signed: bool
+    zero_point: int
+    lo: int
+    hi: int
+
+    @classmethod
+    def build(
+        cls, op: str, y_bits: object, y_signed: object, y_min: object, y_max: object, y_zero_point: object
+    ) -> "OutputCodes":
+        """Checked ``y_*`` arguments of ``op`` (see :func:`quant.contract.args.output_range`)."""
+        lo, hi = output_range(op, y_bits, y_signed, y_min, y_max, y_zero_point)
+        return cls(int(y_bits), bool(y_signed), scalar_int(y_zero_point, "y_zero_point", op), lo, hi)  # type: ignore[call-overload]
+
+
+def check_bias_values(
+    bias: Optional[tuple[int, int, int]], c_out: int, datapath: Datapath, op: str
+) -> None:
+    """``bias`` is None or ``(length, min, max)`` of a 1-D bias: one value per output channel, in ``bias_bits``."""
+    if bias is None:
+        return
+    length, bmin, bmax = bias
+    if length != c_out:
+        raise ValueError(f"{op}: bias has {length} values, expected one per output channel ({c_out})")
+    lo, hi = datapath.bias_range
+    if length and (bmin < lo or bmax > hi):
+        raise ValueError(
+            f"{op}: bias has values in [{bmin}, {bmax}] outside the "
+            f"{datapath.bias_bits}-bit range [{lo}, {hi}] (Datapath.bias_bits)"
+        )
+
+
+@dataclass(frozen=True)
+class Conv2dAttrs:
+    """conv2d (sections 4, 5): weight ``(C_out, C_in/groups, kh, kw)``, window, zero points,
+    requantization per tensor or per output channel, output codes, datapath."""
+
+    w_shape: tuple[int, int, int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    x_zero_point: int
+    w_zero_point: tuple[int, ...]
+    requant: RequantParams
+    output: OutputCodes
+    datapath: Datapath
+    op: str = "conv2d"
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        w_shape: Sequence[int],
+        x_zero_point: int,
+        w_zero_point: ZeroPointLike,
+        y_zero_point: int,
+        multiplier: MultiplierLike,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        y_bits: int = 8,
+        y_signed: bool = True,
+        y_min: Optional[int] = None,
+        y_max: Optional[int] = None,
+        datapath: Datapath,
+    ) -> "Conv2dAttrs":
+        """The checked attributes of a conv2d call (keyword names of ``kernels.conv2d``)."""
+        op = "conv2d"
+        dp = check_datapath(datapath)
+        ws = _dims(w_shape, "w", op, 4)
+        if min(ws) < 1:
+            raise ValueError(f"{op}: w must have positive dimensions, got shape {ws}")
+        g = scalar_int(groups, "groups", op)
+        if g < 1 or ws[0] % g:
+            raise ValueError(f"{op}: groups={g} does not fit w of shape {ws} (need groups >= 1 dividing C_out)")
+        return cls(
+            w_shape=(ws[0], ws[1], ws[2], ws[3]),
+            stride=_bounded_pair(stride, "stride", op, 1),
+            padding=_bounded_pair(padding, "padding", op, 0),
+            dilation=_bounded_pair(dilation, "dilation", op, 1),
+            groups=g,
+            x_zero_point=_x_zero_point(x_zero_point, dp, op),
+            w_zero_point=_weight_zero_points(w_zero_point, ws[0], dp, op),
+            requant=_per_channel_requant(multiplier, dp, ws[0], op),
+            output=OutputCodes.build(op, y_bits, y_signed, y_min, y_max, y_zero_point),
+            datapath=dp,
+        )
+
+    @property
+    def reduction_length(self) -> int:
+        """``K = C_in/groups * kh * kw``: products per output, in canonical ``(c, u, v)`` order."""
+        return self.w_shape[1] * self.w_shape[2] * self.w_shape[3]
+
+    def output_shape(self, x_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """``(N, C_out, H_out, W_out)`` for ``x`` of ``x_shape``; ``ValueError`` if they do not fit."""
+        op = self.op
+        n, c_in, h, w = _dims(x_shape, "x", op, 4)
+        c_out, cg, kh, kw = self.w_shape
+        if c_in != cg * self.groups:
+            raise ValueError(
+                f"{op}: groups={self.groups} does not fit x with {c_in} channels and w of shape {self.w_shape} "
+                "(need C_in = groups * w.shape[1] and C_out divisible by groups)"
+            )
+        ho = window_output_size(h, kh, stride=self.stride[0], padding=self.padding[0], dilation=self.dilation[0])
+        wo = window_output_size(w, kw, stride=self.stride[1], padding=self.padding[1], dilation=self.dilation[1])
+        if ho < 1 or wo < 1 or n < 1 or h < 1 or w < 1:
+            raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {h}x{w} and kernel {kh}x{kw}")
+        if h + 2 * self.padding[0] > MAX_DIM or w + 2 * self.padding[1] > MAX_DIM:
+            raise ValueError(f"{op}: the padded input {h}x{w} + 2*{self.padding} exceeds {MAX_DIM}")
+        return n, c_out, ho, wo
+
+    def check_bias(self, bias: Optional[tuple[int, int, int]]) -> None:
+        """``bias`` is None or ``(length, min, max)``; see :func:`check_bias_values`."""
+        check_bias_values(bias, self.w_shape[0], self.datapath, self.op)
+
+
+@dataclass(frozen=True)
+class LinearAttrs:
+    """linear (sections 4, 5): weight ``(N, K)``, zero points, requantization, output codes, datapath."""
+
+    w_shape: tuple[int, int]
+    x_zero_point: int
+    w_zero_point: tuple[int, ...]
+    requant: RequantParams
+    output: OutputCodes
+    datapath: Datapath
+    op: str = "linear"
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        w_shape: Sequence[int],
+        x_zero_point: int,
+        w_zero_point: ZeroPointLike,
+        y_zero_point: int,
+        multiplier: MultiplierLike,
+        y_bits: int = 8,
+        y_signed: bool = True,
+        y_min: Optional[int] = None,
+        y_max: Optional[int] = None,
+        datapath: Datapath,
+    ) -> "LinearAttrs":
+        """The checked attributes of a linear call (keyword names of ``kernels.linear``)."""
+        op = "linear"
+        dp = check_datapath(datapath)
+        ws = _dims(w_shape, "w", op, 2)
+        if min(ws) < 1:
+            raise ValueError(f"{op}: w must have positive dimensions, got shape {ws}")
+        return cls(
+            w_shape=(ws[0], ws[1]),
+            x_zero_point=_x_zero_point(x_zero_point, dp, op),
+            w_zero_point=_weight_zero_points(w_zero_point, ws[0], dp, op),
+            requant=_per_channel_requant(multiplier, dp, ws[0], op),
+            output=OutputCodes.build(op, y_bits, y_signed, y_min, y_max, y_zero_point),
+            datapath=dp,
+        )
+
+    def output_shape(self, x_shape: Sequence[int]) -> tuple[int, int]:
+        """``(M, N)`` for ``x`` of shape ``(M, K)``; ``ValueError`` if ``K`` differs from the weight's."""
+        m, k = _dims(x_shape, "x", self.op, 2)
+        if k != self.w_shape[1]:
+            raise ValueError(f"{self.op}: x has K={k} but w has K={self.w_shape[1]} (w is (N, K))")
+        return m, self.w_shape[0]
+
+    def check_bias(self, bias: Optional[tuple[int, int, int]]) -> None:
+        """``bias`` is None or ``(length, min, max)``; see :func:`check_bias_values`."""
+        check_bias_values(bias, self.w_shape[0], self.datapath, self.op)
+
+
+@dataclass(frozen=True)
+class RequantizeAttrs:
+    """requantize (sections 5, 6): input zero point, multiplier (per tensor, or along ``axis``), output codes."""
+
+    in_zero_point: int
+    requant: RequantParams
+    axis: Optional[int]
+    output: OutputCodes
+    datapath: Datapath
+    op: str = "requantize"
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        in_zero_point: int,
+        multiplier: MultiplierLike,
+        y_zero_point: int,
+        y_bits: int = 8,
+        y_signed: bool = True,
+        axis: Optional[int] = None,
+        datapath: Datapath,
+    ) -> "RequantizeAttrs":
+        """The checked attributes of a requantize call."""
+        op = "requantize"
+        dp = check_datapath(datapath)
+        z_in = scalar_int(in_zero_point, "in_zero_point", op)
+        if not _INT32_MIN <= z_in <= _INT32_MAX:
+            raise ValueError(f"{op}: in_zero_point={z_in} must lie in the int32 range")
+        output = OutputCodes.build(op, y_bits, y_signed, None, None, y_zero_point)
+        ax = None if axis is None else scalar_int(axis, "axis", op)
+        params: RequantParams = _with_op(op, requant_params, multiplier, dp)
+        if ax is None and params.count != 1:
+            raise ValueError(f"{op}: a per-channel multiplier of {params.count} values needs a channel axis")
+        return cls(in_zero_point=z_in, requant=params, axis=ax, output=output, datapath=dp)
+
+    def channel_layout(self, q_shape: Sequence[int]) -> tuple[int, int, int]:
+        """``(outer, channels, inner)`` of ``q``'s shape around ``axis`` (per tensor: ``(1, 1, size)``)."""
+        shape = tuple(int(s) for s in q_shape)
+        size = math.prod(shape)
+        if self.axis is None:
+            return 1, 1, size
+        if not -len(shape) <= self.axis < len(shape):
+            raise ValueError(f"{self.op}: axis={self.axis} is out of range for q of shape {shape}")
+        ax = self.axis % len(shape)
+        channels = shape[ax]
+        if self.requant.count not in (1, channels):
+            raise ValueError(
+                f"{self.op}: multiplier has {self.requant.count} values but dimension {ax} of the input has "
+                f"{channels} channels"
+            )
+        if self.requant.count == 1:
+            return 1, 1, size
+        return math.prod(shape[:ax]), channels, math.prod(shape[ax + 1 :])
+
+
+@dataclass(frozen=True)
+class AddAttrs:
+    """add (section 6.1): the zero points of both inputs, the add parameters, output codes, datapath."""
+
+    a_zero_point: int
+    b_zero_point: int
+    params: AddParams
+    output: OutputCodes
+    datapath: Datapath
+    op: str = "add"
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        a_zero_point: int,
+        b_zero_point: int,
+        a_multiplier: float,
+        b_multiplier: float,
+        y_zero_point: int,
+        y_bits: int = 8,
+        y_signed: bool = True,
+        y_min: Optional[int] = None,
+        y_max: Optional[int] = None,
+        datapath: Datapath,
+    ) -> "AddAttrs":
+        """The checked attributes of an add call."""
+        op = "add"
+        dp = check_datapath(datapath)
+        za = _x_zero_point(a_zero_point, dp, op, "a_zero_point")
+        zb = _x_zero_point(b_zero_point, dp, op, "b_zero_point")
+        output = OutputCodes.build(op, y_bits, y_signed, y_min, y_max, y_zero_point)
+        params: AddParams = _with_op(op, add_params, a_multiplier, b_multiplier, dp)
+        return cls(a_zero_point=za, b_zero_point=zb, params=params, output=output, datapath=dp)
+
+
+@dataclass(frozen=True)
+class PoolAttrs:
+    """avg_pool2d / max_pool2d (section 6): window (``kernel_size=None``: the whole plane), and for the
+    average the zero point and the datapath (its ``rounding`` rounds the division)."""
+
+    kind: str
+    kernel_size: Optional[tuple[int, int]]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    zero_point: int = 0
+    datapath: Optional[Datapath] = None
+
+    @property
+    def op(self) -> str:
+        """``avg_pool2d`` or ``max_pool2d``."""
+        return f"{self.kind}_pool2d"
+
+    @classmethod
+    def build(
+        cls,
+        kind: str,
+        kernel_size: Optional[IntPair],
+        stride: Optional[IntPair] = None,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        *,
+        zero_point: int = 0,
+        datapath: Optional[Datapath] = None,
+    ) -> "PoolAttrs":
+        """The checked attributes of a pooling call (``kind`` "avg" needs ``datapath``)."""
+        if kind not in ("avg", "max"):
+            raise ValueError(f"pool kind={kind!r} is not one of 'avg', 'max'")
+        op = f"{kind}_pool2d"
+        dp = check_datapath(datapath) if kind == "avg" else None
+        z = scalar_int(zero_point, "zero_point", op)
+        if not _INT32_MIN <= z <= _INT32_MAX:
+            raise ValueError(f"{op}: zero_point={z} must lie in the int32 range")
+        p = _bounded_pair(padding, "padding", op, 0)
+        d = _bounded_pair(dilation, "dilation", op, 1)
+        if kernel_size is None:
+            if stride is not None or p != (0, 0) or d != (1, 1):
+                raise ValueError(f"{op}: global pooling (kernel_size=None) takes no stride, padding or dilation")
+            return cls(kind, None, (1, 1), p, d, z, dp)
+        k = _bounded_pair(kernel_size, "kernel_size", op, 1)
+        s = _bounded_pair(stride, "stride", op, 1) if stride is not None else k
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise ValueError(f"{op}: padding={p} must be at most half the kernel size {k}")
+        return cls(kind, k, s, p, d, z, dp)
+
+    def window(self, x_shape: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """``(kernel, stride, padding, dilation)`` on ``x`` of ``x_shape`` (global: the whole plane)."""
+        _, _, h, w = _dims(x_shape, "x", self.op, 4)
+        if self.kernel_size is None:
+            return (h, w), (h, w), (0, 0), (1, 1)
+        return self.kernel_size, self.stride, self.padding, self.dilation
+
+    def output_shape(self, x_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """``(N, C, H_out, W_out)``; ``ValueError`` if the output would be empty."""
+        n, c, h, w = _dims(x_shape, "x", self.op, 4)
+        k, s, p, d = self.window(x_shape)
+        ho = window_output_size(h, k[0], stride=s[0], padding=p[0], dilation=d[0])
+        wo = window_output_size(w, k[1], stride=s[1], padding=p[1], dilation=d[1])
+        if ho < 1 or wo < 1 or h < 1 or w < 1:
+            raise ValueError(f"{self.op}: the output would be empty ({ho}x{wo}) for input {(h, w)} and kernel {k}")
+        return n, c, ho, wo
+
+
+@dataclass(frozen=True)
+class LutAttrs:
+    """lut (section 6): the input code type; the table has ``2^x_bits`` entries."""
+
+    x_bits: int
+    x_signed: bool
+    op: str = "lut"
+
+    @classmethod
+    def build(cls, *, x_bits: int, x_signed: bool) -> "LutAttrs":
+        """The checked attributes of a lut call."""
+        return cls(check_bits(x_bits, "x_bits", "lut"), check_bool(x_signed, "x_signed", "lut"))
+
+    @property
+    def table_length(self) -> int:
+        """``2^x_bits``: one entry per input code, in increasing code order."""
+        return 1 << self.x_bits
+
+    @property
+    def x_range(self) -> tuple[int, int]:
+        """The input code range (binary {-1, +1} reported as ``(-1, 1)``)."""
+        return code_range(self.x_bits, self.x_signed)
+
+    def check_table(self, length: int) -> None:
+        """``ValueError`` unless the table has ``2^x_bits`` entries."""
+        if length != self.table_length:
+            raise ValueError(f"{self.op}: table has {length} entries, expected 2^x_bits = {self.table_length}")
