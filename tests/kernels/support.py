@@ -1,10 +1,10 @@
 """Shared pieces of the kernel tests: backends behind one interface, strategies, exact comparison.
 
-``BACKENDS`` maps a name to an object with the op methods of ``docs/arithmetic.md`` taking
-NumPy arrays (the C wrappers' convention) and returning int64 NumPy arrays: ``"c"`` calls
-``kernels`` (for one instruction set), ``"torch_ref"`` converts to torch and calls
-``quant.reference`` (unpacking packed weights with ``quant.reference.packing``), so a test can run the
-same case through either and compare.
+``BACKENDS`` maps a backend name of :mod:`quant.contract.backend` (``"torch_ref"``, ``"c"``) to
+a :class:`KeywordBackend`: the op methods of ``docs/arithmetic.md`` called with the keyword
+arguments of ``kernels`` on NumPy arrays, through the op's validated record and the backend
+protocol, returning int64 NumPy arrays, so a test can run the same case through either
+backend and compare.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import torch
 from hypothesis import strategies as st
 
 import kernels
-import quant.reference as ref
-from kernels import PackedWeights
+from kernels.backend import CKernels
+from quant.contract.attrs import AddAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, PoolAttrs, RequantizeAttrs
+from quant.contract.backend import Backend, get_backend
 from quant.contract.datapath import OVERFLOW_MODES, PRESETS, REQUANT_MODES, Datapath
 from quant.contract.rounding import INTEGER_ROUNDING_MODES
-from quant.reference.packing import unpack as torch_unpack
 from tests.edge_values import EDGE_INT32, code_limits
 
 Array = np.ndarray
@@ -43,85 +43,46 @@ def assert_same(actual: Array, expected: Array, what: str) -> None:
 # ----------------------------------------------------------------------------- backends
 
 
-def _t(a: Any) -> Any:
-    """NumPy arrays to torch tensors (other values unchanged)."""
-    if isinstance(a, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(a))
-    return a
+class KeywordBackend:
+    """A :class:`quant.contract.backend.Backend` called like ``kernels``: keyword arguments become the op's
+    validated record (:mod:`quant.contract.attrs`), then the backend runs it; results as int64 arrays."""
 
-
-def _unpacked_t(w: Any) -> torch.Tensor:
-    if isinstance(w, PackedWeights):
-        k = int(np.prod(w.shape[1:]))
-        codes = torch_unpack(torch.from_numpy(w.data), w.bits, (w.shape[0], k), w.signed)
-        return codes.reshape(w.shape)
-    return torch.from_numpy(w)
-
-
-class TorchRef:
-    """``quant.reference`` behind the NumPy interface of ``kernels``."""
-
-    name = "torch_ref"
-
-    def _kw(self, kw: dict[str, Any]) -> dict[str, Any]:
-        return {k: _t(v) for k, v in kw.items() if k != "isa"}
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
 
     def conv2d(self, x: Array, w: Any, bias: Optional[Array], **kw: Any) -> Array:
-        b = None if bias is None else _t(bias)
-        return ref.conv2d(_t(x), _unpacked_t(w), b, **self._kw(kw)).numpy()
+        attrs = Conv2dAttrs.build(w_shape=tuple(w.shape), **kw)
+        return self.backend.conv2d(attrs, x, w, bias).astype(np.int64)
 
     def linear(self, x: Array, w: Any, bias: Optional[Array], **kw: Any) -> Array:
-        b = None if bias is None else _t(bias)
-        return ref.linear(_t(x), _unpacked_t(w), b, **self._kw(kw)).numpy()
+        attrs = LinearAttrs.build(w_shape=tuple(w.shape), **kw)
+        return self.backend.linear(attrs, x, w, bias).astype(np.int64)
 
     def requantize(self, q: Array, **kw: Any) -> Array:
-        return ref.requantize(_t(q), **self._kw(kw)).numpy()
+        return self.backend.requantize(RequantizeAttrs.build(**kw), q).astype(np.int64)
 
     def add(self, a: Array, b: Array, **kw: Any) -> Array:
-        return ref.add(_t(a), _t(b), **self._kw(kw)).numpy()
+        return self.backend.add(AddAttrs.build(**kw), a, b).astype(np.int64)
 
     def avg_pool2d(self, x: Array, *args: Any, **kw: Any) -> Array:
-        return ref.avg_pool2d(_t(x), *args, **self._kw(kw)).numpy()
+        return self.backend.pool2d(PoolAttrs.build("avg", *args, **kw), x).astype(np.int64)
 
     def max_pool2d(self, x: Array, *args: Any, **kw: Any) -> Array:
-        return ref.max_pool2d(_t(x), *args, **self._kw(kw)).numpy()
+        return self.backend.pool2d(PoolAttrs.build("max", *args, **kw), x).astype(np.int64)
 
     def lut(self, x: Array, table: Array, **kw: Any) -> Array:
-        return ref.lut(_t(x), _t(table), **kw).numpy()
+        return self.backend.lut(LutAttrs.build(**kw), x, table).astype(np.int64)
 
 
-class CKernels:
-    """``kernels`` (the C library) with a fixed instruction set for the hot loops."""
-
-    def __init__(self, isa: str = "auto") -> None:
-        self.isa = isa
-        self.name = "c" if isa == "auto" else f"c[{isa}]"
-
-    def conv2d(self, x: Array, w: Any, bias: Optional[Array], **kw: Any) -> Array:
-        return kernels.conv2d(x, w, bias, **kw, isa=self.isa).astype(np.int64)
-
-    def linear(self, x: Array, w: Any, bias: Optional[Array], **kw: Any) -> Array:
-        return kernels.linear(x, w, bias, **kw, isa=self.isa).astype(np.int64)
-
-    def requantize(self, q: Array, **kw: Any) -> Array:
-        return kernels.requantize(q, **kw, isa=self.isa).astype(np.int64)
-
-    def add(self, a: Array, b: Array, **kw: Any) -> Array:
-        return kernels.add(a, b, **kw).astype(np.int64)
-
-    def avg_pool2d(self, x: Array, *args: Any, **kw: Any) -> Array:
-        return kernels.avg_pool2d(x, *args, **kw).astype(np.int64)
-
-    def max_pool2d(self, x: Array, *args: Any, **kw: Any) -> Array:
-        return kernels.max_pool2d(x, *args, **kw).astype(np.int64)
-
-    def lut(self, x: Array, table: Array, **kw: Any) -> Array:
-        return kernels.lut(x, table, **kw).astype(np.int64)
+def c_kernels(isa: str) -> KeywordBackend:
+    """The C backend with a fixed instruction set for the hot loops."""
+    return KeywordBackend(CKernels(isa))
 
 
 #: Every instruction set this machine runs (results must be identical across them).
 C_ISAS: list[str] = [i for i in ("portable", "avx2") if kernels.isa_available(i)]
-BACKENDS: dict[str, Any] = {"torch_ref": TorchRef(), "c": CKernels()}
+BACKENDS: dict[str, KeywordBackend] = {name: KeywordBackend(get_backend(name)) for name in ("torch_ref", "c")}
 
 
 def outcome(fn: Callable[[], Array]) -> tuple[str, Any]:

@@ -19,7 +19,7 @@ import kernels
 from quant.contract.datapath import Datapath
 from tests.edge_values import code_limits
 from tests.kernels import support
-from tests.kernels.support import BACKENDS, C_ISAS, CKernels, assert_same, assert_same_outcome, outcome
+from tests.kernels.support import BACKENDS, C_ISAS, c_kernels, assert_same, assert_same_outcome, outcome
 
 CONV_EXAMPLES = 300
 LINEAR_EXAMPLES = 200
@@ -84,10 +84,10 @@ def _check_all_isas(op: str, case: dict[str, Any]) -> None:
     expected = outcome(lambda: getattr(BACKENDS["torch_ref"], op)(x, w, b, **case))
     event(f"{op} outcome: {expected[0] if expected[0] == 'ok' else expected[1].__name__}")
     for isa in C_ISAS:
-        got = outcome(lambda: getattr(CKernels(isa), op)(x, w, b, **case))
+        got = outcome(lambda: getattr(c_kernels(isa), op)(x, w, b, **case))
         assert_same_outcome(got, expected, f"{op} C[{isa}] vs reference ({case['datapath'].describe()})")
     if isinstance(w, kernels.PackedWeights):  # the packed and the unpacked weights give the same codes
-        got = outcome(lambda: getattr(CKernels(), op)(x, w.unpacked(), b, **case))
+        got = outcome(lambda: getattr(c_kernels("auto"), op)(x, w.unpacked(), b, **case))
         assert_same_outcome(got, expected, f"{op} C unpacked weights vs reference")
 
 
@@ -138,7 +138,7 @@ def test_conv2d_presets_larger_shapes(preset: str, shape: tuple[int, ...]) -> No
         weights.append(kernels.pack_weights(wt, dp.w_bits, dp.w_signed))
     for isa in C_ISAS:
         for wa in weights:
-            got = outcome(lambda: CKernels(isa).conv2d(x, wa, bias, **kw))
+            got = outcome(lambda: c_kernels(isa).conv2d(x, wa, bias, **kw))
             assert_same_outcome(got, expected, f"conv2d {preset} {shape} C[{isa}]")
 
 
@@ -156,7 +156,7 @@ def test_linear_long_reduction_is_chunked_exactly(overflow: str) -> None:
     kw: dict[str, Any] = dict(x_zero_point=127, w_zero_point=0, y_zero_point=0, multiplier=2.0**-24, datapath=dp)
     expected = outcome(lambda: BACKENDS["torch_ref"].linear(x, w, None, **kw))
     for isa in C_ISAS:
-        assert_same_outcome(outcome(lambda: CKernels(isa).linear(x, w, None, **kw)), expected, f"linear K={k} {isa}")
+        assert_same_outcome(outcome(lambda: c_kernels(isa).linear(x, w, None, **kw)), expected, f"linear K={k} {isa}")
 
 
 def test_saturating_path_matches_reference_on_overflowing_sums() -> None:
@@ -171,6 +171,6 @@ def test_saturating_path_matches_reference_on_overflowing_sums() -> None:
               y_signed=True)  # fmt: skip
     expected = BACKENDS["torch_ref"].conv2d(x, w, bias, **kw)
     for isa in C_ISAS:
-        assert_same(CKernels(isa).conv2d(x, w, bias, **kw), expected, f"saturating conv2d {isa}")
+        assert_same(c_kernels(isa).conv2d(x, w, bias, **kw), expected, f"saturating conv2d {isa}")
     with pytest.raises(OverflowError, match="conv2d"):
         kernels.conv2d(x, w, bias, **{**kw, "datapath": dp.with_(overflow="error")})

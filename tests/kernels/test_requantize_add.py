@@ -17,7 +17,7 @@ from quant.contract.datapath import Datapath
 from quant.contract.rounding import INTEGER_ROUNDING_MODES
 from tests.edge_values import EDGE_INT32, EDGE_MULTIPLIERS, code_limits
 from tests.kernels import support
-from tests.kernels.support import BACKENDS, C_ISAS, CKernels, assert_same, assert_same_outcome, outcome
+from tests.kernels.support import BACKENDS, C_ISAS, c_kernels, assert_same, assert_same_outcome, outcome
 
 REQUANTIZE_EXAMPLES = 300
 ADD_EXAMPLES = 200
@@ -52,7 +52,7 @@ def test_requantize_matches_reference(case: dict[str, Any]) -> None:
     expected = outcome(lambda: BACKENDS["torch_ref"].requantize(q, **case))
     event(f"outcome: {expected[0] if expected[0] == 'ok' else expected[1].__name__}")
     for isa in C_ISAS:
-        got = outcome(lambda: CKernels(isa).requantize(q, **case))
+        got = outcome(lambda: c_kernels(isa).requantize(q, **case))
         assert_same_outcome(got, expected, f"requantize C[{isa}] ({case['datapath'].describe()})")
 
 
@@ -85,7 +85,7 @@ def test_requantize_edge_sweep(dp: Datapath) -> None:
                 continue
             expected = outcome(lambda: BACKENDS["torch_ref"].requantize(q, **kw))
             for isa in C_ISAS:
-                got = outcome(lambda: CKernels(isa).requantize(q, **kw))
+                got = outcome(lambda: c_kernels(isa).requantize(q, **kw))
                 assert_same_outcome(got, expected, f"requantize {dp.name} m={m!r} zy={zy} C[{isa}]")
 
 

@@ -1,0 +1,66 @@
+"""The C99 kernels as a :class:`quant.contract.backend.Backend` named ``"c"``.
+
+``CKernels(isa)`` runs the ``run_<op>`` wrappers of :mod:`kernels.api` with a fixed
+instruction set for the hot loops ("auto": the widest available; every choice gives the same
+bits). The registered ``"c"`` backend uses "auto"; tests build one per instruction set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from kernels import api
+from kernels._abi import isa_code
+from quant.contract.attrs import AddAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, PoolAttrs, RequantizeAttrs
+from quant.contract.backend import Weights, register_backend
+
+__all__ = ["BACKEND", "CKernels"]
+
+Codes = npt.NDArray[Any]
+
+
+def _c_weights(w: Weights) -> Union[Codes, api.PackedWeights]:
+    """Codes as given; other packed weights as a (validated) :class:`kernels.PackedWeights`."""
+    if isinstance(w, (np.ndarray, api.PackedWeights)):
+        return w
+    return api.PackedWeights(data=w.data, bits=w.bits, signed=w.signed, shape=tuple(w.shape))
+
+
+class CKernels:
+    """``kernels`` behind the backend protocol, with instruction set ``isa``."""
+
+    def __init__(self, isa: str = "auto") -> None:
+        isa_code(isa)  # refuse an unknown name now, not at the first call
+        self.isa = isa
+        self.name = "c" if isa == "auto" else f"c[{isa}]"
+
+    def conv2d(self, attrs: Conv2dAttrs, x: Codes, w: Weights, bias: Optional[Codes]) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.conv2d`."""
+        return api.run_conv2d(attrs, x, _c_weights(w), bias, isa=self.isa)
+
+    def linear(self, attrs: LinearAttrs, x: Codes, w: Weights, bias: Optional[Codes]) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.linear`."""
+        return api.run_linear(attrs, x, _c_weights(w), bias, isa=self.isa)
+
+    def requantize(self, attrs: RequantizeAttrs, q: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.requantize`."""
+        return api.run_requantize(attrs, q, isa=self.isa)
+
+    def add(self, attrs: AddAttrs, a: Codes, b: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.add`."""
+        return api.run_add(attrs, a, b)
+
+    def pool2d(self, attrs: PoolAttrs, x: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.pool2d`."""
+        return api.run_pool2d(attrs, x)
+
+    def lut(self, attrs: LutAttrs, x: Codes, table: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.lut`."""
+        return api.run_lut(attrs, x, table)
+
+
+#: The registered ``"c"`` backend (instruction set chosen at run time).
+BACKEND = register_backend(CKernels())

@@ -1,0 +1,85 @@
+"""The int64 torch reference as a :class:`quant.contract.backend.Backend` named ``"torch_ref"``.
+
+NumPy operands become torch tensors (without a copy where possible), the ``run_<op>`` of
+the reference computes in int64, and the result is returned as NumPy codes of the op's
+output dtype (int8/uint8), exactly as the C backend returns them. Packed weights are unpacked
+by :func:`quant.reference.packing.unpack`, the reference's own reading of section 3.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from quant.contract.attrs import AddAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, PoolAttrs, RequantizeAttrs
+from quant.contract.backend import Weights, register_backend
+from quant.reference.add import run_add
+from quant.reference.conv2d import run_conv2d
+from quant.reference.linear import run_linear
+from quant.reference.lut import run_lut
+from quant.reference.packing import unpack
+from quant.reference.pool import run_pool2d
+from quant.reference.requantize import run_requantize
+
+__all__ = ["BACKEND", "TorchReference"]
+
+Codes = npt.NDArray[Any]
+
+
+def _tensor(a: Any) -> Any:
+    """A NumPy array as a torch tensor sharing its memory; anything else unchanged (the ops name bad types)."""
+    return torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
+
+
+def _weights(w: Weights) -> Any:
+    if isinstance(w, np.ndarray):
+        return _tensor(w)
+    if all(hasattr(w, f) for f in ("data", "bits", "signed", "shape")):  # PackedCodes
+        k = math.prod(w.shape[1:])
+        return unpack(torch.from_numpy(w.data), w.bits, (w.shape[0], k), w.signed).reshape(w.shape)
+    return w
+
+
+def _codes(t: torch.Tensor, signed: bool) -> Codes:
+    out: Codes = t.numpy().astype(np.int8 if signed else np.uint8)
+    return out
+
+
+class TorchReference:
+    """``quant.reference`` behind the backend protocol."""
+
+    name = "torch_ref"
+
+    def conv2d(self, attrs: Conv2dAttrs, x: Codes, w: Weights, bias: Optional[Codes]) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.conv2d`."""
+        return _codes(run_conv2d(attrs, _tensor(x), _weights(w), _tensor(bias)), attrs.output.signed)
+
+    def linear(self, attrs: LinearAttrs, x: Codes, w: Weights, bias: Optional[Codes]) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.linear`."""
+        return _codes(run_linear(attrs, _tensor(x), _weights(w), _tensor(bias)), attrs.output.signed)
+
+    def requantize(self, attrs: RequantizeAttrs, q: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.requantize`."""
+        return _codes(run_requantize(attrs, _tensor(q)), attrs.output.signed)
+
+    def add(self, attrs: AddAttrs, a: Codes, b: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.add`."""
+        return _codes(run_add(attrs, _tensor(a), _tensor(b)), attrs.output.signed)
+
+    def pool2d(self, attrs: PoolAttrs, x: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.pool2d` (output in ``x``'s dtype)."""
+        out: Codes = run_pool2d(attrs, _tensor(x)).numpy().astype(x.dtype)
+        return out
+
+    def lut(self, attrs: LutAttrs, x: Codes, table: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.lut` (output in the table's dtype)."""
+        out: Codes = run_lut(attrs, _tensor(x), _tensor(table)).numpy().astype(table.dtype)
+        return out
+
+
+#: The registered ``"torch_ref"`` backend.
+BACKEND = register_backend(TorchReference())
