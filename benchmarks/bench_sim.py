@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 import quant
-from benchmarks.resnet import ResNet20
+from experiments.models.resnet import ResNet20
 from quant import QuantSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim.json"

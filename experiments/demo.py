@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 import quant
-from experiments.digits import DigitsCNN, DigitsData, accuracy, load_digits_data, train
+from experiments.digits import DigitsData, accuracy, load_digits_data, train
+from experiments.models.digits_cnn import DigitsCNN
 from quant import QuantSpec
 from quant.sim.recipe import QuantizerConfig
 

@@ -1,7 +1,8 @@
-"""Bundled data and a small CNN: scikit-learn's 8x8 handwritten digits.
+"""Bundled data, training and evaluation: scikit-learn's 8x8 handwritten digits.
 
 The digits set ships inside scikit-learn (1797 images, 10 classes), so nothing is
 downloaded. Pixels (0..16) are scaled to [0, 1]; the split is stratified and seeded.
+The model trained on it is ``experiments.models.digits_cnn.DigitsCNN``.
 """
 
 from __future__ import annotations
@@ -37,32 +38,6 @@ def load_digits_data(test_fraction: float = 0.25, seed: int = 0) -> DigitsData:
     idx = torch.arange(len(y)).numpy()
     tr, te = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y.numpy())
     return DigitsData(x[tr], y[tr], x[te], y[te])
-
-
-class DigitsCNN(nn.Module):
-    """Conv-BN-ReLU x3 with pooling and a linear classifier for 8x8 inputs (~25k weights)."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(4 * width),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.classifier = nn.Linear(4 * width, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.classifier(self.features(x))
-        return logits
 
 
 def batches(

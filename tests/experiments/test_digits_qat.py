@@ -10,7 +10,8 @@ import torch
 
 import quant
 from experiments.demo import calibrate, recipe
-from experiments.digits import DigitsCNN, accuracy, load_digits_data, train
+from experiments.digits import accuracy, load_digits_data, train
+from experiments.models.digits_cnn import DigitsCNN
 
 
 @pytest.mark.slow

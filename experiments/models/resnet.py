@@ -1,5 +1,5 @@
-"""CIFAR-shaped ResNet-20 (He et al. 2016, section 4.2) for benchmarks: 3 stages of 3
-basic blocks, widths 16/32/64, 1x1 projection shortcuts where the shape changes."""
+"""CIFAR-shaped ResNet-20 (He et al. 2016, section 4.2), the model of ``benchmarks/bench_sim.py``:
+3 stages of 3 basic blocks, widths 16/32/64, 1x1 projection shortcuts where the shape changes."""
 
 from __future__ import annotations
 
