@@ -4,7 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.install-stamp
-C_SOURCES := $(wildcard kernels/c/src/*.c kernels/c/include/*.h kernels/_ext/*.c)
+# The C core comes from its one source list: the .c entries, and the headers in the folders
+# (entries ending in '/'); then the binding.
+C_LIST    := kernels/c/sources.txt
+C_ENTRIES := $(shell sed 's/\#.*//' $(C_LIST))
+C_SOURCES := $(filter %.c,$(C_ENTRIES)) $(wildcard $(addsuffix *.h,$(filter %/,$(C_ENTRIES)))) \
+             $(wildcard kernels/_ext/*.c)
 
 .PHONY: install ext run demo test bench typecheck clean
 
@@ -21,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ext: $(STAMP) kernels/.ext-stamp
 
-kernels/.ext-stamp: $(C_SOURCES) setup.py
+kernels/.ext-stamp: $(C_SOURCES) $(C_LIST) kernels/c_sources.py setup.py
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 

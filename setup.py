@@ -1,46 +1,32 @@
 """Build of the C extension ``kernels._qk``; all metadata lives in pyproject.toml.
 
-The sources are listed explicitly: the C99 core under ``kernels/c/src`` and the one
-binding file that includes ``Python.h``.
+The sources are listed explicitly, once, in ``kernels/c/sources.txt``: the C99 core (read here
+through ``kernels/c_sources.py``), plus the one binding file that includes ``Python.h``. That
+module is loaded by file path because importing the ``kernels`` package needs the extension
+this file builds.
 """
+
+import importlib.util
+from pathlib import Path
 
 from setuptools import Extension, setup
 
-C_CORE_SOURCES: list[str] = [
-    "kernels/c/src/qk_add.c",
-    "kernels/c/src/qk_avg_pool2d.c",
-    "kernels/c/src/qk_check_bias.c",
-    "kernels/c/src/qk_check_datapath.c",
-    "kernels/c/src/qk_check_output.c",
-    "kernels/c/src/qk_check_requant.c",
-    "kernels/c/src/qk_check_weights.c",
-    "kernels/c/src/qk_check_x_zero_point.c",
-    "kernels/c/src/qk_conv2d.c",
-    "kernels/c/src/qk_conv2d_output_size.c",
-    "kernels/c/src/qk_depthwise_row.c",
-    "kernels/c/src/qk_gemm_i16.c",
-    "kernels/c/src/qk_isa_query.c",
-    "kernels/c/src/qk_linear.c",
-    "kernels/c/src/qk_load_weights.c",
-    "kernels/c/src/qk_lut.c",
-    "kernels/c/src/qk_max_abs_diff.c",
-    "kernels/c/src/qk_max_pool2d.c",
-    "kernels/c/src/qk_mm_block.c",
-    "kernels/c/src/qk_pack.c",
-    "kernels/c/src/qk_requant_row.c",
-    "kernels/c/src/qk_requantize.c",
-    "kernels/c/src/qk_rounding_right_shift.c",
-    "kernels/c/src/qk_saturating_rounding_doubling_high_mul.c",
-    "kernels/c/src/qk_select_isa.c",
-    "kernels/c/src/qk_status_message.c",
-    "kernels/c/src/qk_unpack.c",
-]
+_spec = importlib.util.spec_from_file_location("_qk_c_sources", Path(__file__).parent / "kernels" / "c_sources.py")
+if _spec is None or _spec.loader is None:
+    raise ImportError("cannot load kernels/c_sources.py")
+c_sources = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(c_sources)
+
+# Relative to the project root, where setuptools runs this file.
+C_CORE_SOURCES: list[str] = [path.as_posix() for path in c_sources.core_sources(Path())]
 
 setup(
     ext_modules=[
         Extension(
             "kernels._qk",
             sources=["kernels/_ext/qk_module.c", *C_CORE_SOURCES],
+            # The binding sees the public API only; the core finds its internal headers by
+            # relative #include.
             include_dirs=["kernels/c/include"],
             extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-Wall", "-Wextra"],
         )

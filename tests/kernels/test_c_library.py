@@ -1,31 +1,115 @@
-"""The C99 core on its own: every source builds alone under strict flags, holds no global data,
-and a self-checking random sweep runs clean under AddressSanitizer and UndefinedBehaviorSanitizer."""
+"""The C99 core on its own: one source list names every file, public entry points and internal
+helpers sit apart, every source builds alone under strict flags, holds no global data, and a
+self-checking random sweep runs clean under AddressSanitizer and UndefinedBehaviorSanitizer."""
 
 from __future__ import annotations
 
 import os
 import re
+import runpy
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import setuptools
+
+from kernels.c_sources import core_sources, header_dirs, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 C_DIR = ROOT / "kernels" / "c"
-SOURCES = sorted((C_DIR / "src").glob("*.c"))
-HEADERS = sorted((C_DIR / "src").glob("*.h")) + sorted((C_DIR / "include").glob("*.h"))
+SOURCES = core_sources()
+HEADER_DIRS = header_dirs()
+HEADERS = sorted(h for d in HEADER_DIRS for h in d.glob("*.h"))
+PUBLIC_DIR = C_DIR / "src"
+INTERNAL_DIR = C_DIR / "src" / "internal"
 DRIVER = Path(__file__).with_name("sanitizer_driver.c")
 CC = os.environ.get("CC", "cc")
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 
 needs_cc = pytest.mark.skipif(shutil.which(CC) is None, reason=f"no C compiler ({CC})")
 
+# A function definition starts in column 0: qualifiers and return type, the name, the
+# parameters, then the opening brace (possibly on the next line).
+DEFINITION = re.compile(r"^([A-Za-z_][\w \t*]*?)\b([A-Za-z_]\w*)\s*\(([^;{}]*)\)\s*\{", re.M)
+DECLARATION = re.compile(r"\b(qk_\w+)\s*\([^;{}]*\)\s*;")
 
-def test_sources_are_listed_in_setup_py() -> None:
-    setup = (ROOT / "setup.py").read_text()
-    listed = set(re.findall(r'"kernels/c/src/([A-Za-z0-9_]+\.c)"', setup))
-    assert listed == {p.name for p in SOURCES}
+
+def _code(path: Path) -> str:
+    """The text of a C file without comments."""
+    return re.sub(r"/\*.*?\*/|//[^\n]*", "", path.read_text(), flags=re.S)
+
+
+def _definitions(path: Path) -> tuple[set[str], set[str]]:
+    """The (external, file-local) functions that a C file defines."""
+    external: set[str] = set()
+    local: set[str] = set()
+    for match in DEFINITION.finditer(_code(path)):
+        prefix = match.group(1).split()
+        (local if "static" in prefix or "QK__ALWAYS_INLINE" in prefix else external).add(match.group(2))
+    return external, local
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def test_list_names_every_c_file_under_src_and_every_header_folder() -> None:
+    listed = [_rel(p) for p in SOURCES]
+    assert sorted(listed) == sorted(_rel(p) for p in (C_DIR / "src").rglob("*.c"))
+    assert {_rel(h.parent) for h in C_DIR.rglob("*.h")} == {_rel(d) for d in HEADER_DIRS}
+    assert all(d.is_dir() for d in HEADER_DIRS)
+
+
+def test_setup_py_builds_the_listed_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """setup.py, run with ``setup()`` captured, builds the binding plus exactly the list, in order."""
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.chdir(ROOT)
+    runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
+    (ext,) = captured["ext_modules"]
+    assert ext.name == "kernels._qk"
+    assert ext.sources == ["kernels/_ext/qk_module.c", *(_rel(p) for p in SOURCES)]
+    assert all((ROOT / s).is_file() for s in ext.sources)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kernels/c/src/qk_add.h\n", "neither a .c source nor a header folder"),
+        ("kernels/c/src/qk_add.c\nkernels/c/src/qk_add.c  # again\n", "line 2: 'kernels/c/src/qk_add.c' is listed"),
+        ("/abs/qk_add.c\n", "relative to the repository root"),
+        ("kernels/../qk_add.c\n", "relative to the repository root"),
+        ("kernels\\c\\src\\qk_add.c\n", "relative to the repository root"),
+    ],
+)
+def test_malformed_list_is_refused_with_its_line(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse(text)
+
+
+def test_public_sources_define_one_entry_point_and_internal_ones_only_helpers() -> None:
+    """src/: one function declared in qk.h per file, named after it (plus its _scratch_bytes twin);
+    src/internal/: only qk__ functions, in each source the one named after the file among them."""
+    declared = set(DECLARATION.findall(_code(C_DIR / "include" / "qk.h")))
+    for header in sorted(INTERNAL_DIR.glob("*.h")):
+        names = set.union(*_definitions(header))
+        assert all(name.startswith("qk__") for name in names), f"{_rel(header)}: {sorted(names)}"
+    defined_public: set[str] = set()
+    for src in SOURCES:
+        external, local = _definitions(src)
+        assert all(name.startswith("qk__") for name in local), f"{_rel(src)}: file-local {sorted(local)}"
+        if src.parent == INTERNAL_DIR:
+            assert all(name.startswith("qk__") for name in external), f"{_rel(src)}: {sorted(external)}"
+            assert "qk__" + src.stem.removeprefix("qk_") in external, f"{_rel(src)}: {sorted(external)}"
+        else:
+            assert src.parent == PUBLIC_DIR, f"{_rel(src)}: neither in src/ nor src/internal/"
+            one_entry_point = ({src.stem}, {src.stem, src.stem + "_scratch_bytes"})
+            assert external in one_entry_point, f"{_rel(src)}: {sorted(external)}"
+            assert external <= declared, f"{_rel(src)}: {sorted(external - declared)} not declared in qk.h"
+            defined_public |= external
+    assert defined_public == declared
 
 
 def test_core_has_no_python_allocation_or_abort() -> None:
@@ -34,7 +118,7 @@ def test_core_has_no_python_allocation_or_abort() -> None:
     for path in SOURCES + HEADERS:
         text = re.sub(r"/\*.*?\*/", "", path.read_text(), flags=re.S)
         match = banned.search(text)
-        assert match is None, f"{path.name}: {match.group(0) if match else ''}"
+        assert match is None, f"{_rel(path)}: {match.group(0) if match else ''}"
 
 
 @needs_cc
@@ -42,9 +126,9 @@ def test_every_source_builds_alone_and_defines_no_global_data(tmp_path: Path) ->
     """``cc -std=c99 -Wall -Wextra -Werror -pedantic -c`` per file; ``nm`` finds no data or bss symbols."""
     objects = []
     for src in SOURCES:
-        obj = tmp_path / (src.stem + ".o")
+        obj = tmp_path / (src.relative_to(C_DIR).with_suffix(".o").as_posix().replace("/", "__"))
         proc = subprocess.run([CC, *STRICT, "-O1", "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
-        assert proc.returncode == 0 and not proc.stderr, f"{src.name}:\n{proc.stderr}"
+        assert proc.returncode == 0 and not proc.stderr, f"{_rel(src)}:\n{proc.stderr}"
         objects.append(obj)
     if shutil.which("nm") is None:
         pytest.skip("no nm to list symbols")
@@ -58,11 +142,11 @@ def test_portable_build_without_isa_dispatch(tmp_path: Path) -> None:
     """With QK_NO_ISA_DISPATCH (what a compiler without GNU attributes gets) the core still builds."""
     for src in SOURCES:
         proc = subprocess.run(
-            [CC, *STRICT, "-DQK_NO_ISA_DISPATCH", "-c", str(src), "-o", str(tmp_path / (src.stem + ".o"))],
+            [CC, *STRICT, "-DQK_NO_ISA_DISPATCH", "-c", str(src), "-o", str(tmp_path / "portable.o")],
             capture_output=True,
             text=True,
         )
-        assert proc.returncode == 0 and not proc.stderr, f"{src.name}:\n{proc.stderr}"
+        assert proc.returncode == 0 and not proc.stderr, f"{_rel(src)}:\n{proc.stderr}"
 
 
 @needs_cc
@@ -74,7 +158,7 @@ def test_sanitizer_sweep(tmp_path: Path) -> None:
         "-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all",
     ]  # fmt: skip
     build = subprocess.run(
-        [CC, *flags, f"-I{C_DIR / 'include'}", f"-I{C_DIR / 'src'}", *map(str, SOURCES), str(DRIVER), "-o", str(exe)],
+        [CC, *flags, *(f"-I{d}" for d in HEADER_DIRS), *map(str, SOURCES), str(DRIVER), "-o", str(exe)],
         capture_output=True,
         text=True,
     )

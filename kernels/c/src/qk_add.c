@@ -1,8 +1,8 @@
 /* qk_add: residual add of two activation tensors with rescale (section 6.1). */
 #include "../include/qk.h"
-#include "qk_arith.h"
-#include "qk_internal.h"
-#include "qk_requant_core.h"
+#include "internal/qk_arith.h"
+#include "internal/qk_internal.h"
+#include "internal/qk_requant_core.h"
 
 static int32_t qk__code_at(const void *p, size_t i, int32_t is_signed)
 {

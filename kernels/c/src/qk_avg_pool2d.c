@@ -1,9 +1,9 @@
 /* qk_avg_pool2d: y = rounding_divide(S - c * z, c, rounding) + z over the c valid window
  * elements (section 6; padding is not counted, no ceil mode, dilation 1). */
 #include "../include/qk.h"
-#include "qk_arith.h"
-#include "qk_internal.h"
-#include "qk_pool_window.h"
+#include "internal/qk_arith.h"
+#include "internal/qk_internal.h"
+#include "internal/qk_pool_window.h"
 
 qk_status qk_avg_pool2d(const qk_pool2d_geometry *g, const qk_datapath *dp, const void *x, size_t x_len,
                         int32_t x_signed, int32_t zero_point, void *y, size_t y_len)

@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "../include/qk.h"
-#include "qk_arith.h"
-#include "qk_internal.h"
+#include "internal/qk_arith.h"
+#include "internal/qk_internal.h"
 
 #define QK__B_TILE_BYTES 65536 /* target size of the gathered input block */
 

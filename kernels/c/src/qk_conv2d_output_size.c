@@ -1,6 +1,6 @@
 /* qk_conv2d_output_size: out = floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1. */
 #include "../include/qk.h"
-#include "qk_internal.h"
+#include "internal/qk_internal.h"
 
 qk_status qk_conv2d_output_size(const qk_conv2d_geometry *g, int32_t *out_h, int32_t *out_w)
 {

@@ -1,6 +1,6 @@
 /* qk_isa_query: which instruction sets the kernels can use here. */
 #include "../include/qk.h"
-#include "qk_internal.h"
+#include "internal/qk_internal.h"
 
 qk_status qk_isa_query(int32_t isa, int32_t *available, int32_t *selected)
 {

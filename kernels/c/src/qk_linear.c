@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "../include/qk.h"
-#include "qk_internal.h"
+#include "internal/qk_internal.h"
 
 #define QK__B_TILE_BYTES 65536
 

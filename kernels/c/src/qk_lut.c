@@ -1,6 +1,6 @@
 /* qk_lut: y = table[x - qmin] (section 6); binary codes index by their stored bit. */
 #include "../include/qk.h"
-#include "qk_internal.h"
+#include "internal/qk_internal.h"
 
 qk_status qk_lut(const void *x, size_t count, int32_t x_bits, int32_t x_signed, const void *table,
                  size_t table_len, int32_t table_signed, void *y, size_t y_len)

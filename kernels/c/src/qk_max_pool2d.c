@@ -1,8 +1,8 @@
 /* qk_max_pool2d: the largest code of the valid window elements (section 6; padding never wins).
  * A window without any valid element (possible only with dilation) is QK_ERR_WINDOW. */
 #include "../include/qk.h"
-#include "qk_internal.h"
-#include "qk_pool_window.h"
+#include "internal/qk_internal.h"
+#include "internal/qk_pool_window.h"
 
 qk_status qk_max_pool2d(const qk_pool2d_geometry *g, const void *x, size_t x_len, int32_t x_signed, void *y,
                         size_t y_len)

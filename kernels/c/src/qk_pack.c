@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "../include/qk.h"
-#include "qk_internal.h"
+#include "internal/qk_internal.h"
 
 qk_status qk_pack(const void *codes, int32_t codes_signed, size_t codes_len, size_t rows, size_t cols, int32_t bits,
                   int32_t range, uint8_t *packed, size_t packed_len)

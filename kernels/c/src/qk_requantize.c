@@ -1,7 +1,7 @@
 /* qk_requantize: y = requant_c(saturate_int32(q - in_zero_point)) (sections 5, 6). */
 #include "../include/qk.h"
-#include "qk_arith.h"
-#include "qk_internal.h"
+#include "internal/qk_arith.h"
+#include "internal/qk_internal.h"
 
 #define QK__CHUNK 256
 

@@ -1,6 +1,6 @@
 /* qk_rounding_right_shift: round(v / 2^k) in a rounding mode, 0 <= k <= 62 (section 2). */
 #include "../include/qk.h"
-#include "qk_arith.h"
+#include "internal/qk_arith.h"
 
 qk_status qk_rounding_right_shift(int64_t v, int32_t k, int32_t mode, int64_t *out)
 {

@@ -1,6 +1,6 @@
 /* qk_unpack: codes of a (rows, cols) matrix from sub-byte storage (section 3). */
 #include "../include/qk.h"
-#include "qk_internal.h"
+#include "internal/qk_internal.h"
 
 qk_status qk_unpack(const uint8_t *packed, size_t packed_len, size_t rows, size_t cols, int32_t bits,
                     int32_t is_signed, void *codes, size_t codes_len)

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "qk_arith.h"
-#include "../include/qk_types.h"
+#include "../../include/qk_types.h"
 
 /* fixed_point, double rounding (section 5.1):
  * t = saturate_int32(acc * 2^max(e,0)); h = srdhm(t, M0, N); y0 = rrs(h, max(-e,0), rnd). */

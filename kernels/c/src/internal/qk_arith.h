@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#include "../include/qk_types.h"
+#include "../../include/qk_types.h"
 
 /* The int64_t whose two's-complement representation is u (well defined for every u). */
 static inline int64_t qk__u64_to_i64(uint64_t u)

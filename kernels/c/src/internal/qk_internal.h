@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../include/qk_types.h"
+#include "../../include/qk_types.h"
 
 /* Largest reduction length whose int32 partial sums are exact: every product of two 8-bit code
  * differences is at most 255 * 255 = 65025 in magnitude, and 32768 * 65025 < 2^31. */

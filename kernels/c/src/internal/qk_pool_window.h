@@ -2,7 +2,7 @@
 #ifndef QK_POOL_WINDOW_H
 #define QK_POOL_WINDOW_H
 
-#include "../include/qk.h"
+#include "../../include/qk.h"
 #include "qk_internal.h"
 
 /* Check g and the buffer lengths; set the output size. */
