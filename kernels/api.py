@@ -285,6 +285,21 @@ def _weight_shape(w: object, op: str) -> tuple[int, ...]:
     return tuple(int(s) for s in w.shape)
 
 
+def _operands(
+    attrs: Union[Conv2dAttrs, LinearAttrs], x: object, w: object, bias: object
+) -> tuple[Codes, dict[str, Any], Optional[npt.NDArray[np.int32]]]:
+    """``(x, weights struct, bias)`` of conv2d/linear, checked against ``attrs`` (dtype, codes, shapes, bias)."""
+    op, dp = attrs.op, attrs.datapath
+    ndim = len(attrs.w_shape)
+    xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, ndim)
+    data, packed_bits, wshape = _weight_data(w, dp, op, ndim)
+    if wshape != attrs.w_shape:
+        raise ValueError(f"{op}: w has shape {wshape}, the op's attributes are for {attrs.w_shape}")
+    b = _bias(bias, op)
+    attrs.check_bias(_extremes(b))
+    return xa, weights_struct(data, packed_bits, attrs.w_zero_point), b
+
+
 def _scratch(nbytes: int) -> npt.NDArray[np.uint8]:
     return np.empty(nbytes, dtype=np.uint8)
 
@@ -337,23 +352,15 @@ def run_conv2d(
     attrs: Conv2dAttrs, x: Codes, w: Union[Codes, PackedWeights], bias: Optional[npt.NDArray[np.int32]], *, isa: str = "auto"
 ) -> Codes:
     """conv2d of the validated record ``attrs`` on the operands (see :func:`conv2d`)."""
-    op, dp = attrs.op, attrs.datapath
-    isa_value = isa_code(isa)
-    dps = datapath_struct(dp, op)
-    xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, 4)
-    data, packed_bits, wshape = _weight_data(w, dp, op, 4)
-    if wshape != attrs.w_shape:
-        raise ValueError(f"{op}: w has shape {wshape}, the op's attributes are for {attrs.w_shape}")
+    xa, weights, b = _operands(attrs, x, w, bias)
     out_shape = attrs.output_shape(xa.shape)
-    b = _bias(bias, op)
-    attrs.check_bias(_extremes(b))
+    dps = datapath_struct(attrs.datapath, attrs.op)
     geometry = conv2d_geometry(attrs, xa.shape)
     y = np.empty(out_shape, dtype=_code_dtype(attrs.output.signed))
     _qk.conv2d(
-        geometry=geometry, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point,
-        weights=weights_struct(data, packed_bits, attrs.w_zero_point), bias=b,
+        geometry=geometry, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point, weights=weights, bias=b,
         requant=requant_struct(attrs.requant, attrs.output), y=y,
-        scratch=_scratch(_qk.conv2d_scratch_bytes(geometry, dps)), isa=isa_value,
+        scratch=_scratch(_qk.conv2d_scratch_bytes(geometry, dps)), isa=isa_code(isa),
     )  # fmt: skip
     return y
 
@@ -397,23 +404,15 @@ def run_linear(
     attrs: LinearAttrs, x: Codes, w: Union[Codes, PackedWeights], bias: Optional[npt.NDArray[np.int32]], *, isa: str = "auto"
 ) -> Codes:
     """linear of the validated record ``attrs`` on the operands (see :func:`linear`)."""
-    op, dp = attrs.op, attrs.datapath
-    isa_value = isa_code(isa)
-    dps = datapath_struct(dp, op)
-    xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, 2)
-    data, packed_bits, wshape = _weight_data(w, dp, op, 2)
-    if wshape != attrs.w_shape:
-        raise ValueError(f"{op}: w has shape {wshape}, the op's attributes are for {attrs.w_shape}")
+    xa, weights, b = _operands(attrs, x, w, bias)
     m, n_out = attrs.output_shape(xa.shape)
-    b = _bias(bias, op)
-    attrs.check_bias(_extremes(b))
+    dps = datapath_struct(attrs.datapath, attrs.op)
     k = attrs.w_shape[1]
     y = np.empty((m, n_out), dtype=_code_dtype(attrs.output.signed))
     _qk.linear(
-        m=m, k=k, n=n_out, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point,
-        weights=weights_struct(data, packed_bits, attrs.w_zero_point), bias=b,
+        m=m, k=k, n=n_out, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point, weights=weights, bias=b,
         requant=requant_struct(attrs.requant, attrs.output), y=y,
-        scratch=_scratch(_qk.linear_scratch_bytes(m, k, n_out, dps)), isa=isa_value,
+        scratch=_scratch(_qk.linear_scratch_bytes(m, k, n_out, dps)), isa=isa_code(isa),
     )  # fmt: skip
     return y
 

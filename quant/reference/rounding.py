@@ -1,19 +1,11 @@
-"""Rounding of real values to integers, one function per mode.
+"""Rounding of real tensors to integers, one function per mode of :mod:`quant.contract.rounding`.
 
 Each function maps a floating tensor to the integer-valued floating tensor of the same
 dtype and shape; NaN stays NaN and +-Inf stay +-Inf. All are exact: no mode is
 computed as ``floor(x + 0.5)``, which is wrong for the float just below 0.5 (in
 float32, ``0.49999997 + 0.5`` rounds to ``1.0``).
 
-=============  ===========================  ======  ======  ======  ======
-mode           rule at a tie                 -2.5    -0.5    0.5     2.5
-=============  ===========================  ======  ======  ======  ======
-half_even      to the even neighbour         -2      -0      0       2
-half_away      away from zero                -3      -1      1       3
-half_up        toward +infinity              -2      -0      1       3
-floor          (no ties) toward -infinity    -3      -1      0       2
-stochastic     up with probability frac(x)   -3|-2   -1|0    0|1     2|3
-=============  ===========================  ======  ======  ======  ======
+The modes and their ties are defined in :mod:`quant.contract.rounding` (section 2).
 
 >>> import torch
 >>> x = torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
