@@ -24,7 +24,7 @@ from quant.sim.learned import (
 )
 from quant.sim.qparams import SCALE_EPS, pow2_ceil
 from quant.contract.spec import QuantSpec
-from tests.quant.test_functional import DETERMINISTIC, Case, assert_equal, cases, expand_qparams, ref_round, specs
+from tests.quant.sim.test_functional import DETERMINISTIC, Case, assert_equal, cases, expand_qparams, ref_round, specs
 
 
 def key_of(idx: tuple[int, ...], spec: QuantSpec, ndim: int) -> tuple[int, ...]:
