@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence, Union, cast
 
 import numpy as np
 
-from quant.contract.codes import code_kind, code_range, pack_code_range
+from quant.contract.codes import check_bits, code_kind, code_range, pack_code_range
 from quant.contract.datapath import Datapath
 
 __all__ = [
@@ -111,9 +111,7 @@ def output_range(
     op: str, y_bits: object, y_signed: object, y_min: object, y_max: object, y_zero_point: object
 ) -> tuple[int, int]:
     """``[lo, hi]``: the ``y_bits``/``y_signed`` code range narrowed by ``y_min``/``y_max``."""
-    if isinstance(y_bits, (bool, np.bool_)) or not isinstance(y_bits, (int, np.integer)) or not 1 <= int(y_bits) <= 8:
-        raise ValueError(f"{op}: y_bits={y_bits!r} must be an integer in 1..8")
-    bits = int(y_bits)
+    bits = check_bits(y_bits, "y_bits", op)
     y_signed = check_bool(y_signed, "y_signed", op)
     z = scalar_int(y_zero_point, "y_zero_point", op)
     if bits == 1 and y_signed:

@@ -17,6 +17,8 @@ that a result fits the C kernels' types.
 
 from __future__ import annotations
 
+import operator
+
 __all__ = ["PACKED_BITS", "check_bits", "code_kind", "code_range", "packed_row_bytes", "window_output_size"]
 
 #: Widths stored several codes per byte (section 3); every other width takes one byte per code.
@@ -25,9 +27,15 @@ PACKED_BITS: tuple[int, ...] = (1, 2, 4)
 
 def check_bits(bits: object, name: str = "bits", op: str = "") -> int:
     """``bits`` as an int in 1..8, or ``ValueError`` naming ``name`` (prefixed by ``op``)."""
-    if isinstance(bits, bool) or not hasattr(bits, "__index__") or not 1 <= int(bits) <= 8:
+    value = None
+    if not isinstance(bits, bool) and "bool" not in type(bits).__name__:
+        try:
+            value = operator.index(bits)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+    if value is None or not 1 <= value <= 8:
         raise ValueError(f"{op + ': ' if op else ''}{name}={bits!r} must be an integer in 1..8")
-    return int(bits)
+    return value
 
 
 def code_range(bits: int, signed: bool) -> tuple[int, int]:

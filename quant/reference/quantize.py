@@ -30,7 +30,7 @@ import torch
 
 from quant.contract.datapath import Datapath
 from quant.contract.args import check_datapath
-from quant.contract.codes import code_range
+from quant.contract.codes import check_bits, code_range
 from quant.reference._checks import int_tensor
 from quant.reference.rounding import rounding_fn
 
@@ -68,8 +68,7 @@ def quantize(
     datapath = check_datapath(datapath)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"{op}: x must be a floating tensor")
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-        raise ValueError(f"{op}: bits={bits!r} must be an integer in 1..8")
+    bits = check_bits(bits, "bits", op)
     xf = x.detach().to(torch.float32)
     if bool(torch.isnan(xf).any()):
         raise ValueError(f"{op}: x contains NaN; no code represents it")
