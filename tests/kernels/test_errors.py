@@ -248,3 +248,12 @@ def test_binding_read_only_output_is_refused() -> None:
     y.setflags(write=False)
     with pytest.raises(TypeError, match="y must be a C-contiguous writable buffer"):
         _binding_conv(y=y)
+
+
+def test_scratch_buffers_start_on_the_kernels_alignment() -> None:
+    """The kernels lay their scratch arrays out at multiples of 64 bytes from its start: keep that aligned."""
+    from kernels.api import SCRATCH_ALIGN, _scratch
+
+    for n in (1, 63, 64, 1000, 1 << 20):
+        s = _scratch(n)
+        assert s.ctypes.data % SCRATCH_ALIGN == 0 and s.size == n and s.flags.c_contiguous and s.flags.writeable
