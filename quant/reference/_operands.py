@@ -9,26 +9,28 @@ import torch
 from quant.contract.attrs import Conv2dAttrs, LinearAttrs
 from quant.reference._checks import codes_tensor, extremes, int_tensor
 
-__all__ = ["weight_tensor", "shifted_operands"]
+__all__ = ["weight_shape", "shifted_operands"]
 
 
-def weight_tensor(w: object, op: str, ndim: int) -> torch.Tensor:
-    """``w`` as an int64 tensor of ``ndim`` dims (the reference takes unpacked weight codes)."""
+def weight_shape(w: object, op: str) -> tuple[int, ...]:
+    """The shape of weight codes ``w``: what the op's attribute record needs (the reference takes unpacked codes)."""
     if not isinstance(w, torch.Tensor):
         raise TypeError(
             f"{op}: w must be an integer torch.Tensor of codes (the reference takes unpacked weights: "
             f"use quant.reference.packing.unpack), got {type(w).__name__}"
         )
-    return int_tensor(w, "w", op, ndim)
+    return tuple(w.shape)
 
 
 def shifted_operands(
-    attrs: Union[Conv2dAttrs, LinearAttrs], x: object, w: torch.Tensor, bias: object
+    attrs: Union[Conv2dAttrs, LinearAttrs], x: object, w: object, bias: object
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """``(x - z_x, w - z_w, bias)`` as int64 after checking codes, shapes and the bias against ``attrs``."""
     op, dp = attrs.op, attrs.datapath
     xt = codes_tensor(x, "x", op, dp.a_bits, dp.a_signed, len(attrs.w_shape))
     attrs.output_shape(tuple(xt.shape))
+    if weight_shape(w, op) != attrs.w_shape:
+        raise ValueError(f"{op}: w has shape {weight_shape(w, op)}, the op's attributes are for {attrs.w_shape}")
     wt = codes_tensor(w, "w", op, dp.w_bits, dp.w_signed, len(attrs.w_shape))
     bt = None if bias is None else int_tensor(bias, "bias", op, 1)
     attrs.check_bias(extremes(bt))

@@ -31,7 +31,7 @@ from quant.contract.attrs import Conv2dAttrs, ZeroPointLike
 from quant.contract.codes import window_output_size
 from quant.contract.datapath import Datapath
 from quant.contract.multiplier import MultiplierLike
-from quant.reference._operands import shifted_operands, weight_tensor
+from quant.reference._operands import shifted_operands, weight_shape
 from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator
 
@@ -116,7 +116,7 @@ def conv2d(
     output channel; ``y_min``/``y_max`` an optional fused clamp in output codes.
     """
     attrs = Conv2dAttrs.build(
-        w_shape=tuple(weight_tensor(w, "conv2d", 4).shape), x_zero_point=x_zero_point, w_zero_point=w_zero_point,
+        w_shape=weight_shape(w, "conv2d"), x_zero_point=x_zero_point, w_zero_point=w_zero_point,
         y_zero_point=y_zero_point, multiplier=multiplier, stride=stride, padding=padding, dilation=dilation,
         groups=groups, y_bits=y_bits, y_signed=y_signed, y_min=y_min, y_max=y_max, datapath=datapath,
     )  # fmt: skip
@@ -125,7 +125,7 @@ def conv2d(
 
 def run_conv2d(attrs: Conv2dAttrs, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """conv2d of ``attrs`` on the operands: int64 codes ``(N, C_out, H_out, W_out)``."""
-    xs, ws, bt = shifted_operands(attrs, x, weight_tensor(w, attrs.op, 4), bias)
+    xs, ws, bt = shifted_operands(attrs, x, w, bias)
     acc = conv2d_accumulate(
         xs, ws, bt, stride=attrs.stride, padding=attrs.padding, dilation=attrs.dilation, groups=attrs.groups,
         datapath=attrs.datapath, op=attrs.op,

@@ -21,7 +21,7 @@ import torch
 from quant.contract.attrs import LinearAttrs, ZeroPointLike
 from quant.contract.datapath import Datapath
 from quant.contract.multiplier import MultiplierLike
-from quant.reference._operands import shifted_operands, weight_tensor
+from quant.reference._operands import shifted_operands, weight_shape
 from quant.reference.accumulate import accumulate
 from quant.reference.requantize import requantize_accumulator
 
@@ -45,7 +45,7 @@ def linear(
 ) -> torch.Tensor:
     """Quantized ``y = x @ w.T`` on codes: ``x (M, K)``, ``w (N, K)`` (unpacked), ``bias (N,)`` or None."""
     attrs = LinearAttrs.build(
-        w_shape=tuple(weight_tensor(w, "linear", 2).shape), x_zero_point=x_zero_point, w_zero_point=w_zero_point,
+        w_shape=weight_shape(w, "linear"), x_zero_point=x_zero_point, w_zero_point=w_zero_point,
         y_zero_point=y_zero_point, multiplier=multiplier, y_bits=y_bits, y_signed=y_signed, y_min=y_min,
         y_max=y_max, datapath=datapath,
     )  # fmt: skip
@@ -54,7 +54,7 @@ def linear(
 
 def run_linear(attrs: LinearAttrs, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """linear of ``attrs`` on the operands: int64 codes ``(M, N)``."""
-    xs, ws, bt = shifted_operands(attrs, x, weight_tensor(w, attrs.op, 2), bias)
+    xs, ws, bt = shifted_operands(attrs, x, w, bias)
     acc = accumulate(xs[None], ws[None], bt[None] if bt is not None else None, attrs.datapath, op=attrs.op)[0]
     out = attrs.output
     return requantize_accumulator(
