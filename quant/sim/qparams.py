@@ -15,10 +15,11 @@ as a peer), with ``Qn = qmin`` and ``Qp = qmax`` of the spec:
      are ignored here and clip to 0 when quantized;
    * asymmetric: ``s = (hi - lo) / (qmax - qmin)``.
 
-3. A degenerate range (``s == 0``: all observed values are 0, or all are negative for an
+3. A degenerate range (width 0: all observed values are 0, or all are negative for an
    unsigned symmetric spec) gets ``s = 1.0``: any positive scale represents 0 exactly,
    and 1.0 keeps later arithmetic finite. Otherwise ``s = max(s, eps)`` with
-   ``eps = torch.finfo(torch.float32).eps`` so that ``s > 0`` always.
+   ``eps = torch.finfo(torch.float32).eps`` so that ``s > 0`` always, also when a nonzero
+   but subnormal range divides to 0 in float32 (as torch.ao's observers do).
 4. ``scale="pow2"``: ``s = 2^ceil(log2(s))``, computed exactly from the binary exponent
    (``frexp``). Rounding up never clips more than the float scale would.
 5. The zero point: 0 for symmetric specs; asymmetric
@@ -114,11 +115,12 @@ def range_to_qparams(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> QPa
     lo = torch.clamp(lo, max=0.0)
     hi = torch.clamp(hi, min=0.0)
     if spec.symmetric:
-        amax = torch.maximum(-lo, hi) if spec.signed else hi
-        scale = amax / float(spec.qmax)
+        width = torch.maximum(-lo, hi) if spec.signed else hi
+        scale = width / float(spec.qmax)
     else:
-        scale = (hi - lo) / float(spec.qmax - spec.qmin)
-    scale = torch.where(scale == 0.0, torch.ones_like(scale), torch.clamp(scale, min=SCALE_EPS))
+        width = hi - lo
+        scale = width / float(spec.qmax - spec.qmin)
+    scale = torch.where(width == 0.0, torch.ones_like(scale), torch.clamp(scale, min=SCALE_EPS))
     if spec.scale == "pow2":
         scale = pow2_ceil(scale)
     if spec.symmetric:

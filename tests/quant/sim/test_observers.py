@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from quant.sim.functional import fake_quantize
@@ -108,6 +108,7 @@ def test_minmax_running_extremes(spec: QuantSpec) -> None:
 
 @given(st.lists(st.lists(st.floats(-1e3, 1e3, width=32), min_size=6, max_size=6), min_size=1, max_size=4),
        st.sampled_from(["tensor", "channel"]))
+@example(batches=[[0.0, 0.0, 0.0, 0.0, 0.0, 9.80908925027372e-45]], granularity="tensor")  # range > 0, scale underflows
 def test_minmax_bit_exact_with_torch_ao(batches: list[list[float]], granularity: str) -> None:
     spec = QuantSpec(bits=4, signed=False, symmetric=False, granularity=granularity,
                      axis=0 if granularity == "channel" else None)
@@ -351,3 +352,4 @@ def test_registry() -> None:
 def test_bad_observer_arguments(name: str, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_observer(name, QuantSpec(), **kwargs)
+
