@@ -49,10 +49,11 @@ from kernels._abi import (
 from quant.contract.args import IntPair, check_bool, check_code_values, check_pack_values, scalar_int
 from quant.contract.attrs import (
     AddAttrs,
+    AvgPool2dAttrs,
     Conv2dAttrs,
     LinearAttrs,
     LutAttrs,
-    PoolAttrs,
+    MaxPool2dAttrs,
     RequantizeAttrs,
     ZeroPointLike,
 )
@@ -76,7 +77,8 @@ __all__ = [
     "run_linear",
     "run_requantize",
     "run_add",
-    "run_pool2d",
+    "run_avg_pool2d",
+    "run_max_pool2d",
     "run_lut",
     "rounding_right_shift",
     "saturating_rounding_doubling_high_mul",
@@ -540,8 +542,7 @@ def avg_pool2d(
     >>> avg_pool2d(x, 2, stride=1, zero_point=3, datapath=Datapath.preset("tflite_int8")).tolist()   # 17/4, 11/4
     [[[[4, 3]]]]
     """
-    attrs = PoolAttrs.build("avg", kernel_size, stride, padding, 1, zero_point=zero_point, datapath=datapath)
-    return run_pool2d(attrs, x)
+    return run_avg_pool2d(AvgPool2dAttrs.build(kernel_size, stride, padding, zero_point=zero_point, datapath=datapath), x)
 
 
 def max_pool2d(
@@ -559,24 +560,31 @@ def max_pool2d(
     >>> max_pool2d(x, 3, stride=2, padding=1).tolist()
     [[[[7, 4]]]]
     """
-    return run_pool2d(PoolAttrs.build("max", kernel_size, stride, padding, dilation), x)
+    return run_max_pool2d(MaxPool2dAttrs.build(kernel_size, stride, padding, dilation), x)
 
 
-def run_pool2d(attrs: PoolAttrs, x: Codes) -> Codes:
-    """Pooling of the validated record ``attrs`` on codes ``x (N, C, H, W)`` (int8/uint8)."""
-    op = attrs.op
-    xa = _array(x, "x", op, (np.int8, np.uint8), 4)
+def _pool_operand(attrs: Union[AvgPool2dAttrs, MaxPool2dAttrs], x: object) -> tuple[Codes, dict[str, int], Codes]:
+    """``(x, qk_pool2d_geometry, empty output)`` of a pooling op on int8/uint8 codes ``x (N, C, H, W)``."""
+    xa = _array(x, "x", attrs.op, (np.int8, np.uint8), 4)
     out_shape = attrs.output_shape(xa.shape)
-    geometry = pool_geometry(xa.shape, attrs.window(xa.shape))
-    y = np.empty(out_shape, dtype=xa.dtype)
-    signed = xa.dtype == np.int8
-    if attrs.datapath is None:  # max pooling needs no datapath
-        _qk.max_pool2d(geometry=geometry, x=xa, x_signed=signed, y=y)
-    else:
-        _qk.avg_pool2d(
-            geometry=geometry, datapath=datapath_struct(attrs.datapath, op), x=xa, x_signed=signed,
-            zero_point=attrs.zero_point, y=y,
-        )  # fmt: skip
+    geometry = pool_geometry(xa.shape, attrs.window.resolve(xa.shape, attrs.op))
+    return xa, geometry, np.empty(out_shape, dtype=xa.dtype)
+
+
+def run_max_pool2d(attrs: MaxPool2dAttrs, x: Codes) -> Codes:
+    """max_pool2d of the validated record ``attrs`` (see :func:`max_pool2d`)."""
+    xa, geometry, y = _pool_operand(attrs, x)
+    _qk.max_pool2d(geometry=geometry, x=xa, x_signed=xa.dtype == np.int8, y=y)
+    return y
+
+
+def run_avg_pool2d(attrs: AvgPool2dAttrs, x: Codes) -> Codes:
+    """avg_pool2d of the validated record ``attrs`` (see :func:`avg_pool2d`)."""
+    xa, geometry, y = _pool_operand(attrs, x)
+    _qk.avg_pool2d(
+        geometry=geometry, datapath=datapath_struct(attrs.datapath, attrs.op), x=xa, x_signed=xa.dtype == np.int8,
+        zero_point=attrs.zero_point, y=y,
+    )  # fmt: skip
     return y
 
 

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from kernels import api
 from kernels._abi import isa_code
-from quant.contract.attrs import AddAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, PoolAttrs, RequantizeAttrs
+from quant.contract.attrs import AddAttrs, AvgPool2dAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, MaxPool2dAttrs, RequantizeAttrs
 from quant.contract.backend import Weights, register_backend
 
 __all__ = ["BACKEND", "CKernels"]
@@ -53,9 +53,13 @@ class CKernels:
         """See :meth:`quant.contract.backend.Backend.add`."""
         return api.run_add(attrs, a, b)
 
-    def pool2d(self, attrs: PoolAttrs, x: Codes) -> Codes:
-        """See :meth:`quant.contract.backend.Backend.pool2d`."""
-        return api.run_pool2d(attrs, x)
+    def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.avg_pool2d`."""
+        return api.run_avg_pool2d(attrs, x)
+
+    def max_pool2d(self, attrs: MaxPool2dAttrs, x: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.max_pool2d`."""
+        return api.run_max_pool2d(attrs, x)
 
     def lut(self, attrs: LutAttrs, x: Codes, table: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.lut`."""

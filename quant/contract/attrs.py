@@ -45,7 +45,9 @@ __all__ = [
     "LinearAttrs",
     "RequantizeAttrs",
     "AddAttrs",
-    "PoolAttrs",
+    "PoolWindow",
+    "AvgPool2dAttrs",
+    "MaxPool2dAttrs",
     "LutAttrs",
     "ZeroPointLike",
 ]
@@ -390,71 +392,101 @@ class AddAttrs:
 
 
 @dataclass(frozen=True)
-class PoolAttrs:
-    """avg_pool2d / max_pool2d (section 6): window (``kernel_size=None``: the whole plane), and for the
-    average the zero point and the datapath (its ``rounding`` rounds the division)."""
+class PoolWindow:
+    """The window of a pooling op (section 6): ``kernel_size=None`` pools the whole plane."""
 
-    kind: str
     kernel_size: Optional[tuple[int, int]]
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
-    zero_point: int = 0
-    datapath: Optional[Datapath] = None
-
-    @property
-    def op(self) -> str:
-        """``avg_pool2d`` or ``max_pool2d``."""
-        return f"{self.kind}_pool2d"
 
     @classmethod
     def build(
-        cls,
-        kind: str,
-        kernel_size: Optional[IntPair],
-        stride: Optional[IntPair] = None,
-        padding: IntPair = 0,
-        dilation: IntPair = 1,
-        *,
-        zero_point: int = 0,
-        datapath: Optional[Datapath] = None,
-    ) -> "PoolAttrs":
-        """The checked attributes of a pooling call (``kind`` "avg" needs ``datapath``)."""
-        if kind not in ("avg", "max"):
-            raise ValueError(f"pool kind={kind!r} is not one of 'avg', 'max'")
-        op = f"{kind}_pool2d"
-        dp = check_datapath(datapath) if kind == "avg" else None
-        z = scalar_int(zero_point, "zero_point", op)
-        if not _INT32_MIN <= z <= _INT32_MAX:
-            raise ValueError(f"{op}: zero_point={z} must lie in the int32 range")
+        cls, op: str, kernel_size: Optional[IntPair], stride: Optional[IntPair], padding: IntPair, dilation: IntPair
+    ) -> "PoolWindow":
+        """Checked window arguments of ``op`` (``stride=None``: the kernel size; ``padding <= kernel // 2``)."""
         p = _bounded_pair(padding, "padding", op, 0)
         d = _bounded_pair(dilation, "dilation", op, 1)
         if kernel_size is None:
             if stride is not None or p != (0, 0) or d != (1, 1):
                 raise ValueError(f"{op}: global pooling (kernel_size=None) takes no stride, padding or dilation")
-            return cls(kind, None, (1, 1), p, d, z, dp)
+            return cls(None, (1, 1), p, d)
         k = _bounded_pair(kernel_size, "kernel_size", op, 1)
         s = _bounded_pair(stride, "stride", op, 1) if stride is not None else k
         if p[0] > k[0] // 2 or p[1] > k[1] // 2:
             raise ValueError(f"{op}: padding={p} must be at most half the kernel size {k}")
-        return cls(kind, k, s, p, d, z, dp)
+        return cls(k, s, p, d)
 
-    def window(self, x_shape: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+    def resolve(
+        self, x_shape: Sequence[int], op: str
+    ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
         """``(kernel, stride, padding, dilation)`` on ``x`` of ``x_shape`` (global: the whole plane)."""
-        _, _, h, w = _dims(x_shape, "x", self.op, 4)
+        _, _, h, w = _dims(x_shape, "x", op, 4)
         if self.kernel_size is None:
             return (h, w), (h, w), (0, 0), (1, 1)
         return self.kernel_size, self.stride, self.padding, self.dilation
 
-    def output_shape(self, x_shape: Sequence[int]) -> tuple[int, int, int, int]:
+    def output_shape(self, x_shape: Sequence[int], op: str) -> tuple[int, int, int, int]:
         """``(N, C, H_out, W_out)``; ``ValueError`` if the output would be empty."""
-        n, c, h, w = _dims(x_shape, "x", self.op, 4)
-        k, s, p, d = self.window(x_shape)
+        n, c, h, w = _dims(x_shape, "x", op, 4)
+        k, s, p, d = self.resolve(x_shape, op)
         ho = window_output_size(h, k[0], stride=s[0], padding=p[0], dilation=d[0])
         wo = window_output_size(w, k[1], stride=s[1], padding=p[1], dilation=d[1])
         if ho < 1 or wo < 1 or h < 1 or w < 1:
-            raise ValueError(f"{self.op}: the output would be empty ({ho}x{wo}) for input {(h, w)} and kernel {k}")
+            raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {(h, w)} and kernel {k}")
         return n, c, ho, wo
+
+
+@dataclass(frozen=True)
+class AvgPool2dAttrs:
+    """avg_pool2d (section 6): the window, the codes' zero point and the datapath (its ``rounding``
+    rounds the division by the count of valid elements)."""
+
+    window: PoolWindow
+    zero_point: int
+    datapath: Datapath
+    op: str = "avg_pool2d"
+
+    @classmethod
+    def build(
+        cls,
+        kernel_size: Optional[IntPair],
+        stride: Optional[IntPair] = None,
+        padding: IntPair = 0,
+        *,
+        zero_point: int,
+        datapath: Datapath,
+    ) -> "AvgPool2dAttrs":
+        """The checked attributes of an avg_pool2d call."""
+        op = "avg_pool2d"
+        dp = check_datapath(datapath)
+        z = scalar_int(zero_point, "zero_point", op)
+        if not _INT32_MIN <= z <= _INT32_MAX:
+            raise ValueError(f"{op}: zero_point={z} must lie in the int32 range")
+        return cls(PoolWindow.build(op, kernel_size, stride, padding, 1), z, dp)
+
+    def output_shape(self, x_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """See :meth:`PoolWindow.output_shape`."""
+        return self.window.output_shape(x_shape, self.op)
+
+
+@dataclass(frozen=True)
+class MaxPool2dAttrs:
+    """max_pool2d (section 6): the window; the largest valid code wins (no datapath involved)."""
+
+    window: PoolWindow
+    op: str = "max_pool2d"
+
+    @classmethod
+    def build(
+        cls, kernel_size: Optional[IntPair], stride: Optional[IntPair] = None, padding: IntPair = 0, dilation: IntPair = 1
+    ) -> "MaxPool2dAttrs":
+        """The checked attributes of a max_pool2d call."""
+        return cls(PoolWindow.build("max_pool2d", kernel_size, stride, padding, dilation))
+
+    def output_shape(self, x_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """See :meth:`PoolWindow.output_shape`."""
+        return self.window.output_shape(x_shape, self.op)
 
 
 @dataclass(frozen=True)

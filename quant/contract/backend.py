@@ -33,7 +33,15 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from quant.contract.attrs import AddAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, PoolAttrs, RequantizeAttrs
+from quant.contract.attrs import (
+    AddAttrs,
+    AvgPool2dAttrs,
+    Conv2dAttrs,
+    LinearAttrs,
+    LutAttrs,
+    MaxPool2dAttrs,
+    RequantizeAttrs,
+)
 
 __all__ = ["Backend", "PackedCodes", "backend_names", "get_backend", "register_backend"]
 
@@ -83,8 +91,12 @@ class Backend(Protocol):
         """add of two same-shape activation code arrays."""
         ...
 
-    def pool2d(self, attrs: PoolAttrs, x: Codes) -> Codes:
-        """average or max pooling of ``x (N, C, H, W)``."""
+    def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
+        """average pooling of ``x (N, C, H, W)``."""
+        ...
+
+    def max_pool2d(self, attrs: MaxPool2dAttrs, x: Codes) -> Codes:
+        """max pooling of ``x (N, C, H, W)``."""
         ...
 
     def lut(self, attrs: LutAttrs, x: Codes, table: Codes) -> Codes:

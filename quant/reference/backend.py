@@ -15,14 +15,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from quant.contract.attrs import AddAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, PoolAttrs, RequantizeAttrs
+from quant.contract.attrs import AddAttrs, AvgPool2dAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, MaxPool2dAttrs, RequantizeAttrs
 from quant.contract.backend import Weights, register_backend
 from quant.reference.add import run_add
 from quant.reference.conv2d import run_conv2d
 from quant.reference.linear import run_linear
 from quant.reference.lut import run_lut
 from quant.reference.packing import unpack
-from quant.reference.pool import run_pool2d
+from quant.reference.pool import run_avg_pool2d, run_max_pool2d
 from quant.reference.requantize import run_requantize
 
 __all__ = ["BACKEND", "TorchReference"]
@@ -70,9 +70,14 @@ class TorchReference:
         """See :meth:`quant.contract.backend.Backend.add`."""
         return _codes(run_add(attrs, _tensor(a), _tensor(b)), attrs.output.signed)
 
-    def pool2d(self, attrs: PoolAttrs, x: Codes) -> Codes:
-        """See :meth:`quant.contract.backend.Backend.pool2d` (output in ``x``'s dtype)."""
-        out: Codes = run_pool2d(attrs, _tensor(x)).numpy().astype(x.dtype)
+    def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.avg_pool2d` (output in ``x``'s dtype)."""
+        out: Codes = run_avg_pool2d(attrs, _tensor(x)).numpy().astype(x.dtype)
+        return out
+
+    def max_pool2d(self, attrs: MaxPool2dAttrs, x: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.max_pool2d` (output in ``x``'s dtype)."""
+        out: Codes = run_max_pool2d(attrs, _tensor(x)).numpy().astype(x.dtype)
         return out
 
     def lut(self, attrs: LutAttrs, x: Codes, table: Codes) -> Codes:

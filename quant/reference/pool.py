@@ -25,13 +25,13 @@ from typing import Optional
 import torch
 
 from quant.contract.args import IntPair
-from quant.contract.attrs import PoolAttrs
+from quant.contract.attrs import AvgPool2dAttrs, MaxPool2dAttrs
 from quant.contract.datapath import Datapath
 from quant.reference._checks import int_tensor
 from quant.reference.conv2d import im2col
 from quant.reference.integer import rounding_divide
 
-__all__ = ["avg_pool2d", "max_pool2d", "run_pool2d"]
+__all__ = ["avg_pool2d", "max_pool2d", "run_avg_pool2d", "run_max_pool2d"]
 
 
 def avg_pool2d(
@@ -44,7 +44,7 @@ def avg_pool2d(
     datapath: Datapath,
 ) -> torch.Tensor:
     """Average pooling of codes ``x (N, C, H, W)``; int64 codes ``(N, C, H_out, W_out)`` (see module doc)."""
-    return run_pool2d(PoolAttrs.build("avg", kernel_size, stride, padding, 1, zero_point=zero_point, datapath=datapath), x)
+    return run_avg_pool2d(AvgPool2dAttrs.build(kernel_size, stride, padding, zero_point=zero_point, datapath=datapath), x)
 
 
 def max_pool2d(
@@ -55,28 +55,35 @@ def max_pool2d(
     dilation: IntPair = 1,
 ) -> torch.Tensor:
     """Max pooling of codes ``x (N, C, H, W)``; int64 codes ``(N, C, H_out, W_out)`` (see module doc)."""
-    return run_pool2d(PoolAttrs.build("max", kernel_size, stride, padding, dilation), x)
+    return run_max_pool2d(MaxPool2dAttrs.build(kernel_size, stride, padding, dilation), x)
 
 
-def run_pool2d(attrs: PoolAttrs, x: torch.Tensor) -> torch.Tensor:
-    """Pooling of ``attrs`` on codes ``x (N, C, H, W)``: int64 codes ``(N, C, H_out, W_out)``."""
+def _planes(x: torch.Tensor, op: str) -> torch.Tensor:
+    return int_tensor(x, "x", op, 4)
+
+
+def run_max_pool2d(attrs: MaxPool2dAttrs, x: torch.Tensor) -> torch.Tensor:
+    """max_pool2d of ``attrs`` on codes ``x (N, C, H, W)``: int64 codes ``(N, C, H_out, W_out)``."""
     op = attrs.op
-    xt = int_tensor(x, "x", op, 4)
+    xt = _planes(x, op)
     n, c, ho, wo = attrs.output_shape(tuple(xt.shape))
-    k, s, p, d = attrs.window(tuple(xt.shape))
+    k, s, p, d = attrs.window.resolve(tuple(xt.shape), op)
+    low = torch.iinfo(torch.int64).min
+    y = im2col(xt.reshape(n * c, 1, xt.shape[2], xt.shape[3]), k, s, p, d, pad_value=low).amax(dim=(-3, -2, -1))
+    if bool(torch.any(y == low)):
+        raise ValueError(f"{op}: a dilated window holds only padding and has no maximum (kernel {k}, dilation {d}, padding {p})")
+    return y.reshape(n, c, ho, wo)
+
+
+def run_avg_pool2d(attrs: AvgPool2dAttrs, x: torch.Tensor) -> torch.Tensor:
+    """avg_pool2d of ``attrs`` on codes ``x (N, C, H, W)``: int64 codes ``(N, C, H_out, W_out)``."""
+    op = attrs.op
+    xt = _planes(x, op)
+    n, c, ho, wo = attrs.output_shape(tuple(xt.shape))
+    k, s, p, d = attrs.window.resolve(tuple(xt.shape), op)
     h, w = xt.shape[2], xt.shape[3]
-    planes = xt.reshape(n * c, 1, h, w)
-    if attrs.kind == "max":
-        low = torch.iinfo(torch.int64).min
-        y = im2col(planes, k, s, p, d, pad_value=low).amax(dim=(-3, -2, -1))
-        if bool(torch.any(y == low)):
-            raise ValueError(
-                f"{op}: a dilated window holds only padding and has no maximum (kernel {k}, dilation {d}, padding {p})"
-            )
-        return y.reshape(n, c, ho, wo)
-    assert attrs.datapath is not None  # PoolAttrs.build requires it for "avg"
     z = attrs.zero_point
-    total = im2col(planes, k, s, p, d).sum(dim=(-3, -2, -1))  # (N*C, Ho, Wo), padding holds 0
+    total = im2col(xt.reshape(n * c, 1, h, w), k, s, p, d).sum(dim=(-3, -2, -1))  # (N*C, Ho, Wo), padding holds 0
     ones = torch.ones((1, 1, h, w), dtype=torch.int64)
     cnt = im2col(ones, k, s, p, d).sum(dim=(-3, -2, -1))  # (1, Ho, Wo): valid elements per window
     y = rounding_divide(total - cnt * z, cnt, attrs.datapath.rounding) + z

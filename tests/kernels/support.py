@@ -18,7 +18,15 @@ from hypothesis import strategies as st
 
 import kernels
 from kernels.backend import CKernels
-from quant.contract.attrs import AddAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, PoolAttrs, RequantizeAttrs
+from quant.contract.attrs import (
+    AddAttrs,
+    AvgPool2dAttrs,
+    Conv2dAttrs,
+    LinearAttrs,
+    LutAttrs,
+    MaxPool2dAttrs,
+    RequantizeAttrs,
+)
 from quant.contract.backend import Backend, get_backend
 from quant.contract.datapath import OVERFLOW_MODES, PRESETS, REQUANT_MODES, Datapath
 from quant.contract.rounding import INTEGER_ROUNDING_MODES
@@ -66,10 +74,10 @@ class KeywordBackend:
         return self.backend.add(AddAttrs.build(**kw), a, b).astype(np.int64)
 
     def avg_pool2d(self, x: Array, *args: Any, **kw: Any) -> Array:
-        return self.backend.pool2d(PoolAttrs.build("avg", *args, **kw), x).astype(np.int64)
+        return self.backend.avg_pool2d(AvgPool2dAttrs.build(*args, **kw), x).astype(np.int64)
 
     def max_pool2d(self, x: Array, *args: Any, **kw: Any) -> Array:
-        return self.backend.pool2d(PoolAttrs.build("max", *args, **kw), x).astype(np.int64)
+        return self.backend.max_pool2d(MaxPool2dAttrs.build(*args, **kw), x).astype(np.int64)
 
     def lut(self, x: Array, table: Array, **kw: Any) -> Array:
         return self.backend.lut(LutAttrs.build(**kw), x, table).astype(np.int64)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 import pytest
 import torch
@@ -11,7 +11,15 @@ import torch.nn.functional as F
 from hypothesis import assume, given, strategies as st
 
 from kernels import _abi, _qk
-from quant.contract.attrs import MAX_DIM, Conv2dAttrs, LinearAttrs, LutAttrs, PoolAttrs, RequantizeAttrs
+from quant.contract.attrs import (
+    MAX_DIM,
+    AvgPool2dAttrs,
+    Conv2dAttrs,
+    LinearAttrs,
+    LutAttrs,
+    MaxPool2dAttrs,
+    RequantizeAttrs,
+)
 from quant.contract.datapath import Datapath
 from quant.contract.multiplier import FixedPointRequant
 
@@ -61,9 +69,9 @@ def test_pool_output_shape_is_torchs(g: dict[str, Any], average: bool) -> None:
     pad = (min(g["padding"][0], k[0] // 2), min(g["padding"][1], k[1] // 2))
     x = torch.zeros(g["n"], g["cg"], g["h"], g["w"])
     if average:
-        attrs = PoolAttrs.build("avg", k, g["stride"], pad, zero_point=0, datapath=TFL)
+        attrs: Union[AvgPool2dAttrs, MaxPool2dAttrs] = AvgPool2dAttrs.build(k, g["stride"], pad, zero_point=0, datapath=TFL)
     else:
-        attrs = PoolAttrs.build("max", k, g["stride"], pad, g["dilation"])
+        attrs = MaxPool2dAttrs.build(k, g["stride"], pad, g["dilation"])
     try:
         if average:
             y = F.avg_pool2d(x, k, g["stride"], pad)
@@ -79,8 +87,8 @@ def test_pool_output_shape_is_torchs(g: dict[str, Any], average: bool) -> None:
 
 
 def test_global_pooling_takes_the_whole_plane() -> None:
-    attrs = PoolAttrs.build("avg", None, zero_point=3, datapath=TFL)
-    assert attrs.window((2, 3, 5, 7)) == ((5, 7), (5, 7), (0, 0), (1, 1))
+    attrs = AvgPool2dAttrs.build(None, zero_point=3, datapath=TFL)
+    assert attrs.window.resolve((2, 3, 5, 7), attrs.op) == ((5, 7), (5, 7), (0, 0), (1, 1))
     assert attrs.output_shape((2, 3, 5, 7)) == (2, 3, 1, 1)
 
 

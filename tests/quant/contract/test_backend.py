@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quant.contract.attrs import Conv2dAttrs, LinearAttrs, PoolAttrs
+from quant.contract.attrs import AvgPool2dAttrs, Conv2dAttrs, LinearAttrs
 from quant.contract.backend import backend_names, get_backend, register_backend
 from quant.contract.datapath import Datapath
 
@@ -41,8 +41,8 @@ def test_both_backends_run_one_record_to_the_same_codes() -> None:
     ys = [get_backend(name).conv2d(attrs, x, w, bias) for name in BACKENDS]
     assert ys[0].dtype == ys[1].dtype == np.int8 and ys[0].shape == (2, 4, 5, 5)
     assert np.array_equal(ys[0], ys[1])
-    pool = PoolAttrs.build("avg", 2, zero_point=3, datapath=TFL)
-    pooled = [get_backend(name).pool2d(pool, x) for name in BACKENDS]
+    pool = AvgPool2dAttrs.build(2, zero_point=3, datapath=TFL)
+    pooled = [get_backend(name).avg_pool2d(pool, x) for name in BACKENDS]
     assert np.array_equal(pooled[0], pooled[1])
 
 
