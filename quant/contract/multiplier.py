@@ -105,10 +105,23 @@ def _listed(a: npt.NDArray[Any]) -> object:
 
 
 class _PerChannel:
-    """Shape helpers of the requantization variants (``()`` per tensor, ``(C,)`` per channel)."""
+    """Shape helpers of the requantization variants (``()`` per tensor, ``(C,)`` per channel), and
+    equality and hashing by value (so records holding them compare and hash by value too)."""
 
     def _arrays(self) -> tuple[npt.NDArray[Any], ...]:
         raise NotImplementedError
+
+    def _key(self) -> tuple[object, ...]:
+        return (type(self), *((a.dtype.str, a.shape, a.tobytes()) for a in self._arrays()), *self._scalars())
+
+    def _scalars(self) -> tuple[object, ...]:
+        return ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _PerChannel) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -137,6 +150,9 @@ class FixedPointRequant(_PerChannel):
     def _arrays(self) -> tuple[npt.NDArray[Any], ...]:
         return self.m0, self.exponent
 
+    def _scalars(self) -> tuple[object, ...]:
+        return (self.multiplier_bits,)
+
     def __repr__(self) -> str:
         return (
             f"FixedPointRequant(m0={_listed(self.m0)}, exponent={_listed(self.exponent)}, "
@@ -160,6 +176,9 @@ class FloatRequant(_PerChannel):
     def _arrays(self) -> tuple[npt.NDArray[Any], ...]:
         return (self.multiplier,)
 
+    def _scalars(self) -> tuple[object, ...]:
+        return (self.precision,)
+
     def __repr__(self) -> str:
         return f"FloatRequant(multiplier={_listed(self.multiplier)}, precision={self.precision!r})"
 
@@ -182,7 +201,7 @@ class Pow2Requant(_PerChannel):
 RequantParams = Union[FixedPointRequant, FloatRequant, Pow2Requant]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class FixedPointAdd:
     """``add`` on ``fixed_point`` (section 6.1): headroom shift ``L``; ``a``/``b`` the fixed-point form
     of ``m_a / (2 max(m_a, m_b))`` and ``m_b / (2 max(m_a, m_b))``; ``out`` of ``2 max(m_a, m_b) / 2^L``."""
@@ -194,7 +213,7 @@ class FixedPointAdd:
     requant: ClassVar[str] = "fixed_point"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class FloatAdd:
     """``add`` on ``float32`` / ``float64``: ``a``/``b`` hold ``fp32(m_a)``/``fp32(m_b)``."""
 
@@ -207,7 +226,7 @@ class FloatAdd:
         return self.a.precision
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Pow2Add:
     """``add`` on ``pow2``: ``a``/``b`` hold the right shifts ``k_a``/``k_b`` (``|k_a - k_b| <= 32``)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,6 +128,14 @@ def test_records_hold_the_integer_form_and_compare_equal_when_built_alike() -> N
         a.output_shape((2, 4))
     with pytest.raises(Exception):
         a.x_zero_point = 3  # type: ignore[misc]  # frozen
+    b = LinearAttrs.build(w_shape=(3, 5), x_zero_point=1, w_zero_point=0, y_zero_point=2, multiplier=0.75, datapath=TFL)
+    assert a != b  # per-channel zero points (0, 0, 0) are not the per-tensor (0,)
+    c = LinearAttrs.build(w_shape=(3, 5), x_zero_point=1, w_zero_point=[0, 0, 0], y_zero_point=2,
+                          multiplier=np.float64(0.75), datapath=TFL)  # fmt: skip
+    assert a == c and hash(a) == hash(c) and len({a, c}) == 1
+    d = LinearAttrs.build(w_shape=(3, 5), x_zero_point=1, w_zero_point=[0, 0, 0], y_zero_point=2, multiplier=0.7501,
+                          datapath=TFL)  # fmt: skip
+    assert a != d
 
 
 def test_requantize_and_lut_records() -> None:
