@@ -36,7 +36,14 @@ import numpy as np
 from quant.contract.args import IntPair, check_bool, check_datapath, check_zero_point, output_range, pair, scalar_int
 from quant.contract.codes import check_bits, code_range, window_output_size
 from quant.contract.datapath import Datapath
-from quant.contract.multiplier import AddParams, MultiplierLike, RequantParams, add_params, requant_params
+from quant.contract.multiplier import (
+    AddParams,
+    MultiplierLike,
+    RequantParams,
+    add_params,
+    multiplier_values,
+    requant_params,
+)
 
 __all__ = [
     "MAX_DIM",
@@ -86,14 +93,35 @@ def _with_op(op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"{op}: {err}".replace(f"{op}: {op}: ", f"{op}: ")) from None
 
 
-def _per_channel_requant(multiplier: MultiplierLike, datapath: Datapath, channels: int, op: str) -> RequantParams:
+#: Real multipliers as a record keeps them: a float per tensor, a tuple per channel.
+RealMultiplier = Union[float, tuple[float, ...]]
+
+
+def _real(multiplier: MultiplierLike, op: str) -> RealMultiplier:
+    values, shape = _with_op(op, multiplier_values, multiplier)
+    return tuple(values) if shape else values[0]
+
+
+def _requant(multiplier: MultiplierLike, datapath: Datapath, op: str) -> tuple[RequantParams, RealMultiplier]:
+    """The integer form of ``multiplier`` and its real values (kept so a record can be rebuilt)."""
     params: RequantParams = _with_op(op, requant_params, multiplier, datapath)
+    return params, _real(multiplier, op)
+
+
+def _per_channel_requant(
+    multiplier: MultiplierLike, datapath: Datapath, channels: int, op: str
+) -> tuple[RequantParams, RealMultiplier]:
+    params, real = _requant(multiplier, datapath, op)
     if params.count not in (1, channels):
         raise ValueError(
             f"{op}: multiplier has {params.count} values; it must be a scalar or have one value per "
             f"output channel ({channels})"
         )
-    return params
+    return params, real
+
+
+def _listed(v: RealMultiplier) -> Union[float, list[float]]:
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _weight_zero_points(w_zero_point: ZeroPointLike, c_out: int, datapath: Datapath, op: str) -> tuple[int, ...]:
@@ -141,6 +169,11 @@ class OutputCodes:
         lo, hi = output_range(op, y_bits, y_signed, y_min, y_max, y_zero_point)
         return cls(int(y_bits), bool(y_signed), scalar_int(y_zero_point, "y_zero_point", op), lo, hi)  # type: ignore[call-overload]
 
+    def build_args(self) -> dict[str, Any]:
+        """The ``y_*`` keyword arguments that build this output (the clamp as ``y_min``/``y_max``)."""
+        return {"y_zero_point": self.zero_point, "y_bits": self.bits, "y_signed": self.signed, "y_min": self.lo,
+                "y_max": self.hi}  # fmt: skip
+
 
 def check_bias_values(
     bias: Optional[tuple[int, int, int]], c_out: int, datapath: Datapath, op: str
@@ -172,6 +205,7 @@ class Conv2dAttrs:
     x_zero_point: int
     w_zero_point: tuple[int, ...]
     requant: RequantParams
+    multiplier: RealMultiplier
     output: OutputCodes
     datapath: Datapath
     op: str = "conv2d"
@@ -204,6 +238,7 @@ class Conv2dAttrs:
         g = scalar_int(groups, "groups", op)
         if g < 1 or ws[0] % g:
             raise ValueError(f"{op}: groups={g} does not fit w of shape {ws} (need groups >= 1 dividing C_out)")
+        requant, real = _per_channel_requant(multiplier, dp, ws[0], op)
         return cls(
             w_shape=(ws[0], ws[1], ws[2], ws[3]),
             stride=_bounded_pair(stride, "stride", op, 1),
@@ -212,10 +247,19 @@ class Conv2dAttrs:
             groups=g,
             x_zero_point=_x_zero_point(x_zero_point, dp, op),
             w_zero_point=_weight_zero_points(w_zero_point, ws[0], dp, op),
-            requant=_per_channel_requant(multiplier, dp, ws[0], op),
+            requant=requant,
+            multiplier=real,
             output=OutputCodes.build(op, y_bits, y_signed, y_min, y_max, y_zero_point),
             datapath=dp,
         )
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""
+        return {
+            "w_shape": list(self.w_shape), "x_zero_point": self.x_zero_point, "w_zero_point": list(self.w_zero_point),
+            "multiplier": _listed(self.multiplier), "stride": list(self.stride), "padding": list(self.padding),
+            "dilation": list(self.dilation), "groups": self.groups, **self.output.build_args(),
+        }  # fmt: skip
 
     @property
     def reduction_length(self) -> int:
@@ -253,6 +297,7 @@ class LinearAttrs:
     x_zero_point: int
     w_zero_point: tuple[int, ...]
     requant: RequantParams
+    multiplier: RealMultiplier
     output: OutputCodes
     datapath: Datapath
     op: str = "linear"
@@ -278,14 +323,23 @@ class LinearAttrs:
         ws = _dims(w_shape, "w", op, 2)
         if min(ws) < 1:
             raise ValueError(f"{op}: w must have positive dimensions, got shape {ws}")
+        requant, real = _per_channel_requant(multiplier, dp, ws[0], op)
         return cls(
             w_shape=(ws[0], ws[1]),
             x_zero_point=_x_zero_point(x_zero_point, dp, op),
             w_zero_point=_weight_zero_points(w_zero_point, ws[0], dp, op),
-            requant=_per_channel_requant(multiplier, dp, ws[0], op),
+            requant=requant,
+            multiplier=real,
             output=OutputCodes.build(op, y_bits, y_signed, y_min, y_max, y_zero_point),
             datapath=dp,
         )
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""
+        return {
+            "w_shape": list(self.w_shape), "x_zero_point": self.x_zero_point, "w_zero_point": list(self.w_zero_point),
+            "multiplier": _listed(self.multiplier), **self.output.build_args(),
+        }  # fmt: skip
 
     def output_shape(self, x_shape: Sequence[int]) -> tuple[int, int]:
         """``(M, N)`` for ``x`` of shape ``(M, K)``; ``ValueError`` if ``K`` differs from the weight's."""
@@ -305,6 +359,7 @@ class RequantizeAttrs:
 
     in_zero_point: int
     requant: RequantParams
+    multiplier: RealMultiplier
     axis: Optional[int]
     output: OutputCodes
     datapath: Datapath
@@ -330,10 +385,16 @@ class RequantizeAttrs:
             raise ValueError(f"{op}: in_zero_point={z_in} must lie in the int32 range")
         output = OutputCodes.build(op, y_bits, y_signed, None, None, y_zero_point)
         ax = None if axis is None else scalar_int(axis, "axis", op)
-        params: RequantParams = _with_op(op, requant_params, multiplier, dp)
+        params, real = _requant(multiplier, dp, op)
         if ax is None and params.count != 1:
             raise ValueError(f"{op}: a per-channel multiplier of {params.count} values needs a channel axis")
-        return cls(in_zero_point=z_in, requant=params, axis=ax, output=output, datapath=dp)
+        return cls(in_zero_point=z_in, requant=params, multiplier=real, axis=ax, output=output, datapath=dp)
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""
+        args = self.output.build_args()
+        del args["y_min"], args["y_max"]  # requantize clamps to the full output range
+        return {"in_zero_point": self.in_zero_point, "multiplier": _listed(self.multiplier), "axis": self.axis, **args}
 
     def channel_layout(self, q_shape: Sequence[int]) -> tuple[int, int, int]:
         """``(outer, channels, inner)`` of ``q``'s shape around ``axis`` (per tensor: ``(1, 1, size)``)."""
@@ -362,6 +423,8 @@ class AddAttrs:
     a_zero_point: int
     b_zero_point: int
     params: AddParams
+    a_multiplier: float
+    b_multiplier: float
     output: OutputCodes
     datapath: Datapath
     op: str = "add"
@@ -388,7 +451,15 @@ class AddAttrs:
         zb = _x_zero_point(b_zero_point, dp, op, "b_zero_point")
         output = OutputCodes.build(op, y_bits, y_signed, y_min, y_max, y_zero_point)
         params: AddParams = _with_op(op, add_params, a_multiplier, b_multiplier, dp)
-        return cls(a_zero_point=za, b_zero_point=zb, params=params, output=output, datapath=dp)
+        ma = float(multiplier_values(a_multiplier)[0][0])  # add_params accepted both as scalars
+        mb = float(multiplier_values(b_multiplier)[0][0])
+        return cls(a_zero_point=za, b_zero_point=zb, params=params, a_multiplier=ma, b_multiplier=mb, output=output,
+                   datapath=dp)  # fmt: skip
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""
+        return {"a_zero_point": self.a_zero_point, "b_zero_point": self.b_zero_point, "a_multiplier": self.a_multiplier,
+                "b_multiplier": self.b_multiplier, **self.output.build_args()}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -416,6 +487,12 @@ class PoolWindow:
         if p[0] > k[0] // 2 or p[1] > k[1] // 2:
             raise ValueError(f"{op}: padding={p} must be at most half the kernel size {k}")
         return cls(k, s, p, d)
+
+    def build_args(self) -> dict[str, Any]:
+        """``kernel_size``, ``stride``, ``padding`` as :meth:`build` takes them (global: no stride)."""
+        if self.kernel_size is None:
+            return {"kernel_size": None, "stride": None, "padding": list(self.padding)}
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
 
     def resolve(
         self, x_shape: Sequence[int], op: str
@@ -469,6 +546,10 @@ class AvgPool2dAttrs:
         """See :meth:`PoolWindow.output_shape`."""
         return self.window.output_shape(x_shape, self.op)
 
+    def build_args(self) -> dict[str, Any]:
+        """The arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""
+        return {**self.window.build_args(), "zero_point": self.zero_point}
+
 
 @dataclass(frozen=True)
 class MaxPool2dAttrs:
@@ -488,6 +569,10 @@ class MaxPool2dAttrs:
         """See :meth:`PoolWindow.output_shape`."""
         return self.window.output_shape(x_shape, self.op)
 
+    def build_args(self) -> dict[str, Any]:
+        """The arguments of :meth:`build` that give this record again (JSON-able)."""
+        return {**self.window.build_args(), "dilation": list(self.window.dilation)}
+
 
 @dataclass(frozen=True)
 class LutAttrs:
@@ -501,6 +586,10 @@ class LutAttrs:
     def build(cls, *, x_bits: int, x_signed: bool) -> "LutAttrs":
         """The checked attributes of a lut call."""
         return cls(check_bits(x_bits, "x_bits", "lut"), check_bool(x_signed, "x_signed", "lut"))
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again."""
+        return {"x_bits": self.x_bits, "x_signed": self.x_signed}
 
     @property
     def table_length(self) -> int:

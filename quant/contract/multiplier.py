@@ -49,6 +49,7 @@ __all__ = [
     "quantize_multiplier",
     "requant_params",
     "add_params",
+    "multiplier_values",
     "MIN_EXPONENT",
     "MAX_EXPONENT",
     "MAX_POW2_RATIO_LOG2",
@@ -239,8 +240,9 @@ class Pow2Add:
 AddParams = Union[FixedPointAdd, FloatAdd, Pow2Add]
 
 
-def _multiplier_values(multiplier: MultiplierLike, name: str) -> tuple[list[float], tuple[int, ...]]:
-    """Values as Python floats (exact conversions) and the shape (``()`` or ``(C,)``)."""
+def multiplier_values(multiplier: MultiplierLike, name: str = "multiplier") -> tuple[list[float], tuple[int, ...]]:
+    """The real multipliers as Python floats (exact conversions) and their shape (``()`` or ``(C,)``),
+    each finite and ``>= 0``; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
     if hasattr(multiplier, "detach") and hasattr(multiplier, "cpu"):  # a torch tensor, read without importing torch
         multiplier = multiplier.detach().cpu().numpy()
     if isinstance(multiplier, np.ndarray):
@@ -323,7 +325,7 @@ def requant_params(multiplier: MultiplierLike, datapath: Datapath, *, name: str 
     """
     if not isinstance(datapath, Datapath):
         raise TypeError(f"datapath must be a Datapath, got {type(datapath).__name__}")
-    values, shape = _multiplier_values(multiplier, name)
+    values, shape = multiplier_values(multiplier, name)
     if datapath.requant == "fixed_point":
         return _fixed_point(values, shape, datapath, name)
     if datapath.requant in ("float32", "float64"):
@@ -345,8 +347,8 @@ def add_params(a_multiplier: float, b_multiplier: float, datapath: Datapath) -> 
     """
     if not isinstance(datapath, Datapath):
         raise TypeError(f"datapath must be a Datapath, got {type(datapath).__name__}")
-    ma_values, ma_shape = _multiplier_values(a_multiplier, "a_multiplier")
-    mb_values, mb_shape = _multiplier_values(b_multiplier, "b_multiplier")
+    ma_values, ma_shape = multiplier_values(a_multiplier, "a_multiplier")
+    mb_values, mb_shape = multiplier_values(b_multiplier, "b_multiplier")
     if ma_shape or mb_shape:
         raise ValueError("add: a_multiplier and b_multiplier must be scalars (per-tensor scales)")
     ma, mb = ma_values[0], mb_values[0]

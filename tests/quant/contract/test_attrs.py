@@ -14,6 +14,7 @@ from hypothesis import assume, given, strategies as st
 from kernels import _abi, _qk
 from quant.contract.attrs import (
     MAX_DIM,
+    AddAttrs,
     AvgPool2dAttrs,
     Conv2dAttrs,
     LinearAttrs,
@@ -149,3 +150,28 @@ def test_requantize_and_lut_records() -> None:
     assert lut.table_length == 8 and lut.x_range == (-4, 3)
     with pytest.raises(ValueError, match="x_bits=9"):
         LutAttrs.build(x_bits=9, x_signed=True)
+
+
+def test_every_record_is_rebuilt_from_its_build_args() -> None:
+    """``build_args()`` is the inverse of ``build``: what the IR stores to rebuild (and revalidate) a record."""
+    for dp in (TFL, Datapath.preset("fbgemm_int8"), Datapath.preset("w2a2_pow2_acc16")):
+        m = [0.25, 0.125] if dp.requant == "pow2" else [0.0123, 0.5]
+        records = [
+            Conv2dAttrs.build(w_shape=(2, 1, 3, 3), x_zero_point=0, w_zero_point=0, y_zero_point=1, multiplier=m,
+                              stride=(2, 1), padding=1, dilation=(1, 2), groups=1, y_min=1, y_signed=False, datapath=dp),
+            LinearAttrs.build(w_shape=(2, 5), x_zero_point=0, w_zero_point=[0, 0], y_zero_point=0, multiplier=m[0],
+                              y_bits=4, datapath=dp),
+            RequantizeAttrs.build(in_zero_point=-7, multiplier=m, y_zero_point=0, axis=1, datapath=dp),
+        ]  # fmt: skip
+        for rec in records:
+            again = type(rec).build(**rec.build_args(), datapath=dp)  # type: ignore[attr-defined]
+            assert again == rec and hash(again) == hash(rec)
+        pool = AvgPool2dAttrs.build(3, 2, 1, zero_point=4, datapath=dp)
+        assert AvgPool2dAttrs.build(**pool.build_args(), datapath=dp) == pool
+    maxp = MaxPool2dAttrs.build(None)
+    assert MaxPool2dAttrs.build(**maxp.build_args()) == maxp
+    add = AddAttrs.build(a_zero_point=1, b_zero_point=-1, a_multiplier=0.7, b_multiplier=0.3, y_zero_point=2,
+                         y_max=100, datapath=TFL)  # fmt: skip
+    assert AddAttrs.build(**add.build_args(), datapath=TFL) == add
+    lut = LutAttrs.build(x_bits=2, x_signed=False)
+    assert LutAttrs.build(**lut.build_args()) == lut
