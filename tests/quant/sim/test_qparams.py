@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from quant.sim.functional import fake_quantize, quantize
@@ -50,11 +50,12 @@ def expected_qparams(lo: float, hi: float, spec: QuantSpec) -> tuple[float, int]
     """The documented formulas, evaluated in NumPy float32 one element at a time."""
     lo32, hi32 = min(f32(lo), f32(0.0)), max(f32(hi), f32(0.0))
     if spec.symmetric:
-        amax = max(-lo32, hi32) if spec.signed else hi32
-        s = np.float32(amax / f32(spec.qmax))
+        width = max(-lo32, hi32) if spec.signed else hi32
+        s = np.float32(width / f32(spec.qmax))
     else:
-        s = np.float32((hi32 - lo32) / f32(spec.qmax - spec.qmin))
-    s = f32(1.0) if s == 0 else max(s, f32(SCALE_EPS))
+        width = np.float32(hi32 - lo32)
+        s = np.float32(width / f32(spec.qmax - spec.qmin))
+    s = f32(1.0) if width == 0 else max(s, f32(SCALE_EPS))  # an empty range, not a scale that underflows
     if spec.scale == "pow2":
         s = f32(2.0 ** math.ceil(math.log2(float(s))))
     if spec.symmetric:
@@ -64,6 +65,7 @@ def expected_qparams(lo: float, hi: float, spec: QuantSpec) -> tuple[float, int]
 
 
 @given(ranges(), specs())
+@example(rng=(torch.zeros(1), torch.tensor([1.4013e-45])), spec=QuantSpec(bits=2, signed=False, symmetric=False))
 def test_formulas(rng: tuple[torch.Tensor, torch.Tensor], spec: QuantSpec) -> None:
     lo, hi = rng
     s, z = qparams_from_range(lo, hi, spec)
