@@ -37,6 +37,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 import quant.sim.fast  # noqa: F401  (registers the built-in "fast" mode)
+from quant.sim.edges import EdgeRecorder
 from quant.sim.modes import MODES, ModuleAttachment
 from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import QuantizerConfig, Recipe, RecipeLike
@@ -90,6 +91,17 @@ class QuantHandle:
         self.mode = mode
         self._attachments = dict(attachments)
         self._removed = False
+        #: What ``calibrate()`` observed of every tensor the forward materializes (:mod:`quant.sim.edges`);
+        #: None before the first calibration or when the recipe has no activation scheme.
+        self.edges: Optional[EdgeRecorder] = None
+
+    @property
+    def activation_config(self) -> Optional[QuantizerConfig]:
+        """The scheme of materialized tensors no quantizer covers: the first ``input`` scheme of the recipe."""
+        for a in self._attachments.values():
+            if "input" in a.configs:
+                return a.configs["input"]
+        return None
 
     # ----------------------------------------------------------------- views
     @property
@@ -145,12 +157,25 @@ class QuantHandle:
         saved = [_snapshot(q) for _, _, q in entries]
         for _, _, q in entries:
             q.observing, q.quantizing = True, False
+        config = self.activation_config
+        edges = self.edges
+        if edges is None and config is not None:
+            edges = EdgeRecorder(self.model, config)
+        saved_edges = copy.deepcopy(edges.observers) if edges is not None else {}
+        if edges is not None:
+            edges.install()
         try:
             yield self
         except BaseException:
             for (_, _, q), state in zip(entries, saved):
                 q.load_state_dict(state)
+            if edges is not None:
+                edges.remove()
+                edges.observers = saved_edges
             raise
+        if edges is not None:
+            edges.remove()
+            self.edges = edges
         failed: list[str] = []
         errors: list[BaseException] = []
         for (name, role, q), state in zip(entries, saved):

@@ -221,6 +221,23 @@ class Quantizer(nn.Module):
             self._lsq_seen += n
 
     # ------------------------------------------------------------------ qparams
+    @torch.no_grad()
+    def effective_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, zero_point)`` the forward quantizes with (detached; LSQ's and PACT's scales as
+        projected), in the qparams shape; ``RuntimeError`` before any qparams exist."""
+        if not self.calibrated:
+            raise RuntimeError(f"{self._name()} has no quantization parameters yet")
+        learned = self._learned()
+        if learned is not None and self.learn == "lsq":
+            scale = lsq_effective_scale(learned.detach(), self.spec)
+        elif learned is not None:
+            scale = pact_scale(learned, self.spec)
+        else:
+            buf = self._buffers["scale"]
+            assert buf is not None
+            scale = buf
+        return scale.detach().clone(), self.zero_point.detach().clone()
+
     def _store_observer_qparams(self, validate_shape: Optional[tuple[int, ...]]) -> None:
         s, z = self.observer.qparams()
         if validate_shape is not None:
