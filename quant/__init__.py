@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from quant.sim.qparams import qparams_from_range as qparams_from_range
     from quant.sim.quantizer import Quantizer as Quantizer
     from quant.sim.recipe import QuantizerConfig as QuantizerConfig, Recipe as Recipe, Rule as Rule
+    from quant.ir.program import IntegerProgram as IntegerProgram
+    from quant.lowering.lowerer import lower as lower
+    from quant.verification.verifier import VerificationReport as VerificationReport, verify as verify
 
 #: Public name -> the module that defines it.
 _HOMES: dict[str, str] = {
@@ -45,6 +48,10 @@ _HOMES: dict[str, str] = {
     "Quantizer": "quant.sim.quantizer",
     "make_observer": "quant.sim.observers",
     "qparams_from_range": "quant.sim.qparams",
+    "lower": "quant.lowering.lowerer",
+    "IntegerProgram": "quant.ir.program",
+    "verify": "quant.verification.verifier",
+    "VerificationReport": "quant.verification.verifier",
 }
 
 __all__ = list(_HOMES)

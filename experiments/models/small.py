@@ -1,0 +1,144 @@
+"""Small models of the shapes the integer datapath must run: used by the lowering and verification tests,
+the benchmarks and the experiments. Each is an ordinary ``nn.Module``, written as a user would
+(functional activations, ``x + y`` residuals), with an ``example_input(batch)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "SMALL_MODELS"]
+
+
+class MLP(nn.Module):
+    """Linear-ReLU-Linear-ReLU-Linear on 20 features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(20, 32), nn.Linear(32, 16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 20)
+
+
+class BNCNN(nn.Module):
+    """Conv-BN-ReLU, strided conv-BN-ReLU6, max pool, conv, global average pool, classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(16, 16, 1)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu6(self.bn2(self.conv2(x)))
+        x = F.relu(self.conv3(self.pool(x)))
+        out: torch.Tensor = self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 3, 16, 16)
+
+
+class _Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + x)
+
+
+class ResidualCNN(nn.Module):
+    """A stem, two ResNet-style basic blocks (``x + y`` residuals) and an average-pooled classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(_Block(8), _Block(8))
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(F.relu(self.stem(x)))
+        out: torch.Tensor = self.fc(self.pool(x).flatten(1))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 3, 8, 8)
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, c: int, expand: int) -> None:
+        super().__init__()
+        h = c * expand
+        self.expand, self.dw = nn.Conv2d(c, h, 1), nn.Conv2d(h, h, 3, padding=1, groups=h)
+        self.project = nn.Conv2d(h, c, 1)
+        self.act = nn.Hardswish()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self.expand(x))
+        y = self.act(self.dw(y))
+        out: torch.Tensor = x + self.project(y)
+        return out
+
+
+class InvertedResidualNet(nn.Module):
+    """MobileNetV2-style: expand (ReLU6), depthwise (hardswish), project, ``x + y``; global pool; classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.block1, self.block2 = _InvertedResidual(8, 3), _InvertedResidual(8, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(self.block1(F.relu6(self.stem(x))))
+        out: torch.Tensor = self.classifier(torch.flatten(self.pool(x), 1))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 3, 16, 16)
+
+
+class ActivationZoo(nn.Module):
+    """Elementwise functions between linears, each an exact lookup table on the datapath."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(12, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+        self.gelu = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.sigmoid(self.fc1(x))
+        x = self.gelu(self.fc2(x)) + x
+        out: torch.Tensor = self.fc3(F.hardswish(torch.tanh(x)))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 12)
+
+
+#: Every small model by name.
+SMALL_MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "bn_cnn": BNCNN,
+    "residual": ResidualCNN,
+    "inverted_residual": InvertedResidualNet,
+    "activations": ActivationZoo,
+}

@@ -1,0 +1,671 @@
+"""``lower(model, handle, example_input, datapath=...)``: a calibrated model as an :class:`IntegerProgram`.
+
+The model is traced with ``torch.fx`` (its leaf modules as nodes) and shapes are propagated
+with ``example_input``, which is used for nothing else: every scale comes from calibration.
+Each graph node becomes integer ops on codes:
+
+* every tensor the program materializes has one set of qparams: the ``input`` quantizer of
+  the quantized Conv/Linear that consumes it (looking through ops that commute with
+  quantization: reshapes, dropout, identity, max pooling), otherwise the statistics that ``handle.calibrate()`` collected
+  for that node (:mod:`quant.sim.edges`, with the recipe's activation scheme). A consumer
+  whose input quantizer has other qparams gets a ``requantize`` in front of it;
+* Conv2d and Linear (with weight and input schemes): weight codes from the weight
+  quantizer (packed for 1, 2, 4 bits), bias ``round(b / (s_x s_w))`` in the datapath's input
+  rounding (``Datapath.quantize_rounding``), multiplier ``s_x s_w / s_y`` in float64; a
+  following ReLU, ReLU6 or Hardtanh (module or function) is fused as the output clamp;
+* ``x + y`` (``operator.add``, ``torch.add``, ``Tensor.add``): the contract's ``add``, with a
+  fused clamp as above;
+* max, average, adaptive-average (global or evenly dividing) pooling: the contract's pools,
+  whose codes keep their input's qparams (average pooling counts only unpadded elements, so a
+  padded ``AvgPool2d`` needs ``count_include_pad=False``);
+* flatten, view, reshape: ``reshape``; dropout and identity: nothing;
+* any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
+  standalone ReLU, ...): an exact lookup table ``table[q] = Q_out(f(s_in (q - z_in)))`` over
+  the input's ``2^b`` codes, computed with the module or function itself.
+
+Anything else is a ``ValueError`` naming the op, the graph node and the source line.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union, cast
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.passes.shape_prop import ShapeProp
+
+from quant.contract.attrs import (
+    AddAttrs,
+    AvgPool2dAttrs,
+    Conv2dAttrs,
+    LinearAttrs,
+    LutAttrs,
+    MaxPool2dAttrs,
+    RequantizeAttrs,
+)
+from quant.contract.codes import PACKED_BITS, code_range
+from quant.contract.datapath import Datapath
+from quant.contract.spec import QuantSpec
+from quant.ir.ops import ReshapeAttrs
+from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
+from quant.reference.packing import pack
+from quant.reference.quantize import quantize as quantize_to_codes
+from quant.reference.rounding import rounding_fn
+from quant.sim.attach import QuantHandle
+from quant.sim.edges import call_site, input_site, is_leaf_module, module_site
+from quant.sim.functional import quantize as quantize_weight
+
+__all__ = ["LoweringError", "lower"]
+
+_ADD = {operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__"}
+_RESHAPE_METHODS = {"view", "reshape", "flatten"}
+_NOOP_MODULES = (nn.Dropout, nn.Identity)
+_CLAMP_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+_CLAMP_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, "relu", "relu_"}
+#: Elementwise modules and functions lowered to a lookup table when they are not fused.
+_ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.SiLU, nn.ELU,
+    nn.LeakyReLU, nn.Mish, nn.Softplus, nn.Softsign, nn.Tanhshrink,
+)  # fmt: skip
+_ELEMENTWISE_FUNCTIONS = {
+    F.relu, torch.relu, F.relu6, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardswish,
+    F.hardsigmoid, F.gelu, F.silu, F.elu, F.leaky_relu, F.mish, F.softplus, "relu", "sigmoid", "tanh", "relu_",
+}  # fmt: skip
+
+
+class LoweringError(ValueError):
+    """A model (or a part of it) that cannot become an integer program."""
+
+
+class QParams(NamedTuple):
+    """The qparams of a tensor of codes and where they come from (named in errors)."""
+
+    scale: float
+    zero_point: int
+    spec: QuantSpec
+    source: str
+
+
+@dataclass
+class _Edge:
+    """A materialized tensor of codes: its program name and qparams."""
+
+    name: str
+    info: TensorInfo
+
+
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+
+def _where(node: torch.fx.Node) -> str:
+    """``graph node 'x' at File "model.py", line 12: code`` (the last frame outside torch)."""
+    lines = [ln.rstrip() for ln in (node.meta.get("stack_trace") or "").splitlines() if ln.strip()]
+    frames = []
+    for i, ln in enumerate(lines):
+        if ln.strip().startswith("File "):
+            code = lines[i + 1].strip() if i + 1 < len(lines) and not lines[i + 1].strip().startswith("File ") else ""
+            frames.append((ln.strip(), code))
+    user = [f for f in frames if _TORCH_DIR not in f[0]]
+    if not user:
+        return f"graph node {node.name!r}"
+    src, code = user[-1]
+    return f"graph node {node.name!r} at {src}{': ' + code if code else ''}"
+
+
+def _target_name(node: torch.fx.Node, model: nn.Module) -> str:
+    if node.op == "call_module":
+        return type(model.get_submodule(str(node.target))).__name__
+    t = node.target
+    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
+
+
+def _is(node: torch.fx.Node, targets: set[Any]) -> bool:
+    if node.op == "call_function":
+        return node.target in targets
+    if node.op == "call_method":
+        return node.target in targets
+    return False
+
+
+class _Lowering:
+    def __init__(self, model: nn.Module, handle: QuantHandle, datapath: Datapath) -> None:
+        self.model = model
+        self.handle = handle
+        self.dp = datapath
+        self.tensors: dict[str, TensorInfo] = {}
+        self.nodes: list[Node] = []
+        self.env: dict[torch.fx.Node, _Edge] = {}
+        self.done: set[torch.fx.Node] = set()
+        self.sites: dict[torch.fx.Node, str] = {}
+        self.fused: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+        self.quantized = dict(handle.modules)
+
+    # ------------------------------------------------------------------ helpers
+    def fail(self, node: torch.fx.Node, what: str) -> LoweringError:
+        return LoweringError(f"lower: {what} ({_where(node)})")
+
+    def module(self, node: torch.fx.Node) -> nn.Module:
+        return self.model.get_submodule(str(node.target))
+
+    def shape(self, node: torch.fx.Node) -> tuple[int, ...]:
+        meta = node.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            raise self.fail(node, "the example input gave this node no tensor shape")
+        return tuple(int(s) for s in meta.shape)
+
+    def input_quantizer_qparams(self, name: str) -> Optional[QParams]:
+        configs = self.handle.configs.get(name, {})
+        if "input" not in configs:
+            return None
+        q = self.handle.quantizer(name, "input")
+        s, z = q.effective_qparams()
+        return QParams(float(s.reshape(-1)[0]), int(z.reshape(-1)[0]), q.spec, f"the input scheme of module {name!r}")
+
+    def consumer_qparams(self, node: torch.fx.Node) -> Optional[QParams]:
+        """The input quantizer of the first quantized Conv/Linear reached from ``node`` through code-keeping ops."""
+        for user in node.users:
+            if user.op == "call_module" and str(user.target) in self.quantized:
+                found = self.input_quantizer_qparams(str(user.target))
+                if found is not None and user.args and user.args[0] is node:
+                    return found
+            if self.keeps_codes(user):
+                found = self.consumer_qparams(user)
+                if found is not None:
+                    return found
+        return None
+
+    def keeps_codes(self, node: torch.fx.Node) -> bool:
+        """Ops through which a consumer's input quantizer may choose its producer's qparams: those that
+        commute with quantization (reshapes, no-ops, max pooling), not averaging (which narrows the range)."""
+        if node.op == "call_module":
+            return isinstance(self.module(node), (*_NOOP_MODULES, nn.Flatten, nn.MaxPool2d))
+        if node.op in ("call_function", "call_method"):
+            t = node.target
+            return t in (torch.flatten, F.max_pool2d, F.dropout) or t in _RESHAPE_METHODS or t == "contiguous"
+        return False
+
+    def observed_qparams(self, node: torch.fx.Node) -> QParams:
+        edges = self.handle.edges
+        config = self.handle.activation_config
+        site = self.sites.get(node)
+        if edges is None or config is None or site is None or not edges.has(site):
+            raise self.fail(node, "no statistics for this tensor: run handle.calibrate() over data that reaches it "
+                                  "(the recipe needs an input scheme, whose spec the tensors without a quantizer take)")
+        s, z = edges.qparams(site)
+        return QParams(s, z, config.spec, "the recipe's activation scheme")
+
+    def qparams_for(self, node: torch.fx.Node) -> QParams:
+        """The qparams of the tensor ``node`` produces (see the module docstring)."""
+        found = self.consumer_qparams(node)
+        return found if found is not None else self.observed_qparams(node)
+
+    def unique(self, name: str) -> str:
+        while name in self.tensors:
+            name += "_"
+        return name
+
+    def new_tensor(self, node: torch.fx.Node, shape: Sequence[int], qp: QParams) -> _Edge:
+        s, z, spec, source = qp
+        try:
+            self.dp.check_spec(spec, "activation")
+        except ValueError as err:
+            raise self.fail(node, f"{source}: {err}") from None
+        name = self.unique(node.name)
+        info = TensorInfo(name, (None, *shape[1:]), spec.bits, spec.signed, s, z)
+        self.tensors[name] = info
+        return _Edge(name, info)
+
+    def same_codes(self, node: torch.fx.Node, x: _Edge) -> _Edge:
+        """A new tensor for ``node``'s output holding codes of ``x``'s qparams (pooling, reshapes)."""
+        name = self.unique(node.name)
+        info = TensorInfo(name, (None, *self.shape(node)[1:]), x.info.bits, x.info.signed, x.info.scale,
+                          x.info.zero_point)  # fmt: skip
+        self.tensors[name] = info
+        return _Edge(name, info)
+
+    def emit(self, node: torch.fx.Node, op: str, inputs: Sequence[_Edge], out: _Edge, attrs: Any,
+             params: Optional[dict[str, Any]] = None) -> _Edge:  # fmt: skip
+        """Append the op writing ``out`` (named after the tensor it writes)."""
+        self.nodes.append(Node(out.name, op, tuple(e.name for e in inputs), out.name, attrs, params or {}))
+        return out
+
+    def edge(self, node: torch.fx.Node, arg: Any) -> _Edge:
+        if not isinstance(arg, torch.fx.Node) or arg not in self.env:
+            raise self.fail(node, f"an input of {_target_name(node, self.model)} is not a tensor the program computes")
+        return self.env[arg]
+
+    def requantize_to(self, node: torch.fx.Node, e: _Edge, qp: QParams) -> _Edge:
+        """``e`` as codes of ``qp``: ``e`` itself when they already are, else the output of a requantize op."""
+        s, z, spec, _ = qp
+        if (e.info.scale, e.info.zero_point, e.info.bits, e.info.signed) == (s, z, spec.bits, spec.signed):
+            return e
+        name = self.unique(f"{e.name}_rq")
+        info = TensorInfo(name, e.info.shape, spec.bits, spec.signed, s, z)
+        self.tensors[name] = info
+        attrs = RequantizeAttrs.build(in_zero_point=e.info.zero_point, multiplier=e.info.scale / s, y_zero_point=z,
+                                      y_bits=spec.bits, y_signed=spec.signed, datapath=self.dp)  # fmt: skip
+        return self.emit(node, "requantize", [e], _Edge(name, info), attrs)
+
+    # ------------------------------------------------------------------ fusion of clamps
+    def is_noop(self, node: torch.fx.Node) -> bool:
+        if node.op == "call_module":
+            return isinstance(self.module(node), _NOOP_MODULES)
+        return node.op in ("call_function", "call_method") and (node.target is F.dropout or node.target == "contiguous")
+
+    def fusable_clamp(self, node: torch.fx.Node) -> tuple[Optional[torch.fx.Node], list[torch.fx.Node]]:
+        """The ReLU/ReLU6/Hardtanh that is ``node``'s only user (through no-ops such as a folded BatchNorm's
+        Identity), if any, and the no-ops passed on the way."""
+        passed: list[torch.fx.Node] = []
+        cur = node
+        while len(cur.users) == 1:
+            (user,) = cur.users
+            if self.is_noop(user):
+                passed.append(user)
+                cur = user
+                continue
+            if user.op == "call_module" and isinstance(self.module(user), _CLAMP_MODULES):
+                return user, passed
+            if _is(user, _CLAMP_FUNCTIONS) and user.args and user.args[0] is cur:
+                return user, passed
+            break
+        return None, []
+
+    def clamp_bounds(self, act: Optional[torch.fx.Node], s: float, z: int, spec: QuantSpec) -> tuple[int, int]:
+        lo, hi = spec.qmin, spec.qmax
+        if act is None:
+            return lo, hi
+        rnd = rounding_fn(self.dp.quantize_rounding)
+        if act.op == "call_module":
+            m = self.module(act)
+            if isinstance(m, nn.ReLU6):
+                low, high = 0.0, 6.0
+            elif isinstance(m, nn.Hardtanh):
+                low, high = float(m.min_val), float(m.max_val)
+            else:
+                low, high = 0.0, float("inf")
+        elif act.target is F.relu6:
+            low, high = 0.0, 6.0
+        elif act.target is F.hardtanh:
+            low = float(cast(float, act.kwargs.get("min_val", act.args[1] if len(act.args) > 1 else -1.0)))
+            high = float(cast(float, act.kwargs.get("max_val", act.args[2] if len(act.args) > 2 else 1.0)))
+        else:
+            low, high = 0.0, float("inf")
+
+        def code(v: float) -> int:
+            return int(rnd(torch.tensor(v / s, dtype=torch.float64)).item()) + z
+
+        lo = max(lo, code(low))
+        if high != float("inf"):
+            hi = min(hi, code(high))
+        if lo > hi:
+            raise self.fail(act, f"the clamp [{low}, {high}] leaves no code of the output range")
+        return lo, hi
+
+    def finish_fused(self, node: torch.fx.Node) -> tuple[Optional[torch.fx.Node], torch.fx.Node]:
+        """The fused activation (or None) and the node whose output the op writes; the nodes it
+        absorbs are marked done."""
+        act, passed = self.fusable_clamp(node)
+        if act is None:
+            return None, node
+        self.done.update(passed)
+        self.done.add(act)
+        self.fused[act] = passed
+        return act, act
+
+    def bind(self, node: torch.fx.Node, last: torch.fx.Node, out: _Edge) -> None:
+        """``out`` is the tensor of ``node``, of the activation fused into it and of the no-ops between."""
+        self.env[node] = self.env[last] = out
+        for n in self.fused.get(last, []):
+            self.env[n] = out
+
+    # ------------------------------------------------------------------ ops
+    def conv_or_linear(self, node: torch.fx.Node) -> None:
+        name = str(node.target)
+        m = self.module(node)
+        configs = self.handle.configs.get(name, {})
+        if "weight" not in configs or "input" not in configs:
+            raise self.fail(node, f"{type(m).__name__} {name!r} needs a weight and an input scheme in the recipe "
+                                  "to run on the integer datapath")  # fmt: skip
+        wq, iq = self.handle.quantizer(name, "weight"), self.handle.quantizer(name, "input")
+        for role, q in (("weight", wq), ("activation", iq)):
+            try:
+                self.dp.check_spec(q.spec, role)
+            except ValueError as err:
+                raise self.fail(node, f"module {name!r}: {err}") from None
+        x = self.edge(node, node.args[0])
+        x_qp = self.input_quantizer_qparams(name)
+        assert x_qp is not None  # the recipe gives it an input scheme (checked above)
+        s_x, z_x = x_qp.scale, x_qp.zero_point
+        x = self.requantize_to(node, x, x_qp)
+        act, last = self.finish_fused(node)
+        y_qp = self.qparams_for(last)
+        s_y, z_y, y_spec = y_qp.scale, y_qp.zero_point, y_qp.spec
+        lo, hi = self.clamp_bounds(act, s_y, z_y, y_spec)
+        with torch.no_grad():
+            w = parametrize_original(m)
+            s_w, z_w = wq.effective_qparams()
+            codes = quantize_weight(w, s_w, z_w, wq.spec).to(torch.int64)
+        s_wc = s_w.reshape(-1).to(torch.float64)
+        bias = getattr(m, "bias", None)
+        b_codes = None
+        if bias is not None:
+            rnd = rounding_fn(self.dp.quantize_rounding)
+            b_real = bias.detach().to(torch.float64) / (s_x * s_wc)
+            b_codes = rnd(b_real).to(torch.int64)
+            lo_b, hi_b = self.dp.bias_range
+            if int(b_codes.min()) < lo_b or int(b_codes.max()) > hi_b:
+                raise self.fail(node, f"module {name!r}: the bias needs {int(b_codes.abs().max())} in units of "
+                                      f"s_x s_w, beyond Datapath.bias_bits={self.dp.bias_bits}")  # fmt: skip
+        multiplier = (s_x * s_wc / s_y).tolist()
+        zw = [int(v) for v in z_w.reshape(-1).tolist()]
+        out_shape = self.shape(last)
+        out = self.new_tensor(last, out_shape, y_qp)
+        common: dict[str, Any] = dict(x_zero_point=z_x, w_zero_point=zw, y_zero_point=z_y, multiplier=multiplier, y_bits=y_spec.bits,
+                      y_signed=y_spec.signed, y_min=lo, y_max=hi, datapath=self.dp)  # fmt: skip
+        params: dict[str, Any] = {"weight": self.weight_param(codes, wq.spec)}
+        if b_codes is not None:
+            params["bias"] = b_codes.numpy().astype(np.int32)
+        try:
+            if isinstance(m, nn.Conv2d):
+                if m.padding_mode != "zeros" or isinstance(m.padding, str):
+                    raise self.fail(node, f"Conv2d {name!r}: padding={m.padding!r}, padding_mode={m.padding_mode!r} "
+                                          "(only explicit zero padding is lowered)")  # fmt: skip
+                attrs: Any = Conv2dAttrs.build(w_shape=tuple(codes.shape), stride=m.stride, padding=m.padding,
+                                               dilation=m.dilation, groups=m.groups, **common)  # fmt: skip
+                op = "conv2d"
+            else:
+                if len(self.shape(node.args[0])) != 2:  # type: ignore[arg-type]
+                    raise self.fail(node, f"Linear {name!r} on a {len(self.shape(node.args[0]))}-D input "  # type: ignore[arg-type]
+                                          "(only 2-D inputs are lowered so far)")  # fmt: skip
+                attrs = LinearAttrs.build(w_shape=tuple(codes.shape), **common)
+                op = "linear"
+        except ValueError as err:
+            raise self.fail(node, f"module {name!r}: {err}") from None
+        self.emit(node, op, [x], out, attrs, params)
+        self.bind(node, last, out)
+
+    def weight_param(self, codes: torch.Tensor, spec: QuantSpec) -> Any:
+        arr = codes.numpy().astype(np.int8 if spec.signed else np.uint8)
+        if self.dp.w_bits in PACKED_BITS and spec.bits == self.dp.w_bits:
+            matrix = codes.reshape(codes.shape[0], -1)
+            data = pack(matrix, self.dp.w_bits, signed=self.dp.w_signed).numpy()
+            return PackedTensor(data, self.dp.w_bits, self.dp.w_signed, tuple(codes.shape))
+        return arr
+
+    def add(self, node: torch.fx.Node) -> None:
+        a, b = (self.edge(node, arg) for arg in node.args[:2])
+        if node.kwargs.get("alpha", 1) != 1:
+            raise self.fail(node, "add with alpha != 1")
+        act, last = self.finish_fused(node)
+        y_qp = self.qparams_for(last)
+        s_y, z_y, y_spec = y_qp.scale, y_qp.zero_point, y_qp.spec
+        lo, hi = self.clamp_bounds(act, s_y, z_y, y_spec)
+        for e in (a, b):
+            if (e.info.bits, e.info.signed) != (self.dp.a_bits, self.dp.a_signed):
+                raise self.fail(node, f"add of {e.info.describe()} codes on a datapath with "
+                                      f"{'int' if self.dp.a_signed else 'uint'}{self.dp.a_bits} activations")  # fmt: skip
+        try:
+            attrs = AddAttrs.build(a_zero_point=a.info.zero_point, b_zero_point=b.info.zero_point,
+                                   a_multiplier=a.info.scale / s_y, b_multiplier=b.info.scale / s_y, y_zero_point=z_y,
+                                   y_bits=y_spec.bits, y_signed=y_spec.signed, y_min=lo, y_max=hi, datapath=self.dp)  # fmt: skip
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        out = self.new_tensor(last, self.shape(last), y_qp)
+        self.emit(node, "add", [a, b], out, attrs)
+        self.bind(node, last, out)
+
+    def pool(self, node: torch.fx.Node) -> None:
+        x = self.edge(node, node.args[0])
+        in_shape = self.shape(node.args[0])  # type: ignore[arg-type]
+        kind, kernel, stride, padding, dilation = self.pool_args(node, in_shape)
+        out = self.same_codes(node, x)
+        try:
+            if kind == "max":
+                attrs: Any = MaxPool2dAttrs.build(kernel, stride, padding, dilation)
+            else:
+                attrs = AvgPool2dAttrs.build(kernel, stride, padding, zero_point=x.info.zero_point, datapath=self.dp)
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        self.emit(node, f"{kind}_pool2d", [x], out, attrs)
+        self.env[node] = out
+
+    def pool_args(self, node: torch.fx.Node, in_shape: tuple[int, ...]) -> tuple[str, Any, Any, Any, Any]:
+        if len(in_shape) != 4:
+            raise self.fail(node, f"pooling of a {len(in_shape)}-D tensor (2-D pooling on (N, C, H, W) is lowered)")
+        h, w = in_shape[2], in_shape[3]
+        if node.op == "call_module":
+            m = self.module(node)
+            if isinstance(m, nn.AdaptiveAvgPool2d):
+                return ("avg", *self.adaptive(node, m.output_size, h, w))
+            if getattr(m, "ceil_mode", False):
+                raise self.fail(node, f"{type(m).__name__} with ceil_mode=True")
+            if isinstance(m, nn.MaxPool2d):
+                if m.return_indices:
+                    raise self.fail(node, "MaxPool2d with return_indices=True")
+                return "max", m.kernel_size, m.stride, m.padding, m.dilation
+            if m.divisor_override is not None or (m.count_include_pad and m.padding not in (0, (0, 0))):
+                raise self.fail(node, "AvgPool2d: the contract averages over the unpadded elements; use "
+                                      "count_include_pad=False with padding, and no divisor_override")  # fmt: skip
+            return "avg", m.kernel_size, m.stride, m.padding, 1
+        args = list(node.args[1:])
+        kw = dict(node.kwargs)
+        if node.target is F.adaptive_avg_pool2d:
+            return ("avg", *self.adaptive(node, kw.get("output_size", args[0] if args else None), h, w))
+        names = ["kernel_size", "stride", "padding"] + (["dilation", "ceil_mode", "return_indices"]
+                                                        if node.target is F.max_pool2d else ["ceil_mode", "count_include_pad"])  # fmt: skip
+        vals = dict(zip(names, args))
+        vals.update(kw)
+        if vals.get("ceil_mode") or vals.get("return_indices"):
+            raise self.fail(node, "pooling with ceil_mode or return_indices")
+        if node.target is F.max_pool2d:
+            stride = vals.get("stride") or None
+            return "max", vals["kernel_size"], stride, vals.get("padding", 0), vals.get("dilation", 1)
+        if vals.get("count_include_pad", True) and vals.get("padding", 0) not in (0, (0, 0)):
+            raise self.fail(node, "avg_pool2d with padding needs count_include_pad=False")
+        return "avg", vals["kernel_size"], vals.get("stride") or None, vals.get("padding", 0), 1
+
+    def adaptive(self, node: torch.fx.Node, size: Any, h: int, w: int) -> tuple[Any, Any, Any, Any]:
+        oh, ow = (size, size) if isinstance(size, int) else tuple(size)
+        oh, ow = oh or h, ow or w
+        if (oh, ow) == (1, 1):
+            return None, None, 0, 1
+        if h % oh or w % ow:
+            raise self.fail(node, f"adaptive average pooling from {h}x{w} to {oh}x{ow} (windows must divide evenly)")
+        return (h // oh, w // ow), (h // oh, w // ow), 0, 1
+
+    def reshape(self, node: torch.fx.Node) -> None:
+        x = self.edge(node, node.args[0])
+        out = self.same_codes(node, x)
+        self.emit(node, "reshape", [x], out, ReshapeAttrs.build(shape=self.shape(node)[1:]))
+        self.env[node] = out
+
+    def lookup_table(self, node: torch.fx.Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        x = self.edge(node, node.args[0])
+        y_qp = self.qparams_for(node)
+        s_y, z_y, y_spec = y_qp.scale, y_qp.zero_point, y_qp.spec
+        lo, hi = code_range(x.info.bits, x.info.signed)
+        codes = torch.arange(lo, hi + 1, dtype=torch.int64)
+        if x.info.bits == 1 and x.info.signed:
+            codes = torch.tensor([-1, 1])
+        real = (codes - x.info.zero_point).to(torch.float32) * torch.tensor(x.info.scale, dtype=torch.float32)
+        with torch.no_grad():
+            values = fn(real)
+        table = quantize_to_codes(values.to(torch.float32), scale=s_y, zero_point=z_y, bits=y_spec.bits,
+                                  signed=y_spec.signed, datapath=self.dp)  # fmt: skip
+        attrs = LutAttrs.build(x_bits=x.info.bits, x_signed=x.info.signed)
+        out = self.new_tensor(node, self.shape(node), y_qp)
+        self.emit(node, "lut", [x], out, attrs, {"table": table.numpy().astype(np.int8 if y_spec.signed else np.uint8)})
+        self.env[node] = out
+
+    def elementwise_fn(self, node: torch.fx.Node) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+        if node.op == "call_module":
+            m = self.module(node)
+            return m if isinstance(m, _ELEMENTWISE_MODULES) else None
+        if _is(node, _ELEMENTWISE_FUNCTIONS):
+            extra, kw = node.args[1:], {k: v for k, v in node.kwargs.items() if k != "inplace"}
+            if any(isinstance(a, torch.fx.Node) for a in (*extra, *kw.values())):
+                return None
+            if node.op == "call_method":
+                method = str(node.target).rstrip("_")
+                return lambda t: getattr(t, method)(*extra, **kw)
+            target = node.target
+            return lambda t: target(t, *extra, **kw)  # type: ignore[operator]
+        return None
+
+    # ------------------------------------------------------------------ driver
+    def run(self, graph: torch.fx.Graph, example: Sequence[torch.Tensor]) -> IntegerProgram:
+        inputs: list[str] = []
+        outputs: list[str] = []
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        for node, x in zip(placeholders, example):
+            e = self.new_tensor(node, tuple(x.shape), self.qparams_for(node))
+            self.env[node] = e
+            inputs.append(e.name)
+        for node in graph.nodes:
+            if node in self.done or node.op in ("placeholder", "get_attr"):
+                continue
+            if node.op == "output":
+                results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
+                for r in results:
+                    outputs.append(self.edge(node, r).name)
+                continue
+            self.lower_node(node)
+        return IntegerProgram(self.dp, self.tensors, self.nodes, inputs, outputs)
+
+    def lower_node(self, node: torch.fx.Node) -> None:
+        if node.op == "call_module":
+            m = self.module(node)
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                return self.conv_or_linear(node)
+            if isinstance(m, _NOOP_MODULES):
+                self.env[node] = self.edge(node, node.args[0])
+                return
+            if isinstance(m, nn.Flatten):
+                return self.reshape(node)
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+                return self.pool(node)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                raise self.fail(node, f"BatchNorm {str(node.target)!r} is not folded: call quant.fold_bn(model) "
+                                      "before attach")  # fmt: skip
+        elif node.op in ("call_function", "call_method"):
+            if _is(node, _ADD) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
+                return self.add(node)
+            if node.target in (torch.flatten,) or node.target in _RESHAPE_METHODS:
+                return self.reshape(node)
+            if node.target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d):
+                return self.pool(node)
+            if node.target is F.dropout or node.target in ("contiguous",):
+                self.env[node] = self.edge(node, node.args[0])
+                return
+            if node.op == "call_function" and node.target in (getattr, operator.getitem) and node not in self.sites:
+                return  # shape arithmetic (x.shape[0]): no tensor of codes
+            if node.op == "call_method" and node.target in ("size", "dim"):
+                return
+        fn = self.elementwise_fn(node)
+        if fn is not None:
+            return self.lookup_table(node, fn)
+        raise self.fail(node, f"cannot lower {_target_name(node, self.model)!r} to the integer datapath: only the "
+                              "ops listed in quant.lowering's documentation lower (custom ops: see quant.register_op, "
+                              "coming with the custom-op registry)")  # fmt: skip
+
+
+def parametrize_original(m: nn.Module) -> torch.Tensor:
+    """The float weight of ``m`` (the original under a weight parametrization)."""
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(m, "weight"):
+        w = m.parametrizations.weight.original  # type: ignore[union-attr]
+    else:
+        w = m.weight
+    assert isinstance(w, torch.Tensor)
+    return w.detach()
+
+
+def _assign_sites(graph: torch.fx.Graph, model: nn.Module, lowering: _Lowering) -> None:
+    """The calibration site of every node (the order :class:`quant.sim.edges.EdgeRecorder` observes in)."""
+    calls = 0
+    module_calls: dict[str, int] = {}
+    index = 0
+    for node in graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        floating = meta is not None and hasattr(meta, "dtype") and meta.dtype.is_floating_point
+        if node.op == "placeholder":
+            if floating:
+                lowering.sites[node] = input_site(index)
+                index += 1
+        elif node.op == "call_module":
+            name = str(node.target)
+            call = module_calls.get(name, 0)
+            module_calls[name] = call + 1
+            lowering.sites[node] = module_site(name, call)
+        elif node.op in ("call_function", "call_method") and floating:
+            lowering.sites[node] = call_site(calls)
+            calls += 1
+
+
+def _check_sites(handle: QuantHandle, lowering: _Lowering) -> None:
+    edges = handle.edges
+    if edges is None:
+        return
+    seen = [site for site, _ in edges.sites if site.startswith("call:")]
+    traced = sorted((s for s in lowering.sites.values() if s.startswith("call:")), key=lambda s: int(s.split(":")[1]))
+    if len(seen) != len(traced):
+        raise LoweringError(
+            f"lower: the forward seen during calibration made {len(seen)} tensor-valued function calls outside "
+            f"leaf modules, the traced graph has {len(traced)}: the model's forward is not what torch.fx traces "
+            "(data-dependent control flow?)"
+        )
+
+
+def lower(
+    model: nn.Module,
+    handle: QuantHandle,
+    example_input: Union[torch.Tensor, Sequence[torch.Tensor]],
+    *,
+    datapath: Datapath,
+) -> IntegerProgram:
+    """The integer program of calibrated ``model`` on ``datapath`` (see the module docstring).
+
+    ``handle`` is the model's :func:`quant.attach` handle after ``calibrate()``;
+    ``example_input`` (a tensor or a sequence of tensors) only fixes shapes.
+    """
+    if not isinstance(datapath, Datapath):
+        raise TypeError(f"lower: datapath must be a Datapath, got {type(datapath).__name__}")
+    if not isinstance(handle, QuantHandle) or handle.model is not model:
+        raise ValueError("lower: handle must be the QuantHandle that attach() returned for this model")
+    if handle.removed:
+        raise ValueError("lower: the handle was removed; attach and calibrate again")
+    uncalibrated = [f"{n!r} {r}" for n, r, q in handle.quantizers() if not q.calibrated]
+    if uncalibrated or handle.edges is None:
+        what = f"quantizers without qparams: {', '.join(uncalibrated)}" if uncalibrated else "no edge statistics"
+        raise ValueError(f"lower: run handle.calibrate() over data first ({what})")
+    example = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
+    tracer = torch.fx.Tracer()
+    tracer.record_stack_traces = True
+    try:
+        graph = tracer.trace(model)
+    except Exception as err:  # torch.fx raises TraceError, TypeError, RuntimeError, ... naming the construct
+        raise LoweringError(f"lower: torch.fx cannot trace the model: {type(err).__name__}: {err}") from None
+    gm = torch.fx.GraphModule(model, graph)
+    flags = [(q, q.enabled) for _, _, q in handle.quantizers()]
+    try:
+        for q, _ in flags:
+            q.enabled = False
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example)
+    finally:
+        for q, enabled in flags:
+            q.enabled = enabled
+    lowering = _Lowering(model, handle, datapath)
+    _assign_sites(graph, model, lowering)
+    _check_sites(handle, lowering)
+    for n in graph.nodes:
+        if n.op == "call_module" and not is_leaf_module(model.get_submodule(str(n.target)), str(n.target)):
+            raise LoweringError(f"lower: module {n.target!r} was traced as a leaf but is not one")
+    return lowering.run(graph, example)

@@ -1,0 +1,175 @@
+"""Lowering of calibrated models to integer programs: the model zoo on every preset it fits, verified at
+zero tolerance between the torch reference and the C kernels, and the refusals of what cannot lower."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import quant
+from experiments.models.digits_cnn import DigitsCNN
+from experiments.models.small import SMALL_MODELS
+from quant.contract.datapath import PRESETS, Datapath
+from quant.contract.spec import QuantSpec
+from quant.lowering import LoweringError, lower
+
+ZOO_PRESETS = ["tflite_int8", "fbgemm_int8", "mlas", "w4a8_acc32", "w4a4_acc16_sat", "w2a2_pow2_acc16"]
+
+
+def scheme(dp: Datapath) -> dict[str, Any]:
+    """The natural recipe for ``dp``: per-channel symmetric weights, per-tensor activations, both fitting it."""
+    scale = "pow2" if dp.requant == "pow2" else "float"
+    w = QuantSpec(bits=dp.w_bits, signed=dp.w_signed, symmetric=True, granularity="channel", axis=0, scale=scale)
+    a = QuantSpec(bits=dp.a_bits, signed=dp.a_signed, symmetric=not dp.a_zero_point, scale=scale)
+    return {"*": {"weight": w, "input": a}}
+
+
+def calibrated(model: nn.Module, dp: Datapath, batches: list[torch.Tensor]) -> tuple[nn.Module, quant.QuantHandle]:
+    model = quant.fold_bn(model.eval())
+    handle = quant.attach(model, scheme(dp))
+    with torch.no_grad(), handle.calibrate():
+        for x in batches:
+            model(x)
+    return model, handle
+
+
+def digits_input(batch: int = 4) -> torch.Tensor:
+    return torch.rand(batch, 1, 8, 8) * 16
+
+
+ZOO: dict[str, tuple[Any, Any]] = {name: (cls, cls.example_input) for name, cls in SMALL_MODELS.items()}  # type: ignore[attr-defined]
+ZOO["digits"] = (DigitsCNN, digits_input)
+
+
+@pytest.mark.parametrize("preset", ZOO_PRESETS)
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_lowers_and_verifies_with_zero_mismatches(name: str, preset: str) -> None:
+    torch.manual_seed(0)
+    cls, make_input = ZOO[name]
+    dp = PRESETS[preset]
+    batches = [make_input(8) for _ in range(3)]
+    model, handle = calibrated(cls(), dp, batches)
+    program = lower(model, handle, batches[0], datapath=dp)
+    report = quant.verify(model, handle, program, torch.cat(batches), batch_size=8, progress=False)
+    assert report.samples == 24 and report.ops and all(o.compared > 0 for o in report.ops)
+    assert report.mismatches == 0, str(report)
+    assert report.fast_max_lsb <= 3 * len(program.nodes), str(report)
+    with torch.no_grad():
+        handle.remove()
+        float_out = model(batches[0])
+    assert torch.equal(float_out, model(batches[0]))  # the float model is back
+
+
+def test_program_output_is_close_to_fast_simulation_at_8_bits() -> None:
+    torch.manual_seed(1)
+    dp = PRESETS["tflite_int8"]
+    batches = [SMALL_MODELS["residual"].example_input(16) for _ in range(4)]  # type: ignore[attr-defined]
+    model, handle = calibrated(SMALL_MODELS["residual"](), dp, batches)
+    program = lower(model, handle, batches[0], datapath=dp)
+    report = quant.verify(model, handle, program, torch.cat(batches), progress=False)
+    assert report.sqnr_db > 30 and report.agreement()["fast_datapath"] > 0.9, str(report)
+
+
+def test_fusion_requantize_and_lookup_tables_appear_where_they_should() -> None:
+    torch.manual_seed(0)
+    dp = PRESETS["tflite_int8"]
+    batches = [SMALL_MODELS["activations"].example_input(8)]  # type: ignore[attr-defined]
+    model, handle = calibrated(SMALL_MODELS["activations"](), dp, batches)
+    ops = [n.op for n in lower(model, handle, batches[0], datapath=dp).nodes]
+    assert ops.count("lut") == 4 and ops.count("linear") == 3 and "add" in ops  # sigmoid, gelu, tanh, hardswish
+    batches = [SMALL_MODELS["bn_cnn"].example_input(8)]  # type: ignore[attr-defined]
+    model, handle = calibrated(SMALL_MODELS["bn_cnn"](), dp, batches)
+    program = lower(model, handle, batches[0], datapath=dp)
+    ops = [n.op for n in program.nodes]
+    assert ops == ["conv2d", "conv2d", "max_pool2d", "conv2d", "avg_pool2d", "reshape", "requantize", "linear"]
+    conv2 = program.nodes[1]
+    out = program.tensors[conv2.output]
+    six = round(6.0 / out.scale)
+    assert conv2.attrs.output.lo == out.zero_point and conv2.attrs.output.hi == min(127, out.zero_point + six)
+
+
+def test_a_standalone_relu_is_an_exact_table() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 6), nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc1(x)
+            out: torch.Tensor = self.fc2(F.relu(y) + y)
+            return out
+
+    torch.manual_seed(0)
+    dp = PRESETS["fbgemm_int8"]
+    batches = [torch.randn(16, 6)]
+    model, handle = calibrated(Net(), dp, batches)
+    program = lower(model, handle, batches[0], datapath=dp)
+    lut = next(n for n in program.nodes if n.op == "lut")
+    src, dst = program.tensors[lut.inputs[0]], program.tensors[lut.output]
+    codes = np.arange(0, 256)
+    expected = np.clip(np.rint(np.maximum(src.scale * (codes - src.zero_point), 0) / dst.scale) + dst.zero_point, 0, 255)
+    table = lut.params["table"]
+    assert isinstance(table, np.ndarray) and table.tolist() == expected.astype(int).tolist()
+
+
+def test_lowering_refusals_name_the_problem() -> None:
+    dp = PRESETS["tflite_int8"]
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.fc(x) if x.sum() > 0 else -self.fc(x)
+            return out
+
+    model = Branchy()
+    handle = quant.attach(model, scheme(dp))
+    with torch.no_grad(), handle.calibrate():
+        model(torch.ones(2, 4))
+    with pytest.raises(LoweringError, match="torch.fx cannot trace the model"):
+        lower(model, handle, torch.ones(2, 4), datapath=dp)
+
+    class Softmaxed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.fc(x), dim=1)
+
+    model2 = Softmaxed()
+    handle2 = quant.attach(model2, scheme(dp))
+    with pytest.raises(ValueError, match="run handle.calibrate"):
+        lower(model2, handle2, torch.ones(2, 4), datapath=dp)
+    with torch.no_grad(), handle2.calibrate():
+        model2(torch.randn(8, 4))
+    with pytest.raises(LoweringError, match=r"cannot lower 'softmax'.*graph node 'softmax'.*test_lowering.py"):
+        lower(model2, handle2, torch.ones(2, 4), datapath=dp)
+    with pytest.raises(TypeError, match="datapath must be a Datapath"):
+        lower(model2, handle2, torch.ones(2, 4), datapath="tflite_int8")  # type: ignore[arg-type]
+
+    model3 = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))  # BN not folded
+    handle3 = quant.attach(model3, scheme(dp))
+    with torch.no_grad(), handle3.calibrate():
+        model3(torch.randn(2, 3, 6, 6))
+    with pytest.raises(LoweringError, match="BatchNorm '1' is not folded"):
+        lower(model3, handle3, torch.randn(2, 3, 6, 6), datapath=dp)
+
+
+def test_a_scheme_that_does_not_fit_the_datapath_names_the_layer() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    w8 = QuantSpec(bits=8, granularity="channel", axis=0)
+    handle = quant.attach(model, {"*": {"weight": w8, "input": QuantSpec(bits=8, signed=False, symmetric=False)}})
+    with torch.no_grad(), handle.calibrate():
+        model(torch.randn(8, 4))
+    with pytest.raises(LoweringError, match=r"input scheme of module .0.: activation spec uint8 asym.*outside the int8"):
+        lower(model, handle, torch.randn(2, 4), datapath=PRESETS["tflite_int8"])
+    with pytest.raises(LoweringError, match=r"weight spec int8 sym per-channel\(0\).*outside the int4 operand range"):
+        lower(model, handle, torch.randn(2, 4), datapath=PRESETS["w4a8_acc32"].with_(a_signed=False))
