@@ -137,12 +137,16 @@ class IntegerProgram:
         nodes: Sequence[Node],
         inputs: Sequence[str],
         outputs: Sequence[str],
+        origins: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.datapath = datapath
         self.tensors = dict(tensors)
         self.nodes = list(nodes)
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
+        #: The model's graph node (``torch.fx`` name) -> the program tensor holding its value, for
+        #: every node the lowering gave a tensor (a fused activation shares its layer's tensor).
+        self.origins = dict(origins or {})
         self._check()
 
     def _check(self) -> None:
@@ -161,6 +165,9 @@ class IntegerProgram:
         for name in self.outputs:
             if name not in known:
                 raise ValueError(f"program: output {name!r} is never written")
+        for node_name, tensor in self.origins.items():
+            if tensor not in self.tensors:
+                raise ValueError(f"program: graph node {node_name!r} maps to the undescribed tensor {tensor!r}")
 
     # ------------------------------------------------------------------ display
     def __str__(self) -> str:
@@ -269,6 +276,7 @@ class IntegerProgram:
             "tensors": [t.to_json() for t in self.tensors.values()],
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
+            "origins": self.origins,
             "nodes": nodes,
         }
         return doc, arrays
@@ -326,4 +334,4 @@ class IntegerProgram:
                 raise ValueError(f"{source}: node {nd['name']!r}: weight of shape {tuple(w.shape)}, attributes for "
                                  f"{tuple(attrs.w_shape)}")  # fmt: skip
             nodes.append(Node(nd["name"], nd["op"], tuple(nd["inputs"]), nd["output"], attrs, params))
-        return cls(datapath, tensors, nodes, doc["inputs"], doc["outputs"])
+        return cls(datapath, tensors, nodes, doc["inputs"], doc["outputs"], doc.get("origins", {}))

@@ -536,7 +536,8 @@ class _Lowering:
                     outputs.append(self.edge(node, r).name)
                 continue
             self.lower_node(node)
-        return IntegerProgram(self.dp, self.tensors, self.nodes, inputs, outputs)
+        origins = {n.name: e.name for n, e in self.env.items()}
+        return IntegerProgram(self.dp, self.tensors, self.nodes, inputs, outputs, origins)
 
     def lower_node(self, node: torch.fx.Node) -> None:
         if node.op == "call_module":

@@ -37,7 +37,9 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 import quant.sim.fast  # noqa: F401  (registers the built-in "fast" mode)
+from quant.contract.datapath import Datapath
 from quant.sim.edges import EdgeRecorder
+from quant.sim.exact import ExactSimulation
 from quant.sim.modes import MODES, ModuleAttachment
 from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import QuantizerConfig, Recipe, RecipeLike
@@ -94,6 +96,7 @@ class QuantHandle:
         #: What ``calibrate()`` observed of every tensor the forward materializes (:mod:`quant.sim.edges`);
         #: None before the first calibration or when the recipe has no activation scheme.
         self.edges: Optional[EdgeRecorder] = None
+        self._exact: Optional[ExactSimulation] = None
 
     @property
     def activation_config(self) -> Optional[QuantizerConfig]:
@@ -207,10 +210,34 @@ class QuantHandle:
         for _, _, q in self.quantizers():
             q.enabled = False
 
+    def set_mode(self, mode: str, datapath: Optional[Datapath] = None) -> None:
+        """``"exact"``: the model's forward returns what ``datapath`` computes (:mod:`quant.sim.exact`;
+        after ``calibrate()``); ``"fast"``: float fake quantization again."""
+        self._check_live()
+        if mode not in ("fast", "exact"):
+            raise ValueError(f"set_mode: mode={mode!r} is not one of 'fast', 'exact'")
+        if self._exact is not None:
+            self._exact.remove()
+            self._exact = None
+        if mode == "exact":
+            if datapath is None:
+                raise ValueError("set_mode('exact') needs the datapath to simulate")
+            self._exact = ExactSimulation(self, datapath)
+            self._exact.install()
+        self.mode = mode
+
+    @property
+    def exact(self) -> Optional[ExactSimulation]:
+        """The exact simulation in force (``set_mode("exact", ...)``), or None."""
+        return self._exact
+
     def remove(self) -> None:
         """Take every quantizer and hook off; idempotent."""
         if self._removed:
             return
+        if self._exact is not None:
+            self._exact.remove()
+            self._exact = None
         for a in reversed(list(self._attachments.values())):
             a.remove()
         self._removed = True

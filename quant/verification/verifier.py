@@ -5,10 +5,12 @@ For every batch of ``inputs`` (a tensor, split into ``batch_size`` rows, or an i
 batches, streamed: nothing is kept but the counts):
 
 1. the float input is quantized once by the program's input quantizer (contract section 7);
-2. the program runs on each backend (``"torch"``: the int64 reference, ``"c"``: the C kernels)
-   with every intermediate tensor traced; each op's output codes must be equal on all backends,
-   element for element: ``report.mismatches`` counts the differing codes (0, or verification
-   failed), and the first diverging op is kept with the element index and every backend's value;
+2. the model runs in exact simulation (:mod:`quant.sim.exact`: its own graph, the datapath's
+   arithmetic) and the program runs on each backend (``"torch"``: the int64 reference, ``"c"``:
+   the C kernels), every intermediate tensor traced; each op's output codes must be equal in all
+   of them, element for element: ``report.mismatches`` counts the differing codes (0, or
+   verification failed), and the first diverging op is kept with the element index and every
+   value;
 3. the model itself runs in fast simulation (the handle's quantizers) and in float (the handle
    disabled); on the program's output the report gives, for fast simulation against the datapath,
    the fraction of differing codes (the fast output quantized to the output's qparams), the
@@ -43,6 +45,8 @@ class OpCheck:
     shape: str
     compared: int = 0
     mismatches: int = 0
+    #: Whether exact simulation computes this tensor too (a requantize in front of a layer is the program's own).
+    in_exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,12 @@ class VerificationReport:
 
     def __str__(self) -> str:
         width = max([len(o.name) for o in self.ops] + [2])
-        head = f"{'op':<{width}}  {'kind':<11} {'output':<28} {'codes':>10} {'mismatches':>10}"
+        head = f"{'op':<{width}}  {'kind':<11} {'output':<28} {'codes':>10} {'mismatches':>10}  exact"
         lines = [f"verification on {self.datapath}, backends {' vs '.join(self.backends)}, {self.samples} samples",
                  head, "-" * len(head)]  # fmt: skip
         for o in self.ops:
-            lines.append(f"{o.name:<{width}}  {o.op:<11} {o.shape:<28} {o.compared:>10} {o.mismatches:>10}")
+            lines.append(f"{o.name:<{width}}  {o.op:<11} {o.shape:<28} {o.compared:>10} {o.mismatches:>10}  "
+                         f"{'yes' if o.in_exact else '-'}")  # fmt: skip
         lines.append(f"mismatches: {self.mismatches} ({'OK' if self.ok else 'FAILED'})")
         if self.divergence is not None:
             lines.append(str(self.divergence))
@@ -174,7 +179,10 @@ def verify(
         raise ValueError(f"verify: backends={list(backends)!r} must name at least two backends to compare")
     if len(program.inputs) != 1 or len(program.outputs) < 1:
         raise ValueError("verify: programs with one input are verified so far")
-    report = VerificationReport(program.datapath.name, tuple(backends))
+    from quant.sim.exact import ExactSimulation
+
+    exact = ExactSimulation(handle, program.datapath, program=program)
+    report = VerificationReport(program.datapath.name, ("exact", *backends))
     out_info = program.tensors[program.outputs[0]]
     checks = {node.output: OpCheck(node.name, node.op, program.tensors[node.output].describe()) for node in program.nodes}
     report.ops = list(checks.values())
@@ -187,18 +195,22 @@ def verify(
             for be in backends:
                 _, trace = program.run_codes(codes, backend=be, trace=True)
                 traces[be] = trace
+            traces["exact"] = {k: v.numpy() for k, v in exact.trace_codes(x).items()}
             ref = traces[backends[0]]
             for name, check in checks.items():
                 a = ref[name]
                 check.compared += a.size
-                for be in backends[1:]:
+                check.in_exact = name in traces["exact"]
+                for be in ("exact", *backends[1:]):
+                    if name not in traces[be]:
+                        continue  # a tensor only the program has (a requantize in front of a layer)
                     b = traces[be][name]
                     bad = np.argwhere(a.astype(np.int64) != b.astype(np.int64))
                     check.mismatches += len(bad)
                     if len(bad) and report.divergence is None:
                         idx = tuple(int(i) for i in bad[0])
-                        report.divergence = Divergence(check.name, bi, idx,
-                                                       {k: int(traces[k][name][idx]) for k in backends})  # fmt: skip
+                        report.divergence = Divergence(check.name, bi, idx, {k: int(traces[k][name][idx])
+                                                                             for k in traces if name in traces[k]})  # fmt: skip
             y = ref[program.outputs[0]].astype(np.int64)
             with torch.no_grad():
                 fast = _first(model(x)).to(torch.float32)

@@ -58,6 +58,8 @@ def test_zoo_lowers_and_verifies_with_zero_mismatches(name: str, preset: str) ->
     report = quant.verify(model, handle, program, torch.cat(batches), batch_size=8, progress=False)
     assert report.samples == 24 and report.ops and all(o.compared > 0 for o in report.ops)
     assert report.mismatches == 0, str(report)
+    assert report.backends == ("exact", "torch", "c")
+    assert all(o.in_exact for o in report.ops if o.op != "requantize")  # exact simulation saw every layer
     assert report.fast_max_lsb <= 3 * len(program.nodes), str(report)
     with torch.no_grad():
         handle.remove()

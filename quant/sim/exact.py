@@ -1,0 +1,291 @@
+"""Exact simulation: the model's own forward returns what the integer datapath computes.
+
+``handle.set_mode("exact", datapath)`` makes every forward of the model compute, on its own
+graph (traced with ``torch.fx``), integer codes with the contract's operations of
+:mod:`quant.reference`, and return their dequantized values. It is a second implementation of
+what :func:`quant.lower` produces, kept independent of the program on purpose:
+
+* it walks the model's graph, not the program's nodes, with the live tensors of each call;
+* it builds each layer's integer parameters itself from the module and its quantizers
+  (docs/arithmetic.md section 9: weight codes, bias ``round(b / (s_x s_w))``, multipliers
+  ``s_x s_w / s_y``, fused clamps) and calls the reference ops by their public keyword API;
+* elementwise functions are evaluated directly, ``quantize(f(dequantize(q)))``, not looked up.
+
+What it shares with the lowering is the *plan*: which scale and zero point each tensor has and
+which activations are fused (the program's ``origins`` and tensor table, computed on the first
+forward from that batch's shapes). So :func:`quant.verify` comparing exact simulation, the
+program on the torch reference and the program on the C kernels proves the lowering faithful.
+
+Gradients: in training the forward returns ``fast + (exact - fast).detach()``, so the values are
+the datapath's and the gradient is fast mode's straight-through one; without gradients it
+returns the exact values themselves.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.hooks import RemovableHandle
+
+import quant.reference as ref
+from quant.contract.datapath import Datapath
+from quant.ir.program import IntegerProgram, TensorInfo
+from quant.reference.rounding import rounding_fn
+from quant.sim.functional import quantize as quantize_weight
+
+if TYPE_CHECKING:
+    from quant.sim.attach import QuantHandle
+
+__all__ = ["ExactSimulation"]
+
+
+def _dequantize(codes: torch.Tensor, info: TensorInfo) -> torch.Tensor:
+    return (codes - info.zero_point).to(torch.float32) * torch.tensor(info.scale, dtype=torch.float32)
+
+
+class ExactSimulation:
+    """The exact-mode forward of one model (see the module docstring)."""
+
+    def __init__(self, handle: "QuantHandle", datapath: Datapath, program: Optional[IntegerProgram] = None) -> None:
+        if not isinstance(datapath, Datapath):
+            raise TypeError(f"set_mode: datapath must be a Datapath, got {type(datapath).__name__}")
+        if program is not None and program.datapath != datapath:
+            raise ValueError(f"exact mode: the program is for datapath {program.datapath.name!r}, not {datapath.name!r}")
+        self.handle = handle
+        self.model = handle.model
+        self.datapath = datapath
+        self.program: Optional[IntegerProgram] = program
+        self.graph: Optional[torch.fx.Graph] = torch.fx.Tracer().trace(self.model) if program is not None else None
+        self._hook: Optional[RemovableHandle] = None
+        self._busy = False
+
+    # ------------------------------------------------------------------ wiring
+    def install(self) -> None:
+        """Attach the root forward hook that replaces the output by the exact one."""
+        if self._hook is None:
+            self._hook = self.model.register_forward_hook(self._replace_output)
+
+    def remove(self) -> None:
+        """Take the hook off; the model computes fast simulation again."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _replace_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        if self._busy:
+            return output
+        exact = self.forward(*args)
+        if not isinstance(output, torch.Tensor) or not torch.is_grad_enabled() or not output.requires_grad:
+            return exact
+        return output + (exact.to(output.dtype) - output).detach()
+
+    # ------------------------------------------------------------------ the plan
+    def plan(self, example: tuple[Any, ...]) -> IntegerProgram:
+        """The program whose tensor qparams and fusions exact simulation follows (built once)."""
+        if self.program is None:
+            from quant.lowering.lowerer import lower
+
+            self._busy = True
+            try:
+                self.program = lower(self.model, self.handle, example, datapath=self.datapath)
+            finally:
+                self._busy = False
+            tracer = torch.fx.Tracer()
+            self.graph = tracer.trace(self.model)
+        return self.program
+
+    # ------------------------------------------------------------------ the forward
+    @torch.no_grad()
+    def forward(self, *args: Any) -> torch.Tensor:
+        """The dequantized output the datapath computes for ``args``."""
+        out: torch.Tensor = self.run(*args)[0]
+        return out
+
+    @torch.no_grad()
+    def trace_codes(self, *args: Any) -> dict[str, torch.Tensor]:
+        """The codes of every program tensor that a graph node of the model computes, by tensor name."""
+        assert self.program is not None or args
+        _, codes = self.run(*args)
+        program = self.program
+        assert program is not None
+        return {program.origins[n.name]: c for n, c in codes.items()}
+
+    def run(self, *args: Any) -> tuple[Any, dict[torch.fx.Node, torch.Tensor]]:
+        """``(dequantized output, codes of every graph node)`` for ``args``."""
+        program = self.plan(args)
+        assert self.graph is not None  # set by plan()
+        codes: dict[torch.fx.Node, torch.Tensor] = {}
+        inputs = iter(args)
+        result: Any = None
+        for node in self.graph.nodes:
+            if node.op == "placeholder":
+                x = next(inputs)
+                info = self.info(node)
+                codes[node] = ref.quantize(x.detach().to(torch.float32), scale=info.scale, zero_point=info.zero_point,
+                                           bits=info.bits, signed=info.signed, datapath=self.datapath)  # fmt: skip
+            elif node.op == "output":
+                out = node.args[0]
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                values = [_dequantize(codes[o], self.info(o)) for o in outs]
+                result = values[0] if len(values) == 1 else tuple(values)
+            elif node.op == "get_attr" or node.name not in program.origins:
+                continue  # shape arithmetic: no tensor of codes
+            elif self.is_alias(node):
+                codes[node] = codes[node.args[0]]
+            else:
+                codes[node] = self.compute(node, codes)
+        return result, codes
+
+    def info(self, node: torch.fx.Node) -> TensorInfo:
+        assert self.program is not None
+        return self.program.tensors[self.program.origins[node.name]]
+
+    def is_alias(self, node: torch.fx.Node) -> bool:
+        """A fused activation or a no-op: the same tensor as its input."""
+        assert self.program is not None
+        src = node.args[0] if node.args else None
+        return isinstance(src, torch.fx.Node) and self.program.origins.get(src.name) == self.program.origins[node.name]
+
+    def fused_activation(self, node: torch.fx.Node) -> Optional[torch.fx.Node]:
+        """The activation whose tensor ``node`` writes (its output shares ``node``'s tensor), if any."""
+        assert self.program is not None
+        mine = self.program.origins[node.name]
+        cur = node
+        while len(cur.users) == 1:
+            (user,) = cur.users
+            if self.program.origins.get(user.name) != mine:
+                return None
+            if not (user.op == "call_module" and isinstance(self.model.get_submodule(str(user.target)), (nn.Dropout, nn.Identity))):
+                return user
+            cur = user
+        return None
+
+    def clamp(self, act: Optional[torch.fx.Node], info: TensorInfo) -> tuple[Optional[int], Optional[int]]:
+        """``(y_min, y_max)`` of a fused ReLU / ReLU6 / Hardtanh (docs/arithmetic.md section 9)."""
+        if act is None:
+            return None, None
+        low, high = 0.0, None
+        m = self.model.get_submodule(str(act.target)) if act.op == "call_module" else None
+        if isinstance(m, nn.ReLU6) or act.target is F.relu6:
+            high = 6.0
+        elif isinstance(m, nn.Hardtanh):
+            low, high = float(m.min_val), float(m.max_val)
+        elif act.target is F.hardtanh:
+            low = float(act.kwargs.get("min_val", act.args[1] if len(act.args) > 1 else -1.0))  # type: ignore[arg-type]
+            high = float(act.kwargs.get("max_val", act.args[2] if len(act.args) > 2 else 1.0))  # type: ignore[arg-type]
+        rnd = rounding_fn(self.datapath.quantize_rounding)
+        lo = info.zero_point + int(rnd(torch.tensor(low / info.scale, dtype=torch.float64)))
+        hi = None if high is None else info.zero_point + int(rnd(torch.tensor(high / info.scale, dtype=torch.float64)))
+        qmin, qmax = (-(1 << (info.bits - 1)), (1 << (info.bits - 1)) - 1) if info.signed else (0, (1 << info.bits) - 1)
+        return max(lo, qmin), None if hi is None else min(hi, qmax)
+
+    def compute(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        info = self.info(node)
+        dp = self.datapath
+        if node.op == "call_module":
+            m = self.model.get_submodule(str(node.target))
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                return self.layer(node, m, codes)
+            if isinstance(m, nn.Flatten):
+                return torch.flatten(codes[node.args[0]], m.start_dim, m.end_dim)  # type: ignore[index]
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+                return self.pool(node, codes)
+            return self.elementwise(node, m, codes)
+        x = node.args[0]
+        if node.target in (operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__"):
+            a, b = node.args[0], node.args[1]
+            ia, ib = self.info(a), self.info(b)  # type: ignore[arg-type]
+            y_min, y_max = self.clamp(self.fused_activation(node), info)
+            return ref.add(codes[a], codes[b], a_zero_point=ia.zero_point, b_zero_point=ib.zero_point,  # type: ignore[index]
+                           a_multiplier=ia.scale / info.scale, b_multiplier=ib.scale / info.scale,
+                           y_zero_point=info.zero_point, y_bits=info.bits, y_signed=info.signed, y_min=y_min,
+                           y_max=y_max, datapath=dp)  # fmt: skip
+        if node.target in (torch.flatten, "flatten", "view", "reshape"):
+            fn: Any = node.target if callable(node.target) else getattr(torch.Tensor, str(node.target))
+            out: torch.Tensor = fn(codes[x], *self.concrete(list(node.args[1:]), codes), **node.kwargs)  # type: ignore[index]
+            return out
+        if node.target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d):
+            return self.pool(node, codes)
+        return self.elementwise(node, None, codes)
+
+    def concrete(self, args: list[Any], codes: dict[torch.fx.Node, torch.Tensor]) -> list[Any]:
+        """Arguments of a reshape, with graph values (``x.shape[0]``) evaluated on the codes' shapes."""
+        out = []
+        for a in args:
+            if isinstance(a, torch.fx.Node):
+                out.append(self.shape_value(a, codes))
+            else:
+                out.append(a)
+        return out
+
+    def shape_value(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> Any:
+        if node.op == "call_function" and node.target is getattr:
+            base = node.args[0]
+            return getattr(codes[base], str(node.args[1]))  # type: ignore[index]
+        if node.op == "call_function" and node.target is operator.getitem:
+            return self.shape_value(node.args[0], codes)[node.args[1]]  # type: ignore[arg-type]
+        if node.op == "call_method" and node.target == "size":
+            t = codes[node.args[0]]  # type: ignore[index]
+            return t.size(*node.args[1:])  # type: ignore[arg-type]
+        raise ValueError(f"exact mode: cannot evaluate {node.name!r} ({node.target}) on codes")
+
+    def layer(self, node: torch.fx.Node, m: nn.Module, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """A quantized Conv2d/Linear from its module, its quantizers and the plan (section 9)."""
+        name = str(node.target)
+        dp = self.datapath
+        src = node.args[0]
+        x, x_info = codes[src], self.info(src)  # type: ignore[index, arg-type]
+        iq, wq = self.handle.quantizer(name, "input"), self.handle.quantizer(name, "weight")
+        s_in, z_in = (float(t.reshape(-1)[0]) for t in iq.effective_qparams())
+        z_in = int(z_in)
+        if (x_info.scale, x_info.zero_point, x_info.bits, x_info.signed) != (s_in, z_in, iq.spec.bits, iq.spec.signed):
+            x = ref.requantize(x, in_zero_point=x_info.zero_point, multiplier=x_info.scale / s_in, y_zero_point=z_in,
+                               y_bits=iq.spec.bits, y_signed=iq.spec.signed, datapath=dp)  # fmt: skip
+        from quant.lowering.lowerer import parametrize_original
+
+        s_w, z_w = wq.effective_qparams()
+        w_codes = quantize_weight(parametrize_original(m), s_w, z_w, wq.spec).to(torch.int64)
+        s_w64 = s_w.reshape(-1).to(torch.float64)
+        bias = None
+        b = getattr(m, "bias", None)
+        if isinstance(b, torch.Tensor):
+            bias = rounding_fn(dp.quantize_rounding)(b.detach().to(torch.float64) / (s_in * s_w64)).to(torch.int64)
+        info = self.info(node)
+        y_min, y_max = self.clamp(self.fused_activation(node), info)
+        kw: dict[str, Any] = dict(x_zero_point=z_in, w_zero_point=z_w.reshape(-1).to(torch.int64),
+                                  y_zero_point=info.zero_point, multiplier=(s_in * s_w64 / info.scale),
+                                  y_bits=info.bits, y_signed=info.signed, y_min=y_min, y_max=y_max, datapath=dp)  # fmt: skip
+        if isinstance(m, nn.Conv2d):
+            return ref.conv2d(x, w_codes, bias, stride=m.stride, padding=m.padding, dilation=m.dilation,  # type: ignore[arg-type]
+                              groups=m.groups, **kw)  # fmt: skip
+        return ref.linear(x, w_codes, bias, **kw)
+
+    def pool(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        from quant.lowering.lowerer import _Lowering
+
+        x = codes[node.args[0]]  # type: ignore[index]
+        parser = _Lowering(self.model, self.handle, self.datapath)
+        kind, kernel, stride, padding, dilation = parser.pool_args(node, tuple(x.shape))
+        if kind == "max":
+            return ref.max_pool2d(x, kernel, stride, padding, dilation)
+        return ref.avg_pool2d(x, kernel, stride, padding, zero_point=self.info(node.args[0]).zero_point,  # type: ignore[arg-type]
+                              datapath=self.datapath)  # fmt: skip
+
+    def elementwise(self, node: torch.fx.Node, m: Optional[nn.Module], codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """``quantize(f(dequantize(q)))`` with ``f`` the module or function itself."""
+        src = node.args[0]
+        x = _dequantize(codes[src], self.info(src))  # type: ignore[index, arg-type]
+        if m is not None:
+            y = m.forward(x)  # the module's own function, without its hooks
+        elif node.op == "call_method":
+            y = getattr(x, str(node.target))(*node.args[1:], **node.kwargs)
+        else:
+            y = node.target(x, *node.args[1:], **node.kwargs)  # type: ignore[operator]
+        info = self.info(node)
+        return ref.quantize(y.to(torch.float32), scale=info.scale, zero_point=info.zero_point, bits=info.bits,
+                            signed=info.signed, datapath=self.datapath)  # fmt: skip
