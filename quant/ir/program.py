@@ -208,9 +208,13 @@ class IntegerProgram:
         return out
 
     def dequantize(self, y: Codes, index: int = 0) -> npt.NDArray[np.float32]:
-        """``scale * (y - zero_point)`` in float32 for the codes of the ``index``-th output."""
-        info = self.tensors[self.outputs[index]]
-        out: npt.NDArray[np.float32] = ((np.asarray(y).astype(np.int64) - info.zero_point).astype(np.float32)
+        """``fp32(y - zero_point) * fp32(scale)`` for the codes of the ``index``-th output."""
+        return self.dequantize_tensor(y, self.tensors[self.outputs[index]])
+
+    @staticmethod
+    def dequantize_tensor(codes: Codes, info: TensorInfo) -> npt.NDArray[np.float32]:
+        """``fp32(codes - zero_point) * fp32(scale)`` of the tensor ``info`` (float32, the contract's section 7)."""
+        out: npt.NDArray[np.float32] = ((np.asarray(codes).astype(np.int64) - info.zero_point).astype(np.float32)
                                         * np.float32(info.scale))  # fmt: skip
         return out
 

@@ -27,18 +27,54 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.fx
 import torch.nn as nn
 from tqdm import tqdm
 
-from quant.ir.program import IntegerProgram
+from quant.ir.program import IntegerProgram, TensorInfo
 from quant.sim.attach import QuantHandle
 
 __all__ = ["Divergence", "OpCheck", "VerificationReport", "verify"]
 
 
 @dataclass
+class FastVsDatapath:
+    """Fast simulation's values against the datapath's codes of one tensor, accumulated over batches."""
+
+    compared: int = 0
+    differing: int = 0
+    max_lsb: int = 0
+    signal_power: float = 0.0
+    noise_power: float = 0.0
+
+    def add(self, fast: torch.Tensor, codes: np.ndarray, info: TensorInfo, program: IntegerProgram) -> None:
+        """Count ``fast`` (floats) quantized to ``info``'s qparams against the datapath's ``codes``."""
+        fast = fast.detach().to(torch.float32).reshape(codes.shape)
+        diff = np.abs(_codes_of(fast, info, program) - codes.astype(np.int64))
+        self.compared += diff.size
+        self.differing += int((diff != 0).sum())
+        self.max_lsb = max(self.max_lsb, int(diff.max()) if diff.size else 0)
+        dq = torch.from_numpy(program.dequantize_tensor(codes, info)).to(torch.float64)
+        self.signal_power += float((fast.to(torch.float64) ** 2).sum())
+        self.noise_power += float(((fast.to(torch.float64) - dq) ** 2).sum())
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the codes on which fast simulation and the datapath differ."""
+        return self.differing / self.compared if self.compared else 0.0
+
+    @property
+    def sqnr_db(self) -> float:
+        """SQNR of the datapath's dequantized values against fast simulation's, in dB."""
+        if self.noise_power == 0.0:
+            return math.inf
+        return 10.0 * math.log10(self.signal_power / self.noise_power) if self.signal_power > 0 else -math.inf
+
+
+@dataclass
 class OpCheck:
-    """One op of the program: how many output codes were compared and how many differ between backends."""
+    """One op of the program: how many output codes were compared and how many differ between backends,
+    and fast simulation against the datapath on it (where the model's graph computes this tensor)."""
 
     name: str
     op: str
@@ -47,6 +83,7 @@ class OpCheck:
     mismatches: int = 0
     #: Whether exact simulation computes this tensor too (a requantize in front of a layer is the program's own).
     in_exact: bool = False
+    fast: FastVsDatapath = field(default_factory=FastVsDatapath)
 
 
 @dataclass(frozen=True)
@@ -72,11 +109,7 @@ class VerificationReport:
     samples: int = 0
     ops: list[OpCheck] = field(default_factory=list)
     divergence: Optional[Divergence] = None
-    fast_compared: int = 0
-    fast_differing: int = 0
-    fast_max_lsb: int = 0
-    signal_power: float = 0.0
-    noise_power: float = 0.0
+    output: FastVsDatapath = field(default_factory=FastVsDatapath)
     top1_samples: int = 0
     top1_float_fast: int = 0
     top1_float_datapath: int = 0
@@ -93,16 +126,29 @@ class VerificationReport:
         return self.mismatches == 0
 
     @property
+    def fast_compared(self) -> int:
+        """Output codes compared between fast simulation and the datapath."""
+        return self.output.compared
+
+    @property
+    def fast_differing(self) -> int:
+        """Output codes on which fast simulation and the datapath differ."""
+        return self.output.differing
+
+    @property
+    def fast_max_lsb(self) -> int:
+        """Largest difference, in LSBs of the output, between fast simulation and the datapath."""
+        return self.output.max_lsb
+
+    @property
     def fast_differing_fraction(self) -> float:
         """Fraction of the output codes on which fast simulation and the datapath differ."""
-        return self.fast_differing / self.fast_compared if self.fast_compared else 0.0
+        return self.output.fraction
 
     @property
     def sqnr_db(self) -> float:
         """SQNR of the datapath's dequantized output against fast simulation's, in dB."""
-        if self.noise_power == 0.0:
-            return math.inf
-        return 10.0 * math.log10(self.signal_power / self.noise_power) if self.signal_power > 0 else -math.inf
+        return self.output.sqnr_db
 
     def agreement(self) -> dict[str, float]:
         """Top-1 agreement (fractions) of float vs fast, float vs datapath and fast vs datapath."""
@@ -112,12 +158,15 @@ class VerificationReport:
 
     def __str__(self) -> str:
         width = max([len(o.name) for o in self.ops] + [2])
-        head = f"{'op':<{width}}  {'kind':<11} {'output':<28} {'codes':>10} {'mismatches':>10}  exact"
+        head = (f"{'op':<{width}}  {'kind':<11} {'output':<28} {'codes':>10} {'mismatches':>10}  exact  "
+                f"{'fast!=dp':>8} {'maxLSB':>6} {'SQNR dB':>7}")  # fmt: skip
         lines = [f"verification on {self.datapath}, backends {' vs '.join(self.backends)}, {self.samples} samples",
                  head, "-" * len(head)]  # fmt: skip
         for o in self.ops:
+            fast = (f"{100 * o.fast.fraction:7.2f}% {o.fast.max_lsb:>6} {o.fast.sqnr_db:>7.1f}"
+                    if o.fast.compared else f"{'-':>8} {'-':>6} {'-':>7}")  # fmt: skip
             lines.append(f"{o.name:<{width}}  {o.op:<11} {o.shape:<28} {o.compared:>10} {o.mismatches:>10}  "
-                         f"{'yes' if o.in_exact else '-'}")  # fmt: skip
+                         f"{'yes' if o.in_exact else '-':<5}  {fast}")  # fmt: skip
         lines.append(f"mismatches: {self.mismatches} ({'OK' if self.ok else 'FAILED'})")
         if self.divergence is not None:
             lines.append(str(self.divergence))
@@ -134,8 +183,14 @@ class VerificationReport:
     def to_json(self) -> str:
         """The report as JSON (counts, per-op rows, the divergence, the derived figures)."""
         d = asdict(self)
+
+        def finite(v: float) -> Optional[float]:
+            return None if math.isinf(v) else v
+
         d.update(mismatches=self.mismatches, ok=self.ok, fast_differing_fraction=self.fast_differing_fraction,
-                 sqnr_db=None if math.isinf(self.sqnr_db) else self.sqnr_db, agreement=self.agreement())  # fmt: skip
+                 sqnr_db=finite(self.sqnr_db), agreement=self.agreement())  # fmt: skip
+        for row, o in zip(d["ops"], self.ops):
+            row["fast"].update(fraction=o.fast.fraction, sqnr_db=finite(o.fast.sqnr_db))
         return json.dumps(d, indent=2, default=list)
 
 
@@ -182,6 +237,7 @@ def verify(
     from quant.sim.exact import ExactSimulation
 
     exact = ExactSimulation(handle, program.datapath, program=program)
+    fast_values = _FastValues(model, program)
     report = VerificationReport(program.datapath.name, ("exact", *backends))
     out_info = program.tensors[program.outputs[0]]
     checks = {node.output: OpCheck(node.name, node.op, program.tensors[node.output].describe()) for node in program.nodes}
@@ -211,8 +267,13 @@ def verify(
                         idx = tuple(int(i) for i in bad[0])
                         report.divergence = Divergence(check.name, bi, idx, {k: int(traces[k][name][idx])
                                                                              for k in traces if name in traces[k]})  # fmt: skip
-            y = ref[program.outputs[0]].astype(np.int64)
+            y = ref[program.outputs[0]]
             with torch.no_grad():
+                values = fast_values(x)
+                for name, check in checks.items():
+                    v = values.get(name)
+                    if v is not None:
+                        check.fast.add(v, ref[name], program.tensors[name], program)
                 fast = _first(model(x)).to(torch.float32)
                 enabled = [(q, q.enabled) for _, _, q in handle.quantizers()]
                 for q, _ in enabled:
@@ -222,14 +283,8 @@ def verify(
                 finally:
                     for q, e in enabled:
                         q.enabled = e
-            fast_codes = _codes_of(fast, out_info, program)
-            diff = np.abs(fast_codes - y)
-            report.fast_compared += diff.size
-            report.fast_differing += int((diff != 0).sum())
-            report.fast_max_lsb = max(report.fast_max_lsb, int(diff.max()) if diff.size else 0)
+            report.output.add(fast, y, out_info, program)
             dq = torch.from_numpy(program.dequantize(y)).to(torch.float64)
-            report.signal_power += float((fast.to(torch.float64) ** 2).sum())
-            report.noise_power += float(((fast.to(torch.float64) - dq) ** 2).sum())
             report.samples += int(x.shape[0])
             if fast.dim() == 2 and fast.shape[1] > 1:
                 top_f, top_q, top_d = flt.argmax(1), fast.argmax(1), dq.argmax(1)
@@ -240,6 +295,33 @@ def verify(
     finally:
         model.train(was_training)
     return report
+
+
+class _FastValues:
+    """Fast simulation's value of every program tensor the model's graph computes, for one input."""
+
+    def __init__(self, model: nn.Module, program: IntegerProgram) -> None:
+        graph = torch.fx.Tracer().trace(model)
+        self.module = torch.fx.GraphModule(model, graph)
+        # a tensor shared by a layer and its fused activation holds the activation's value: the last node
+        self.tensor_of = {}
+        for node in graph.nodes:
+            if node.name in program.origins:
+                self.tensor_of[node.name] = program.origins[node.name]
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        values: dict[str, torch.Tensor] = {}
+        tensor_of = self.tensor_of
+
+        class Recorder(torch.fx.Interpreter):
+            def run_node(self, n: torch.fx.Node) -> Any:
+                out = super().run_node(n)
+                if n.name in tensor_of and isinstance(out, torch.Tensor) and out.is_floating_point():
+                    values[tensor_of[n.name]] = out
+                return out
+
+        Recorder(self.module).run(x)
+        return values
 
 
 def _codes_of(values: torch.Tensor, info: Any, program: IntegerProgram) -> np.ndarray:

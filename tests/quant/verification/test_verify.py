@@ -58,10 +58,15 @@ def test_clean_program_has_no_mismatch_and_reports_fast_vs_datapath(setup: Any) 
                for o, n in zip(report.ops, program.nodes))  # fmt: skip
     assert report.fast_compared == 40 * 4 and 0 <= report.fast_differing <= report.fast_compared
     assert report.sqnr_db > 30 and report.top1_samples == 40
+    last = report.ops[-1]
+    assert last.fast.compared == report.fast_compared and last.fast.differing == report.fast_differing
+    assert all(o.fast.compared == o.compared for o in report.ops if o.op != "requantize")  # per layer too
+    assert all(o.fast.sqnr_db > 25 for o in report.ops if o.fast.compared)
     text = str(report)
     assert "mismatches: 0 (OK)" in text and "fc3" in text and "SQNR" in text
     d = json.loads(report.to_json())
     assert d["mismatches"] == 0 and d["ok"] and len(d["ops"]) == len(program.nodes)
+    assert d["ops"][0]["fast"]["compared"] == report.ops[0].fast.compared and "sqnr_db" in d["ops"][0]["fast"]
 
 
 def test_a_backend_that_differs_is_caught_at_the_op_and_element(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
