@@ -38,7 +38,10 @@ __all__ = ["EdgeRecorder", "is_leaf_module", "input_site", "module_site", "call_
 
 
 def is_leaf_module(module: nn.Module, name: str) -> bool:
-    """Whether ``torch.fx`` keeps ``module`` as one node (and the recorder observes its output)."""
+    """Whether ``torch.fx`` keeps ``module`` as one node when it is called (and the recorder observes its
+    output); containers that are iterated, not called (``ModuleList``, ``ModuleDict``), are not leaves."""
+    if isinstance(module, (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)):
+        return False
     return bool(torch.fx.Tracer().is_leaf_module(module, name))
 
 
