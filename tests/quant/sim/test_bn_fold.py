@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from quant.sim.bn_fold import fold_bn, foldable_pairs
@@ -37,13 +37,19 @@ def randomize_bn(model: M, generator: torch.Generator) -> M:
 
 
 def assert_folded_equal(folded: nn.Module, model: nn.Module, *inputs: torch.Tensor) -> None:
+    """The folded float32 model is as accurate as the original float32 model: both against the original
+    computed in float64, the folded error at most 8x the original's (or a few float32 ulps of the output)."""
     model.eval()
     folded.eval()
     with torch.no_grad():
         ref = model(*inputs)
         out = folded(*inputs)
+        exact = copy.deepcopy(model).double()(*(x.double() for x in inputs))
     scale = float(ref.abs().max())
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6 * scale)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * scale)
+    base = float((ref.double() - exact).abs().max())
+    err = float((out.double() - exact).abs().max())
+    assert err <= 8 * base + 4 * 2.0**-23 * scale, f"folding error {err} vs the float32 model's own {base}"
 
 
 def n_batchnorms(model: nn.Module) -> int:
@@ -121,6 +127,7 @@ def test_train_mode_model_folds_with_running_statistics() -> None:
     depthwise=st.booleans(),
     seed=st.integers(0, 2**16),
 )
+@example(in_groups=1, out_per_group=1, groups=1, kernel=3, bias=False, affine=True, depthwise=False, seed=173)
 def test_conv2d_groups_property(
     in_groups: int, out_per_group: int, groups: int, kernel: int, bias: bool, affine: bool, depthwise: bool, seed: int
 ) -> None:
