@@ -39,6 +39,7 @@ test: install
 bench: install
 	$(PY) -m benchmarks.bench_sim
 	@if [ -f benchmarks/bench_kernels.py ]; then $(PY) -m benchmarks.bench_kernels; fi
+	$(PY) -m benchmarks.bench_verify
 
 typecheck: install
 	$(PY) -m mypy quant kernels experiments benchmarks tests
