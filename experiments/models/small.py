@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "SMALL_MODELS"]
+__all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "KeywordSpotter", "Branches",
+           "SMALL_MODELS"]  # fmt: skip
 
 
 class MLP(nn.Module):
@@ -134,6 +135,52 @@ class ActivationZoo(nn.Module):
         return torch.randn(batch, 12)
 
 
+class KeywordSpotter(nn.Module):
+    """A 1-D conv keyword-spotting model on 10 feature channels x 32 frames: conv-ReLU, max pool, a
+    depthwise-separable block, average pool, global pool, classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(10, 16, 5, padding=2)
+        self.pool1 = nn.MaxPool1d(2)
+        self.dw, self.pw = nn.Conv1d(16, 16, 3, padding=1, groups=16), nn.Conv1d(16, 24, 1)
+        self.pool2 = nn.AvgPool1d(2)
+        self.fc = nn.Linear(24, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(F.relu(self.conv1(x)))
+        x = self.pool2(F.relu(self.pw(F.relu6(self.dw(x)))))
+        out: torch.Tensor = self.fc(torch.flatten(F.adaptive_avg_pool1d(x, 1), 1))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 10, 32)
+
+
+class Branches(nn.Module):
+    """Two branches joined by ``torch.cat``, an asymmetric ``F.pad``, a ``permute`` and a linear on the
+    last axis of a 3-D tensor (tokens), as in small sequence models."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 6, 1)
+        self.c = nn.Conv2d(10, 8, 3)
+        self.token = nn.Linear(8, 5)
+        self.fc = nn.Linear(5 * 16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([F.relu(self.a(x)), self.b(x)], dim=1)
+        y = F.relu(self.c(F.pad(y, (1, 1, 2, 0))))              # (N, 8, 4, 4)
+        t = y.flatten(2).permute(0, 2, 1)                          # (N, 16, 8): 16 tokens of 8 features
+        out: torch.Tensor = self.fc(torch.flatten(self.token(t), 1))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 3, 4, 4)
+
+
 #: Every small model by name.
 SMALL_MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -141,4 +188,6 @@ SMALL_MODELS: dict[str, type[nn.Module]] = {
     "residual": ResidualCNN,
     "inverted_residual": InvertedResidualNet,
     "activations": ActivationZoo,
+    "keyword_spotter": KeywordSpotter,
+    "branches": Branches,
 }

@@ -3,10 +3,11 @@
 Every datapath op's attributes are the validated record of :mod:`quant.contract.attrs` (the
 one both backends run), rebuilt from its ``build_args()`` when a program is loaded; an op's
 operands are the program's tensors (codes) and its constant parameters (weights, biases,
-tables). Layout ops (``reshape``) only move codes and are run by NumPy for every backend.
+tables). Layout ops (``reshape``, ``permute``, ``concat``, ``pad``) only move codes and are run by NumPy
+for every backend.
 
 >>> sorted(OPS)
-['add', 'avg_pool2d', 'conv2d', 'linear', 'lut', 'max_pool2d', 'requantize', 'reshape']
+['add', 'avg_pool2d', 'concat', 'conv2d', 'linear', 'lut', 'max_pool2d', 'pad', 'permute', 'requantize', 'reshape']
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from quant.contract.attrs import (
 from quant.contract.backend import Backend
 from quant.contract.datapath import Datapath
 
-__all__ = ["OPS", "OpDef", "ReshapeAttrs", "op_def"]
+__all__ = ["OPS", "ConcatAttrs", "OpDef", "PadAttrs", "PermuteAttrs", "ReshapeAttrs", "op_def"]
 
 Codes = npt.NDArray[Any]
 Params = Mapping[str, Any]
@@ -57,6 +58,67 @@ class ReshapeAttrs:
 
 
 @dataclass(frozen=True)
+class PermuteAttrs:
+    """``permute``: codes unchanged, dimensions reordered by ``dims`` (the batch stays first: ``dims[0] == 0``)."""
+
+    dims: tuple[int, ...]
+    op: str = "permute"
+
+    @classmethod
+    def build(cls, *, dims: Sequence[int]) -> "PermuteAttrs":
+        """Checked permutation."""
+        d = tuple(int(v) for v in dims)
+        if sorted(d) != list(range(len(d))) or not d or d[0] != 0:
+            raise ValueError(f"permute: dims={list(dims)} must be a permutation keeping the batch dimension 0 first")
+        return cls(d)
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again."""
+        return {"dims": list(self.dims)}
+
+
+@dataclass(frozen=True)
+class ConcatAttrs:
+    """``concat``: codes of the same qparams joined along ``axis`` (not the batch)."""
+
+    axis: int
+    op: str = "concat"
+
+    @classmethod
+    def build(cls, *, axis: int) -> "ConcatAttrs":
+        """Checked axis."""
+        if isinstance(axis, bool) or not isinstance(axis, int) or axis < 1:
+            raise ValueError(f"concat: axis={axis!r} must be an int >= 1 (not the batch dimension)")
+        return cls(axis)
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again."""
+        return {"axis": self.axis}
+
+
+@dataclass(frozen=True)
+class PadAttrs:
+    """``pad``: constant padding with the code ``value`` (the zero point pads a real 0), ``pads`` in
+    ``torch.nn.functional.pad`` order (last dimension first), never the batch dimension."""
+
+    pads: tuple[int, ...]
+    value: int
+    op: str = "pad"
+
+    @classmethod
+    def build(cls, *, pads: Sequence[int], value: int) -> "PadAttrs":
+        """Checked padding."""
+        p = tuple(int(v) for v in pads)
+        if len(p) % 2 or any(v < 0 or v > MAX_DIM for v in p):
+            raise ValueError(f"pad: pads={list(pads)} must be pairs of sizes >= 0")
+        return cls(p, int(value))
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again."""
+        return {"pads": list(self.pads), "value": self.value}
+
+
+@dataclass(frozen=True)
 class OpDef:
     """One op of the IR: its record type, how a record is rebuilt from JSON, its constant parameters and
     how a backend runs it on ``(operand codes, parameters)``."""
@@ -76,6 +138,34 @@ def _reshape(backend: Backend, attrs: ReshapeAttrs, xs: list[Codes], params: Par
         raise ValueError(f"reshape: codes of shape {x.shape} cannot take the shape (N, {list(attrs.shape)})") from None
 
 
+def _permute(backend: Backend, attrs: PermuteAttrs, xs: list[Codes], params: Params) -> Codes:
+    if xs[0].ndim != len(attrs.dims):
+        raise ValueError(f"permute: codes of {xs[0].ndim} dimensions, dims={list(attrs.dims)}")
+    return np.ascontiguousarray(np.transpose(xs[0], attrs.dims))
+
+
+def _concat(backend: Backend, attrs: ConcatAttrs, xs: list[Codes], params: Params) -> Codes:
+    return np.ascontiguousarray(np.concatenate(xs, axis=attrs.axis))
+
+
+def _pad(backend: Backend, attrs: PadAttrs, xs: list[Codes], params: Params) -> Codes:
+    x = xs[0]
+    pairs = [(0, 0)] * x.ndim
+    for i in range(len(attrs.pads) // 2):
+        pairs[x.ndim - 1 - i] = (attrs.pads[2 * i], attrs.pads[2 * i + 1])
+    if len(attrs.pads) // 2 >= x.ndim:
+        raise ValueError(f"pad: pads={list(attrs.pads)} reach the batch dimension of codes of shape {x.shape}")
+    return np.pad(x, pairs, mode="constant", constant_values=attrs.value)
+
+
+def _linear(backend: Backend, attrs: LinearAttrs, xs: list[Codes], params: Params) -> Codes:
+    """linear on ``(..., K)``: the leading dimensions are rows of one matrix product."""
+    x = xs[0]
+    rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+    y = backend.linear(attrs, rows, params["weight"], _bias(params))
+    return y.reshape((*x.shape[:-1], y.shape[-1]))
+
+
 def _requantize(backend: Backend, attrs: RequantizeAttrs, xs: list[Codes], params: Params) -> Codes:
     return backend.requantize(attrs, np.ascontiguousarray(xs[0], dtype=np.int32))
 
@@ -90,10 +180,7 @@ OPS: dict[str, OpDef] = {
         "conv2d", ("weight", "bias"), lambda a, dp: Conv2dAttrs.build(**a, datapath=dp),
         lambda be, at, xs, p: be.conv2d(at, xs[0], p["weight"], _bias(p)),
     ),
-    "linear": OpDef(
-        "linear", ("weight", "bias"), lambda a, dp: LinearAttrs.build(**a, datapath=dp),
-        lambda be, at, xs, p: be.linear(at, xs[0], p["weight"], _bias(p)),
-    ),
+    "linear": OpDef("linear", ("weight", "bias"), lambda a, dp: LinearAttrs.build(**a, datapath=dp), _linear),
     "requantize": OpDef("requantize", (), lambda a, dp: RequantizeAttrs.build(**a, datapath=dp), _requantize),
     "add": OpDef(
         "add", (), lambda a, dp: AddAttrs.build(**a, datapath=dp), lambda be, at, xs, p: be.add(at, xs[0], xs[1])
@@ -109,6 +196,9 @@ OPS: dict[str, OpDef] = {
         "lut", ("table",), lambda a, dp: LutAttrs.build(**a), lambda be, at, xs, p: be.lut(at, xs[0], p["table"])
     ),
     "reshape": OpDef("reshape", (), lambda a, dp: ReshapeAttrs.build(**a), _reshape, datapath_op=False),
+    "permute": OpDef("permute", (), lambda a, dp: PermuteAttrs.build(**a), _permute, datapath_op=False),
+    "concat": OpDef("concat", (), lambda a, dp: ConcatAttrs.build(**a), _concat, datapath_op=False),
+    "pad": OpDef("pad", (), lambda a, dp: PadAttrs.build(**a), _pad, datapath_op=False),
 }  # fmt: skip
 
 

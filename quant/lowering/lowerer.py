@@ -9,16 +9,20 @@ Each graph node becomes integer ops on codes:
   quantization: reshapes, dropout, identity, max pooling), otherwise the statistics that ``handle.calibrate()`` collected
   for that node (:mod:`quant.sim.edges`, with the recipe's activation scheme). A consumer
   whose input quantizer has other qparams gets a ``requantize`` in front of it;
-* Conv2d and Linear (with weight and input schemes): weight codes from the weight
+* Conv2d, Conv1d (as a conv2d over ``(N, C, 1, L)``) and Linear (on ``(..., K)``: the leading
+  dimensions are rows), with weight and input schemes: weight codes from the weight
   quantizer (packed for 1, 2, 4 bits), bias ``round(b / (s_x s_w))`` in the datapath's input
   rounding (``Datapath.quantize_rounding``), multiplier ``s_x s_w / s_y`` in float64; a
   following ReLU, ReLU6 or Hardtanh (module or function) is fused as the output clamp;
 * ``x + y`` (``operator.add``, ``torch.add``, ``Tensor.add``): the contract's ``add``, with a
   fused clamp as above;
-* max, average, adaptive-average (global or evenly dividing) pooling: the contract's pools,
-  whose codes keep their input's qparams (average pooling counts only unpadded elements, so a
-  padded ``AvgPool2d`` needs ``count_include_pad=False``);
-* flatten, view, reshape: ``reshape``; dropout and identity: nothing;
+* max, average, adaptive-average (global or evenly dividing) pooling, 1-D and 2-D: the
+  contract's 2-D pools, whose codes keep their input's qparams (average pooling counts only
+  unpadded elements, so a padded average pool needs ``count_include_pad=False``);
+* ``torch.cat``: every input requantized to the output's qparams (none where they agree), then
+  the codes joined; ``F.pad`` with zeros: padding with the zero point;
+* flatten, view, reshape, squeeze, unsqueeze: ``reshape``; permute, transpose: ``permute``
+  (the batch stays first); dropout and identity: nothing;
 * any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
   standalone ReLU, ...): an exact lookup table ``table[q] = Q_out(f(s_in (q - z_in)))`` over
   the input's ``2^b`` codes, computed with the module or function itself.
@@ -52,7 +56,7 @@ from quant.contract.attrs import (
 from quant.contract.codes import PACKED_BITS, code_range
 from quant.contract.datapath import Datapath
 from quant.contract.spec import QuantSpec
-from quant.ir.ops import ReshapeAttrs
+from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
 from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
 from quant.reference.packing import pack
 from quant.reference.quantize import quantize as quantize_to_codes
@@ -64,7 +68,7 @@ from quant.sim.functional import quantize as quantize_weight
 __all__ = ["LoweringError", "lower"]
 
 _ADD = {operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__"}
-_RESHAPE_METHODS = {"view", "reshape", "flatten"}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _NOOP_MODULES = (nn.Dropout, nn.Identity)
 _CLAMP_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
 _CLAMP_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, "relu", "relu_"}
@@ -184,10 +188,11 @@ class _Lowering:
         """Ops through which a consumer's input quantizer may choose its producer's qparams: those that
         commute with quantization (reshapes, no-ops, max pooling), not averaging (which narrows the range)."""
         if node.op == "call_module":
-            return isinstance(self.module(node), (*_NOOP_MODULES, nn.Flatten, nn.MaxPool2d))
+            return isinstance(self.module(node), (*_NOOP_MODULES, nn.Flatten, nn.MaxPool2d, nn.MaxPool1d))
         if node.op in ("call_function", "call_method"):
             t = node.target
-            return t in (torch.flatten, F.max_pool2d, F.dropout) or t in _RESHAPE_METHODS or t == "contiguous"
+            return (t in (torch.flatten, torch.squeeze, torch.unsqueeze, torch.permute, torch.transpose, F.max_pool2d,
+                          F.dropout, F.pad) or t in _RESHAPE_METHODS or t in ("contiguous", "permute", "transpose"))  # fmt: skip
         return False
 
     def observed_qparams(self, node: torch.fx.Node) -> QParams:
@@ -372,23 +377,42 @@ class _Lowering:
         if b_codes is not None:
             params["bias"] = b_codes.numpy().astype(np.int32)
         try:
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
                 if m.padding_mode != "zeros" or isinstance(m.padding, str):
-                    raise self.fail(node, f"Conv2d {name!r}: padding={m.padding!r}, padding_mode={m.padding_mode!r} "
-                                          "(only explicit zero padding is lowered)")  # fmt: skip
-                attrs: Any = Conv2dAttrs.build(w_shape=tuple(codes.shape), stride=m.stride, padding=m.padding,
-                                               dilation=m.dilation, groups=m.groups, **common)  # fmt: skip
+                    raise self.fail(node, f"{type(m).__name__} {name!r}: padding={m.padding!r}, padding_mode="
+                                          f"{m.padding_mode!r} (only explicit zero padding is lowered)")  # fmt: skip
+                if isinstance(m, nn.Conv1d):  # a conv2d over (N, C, 1, L) with a (1, k) kernel
+                    codes = codes.unsqueeze(2)
+                    params["weight"] = self.weight_param(codes, wq.spec)
+                    geometry: dict[str, Any] = dict(stride=(1, m.stride[0]), padding=(0, m.padding[0]),
+                                                    dilation=(1, m.dilation[0]))  # fmt: skip
+                    x = self.reshaped(node, x, (x.info.shape[1], 1, x.info.shape[2]))  # type: ignore[arg-type]
+                else:
+                    geometry = dict(stride=m.stride, padding=m.padding, dilation=m.dilation)
+                attrs: Any = Conv2dAttrs.build(w_shape=tuple(codes.shape), groups=m.groups, **geometry, **common)
                 op = "conv2d"
             else:
-                if len(self.shape(node.args[0])) != 2:  # type: ignore[arg-type]
-                    raise self.fail(node, f"Linear {name!r} on a {len(self.shape(node.args[0]))}-D input "  # type: ignore[arg-type]
-                                          "(only 2-D inputs are lowered so far)")  # fmt: skip
                 attrs = LinearAttrs.build(w_shape=tuple(codes.shape), **common)
                 op = "linear"
         except ValueError as err:
             raise self.fail(node, f"module {name!r}: {err}") from None
-        self.emit(node, op, [x], out, attrs, params)
+        if isinstance(m, nn.Conv1d):
+            name2d = self.unique(f"{out.name}_2d")
+            info2d = TensorInfo(name2d, (None, out_shape[1], 1, out_shape[2]), out.info.bits, out.info.signed,
+                                out.info.scale, out.info.zero_point)  # fmt: skip
+            self.tensors[name2d] = info2d
+            inner = self.emit(node, op, [x], _Edge(name2d, info2d), attrs, params)
+            self.emit(node, "reshape", [inner], out, ReshapeAttrs.build(shape=out_shape[1:]))
+        else:
+            self.emit(node, op, [x], out, attrs, params)
         self.bind(node, last, out)
+
+    def reshaped(self, node: torch.fx.Node, x: _Edge, shape: Sequence[int]) -> _Edge:
+        """``x`` reshaped to ``(N, *shape)`` (a new tensor of the same qparams)."""
+        name = self.unique(f"{x.name}_{'x'.join(str(d) for d in shape)}")
+        info = TensorInfo(name, (None, *shape), x.info.bits, x.info.signed, x.info.scale, x.info.zero_point)
+        self.tensors[name] = info
+        return self.emit(node, "reshape", [x], _Edge(name, info), ReshapeAttrs.build(shape=shape))
 
     def weight_param(self, codes: torch.Tensor, spec: QuantSpec) -> Any:
         arr = codes.numpy().astype(np.int8 if spec.signed else np.uint8)
@@ -423,8 +447,17 @@ class _Lowering:
     def pool(self, node: torch.fx.Node) -> None:
         x = self.edge(node, node.args[0])
         in_shape = self.shape(node.args[0])  # type: ignore[arg-type]
-        kind, kernel, stride, padding, dilation = self.pool_args(node, in_shape)
-        out = self.same_codes(node, x)
+        one_d = len(in_shape) == 3
+        if one_d:  # a 2-D pool over (N, C, 1, L) with (1, k) windows
+            kind, kernel, stride, padding, dilation = self.pool1d_args(node, in_shape[2])
+            x = self.reshaped(node, x, (in_shape[1], 1, in_shape[2]))
+        else:
+            kind, kernel, stride, padding, dilation = self.pool_args(node, in_shape)
+        out_shape = self.shape(node)
+        name = self.unique(node.name + ("_2d" if one_d else ""))
+        shape4 = (None, out_shape[1], 1, out_shape[2]) if one_d else (None, *out_shape[1:])
+        info = TensorInfo(name, shape4, x.info.bits, x.info.signed, x.info.scale, x.info.zero_point)
+        self.tensors[name] = info
         try:
             if kind == "max":
                 attrs: Any = MaxPool2dAttrs.build(kernel, stride, padding, dilation)
@@ -432,8 +465,49 @@ class _Lowering:
                 attrs = AvgPool2dAttrs.build(kernel, stride, padding, zero_point=x.info.zero_point, datapath=self.dp)
         except ValueError as err:
             raise self.fail(node, str(err)) from None
-        self.emit(node, f"{kind}_pool2d", [x], out, attrs)
+        out = self.emit(node, f"{kind}_pool2d", [x], _Edge(name, info), attrs)
+        if one_d:
+            out = self.emit(node, "reshape", [out], self.same_codes(node, out), ReshapeAttrs.build(shape=out_shape[1:]))
         self.env[node] = out
+
+    def pool1d_args(self, node: torch.fx.Node, length: int) -> tuple[str, Any, Any, Any, Any]:
+        """The 2-D window ``(1, k)`` of a 1-D pooling."""
+
+        def one(v: Any, default: int) -> int:
+            v = v[0] if isinstance(v, (tuple, list)) else v
+            return default if v is None else int(v)
+
+        if node.op == "call_module":
+            m = self.module(node)
+            if isinstance(m, nn.AdaptiveAvgPool1d):
+                return ("avg", *self.adaptive(node, (1, one(m.output_size, length)), 1, length))
+            if getattr(m, "ceil_mode", False) or getattr(m, "return_indices", False):
+                raise self.fail(node, f"{type(m).__name__} with ceil_mode or return_indices")
+            k = one(m.kernel_size, 1)
+            s_ = one(m.stride, k)
+            p = one(m.padding, 0)
+            if isinstance(m, nn.MaxPool1d):
+                return "max", (1, k), (1, s_), (0, p), (1, one(m.dilation, 1))
+            if m.count_include_pad and p:
+                raise self.fail(node, "AvgPool1d with padding needs count_include_pad=False")
+            return "avg", (1, k), (1, s_), (0, p), 1
+        args, kw = list(node.args[1:]), dict(node.kwargs)
+        if node.target is F.adaptive_avg_pool1d:
+            return ("avg", *self.adaptive(node, (1, one(kw.get("output_size", args[0] if args else None), length)), 1,
+                                          length))  # fmt: skip
+        names = ["kernel_size", "stride", "padding"] + (["dilation", "ceil_mode", "return_indices"]
+                                                        if node.target is F.max_pool1d else ["ceil_mode", "count_include_pad"])  # fmt: skip
+        vals = dict(zip(names, args))
+        vals.update(kw)
+        if vals.get("ceil_mode") or vals.get("return_indices"):
+            raise self.fail(node, "pooling with ceil_mode or return_indices")
+        k = one(vals["kernel_size"], 1)
+        s_, p = one(vals.get("stride"), k), one(vals.get("padding", 0), 0)
+        if node.target is F.max_pool1d:
+            return "max", (1, k), (1, s_), (0, p), (1, one(vals.get("dilation", 1), 1))
+        if vals.get("count_include_pad", True) and p:
+            raise self.fail(node, "avg_pool1d with padding needs count_include_pad=False")
+        return "avg", (1, k), (1, s_), (0, p), 1
 
     def pool_args(self, node: torch.fx.Node, in_shape: tuple[int, ...]) -> tuple[str, Any, Any, Any, Any]:
         if len(in_shape) != 4:
@@ -484,6 +558,50 @@ class _Lowering:
         out = self.same_codes(node, x)
         self.emit(node, "reshape", [x], out, ReshapeAttrs.build(shape=self.shape(node)[1:]))
         self.env[node] = out
+
+    def permute(self, node: torch.fx.Node) -> None:
+        x = self.edge(node, node.args[0])
+        ndim = len(x.info.shape)
+        rest = [a for a in node.args[1:]]
+        if node.target in (torch.transpose, "transpose"):
+            a, b = (int(d) % ndim for d in rest[:2])  # type: ignore[arg-type]
+            dims = list(range(ndim))
+            dims[a], dims[b] = dims[b], dims[a]
+        else:
+            flat = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+            dims = [int(d) % ndim for d in flat]  # type: ignore[arg-type]
+        try:
+            attrs = PermuteAttrs.build(dims=dims)
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        self.env[node] = self.emit(node, "permute", [x], self.same_codes(node, x), attrs)
+
+    def concat(self, node: torch.fx.Node) -> None:
+        parts = node.args[0]
+        if not isinstance(parts, (tuple, list)) or not parts:
+            raise self.fail(node, "torch.cat of something other than a list of tensors")
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        ndim = len(self.shape(node))
+        axis = int(dim) % ndim  # type: ignore[arg-type]
+        qp = self.qparams_for(node)
+        inputs = [self.requantize_to(node, self.edge(node, p), qp) for p in parts]
+        try:
+            attrs = ConcatAttrs.build(axis=axis)
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        self.env[node] = self.emit(node, "concat", inputs, self.new_tensor(node, self.shape(node), qp), attrs)
+
+    def pad(self, node: torch.fx.Node) -> None:
+        x = self.edge(node, node.args[0])
+        pads = node.kwargs.get("pad", node.args[1] if len(node.args) > 1 else None)
+        mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+        value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+        if mode != "constant" or value not in (None, 0, 0.0) or not isinstance(pads, (tuple, list)):
+            raise self.fail(node, f"F.pad with mode={mode!r}, value={value!r} (only zero padding is lowered)")
+        if len(pads) // 2 >= len(x.info.shape):
+            raise self.fail(node, "F.pad of the batch dimension")
+        attrs = PadAttrs.build(pads=[int(p) for p in pads], value=x.info.zero_point)
+        self.env[node] = self.emit(node, "pad", [x], self.same_codes(node, x), attrs)
 
     def lookup_table(self, node: torch.fx.Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         x = self.edge(node, node.args[0])
@@ -542,14 +660,15 @@ class _Lowering:
     def lower_node(self, node: torch.fx.Node) -> None:
         if node.op == "call_module":
             m = self.module(node)
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 return self.conv_or_linear(node)
             if isinstance(m, _NOOP_MODULES):
                 self.env[node] = self.edge(node, node.args[0])
                 return
             if isinstance(m, nn.Flatten):
                 return self.reshape(node)
-            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool1d, nn.AvgPool1d,
+                              nn.AdaptiveAvgPool1d)):  # fmt: skip
                 return self.pool(node)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 raise self.fail(node, f"BatchNorm {str(node.target)!r} is not folded: call quant.fold_bn(model) "
@@ -557,9 +676,16 @@ class _Lowering:
         elif node.op in ("call_function", "call_method"):
             if _is(node, _ADD) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
                 return self.add(node)
-            if node.target in (torch.flatten,) or node.target in _RESHAPE_METHODS:
+            if node.target in (torch.flatten, torch.squeeze, torch.unsqueeze) or node.target in _RESHAPE_METHODS:
                 return self.reshape(node)
-            if node.target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d):
+            if node.target in (torch.permute, torch.transpose, "permute", "transpose"):
+                return self.permute(node)
+            if node.target in (torch.cat, torch.concat):
+                return self.concat(node)
+            if node.target is F.pad:
+                return self.pad(node)
+            if node.target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.max_pool1d, F.avg_pool1d,
+                               F.adaptive_avg_pool1d):  # fmt: skip
                 return self.pool(node)
             if node.target is F.dropout or node.target in ("contiguous",):
                 self.env[node] = self.edge(node, node.args[0])

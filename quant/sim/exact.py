@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ExactSimulation"]
 
+#: Ops that move codes without computing: run as they are on the codes themselves.
+_LAYOUT = {torch.flatten, torch.squeeze, torch.unsqueeze, torch.permute, torch.transpose, "flatten", "view", "reshape",
+           "squeeze", "unsqueeze", "permute", "transpose", "contiguous"}  # fmt: skip
+
 
 def _dequantize(codes: torch.Tensor, info: TensorInfo) -> torch.Tensor:
     return (codes - info.zero_point).to(torch.float32) * torch.tensor(info.scale, dtype=torch.float32)
@@ -189,11 +193,12 @@ class ExactSimulation:
         dp = self.datapath
         if node.op == "call_module":
             m = self.model.get_submodule(str(node.target))
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 return self.layer(node, m, codes)
             if isinstance(m, nn.Flatten):
                 return torch.flatten(codes[node.args[0]], m.start_dim, m.end_dim)  # type: ignore[index]
-            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool1d, nn.AvgPool1d,
+                              nn.AdaptiveAvgPool1d)):  # fmt: skip
                 return self.pool(node, codes)
             return self.elementwise(node, m, codes)
         x = node.args[0]
@@ -205,13 +210,29 @@ class ExactSimulation:
                            a_multiplier=ia.scale / info.scale, b_multiplier=ib.scale / info.scale,
                            y_zero_point=info.zero_point, y_bits=info.bits, y_signed=info.signed, y_min=y_min,
                            y_max=y_max, datapath=dp)  # fmt: skip
-        if node.target in (torch.flatten, "flatten", "view", "reshape"):
+        if node.target in _LAYOUT:
             fn: Any = node.target if callable(node.target) else getattr(torch.Tensor, str(node.target))
             out: torch.Tensor = fn(codes[x], *self.concrete(list(node.args[1:]), codes), **node.kwargs)  # type: ignore[index]
             return out
-        if node.target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d):
+        if node.target in (torch.cat, torch.concat):
+            parts = [self.as_codes_of(codes[p], self.info(p), info) for p in node.args[0]]  # type: ignore[union-attr, index, arg-type]
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+            return torch.cat(parts, dim=dim)  # type: ignore[arg-type]
+        if node.target is F.pad:
+            pads = node.kwargs.get("pad", node.args[1] if len(node.args) > 1 else None)
+            padded: torch.Tensor = F.pad(codes[x], list(pads), value=self.info(x).zero_point)  # type: ignore[index, arg-type]
+            return padded
+        if node.target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.max_pool1d, F.avg_pool1d,
+                           F.adaptive_avg_pool1d):  # fmt: skip
             return self.pool(node, codes)
         return self.elementwise(node, None, codes)
+
+    def as_codes_of(self, q: torch.Tensor, src: TensorInfo, dst: TensorInfo) -> torch.Tensor:
+        """``q`` (codes of ``src``) as codes of ``dst``: the contract's requantize unless the qparams agree."""
+        if (src.scale, src.zero_point, src.bits, src.signed) == (dst.scale, dst.zero_point, dst.bits, dst.signed):
+            return q
+        return ref.requantize(q, in_zero_point=src.zero_point, multiplier=src.scale / dst.scale, y_zero_point=dst.zero_point,
+                              y_bits=dst.bits, y_signed=dst.signed, datapath=self.datapath)  # fmt: skip
 
     def concrete(self, args: list[Any], codes: dict[torch.fx.Node, torch.Tensor]) -> list[Any]:
         """Arguments of a reshape, with graph values (``x.shape[0]``) evaluated on the codes' shapes."""
@@ -243,9 +264,8 @@ class ExactSimulation:
         iq, wq = self.handle.quantizer(name, "input"), self.handle.quantizer(name, "weight")
         s_in, z_in = (float(t.reshape(-1)[0]) for t in iq.effective_qparams())
         z_in = int(z_in)
-        if (x_info.scale, x_info.zero_point, x_info.bits, x_info.signed) != (s_in, z_in, iq.spec.bits, iq.spec.signed):
-            x = ref.requantize(x, in_zero_point=x_info.zero_point, multiplier=x_info.scale / s_in, y_zero_point=z_in,
-                               y_bits=iq.spec.bits, y_signed=iq.spec.signed, datapath=dp)  # fmt: skip
+        target = TensorInfo("input", x_info.shape, iq.spec.bits, iq.spec.signed, s_in, z_in)
+        x = self.as_codes_of(x, x_info, target)
         from quant.lowering.lowerer import parametrize_original
 
         s_w, z_w = wq.effective_qparams()
@@ -263,18 +283,31 @@ class ExactSimulation:
         if isinstance(m, nn.Conv2d):
             return ref.conv2d(x, w_codes, bias, stride=m.stride, padding=m.padding, dilation=m.dilation,  # type: ignore[arg-type]
                               groups=m.groups, **kw)  # fmt: skip
-        return ref.linear(x, w_codes, bias, **kw)
+        if isinstance(m, nn.Conv1d):  # the contract's conv2d over (N, C, 1, L) with a (1, k) kernel
+            pad = int(m.padding[0])  # a str padding is refused by the lowering
+            y = ref.conv2d(x.unsqueeze(2), w_codes.unsqueeze(2), bias, stride=(1, m.stride[0]), padding=(0, pad),
+                           dilation=(1, m.dilation[0]), groups=m.groups, **kw)  # fmt: skip
+            return y.squeeze(2)
+        rows = ref.linear(x.reshape(-1, x.shape[-1]), w_codes, bias, **kw)  # leading dimensions as rows
+        return rows.reshape((*x.shape[:-1], rows.shape[-1]))
 
     def pool(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
         from quant.lowering.lowerer import _Lowering
 
         x = codes[node.args[0]]  # type: ignore[index]
         parser = _Lowering(self.model, self.handle, self.datapath)
-        kind, kernel, stride, padding, dilation = parser.pool_args(node, tuple(x.shape))
+        one_d = x.dim() == 3
+        if one_d:  # the contract's 2-D pools over (N, C, 1, L)
+            kind, kernel, stride, padding, dilation = parser.pool1d_args(node, x.shape[2])
+            x = x.unsqueeze(2)
+        else:
+            kind, kernel, stride, padding, dilation = parser.pool_args(node, tuple(x.shape))
         if kind == "max":
-            return ref.max_pool2d(x, kernel, stride, padding, dilation)
-        return ref.avg_pool2d(x, kernel, stride, padding, zero_point=self.info(node.args[0]).zero_point,  # type: ignore[arg-type]
-                              datapath=self.datapath)  # fmt: skip
+            y = ref.max_pool2d(x, kernel, stride, padding, dilation)
+        else:
+            y = ref.avg_pool2d(x, kernel, stride, padding, zero_point=self.info(node.args[0]).zero_point,  # type: ignore[arg-type]
+                               datapath=self.datapath)  # fmt: skip
+        return y.squeeze(2) if one_d else y
 
     def elementwise(self, node: torch.fx.Node, m: Optional[nn.Module], codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
         """``quantize(f(dequantize(q)))`` with ``f`` the module or function itself."""
