@@ -83,10 +83,18 @@ class ExactSimulation:
     def _replace_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         if self._busy:
             return output
-        exact = self.forward(*args)
-        if not isinstance(output, torch.Tensor) or not torch.is_grad_enabled() or not output.requires_grad:
+        exact = self.run(*args)[0]
+        if not torch.is_grad_enabled():
             return exact
-        return output + (exact.to(output.dtype) - output).detach()
+
+        def straight_through(fast: Any, value: torch.Tensor) -> Any:
+            if not isinstance(fast, torch.Tensor) or not fast.requires_grad:
+                return value
+            return fast + (value.to(fast.dtype) - fast).detach()
+
+        if isinstance(output, tuple) and isinstance(exact, tuple):
+            return tuple(straight_through(f, e) for f, e in zip(output, exact))
+        return straight_through(output, exact)
 
     # ------------------------------------------------------------------ the plan
     def plan(self, example: tuple[Any, ...]) -> IntegerProgram:

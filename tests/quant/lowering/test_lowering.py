@@ -176,3 +176,29 @@ def test_a_scheme_that_does_not_fit_the_datapath_names_the_layer() -> None:
         lower(model, handle, torch.randn(2, 4), datapath=PRESETS["tflite_int8"])
     with pytest.raises(LoweringError, match=r"weight spec int8 sym per-channel\(0\).*outside the int4 operand range"):
         lower(model, handle, torch.randn(2, 4), datapath=PRESETS["w4a8_acc32"].with_(a_signed=False))
+
+
+def test_a_model_with_two_outputs() -> None:
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.cls, self.box = nn.Linear(6, 8), nn.Linear(8, 3), nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = F.relu(self.body(x))
+            return self.cls(h), self.box(h)
+
+    torch.manual_seed(0)
+    dp = PRESETS["mlas"]
+    x = torch.randn(16, 6)
+    model, handle = calibrated(TwoHeads(), dp, [x])
+    program = lower(model, handle, x[:2], datapath=dp)
+    assert len(program.outputs) == 2
+    outs = {be: program.run(x, backend=be) for be in ("torch", "c")}
+    assert all(isinstance(o, tuple) and len(o) == 2 for o in outs.values())
+    assert all(np.array_equal(a, b) for a, b in zip(outs["torch"], outs["c"]))
+    handle.set_mode("exact", dp)
+    with torch.no_grad():
+        exact = model(x)
+    for i in range(2):
+        assert np.array_equal(exact[i].numpy(), program.dequantize(outs["c"][i], i))
