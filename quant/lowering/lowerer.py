@@ -6,9 +6,10 @@ Each graph node becomes integer ops on codes:
 
 * every tensor the program materializes has one set of qparams: the ``input`` quantizer of
   the quantized Conv/Linear that consumes it (looking through ops that commute with
-  quantization: reshapes, dropout, identity, max pooling), otherwise the statistics that ``handle.calibrate()`` collected
-  for that node (:mod:`quant.sim.edges`, with the recipe's activation scheme). A consumer
-  whose input quantizer has other qparams gets a ``requantize`` in front of it;
+  quantization: reshapes, dropout, identity, max pooling), otherwise the statistics that
+  ``handle.calibrate()`` collected for that node (:mod:`quant.sim.edges`, with the recipe's
+  activation scheme; at 8 bits for a tensor the program only returns, which is no datapath
+  operand). A consumer whose input quantizer has other qparams gets a ``requantize`` in front of it;
 * Conv2d, Conv1d (as a conv2d over ``(N, C, 1, L)``) and Linear (on ``(..., K)``: the leading
   dimensions are rows), with weight and input schemes: weight codes from the weight
   quantizer (packed for 1, 2, 4 bits), bias ``round(b / (s_x s_w))`` in the datapath's input
@@ -202,8 +203,16 @@ class _Lowering:
         if edges is None or config is None or site is None or not edges.has(site):
             raise self.fail(node, "no statistics for this tensor: run handle.calibrate() over data that reaches it "
                                   "(the recipe needs an input scheme, whose spec the tensors without a quantizer take)")
+        if self.is_program_output(node):
+            spec = config.spec.with_(bits=8)  # outputs feed no datapath operand: full 8-bit codes
+            s, z = edges.qparams(site, spec)
+            return QParams(s, z, spec, "the recipe's activation scheme at 8 bits (a program output)")
         s, z = edges.qparams(site)
         return QParams(s, z, config.spec, "the recipe's activation scheme")
+
+    def is_program_output(self, node: torch.fx.Node) -> bool:
+        """Whether ``node``'s value is only returned (consumed by no op), so its codes may be 8 bits wide."""
+        return bool(node.users) and all(u.op == "output" for u in node.users)
 
     def qparams_for(self, node: torch.fx.Node) -> QParams:
         """The qparams of the tensor ``node`` produces (see the module docstring)."""
@@ -218,7 +227,8 @@ class _Lowering:
     def new_tensor(self, node: torch.fx.Node, shape: Sequence[int], qp: QParams) -> _Edge:
         s, z, spec, source = qp
         try:
-            self.dp.check_spec(spec, "activation")
+            if not self.is_program_output(node):  # an output is no operand: any width requantization gives
+                self.dp.check_spec(spec, "activation")
         except ValueError as err:
             raise self.fail(node, f"{source}: {err}") from None
         name = self.unique(node.name)

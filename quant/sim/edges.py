@@ -31,7 +31,9 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from quant.contract.spec import QuantSpec
 from quant.sim.observers import Observer, make_observer
+from quant.sim.qparams import qparams_from_range
 from quant.sim.recipe import QuantizerConfig
 
 __all__ = ["EdgeRecorder", "is_leaf_module", "input_site", "module_site", "call_site"]
@@ -122,11 +124,16 @@ class EdgeRecorder:
         obs = self.observers.get(site)
         return obs is not None and obs.has_data
 
-    def qparams(self, site: str) -> tuple[float, int]:
-        """``(scale, zero_point)`` of ``site`` from its statistics; ``KeyError`` if it saw no data."""
+    def qparams(self, site: str, spec: Optional[QuantSpec] = None) -> tuple[float, int]:
+        """``(scale, zero_point)`` of ``site`` from its statistics (for ``spec``, by default the activation
+        scheme's, from the observer's range); ``KeyError`` if it saw no data."""
         if not self.has(site):
             raise KeyError(site)
-        s, z = self.observers[site].qparams()
+        obs = self.observers[site]
+        if spec is None:
+            s, z = obs.qparams()
+        else:
+            s, z = qparams_from_range(obs.min_val, obs.max_val, spec)
         return float(s.reshape(-1)[0]), int(z.reshape(-1)[0])
 
     # ------------------------------------------------------------------ hooks

@@ -61,7 +61,10 @@ def test_zoo_lowers_and_verifies_with_zero_mismatches(name: str, preset: str) ->
     assert report.backends == ("exact", "torch", "c")
     graph_tensors = set(program.origins.values())  # the program's own tensors (requantize, 1-D as 2-D) aside
     assert all(o.in_exact for o in report.ops if o.name in graph_tensors) and graph_tensors >= set(program.outputs)
-    assert report.fast_max_lsb <= 3 * len(program.nodes), str(report)
+    # fast simulation and the datapath round differently, by at most a few of the coarsest LSBs per op
+    out_scale = program.tensors[program.outputs[0]].scale
+    coarsest = max(t.scale for t in program.tensors.values())
+    assert report.fast_max_lsb * out_scale <= 3 * len(program.nodes) * coarsest, str(report)
     with torch.no_grad():
         handle.remove()
         float_out = model(batches[0])
