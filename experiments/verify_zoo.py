@@ -16,18 +16,10 @@ import torch
 import quant
 from experiments.models.digits_cnn import DigitsCNN
 from experiments.models.small import SMALL_MODELS
-from quant.contract.datapath import PRESETS, Datapath
-from quant.contract.spec import QuantSpec
+from quant.contract.datapath import PRESETS
+from quant.sim.recipe import datapath_recipe
 
 PRESET_NAMES = ["tflite_int8", "fbgemm_int8", "mlas", "w4a8_acc32", "w4a4_acc16_sat", "w2a2_pow2_acc16"]
-
-
-def natural_recipe(dp: Datapath) -> dict[str, Any]:
-    """Per-channel symmetric weights and per-tensor activations with the datapath's widths and signs."""
-    scale = "pow2" if dp.requant == "pow2" else "float"
-    w = QuantSpec(bits=dp.w_bits, signed=dp.w_signed, symmetric=True, granularity="channel", axis=0, scale=scale)
-    a = QuantSpec(bits=dp.a_bits, signed=dp.a_signed, symmetric=not dp.a_zero_point, scale=scale)
-    return {"*": {"weight": w, "input": a}}
 
 
 def main() -> None:
@@ -43,7 +35,7 @@ def main() -> None:
             torch.manual_seed(0)
             dp = PRESETS[preset]
             model = quant.fold_bn(cls().eval())
-            handle = quant.attach(model, natural_recipe(dp))
+            handle = quant.attach(model, datapath_recipe(dp))
             data = make_input(args.samples)
             with torch.no_grad(), handle.calibrate():
                 model(data)

@@ -65,9 +65,11 @@ from torch.nn.utils import parametrize
 
 from quant.sim.observers import OBSERVERS, make_observer
 from quant.sim.quantizer import LEARN_MODES
+from quant.contract.datapath import Datapath
 from quant.contract.spec import QuantSpec
 
 __all__ = [
+    "datapath_recipe",
     "ROLES",
     "WEIGHT_MODULES",
     "ACTIVATION_MODULES",
@@ -447,3 +449,20 @@ class Recipe:
 RecipeLike = Union[Recipe, Mapping[Any, Any]]
 """A :class:`Recipe`, or the dict :meth:`Recipe.from_dict` takes: ``{pattern: {role:
 QuantSpec | QuantizerConfig} | None}`` (typed loosely so that any ``dict[str, ...]`` fits)."""
+
+
+def datapath_recipe(datapath: Datapath) -> dict[str, dict[str, QuantSpec]]:
+    """The natural recipe that fits ``datapath``: every Conv/Linear with per-output-channel symmetric
+    weights and per-tensor activations of the datapath's widths and signedness (asymmetric where it has
+    activation zero points), power-of-two scales on a ``pow2`` datapath.
+
+    >>> r = datapath_recipe(Datapath.preset("w4a4_acc16_sat"))["*"]
+    >>> r["weight"].describe(), r["input"].describe()
+    ('int4 sym per-channel(0) half_even', 'uint4 asym per-tensor half_even')
+    """
+    scale = "pow2" if datapath.requant == "pow2" else "float"
+    weight = QuantSpec(bits=datapath.w_bits, signed=datapath.w_signed, symmetric=True, granularity="channel", axis=0,
+                       scale=scale)  # fmt: skip
+    activation = QuantSpec(bits=datapath.a_bits, signed=datapath.a_signed, symmetric=not datapath.a_zero_point,
+                           scale=scale)  # fmt: skip
+    return {"*": {"weight": weight, "input": activation}}

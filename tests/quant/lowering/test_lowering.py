@@ -17,16 +17,14 @@ from experiments.models.small import SMALL_MODELS
 from quant.contract.datapath import PRESETS, Datapath
 from quant.contract.spec import QuantSpec
 from quant.lowering import LoweringError, lower
+from quant.sim.recipe import datapath_recipe
 
 ZOO_PRESETS = ["tflite_int8", "fbgemm_int8", "mlas", "w4a8_acc32", "w4a4_acc16_sat", "w2a2_pow2_acc16"]
 
 
 def scheme(dp: Datapath) -> dict[str, Any]:
-    """The natural recipe for ``dp``: per-channel symmetric weights, per-tensor activations, both fitting it."""
-    scale = "pow2" if dp.requant == "pow2" else "float"
-    w = QuantSpec(bits=dp.w_bits, signed=dp.w_signed, symmetric=True, granularity="channel", axis=0, scale=scale)
-    a = QuantSpec(bits=dp.a_bits, signed=dp.a_signed, symmetric=not dp.a_zero_point, scale=scale)
-    return {"*": {"weight": w, "input": a}}
+    """The natural recipe for ``dp`` (:func:`quant.sim.recipe.datapath_recipe`)."""
+    return datapath_recipe(dp)
 
 
 def calibrated(model: nn.Module, dp: Datapath, batches: list[torch.Tensor]) -> tuple[nn.Module, quant.QuantHandle]:
