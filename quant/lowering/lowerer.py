@@ -22,6 +22,9 @@ Each graph node becomes integer ops on codes:
   unpadded elements, so a padded average pool needs ``count_include_pad=False``);
 * ``torch.cat``: every input requantized to the output's qparams (none where they agree), then
   the codes joined; ``F.pad`` with zeros: padding with the zero point;
+* a BatchNorm that did not fold (``quant.fold_bn`` folds those after a conv): its eval-mode
+  affine ``a_c x + b_c`` as a depthwise 1x1 conv2d, weight codes ``sign(a_c) qmax`` with
+  ``s_w = |a_c| / qmax`` (exact; the nearest power of two on ``pow2`` datapaths);
 * flatten, view, reshape, squeeze, unsqueeze: ``reshape``; permute, transpose: ``permute``
   (the batch stays first); dropout and identity: nothing;
 * any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
@@ -417,6 +420,56 @@ class _Lowering:
             self.emit(node, op, [x], out, attrs, params)
         self.bind(node, last, out)
 
+    def batchnorm(self, node: torch.fx.Node, m: nn.modules.batchnorm._BatchNorm) -> None:
+        """A BatchNorm that did not fold (e.g. after an activation): the per-channel affine
+        ``y = a_c x + b_c`` as a depthwise 1x1 conv2d whose weight codes are exact (section 9)."""
+        if m.training or m.running_mean is None or m.running_var is None:
+            raise self.fail(node, f"BatchNorm {str(node.target)!r} needs eval mode and running statistics "
+                                  "(model.eval()); fold it with quant.fold_bn where it follows a conv")  # fmt: skip
+        x = self.edge(node, node.args[0])
+        shape = x.info.shape
+        channels = int(shape[1])  # type: ignore[arg-type]
+        a, b = batchnorm_affine(m)
+        try:
+            w_codes, s_w = exact_affine_weights(a, self.dp)
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        act, last = self.finish_fused(node)
+        y_qp = self.qparams_for(last)
+        lo, hi = self.clamp_bounds(act, y_qp.scale, y_qp.zero_point, y_qp.spec)
+        bias = rounding_fn(self.dp.quantize_rounding)(b / (x.info.scale * s_w)).to(torch.int64)
+        lo_b, hi_b = self.dp.bias_range
+        if int(bias.min()) < lo_b or int(bias.max()) > hi_b:
+            raise self.fail(node, f"BatchNorm {str(node.target)!r}: the shift needs {int(bias.abs().max())} in units "
+                                  f"of s_x s_w, beyond Datapath.bias_bits={self.dp.bias_bits}")  # fmt: skip
+        spatial = tuple(int(d) for d in shape[2:])  # type: ignore[arg-type]
+        x4 = x if len(spatial) == 2 else self.reshaped(node, x, (channels, 1, spatial[0] if spatial else 1))
+        try:
+            attrs = Conv2dAttrs.build(
+                w_shape=(channels, 1, 1, 1), x_zero_point=x.info.zero_point, w_zero_point=0,
+                y_zero_point=y_qp.zero_point, multiplier=(x.info.scale * s_w / y_qp.scale).tolist(), groups=channels,
+                y_bits=y_qp.spec.bits, y_signed=y_qp.spec.signed, y_min=lo, y_max=hi, datapath=self.dp,
+            )  # fmt: skip
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        params = {"weight": self.weight_param(w_codes.reshape(channels, 1, 1, 1), self.weight_spec()),
+                  "bias": bias.numpy().astype(np.int32)}  # fmt: skip
+        out = self.new_tensor(last, self.shape(last), y_qp)
+        if x4 is x:
+            self.emit(node, "conv2d", [x4], out, attrs, params)
+        else:
+            name2d = self.unique(f"{out.name}_2d")
+            info2d = TensorInfo(name2d, x4.info.shape, out.info.bits, out.info.signed, out.info.scale,
+                                out.info.zero_point)  # fmt: skip
+            self.tensors[name2d] = info2d
+            inner = self.emit(node, "conv2d", [x4], _Edge(name2d, info2d), attrs, params)
+            self.emit(node, "reshape", [inner], out, ReshapeAttrs.build(shape=self.shape(last)[1:]))
+        self.bind(node, last, out)
+
+    def weight_spec(self) -> QuantSpec:
+        """The spec of codes the datapath's weight operand holds (for weights the lowering makes)."""
+        return QuantSpec(bits=self.dp.w_bits, signed=self.dp.w_signed, symmetric=True)
+
     def reshaped(self, node: torch.fx.Node, x: _Edge, shape: Sequence[int]) -> _Edge:
         """``x`` reshaped to ``(N, *shape)`` (a new tensor of the same qparams)."""
         name = self.unique(f"{x.name}_{'x'.join(str(d) for d in shape)}")
@@ -681,8 +734,7 @@ class _Lowering:
                               nn.AdaptiveAvgPool1d)):  # fmt: skip
                 return self.pool(node)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                raise self.fail(node, f"BatchNorm {str(node.target)!r} is not folded: call quant.fold_bn(model) "
-                                      "before attach")  # fmt: skip
+                return self.batchnorm(node, m)
         elif node.op in ("call_function", "call_method"):
             if _is(node, _ADD) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
                 return self.add(node)
@@ -710,6 +762,36 @@ class _Lowering:
         raise self.fail(node, f"cannot lower {_target_name(node, self.model)!r} to the integer datapath: only the "
                               "ops listed in quant.lowering's documentation lower (custom ops: see quant.register_op, "
                               "coming with the custom-op registry)")  # fmt: skip
+
+
+def batchnorm_affine(m: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b)`` (float64, per channel) with ``bn(x) = a x + b`` in eval mode."""
+    assert m.running_mean is not None and m.running_var is not None  # checked by the caller
+    a = torch.rsqrt(m.running_var.detach().double() + m.eps)
+    if m.affine:
+        a = a * m.weight.detach().double()
+    b = -m.running_mean.detach().double() * a
+    if m.affine:
+        b = b + m.bias.detach().double()
+    return a, b
+
+
+def exact_affine_weights(a: torch.Tensor, dp: Datapath) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel weight codes and scales for the scales ``a`` of an affine op on ``dp``'s weight operand:
+    code ``sign(a) * qmax`` (or +-1 for binary) with ``s_w = |a| / qmax``, which is exact (a zero ``a`` has
+    code 0, ``s_w = 1``); on a ``pow2`` datapath ``s_w = 2^ceil(log2(|a| / qmax))`` and the code
+    ``round(a / s_w)`` (half to even), the nearest a power-of-two scale allows."""
+    lo, hi = code_range(dp.w_bits, dp.w_signed)
+    if not dp.w_signed and bool((a < 0).any()):
+        raise ValueError(f"a negative BatchNorm scale needs signed weights; datapath {dp.name!r} has unsigned ones")
+    level = hi if not (dp.w_bits == 1 and dp.w_signed) else 1
+    if dp.w_bits == 1 and dp.w_signed and bool((a == 0).any()):
+        raise ValueError(f"a zero BatchNorm scale has no binary weight code on datapath {dp.name!r}")
+    s_w = torch.where(a == 0, torch.ones_like(a), a.abs() / level)
+    if dp.requant == "pow2":
+        s_w = torch.exp2(torch.ceil(torch.log2(s_w)))
+        return torch.clamp(torch.round(a / s_w), lo, hi).to(torch.int64), s_w
+    return torch.sign(a).to(torch.int64) * level, s_w
 
 
 def parametrize_original(m: nn.Module) -> torch.Tensor:

@@ -203,6 +203,8 @@ class ExactSimulation:
             m = self.model.get_submodule(str(node.target))
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 return self.layer(node, m, codes)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                return self.batchnorm(node, m, codes)
             if isinstance(m, nn.Flatten):
                 return torch.flatten(codes[node.args[0]], m.start_dim, m.end_dim)  # type: ignore[index]
             if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool1d, nn.AvgPool1d,
@@ -298,6 +300,25 @@ class ExactSimulation:
             return y.squeeze(2)
         rows = ref.linear(x.reshape(-1, x.shape[-1]), w_codes, bias, **kw)  # leading dimensions as rows
         return rows.reshape((*x.shape[:-1], rows.shape[-1]))
+
+    def batchnorm(self, node: torch.fx.Node, m: nn.modules.batchnorm._BatchNorm,
+                  codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:  # fmt: skip
+        """An unfolded BatchNorm: ``a_c x + b_c`` as a depthwise 1x1 conv2d with exact weight codes (section 9)."""
+        from quant.lowering.lowerer import batchnorm_affine, exact_affine_weights
+
+        src = node.args[0]
+        x, x_info = codes[src], self.info(src)  # type: ignore[index, arg-type]
+        a, b = batchnorm_affine(m)
+        w_codes, s_w = exact_affine_weights(a, self.datapath)
+        info = self.info(node)
+        y_min, y_max = self.clamp(self.fused_activation(node), info)
+        bias = rounding_fn(self.datapath.quantize_rounding)(b / (x_info.scale * s_w)).to(torch.int64)
+        c = x.shape[1]
+        x4 = x if x.dim() == 4 else x.reshape(x.shape[0], c, 1, -1)
+        y = ref.conv2d(x4, w_codes.reshape(c, 1, 1, 1), bias, x_zero_point=x_info.zero_point, w_zero_point=0,
+                       y_zero_point=info.zero_point, multiplier=x_info.scale * s_w / info.scale, groups=c,
+                       y_bits=info.bits, y_signed=info.signed, y_min=y_min, y_max=y_max, datapath=self.datapath)  # fmt: skip
+        return y.reshape(x.shape)
 
     def pool(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
         from quant.lowering.lowerer import _Lowering

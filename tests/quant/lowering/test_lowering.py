@@ -159,11 +159,11 @@ def test_lowering_refusals_name_the_problem() -> None:
     with pytest.raises(TypeError, match="datapath must be a Datapath"):
         lower(model2, handle2, torch.ones(2, 4), datapath="tflite_int8")  # type: ignore[arg-type]
 
-    model3 = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))  # BN not folded
+    model3 = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))  # BN in training mode: batch statistics
     handle3 = quant.attach(model3, scheme(dp))
     with torch.no_grad(), handle3.calibrate():
         model3(torch.randn(2, 3, 6, 6))
-    with pytest.raises(LoweringError, match="BatchNorm '1' is not folded"):
+    with pytest.raises(LoweringError, match=r"BatchNorm '1' needs eval mode .*quant.fold_bn"):
         lower(model3, handle3, torch.randn(2, 3, 6, 6), datapath=dp)
 
 
@@ -203,3 +203,42 @@ def test_a_model_with_two_outputs() -> None:
         exact = model(x)
     for i in range(2):
         assert np.array_equal(exact[i].numpy(), program.dequantize(outs["c"][i], i))
+
+
+@pytest.mark.parametrize("preset", ZOO_PRESETS)
+def test_a_batchnorm_that_cannot_fold_is_an_exact_per_channel_affine(preset: str) -> None:
+    class PostActivationBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.Linear(6 * 4 * 4, 3)
+            self.bn1d = nn.BatchNorm1d(6 * 4 * 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.bn(F.relu(self.conv(x)))          # after the activation: nothing to fold into
+            out: torch.Tensor = self.fc(F.relu(self.bn1d(torch.flatten(y, 1))))
+            return out
+
+    torch.manual_seed(0)
+    dp = PRESETS[preset]
+    net = PostActivationBN()
+    with torch.no_grad():  # non-trivial statistics and affine parameters
+        for bn in (net.bn, net.bn1d):
+            assert bn.running_mean is not None and bn.running_var is not None
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(-1.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+    batches = [torch.randn(8, 3, 4, 4) for _ in range(2)]
+    model, handle = calibrated(net, dp, batches)
+    assert isinstance(model.bn, nn.BatchNorm2d)  # fold_bn left it alone
+    try:
+        program = lower(model, handle, batches[0], datapath=dp)
+    except LoweringError as err:  # a narrow bias cannot hold a large shift: named
+        assert "bias_bits" in str(err) and dp.bias_bits < 32
+        return
+    depthwise = [n for n in program.nodes if n.op == "conv2d" and n.attrs.groups > 1]
+    assert len(depthwise) == 2
+    report = quant.verify(model, handle, program, torch.cat(batches), progress=False)
+    assert report.mismatches == 0, str(report)
+    if dp.a_bits == 8:
+        assert report.sqnr_db > 25, str(report)
