@@ -83,6 +83,19 @@ def requantize(
     isa: int,
 ) -> None: ...
 def add(*, a: NDArray[Any], b: NDArray[Any], params: dict[str, Any], datapath: DatapathStruct, y: NDArray[Any]) -> None: ...
+def mul(
+    *,
+    a: NDArray[Any],
+    b: NDArray[Any],
+    rows: int,
+    inner: int,
+    a_zero_point: int,
+    b_zero_point: int,
+    datapath: DatapathStruct,
+    requant: RequantStruct,
+    y: NDArray[Any],
+    isa: int,
+) -> None: ...
 def avg_pool2d(
     *, geometry: Geometry, datapath: DatapathStruct, x: NDArray[Any], x_signed: bool, zero_point: int, y: NDArray[Any]
 ) -> None: ...

@@ -54,6 +54,7 @@ from quant.contract.attrs import (
     LinearAttrs,
     LutAttrs,
     MaxPool2dAttrs,
+    MulAttrs,
     RequantizeAttrs,
     ZeroPointLike,
 )
@@ -77,6 +78,8 @@ __all__ = [
     "run_linear",
     "run_requantize",
     "run_add",
+    "mul",
+    "run_mul",
     "run_avg_pool2d",
     "run_max_pool2d",
     "run_lut",
@@ -636,3 +639,46 @@ def saturating_rounding_doubling_high_mul(a: int, b: int, n: int = 31) -> int:
     """
     op = "saturating_rounding_doubling_high_mul"
     return int(_qk.srdhm(scalar_int(a, "a", op), scalar_int(b, "b", op), scalar_int(n, "n", op)))
+
+
+def mul(
+    a: Codes,
+    b: Codes,
+    *,
+    a_zero_point: int,
+    b_zero_point: int,
+    multiplier: MultiplierLike,
+    y_zero_point: int,
+    y_bits: int = 8,
+    y_signed: bool = True,
+    y_min: Optional[int] = None,
+    y_max: Optional[int] = None,
+    datapath: Datapath,
+    isa: str = "auto",
+) -> Codes:
+    """Elementwise product (section 6.2): ``requant((a - z_a) (b - z_b))`` with ``M = s_a s_b / s_y``;
+    ``b`` of ``a``'s shape or broadcast along ``a``'s trailing dimensions (``(N, C, 1, 1)``).
+
+    >>> a = np.array([[10, -7], [3, 100]], dtype=np.int8); b = np.array([[2], [-1]], dtype=np.int8)
+    >>> mul(a, b, a_zero_point=0, b_zero_point=0, multiplier=0.25, y_zero_point=0,
+    ...     datapath=Datapath.preset("tflite_int8")).tolist()
+    [[5, -4], [-1, -25]]
+    """
+    attrs = MulAttrs.build(
+        a_zero_point=a_zero_point, b_zero_point=b_zero_point, multiplier=multiplier, y_zero_point=y_zero_point,
+        y_bits=y_bits, y_signed=y_signed, y_min=y_min, y_max=y_max, datapath=datapath,
+    )  # fmt: skip
+    return run_mul(attrs, a, b, isa=isa)
+
+
+def run_mul(attrs: MulAttrs, a: Codes, b: Codes, *, isa: str = "auto") -> Codes:
+    """mul of the validated record ``attrs`` (see :func:`mul`)."""
+    op, dp = attrs.op, attrs.datapath
+    dps = datapath_struct(dp, op)
+    aa = _codes(a, "a", op, dp.a_bits, dp.a_signed)
+    ba = _codes(b, "b", op, dp.a_bits, dp.a_signed)
+    rows, inner, _ = attrs.broadcast(aa.shape, ba.shape)
+    y = np.empty(aa.shape, dtype=_code_dtype(attrs.output.signed))
+    _qk.mul(a=aa, b=ba, rows=rows, inner=inner, a_zero_point=attrs.a_zero_point, b_zero_point=attrs.b_zero_point,
+            datapath=dps, requant=requant_struct(attrs.requant, attrs.output), y=y, isa=isa_code(isa))  # fmt: skip
+    return y

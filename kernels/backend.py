@@ -14,7 +14,16 @@ import numpy.typing as npt
 
 from kernels import api
 from kernels._abi import isa_code
-from quant.contract.attrs import AddAttrs, AvgPool2dAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, MaxPool2dAttrs, RequantizeAttrs
+from quant.contract.attrs import (
+    AddAttrs,
+    AvgPool2dAttrs,
+    Conv2dAttrs,
+    LinearAttrs,
+    LutAttrs,
+    MaxPool2dAttrs,
+    MulAttrs,
+    RequantizeAttrs,
+)
 from quant.contract.backend import Weights, register_backend
 
 __all__ = ["BACKEND", "CKernels"]
@@ -52,6 +61,10 @@ class CKernels:
     def add(self, attrs: AddAttrs, a: Codes, b: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.add`."""
         return api.run_add(attrs, a, b)
+
+    def mul(self, attrs: MulAttrs, a: Codes, b: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.mul`."""
+        return api.run_mul(attrs, a, b, isa=self.isa)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.avg_pool2d`."""

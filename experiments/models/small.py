@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "KeywordSpotter", "Branches",
+__all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "KeywordSpotter", "Branches", "SqueezeExcite",
            "SMALL_MODELS"]  # fmt: skip
 
 
@@ -181,6 +181,29 @@ class Branches(nn.Module):
         return torch.randn(batch, 3, 4, 4)
 
 
+class SqueezeExcite(nn.Module):
+    """Conv, then a squeeze-excitation gate (global pool, two linears, sigmoid) multiplying each channel,
+    as in MobileNetV3 and EfficientNet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(8, 4), nn.Linear(4, 8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv(x))
+        s = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(s)))).reshape(-1, 8, 1, 1)
+        y = y * gate
+        out: torch.Tensor = self.head(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 3, 8, 8)
+
+
 #: Every small model by name.
 SMALL_MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -190,4 +213,5 @@ SMALL_MODELS: dict[str, type[nn.Module]] = {
     "activations": ActivationZoo,
     "keyword_spotter": KeywordSpotter,
     "branches": Branches,
+    "squeeze_excite": SqueezeExcite,
 }

@@ -623,6 +623,42 @@ static PyObject *py_add(PyObject *self, PyObject *args, PyObject *kwargs)
     return finish(&vs, op, st);
 }
 
+static PyObject *py_mul(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"a", "b", "rows", "inner", "a_zero_point", "b_zero_point", "datapath", "requant", "y",
+                         "isa", NULL};
+    const char *op = "mul";
+    PyObject *ao, *bo, *dpt, *rqt, *yo;
+    Py_ssize_t rows, inner;
+    int a_zero_point, b_zero_point, isa;
+    qk_datapath dp;
+    qk_requant_params rq;
+    qk_views vs = {{{0}}, 0};
+    void *a, *b, *y;
+    size_t a_len, b_len, y_len;
+    qk_status st;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOnniiOOOi", kw, &ao, &bo, &rows, &inner, &a_zero_point,
+                                     &b_zero_point, &dpt, &rqt, &yo, &isa)) {
+        return NULL;
+    }
+    if (rows < 0 || inner < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: rows and inner must be >= 0", op);
+        return NULL;
+    }
+    if (parse_datapath(dpt, &dp) || get_buffer(&vs, ao, op, "a", code_format(dp.a_signed), 1, 0, &a, &a_len) ||
+        get_buffer(&vs, bo, op, "b", code_format(dp.a_signed), 1, 0, &b, &b_len) ||
+        parse_requant(&vs, rqt, op, &rq) ||
+        get_buffer(&vs, yo, op, "y", code_format(rq.y_signed), 1, 1, &y, &y_len)) {
+        views_release(&vs);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = qk_mul(a, a_len, b, b_len, (size_t)rows, (size_t)inner, a_zero_point, b_zero_point, &dp, &rq, y, y_len, isa);
+    Py_END_ALLOW_THREADS
+    return finish(&vs, op, st);
+}
+
 static PyObject *py_avg_pool2d(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"geometry", "datapath", "x", "x_signed", "zero_point", "y", NULL};
@@ -831,6 +867,7 @@ static PyMethodDef qk_methods[] = {
     {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS, "qk_linear."},
     {"requantize", (PyCFunction)(void (*)(void))py_requantize, METH_VARARGS | METH_KEYWORDS, "qk_requantize."},
     {"add", (PyCFunction)(void (*)(void))py_add, METH_VARARGS | METH_KEYWORDS, "qk_add."},
+    {"mul", (PyCFunction)(void (*)(void))py_mul, METH_VARARGS | METH_KEYWORDS, "qk_mul."},
     {"avg_pool2d", (PyCFunction)(void (*)(void))py_avg_pool2d, METH_VARARGS | METH_KEYWORDS, "qk_avg_pool2d."},
     {"max_pool2d", (PyCFunction)(void (*)(void))py_max_pool2d, METH_VARARGS | METH_KEYWORDS, "qk_max_pool2d."},
     {"lut", (PyCFunction)(void (*)(void))py_lut, METH_VARARGS | METH_KEYWORDS, "qk_lut."},

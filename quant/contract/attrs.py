@@ -52,6 +52,7 @@ __all__ = [
     "LinearAttrs",
     "RequantizeAttrs",
     "AddAttrs",
+    "MulAttrs",
     "PoolWindow",
     "AvgPool2dAttrs",
     "MaxPool2dAttrs",
@@ -414,6 +415,63 @@ class RequantizeAttrs:
         if self.requant.count == 1:
             return 1, 1, size
         return math.prod(shape[:ax]), channels, math.prod(shape[ax + 1 :])
+
+
+@dataclass(frozen=True)
+class MulAttrs:
+    """mul (section 6.2): ``(a - z_a) (b - z_b)`` in the accumulator, requantized with ``M = s_a s_b / s_y``;
+    ``b`` has ``a``'s shape or is broadcast along its trailing dimensions (one value per leading index)."""
+
+    a_zero_point: int
+    b_zero_point: int
+    requant: RequantParams
+    multiplier: RealMultiplier
+    output: OutputCodes
+    datapath: Datapath
+    op: str = "mul"
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        a_zero_point: int,
+        b_zero_point: int,
+        multiplier: MultiplierLike,
+        y_zero_point: int,
+        y_bits: int = 8,
+        y_signed: bool = True,
+        y_min: Optional[int] = None,
+        y_max: Optional[int] = None,
+        datapath: Datapath,
+    ) -> "MulAttrs":
+        """The checked attributes of a mul call (``multiplier`` per tensor)."""
+        op = "mul"
+        dp = check_datapath(datapath)
+        za = _x_zero_point(a_zero_point, dp, op, "a_zero_point")
+        zb = _x_zero_point(b_zero_point, dp, op, "b_zero_point")
+        params, real = _per_channel_requant(multiplier, dp, 1, op)
+        output = OutputCodes.build(op, y_bits, y_signed, y_min, y_max, y_zero_point)
+        return cls(a_zero_point=za, b_zero_point=zb, requant=params, multiplier=real, output=output, datapath=dp)
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""
+        return {"a_zero_point": self.a_zero_point, "b_zero_point": self.b_zero_point,
+                "multiplier": _listed(self.multiplier), **self.output.build_args()}  # fmt: skip
+
+    def broadcast(self, a_shape: Sequence[int], b_shape: Sequence[int]) -> tuple[int, int, bool]:
+        """``(rows, inner, per_row)``: ``a`` as ``rows x inner``; ``per_row`` when ``b`` holds one value per row
+        (``b``'s shape is ``a``'s with trailing dimensions of 1); ``ValueError`` for other shapes."""
+        a_dims, b_dims = tuple(int(d) for d in a_shape), tuple(int(d) for d in b_shape)
+        if a_dims == b_dims:
+            return math.prod(a_dims), 1, False
+        if len(b_dims) == len(a_dims):
+            lead = len(b_dims)
+            while lead > 0 and b_dims[lead - 1] == 1:
+                lead -= 1
+            if lead < len(a_dims) and b_dims[:lead] == a_dims[:lead]:
+                return math.prod(a_dims[:lead]), math.prod(a_dims[lead:]), True
+        raise ValueError(f"{self.op}: b of shape {b_dims} must have a's shape {a_dims} or be broadcast along its "
+                         "trailing dimensions (e.g. (N, C, 1, 1) against (N, C, H, W))")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from quant.contract.attrs import (
     LinearAttrs,
     LutAttrs,
     MaxPool2dAttrs,
+    MulAttrs,
     RequantizeAttrs,
 )
 
@@ -89,6 +90,10 @@ class Backend(Protocol):
 
     def add(self, attrs: AddAttrs, a: Codes, b: Codes) -> Codes:
         """add of two same-shape activation code arrays."""
+        ...
+
+    def mul(self, attrs: MulAttrs, a: Codes, b: Codes) -> Codes:
+        """elementwise product; ``b`` of ``a``'s shape or broadcast along its trailing dimensions."""
         ...
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:

@@ -7,7 +7,7 @@ tables). Layout ops (``reshape``, ``permute``, ``concat``, ``pad``) only move co
 for every backend.
 
 >>> sorted(OPS)
-['add', 'avg_pool2d', 'concat', 'conv2d', 'linear', 'lut', 'max_pool2d', 'pad', 'permute', 'requantize', 'reshape']
+['add', 'avg_pool2d', 'concat', 'conv2d', 'linear', 'lut', 'max_pool2d', 'mul', 'pad', 'permute', 'requantize', 'reshape']
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from quant.contract.attrs import (
     LinearAttrs,
     LutAttrs,
     MaxPool2dAttrs,
+    MulAttrs,
     RequantizeAttrs,
 )
 from quant.contract.backend import Backend
@@ -184,6 +185,9 @@ OPS: dict[str, OpDef] = {
     "requantize": OpDef("requantize", (), lambda a, dp: RequantizeAttrs.build(**a, datapath=dp), _requantize),
     "add": OpDef(
         "add", (), lambda a, dp: AddAttrs.build(**a, datapath=dp), lambda be, at, xs, p: be.add(at, xs[0], xs[1])
+    ),
+    "mul": OpDef(
+        "mul", (), lambda a, dp: MulAttrs.build(**a, datapath=dp), lambda be, at, xs, p: be.mul(at, xs[0], xs[1])
     ),
     "avg_pool2d": OpDef(
         "avg_pool2d", (), lambda a, dp: AvgPool2dAttrs.build(**a, datapath=dp),

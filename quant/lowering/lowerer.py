@@ -15,8 +15,9 @@ Each graph node becomes integer ops on codes:
   quantizer (packed for 1, 2, 4 bits), bias ``round(b / (s_x s_w))`` in the datapath's input
   rounding (``Datapath.quantize_rounding``), multiplier ``s_x s_w / s_y`` in float64; a
   following ReLU, ReLU6 or Hardtanh (module or function) is fused as the output clamp;
-* ``x + y`` (``operator.add``, ``torch.add``, ``Tensor.add``): the contract's ``add``, with a
-  fused clamp as above;
+* ``x + y`` (``operator.add``, ``torch.add``, ``Tensor.add``): the contract's ``add``, and
+  ``x * y`` (a squeeze-excitation gate broadcast per channel too): the contract's ``mul``
+  with ``M = s_a s_b / s_y``; both with a fused clamp as above;
 * max, average, adaptive-average (global or evenly dividing) pooling, 1-D and 2-D: the
   contract's 2-D pools, whose codes keep their input's qparams (average pooling counts only
   unpadded elements, so a padded average pool needs ``count_include_pad=False``);
@@ -55,6 +56,7 @@ from quant.contract.attrs import (
     LinearAttrs,
     LutAttrs,
     MaxPool2dAttrs,
+    MulAttrs,
     RequantizeAttrs,
 )
 from quant.contract.codes import PACKED_BITS, code_range
@@ -72,6 +74,7 @@ from quant.sim.functional import quantize as quantize_weight
 __all__ = ["LoweringError", "lower"]
 
 _ADD = {operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__"}
+_MUL = {operator.mul, torch.mul, "mul", "__mul__", operator.imul, "mul_", "__imul__"}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _NOOP_MODULES = (nn.Dropout, nn.Identity)
 _CLAMP_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
@@ -507,6 +510,27 @@ class _Lowering:
         self.emit(node, "add", [a, b], out, attrs)
         self.bind(node, last, out)
 
+    def mul(self, node: torch.fx.Node) -> None:
+        """``a * b`` of two tensors (the larger first: ``b`` is broadcast along trailing dimensions)."""
+        a, b = (self.edge(node, arg) for arg in node.args[:2])
+        sa, sb = self.shape(node.args[0]), self.shape(node.args[1])  # type: ignore[arg-type]
+        if len(sa) == len(sb) and sa != sb and all(x <= y for x, y in zip(sa, sb)):
+            a, b = b, a  # the broadcast operand second
+        act, last = self.finish_fused(node)
+        y_qp = self.qparams_for(last)
+        lo, hi = self.clamp_bounds(act, y_qp.scale, y_qp.zero_point, y_qp.spec)
+        try:
+            attrs = MulAttrs.build(a_zero_point=a.info.zero_point, b_zero_point=b.info.zero_point,
+                                   multiplier=a.info.scale * b.info.scale / y_qp.scale, y_zero_point=y_qp.zero_point,
+                                   y_bits=y_qp.spec.bits, y_signed=y_qp.spec.signed, y_min=lo, y_max=hi,
+                                   datapath=self.dp)  # fmt: skip
+            attrs.broadcast((1, *self.shape(node)[1:]), (1, *(b.info.shape[1:])))  # type: ignore[arg-type]
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        out = self.new_tensor(last, self.shape(last), y_qp)
+        self.emit(node, "mul", [a, b], out, attrs)
+        self.bind(node, last, out)
+
     def pool(self, node: torch.fx.Node) -> None:
         x = self.edge(node, node.args[0])
         in_shape = self.shape(node.args[0])  # type: ignore[arg-type]
@@ -738,6 +762,8 @@ class _Lowering:
         elif node.op in ("call_function", "call_method"):
             if _is(node, _ADD) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
                 return self.add(node)
+            if _is(node, _MUL) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
+                return self.mul(node)
             if node.target in (torch.flatten, torch.squeeze, torch.unsqueeze) or node.target in _RESHAPE_METHODS:
                 return self.reshape(node)
             if node.target in (torch.permute, torch.transpose, "permute", "transpose"):

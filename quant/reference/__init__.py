@@ -19,6 +19,7 @@ from quant.reference.integer import (
 )
 from quant.reference.linear import linear
 from quant.reference.lut import lut
+from quant.reference.mul import mul
 from quant.reference.pool import avg_pool2d, max_pool2d
 from quant.reference.quantize import dequantize, quantize
 from quant.reference.requantize import (
@@ -39,6 +40,7 @@ __all__ = [
     "linear",
     "lut",
     "max_pool2d",
+    "mul",
     "multiply_by_quantized_multiplier",
     "pad",
     "quantize",

@@ -15,12 +15,22 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from quant.contract.attrs import AddAttrs, AvgPool2dAttrs, Conv2dAttrs, LinearAttrs, LutAttrs, MaxPool2dAttrs, RequantizeAttrs
+from quant.contract.attrs import (
+    AddAttrs,
+    AvgPool2dAttrs,
+    Conv2dAttrs,
+    LinearAttrs,
+    LutAttrs,
+    MaxPool2dAttrs,
+    MulAttrs,
+    RequantizeAttrs,
+)
 from quant.contract.backend import Weights, register_backend
 from quant.reference.add import run_add
 from quant.reference.conv2d import run_conv2d
 from quant.reference.linear import run_linear
 from quant.reference.lut import run_lut
+from quant.reference.mul import run_mul
 from quant.reference.packing import unpack
 from quant.reference.pool import run_avg_pool2d, run_max_pool2d
 from quant.reference.requantize import run_requantize
@@ -69,6 +79,10 @@ class TorchReference:
     def add(self, attrs: AddAttrs, a: Codes, b: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.add`."""
         return _codes(run_add(attrs, _tensor(a), _tensor(b)), attrs.output.signed)
+
+    def mul(self, attrs: MulAttrs, a: Codes, b: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.mul`."""
+        return _codes(run_mul(attrs, _tensor(a), _tensor(b)), attrs.output.signed)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.avg_pool2d` (output in ``x``'s dtype)."""

@@ -220,6 +220,16 @@ class ExactSimulation:
                            a_multiplier=ia.scale / info.scale, b_multiplier=ib.scale / info.scale,
                            y_zero_point=info.zero_point, y_bits=info.bits, y_signed=info.signed, y_min=y_min,
                            y_max=y_max, datapath=dp)  # fmt: skip
+        if node.target in (operator.mul, torch.mul, "mul", "__mul__", operator.imul, "mul_", "__imul__"):
+            a, b = node.args[0], node.args[1]
+            qa, qb = codes[a], codes[b]  # type: ignore[index]
+            ia, ib = self.info(a), self.info(b)  # type: ignore[arg-type]
+            if qa.dim() == qb.dim() and qa.shape != qb.shape and all(x <= y for x, y in zip(qa.shape, qb.shape)):
+                qa, qb, ia, ib = qb, qa, ib, ia  # the broadcast operand second
+            y_min, y_max = self.clamp(self.fused_activation(node), info)
+            return ref.mul(qa, qb, a_zero_point=ia.zero_point, b_zero_point=ib.zero_point,
+                           multiplier=ia.scale * ib.scale / info.scale, y_zero_point=info.zero_point, y_bits=info.bits,
+                           y_signed=info.signed, y_min=y_min, y_max=y_max, datapath=dp)  # fmt: skip
         if node.target in _LAYOUT:
             fn: Any = node.target if callable(node.target) else getattr(torch.Tensor, str(node.target))
             out: torch.Tensor = fn(codes[x], *self.concrete(list(node.args[1:]), codes), **node.kwargs)  # type: ignore[index]

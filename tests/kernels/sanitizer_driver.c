@@ -385,6 +385,55 @@ static void check_linear(void)
     free(scratch);
 }
 
+/* ---------------------------------------------------------------------------------- mul */
+
+static void check_mul(void)
+{
+    qk_datapath dp = random_datapath();
+    int32_t m0[1], sh[1], za, zb;
+    float fm[1];
+    qk_requant_params rq;
+    size_t rows = (size_t)rnd_int(1, 12), inner = (size_t)rnd_int(1, 40), n = rows * inner, i;
+    int per_row = (int)(next_u64() & 1);
+    size_t b_len = per_row ? rows : n;
+    void *a = malloc(n), *b = malloc(b_len), *y = malloc(n);
+    int32_t *acc = (int32_t *)malloc(n * sizeof(int32_t));
+    int overflowed = 0;
+    qk_status st;
+    for (i = 0; i < n; ++i) {
+        store_code(a, i, dp.a_signed, random_code(dp.a_bits, dp.a_signed));
+    }
+    for (i = 0; i < b_len; ++i) {
+        store_code(b, i, dp.a_signed, random_code(dp.a_bits, dp.a_signed));
+    }
+    za = dp.a_zero_point ? random_code(dp.a_bits, dp.a_signed) : 0;
+    zb = dp.a_zero_point ? random_code(dp.a_bits, dp.a_signed) : 0;
+    random_requant(&dp, 1, m0, sh, fm, &rq);
+    for (i = 0; i < n; ++i) {
+        int64_t p = (int64_t)(load_code(a, i, dp.a_signed) - za) *
+                    (load_code(b, per_row ? i / inner : i, dp.a_signed) - zb);
+        int changed = 0;
+        int64_t sat = clamp_acc(p, dp.acc_bits, &changed);
+        overflowed |= changed;
+        acc[i] = (int32_t)(dp.overflow == QK_OVERFLOW_WRAP ? wrap_acc(p, dp.acc_bits) : sat);
+    }
+    st = qk_mul(a, n, b, b_len, rows, inner, za, zb, &dp, &rq, y, n, QK_ISA_AUTO);
+    if (dp.overflow == QK_OVERFLOW_ERROR && overflowed) {
+        CHECK(st == QK_ERR_OVERFLOW, "mul: error mode with an overflow returned %d", st);
+    } else {
+        CHECK(st == QK_OK, "mul returned %d", st);
+        for (i = 0; i < n; ++i) {
+            int32_t e = qk__requant_value(acc[i], &dp, &rq, 0, rq.y_min, rq.y_max);
+            CHECK(load_code(y, i, rq.y_signed) == e, "mul element %zu: %d, expected %d", i,
+                  load_code(y, i, rq.y_signed), e);
+        }
+    }
+    free(a);
+    free(b);
+    free(y);
+    free(acc);
+}
+
 /* ---------------------------------------------------------------------------------- requantize */
 
 static void check_requantize(void)
@@ -538,6 +587,7 @@ int main(int argc, char **argv)
         check_conv2d();
         check_linear();
         check_requantize();
+        check_mul();
         check_pack_pools_lut_add();
     }
     if (failures) {

@@ -25,6 +25,7 @@ from quant.contract.attrs import (
     LinearAttrs,
     LutAttrs,
     MaxPool2dAttrs,
+    MulAttrs,
     RequantizeAttrs,
 )
 from quant.contract.backend import Backend, get_backend
@@ -72,6 +73,9 @@ class KeywordBackend:
 
     def add(self, a: Array, b: Array, **kw: Any) -> Array:
         return self.backend.add(AddAttrs.build(**kw), a, b).astype(np.int64)
+
+    def mul(self, a: Array, b: Array, **kw: Any) -> Array:
+        return self.backend.mul(MulAttrs.build(**kw), a, b).astype(np.int64)
 
     def avg_pool2d(self, x: Array, *args: Any, **kw: Any) -> Array:
         return self.backend.avg_pool2d(AvgPool2dAttrs.build(*args, **kw), x).astype(np.int64)

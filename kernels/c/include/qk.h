@@ -92,6 +92,14 @@ typedef struct qk_add_params {
 qk_status qk_add(const void *a, const void *b, size_t count, const qk_add_params *p, const qk_datapath *dp, void *y,
                  size_t y_len);
 
+/* Elementwise product (section 6.2) of activation codes a (rows * inner of them) and b (as many, or one
+ * per row, broadcast along the row): acc = (a - a_zero_point) * (b - b_zero_point) held in the
+ * dp->acc_bits accumulator per dp->overflow, then y = requant(acc) with rq per tensor (channels 1).
+ * a, b: int8 when dp->a_signed, else uint8; y: rows * inner codes (int8 when rq->y_signed). */
+qk_status qk_mul(const void *a, size_t a_len, const void *b, size_t b_len, size_t rows, size_t inner, int32_t a_zero_point,
+                 int32_t b_zero_point, const qk_datapath *dp, const qk_requant_params *rq, void *y, size_t y_len,
+                 int32_t isa);
+
 /* ------------------------------------------------------------------ pooling */
 
 typedef struct qk_pool2d_geometry {

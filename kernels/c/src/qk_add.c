@@ -4,11 +4,6 @@
 #include "internal/qk_internal.h"
 #include "internal/qk_requant_core.h"
 
-static int32_t qk__code_at(const void *p, size_t i, int32_t is_signed)
-{
-    return is_signed ? (int32_t)((const int8_t *)p)[i] : (int32_t)((const uint8_t *)p)[i];
-}
-
 static qk_status qk__check_fixed(const qk_datapath *dp, int32_t m0, int32_t e)
 {
     int32_t n = dp->multiplier_bits;

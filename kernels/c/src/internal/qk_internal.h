@@ -48,6 +48,12 @@ static inline void qk__code_range(int32_t bits, int32_t is_signed, int32_t *lo, 
     }
 }
 
+/* The i-th code of an int8 (is_signed) or uint8 array. */
+static inline int32_t qk__code_at(const void *p, size_t i, int32_t is_signed)
+{
+    return is_signed ? (int32_t)((const int8_t *)p)[i] : (int32_t)((const uint8_t *)p)[i];
+}
+
 static inline size_t qk__round_up(size_t v, size_t m)
 {
     return (v + m - 1) / m * m;
