@@ -21,6 +21,7 @@ from kernels.api import (
     requantize,
     rounding_right_shift,
     saturating_rounding_doubling_high_mul,
+    softmax,
     unpack,
 )
 
@@ -40,5 +41,6 @@ __all__ = [
     "requantize",
     "rounding_right_shift",
     "saturating_rounding_doubling_high_mul",
+    "softmax",
     "unpack",
 ]

@@ -96,6 +96,20 @@ def mul(
     y: NDArray[Any],
     isa: int,
 ) -> None: ...
+def softmax(
+    *,
+    x: NDArray[Any],
+    outer: int,
+    length: int,
+    inner: int,
+    x_bits: int,
+    x_signed: bool,
+    table: NDArray[Any],
+    y_bits: int,
+    y_signed: bool,
+    datapath: DatapathStruct,
+    y: NDArray[Any],
+) -> None: ...
 def avg_pool2d(
     *, geometry: Geometry, datapath: DatapathStruct, x: NDArray[Any], x_signed: bool, zero_point: int, y: NDArray[Any]
 ) -> None: ...

@@ -56,6 +56,7 @@ from quant.contract.attrs import (
     MaxPool2dAttrs,
     MulAttrs,
     RequantizeAttrs,
+    SoftmaxAttrs,
     ZeroPointLike,
 )
 from quant.contract.codes import PACKED_BITS, check_bits, packed_row_bytes, packed_shape
@@ -80,6 +81,8 @@ __all__ = [
     "run_add",
     "mul",
     "run_mul",
+    "softmax",
+    "run_softmax",
     "run_avg_pool2d",
     "run_max_pool2d",
     "run_lut",
@@ -681,4 +684,40 @@ def run_mul(attrs: MulAttrs, a: Codes, b: Codes, *, isa: str = "auto") -> Codes:
     y = np.empty(aa.shape, dtype=_code_dtype(attrs.output.signed))
     _qk.mul(a=aa, b=ba, rows=rows, inner=inner, a_zero_point=attrs.a_zero_point, b_zero_point=attrs.b_zero_point,
             datapath=dps, requant=requant_struct(attrs.requant, attrs.output), y=y, isa=isa_code(isa))  # fmt: skip
+    return y
+
+
+def softmax(
+    x: Codes,
+    *,
+    axis: int,
+    x_bits: int,
+    x_signed: bool,
+    table: Sequence[int],
+    y_bits: int = 8,
+    y_signed: bool = False,
+    datapath: Datapath,
+) -> Codes:
+    """Integer softmax over ``axis`` (section 6.3) with the exponential ``table`` of
+    :func:`quant.contract.attrs.softmax_table`; codes of scale ``2^-y_bits``.
+
+    >>> from quant.contract.attrs import softmax_table
+    >>> softmax(np.array([[4, 4, 0]], dtype=np.int8), axis=1, x_bits=8, x_signed=True, table=softmax_table(0.5, 8),
+    ...         datapath=Datapath.preset("fbgemm_int8")).tolist()
+    [[120, 120, 16]]
+    """
+    attrs = SoftmaxAttrs.build(axis=axis, x_bits=x_bits, x_signed=x_signed, table=table, y_bits=y_bits,
+                               y_signed=y_signed, datapath=datapath)  # fmt: skip
+    return run_softmax(attrs, x)
+
+
+def run_softmax(attrs: SoftmaxAttrs, x: Codes) -> Codes:
+    """softmax of the validated record ``attrs`` (see :func:`softmax`)."""
+    op = attrs.op
+    xa = _codes(x, "x", op, attrs.x_bits, attrs.x_signed)
+    outer, length, inner = attrs.layout(xa.shape)
+    y = np.empty(xa.shape, dtype=_code_dtype(attrs.output.signed))
+    _qk.softmax(x=xa, outer=outer, length=length, inner=inner, x_bits=attrs.x_bits, x_signed=attrs.x_signed,
+                table=np.array(attrs.table, dtype=np.int32), y_bits=attrs.output.bits, y_signed=attrs.output.signed,
+                datapath=datapath_struct(attrs.datapath, op), y=y)  # fmt: skip
     return y

@@ -23,6 +23,7 @@ from quant.contract.attrs import (
     MaxPool2dAttrs,
     MulAttrs,
     RequantizeAttrs,
+    SoftmaxAttrs,
 )
 from quant.contract.backend import Weights, register_backend
 
@@ -65,6 +66,10 @@ class CKernels:
     def mul(self, attrs: MulAttrs, a: Codes, b: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.mul`."""
         return api.run_mul(attrs, a, b, isa=self.isa)
+
+    def softmax(self, attrs: SoftmaxAttrs, x: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.softmax`."""
+        return api.run_softmax(attrs, x)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.avg_pool2d`."""

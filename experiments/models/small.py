@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "KeywordSpotter", "Branches", "SqueezeExcite",
+__all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "KeywordSpotter", "Branches", "SqueezeExcite", "TinyAttention",
            "SMALL_MODELS"]  # fmt: skip
 
 
@@ -204,6 +204,28 @@ class SqueezeExcite(nn.Module):
         return torch.randn(batch, 3, 8, 8)
 
 
+class TinyAttention(nn.Module):
+    """One attention-like block on 6 tokens of 8 features: query and key projections, softmax over the
+    tokens of their products (``mul`` and a sum as a 1x1 reduction), a value projection and a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.score = nn.Linear(8, 1)
+        self.fc = nn.Linear(6 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:       # x: (N, 6, 8)
+        gate = self.score(self.q(x) * self.k(x))                 # (N, 6, 1)
+        weights = torch.softmax(gate, dim=1)                     # over the tokens
+        y = self.v(x) * weights                                  # (N, 6, 8), one weight per token
+        out: torch.Tensor = self.fc(torch.flatten(y, 1))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 6, 8)
+
+
 #: Every small model by name.
 SMALL_MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -214,4 +236,5 @@ SMALL_MODELS: dict[str, type[nn.Module]] = {
     "keyword_spotter": KeywordSpotter,
     "branches": Branches,
     "squeeze_excite": SqueezeExcite,
+    "attention": TinyAttention,
 }

@@ -659,6 +659,41 @@ static PyObject *py_mul(PyObject *self, PyObject *args, PyObject *kwargs)
     return finish(&vs, op, st);
 }
 
+static PyObject *py_softmax(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"x", "outer", "length", "inner", "x_bits", "x_signed", "table", "y_bits", "y_signed",
+                         "datapath", "y", NULL};
+    const char *op = "softmax";
+    PyObject *xo, *to, *dpt, *yo;
+    Py_ssize_t outer, length, inner;
+    int x_bits, x_signed, y_bits, y_signed;
+    qk_datapath dp;
+    qk_views vs = {{{0}}, 0};
+    void *x, *t, *y;
+    size_t x_len, t_len, y_len;
+    qk_status st;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnnipOipOO", kw, &xo, &outer, &length, &inner, &x_bits,
+                                     &x_signed, &to, &y_bits, &y_signed, &dpt, &yo)) {
+        return NULL;
+    }
+    if (outer < 0 || length < 0 || inner < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: outer, length and inner must be >= 0", op);
+        return NULL;
+    }
+    if (parse_datapath(dpt, &dp) || get_buffer(&vs, xo, op, "x", code_format(x_signed), 1, 0, &x, &x_len) ||
+        get_buffer(&vs, to, op, "table", "i", 4, 0, &t, &t_len) ||
+        get_buffer(&vs, yo, op, "y", code_format(y_signed), 1, 1, &y, &y_len)) {
+        views_release(&vs);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = qk_softmax(x, x_len, (size_t)outer, (size_t)length, (size_t)inner, x_bits, x_signed, (const int32_t *)t,
+                    t_len, y_bits, y_signed, &dp, y, y_len);
+    Py_END_ALLOW_THREADS
+    return finish(&vs, op, st);
+}
+
 static PyObject *py_avg_pool2d(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"geometry", "datapath", "x", "x_signed", "zero_point", "y", NULL};
@@ -868,6 +903,7 @@ static PyMethodDef qk_methods[] = {
     {"requantize", (PyCFunction)(void (*)(void))py_requantize, METH_VARARGS | METH_KEYWORDS, "qk_requantize."},
     {"add", (PyCFunction)(void (*)(void))py_add, METH_VARARGS | METH_KEYWORDS, "qk_add."},
     {"mul", (PyCFunction)(void (*)(void))py_mul, METH_VARARGS | METH_KEYWORDS, "qk_mul."},
+    {"softmax", (PyCFunction)(void (*)(void))py_softmax, METH_VARARGS | METH_KEYWORDS, "qk_softmax."},
     {"avg_pool2d", (PyCFunction)(void (*)(void))py_avg_pool2d, METH_VARARGS | METH_KEYWORDS, "qk_avg_pool2d."},
     {"max_pool2d", (PyCFunction)(void (*)(void))py_max_pool2d, METH_VARARGS | METH_KEYWORDS, "qk_max_pool2d."},
     {"lut", (PyCFunction)(void (*)(void))py_lut, METH_VARARGS | METH_KEYWORDS, "qk_lut."},

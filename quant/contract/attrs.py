@@ -57,6 +57,8 @@ __all__ = [
     "AvgPool2dAttrs",
     "MaxPool2dAttrs",
     "LutAttrs",
+    "SoftmaxAttrs",
+    "softmax_table",
     "ZeroPointLike",
 ]
 
@@ -630,6 +632,75 @@ class MaxPool2dAttrs:
     def build_args(self) -> dict[str, Any]:
         """The arguments of :meth:`build` that give this record again (JSON-able)."""
         return {**self.window.build_args(), "dilation": list(self.window.dilation)}
+
+
+#: Softmax's exponential table is in units of 2^-16: ``table[0] = 2^16``.
+SOFTMAX_ONE: int = 1 << 16
+#: The longest softmax axis (the sum of ``2^16``-scaled exponentials stays below ``2^31``).
+SOFTMAX_MAX_LENGTH: int = 1 << 15
+
+
+def softmax_table(x_scale: float, x_bits: int) -> tuple[int, ...]:
+    """``round(2^16 exp(-s_x d))`` for ``d = 0 .. 2^b - 1`` (float64, ties to even): softmax's exponentials
+    of the distances ``d = max - q`` of ``b``-bit codes with scale ``s_x`` (section 6.3)."""
+    return tuple(int(round(SOFTMAX_ONE * math.exp(-x_scale * d))) for d in range(1 << x_bits))
+
+
+@dataclass(frozen=True)
+class SoftmaxAttrs:
+    """softmax over ``axis`` (section 6.3): ``E = table[max - q]``, ``y = round(E 2^y_bits / sum E) + z_y``,
+    output scale ``2^-y_bits`` and zero point 0 (unsigned) or ``-2^(y_bits-1)`` (signed)."""
+
+    axis: int
+    x_bits: int
+    x_signed: bool
+    table: tuple[int, ...]
+    output: OutputCodes
+    datapath: Datapath
+    op: str = "softmax"
+
+    @classmethod
+    def build(
+        cls, *, axis: int, x_bits: int, x_signed: bool, table: Sequence[int], y_bits: int = 8, y_signed: bool = False,
+        datapath: Datapath,
+    ) -> "SoftmaxAttrs":  # fmt: skip
+        """Checked attributes; ``table`` from :func:`softmax_table` (``2^x_bits`` entries, ``table[0] = 2^16``,
+        non-increasing, none negative)."""
+        op = "softmax"
+        dp = check_datapath(datapath)
+        ax = scalar_int(axis, "axis", op)
+        if ax < 1:
+            raise ValueError(f"{op}: axis={ax} must be >= 1 (a dimension after the batch)")
+        bits = check_bits(x_bits, "x_bits", op)
+        t = tuple(scalar_int(v, "table", op) for v in table)
+        if len(t) != 1 << bits or not t or t[0] != SOFTMAX_ONE or any(b > a for a, b in zip(t, t[1:])) or t[-1] < 0:
+            raise ValueError(f"{op}: table must hold 2^x_bits = {1 << bits} non-increasing entries from "
+                             f"{SOFTMAX_ONE} down, none negative")  # fmt: skip
+        yb = check_bits(y_bits, "y_bits", op)
+        ys = check_bool(y_signed, "y_signed", op)
+        z = -(1 << (yb - 1)) if ys else 0
+        output = OutputCodes.build(op, yb, ys, None, None, z)
+        return cls(ax, bits, check_bool(x_signed, "x_signed", op), t, output, dp)
+
+    @property
+    def scale(self) -> float:
+        """The output scale ``2^-y_bits``."""
+        return 2.0 ** -self.output.bits
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""
+        return {"axis": self.axis, "x_bits": self.x_bits, "x_signed": self.x_signed, "table": list(self.table),
+                "y_bits": self.output.bits, "y_signed": self.output.signed}  # fmt: skip
+
+    def layout(self, x_shape: Sequence[int]) -> tuple[int, int, int]:
+        """``(outer, length, inner)`` of ``x`` around ``axis``; ``ValueError`` if it does not fit."""
+        shape = tuple(int(d) for d in x_shape)
+        if self.axis >= len(shape):
+            raise ValueError(f"{self.op}: axis={self.axis} is out of range for x of shape {shape}")
+        length = shape[self.axis]
+        if not 1 <= length <= SOFTMAX_MAX_LENGTH:
+            raise ValueError(f"{self.op}: the axis has {length} elements; 1..{SOFTMAX_MAX_LENGTH} are supported")
+        return math.prod(shape[: self.axis]), length, math.prod(shape[self.axis + 1 :])
 
 
 @dataclass(frozen=True)

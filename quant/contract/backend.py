@@ -42,6 +42,7 @@ from quant.contract.attrs import (
     MaxPool2dAttrs,
     MulAttrs,
     RequantizeAttrs,
+    SoftmaxAttrs,
 )
 
 __all__ = ["Backend", "PackedCodes", "backend_names", "get_backend", "register_backend"]
@@ -94,6 +95,10 @@ class Backend(Protocol):
 
     def mul(self, attrs: MulAttrs, a: Codes, b: Codes) -> Codes:
         """elementwise product; ``b`` of ``a``'s shape or broadcast along its trailing dimensions."""
+        ...
+
+    def softmax(self, attrs: SoftmaxAttrs, x: Codes) -> Codes:
+        """integer softmax over ``attrs.axis``."""
         ...
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:

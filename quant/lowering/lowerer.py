@@ -28,6 +28,8 @@ Each graph node becomes integer ops on codes:
   ``s_w = |a_c| / qmax`` (exact; the nearest power of two on ``pow2`` datapaths);
 * flatten, view, reshape, squeeze, unsqueeze: ``reshape``; permute, transpose: ``permute``
   (the batch stays first); dropout and identity: nothing;
+* softmax over a dimension: the contract's integer softmax (section 6.3), output codes of
+  scale ``2^-b`` whatever the consumer (a consumer with other qparams reads it requantized);
 * any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
   standalone ReLU, ...): an exact lookup table ``table[q] = Q_out(f(s_in (q - z_in)))`` over
   the input's ``2^b`` codes, computed with the module or function itself.
@@ -58,6 +60,8 @@ from quant.contract.attrs import (
     MaxPool2dAttrs,
     MulAttrs,
     RequantizeAttrs,
+    SoftmaxAttrs,
+    softmax_table,
 )
 from quant.contract.codes import PACKED_BITS, code_range
 from quant.contract.datapath import Datapath
@@ -531,6 +535,26 @@ class _Lowering:
         self.emit(node, "mul", [a, b], out, attrs)
         self.bind(node, last, out)
 
+    def softmax(self, node: torch.fx.Node, dim: Any) -> None:
+        """The contract's integer softmax: exponentials tabulated from the input's scale, output codes of scale
+        ``2^-b`` (``b`` the activation width, 8 for a program output) and zero point 0 or ``-2^(b-1)``."""
+        x = self.edge(node, node.args[0])
+        if not isinstance(dim, int):
+            raise self.fail(node, f"softmax needs an explicit int dim, got {dim!r}")
+        ndim = len(x.info.shape)
+        bits = 8 if self.is_program_output(node) else self.dp.a_bits
+        try:
+            attrs = SoftmaxAttrs.build(axis=dim % ndim, x_bits=x.info.bits, x_signed=x.info.signed,
+                                       table=softmax_table(x.info.scale, x.info.bits), y_bits=bits,
+                                       y_signed=self.dp.a_signed, datapath=self.dp)  # fmt: skip
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        name = self.unique(node.name)
+        info = TensorInfo(name, (None, *self.shape(node)[1:]), bits, self.dp.a_signed, attrs.scale,
+                          attrs.output.zero_point)  # fmt: skip
+        self.tensors[name] = info
+        self.env[node] = self.emit(node, "softmax", [x], _Edge(name, info), attrs)
+
     def pool(self, node: torch.fx.Node) -> None:
         x = self.edge(node, node.args[0])
         in_shape = self.shape(node.args[0])  # type: ignore[arg-type]
@@ -759,6 +783,8 @@ class _Lowering:
                 return self.pool(node)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 return self.batchnorm(node, m)
+            if isinstance(m, nn.Softmax):
+                return self.softmax(node, m.dim)
         elif node.op in ("call_function", "call_method"):
             if _is(node, _ADD) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
                 return self.add(node)
@@ -772,6 +798,9 @@ class _Lowering:
                 return self.concat(node)
             if node.target is F.pad:
                 return self.pad(node)
+            if node.target in (F.softmax, torch.softmax, "softmax"):
+                dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+                return self.softmax(node, dim)
             if node.target in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.max_pool1d, F.avg_pool1d,
                                F.adaptive_avg_pool1d):  # fmt: skip
                 return self.pool(node)

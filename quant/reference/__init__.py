@@ -20,6 +20,7 @@ from quant.reference.integer import (
 from quant.reference.linear import linear
 from quant.reference.lut import lut
 from quant.reference.mul import mul
+from quant.reference.softmax import softmax
 from quant.reference.pool import avg_pool2d, max_pool2d
 from quant.reference.quantize import dequantize, quantize
 from quant.reference.requantize import (
@@ -53,5 +54,6 @@ __all__ = [
     "saturating_left_shift",
     "saturating_rounding_doubling_high_mul",
     "shift_by_pow2",
+    "softmax",
     "wrap",
 ]

@@ -24,6 +24,7 @@ from quant.contract.attrs import (
     MaxPool2dAttrs,
     MulAttrs,
     RequantizeAttrs,
+    SoftmaxAttrs,
 )
 from quant.contract.backend import Weights, register_backend
 from quant.reference.add import run_add
@@ -34,6 +35,7 @@ from quant.reference.mul import run_mul
 from quant.reference.packing import unpack
 from quant.reference.pool import run_avg_pool2d, run_max_pool2d
 from quant.reference.requantize import run_requantize
+from quant.reference.softmax import run_softmax
 
 __all__ = ["BACKEND", "TorchReference"]
 
@@ -83,6 +85,10 @@ class TorchReference:
     def mul(self, attrs: MulAttrs, a: Codes, b: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.mul`."""
         return _codes(run_mul(attrs, _tensor(a), _tensor(b)), attrs.output.signed)
+
+    def softmax(self, attrs: SoftmaxAttrs, x: Codes) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.softmax`."""
+        return _codes(run_softmax(attrs, _tensor(x)), attrs.output.signed)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.avg_pool2d` (output in ``x``'s dtype)."""

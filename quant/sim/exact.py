@@ -205,6 +205,8 @@ class ExactSimulation:
                 return self.layer(node, m, codes)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 return self.batchnorm(node, m, codes)
+            if isinstance(m, nn.Softmax):
+                return self.softmax(node, m.dim, codes)
             if isinstance(m, nn.Flatten):
                 return torch.flatten(codes[node.args[0]], m.start_dim, m.end_dim)  # type: ignore[index]
             if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool1d, nn.AvgPool1d,
@@ -230,6 +232,8 @@ class ExactSimulation:
             return ref.mul(qa, qb, a_zero_point=ia.zero_point, b_zero_point=ib.zero_point,
                            multiplier=ia.scale * ib.scale / info.scale, y_zero_point=info.zero_point, y_bits=info.bits,
                            y_signed=info.signed, y_min=y_min, y_max=y_max, datapath=dp)  # fmt: skip
+        if node.target in (F.softmax, torch.softmax, "softmax"):
+            return self.softmax(node, node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None), codes)
         if node.target in _LAYOUT:
             fn: Any = node.target if callable(node.target) else getattr(torch.Tensor, str(node.target))
             out: torch.Tensor = fn(codes[x], *self.concrete(list(node.args[1:]), codes), **node.kwargs)  # type: ignore[index]
@@ -329,6 +333,17 @@ class ExactSimulation:
                        y_zero_point=info.zero_point, multiplier=x_info.scale * s_w / info.scale, groups=c,
                        y_bits=info.bits, y_signed=info.signed, y_min=y_min, y_max=y_max, datapath=self.datapath)  # fmt: skip
         return y.reshape(x.shape)
+
+    def softmax(self, node: torch.fx.Node, dim: Any, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """The contract's integer softmax (section 6.3) with the exponentials of the input's scale."""
+        from quant.contract.attrs import softmax_table
+
+        src = node.args[0]
+        x, x_info = codes[src], self.info(src)  # type: ignore[index, arg-type]
+        info = self.info(node)
+        return ref.softmax(x, axis=int(dim) % x.dim(), x_bits=x_info.bits, x_signed=x_info.signed,
+                           table=softmax_table(x_info.scale, x_info.bits), y_bits=info.bits, y_signed=info.signed,
+                           datapath=self.datapath)  # fmt: skip
 
     def pool(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
         from quant.lowering.lowerer import _Lowering

@@ -434,6 +434,57 @@ static void check_mul(void)
     free(acc);
 }
 
+/* ---------------------------------------------------------------------------------- softmax */
+
+static void check_softmax(void)
+{
+    qk_datapath dp = random_datapath();
+    int32_t bits = rnd_int(1, 8), is_signed = (int32_t)(next_u64() & 1), y_bits = rnd_int(2, 8);
+    int32_t y_signed = (int32_t)(next_u64() & 1), table[256], zy, ylo, yhi;
+    size_t outer = (size_t)rnd_int(1, 4), length = (size_t)rnd_int(1, 40), inner = (size_t)rnd_int(1, 5);
+    size_t n = outer * length * inner, i, t, o, k, tl = (size_t)1 << bits;
+    void *x = malloc(n), *y = malloc(n);
+    if (bits == 1 && is_signed) {
+        bits = 2;
+        tl = 4;
+    }
+    table[0] = 1 << 16;
+    for (t = 1; t < tl; ++t) {
+        table[t] = table[t - 1] - rnd_int(0, table[t - 1] / 2);
+    }
+    for (i = 0; i < n; ++i) {
+        store_code(x, i, is_signed, random_code(bits, is_signed));
+    }
+    CHECK(qk_softmax(x, n, outer, length, inner, bits, is_signed, table, tl, y_bits, y_signed, &dp, y, n) == QK_OK,
+          "softmax status");
+    zy = y_signed ? -(1 << (y_bits - 1)) : 0;
+    ylo = y_signed ? -(1 << (y_bits - 1)) : 0;
+    yhi = y_signed ? (1 << (y_bits - 1)) - 1 : (1 << y_bits) - 1;
+    for (o = 0; o < outer; ++o) {
+        for (k = 0; k < inner; ++k) {
+            int32_t m = INT32_MIN;
+            int64_t total = 0;
+            for (t = 0; t < length; ++t) {
+                int32_t v = load_code(x, (o * length + t) * inner + k, is_signed);
+                m = v > m ? v : m;
+            }
+            for (t = 0; t < length; ++t) {
+                total += table[m - load_code(x, (o * length + t) * inner + k, is_signed)];
+            }
+            for (t = 0; t < length; ++t) {
+                size_t at = (o * length + t) * inner + k;
+                int64_t e = table[m - load_code(x, at, is_signed)];
+                int64_t v = qk__rounding_divide(e << y_bits, total, dp.rounding) + zy;
+                v = v < ylo ? ylo : (v > yhi ? yhi : v);
+                CHECK(load_code(y, at, y_signed) == (int32_t)v, "softmax element %zu: %d, expected %d", at,
+                      load_code(y, at, y_signed), (int)v);
+            }
+        }
+    }
+    free(x);
+    free(y);
+}
+
 /* ---------------------------------------------------------------------------------- requantize */
 
 static void check_requantize(void)
@@ -588,6 +639,7 @@ int main(int argc, char **argv)
         check_linear();
         check_requantize();
         check_mul();
+        check_softmax();
         check_pack_pools_lut_add();
     }
     if (failures) {

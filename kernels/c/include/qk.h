@@ -100,6 +100,14 @@ qk_status qk_mul(const void *a, size_t a_len, const void *b, size_t b_len, size_
                  int32_t b_zero_point, const qk_datapath *dp, const qk_requant_params *rq, void *y, size_t y_len,
                  int32_t isa);
 
+/* Integer softmax (section 6.3) over the middle axis of x viewed as (outer, length, inner): for codes q
+ * of x_bits (x_signed) with maximum m along the axis, E = table[m - q] (2^x_bits entries, table[0] =
+ * 2^16, non-increasing), y = clamp(rounding_divide(E * 2^y_bits, sum E, dp->rounding) + z_y) with
+ * z_y = 0 (unsigned) or -2^(y_bits-1) (signed): codes of scale 2^-y_bits. 1 <= length <= 2^15. */
+qk_status qk_softmax(const void *x, size_t x_len, size_t outer, size_t length, size_t inner, int32_t x_bits,
+                     int32_t x_signed, const int32_t *table, size_t table_len, int32_t y_bits, int32_t y_signed,
+                     const qk_datapath *dp, void *y, size_t y_len);
+
 /* ------------------------------------------------------------------ pooling */
 
 typedef struct qk_pool2d_geometry {

@@ -140,21 +140,21 @@ def test_lowering_refusals_name_the_problem() -> None:
     with pytest.raises(LoweringError, match="torch.fx cannot trace the model"):
         lower(model, handle, torch.ones(2, 4), datapath=dp)
 
-    class Softmaxed(nn.Module):
+    class Cumulative(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.fc = nn.Linear(4, 4)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.fc(x), dim=1)
+            return torch.cumsum(self.fc(x), dim=1)
 
-    model2 = Softmaxed()
+    model2 = Cumulative()
     handle2 = quant.attach(model2, scheme(dp))
     with pytest.raises(ValueError, match="run handle.calibrate"):
         lower(model2, handle2, torch.ones(2, 4), datapath=dp)
     with torch.no_grad(), handle2.calibrate():
         model2(torch.randn(8, 4))
-    with pytest.raises(LoweringError, match=r"cannot lower 'softmax'.*graph node 'softmax'.*test_lowering.py"):
+    with pytest.raises(LoweringError, match=r"cannot lower 'cumsum'.*graph node 'cumsum'.*test_lowering.py"):
         lower(model2, handle2, torch.ones(2, 4), datapath=dp)
     with pytest.raises(TypeError, match="datapath must be a Datapath"):
         lower(model2, handle2, torch.ones(2, 4), datapath="tflite_int8")  # type: ignore[arg-type]
