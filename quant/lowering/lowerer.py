@@ -478,7 +478,13 @@ class _Lowering:
         return QuantSpec(bits=self.dp.w_bits, signed=self.dp.w_signed, symmetric=True)
 
     def reshaped(self, node: torch.fx.Node, x: _Edge, shape: Sequence[int]) -> _Edge:
-        """``x`` reshaped to ``(N, *shape)`` (a new tensor of the same qparams)."""
+        """``x`` reshaped to ``(N, *shape)``: the tensor ``x`` was itself reshaped from, when it has that shape
+        (a 1-D op after a 1-D op), else a new tensor of the same qparams."""
+        producer = next((n for n in reversed(self.nodes) if n.output == x.name), None)
+        if producer is not None and producer.op == "reshape":
+            source = self.tensors[producer.inputs[0]]
+            if source.shape == (None, *shape):
+                return _Edge(source.name, source)
         name = self.unique(f"{x.name}_{'x'.join(str(d) for d in shape)}")
         info = TensorInfo(name, (None, *shape), x.info.bits, x.info.signed, x.info.scale, x.info.zero_point)
         self.tensors[name] = info
