@@ -154,6 +154,10 @@ class QuantHandle:
         the calibration forward never called) is put back the same way and
         ``RuntimeError`` names it; the others keep their new parameters. Quantizers
         with ``enabled=False`` (set by hand; ``disable()`` sets all) are left alone.
+
+        Inside the body, every tensor the forward materializes is observed too, with the
+        recipe's first input scheme (:mod:`quant.sim.edges`; kept in :attr:`edges`, restored
+        on an exception like the quantizers), which is what :func:`quant.lower` needs.
         """
         self._check_live()
         entries = [(n, r, q) for n, r, q in self.quantizers() if q.enabled]

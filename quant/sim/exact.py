@@ -121,11 +121,9 @@ class ExactSimulation:
     @torch.no_grad()
     def trace_codes(self, *args: Any) -> dict[str, torch.Tensor]:
         """The codes of every program tensor that a graph node of the model computes, by tensor name."""
-        assert self.program is not None or args
         _, codes = self.run(*args)
-        program = self.program
-        assert program is not None
-        return {program.origins[n.name]: c for n, c in codes.items()}
+        origins = self.planned.origins
+        return {origins[n.name]: c for n, c in codes.items()}
 
     def run(self, *args: Any) -> tuple[Any, dict[torch.fx.Node, torch.Tensor]]:
         """``(dequantized output, codes of every graph node)`` for ``args``."""
@@ -153,24 +151,31 @@ class ExactSimulation:
                 codes[node] = self.compute(node, codes)
         return result, codes
 
+    @property
+    def planned(self) -> IntegerProgram:
+        """The plan (built by the first forward, or given)."""
+        if self.program is None:
+            raise RuntimeError("exact mode: no plan yet; run a forward first")
+        return self.program
+
     def info(self, node: torch.fx.Node) -> TensorInfo:
-        assert self.program is not None
-        return self.program.tensors[self.program.origins[node.name]]
+        """The qparams of the tensor ``node`` computes, from the plan."""
+        return self.planned.tensors[self.planned.origins[node.name]]
 
     def is_alias(self, node: torch.fx.Node) -> bool:
         """A fused activation or a no-op: the same tensor as its input."""
-        assert self.program is not None
+        origins = self.planned.origins
         src = node.args[0] if node.args else None
-        return isinstance(src, torch.fx.Node) and self.program.origins.get(src.name) == self.program.origins[node.name]
+        return isinstance(src, torch.fx.Node) and origins.get(src.name) == origins[node.name]
 
     def fused_activation(self, node: torch.fx.Node) -> Optional[torch.fx.Node]:
         """The activation whose tensor ``node`` writes (its output shares ``node``'s tensor), if any."""
-        assert self.program is not None
-        mine = self.program.origins[node.name]
+        origins = self.planned.origins
+        mine = origins[node.name]
         cur = node
         while len(cur.users) == 1:
             (user,) = cur.users
-            if self.program.origins.get(user.name) != mine:
+            if origins.get(user.name) != mine:
                 return None
             if not (user.op == "call_module" and isinstance(self.model.get_submodule(str(user.target)), (nn.Dropout, nn.Identity))):
                 return user

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Union
 
 import numpy as np
@@ -127,7 +129,7 @@ def test_records_hold_the_integer_form_and_compare_equal_when_built_alike() -> N
     assert a.w_zero_point == (0, 0, 0) and a.output.lo == -128 and a.output.hi == 127
     with pytest.raises(ValueError, match="x has K=4 but w has K=5"):
         a.output_shape((2, 4))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.x_zero_point = 3  # type: ignore[misc]  # frozen
     b = LinearAttrs.build(w_shape=(3, 5), x_zero_point=1, w_zero_point=0, y_zero_point=2, multiplier=0.75, datapath=TFL)
     assert a != b  # per-channel zero points (0, 0, 0) are not the per-tensor (0,)
