@@ -242,3 +242,13 @@ def test_a_batchnorm_that_cannot_fold_is_an_exact_per_channel_affine(preset: str
     assert report.mismatches == 0, str(report)
     if dp.a_bits == 8:
         assert report.sqnr_db > 25, str(report)
+
+
+def test_tensors_without_statistics_are_named() -> None:
+    """A weight-only recipe gives no activation scheme, so the tensors between layers have no statistics."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    handle = quant.attach(model, {"*": {"weight": QuantSpec(bits=8, granularity="channel", axis=0)}})
+    with torch.no_grad(), handle.calibrate():
+        model(torch.randn(8, 4))
+    with pytest.raises(ValueError, match="no edge statistics"):
+        lower(model, handle, torch.randn(2, 4), datapath=PRESETS["tflite_int8"])
