@@ -7,12 +7,12 @@ bits). The registered ``"c"`` backend uses "auto"; tests build one per instructi
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
-from kernels import api
+from kernels import api, custom
 from kernels._abi import isa_code
 from quant.contract.attrs import (
     AddAttrs,
@@ -26,6 +26,7 @@ from quant.contract.attrs import (
     SoftmaxAttrs,
 )
 from quant.contract.backend import Weights, register_backend
+from quant.contract.custom import CustomOpAttrs
 
 __all__ = ["BACKEND", "CKernels"]
 
@@ -82,6 +83,10 @@ class CKernels:
     def lut(self, attrs: LutAttrs, x: Codes, table: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.lut`."""
         return api.run_lut(attrs, x, table)
+
+    def custom(self, attrs: CustomOpAttrs, xs: Sequence[Codes]) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.custom` (the op's C function, whatever ``isa``)."""
+        return custom.run_custom(attrs, xs)
 
 
 #: The registered ``"c"`` backend (instruction set chosen at run time).

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "KeywordSpotter", "Branches", "SqueezeExcite", "TinyAttention",
-           "SMALL_MODELS"]  # fmt: skip
+           "TinyDetector", "SMALL_MODELS"]  # fmt: skip
 
 
 class MLP(nn.Module):
@@ -226,6 +226,32 @@ class TinyAttention(nn.Module):
         return torch.randn(batch, 6, 8)
 
 
+class TinyDetector(nn.Module):
+    """A single-shot detector on 16x16 images with integer non-maximum suppression as its post-processing:
+    a strided conv backbone, one box (x1, y1, x2, y2 offsets from each cell's anchor) and one score per
+    cell of a 4x4 grid, and ``detection.nms`` (the custom op of :mod:`quant.custom.nms`) keeping at most
+    5 boxes. Returns the suppressed scores ``(N, 16)`` and the boxes ``(N, 16, 4)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.box, self.score = nn.Conv2d(16, 4, 1), nn.Conv2d(16, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from quant.custom.nms import nms
+
+        f = F.relu(self.conv2(F.relu(self.conv1(x))))
+        boxes = torch.flatten(self.box(f), 2).permute(0, 2, 1)   # (N, 16, 4)
+        scores = torch.sigmoid(torch.flatten(self.score(f), 1))  # (N, 16)
+        kept: torch.Tensor = nms(boxes, scores, iou_threshold=0.4, max_detections=5)
+        return kept, boxes
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 1, 16, 16)
+
+
 #: Every small model by name.
 SMALL_MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -237,4 +263,5 @@ SMALL_MODELS: dict[str, type[nn.Module]] = {
     "branches": Branches,
     "squeeze_excite": SqueezeExcite,
     "attention": TinyAttention,
+    "detector": TinyDetector,
 }

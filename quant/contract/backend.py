@@ -28,7 +28,7 @@ ValueError: backend='tpu' is not one of 'c', 'torch_ref'
 from __future__ import annotations
 
 import importlib
-from typing import Any, Optional, Protocol, Union, runtime_checkable
+from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,7 @@ from quant.contract.attrs import (
     RequantizeAttrs,
     SoftmaxAttrs,
 )
+from quant.contract.custom import CustomOpAttrs
 
 __all__ = ["Backend", "PackedCodes", "backend_names", "get_backend", "register_backend"]
 
@@ -111,6 +112,10 @@ class Backend(Protocol):
 
     def lut(self, attrs: LutAttrs, x: Codes, table: Codes) -> Codes:
         """``table[x - qmin]``."""
+        ...
+
+    def custom(self, attrs: CustomOpAttrs, xs: Sequence[Codes]) -> Codes:
+        """A registered custom op (:mod:`quant.contract.custom`) on its input codes: ``(N, *attrs.shape)``."""
         ...
 
 

@@ -4,7 +4,8 @@ Every datapath op's attributes are the validated record of :mod:`quant.contract.
 one both backends run), rebuilt from its ``build_args()`` when a program is loaded; an op's
 operands are the program's tensors (codes) and its constant parameters (weights, biases,
 tables). Layout ops (``reshape``, ``permute``, ``concat``, ``pad``) only move codes and are run by NumPy
-for every backend.
+for every backend. A registered custom op (:mod:`quant.contract.custom`) is an op too, under its
+dotted name, with a :class:`~quant.contract.custom.CustomOpAttrs` record.
 
 >>> len(OPS), sorted(OPS)[:6]
 (13, ['add', 'avg_pool2d', 'concat', 'conv2d', 'linear', 'lut'])
@@ -31,6 +32,7 @@ from quant.contract.attrs import (
     SoftmaxAttrs,
 )
 from quant.contract.backend import Backend
+from quant.contract.custom import CustomOpAttrs, custom_op_def, custom_op_names
 from quant.contract.datapath import Datapath
 
 __all__ = ["OPS", "ConcatAttrs", "OpDef", "PadAttrs", "PermuteAttrs", "ReshapeAttrs", "op_def"]
@@ -210,9 +212,22 @@ OPS: dict[str, OpDef] = {
 }  # fmt: skip
 
 
+def _custom_build(name: str) -> Callable[[dict[str, Any], Datapath], Any]:
+    def build(args: dict[str, Any], datapath: Datapath) -> CustomOpAttrs:
+        if args.get("op") != name:
+            raise ValueError(f"a {name} node holds the attributes of {args.get('op')!r}")
+        return CustomOpAttrs.build(**args)
+
+    return build
+
+
 def op_def(name: str) -> OpDef:
-    """The op called ``name``; ``ValueError`` naming the known ops otherwise."""
-    try:
+    """The op called ``name``: a built-in one, or a registered custom op (a dotted name, see
+    :mod:`quant.contract.custom`); ``ValueError`` naming the known ops otherwise."""
+    if name in OPS:
         return OPS[name]
-    except KeyError:
-        raise ValueError(f"unknown IR op {name!r}; ops: {', '.join(sorted(OPS))}") from None
+    if isinstance(name, str) and "." in name:
+        custom_op_def(name)  # ValueError naming the registered ones when it is not
+        return OpDef(name, (), _custom_build(name), lambda be, at, xs, p: be.custom(at, xs))
+    raise ValueError(f"unknown IR op {name!r}; ops: {', '.join(sorted(OPS))} and registered custom ops "
+                     f"(dotted names: {', '.join(custom_op_names()) or 'none registered'})")  # fmt: skip

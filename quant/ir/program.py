@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from quant.contract.backend import Backend, get_backend
 from quant.contract.codes import code_kind, packed_row_bytes
+from quant.contract.custom import CustomOperand
 from quant.contract.datapath import Datapath
 from quant.contract.multiplier import FixedPointRequant, FloatRequant, RequantParams
 from quant.ir.ops import op_def
@@ -55,6 +56,11 @@ class TensorInfo:
     def dtype(self) -> type[np.integer[Any]]:
         """int8 for signed codes, uint8 for unsigned ones."""
         return np.int8 if self.signed else np.uint8
+
+    def operand(self) -> CustomOperand:
+        """These codes as a custom op's ``integer_params`` sees them (the per-sample shape)."""
+        return CustomOperand(self.scale, self.zero_point, self.bits, self.signed,
+                             tuple(int(d) for d in self.shape[1:] if d is not None))  # fmt: skip
 
     def describe(self) -> str:
         """``uint8[N,16,8,8] s=0.0123 z=3`` style."""
@@ -181,6 +187,9 @@ class IntegerProgram:
             requant = getattr(node.attrs, "requant", None)
             if requant is not None:
                 extra.append(_describe_requant(requant))
+            describe = getattr(node.attrs, "describe", None)
+            if callable(describe):
+                extra.append(describe())
             output = getattr(node.attrs, "output", None)
             if output is not None:
                 extra.append(f"clamp=[{output.lo},{output.hi}]")

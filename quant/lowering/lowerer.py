@@ -32,7 +32,9 @@ Each graph node becomes integer ops on codes:
   scale ``2^-b`` whatever the consumer (a consumer with other qparams reads it requantized);
 * any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
   standalone ReLU, ...): an exact lookup table ``table[q] = Q_out(f(s_in (q - z_in)))`` over
-  the input's ``2^b`` codes, computed with the module or function itself.
+  the input's ``2^b`` codes, computed with the module or function itself;
+* a custom op registered with :func:`quant.register_op`: one node of that op, its integer
+  parameters from its ``integer_params`` on the operands' qparams and the call's options.
 
 Anything else is a ``ValueError`` naming the op, the graph node and the source line.
 """
@@ -64,7 +66,9 @@ from quant.contract.attrs import (
     softmax_table,
 )
 from quant.contract.codes import PACKED_BITS, code_range
+from quant.contract.custom import CustomOpDef
 from quant.contract.datapath import Datapath
+from quant.custom.registry import custom_attrs, custom_op_of
 from quant.contract.spec import QuantSpec
 from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
 from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
@@ -115,7 +119,8 @@ class _Edge:
     info: TensorInfo
 
 
-_TORCH_DIR = str(Path(torch.__file__).parent)
+#: Frames of a node's stack trace that are not the user's code: torch, and the function a custom op calls through.
+_NOT_USER = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1] / "custom" / "registry.py"))
 
 
 def _where(node: torch.fx.Node) -> str:
@@ -126,7 +131,7 @@ def _where(node: torch.fx.Node) -> str:
         if ln.strip().startswith("File "):
             code = lines[i + 1].strip() if i + 1 < len(lines) and not lines[i + 1].strip().startswith("File ") else ""
             frames.append((ln.strip(), code))
-    user = [f for f in frames if _TORCH_DIR not in f[0]]
+    user = [f for f in frames if not any(d in f[0] for d in _NOT_USER)]
     if not user:
         return f"graph node {node.name!r}"
     src, code = user[-1]
@@ -753,6 +758,25 @@ class _Lowering:
             return lambda t: target(t, *extra, **kw)  # type: ignore[operator]
         return None
 
+    def custom(self, node: torch.fx.Node, op: CustomOpDef) -> None:
+        """A registered custom op: one program node whose record ``integer_params`` builds from the operands'
+        qparams and the call's options; the output keeps input ``output_like``'s qparams or is calibrated."""
+        tensors, options = node.args, dict(node.kwargs)
+        if len(tensors) != op.n_inputs or not all(isinstance(a, torch.fx.Node) for a in tensors):
+            raise self.fail(node, f"{op.name} takes {op.n_inputs} tensor(s) positionally, options as keywords")
+        if any(isinstance(v, torch.fx.Node) for v in options.values()):
+            raise self.fail(node, f"{op.name}: options must be constants, not tensors computed by the model")
+        xs = [self.edge(node, a) for a in tensors]
+        if op.output_like is not None:
+            out = self.same_codes(node, xs[op.output_like])
+        else:
+            out = self.new_tensor(node, self.shape(node), self.qparams_for(node))
+        try:
+            attrs = custom_attrs(op, [x.info.operand() for x in xs], out.info.operand(), self.dp, options)
+        except (TypeError, ValueError) as err:
+            raise self.fail(node, str(err)) from None
+        self.env[node] = self.emit(node, op.name, xs, out, attrs)
+
     # ------------------------------------------------------------------ driver
     def run(self, graph: torch.fx.Graph, example: Sequence[torch.Tensor]) -> IntegerProgram:
         inputs: list[str] = []
@@ -792,6 +816,9 @@ class _Lowering:
             if isinstance(m, nn.Softmax):
                 return self.softmax(node, m.dim)
         elif node.op in ("call_function", "call_method"):
+            custom = custom_op_of(node.target) if node.op == "call_function" else None
+            if custom is not None:
+                return self.custom(node, custom)
             if _is(node, _ADD) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
                 return self.add(node)
             if _is(node, _MUL) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
@@ -821,8 +848,8 @@ class _Lowering:
         if fn is not None:
             return self.lookup_table(node, fn)
         raise self.fail(node, f"cannot lower {_target_name(node, self.model)!r} to the integer datapath: only the "
-                              "ops listed in quant.lowering's documentation lower (custom ops: see quant.register_op, "
-                              "coming with the custom-op registry)")  # fmt: skip
+                              "ops listed in quant.lowering's documentation lower; register others with quant.register_op "
+                              "(docs/arithmetic.md section 10)")  # fmt: skip
 
 
 def batchnorm_affine(m: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ by :func:`quant.reference.packing.unpack`, the reference's own reading of sectio
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -27,8 +27,10 @@ from quant.contract.attrs import (
     SoftmaxAttrs,
 )
 from quant.contract.backend import Weights, register_backend
+from quant.contract.custom import CustomOpAttrs
 from quant.reference.add import run_add
 from quant.reference.conv2d import run_conv2d
+from quant.reference.custom import run_custom
 from quant.reference.linear import run_linear
 from quant.reference.lut import run_lut
 from quant.reference.mul import run_mul
@@ -104,6 +106,10 @@ class TorchReference:
         """See :meth:`quant.contract.backend.Backend.lut` (output in the table's dtype)."""
         out: Codes = run_lut(attrs, _tensor(x), _tensor(table)).numpy().astype(table.dtype)
         return out
+
+    def custom(self, attrs: CustomOpAttrs, xs: Sequence[Codes]) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.custom`."""
+        return _codes(run_custom(attrs, *(_tensor(x) for x in xs)), attrs.y_signed)
 
 
 #: The registered ``"torch_ref"`` backend.

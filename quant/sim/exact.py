@@ -9,7 +9,8 @@ what :func:`quant.lower` produces, kept independent of the program on purpose:
 * it builds each layer's integer parameters itself from the module and its quantizers
   (docs/arithmetic.md section 9: weight codes, bias ``round(b / (s_x s_w))``, multipliers
   ``s_x s_w / s_y``, fused clamps) and calls the reference ops by their public keyword API;
-* elementwise functions are evaluated directly, ``quantize(f(dequantize(q)))``, not looked up.
+* elementwise functions are evaluated directly, ``quantize(f(dequantize(q)))``, not looked up;
+* a custom op runs its registered integer reference on the plan's qparams.
 
 What it shares with the lowering is the *plan*: which scale and zero point each tensor has and
 which activations are fused (the program's ``origins`` and tensor table, computed on the first
@@ -34,7 +35,9 @@ from torch.utils.hooks import RemovableHandle
 
 import quant.reference as ref
 from quant.contract.datapath import Datapath
+from quant.custom.registry import custom_attrs, custom_op_of
 from quant.ir.program import IntegerProgram, TensorInfo
+from quant.reference.custom import run_custom
 from quant.reference.rounding import rounding_fn
 from quant.sim.functional import quantize as quantize_weight
 
@@ -219,6 +222,11 @@ class ExactSimulation:
                 return self.pool(node, codes)
             return self.elementwise(node, m, codes)
         x = node.args[0]
+        custom = custom_op_of(node.target) if node.op == "call_function" else None
+        if custom is not None:  # the op's registered integer reference on the plan's qparams
+            operands = [self.info(a).operand() for a in node.args]  # type: ignore[arg-type]
+            attrs = custom_attrs(custom, operands, info.operand(), dp, node.kwargs)
+            return run_custom(attrs, *(codes[a] for a in node.args))  # type: ignore[index]
         if node.target in (operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__"):
             a, b = node.args[0], node.args[1]
             ia, ib = self.info(a), self.info(b)  # type: ignore[arg-type]

@@ -158,14 +158,16 @@ class VerificationReport:
 
     def __str__(self) -> str:
         width = max([len(o.name) for o in self.ops] + [2])
-        head = (f"{'op':<{width}}  {'kind':<11} {'output':<28} {'codes':>10} {'mismatches':>10}  exact  "
+        kind = max([len(o.op) for o in self.ops] + [11])
+        shape = max([len(o.shape) for o in self.ops] + [28])
+        head = (f"{'op':<{width}}  {'kind':<{kind}} {'output':<{shape}} {'codes':>10} {'mismatches':>10}  exact  "
                 f"{'fast!=dp':>8} {'maxLSB':>6} {'SQNR dB':>7}")  # fmt: skip
         lines = [f"verification on {self.datapath}, backends {' vs '.join(self.backends)}, {self.samples} samples",
                  head, "-" * len(head)]  # fmt: skip
         for o in self.ops:
             fast = (f"{100 * o.fast.fraction:7.2f}% {o.fast.max_lsb:>6} {o.fast.sqnr_db:>7.1f}"
                     if o.fast.compared else f"{'-':>8} {'-':>6} {'-':>7}")  # fmt: skip
-            lines.append(f"{o.name:<{width}}  {o.op:<11} {o.shape:<28} {o.compared:>10} {o.mismatches:>10}  "
+            lines.append(f"{o.name:<{width}}  {o.op:<{kind}} {o.shape:<{shape}} {o.compared:>10} {o.mismatches:>10}  "
                          f"{'yes' if o.in_exact else '-':<5}  {fast}")  # fmt: skip
         lines.append(f"mismatches: {self.mismatches} ({'OK' if self.ok else 'FAILED'})")
         if self.divergence is not None:

@@ -11,6 +11,7 @@
  *   - saturate/error: it equals the requantization of the sequential clamped sum in the
  *     canonical order, and error mode reports QK_ERR_OVERFLOW exactly when a clamp changes a value;
  *   - qk_requantize (vectorizable row code) equals the per-element definition of section 5;
+ *   - nms keeps only scores at or above score_min, at most max_detections boxes, no two overlapping;
  *   - pack/unpack round trips; pools and lut run on random shapes; the primitives satisfy
  *     their defining inequalities.
  *
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "qk.h"
+#include "qk_custom.h"
 #include "qk_requant_core.h"
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -485,6 +487,95 @@ static void check_softmax(void)
     free(y);
 }
 
+/* ---------------------------------------------------------------------------------- nms */
+
+static int64_t box_area(const int64_t *b)
+{
+    return (b[2] > b[0] ? b[2] - b[0] : 0) * (b[3] > b[1] ? b[3] - b[1] : 0);
+}
+
+static void check_nms(void)
+{
+    int32_t bits = rnd_int(2, 8), is_signed = (int32_t)(next_u64() & 1), lo, hi;
+    size_t n = (size_t)rnd_int(1, 3), a = (size_t)rnd_int(1, 20), i, j, b, need = 0, kept;
+    int64_t p[4];
+    qk_custom_tensor t[2], out;
+    qk_custom_param params[4];
+    void *boxes = malloc(n * a * 4), *scores = malloc(n * a), *y = malloc(n * a), *scratch;
+    code_range(bits, is_signed, &lo, &hi);
+    for (i = 0; i < n * a * 4; ++i) {
+        store_code(boxes, i, is_signed, rnd_int(lo, (next_u64() & 1) ? hi : (lo + 5 < hi ? lo + 5 : hi)));
+    }
+    for (i = 0; i < n * a; ++i) {
+        store_code(scores, i, is_signed, rnd_int(lo, hi));
+    }
+    p[0] = rnd_int(0, 65536);
+    p[1] = rnd_int(lo - 1, hi + 1);
+    p[2] = rnd_int(1, (int32_t)a + 1);
+    p[3] = rnd_int(lo, hi);
+    memset(t, 0, sizeof t);
+    memset(&out, 0, sizeof out);
+    t[0].data = boxes;
+    t[0].ndim = 3;
+    t[0].shape[0] = (int64_t)n;
+    t[0].shape[1] = (int64_t)a;
+    t[0].shape[2] = 4;
+    t[1].data = scores;
+    t[1].ndim = 2;
+    t[1].shape[0] = (int64_t)n;
+    t[1].shape[1] = (int64_t)a;
+    out = t[1];
+    out.data = y;
+    t[0].bits = t[1].bits = out.bits = bits;
+    t[0].is_signed = t[1].is_signed = out.is_signed = is_signed;
+    for (i = 0; i < 4; ++i) {
+        params[i].values = &p[i];
+        params[i].count = 1;
+    }
+    CHECK(qk_nms_scratch_bytes(t, 2, params, 4, &out, &need) == QK_OK, "nms scratch status");
+    scratch = malloc(need);
+    CHECK(qk_nms(t, 2, params, 4, &out, scratch, need - 1) == QK_ERR_SCRATCH, "nms with short scratch");
+    CHECK(qk_nms(t, 2, params, 4, &out, scratch, need) == QK_OK, "nms status");
+    for (b = 0; b < n; ++b) { /* kept boxes (output != fill): their scores, at most max_detections, none overlapping */
+        kept = 0;
+        for (i = 0; i < a; ++i) {
+            int32_t yi = load_code(y, b * a + i, is_signed), si = load_code(scores, b * a + i, is_signed);
+            int64_t bi[4];
+            CHECK(yi == si || yi == p[3], "nms element %zu: %d is neither the score %d nor the fill", i, yi, si);
+            if (yi == p[3]) {
+                continue;
+            }
+            CHECK(si >= p[1], "nms kept a score %d below score_min %d", si, (int)p[1]);
+            ++kept;
+            for (j = 0; j < 4; ++j) {
+                bi[j] = load_code(boxes, (b * a + i) * 4 + j, is_signed);
+            }
+            for (j = 0; j < a; ++j) {
+                int64_t bj[4], iw, ih, inter, uni;
+                size_t k;
+                if (j == i || load_code(y, b * a + j, is_signed) == p[3]) {
+                    continue;
+                }
+                for (k = 0; k < 4; ++k) {
+                    bj[k] = load_code(boxes, (b * a + j) * 4 + k, is_signed);
+                }
+                iw = (bi[2] < bj[2] ? bi[2] : bj[2]) - (bi[0] > bj[0] ? bi[0] : bj[0]);
+                ih = (bi[3] < bj[3] ? bi[3] : bj[3]) - (bi[1] > bj[1] ? bi[1] : bj[1]);
+                inter = (iw > 0 ? iw : 0) * (ih > 0 ? ih : 0);
+                uni = box_area(bi) + box_area(bj) - inter;
+                CHECK(!(uni > 0 && inter * 65536 > p[0] * uni), "nms kept boxes %zu and %zu that overlap", i, j);
+            }
+        }
+        CHECK((int64_t)kept <= p[2], "nms kept %zu boxes, max_detections %d", kept, (int)p[2]);
+    }
+    p[0] = 65537;
+    CHECK(qk_nms(t, 2, params, 4, &out, scratch, need) == QK_ERR_PARAM_VALUE, "nms with iou_q16 > 2^16");
+    free(scratch);
+    free(boxes);
+    free(scores);
+    free(y);
+}
+
 /* ---------------------------------------------------------------------------------- requantize */
 
 static void check_requantize(void)
@@ -640,6 +731,7 @@ int main(int argc, char **argv)
         check_requantize();
         check_mul();
         check_softmax();
+        check_nms();
         check_pack_pools_lut_add();
     }
     if (failures) {

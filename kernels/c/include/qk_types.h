@@ -39,7 +39,8 @@ typedef enum qk_status {
     QK_ERR_GROUPS = 18,          /* groups does not divide the channel counts */
     QK_ERR_ISA = 19,             /* the requested instruction set is not available */
     QK_ERR_OVERFLOW = 20,        /* an accumulator left its range with overflow = QK_OVERFLOW_ERROR */
-    QK_ERR_SIZE = 21             /* a size computation would overflow size_t */
+    QK_ERR_SIZE = 21,            /* a size computation would overflow size_t */
+    QK_ERR_PARAM_VALUE = 22      /* an op parameter is outside its allowed values (custom ops) */
 } qk_status;
 
 /* qk_datapath.overflow (docs/arithmetic.md section 4) */

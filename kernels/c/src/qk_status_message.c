@@ -48,6 +48,8 @@ const char *qk_status_message(qk_status status)
         return "the accumulator overflows (overflow='error')";
     case QK_ERR_SIZE:
         return "a buffer size does not fit size_t";
+    case QK_ERR_PARAM_VALUE:
+        return "an op parameter is outside its allowed values";
     }
     return "unknown status";
 }
