@@ -115,7 +115,15 @@ def avg_pool2d(
 ) -> None: ...
 def max_pool2d(*, geometry: Geometry, x: NDArray[Any], x_signed: bool, y: NDArray[Any]) -> None: ...
 def lut(
-    *, x: NDArray[Any], x_bits: int, x_signed: bool, table: NDArray[Any], table_signed: bool, y: NDArray[Any]
+    *,
+    x: NDArray[Any],
+    channels: int,
+    inner: int,
+    x_bits: int,
+    x_signed: bool,
+    table: NDArray[Any],
+    table_signed: bool,
+    y: NDArray[Any],
 ) -> None: ...
 def pack(
     *, codes: NDArray[Any], codes_signed: bool, rows: int, cols: int, bits: int, range: int, packed: NDArray[Any]

@@ -594,28 +594,33 @@ def run_avg_pool2d(attrs: AvgPool2dAttrs, x: Codes) -> Codes:
     return y
 
 
-def lut(x: Codes, table: Codes, *, x_bits: int, x_signed: bool) -> Codes:
+def lut(x: Codes, table: Codes, *, x_bits: int, x_signed: bool, channels: int = 1) -> Codes:
     """``y = table[x - qmin]`` (section 6) for ``x_bits``-bit codes; binary codes index by their bit.
 
-    ``x`` int8 (``x_signed``) or uint8; ``table`` int8 or uint8 with ``2^x_bits`` entries;
-    the output has ``x``'s shape and ``table``'s dtype.
+    ``x`` int8 (``x_signed``) or uint8; ``table`` int8 or uint8 with ``2^x_bits`` entries, or
+    ``(channels, 2^x_bits)``: row ``c`` for the elements of channel ``c`` (axis 1 of ``x``); the
+    output has ``x``'s shape and ``table``'s dtype.
 
     >>> lut(np.array([-2, -1, 0, 1], dtype=np.int8), np.array([0, 0, 0, 1], dtype=np.int8),
     ...     x_bits=2, x_signed=True).tolist()    # ReLU on int2
     [0, 0, 0, 1]
     """
-    return run_lut(LutAttrs.build(x_bits=x_bits, x_signed=x_signed), x, table)
+    return run_lut(LutAttrs.build(x_bits=x_bits, x_signed=x_signed, channels=channels), x, table)
 
 
 def run_lut(attrs: LutAttrs, x: Codes, table: Codes) -> Codes:
     """lut of the validated record ``attrs`` (see :func:`lut`)."""
     op = attrs.op
     xa = _array(x, "x", op, (_code_dtype(attrs.x_signed),))
-    ta = _array(table, "table", op, (np.int8, np.uint8), 1)
+    ta = _array(table, "table", op, (np.int8, np.uint8), 1 if attrs.channels == 1 else 2)
     attrs.check_table(ta.size)
+    inner = attrs.inner(xa.shape)
     _check_values(xa, "x", op, attrs.x_bits, attrs.x_signed)
     y = np.empty(xa.shape, dtype=ta.dtype)
-    _qk.lut(x=xa, x_bits=attrs.x_bits, x_signed=attrs.x_signed, table=ta, table_signed=ta.dtype == np.int8, y=y)
+    if xa.size == 0:
+        return y
+    _qk.lut(x=xa, channels=attrs.channels, inner=inner, x_bits=attrs.x_bits, x_signed=attrs.x_signed,
+            table=np.ascontiguousarray(ta).reshape(-1), table_signed=ta.dtype == np.int8, y=y)  # fmt: skip
     return y
 
 

@@ -750,16 +750,22 @@ static PyObject *py_max_pool2d(PyObject *self, PyObject *args, PyObject *kwargs)
 
 static PyObject *py_lut(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kw[] = {"x", "x_bits", "x_signed", "table", "table_signed", "y", NULL};
+    static char *kw[] = {"x", "channels", "inner", "x_bits", "x_signed", "table", "table_signed", "y", NULL};
     const char *op = "lut";
     PyObject *xo, *to, *yo;
+    Py_ssize_t channels, inner;
     int x_bits, x_signed, table_signed;
     qk_views vs = {{{0}}, 0};
     void *x, *t, *y;
     size_t x_len, t_len, y_len;
     qk_status st;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OipOpO", kw, &xo, &x_bits, &x_signed, &to, &table_signed, &yo)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnipOpO", kw, &xo, &channels, &inner, &x_bits, &x_signed, &to,
+                                     &table_signed, &yo)) {
+        return NULL;
+    }
+    if (channels < 1 || inner < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: channels and inner must be >= 1", op);
         return NULL;
     }
     if (get_buffer(&vs, xo, op, "x", code_format(x_signed), 1, 0, &x, &x_len) ||
@@ -769,7 +775,7 @@ static PyObject *py_lut(PyObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    st = qk_lut(x, x_len, x_bits, x_signed, t, t_len, table_signed, y, y_len);
+    st = qk_lut(x, x_len, (size_t)channels, (size_t)inner, x_bits, x_signed, t, t_len, table_signed, y, y_len);
     Py_END_ALLOW_THREADS
     return finish(&vs, op, st);
 }

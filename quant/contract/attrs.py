@@ -705,25 +705,41 @@ class SoftmaxAttrs:
 
 @dataclass(frozen=True)
 class LutAttrs:
-    """lut (section 6): the input code type; the table has ``2^x_bits`` entries."""
+    """lut (section 6): the input code type and the number of tables: one (``channels = 1``) for every
+    element, or one per channel (axis 1 of ``x``, e.g. PReLU's per-channel slopes); each table has
+    ``2^x_bits`` entries."""
 
     x_bits: int
     x_signed: bool
+    channels: int = 1
     op: str = "lut"
 
     @classmethod
-    def build(cls, *, x_bits: int, x_signed: bool) -> "LutAttrs":
+    def build(cls, *, x_bits: int, x_signed: bool, channels: int = 1) -> "LutAttrs":
         """The checked attributes of a lut call."""
-        return cls(check_bits(x_bits, "x_bits", "lut"), check_bool(x_signed, "x_signed", "lut"))
+        c = scalar_int(channels, "channels", "lut")
+        if not 1 <= c <= MAX_DIM:
+            raise ValueError(f"lut: channels={c} must be in [1, {MAX_DIM}]")
+        return cls(check_bits(x_bits, "x_bits", "lut"), check_bool(x_signed, "x_signed", "lut"), c)
 
     def build_args(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`build` that give this record again."""
-        return {"x_bits": self.x_bits, "x_signed": self.x_signed}
+        return {"x_bits": self.x_bits, "x_signed": self.x_signed, "channels": self.channels}
 
     @property
     def table_length(self) -> int:
-        """``2^x_bits``: one entry per input code, in increasing code order."""
-        return 1 << self.x_bits
+        """``channels * 2^x_bits``: per table, one entry per input code, in increasing code order."""
+        return self.channels << self.x_bits
+
+    def inner(self, x_shape: Sequence[int]) -> int:
+        """Elements per channel and sample of an ``x`` of ``x_shape`` (``ValueError`` unless axis 1 has
+        ``channels`` entries); with one table, every element is its own."""
+        if self.channels == 1:
+            return max(1, math.prod(x_shape))
+        if len(x_shape) < 2 or x_shape[1] != self.channels:
+            raise ValueError(f"{self.op}: {self.channels} per-channel tables need x of shape (N, {self.channels}, ...), "
+                             f"got {tuple(x_shape)}")  # fmt: skip
+        return max(1, math.prod(x_shape[2:]))
 
     @property
     def x_range(self) -> tuple[int, int]:
@@ -733,4 +749,6 @@ class LutAttrs:
     def check_table(self, length: int) -> None:
         """``ValueError`` unless the table has ``2^x_bits`` entries."""
         if length != self.table_length:
-            raise ValueError(f"{self.op}: table has {length} entries, expected 2^x_bits = {self.table_length}")
+            expected = f"2^x_bits = {self.table_length}" if self.channels == 1 else (
+                f"channels * 2^x_bits = {self.table_length}")  # fmt: skip
+            raise ValueError(f"{self.op}: table has {length} entries, expected {expected}")

@@ -32,7 +32,8 @@ Each graph node becomes integer ops on codes:
   scale ``2^-b`` whatever the consumer (a consumer with other qparams reads it requantized);
 * any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
   standalone ReLU, ...): an exact lookup table ``table[q] = Q_out(f(s_in (q - z_in)))`` over
-  the input's ``2^b`` codes, computed with the module or function itself;
+  the input's ``2^b`` codes, computed with the module or function itself; PReLU with
+  per-channel slopes (``nn.PReLU(C)``, ``F.prelu(x, weight)``): one table per channel;
 * a custom op registered with :func:`quant.register_op`: one node of that op, its integer
   parameters from its ``integer_params`` on the operands' qparams and the call's options.
 
@@ -90,7 +91,7 @@ _CLAMP_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardtanh, "relu", "relu_"}
 #: Elementwise modules and functions lowered to a lookup table when they are not fused.
 _ELEMENTWISE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.SiLU, nn.ELU,
-    nn.LeakyReLU, nn.Mish, nn.Softplus, nn.Softsign, nn.Tanhshrink,
+    nn.LeakyReLU, nn.Mish, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.PReLU,
 )  # fmt: skip
 _ELEMENTWISE_FUNCTIONS = {
     F.relu, torch.relu, F.relu6, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardswish,
@@ -725,7 +726,9 @@ class _Lowering:
         attrs = PadAttrs.build(pads=[int(p) for p in pads], value=x.info.zero_point)
         self.env[node] = self.emit(node, "pad", [x], self.same_codes(node, x), attrs)
 
-    def lookup_table(self, node: torch.fx.Node, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def lookup_table(self, node: torch.fx.Node, fn: Callable[[torch.Tensor], torch.Tensor], channels: int = 1) -> None:
+        """``table[q] = Q_out(f(s_in (q - z_in)))`` over the input's codes; with ``channels`` > 1 (a function with
+        per-channel parameters, along axis 1) one row per channel, ``f`` evaluated on ``(1, channels, 2^b)``."""
         x = self.edge(node, node.args[0])
         y_qp = self.qparams_for(node)
         s_y, z_y, y_spec = y_qp.scale, y_qp.zero_point, y_qp.spec
@@ -734,11 +737,15 @@ class _Lowering:
         if x.info.bits == 1 and x.info.signed:
             codes = torch.tensor([-1, 1])
         real = (codes - x.info.zero_point).to(torch.float32) * torch.tensor(x.info.scale, dtype=torch.float32)
+        if channels > 1:
+            if len(x.info.shape) < 2 or x.info.shape[1] != channels:
+                raise self.fail(node, f"{channels} per-channel parameters for a tensor of shape {x.info.shape}")
+            real = real.expand(1, channels, real.numel()).contiguous()
         with torch.no_grad():
-            values = fn(real)
+            values = fn(real).reshape(channels, -1) if channels > 1 else fn(real)
         table = quantize_to_codes(values.to(torch.float32), scale=s_y, zero_point=z_y, bits=y_spec.bits,
                                   signed=y_spec.signed, datapath=self.dp)  # fmt: skip
-        attrs = LutAttrs.build(x_bits=x.info.bits, x_signed=x.info.signed)
+        attrs = LutAttrs.build(x_bits=x.info.bits, x_signed=x.info.signed, channels=channels)
         out = self.new_tensor(node, self.shape(node), y_qp)
         self.emit(node, "lut", [x], out, attrs, {"table": table.numpy().astype(np.int8 if y_spec.signed else np.uint8)})
         self.env[node] = out
@@ -747,6 +754,9 @@ class _Lowering:
         if node.op == "call_module":
             m = self.module(node)
             return m if isinstance(m, _ELEMENTWISE_MODULES) else None
+        if node.target in (F.prelu, torch.prelu) and len(node.args) == 2 and not node.kwargs:
+            weight = constant_tensor(self.model, node.args[1])
+            return None if weight is None else (lambda t: F.prelu(t, weight))
         if _is(node, _ELEMENTWISE_FUNCTIONS):
             extra, kw = node.args[1:], {k: v for k, v in node.kwargs.items() if k != "inplace"}
             if any(isinstance(a, torch.fx.Node) for a in (*extra, *kw.values())):
@@ -846,10 +856,31 @@ class _Lowering:
                 return
         fn = self.elementwise_fn(node)
         if fn is not None:
-            return self.lookup_table(node, fn)
+            return self.lookup_table(node, fn, per_channel_parameters(self.model, node))
         raise self.fail(node, f"cannot lower {_target_name(node, self.model)!r} to the integer datapath: only the "
                               "ops listed in quant.lowering's documentation lower; register others with quant.register_op "
                               "(docs/arithmetic.md section 10)")  # fmt: skip
+
+
+def constant_tensor(model: nn.Module, arg: Any) -> Optional[torch.Tensor]:
+    """The parameter or buffer a ``get_attr`` node reads (``F.prelu(x, self.weight)``), else None."""
+    if not isinstance(arg, torch.fx.Node) or arg.op != "get_attr":
+        return None
+    value: Any = model
+    for part in str(arg.target).split("."):
+        value = getattr(value, part)
+    return value.detach() if isinstance(value, torch.Tensor) else None
+
+
+def per_channel_parameters(model: nn.Module, node: torch.fx.Node) -> int:
+    """How many per-channel parameters an elementwise function has along axis 1 (PReLU's slopes), 1 if none."""
+    if node.op == "call_module":
+        m = model.get_submodule(str(node.target))
+        return int(m.num_parameters) if isinstance(m, nn.PReLU) else 1
+    if node.target in (F.prelu, torch.prelu) and len(node.args) == 2:
+        weight = constant_tensor(model, node.args[1])
+        return 1 if weight is None else max(1, weight.numel())
+    return 1
 
 
 def batchnorm_affine(m: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

@@ -384,8 +384,11 @@ class ExactSimulation:
             y = m.forward(x)  # the module's own function, without its hooks
         elif node.op == "call_method":
             y = getattr(x, str(node.target))(*node.args[1:], **node.kwargs)
-        else:
-            y = node.target(x, *node.args[1:], **node.kwargs)  # type: ignore[operator]
+        else:  # a parameter argument (F.prelu's slopes) is read from the model
+            from quant.lowering.lowerer import constant_tensor
+
+            extra = [constant_tensor(self.model, a) if isinstance(a, torch.fx.Node) else a for a in node.args[1:]]
+            y = node.target(x, *extra, **node.kwargs)  # type: ignore[operator]
         info = self.info(node)
         return ref.quantize(y.to(torch.float32), scale=info.scale, zero_point=info.zero_point, bits=info.bits,
                             signed=info.signed, datapath=self.datapath)  # fmt: skip

@@ -670,11 +670,25 @@ static void check_pack_pools_lut_add(void)
     for (i = 0; i < 100; ++i) {
         store_code(x, i, is_signed, random_code(bits, is_signed));
     }
-    CHECK(qk_lut(x, 100, bits, is_signed, table, (size_t)1 << bits, 0, y, 100) == QK_OK, "lut");
+    CHECK(qk_lut(x, 100, 1, 100, bits, is_signed, table, (size_t)1 << bits, 0, y, 100) == QK_OK, "lut");
     for (i = 0; i < 100; ++i) {
         int32_t v = load_code(x, i, is_signed);
         size_t idx = (bits == 1 && is_signed) ? (size_t)(v > 0) : (size_t)(v - lo);
         CHECK(y[i] == table[idx], "lut element %zu", i);
+    }
+    if (bits <= 5) { /* per channel: 100 = 2 x 5 channels x 10, one table row of 2^bits entries per channel */
+        uint8_t rows[5 * 32];
+        for (i = 0; i < 5 * ((size_t)1 << bits); ++i) {
+            rows[i] = (uint8_t)rnd_int(0, 255);
+        }
+        CHECK(qk_lut(x, 100, 5, 10, bits, is_signed, rows, 5 * ((size_t)1 << bits), 0, y, 100) == QK_OK, "lut rows");
+        for (i = 0; i < 100; ++i) {
+            int32_t v = load_code(x, i, is_signed);
+            size_t idx = (bits == 1 && is_signed) ? (size_t)(v > 0) : (size_t)(v - lo);
+            CHECK(y[i] == rows[((i / 10) % 5) * ((size_t)1 << bits) + idx], "lut row element %zu", i);
+        }
+        CHECK(qk_lut(x, 100, 3, 10, bits, is_signed, rows, 3 * ((size_t)1 << bits), 0, y, 100) == QK_ERR_SHAPE,
+              "lut rows that do not divide the count");
     }
 
     for (i = 0; i < 400; ++i) {

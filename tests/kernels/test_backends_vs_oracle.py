@@ -112,3 +112,27 @@ def test_lut(backend: str, data: st.DataObject) -> None:
     expected = ops.lut(x, table, x_bits=bits, x_signed=signed)
     got = BACKENDS[backend].lut(x, table, x_bits=bits, x_signed=signed)
     assert_same_outcome(("ok", got), ("ok", expected), f"lut {backend}")
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@_SETTINGS
+@given(data=st.data())
+def test_lut_per_channel(backend: str, data: st.DataObject) -> None:
+    bits, signed, channels = data.draw(st.integers(1, 8)), data.draw(st.booleans()), data.draw(st.integers(2, 6))
+    shape = (data.draw(st.integers(1, 3)), channels, *data.draw(st.sampled_from([(), (3,), (2, 5)])))
+    x = support.codes(data.draw, shape, bits, signed)
+    table = support.codes(data.draw, (channels, 1 << bits), 8, data.draw(st.booleans()))
+    expected = ops.lut(x, table, x_bits=bits, x_signed=signed, channels=channels)
+    got = BACKENDS[backend].lut(x, table, x_bits=bits, x_signed=signed, channels=channels)
+    assert_same_outcome(("ok", got), ("ok", expected), f"lut {backend}")
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_lut_per_channel_refusals_are_the_same(backend: str) -> None:
+    table = np.zeros((3, 4), np.int8)
+    with pytest.raises(ValueError, match=r"lut: 3 per-channel tables need x of shape \(N, 3, ...\), got \(2, 4\)"):
+        BACKENDS[backend].lut(np.zeros((2, 4), np.int8), table, x_bits=2, x_signed=True, channels=3)
+    with pytest.raises(ValueError, match=r"lut: table has 8 entries, expected channels \* 2\^x_bits = 12"):
+        BACKENDS[backend].lut(np.zeros((2, 3), np.int8), table[:2], x_bits=2, x_signed=True, channels=3)
+    with pytest.raises(ValueError, match=r"lut: table must have 2 dimensions, got shape \(12,\)"):
+        BACKENDS[backend].lut(np.zeros((2, 3), np.int8), table.reshape(-1), x_bits=2, x_signed=True, channels=3)

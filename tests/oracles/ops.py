@@ -175,8 +175,13 @@ def max_pool2d(x: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any
     return out
 
 
-def lut(x: np.ndarray, table: np.ndarray, *, x_bits: int, x_signed: bool) -> np.ndarray:
+def lut(x: np.ndarray, table: np.ndarray, *, x_bits: int, x_signed: bool, channels: int = 1) -> np.ndarray:
+    """One table, or with ``channels`` tables ``table[c]`` for every element ``x[n, c, ...]``."""
     qmin = -(1 << (x_bits - 1)) if x_signed else 0
     binary = x_bits == 1 and x_signed
-    return np.array([int(table[int(int(v) > 0) if binary else int(v) - qmin]) for v in x.reshape(-1)],
-                    dtype=np.int64).reshape(x.shape)  # fmt: skip
+    rows = table.reshape(channels, 1 << x_bits)
+    out = np.zeros(x.shape, dtype=np.int64)
+    for idx in np.ndindex(x.shape):
+        v = int(x[idx])
+        out[idx] = int(rows[idx[1] if channels > 1 else 0][int(v > 0) if binary else v - qmin])
+    return out

@@ -129,12 +129,15 @@ qk_status qk_max_pool2d(const qk_pool2d_geometry *g, const void *x, size_t x_len
 
 /* ------------------------------------------------------------------ lookup table */
 
-/* y[i] = table[index(x[i])] (section 6): index = x - qmin for the x_bits/x_signed code range
- * (binary {-1, +1}: index 0 for -1, 1 for +1). x: int8 (x_signed) or uint8 codes; table:
- * 2^x_bits entries, int8 (table_signed) or uint8; y: count entries of the table's type.
- * QK_ERR_CODE_RANGE when an x is outside the code range. */
-qk_status qk_lut(const void *x, size_t count, int32_t x_bits, int32_t x_signed, const void *table,
-                 size_t table_len, int32_t table_signed, void *y, size_t y_len);
+/* y[i] = table[c(i)][index(x[i])] (section 6): index = x - qmin for the x_bits/x_signed code range
+ * (binary {-1, +1}: index 0 for -1, 1 for +1). x: int8 (x_signed) or uint8 codes, count entries
+ * laid out as (outer, channels, inner); c(i) = (i / inner) % channels is the channel of element i
+ * (channels = 1: one table for every element); table: channels rows of 2^x_bits entries, int8
+ * (table_signed) or uint8; y: count entries of the table's type. QK_ERR_SHAPE unless channels and
+ * inner are >= 1 and channels * inner divides count; QK_ERR_CODE_RANGE when an x is outside the
+ * code range. */
+qk_status qk_lut(const void *x, size_t count, size_t channels, size_t inner, int32_t x_bits, int32_t x_signed,
+                 const void *table, size_t table_len, int32_t table_signed, void *y, size_t y_len);
 
 /* ------------------------------------------------------------------ sub-byte storage */
 

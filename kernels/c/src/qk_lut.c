@@ -1,12 +1,12 @@
-/* qk_lut: y = table[x - qmin] (section 6); binary codes index by their stored bit. */
+/* qk_lut: y = table[c][x - qmin] (section 6), one table row per channel; binary codes index by their stored bit. */
 #include "../include/qk.h"
 #include "internal/qk_internal.h"
 
-qk_status qk_lut(const void *x, size_t count, int32_t x_bits, int32_t x_signed, const void *table,
-                 size_t table_len, int32_t table_signed, void *y, size_t y_len)
+qk_status qk_lut(const void *x, size_t count, size_t channels, size_t inner, int32_t x_bits, int32_t x_signed,
+                 const void *table, size_t table_len, int32_t table_signed, void *y, size_t y_len)
 {
     int32_t lo, hi;
-    size_t i;
+    size_t i, row;
     int binary;
     if (x == NULL || table == NULL || y == NULL) {
         return QK_ERR_NULL;
@@ -14,7 +14,11 @@ qk_status qk_lut(const void *x, size_t count, int32_t x_bits, int32_t x_signed, 
     if (x_bits < 1 || x_bits > 8 || (x_signed != 0 && x_signed != 1) || (table_signed != 0 && table_signed != 1)) {
         return QK_ERR_BITS;
     }
-    if (table_len != ((size_t)1 << x_bits)) {
+    if (channels < 1 || inner < 1 || inner > SIZE_MAX / channels || count % (channels * inner) != 0) {
+        return QK_ERR_SHAPE;
+    }
+    row = (size_t)1 << x_bits;
+    if (channels > SIZE_MAX / row || table_len != channels * row) {
         return QK_ERR_PARAM_LENGTH;
     }
     if (y_len != count) {
@@ -30,7 +34,7 @@ qk_status qk_lut(const void *x, size_t count, int32_t x_bits, int32_t x_signed, 
     }
     for (i = 0; i < count; ++i) {
         int32_t v = x_signed ? ((const int8_t *)x)[i] : ((const uint8_t *)x)[i];
-        size_t idx = binary ? (size_t)(v > 0) : (size_t)(v - lo);
+        size_t idx = ((i / inner) % channels) * row + (binary ? (size_t)(v > 0) : (size_t)(v - lo));
         if (table_signed) {
             ((int8_t *)y)[i] = ((const int8_t *)table)[idx];
         } else {

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 import quant
 from experiments.models.digits_cnn import DigitsCNN
 from experiments.models.small import SMALL_MODELS
+from quant.contract.codes import code_range
 from quant.contract.datapath import PRESETS, Datapath
+from quant.ir.program import IntegerProgram
 from quant.contract.spec import QuantSpec
 from quant.lowering import LoweringError, lower
 from quant.sim.recipe import datapath_recipe
@@ -254,3 +256,40 @@ def test_tensors_without_statistics_are_named() -> None:
         model(torch.randn(8, 4))
     with pytest.raises(ValueError, match="no edge statistics"):
         lower(model, handle, torch.randn(2, 4), datapath=PRESETS["tflite_int8"])
+
+
+@pytest.mark.parametrize("preset", ZOO_PRESETS)
+def test_prelu_with_per_channel_slopes_is_one_table_per_channel(preset: str) -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(3, 5, 3, padding=1), nn.PReLU(5)
+            self.fc, self.slope = nn.Linear(5 * 4 * 4, 4), nn.Parameter(torch.tensor([0.3, -0.2, 0.1, 0.6]))
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(torch.flatten(self.act(self.conv(x)), 1))
+            out: torch.Tensor = self.head(F.prelu(y, self.slope))
+            return out
+
+    torch.manual_seed(0)
+    dp = PRESETS[preset]
+    net = Net()
+    with torch.no_grad():
+        net.act.weight.copy_(torch.tensor([0.25, -0.5, 0.0, 1.0, 0.1]))
+    batches = [torch.randn(8, 3, 4, 4) for _ in range(3)]
+    model, handle = calibrated(net, dp, batches)
+    program = lower(model, handle, batches[0], datapath=dp)
+    luts = [n for n in program.nodes if n.op == "lut"]
+    assert [n.attrs.channels for n in luts] == [5, 4]
+    table, src, dst = luts[0].params["table"], program.tensors[luts[0].inputs[0]], program.tensors[luts[0].output]
+    assert isinstance(table, np.ndarray) and table.shape == (5, 1 << src.bits)
+    lo = -(1 << (src.bits - 1)) if src.signed else 0
+    real = src.scale * (np.arange(lo, lo + (1 << src.bits)) - src.zero_point)
+    for c, a in enumerate([0.25, -0.5, 0.0, 1.0, 0.1]):  # row c is PReLU with slope a_c, to within a code
+        want = np.where(real >= 0, real, a * real) / dst.scale + dst.zero_point
+        assert np.abs(table[c].astype(np.int64) - np.clip(want, *code_range(dst.bits, dst.signed))).max() <= 0.5 + 1e-6
+    report = quant.verify(model, handle, program, torch.cat(batches), batch_size=8, progress=False)
+    assert report.mismatches == 0, str(report)
+    saved = IntegerProgram.from_json(*program.to_json())
+    np.testing.assert_array_equal(saved.run(batches[0], backend="c"), program.run(batches[0], backend="torch"))

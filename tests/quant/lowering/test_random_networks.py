@@ -16,7 +16,7 @@ from quant.contract.datapath import PRESETS
 from quant.lowering import LoweringError, lower
 from tests.quant.lowering.test_lowering import ZOO_PRESETS, calibrated
 
-ACTIVATIONS = ["none", "relu", "relu6", "hardswish", "sigmoid", "tanh"]
+ACTIVATIONS = ["none", "relu", "relu6", "hardswish", "sigmoid", "tanh", "prelu"]
 
 
 class RandomNet(nn.Module):
@@ -28,13 +28,18 @@ class RandomNet(nn.Module):
         self.convs = nn.ModuleList()
         self.residual: list[bool] = []
         self.pool: list[str] = []
+        self.prelus = nn.ModuleDict()  # per-channel slopes: one lookup table per channel
         c = c_in
-        for b in blocks:
+        for i, b in enumerate(blocks):
             groups = c if b["depthwise"] else 1
             c_out = c if b["depthwise"] or b["residual"] else b["c_out"]
             self.convs.append(nn.Conv2d(c, c_out, b["k"], stride=b["stride"], padding=b["k"] // 2, groups=groups,
                                         bias=b["bias"]))  # fmt: skip
             self.residual.append(b["residual"] and b["stride"] == 1 and c_out == c)  # shapes known statically
+            if b["act"] == "prelu":
+                prelu = nn.PReLU(c_out)
+                nn.init.uniform_(prelu.weight, -0.5, 1.0)
+                self.prelus[str(i)] = prelu
             hw = (hw - 1) // b["stride"] + 1
             self.pool.append(b["pool"] if hw >= 2 else "none")
             hw = hw // 2 if self.pool[-1] != "none" else hw
@@ -42,10 +47,12 @@ class RandomNet(nn.Module):
         self.head = nn.Linear(c, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv, b, residual, pool in zip(self.convs, self.blocks, self.residual, self.pool):
+        for i, (conv, b, residual, pool) in enumerate(zip(self.convs, self.blocks, self.residual, self.pool)):
             y = conv(x)
             act = b["act"]
-            if act == "relu":
+            if act == "prelu":
+                y = self.prelus[str(i)](y)
+            elif act == "relu":
                 y = F.relu(y)
             elif act == "relu6":
                 y = F.relu6(y)
