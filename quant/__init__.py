@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from quant.ir.program import IntegerProgram as IntegerProgram
     from quant.lowering.lowerer import lower as lower
     from quant.verification.verifier import VerificationReport as VerificationReport, verify as verify
-    from quant.custom.registry import register_op as register_op, unregister_op as unregister_op
+    from quant.custom.registry import elementwise as elementwise, register_op as register_op, unregister_op as unregister_op
 
 #: Public name -> the module that defines it.
 _HOMES: dict[str, str] = {
@@ -54,6 +54,7 @@ _HOMES: dict[str, str] = {
     "verify": "quant.verification.verifier",
     "VerificationReport": "quant.verification.verifier",
     "register_op": "quant.custom.registry",
+    "elementwise": "quant.custom.registry",
     "unregister_op": "quant.custom.registry",
 }
 

@@ -4,6 +4,13 @@
 * :mod:`quant.custom.nms`: ``detection.nms``, integer non-maximum suppression (section 10.1).
 """
 
-from quant.custom.registry import custom_attrs, custom_op_of, register_op, unregister_op
+from quant.custom.registry import (
+    custom_attrs,
+    custom_op_of,
+    elementwise,
+    elementwise_function_of,
+    register_op,
+    unregister_op,
+)
 
-__all__ = ["custom_attrs", "custom_op_of", "register_op", "unregister_op"]
+__all__ = ["custom_attrs", "custom_op_of", "elementwise", "elementwise_function_of", "register_op", "unregister_op"]

@@ -17,6 +17,7 @@ op. Tensors are its positional arguments; options (thresholds, sizes) are keywor
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
@@ -31,9 +32,40 @@ from quant.contract.custom import (
 )
 from quant.contract.datapath import Datapath
 
-__all__ = ["custom_attrs", "custom_op_of", "register_op", "unregister_op"]
+__all__ = ["custom_attrs", "custom_op_of", "elementwise", "elementwise_function_of", "register_op", "unregister_op"]
 
 _ATTRIBUTE = "__quant_custom_op__"
+_ELEMENTWISE = "__quant_elementwise__"
+
+
+def elementwise(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Mark ``fn(x, *constants, **options)`` as an elementwise function of ``x`` (each output element depends
+    on the input element at the same place only), so that it lowers to one exact lookup table over the
+    input's ``2^b`` codes (docs/arithmetic.md section 9) instead of being traced into its parts::
+
+        @quant.elementwise
+        def swish_beta(x, beta=1.5):
+            return x * torch.sigmoid(beta * x)
+
+    The model calls it as before; ``torch.fx`` and calibration see one call, as for a custom op.
+    """
+    if not callable(fn):
+        raise TypeError(f"elementwise: {fn!r} is not callable")
+
+    @functools.wraps(fn)
+    def function(x: Any, *args: Any, **kwargs: Any) -> Any:
+        if has_torch_function((x,)):
+            return handle_torch_function(function, (x,), x, *args, **kwargs)
+        return fn(x, *args, **kwargs)
+
+    setattr(function, _ELEMENTWISE, fn)
+    return function
+
+
+def elementwise_function_of(target: object) -> Optional[Callable[..., torch.Tensor]]:
+    """The function :func:`elementwise` wrapped, when ``target`` (a traced node's target) is one, else None."""
+    found = getattr(target, _ELEMENTWISE, None)
+    return found if callable(found) else None
 
 
 def register_op(

@@ -33,7 +33,8 @@ Each graph node becomes integer ops on codes:
 * any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
   standalone ReLU, ...): an exact lookup table ``table[q] = Q_out(f(s_in (q - z_in)))`` over
   the input's ``2^b`` codes, computed with the module or function itself; PReLU with
-  per-channel slopes (``nn.PReLU(C)``, ``F.prelu(x, weight)``): one table per channel;
+  per-channel slopes (``nn.PReLU(C)``, ``F.prelu(x, weight)``): one table per channel; a function
+  the user writes, marked with :func:`quant.elementwise`, likewise;
 * a custom op registered with :func:`quant.register_op`: one node of that op, its integer
   parameters from its ``integer_params`` on the operands' qparams and the call's options.
 
@@ -69,7 +70,7 @@ from quant.contract.attrs import (
 from quant.contract.codes import PACKED_BITS, code_range
 from quant.contract.custom import CustomOpDef
 from quant.contract.datapath import Datapath
-from quant.custom.registry import custom_attrs, custom_op_of
+from quant.custom.registry import custom_attrs, custom_op_of, elementwise_function_of
 from quant.contract.spec import QuantSpec
 from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
 from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
@@ -754,6 +755,13 @@ class _Lowering:
         if node.op == "call_module":
             m = self.module(node)
             return m if isinstance(m, _ELEMENTWISE_MODULES) else None
+        if node.op == "call_function" and elementwise_function_of(node.target) is not None:
+            extra, kw = node.args[1:], dict(node.kwargs)
+            if any(isinstance(a, torch.fx.Node) for a in (*extra, *kw.values())):
+                raise self.fail(node, f"elementwise function {_target_name(node, self.model)!r}: its other arguments "
+                                      "must be constants")  # fmt: skip
+            user_fn = node.target
+            return lambda t: user_fn(t, *extra, **kw)  # type: ignore[operator]
         if node.target in (F.prelu, torch.prelu) and len(node.args) == 2 and not node.kwargs:
             weight = constant_tensor(self.model, node.args[1])
             return None if weight is None else (lambda t: F.prelu(t, weight))

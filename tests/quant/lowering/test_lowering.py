@@ -293,3 +293,38 @@ def test_prelu_with_per_channel_slopes_is_one_table_per_channel(preset: str) -> 
     assert report.mismatches == 0, str(report)
     saved = IntegerProgram.from_json(*program.to_json())
     np.testing.assert_array_equal(saved.run(batches[0], backend="c"), program.run(batches[0], backend="torch"))
+
+
+@quant.elementwise
+def swish_beta(x: torch.Tensor, beta: float = 1.5) -> torch.Tensor:
+    """A user's activation: x * sigmoid(beta x)."""
+    return x * torch.sigmoid(beta * x)
+
+
+@pytest.mark.parametrize("preset", ["tflite_int8", "w4a4_acc16_sat", "w2a2_pow2_acc16"])
+def test_a_function_the_user_writes_is_one_exact_table(preset: str) -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.fc2(swish_beta(self.fc1(x), beta=2.0))
+            return out
+
+    torch.manual_seed(0)
+    dp = PRESETS[preset]
+    batches = [torch.randn(16, 6) for _ in range(2)]
+    model, handle = calibrated(Net(), dp, batches)
+    program = lower(model, handle, batches[0], datapath=dp)
+    assert [n.op for n in program.nodes if n.op != "requantize"] == ["linear", "lut", "linear"]  # one table
+    lut = next(n for n in program.nodes if n.op == "lut")
+    src, dst = program.tensors[lut.inputs[0]], program.tensors[lut.output]
+    lo = -(1 << (src.bits - 1)) if src.signed else 0
+    real = torch.tensor(src.scale * (np.arange(lo, lo + (1 << src.bits)) - src.zero_point), dtype=torch.float32)
+    want = torch.clamp(torch.round(real * torch.sigmoid(2.0 * real) / dst.scale) + dst.zero_point, *code_range(dst.bits, dst.signed))
+    table = lut.params["table"]
+    assert isinstance(table, np.ndarray) and np.abs(table.astype(np.int64) - want.numpy()).max() <= 1
+    report = quant.verify(model, handle, program, torch.cat(batches), batch_size=8, progress=False)
+    assert report.mismatches == 0, str(report)
+    torch.testing.assert_close(swish_beta(batches[0]), batches[0] * torch.sigmoid(1.5 * batches[0]))
