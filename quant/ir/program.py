@@ -15,6 +15,7 @@ holding a versioned JSON description and the arrays (no pickle).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -293,6 +294,18 @@ class IntegerProgram:
             "nodes": nodes,
         }
         return doc, arrays
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the program's canonical content: its sorted JSON description and every array's
+        key, dtype, shape and bytes. Equal programs (a saved and loaded one included) have equal digests;
+        the exporters write it into their provenance."""
+        doc, arrays = self.to_json()
+        h = hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8"))
+        for key in sorted(arrays):
+            a = np.ascontiguousarray(arrays[key])
+            h.update(f"{key}:{a.dtype.str}:{list(a.shape)}:".encode("utf-8"))
+            h.update(a.tobytes())
+        return h.hexdigest()
 
     def save(self, path: Union[str, Path]) -> None:
         """Write the program to one ``.npz`` file (JSON description + arrays, no pickle)."""

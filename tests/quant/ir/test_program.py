@@ -60,6 +60,16 @@ def test_save_load_round_trip_is_exact(program: IntegerProgram, tmp_path: Path) 
         assert np.array_equal(again.run(x, backend=backend), program.run(x, backend=backend))
     again.save(tmp_path / "q.npz")
     assert (tmp_path / "q.npz").read_bytes() == path.read_bytes()  # reproducible
+    assert again.digest() == program.digest() and len(program.digest()) == 64
+
+
+def test_the_digest_sees_every_array(program: IntegerProgram) -> None:
+    doc, arrays = program.to_json()
+    key = next(k for k in sorted(arrays) if k.endswith(".bias"))
+    changed = dict(arrays)
+    changed[key] = arrays[key].copy()
+    changed[key][0] += 1
+    assert IntegerProgram.from_json(doc, changed).digest() != program.digest()
 
 
 def test_bad_inputs_are_refused(program: IntegerProgram) -> None:
