@@ -11,7 +11,7 @@ C_ENTRIES := $(shell sed 's/\#.*//' $(C_LIST))
 C_SOURCES := $(filter %.c,$(C_ENTRIES)) $(wildcard $(addsuffix *.h,$(filter %/,$(C_ENTRIES)))) \
              $(wildcard kernels/_ext/*.c)
 
-.PHONY: install ext run demo test bench typecheck clean
+.PHONY: install ext run demo test test-all toolchains bench typecheck clean
 
 # Creates .venv and installs the project editable with the dev extra. Re-runs only
 # when the dependency declarations change; otherwise it only rebuilds the C extension
@@ -35,6 +35,22 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The default suite plus the sweeps too long for it (every zoo model x preset exported to C and run).
+test-all: install
+	LOWBIT_FULL_SWEEP=1 $(PY) -m pytest -q
+
+# The other C toolchains the export tests build with (clang, 32-bit gcc): Debian packages, installed
+# with apt-get when this runs as root; the tests that need them are skipped, saying so, without them.
+toolchains:
+	@if command -v clang >/dev/null && echo 'int main(void){return 0;}' | cc -m32 -x c - -o /dev/null 2>/dev/null; then \
+		echo "toolchains: clang and gcc -m32 are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang gcc-multilib \
+		|| (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang gcc-multilib); \
+	else \
+		echo "toolchains: install clang and gcc-multilib (Debian) to run every export test"; \
+	fi
 
 bench: install
 	$(PY) -m benchmarks.bench_sim

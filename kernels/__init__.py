@@ -5,6 +5,7 @@ a runtime field); ``kernels._qk`` is its CPython binding and ``kernels.api`` the
 Python wrappers exported here. Their keyword names match ``quant.reference``.
 """
 
+from kernels.export import ExportReport, export_c
 from kernels.api import (
     ISAS,
     PackedWeights,
@@ -26,11 +27,13 @@ from kernels.api import (
 )
 
 __all__ = [
+    "ExportReport",
     "ISAS",
     "PackedWeights",
     "add",
     "avg_pool2d",
     "conv2d",
+    "export_c",
     "isa_available",
     "linear",
     "lut",

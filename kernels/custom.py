@@ -29,7 +29,7 @@ from kernels.api import SCRATCH_ALIGN
 from quant.contract.args import check_code_values
 from quant.contract.custom import CUSTOM_MAX_DIMS, CustomOpAttrs, CustomOpDef, custom_op_def
 
-__all__ = ["CustomParam", "CustomTensor", "compile_custom_op", "custom_function", "run_custom"]
+__all__ = ["CustomParam", "CustomTensor", "compile_custom_op", "custom_function", "custom_scratch_bytes", "run_custom"]
 
 Codes = npt.NDArray[Any]
 INCLUDE_DIR = Path(__file__).parent / "c" / "include"
@@ -101,6 +101,34 @@ def _tensor(a: Codes, bits: int, signed: bool) -> CustomTensor:
     return t
 
 
+class _Call:
+    """The ABI structs of one call: ``qk_custom_tensor`` of each input and the output, ``qk_custom_param``
+    of each parameter (the arrays they point to are kept alive here)."""
+
+    def __init__(self, attrs: CustomOpAttrs, arrays: Sequence[Codes], y: Codes) -> None:
+        self.arrays, self.y = arrays, y
+        self.inputs = (CustomTensor * len(arrays))(*(_tensor(a, b, s) for a, b, s in zip(arrays, attrs.x_bits,
+                                                                                         attrs.x_signed)))  # fmt: skip
+        self.output = _tensor(y, attrs.y_bits, attrs.y_signed)
+        self.values = [np.ascontiguousarray(np.atleast_1d(np.asarray(v, dtype=np.int64))) for _, v in attrs.params]
+        self.params = (CustomParam * max(1, len(self.values)))()
+        for i, v in enumerate(self.values):
+            self.params[i].values = v.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+            self.params[i].count = v.size
+
+    def scratch_bytes(self, op: CustomOpDef) -> int:
+        """What ``<symbol>_scratch_bytes`` asks for (0 when the library exports none)."""
+        _, scratch_fn = custom_function(op)
+        if scratch_fn is None:
+            return 0
+        size = ctypes.c_size_t(0)
+        st = scratch_fn(self.inputs, len(self.arrays), self.params, len(self.values), ctypes.byref(self.output),
+                        ctypes.byref(size))  # fmt: skip
+        if st != 0:
+            raise _status(op, f"{op.c_symbol}_scratch_bytes", st)
+        return int(size.value)
+
+
 def _status(op: CustomOpDef, what: str, status: int) -> ValueError:
     known = 0 < status <= 64 and _qk.status_message(status) != "unknown status"
     meaning = f" ({_qk.status_message(status)})" if known else ""
@@ -125,29 +153,29 @@ def run_custom(attrs: CustomOpAttrs, xs: Sequence[Codes]) -> Codes:
                           op.name, bits, signed)  # fmt: skip
         arrays.append(np.ascontiguousarray(x))
     y = np.empty((arrays[0].shape[0], *attrs.shape), dtype=np.int8 if attrs.y_signed else np.uint8)
-    inputs = (CustomTensor * len(arrays))(*(_tensor(a, b, s) for a, b, s in zip(arrays, attrs.x_bits, attrs.x_signed)))
-    output = _tensor(y, attrs.y_bits, attrs.y_signed)
-    values = [np.ascontiguousarray(np.atleast_1d(np.asarray(v, dtype=np.int64))) for _, v in attrs.params]
-    params = (CustomParam * max(1, len(values)))()
-    for i, v in enumerate(values):
-        params[i].values = v.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
-        params[i].count = v.size
-    fn, scratch_fn = custom_function(op)
-    nbytes = 0
-    if scratch_fn is not None:
-        size = ctypes.c_size_t(0)
-        st = scratch_fn(inputs, len(arrays), params, len(values), ctypes.byref(output), ctypes.byref(size))
-        if st != 0:
-            raise _status(op, f"{op.c_symbol}_scratch_bytes", st)
-        nbytes = size.value
+    call = _Call(attrs, arrays, y)
+    fn, _ = custom_function(op)
+    nbytes = call.scratch_bytes(op)
     raw = np.empty(nbytes + SCRATCH_ALIGN, dtype=np.uint8)
     start = -raw.ctypes.data % SCRATCH_ALIGN
     scratch = raw[start : start + nbytes]
-    st = fn(inputs, len(arrays), params, len(values), ctypes.byref(output), scratch.ctypes.data if nbytes else None,
-            nbytes)  # fmt: skip
+    st = fn(call.inputs, len(arrays), call.params, len(call.values), ctypes.byref(call.output),
+            scratch.ctypes.data if nbytes else None, nbytes)  # fmt: skip
     if st != 0:
         raise _status(op, op.c_symbol, st)
     return y
+
+
+def custom_scratch_bytes(attrs: CustomOpAttrs, input_shapes: Sequence[Sequence[int]], batch: int) -> int:
+    """The bytes ``<symbol>_scratch_bytes`` asks for on inputs of ``input_shapes`` and the output of batch
+    ``batch`` (0 when the function has no such twin); what the standalone C export reserves."""
+    op = custom_op_def(attrs.op)
+    _, scratch_fn = custom_function(op)
+    if scratch_fn is None:
+        return 0
+    arrays = [np.zeros(tuple(s), dtype=np.int8 if sg else np.uint8) for s, sg in zip(input_shapes, attrs.x_signed)]
+    y = np.zeros((batch, *attrs.shape), dtype=np.int8 if attrs.y_signed else np.uint8)
+    return _Call(attrs, arrays, y).scratch_bytes(op)
 
 
 def compile_custom_op(

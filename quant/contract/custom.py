@@ -89,6 +89,9 @@ class CustomOpDef:
     c_library: Optional[str] = None
     output_like: Optional[int] = None
     doc: str = ""
+    #: The C99 sources of the C function, for the standalone C export (``c_library=None``: the kernel
+    #: library's own source of ``c_symbol``).
+    c_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -107,6 +110,8 @@ class CustomOpDef:
             raise ValueError(f"register_op {self.name!r}: c_symbol={self.c_symbol!r} must be a C identifier")
         if self.c_library is not None and not isinstance(self.c_library, str):
             raise TypeError(f"register_op {self.name!r}: c_library must be a path (str) or None (the kernel library)")
+        if not isinstance(self.c_sources, tuple) or not all(isinstance(s, str) and s.endswith(".c") for s in self.c_sources):
+            raise ValueError(f"register_op {self.name!r}: c_sources={self.c_sources!r} must be paths of .c files")
         if self.output_like is not None and (
             isinstance(self.output_like, bool) or not isinstance(self.output_like, int)
             or not 0 <= self.output_like < self.n_inputs

@@ -77,6 +77,7 @@ def register_op(
     param_names: Sequence[str],
     c_symbol: str,
     c_library: Optional[str] = None,
+    c_sources: Sequence[str] = (),
     n_inputs: int = 1,
     output_like: Optional[int] = None,
 ) -> Callable[..., torch.Tensor]:
@@ -91,13 +92,15 @@ def register_op(
       the output codes ``(N, *output shape)``;
     * ``c_symbol`` in ``c_library`` (a shared library path; ``None``: the kernel library): the C twin, of
       the ABI of ``kernels/c/include/qk_custom.h``, receiving the parameters in ``param_names`` order;
+    * ``c_sources``: the C99 sources of that function, which ``kernels.export_c`` copies into a standalone
+      folder (not needed for a function of the kernel library);
     * ``output_like``: the index of the input whose qparams the output keeps, or ``None`` for qparams
       from calibration (the recipe's activation scheme, like any other tensor).
     """
     definition = register_custom_op(CustomOpDef(
         name=name, n_inputs=n_inputs, param_names=tuple(param_names), float_fn=float_fn,
         integer_params=integer_params, reference=reference, c_symbol=c_symbol, c_library=c_library,
-        output_like=output_like, doc=(float_fn.__doc__ or "").strip(),
+        output_like=output_like, doc=(float_fn.__doc__ or "").strip(), c_sources=tuple(str(s) for s in c_sources),
     ))  # fmt: skip
 
     def op(*tensors: Any, **options: Any) -> Any:
