@@ -56,6 +56,7 @@ bench: install
 	$(PY) -m benchmarks.bench_sim
 	@if [ -f benchmarks/bench_kernels.py ]; then $(PY) -m benchmarks.bench_kernels; fi
 	$(PY) -m benchmarks.bench_verify
+	$(PY) -m benchmarks.bench_export
 
 typecheck: install
 	$(PY) -m mypy quant kernels experiments benchmarks tests

@@ -147,13 +147,15 @@ def makefile(name: str, provenance: str, sources: Sequence[str]) -> str:
 CC ?= cc
 CFLAGS ?= -O2
 STRICT = -std=c99 -Wall -Wextra -Werror -pedantic
+# No fused multiply-add contraction: the float32/float64 requantization must round each product.
+FPFLAGS = -ffp-contract=off
 SOURCES = {name}.c \\
 \t{srcs}
 
 all: {name}_test
 
 {name}_test: $(SOURCES) {name}_test.c {name}.h {name}_vectors.h
-\t$(CC) $(STRICT) $(CFLAGS) -Iqk/include -o $@ $(SOURCES) {name}_test.c $(LDFLAGS)
+\t$(CC) $(STRICT) $(FPFLAGS) $(CFLAGS) -Iqk/include -o $@ $(SOURCES) {name}_test.c $(LDFLAGS)
 
 test: {name}_test
 \t./{name}_test

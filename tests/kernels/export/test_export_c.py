@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import kernels
+from kernels.custom import compile_custom_op
 import quant
 from quant.contract.datapath import PRESETS
 from quant.ir.program import IntegerProgram
@@ -217,3 +218,33 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(OSError, match="disk full"):
         kernels.export_c(program, tmp_path / "half", x, quiet=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "file"]  # no half-written or temporary folder
+
+
+def test_a_users_custom_op_exports_its_c_source(tmp_path: Path) -> None:
+    from tests.quant.custom.test_registry import FLOOR, HALVE_C, _HalvingNet, _halve_float, _halve_params, _halve_reference
+
+    src = tmp_path / "user_halve_export.c"
+    src.write_text(HALVE_C.format(symbol="user_halve_export", rounding=FLOOR))
+    lib = compile_custom_op([src], tmp_path / "libhalve.so")
+    kw: dict[str, Any] = dict(float_fn=_halve_float, integer_params=_halve_params, reference=_halve_reference,
+                              param_names=("z_in", "z_out", "y_min", "y_max"), c_symbol="user_halve_export",
+                              c_library=str(lib), output_like=0)  # fmt: skip
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 4, 4)
+    dp = PRESETS["w4a8_acc32"]
+    try:
+        halve = quant.register_op("user.halve_export", c_sources=[str(src)], **kw)
+        model, handle = calibrated(_HalvingNet(halve), dp, [x])
+        program = quant.lower(model, handle, x, datapath=dp)
+        kernels.export_c(program, tmp_path / "out", x, intermediates=True, quiet=True)
+        assert (tmp_path / "out" / "custom" / "user_halve_export.c").read_bytes() == src.read_bytes()
+        done = build_and_run(tmp_path / "out", tmp_path, CC, SANITIZE)
+        assert done.returncode == 0 and done.stdout.strip().endswith("all equal"), done.stdout + done.stderr
+        quant.unregister_op("user.halve_export")
+        quant.register_op("user.halve_export", **kw)  # the same op without its C source
+        with pytest.raises(ValueError, match=r"node 'halve_export': custom op 'user.halve_export' has no C source to "
+                                             r"export .*register it with c_sources="):  # fmt: skip
+            kernels.export_c(program, tmp_path / "again", x, quiet=True)
+        assert not (tmp_path / "again").exists()
+    finally:
+        quant.unregister_op("user.halve_export")

@@ -33,6 +33,14 @@
 #define QK__TARGET_AVX2 __attribute__((target("avx2")))
 #endif
 
+/* The hot loops are written for auto-vectorization, which GCC enables only from -O3 (or with
+ * -ftree-vectorize): the library asks for it, so that a build at -O2 (the usual release flag, and
+ * that of exported folders) runs as fast as -O3. Integer loops only: results are unchanged.
+ * Define QK_NO_VECTORIZE_PRAGMA to leave the choice to the command line. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(QK_NO_VECTORIZE_PRAGMA)
+#pragma GCC optimize("tree-vectorize")
+#endif
+
 /* Alignment (bytes) of every array carved out of the scratch buffer. */
 #define QK__ALIGN 64
 
