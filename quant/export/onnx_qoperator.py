@@ -1,0 +1,429 @@
+"""The ``qoperator`` form: an :class:`~quant.ir.program.IntegerProgram` as integer ONNX ops that ONNX Runtime's
+CPU kernels (MLAS) compute exactly as the program does, code for code.
+
+It expresses programs on the ``mlas`` datapath (:func:`~quant.export.onnx_format.qoperator_datapath_problems`
+names the knobs of any other datapath that stand in the way): 8-bit activations, int8 weights, an int32
+accumulator, requantization by one float32 product ``p = fp32(acc) * m`` rounded half to even with the
+zero point added after rounding (docs/arithmetic.md section 5.2). The graph takes the FLOAT input, quantizes
+it with ``QuantizeLinear`` (section 7's ``division`` mode is ONNX's), and returns the output CODES first,
+then their ``DequantizeLinear`` (``<output>_dequantized``).
+
+How each op is written, and why ONNX Runtime computes it exactly:
+
+* ``conv2d``: ``QLinearConv`` (int32 bias, weight zero point 0) [+ ``Clip`` of a fused clamp]. ONNX Runtime
+  computes the multiplier as ``fp32(fp32(x_scale * w_scale) / y_scale)``; the exact multipliers of a
+  program are not reachable that way from the tensors' own scales (for about one channel in six no
+  float32 ``w_scale`` gives ``fp32(M)``), so the node carries ``x_scale = y_scale = 1`` and
+  ``w_scale = fp32(M)`` per channel, for which the formula returns ``fp32(M)`` exactly. The real scales
+  of the tensors are in the file's metadata and on the ``QuantizeLinear``/``DequantizeLinear`` at its
+  ends.
+* ``linear``: ``QGemm`` (com.microsoft; ``QLinearMatMul`` has no bias input), ``transB = 1``, the same unit
+  scales; inputs of rank above 2 go through ``Reshape`` to rows and back.
+* ``requantize``: ``DequantizeLinear(q, m, z_in)`` (ONNX Runtime computes ``fp32(q - z_in) * m``: the
+  contract's ``fp32(acc) * m``) then ``QuantizeLinear(·, 1, z_y)`` (a division by 1 is exact; it rounds
+  half to even, adds ``z_y`` and saturates). Per-channel multipliers use the per-axis form.
+* ``add``: ``DequantizeLinear(a, fp32(m_a), z_a)`` and ``DequantizeLinear(b, fp32(m_b), z_b)``, a float
+  ``Add``, ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]: section 6.1's float32 formula, operation for operation.
+  (``QLinearAdd`` is not used: its AVX2 kernel computes ``fma(a, s_a/s_y, fma(b, s_b/s_y, z_y - ...))``
+  with the zero points folded into one float constant, which differs in the last bit.)
+* ``mul``: ``DequantizeLinear`` of both with scale 1 (exact differences), ``Mul`` (an exact product below
+  2^24), ``Mul`` by ``fp32(M)``, ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]. (``QLinearMul`` is not used:
+  it multiplies dequantized floats.)
+* ``avg_pool2d``: global pooling over ``n`` positions with ``n`` a power of two up to 2^16, or odd below
+  8192: ``QLinearGlobalAveragePool`` (com.microsoft) with the tensor's own scale in and out (its float32
+  factor ``s / (s n)`` is ``1/n`` exactly, or close enough that no rounding of an odd ``n`` moves).
+  Otherwise ``DequantizeLinear(q, 1, z)``, the float ``AveragePool`` (``count_include_pad = 0``) or
+  ``GlobalAveragePool`` (an exact sum divided once, correctly rounded: no tie is created or lost for
+  windows up to 2^15), ``QuantizeLinear(·, 1, z)``. (``QLinearAveragePool`` adds the zero point before
+  rounding, which moves ties when ``z`` is odd.)
+* ``max_pool2d``: ``MaxPool`` on the codes (global pooling: the whole plane, no ``strides`` attribute).
+* ``lut``: ``Cast`` to int32, ``Add`` of ``-qmin`` (plus ``c * 2^b`` for channel ``c`` of per-channel
+  tables), ``Gather`` on the int8/uint8 table.
+* ``reshape``, ``permute``, ``concat``, ``pad``: ``Reshape`` (batch kept: ``0``), ``Transpose``, ``Concat``,
+  ``Pad`` (constant, the code ``value``) on the codes.
+
+Ops from the com.microsoft domain: ``QGemm`` and ``QLinearGlobalAveragePool``. Everything else is the
+default ONNX domain.
+
+Not expressible (``ValueError`` naming the node, the op and the form): ``softmax`` (the contract's integer
+softmax, section 6.3, has no ONNX Runtime kernel), custom ops (``detection.nms`` and any registered op),
+codes other than 8 bits, weight zero points that differ between channels (ONNX Runtime's ``QLinearConv``
+needs one), and any datapath other than ``mlas``'s arithmetic.
+
+Exactness is measured by ``tests/quant/export/test_onnx_qoperator.py``. On x86 CPUs without VNNI, MLAS's
+u8 x s8 kernels add pairs of products in saturating int16, so full-range uint8 activations may differ
+there (docs/arithmetic.md section 8); with AVX-VNNI, AVX512-VNNI or AMX the accumulation is exact int32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+import numpy.typing as npt
+from onnx import TensorProto
+
+from quant.contract.attrs import (
+    AddAttrs,
+    AvgPool2dAttrs,
+    Conv2dAttrs,
+    LinearAttrs,
+    LutAttrs,
+    MaxPool2dAttrs,
+    MulAttrs,
+    RequantizeAttrs,
+)
+from quant.contract.codes import code_range
+from quant.contract.multiplier import FloatAdd, FloatRequant
+from quant.export.onnx_format import MS_DOMAIN, code_elem_type, code_numpy_dtype, float32_array, qoperator_datapath_problems
+from quant.export.onnx_graph import GraphBuilder
+from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
+from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
+
+__all__ = ["QOPERATOR_OPS", "build_qoperator", "exact_global_average", "MAX_AVERAGE_WINDOW"]
+
+#: The largest averaging window the float ``AveragePool`` route computes exactly (section 6 rounding).
+MAX_AVERAGE_WINDOW = 1 << 15
+
+
+def exact_global_average(count: int) -> bool:
+    """Whether ``QLinearGlobalAveragePool`` over ``count`` positions, with equal input and output qparams, is
+    the contract's ``rounding_divide(S - n z, n, half_even) + z``: its factor ``fp32(s / fp32(s n))`` is
+    ``1/n`` exactly for ``n`` a power of two (and ``fp32(acc)`` exact for ``n <= 2^16``); for odd ``n`` no
+    tie exists and the factor's error (``<= 2^-22`` relative, ``255 * 2^-22`` absolute) stays below the
+    ``1/(2n)`` distance to the nearest tie while ``n < 8192``.
+
+    >>> [n for n in (1, 4, 6, 16, 49, 36, 1 << 16, 1 << 17) if exact_global_average(n)]
+    [1, 4, 16, 49, 65536]
+    """
+    if count < 1:
+        return False
+    if count & (count - 1) == 0:
+        return count <= 1 << 16
+    return count % 2 == 1 and count < 8192
+
+
+class _Writer:
+    """Writes one program's nodes into a :class:`GraphBuilder` (see the module docstring)."""
+
+    def __init__(self, program: IntegerProgram, g: GraphBuilder) -> None:
+        self.p = program
+        self.g = g
+        self.names: dict[str, str] = {}  # program tensor -> ONNX tensor of its codes
+        self.unit = ""
+
+    # ------------------------------------------------------------------ helpers
+    def info(self, tensor: str) -> TensorInfo:
+        return self.p.tensors[tensor]
+
+    def codes(self, tensor: str) -> str:
+        return self.names[tensor]
+
+    def zero_point(self, base: str, value: int, info: TensorInfo, shape: tuple[int, ...] = ()) -> str:
+        lo, hi = code_range(info.bits, info.signed)
+        if not lo <= value <= hi:
+            raise ValueError(f"zero point {value} outside the {info.bits}-bit code range of tensor {info.name!r}")
+        return self.g.constant(base, np.full(shape, value, dtype=code_numpy_dtype(info.signed)))
+
+    def unit_scale(self) -> str:
+        return self.g.shared_constant("unit_scale", np.float32(1.0))
+
+    def result(self, node: Node) -> str:
+        """Where the node's main op writes: its output, or a temporary a fused ``Clip`` then narrows."""
+        self.names[node.output] = node.output
+        return self.g.fresh(f"{node.output}/unclamped") if self._clamp_bounds(node) else node.output
+
+    def _clamp_bounds(self, node: Node) -> Optional[tuple[int, int]]:
+        out = getattr(node.attrs, "output", None)
+        info = self.info(node.output)
+        if out is None or (out.lo, out.hi) == code_range(info.bits, info.signed):
+            return None
+        return out.lo, out.hi
+
+    def clamp(self, node: Node, produced: str) -> None:
+        """``Clip`` of ``produced`` to the node's output range when a fused clamp narrows it."""
+        bounds = self._clamp_bounds(node)
+        if bounds is None:
+            return
+        info = self.info(node.output)
+        dtype = code_numpy_dtype(info.signed)
+        lo = self.g.constant(f"{node.name}/clip_min", np.array(bounds[0], dtype))
+        hi = self.g.constant(f"{node.name}/clip_max", np.array(bounds[1], dtype))
+        self.g.node("Clip", [produced, lo, hi], [node.output], name=f"{node.name}/clip")
+
+    def quantize_unit(self, node: Node, value: str, out: str) -> None:
+        """``QuantizeLinear(value, 1, z_y)``: round half to even, add the output zero point, saturate."""
+        info = self.info(node.output)
+        zp = self.zero_point(f"{node.name}/y_zero_point", info.zero_point, info)
+        self.g.node("QuantizeLinear", [value, self.unit_scale(), zp], [out], name=node.name)
+
+    @staticmethod
+    def float_multiplier(attrs: Any, node: Node) -> npt.NDArray[np.float32]:
+        requant = attrs.requant
+        if not isinstance(requant, FloatRequant) or requant.precision != "float32":
+            raise ValueError(f"node {node.name!r} ({node.op}): requantization {requant!r} is not float32")
+        return float32_array(requant.multiplier)
+
+    @staticmethod
+    def weight(node: Node) -> npt.NDArray[np.int8]:
+        w = node.params["weight"]
+        if isinstance(w, PackedTensor):
+            raise ValueError(f"node {node.name!r} ({node.op}): {w.bits}-bit packed weights; the qoperator form holds int8")
+        return np.asarray(w).astype(np.int8)
+
+    def weight_zero_point(self, node: Node, zw: tuple[int, ...], per_channel: bool, channels: int) -> str:
+        if len(set(zw)) != 1:
+            raise ValueError(f"node {node.name!r} ({node.op}) cannot be expressed in the qoperator form: weight zero "
+                             f"points differ between channels ({sorted(set(zw))}); ONNX Runtime takes one")  # fmt: skip
+        shape = (channels,) if per_channel else ()
+        return self.g.constant(f"{node.name}/w_zero_point", np.full(shape, zw[0], dtype=np.int8))
+
+    # ------------------------------------------------------------------ ops
+    def conv2d(self, node: Node) -> None:
+        a: Conv2dAttrs = node.attrs
+        x, y = self.info(node.inputs[0]), self.info(node.output)
+        m = self.float_multiplier(a, node)
+        inputs = [
+            self.codes(node.inputs[0]), self.unit_scale(),
+            self.zero_point(f"{node.name}/x_zero_point", a.x_zero_point, x),
+            self.g.constant(f"{node.name}/weight", self.weight(node)),
+            self.g.constant(f"{node.name}/w_scale", m),
+            self.weight_zero_point(node, a.w_zero_point, m.ndim == 1, a.w_shape[0]),
+            self.unit_scale(), self.zero_point(f"{node.name}/y_zero_point", a.output.zero_point, y),
+        ]  # fmt: skip
+        if "bias" in node.params:
+            inputs.append(self.g.constant(f"{node.name}/bias", np.asarray(node.params["bias"]).astype(np.int32)))
+        out = self.result(node)
+        ph, pw = a.padding
+        self.g.node("QLinearConv", inputs, [out], name=node.name, kernel_shape=list(a.w_shape[2:]),
+                    strides=list(a.stride), pads=[ph, pw, ph, pw], dilations=list(a.dilation), group=a.groups)  # fmt: skip
+        self.clamp(node, out)
+
+    def linear(self, node: Node) -> None:
+        a: LinearAttrs = node.attrs
+        x, y = self.info(node.inputs[0]), self.info(node.output)
+        m = self.float_multiplier(a, node)
+        src = self.codes(node.inputs[0])
+        rank = len(x.shape)
+        if rank > 2:
+            rows = self.g.fresh(f"{node.output}/rows")
+            shape = self.g.constant(f"{node.name}/rows_shape", np.array([-1, a.w_shape[1]], np.int64))
+            self.g.node("Reshape", [src, shape], [rows], name=f"{node.name}/rows")
+            src = rows
+        bias = ""
+        if "bias" in node.params:
+            bias = self.g.constant(f"{node.name}/bias", np.asarray(node.params["bias"]).astype(np.int32))
+        out = self.result(node)
+        gemm_out = self.g.fresh(f"{node.output}/rows_out") if rank > 2 else out
+        inputs = [
+            src, self.unit_scale(), self.zero_point(f"{node.name}/x_zero_point", a.x_zero_point, x),
+            self.g.constant(f"{node.name}/weight", self.weight(node)), self.g.constant(f"{node.name}/w_scale", m),
+            self.weight_zero_point(node, a.w_zero_point, m.ndim == 1, a.w_shape[0]), bias,
+            self.unit_scale(), self.zero_point(f"{node.name}/y_zero_point", a.output.zero_point, y),
+        ]  # fmt: skip
+        self.g.node("QGemm", inputs, [gemm_out], name=node.name, domain=MS_DOMAIN, transB=1)
+        if rank > 2:
+            dims = [-1, *(int(d) for d in y.shape[1:] if d is not None)]
+            shape = self.g.constant(f"{node.name}/out_shape", np.array(dims, np.int64))
+            self.g.node("Reshape", [gemm_out, shape], [out], name=f"{node.name}/unrows")
+        self.clamp(node, out)
+
+    def requantize(self, node: Node) -> None:
+        a: RequantizeAttrs = node.attrs
+        x = self.info(node.inputs[0])
+        m = self.float_multiplier(a, node)
+        per_axis = m.ndim == 1
+        zp = self.zero_point(f"{node.name}/x_zero_point", a.in_zero_point, x, (m.shape[0],) if per_axis else ())
+        scaled = self.g.fresh(f"{node.output}/scaled")
+        self.g.node("DequantizeLinear", [self.codes(node.inputs[0]), self.g.constant(f"{node.name}/multiplier", m), zp],
+                    [scaled], name=f"{node.name}/scale", axis=a.axis if per_axis else None)  # fmt: skip
+        out = self.result(node)
+        self.quantize_unit(node, scaled, out)
+        self.clamp(node, out)
+
+    def add(self, node: Node) -> None:
+        a: AddAttrs = node.attrs
+        params = a.params
+        if not isinstance(params, FloatAdd) or params.requant != "float32":
+            raise ValueError(f"node {node.name!r} (add): parameters {params!r} are not float32")
+        terms = []
+        for i, (mult, zero) in enumerate(((params.a, a.a_zero_point), (params.b, a.b_zero_point))):
+            src = node.inputs[i]
+            term = self.g.fresh(f"{node.output}/term{i}")
+            self.g.node("DequantizeLinear", [self.codes(src), self.g.constant(f"{node.name}/multiplier{i}",
+                        float32_array(mult.multiplier)), self.zero_point(f"{node.name}/zero_point{i}", zero,
+                        self.info(src))], [term], name=f"{node.name}/term{i}")  # fmt: skip
+            terms.append(term)
+        total = self.g.fresh(f"{node.output}/sum")
+        self.g.node("Add", terms, [total], name=f"{node.name}/sum")
+        out = self.result(node)
+        self.quantize_unit(node, total, out)
+        self.clamp(node, out)
+
+    def mul(self, node: Node) -> None:
+        a: MulAttrs = node.attrs
+        m = self.float_multiplier(a, node)
+        factors = []
+        for i, zero in enumerate((a.a_zero_point, a.b_zero_point)):
+            src = node.inputs[i]
+            factor = self.g.fresh(f"{node.output}/factor{i}")
+            self.g.node("DequantizeLinear", [self.codes(src), self.unit_scale(),
+                        self.zero_point(f"{node.name}/zero_point{i}", zero, self.info(src))], [factor],
+                        name=f"{node.name}/factor{i}")  # fmt: skip
+            factors.append(factor)
+        product = self.g.fresh(f"{node.output}/product")
+        self.g.node("Mul", factors, [product], name=f"{node.name}/product")
+        scaled = self.g.fresh(f"{node.output}/scaled")
+        self.g.node("Mul", [product, self.g.constant(f"{node.name}/multiplier", m)], [scaled], name=f"{node.name}/scale")
+        out = self.result(node)
+        self.quantize_unit(node, scaled, out)
+        self.clamp(node, out)
+
+    def avg_pool2d(self, node: Node) -> None:
+        a: AvgPool2dAttrs = node.attrs
+        x = self.info(node.inputs[0])
+        plane = (1, *(int(d) for d in x.shape[1:] if d is not None))
+        kernel, stride, padding, _ = a.window.resolve(plane, a.op)
+        out = self.result(node)
+        src = self.codes(node.inputs[0])
+        if a.window.kernel_size is None and exact_global_average(kernel[0] * kernel[1]):
+            scale = self.g.constant(f"{node.name}/scale", np.float32(x.scale))
+            zp = self.zero_point(f"{node.name}/zero_point", a.zero_point, x)
+            self.g.node("QLinearGlobalAveragePool", [src, scale, zp, scale, zp], [out], name=node.name,
+                        domain=MS_DOMAIN, channels_last=0)  # fmt: skip
+            return
+        if kernel[0] * kernel[1] > MAX_AVERAGE_WINDOW:
+            raise ValueError(f"node {node.name!r} (avg_pool2d) cannot be expressed in the qoperator form: a window of "
+                             f"{kernel[0] * kernel[1]} elements (exact up to {MAX_AVERAGE_WINDOW})")  # fmt: skip
+        diff = self.g.fresh(f"{node.output}/centered")
+        self.g.node("DequantizeLinear", [src, self.unit_scale(), self.zero_point(f"{node.name}/zero_point", a.zero_point, x)],
+                    [diff], name=f"{node.name}/center")  # fmt: skip
+        mean = self.g.fresh(f"{node.output}/mean")
+        if a.window.kernel_size is None:
+            self.g.node("GlobalAveragePool", [diff], [mean], name=f"{node.name}/mean")
+        else:
+            self.g.node("AveragePool", [diff], [mean], name=f"{node.name}/mean", kernel_shape=list(kernel),
+                        strides=list(stride), pads=[padding[0], padding[1], padding[0], padding[1]],
+                        count_include_pad=0)  # fmt: skip
+        zp = self.zero_point(f"{node.name}/y_zero_point", a.zero_point, x)
+        self.g.node("QuantizeLinear", [mean, self.unit_scale(), zp], [out], name=node.name)
+
+    def max_pool2d(self, node: Node) -> None:
+        a: MaxPool2dAttrs = node.attrs
+        x = self.info(node.inputs[0])
+        out = self.result(node)
+        if a.window.kernel_size is None:
+            plane = [int(d) for d in x.shape[2:] if d is not None]
+            self.g.node("MaxPool", [self.codes(node.inputs[0])], [out], name=node.name, kernel_shape=plane)
+            return
+        ph, pw = a.window.padding
+        self.g.node("MaxPool", [self.codes(node.inputs[0])], [out], name=node.name,
+                    kernel_shape=list(a.window.kernel_size), strides=list(a.window.stride), pads=[ph, pw, ph, pw],
+                    dilations=list(a.window.dilation))  # fmt: skip
+
+    def lut(self, node: Node) -> None:
+        a: LutAttrs = node.attrs
+        x, y = self.info(node.inputs[0]), self.info(node.output)
+        index = self.g.fresh(f"{node.output}/index")
+        self.g.node("Cast", [self.codes(node.inputs[0])], [index], name=f"{node.name}/index", to=TensorProto.INT32)
+        qmin = a.x_range[0]
+        offset: npt.NDArray[np.int32] = np.array(-qmin, dtype=np.int32)
+        if a.channels > 1:
+            rank = len(x.shape)
+            offset = (np.arange(a.channels, dtype=np.int32) * (1 << a.x_bits) - qmin).reshape((a.channels,) + (1,) * (rank - 2))
+        if offset.ndim or int(offset) != 0:
+            shifted = self.g.fresh(f"{node.output}/row_index")
+            self.g.node("Add", [index, self.g.constant(f"{node.name}/offset", offset)], [shifted], name=f"{node.name}/offset")
+            index = shifted
+        table = np.asarray(node.params["table"]).reshape(-1)
+        lo, hi = code_range(y.bits, y.signed)
+        if table.size and (int(table.min()) < lo or int(table.max()) > hi):
+            raise ValueError(f"node {node.name!r} (lut): table values outside the codes of {node.output!r}")
+        out = self.result(node)
+        self.g.node("Gather", [self.g.constant(f"{node.name}/table", table.astype(code_numpy_dtype(y.signed))), index],
+                    [out], name=node.name, axis=0)  # fmt: skip
+
+    def reshape(self, node: Node) -> None:
+        a: ReshapeAttrs = node.attrs
+        shape = self.g.constant(f"{node.name}/shape", np.array([0, *a.shape], np.int64))
+        self.g.node("Reshape", [self.codes(node.inputs[0]), shape], [self.result(node)], name=node.name)
+
+    def permute(self, node: Node) -> None:
+        a: PermuteAttrs = node.attrs
+        self.g.node("Transpose", [self.codes(node.inputs[0])], [self.result(node)], name=node.name, perm=list(a.dims))
+
+    def concat(self, node: Node) -> None:
+        a: ConcatAttrs = node.attrs
+        self.g.node("Concat", [self.codes(t) for t in node.inputs], [self.result(node)], name=node.name, axis=a.axis)
+
+    def pad(self, node: Node) -> None:
+        a: PadAttrs = node.attrs
+        x = self.info(node.inputs[0])
+        self.g.node("Pad", [self.codes(node.inputs[0]), self.g.constant(f"{node.name}/pads", onnx_pads(a, len(x.shape), node)),
+                    self.zero_point(f"{node.name}/value", a.value, x)], [self.result(node)], name=node.name,
+                    mode="constant")  # fmt: skip
+
+
+def onnx_pads(attrs: PadAttrs, rank: int, node: Optional[Node] = None) -> npt.NDArray[np.int64]:
+    """``attrs.pads`` (``torch.nn.functional.pad`` order: last dimension first) as ONNX's
+    ``[begin_0, ..., begin_{r-1}, end_0, ..., end_{r-1}]``; ``ValueError`` if they reach the batch.
+
+    >>> onnx_pads(PadAttrs.build(pads=[1, 1, 2, 0], value=0), 4).tolist()
+    [0, 0, 2, 1, 0, 0, 0, 1]
+    """
+    pairs = len(attrs.pads) // 2
+    if pairs >= rank:
+        raise ValueError(f"node {getattr(node, 'name', '?')!r} (pad): pads={list(attrs.pads)} reach the batch dimension")
+    begin, end = [0] * rank, [0] * rank
+    for i in range(pairs):
+        begin[rank - 1 - i], end[rank - 1 - i] = attrs.pads[2 * i], attrs.pads[2 * i + 1]
+    return np.array(begin + end, np.int64)
+
+
+#: The program ops this form writes, by name.
+QOPERATOR_OPS: dict[str, Callable[[_Writer, Node], None]] = {
+    "conv2d": _Writer.conv2d, "linear": _Writer.linear, "requantize": _Writer.requantize, "add": _Writer.add,
+    "mul": _Writer.mul, "avg_pool2d": _Writer.avg_pool2d, "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut,
+    "reshape": _Writer.reshape, "permute": _Writer.permute, "concat": _Writer.concat, "pad": _Writer.pad,
+}  # fmt: skip
+
+_WHY_NOT = {
+    "softmax": "the contract's integer softmax (docs/arithmetic.md section 6.3) has no ONNX Runtime kernel",
+}
+
+
+def check_qoperator(program: IntegerProgram) -> None:
+    """``ValueError`` naming the first thing of ``program`` the qoperator form cannot express (see module doc)."""
+    problems = qoperator_datapath_problems(program.datapath)
+    if problems:
+        raise ValueError(f"export_onnx(form='qoperator'): datapath {program.datapath.name!r} is not ONNX Runtime's "
+                         f"arithmetic (the mlas preset): {'; '.join(problems)}")  # fmt: skip
+    for node in program.nodes:
+        if node.op not in QOPERATOR_OPS:
+            why = _WHY_NOT.get(node.op, "custom ops have no ONNX counterpart" if "." in node.op else "no ONNX form")
+            raise ValueError(f"export_onnx(form='qoperator'): node {node.name!r} ({node.op}) cannot be expressed: {why}")
+    for info in program.tensors.values():
+        if info.bits != 8 or code_elem_type(info.bits, info.signed) is None:
+            raise ValueError(f"export_onnx(form='qoperator'): tensor {info.name!r} has {info.bits}-bit codes; "
+                             "the qoperator form holds 8-bit codes")  # fmt: skip
+
+
+def build_qoperator(program: IntegerProgram, g: GraphBuilder) -> dict[str, str]:
+    """Write ``program``'s inputs (``QuantizeLinear`` of the float input), nodes and output codes into ``g``;
+    returns the ONNX tensor holding each program tensor's codes. ``ValueError`` as :func:`check_qoperator`."""
+    check_qoperator(program)
+    w = _Writer(program, g)
+    for name in program.inputs:
+        info = program.tensors[name]
+        codes = g.fresh(f"{name}_quantized")
+        scale = g.constant(f"{name}/scale", np.float32(info.scale))
+        zp = w.zero_point(f"{name}/zero_point", info.zero_point, info)
+        g.node("QuantizeLinear", [name, scale, zp], [codes], name=f"{name}/quantize")
+        w.names[name] = codes
+    for node in program.nodes:
+        try:
+            QOPERATOR_OPS[node.op](w, node)
+        except ValueError as err:
+            text = str(err)
+            raise ValueError(text if text.startswith("export_onnx") else f"export_onnx(form='qoperator'): {text}") from None
+    return w.names
