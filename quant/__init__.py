@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from quant.lowering.lowerer import lower as lower
     from quant.verification.verifier import VerificationReport as VerificationReport, verify as verify
     from quant.custom.registry import elementwise as elementwise, register_op as register_op, unregister_op as unregister_op
+    from quant.export.onnx_export import export_onnx as export_onnx
+    from quant.export.onnx_import import import_onnx as import_onnx
 
 #: Public name -> the module that defines it.
 _HOMES: dict[str, str] = {
@@ -56,6 +58,8 @@ _HOMES: dict[str, str] = {
     "register_op": "quant.custom.registry",
     "elementwise": "quant.custom.registry",
     "unregister_op": "quant.custom.registry",
+    "export_onnx": "quant.export.onnx_export",
+    "import_onnx": "quant.export.onnx_import",
 }
 
 __all__ = list(_HOMES)
