@@ -67,7 +67,7 @@ def build_and_run(folder: Path, tmp: Path, cc: str = CC, cflags: str = "-O2") ->
 
 
 SANITIZE = "-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
-#: Models and presets whose exports are built four ways (gcc -O0, gcc -O2 + sanitizers, clang -O2, gcc -m32).
+#: Models and presets whose exports are built six ways (gcc and clang at -O0 and -O2, gcc with ASan/UBSan, gcc -m32).
 CASES = [("residual", "tflite_int8"), ("inverted_residual", "w4a4_acc16_sat"), ("detector", "fbgemm_int8"),
          ("keyword_spotter", "w2a2_pow2_acc16")]  # fmt: skip
 #: More, built once under the sanitizers: every op kind and preset of the zoo appears in one of the two lists.
@@ -87,11 +87,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[st
 
 
 @pytest.mark.parametrize(("name", "preset"), CASES)
-@pytest.mark.parametrize("build", ["gcc -O0", "gcc sanitizers", "clang -O2", "gcc -m32"])
+@pytest.mark.parametrize("build", ["gcc -O0", "gcc -O2", "gcc sanitizers", "clang -O0", "clang -O2", "gcc -m32"])
 def test_exported_folders_build_and_reproduce_every_code(name: str, preset: str, build: str, exported: Any,
                                                          toolchains: dict[str, bool], tmp_path: Path) -> None:  # fmt: skip
-    cc, cflags = {"gcc -O0": (CC, "-O0"), "gcc sanitizers": (CC, SANITIZE), "clang -O2": ("clang", "-O2"),
-                  "gcc -m32": (CC, "-O2 -m32")}[build]  # fmt: skip
+    cc, cflags = {"gcc -O0": (CC, "-O0"), "gcc -O2": (CC, "-O2"), "gcc sanitizers": (CC, SANITIZE),
+                  "clang -O0": ("clang", "-O0"), "clang -O2": ("clang", "-O2"), "gcc -m32": (CC, "-O2 -m32")}[build]  # fmt: skip
     if build.startswith("clang") and not toolchains["clang"]:
         pytest.skip("clang is not installed: `make toolchains` installs it (Debian package clang)")
     if build.endswith("-m32") and not toolchains["m32"]:
