@@ -1,0 +1,200 @@
+"""How often ONNX Runtime's output codes equal an :class:`~quant.ir.program.IntegerProgram`'s, per ONNX form.
+
+:func:`measure` exports a program (:func:`quant.export.onnx_export.onnx_model`), runs it in ONNX Runtime's
+CPU provider at a graph optimization level (``"basic"``: ``ORT_ENABLE_BASIC``, ``"all"``:
+``ORT_ENABLE_ALL``, which fuses QDQ groups into ONNX Runtime's integer kernels) and compares its output
+codes with :meth:`IntegerProgram.run <quant.ir.program.IntegerProgram.run>` on the torch reference: the
+fraction of equal codes and the largest difference in codes (LSBs). :func:`agreement_table` writes the
+Markdown table of docs/onnx.md; regenerate it with::
+
+    python -m quant.export.agreement            # [--samples N] [--models mlp,residual] [--presets mlas]
+
+The command builds the model zoo of ``experiments/models`` (seeded weights, calibrated on random inputs
+as ``tests/quant/lowering`` does), the only place this module reaches outside the library; onnxruntime is
+imported when a measurement runs.
+
+>>> row = Agreement("mlp", "mlas", "qdq", "basic", ops=3, codes=8, equal=0.875, max_lsb=1)
+>>> print(agreement_table([row]).splitlines()[2])
+| mlp | mlas | 3 | 87.5% (1) | - | - |
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from quant.ir.program import IntegerProgram
+
+__all__ = ["Agreement", "LEVELS", "ZOO_PRESETS", "agreement_table", "main", "measure", "ort_session", "run_onnx",
+           "zoo_models", "zoo_program"]  # fmt: skip
+
+#: ONNX Runtime graph optimization levels by the names used here.
+LEVELS: tuple[str, ...] = ("basic", "all")
+#: The presets the zoo is lowered for (those of the lowering tests and ``experiments.verify_zoo``).
+ZOO_PRESETS: tuple[str, ...] = ("tflite_int8", "fbgemm_int8", "mlas", "w4a8_acc32", "w4a4_acc16_sat", "w2a2_pow2_acc16")
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """One measurement: ``equal`` is the fraction of the ``codes`` output codes ONNX Runtime computed as the program
+    did, ``max_lsb`` the largest difference; ``refused`` the exporter's reason when the form cannot express it,
+    ``failed`` ONNX Runtime's error when it cannot run the exported model."""
+
+    model: str
+    preset: str
+    form: str
+    level: str
+    ops: int
+    codes: int = 0
+    equal: float = 0.0
+    max_lsb: int = 0
+    refused: Optional[str] = None
+    failed: Optional[str] = None
+
+    def cell(self) -> str:
+        """``99.2% (1)``: equal codes and the largest difference; ``-`` when refused, ``ORT fails`` when ONNX
+        Runtime cannot run the model."""
+        if self.refused is not None:
+            return "-"
+        if self.failed is not None:
+            return "ORT fails"
+        return f"{100 * self.equal:.1f}% ({self.max_lsb})"
+
+
+def ort_session(model: bytes, level: str = "basic") -> Any:
+    """An ONNX Runtime CPU session of the serialized ``model`` at optimization ``level`` (see :data:`LEVELS`)."""
+    import onnxruntime as ort
+
+    if level not in LEVELS:
+        raise ValueError(f"level={level!r} is not one of {', '.join(map(repr, LEVELS))}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if level == "basic"
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)  # fmt: skip
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(program: IntegerProgram, *xs: Any, form: str, level: str = "basic") -> list[np.ndarray[Any, Any]]:
+    """ONNX Runtime's outputs of ``program`` exported in ``form`` on the float inputs ``xs``: the output codes,
+    then the dequantized outputs (as the graph returns them)."""
+    from quant.export.onnx_export import onnx_model
+
+    session = ort_session(onnx_model(program, form=form).SerializeToString(), level)
+    feeds = {name: np.asarray(x, dtype=np.float32) for name, x in zip(program.inputs, xs)}
+    return list(session.run(None, feeds))
+
+
+def measure(program: IntegerProgram, *xs: Any, form: str, level: str = "basic", model: str = "", preset: str = "") -> Agreement:
+    """ONNX Runtime's output codes of ``program`` in ``form`` against the program's own (torch reference) on ``xs``;
+    a form that cannot express the program gives a row with ``refused`` set."""
+    name, dp = model or repr(program), preset or program.datapath.name
+    from quant.export.onnx_export import onnx_model
+
+    try:
+        data = onnx_model(program, form=form).SerializeToString()
+    except ValueError as err:
+        return Agreement(name, dp, form, level, len(program.nodes), refused=str(err))
+    try:
+        session = ort_session(data, level)
+        outs = session.run(None, {n: np.asarray(x, dtype=np.float32) for n, x in zip(program.inputs, xs)})
+    except Exception as err:  # onnxruntime's own exception types (InvalidGraph, Fail, ...)
+        return Agreement(name, dp, form, level, len(program.nodes), failed=f"{type(err).__name__}: {err}")
+    ref = program.run(*xs)
+    refs = ref if isinstance(ref, tuple) else (ref,)
+    total = equal = worst = 0
+    for got, want in zip(outs, refs):
+        g, w = np.asarray(got).astype(np.int64), np.asarray(want).astype(np.int64)
+        if g.shape != w.shape:
+            raise AssertionError(f"{name} on {dp} ({form}): ONNX Runtime's output has shape {g.shape}, the program's {w.shape}")
+        total += g.size
+        equal += int((g == w).sum())
+        worst = max(worst, int(np.abs(g - w).max()) if g.size else 0)
+    return Agreement(name, dp, form, level, len(program.nodes), total, equal / max(total, 1), worst)
+
+
+def agreement_table(rows: Sequence[Agreement]) -> str:
+    """A Markdown table, one line per (model, preset): equal codes (largest difference) for the qdq form at each
+    level and for the qoperator form at ``basic``."""
+    key: dict[tuple[str, str], dict[tuple[str, str], Agreement]] = {}
+    for r in rows:
+        key.setdefault((r.model, r.preset), {})[(r.form, r.level)] = r
+    lines = ["| model | preset | ops | qdq, ORT basic | qdq, ORT all | qoperator, ORT basic |", "|---|---|---|---|---|---|"]
+    for (model, preset), cells in key.items():
+        ops = next(iter(cells.values())).ops
+        got = [cells.get(k) for k in (("qdq", "basic"), ("qdq", "all"), ("qoperator", "basic"))]
+        lines.append(f"| {model} | {preset} | {ops} | " + " | ".join(c.cell() if c else "-" for c in got) + " |")
+    return "\n".join(lines)
+
+
+def zoo_models() -> dict[str, tuple[Callable[[], Any], Callable[[int], Any]]]:
+    """The model zoo by name: a constructor and ``make_input(batch)`` (experiments/models; digits-like inputs for
+    the digits CNN)."""
+    import torch
+
+    from experiments.models.digits_cnn import DigitsCNN
+    from experiments.models.small import SMALL_MODELS
+
+    models: dict[str, tuple[Callable[[], Any], Callable[[int], Any]]] = {
+        name: (cls, getattr(cls, "example_input")) for name, cls in SMALL_MODELS.items()}  # fmt: skip
+    models["digits"] = (DigitsCNN, lambda n: torch.rand(n, 1, 8, 8) * 16)
+    return models
+
+
+def zoo_program(name: str, preset: str, *, seed: int = 0) -> tuple[IntegerProgram, Callable[[int], Any]]:
+    """The zoo model ``name`` lowered for ``preset``: BN folded, the preset's natural recipe
+    (:func:`quant.sim.recipe.datapath_recipe`) calibrated on three batches of 8 seeded random inputs, as
+    ``tests/quant/lowering`` does; returns the program and the model's ``make_input(batch)``."""
+    import torch
+
+    import quant
+    from quant.contract.datapath import PRESETS
+    from quant.sim.recipe import datapath_recipe
+
+    cls, make_input = zoo_models()[name]
+    dp = PRESETS[preset]
+    torch.manual_seed(seed)
+    batches = [make_input(8) for _ in range(3)]
+    model = quant.fold_bn(cls().eval())
+    handle = quant.attach(model, datapath_recipe(dp))
+    with torch.no_grad(), handle.calibrate():
+        for x in batches:
+            model(x)
+    return quant.lower(model, handle, batches[0], datapath=dp), make_input
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Print the agreement table of docs/onnx.md (see the module docstring)."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--samples", type=int, default=256, help="random inputs per model (default 256)")
+    parser.add_argument("--models", default="", help="comma-separated zoo names (default: all)")
+    parser.add_argument("--presets", default=",".join(ZOO_PRESETS), help="comma-separated presets")
+    args = parser.parse_args(argv)
+    names = [m for m in args.models.split(",") if m] or sorted(zoo_models())
+    rows = []
+    for name in names:
+        for preset in [p for p in args.presets.split(",") if p]:
+            program, make_input = zoo_program(name, preset)
+            torch.manual_seed(1)
+            x = make_input(args.samples)
+            for form, level in (("qdq", "basic"), ("qdq", "all"), ("qoperator", "basic")):
+                rows.append(measure(program, x, form=form, level=level, model=name, preset=preset))
+    print(agreement_table(rows))
+    reasons = sorted({r.refused for r in rows if r.refused is not None and r.preset == "mlas"})
+    if reasons:
+        print("\nRefused on mlas:")
+        for reason in reasons:
+            print(f"- {reason}")
+    failures = sorted({f"{r.form} at {r.level}: {r.failed}" for r in rows if r.failed is not None})
+    if failures:
+        print("\nONNX Runtime fails:")
+        for failure in failures:
+            print(f"- {failure}")
+
+
+if __name__ == "__main__":
+    main()
