@@ -11,7 +11,7 @@ C_ENTRIES := $(shell sed 's/\#.*//' $(C_LIST))
 C_SOURCES := $(filter %.c,$(C_ENTRIES)) $(wildcard $(addsuffix *.h,$(filter %/,$(C_ENTRIES)))) \
              $(wildcard kernels/_ext/*.c)
 
-.PHONY: install ext run demo test test-all toolchains bench typecheck clean
+.PHONY: install ext run demo test test-all toolchains data bench typecheck clean
 
 # Creates .venv and installs the project editable with the dev extra. Re-runs only
 # when the dependency declarations change; otherwise it only rebuilds the C extension
@@ -50,6 +50,19 @@ toolchains:
 		|| (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang gcc-multilib); \
 	else \
 		echo "toolchains: install clang and gcc-multilib (Debian) to run every export test"; \
+	fi
+
+# The Debian packages the offline datasets need (experiments/data/): Fashion-MNIST's IDX files, and
+# espeak-ng and sox, which synthesize the spoken digits; installed with apt-get when this runs as root;
+# the tests that need them are skipped, saying so, without them.
+data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v espeak-ng >/dev/null && command -v sox >/dev/null; then \
+		echo "data: dataset-fashion-mnist, espeak-ng and sox are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dataset-fashion-mnist espeak-ng sox \
+		|| (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dataset-fashion-mnist espeak-ng sox); \
+	else \
+		echo "data: as root, run: apt-get install --no-install-recommends dataset-fashion-mnist espeak-ng sox"; \
 	fi
 
 bench: install
