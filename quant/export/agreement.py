@@ -28,7 +28,7 @@ import numpy as np
 
 from quant.ir.program import IntegerProgram
 
-__all__ = ["Agreement", "LEVELS", "ZOO_PRESETS", "agreement_table", "main", "measure", "ort_session", "run_onnx",
+__all__ = ["Agreement", "LEVELS", "ZOO_PRESETS", "agreement_table", "compare_codes", "main", "measure", "ort_session", "run_onnx",
            "zoo_models", "zoo_program"]  # fmt: skip
 
 #: ONNX Runtime graph optimization levels by the names used here.
@@ -103,16 +103,23 @@ def measure(program: IntegerProgram, *xs: Any, form: str, level: str = "basic", 
     except Exception as err:  # onnxruntime's own exception types (InvalidGraph, Fail, ...)
         return Agreement(name, dp, form, level, len(program.nodes), failed=f"{type(err).__name__}: {err}")
     ref = program.run(*xs)
-    refs = ref if isinstance(ref, tuple) else (ref,)
+    total, equal, worst = compare_codes(outs, ref if isinstance(ref, tuple) else (ref,))
+    return Agreement(name, dp, form, level, len(program.nodes), total, equal / max(total, 1), worst)
+
+
+def compare_codes(outputs: Sequence[Any], expected: Sequence[Any]) -> tuple[int, int, int]:
+    """``(codes, equal codes, largest difference)`` of ONNX Runtime's ``outputs`` against the program's ``expected``
+    output codes (the first ``len(expected)`` outputs; the dequantized ones that follow are not compared);
+    ``ValueError`` when shapes differ."""
     total = equal = worst = 0
-    for got, want in zip(outs, refs):
+    for got, want in zip(outputs, expected):
         g, w = np.asarray(got).astype(np.int64), np.asarray(want).astype(np.int64)
         if g.shape != w.shape:
-            raise AssertionError(f"{name} on {dp} ({form}): ONNX Runtime's output has shape {g.shape}, the program's {w.shape}")
+            raise ValueError(f"ONNX Runtime's output has shape {g.shape}, the program's {w.shape}")
         total += g.size
         equal += int((g == w).sum())
         worst = max(worst, int(np.abs(g - w).max()) if g.size else 0)
-    return Agreement(name, dp, form, level, len(program.nodes), total, equal / max(total, 1), worst)
+    return total, equal, worst
 
 
 def agreement_table(rows: Sequence[Agreement]) -> str:

@@ -94,9 +94,9 @@ def _metadata(program: IntegerProgram, form: str) -> dict[str, str]:
         DATAPATH_KEY: program.datapath.name,
         KNOBS_KEY: json.dumps(program.datapath.as_dict(), sort_keys=True),
         DIGEST_KEY: program.digest(),
-        TENSORS_KEY: json.dumps(tensors),
-        NODES_KEY: json.dumps({n.name: {"op": n.op, "args": n.attrs.build_args()} for n in program.nodes}),
-        ORIGINS_KEY: json.dumps(program.origins),
+        TENSORS_KEY: json.dumps(tensors),  # in the program's order, which its digest depends on
+        NODES_KEY: json.dumps({n.name: {"op": n.op, "args": n.attrs.build_args()} for n in program.nodes}, sort_keys=True),
+        ORIGINS_KEY: json.dumps(program.origins, sort_keys=True),
     }
 
 

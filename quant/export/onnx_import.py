@@ -299,11 +299,10 @@ class _Importer:
         self.symbols[node.output[0]] = r if r.rows else _Codes(r.output)
         return r
 
-    def build(self, node: onnx.NodeProto, r: _Record) -> None:
-        """Reconcile the graph's arguments with the metadata's, build the record, compute its output shape."""
-        r.args = self.reconcile(node, r)
+    def build(self, node: onnx.NodeProto, r: _Record, args: Optional[dict[str, Any]] = None) -> None:
+        """Build the record from the graph's arguments (or ``args``) and compute its output shape."""
         try:
-            r.attrs = op_def(r.op).build(dict(r.args), self.dp(node))
+            r.attrs = op_def(r.op).build(dict(r.args if args is None else args), self.dp(node))
         except (TypeError, ValueError) as err:
             raise self.fail(node, f"as {r.op}: {err}") from None
         x = self.shape_of(r.inputs[0])
@@ -812,6 +811,9 @@ class _Importer:
             if r.op == "concat" and any((tensors[t].scale, tensors[t].zero_point) != (scale, z) for t in r.inputs):
                 raise ValueError(f"import_onnx({self.source}): node {r.name!r} (Concat) joins codes of different qparams")
             tensors[r.output] = TensorInfo(r.output, r.shape, 8, r.signed, scale, z)
+            args = self.reconcile(dummy, r)  # the whole group is read: its clamp is known
+            if args is not r.args:
+                self.build(dummy, r, args)
             nodes.append(Node(r.name, r.op, r.inputs, r.output, r.attrs, r.params))
         order = [t for t in self.tensor_meta if t in tensors]  # the program's own order of its tensors, when known
         tensors = {t: tensors[t] for t in order + [t for t in tensors if t not in self.tensor_meta]}

@@ -171,12 +171,12 @@ class _Writer:
             raise ValueError(f"node {node.name!r} ({node.op}): {w.bits}-bit packed weights; the qoperator form holds int8")
         return np.asarray(w).astype(np.int8)
 
-    def weight_zero_point(self, node: Node, zw: tuple[int, ...], per_channel: bool, channels: int) -> str:
+    def weight_zero_point(self, node: Node, zw: tuple[int, ...], scale: npt.NDArray[np.float32]) -> str:
+        """The weight zero point, of the scale's shape (QGemm needs equal shapes; QLinearConv one value)."""
         if len(set(zw)) != 1:
             raise ValueError(f"node {node.name!r} ({node.op}) cannot be expressed in the qoperator form: weight zero "
                              f"points differ between channels ({sorted(set(zw))}); ONNX Runtime takes one")  # fmt: skip
-        shape = (channels,) if per_channel else ()
-        return self.g.constant(f"{node.name}/w_zero_point", np.full(shape, zw[0], dtype=np.int8))
+        return self.g.constant(f"{node.name}/w_zero_point", np.full(scale.shape, zw[0], dtype=np.int8))
 
     # ------------------------------------------------------------------ ops
     def conv2d(self, node: Node) -> None:
@@ -188,7 +188,7 @@ class _Writer:
             self.zero_point(f"{node.name}/x_zero_point", a.x_zero_point, x),
             self.g.constant(f"{node.name}/weight", self.weight(node)),
             self.g.constant(f"{node.name}/w_scale", m),
-            self.weight_zero_point(node, a.w_zero_point, m.ndim == 1, a.w_shape[0]),
+            self.weight_zero_point(node, a.w_zero_point, m),
             self.unit_scale(), self.zero_point(f"{node.name}/y_zero_point", a.output.zero_point, y),
         ]  # fmt: skip
         if "bias" in node.params:
@@ -218,7 +218,7 @@ class _Writer:
         inputs = [
             src, self.unit_scale(), self.zero_point(f"{node.name}/x_zero_point", a.x_zero_point, x),
             self.g.constant(f"{node.name}/weight", self.weight(node)), self.g.constant(f"{node.name}/w_scale", m),
-            self.weight_zero_point(node, a.w_zero_point, m.ndim == 1, a.w_shape[0]), bias,
+            self.weight_zero_point(node, a.w_zero_point, m), bias,
             self.unit_scale(), self.zero_point(f"{node.name}/y_zero_point", a.output.zero_point, y),
         ]  # fmt: skip
         self.g.node("QGemm", inputs, [gemm_out], name=node.name, domain=MS_DOMAIN, transB=1)
