@@ -13,7 +13,9 @@ CNNs. Each group of ONNX nodes becomes one program node, derived from the graph 
   ``QuantizeLinear`` with scale 1: add; two ``DequantizeLinear`` of scale 1, ``Mul``, ``Mul`` by a constant,
   ``QuantizeLinear`` with scale 1: mul; ``DequantizeLinear`` of scale 1, ``AveragePool`` /
   ``GlobalAveragePool``, ``QuantizeLinear`` with scale 1: avg_pool2d; ``Cast`` to int32, ``Add`` of
-  ``-qmin`` (and ``c * 256`` per channel), ``Gather`` of an int8/uint8 table: lut;
+  ``-qmin`` (and ``c * 256`` per channel), ``Gather`` of an int8/uint8 table: lut; the int64 chain of
+  :mod:`quant.export.onnx_qoperator` (``ReduceMax``, ``Sub``, ``Gather``, ``ReduceSum``, ``Mul``, a float64
+  ``Div`` and ``Round``, ``Add``, ``Clip``, ``Cast``): softmax;
 * ``QLinearAdd`` / ``QLinearMul`` (com.microsoft): add / mul with ``m_a = fp32(s_a / s_y)``,
   ``m_b = fp32(s_b / s_y)`` (mul: ``fp32(fp32(s_a s_b) / s_y)``). ONNX Runtime's own kernels for these
   compute in float with fused multiply-adds, so the program can differ from ONNX Runtime by one code at
@@ -135,6 +137,21 @@ class _Index:
 
 
 @dataclass(frozen=True)
+class _Softmax:
+    """A stage of the softmax chain over ``axis`` of ``tensor``'s codes: ``wide`` (int64 codes), ``max``,
+    ``distance``, ``exp`` (the table's entries), ``sum``, ``scaled`` (``E 2^k``), ``scaled_f64``, ``sum_f64``,
+    ``ratio``, ``rounded_f64``, ``rounded``, ``shifted`` (``+ z_y``), ``clamped``."""
+
+    stage: str
+    tensor: str
+    axis: Optional[int] = None
+    table: tuple[int, ...] = ()
+    bits: int = 0
+    zero_point: int = 0
+    bounds: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
 class _Rows:
     """The codes of ``tensor`` reshaped to rows ``(-1, K)`` for a ``QGemm``."""
 
@@ -159,7 +176,7 @@ class _Record:
     shape: Shape = ()
 
 
-Symbol = Union[_Codes, _FloatInput, _Dequant, _Sum, _Product, _Scaled, _Mean, _Index, _Rows, _Record]
+Symbol = Union[_Codes, _FloatInput, _Dequant, _Sum, _Product, _Scaled, _Mean, _Index, _Softmax, _Rows, _Record]
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
@@ -441,6 +458,10 @@ class _Importer:
 
     def add(self, node: onnx.NodeProto) -> None:
         a = self.symbols.get(node.input[0])
+        if isinstance(a, _Softmax) and a.stage == "rounded":
+            z = self.const(node, 1, "the output zero point")
+            self.symbols[node.output[0]] = self.softmax_step(node, a, "shifted", zero_point=int(z.reshape(-1)[0]))
+            return
         if isinstance(a, _Index):
             offset = self.const(node, 1, "the index offset")
             if offset.dtype != np.int32:
@@ -455,6 +476,12 @@ class _Importer:
 
     def mul(self, node: onnx.NodeProto) -> None:
         a = self.symbols.get(node.input[0])
+        if isinstance(a, _Softmax) and a.stage == "exp":
+            one = int(self.const(node, 1, "2^k").reshape(-1)[0])
+            if one < 1 or one & (one - 1):
+                raise self.fail(node, f"a softmax scales by a power of two 2^k, not {one}")
+            self.symbols[node.output[0]] = self.softmax_step(node, a, "scaled", bits=one.bit_length() - 1)
+            return
         if isinstance(a, _Product):
             m = self.const(node, 1, "the multiplier")
             if m.dtype != np.float32 or m.size != 1:
@@ -637,13 +664,87 @@ class _Importer:
                   zero_point=xz), signed=signed, like=x)  # fmt: skip
 
     def cast(self, node: onnx.NodeProto) -> None:
-        if _attr(node, "to") != onnx.TensorProto.INT32:
-            raise self.fail(node, "Cast of codes to other than int32 (a lut's index)")
+        to = _attr(node, "to")
+        src = self.symbols.get(node.input[0])
+        if isinstance(src, _Softmax):
+            nxt = {("scaled", onnx.TensorProto.DOUBLE): "scaled_f64", ("sum", onnx.TensorProto.DOUBLE): "sum_f64",
+                   ("rounded_f64", onnx.TensorProto.INT64): "rounded"}.get((src.stage, to))  # fmt: skip
+            if nxt is not None:
+                self.symbols[node.output[0]] = self.softmax_step(node, src, nxt)
+                return
+            if src.stage == "clamped" and to in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
+                self.softmax(node, src, signed=to == onnx.TensorProto.INT8)
+                return
+            raise self.fail(node, f"Cast to type {to} after the softmax stage {src.stage!r}")
+        if to == onnx.TensorProto.INT64:
+            self.symbols[node.output[0]] = _Softmax("wide", self.codes(node, 0))
+            return
+        if to != onnx.TensorProto.INT32:
+            raise self.fail(node, "Cast of codes to other than int32 (a lut's index) or int64 (a softmax)")
         self.symbols[node.output[0]] = _Index(self.codes(node, 0), np.zeros((), np.int64))
+
+    # ------------------------------------------------------------------ softmax, stage by stage
+    def softmax_step(self, node: onnx.NodeProto, s: _Softmax, stage: str, **changes: Any) -> _Softmax:
+        return _Softmax(stage, s.tensor, **{**{k: getattr(s, k) for k in ("axis", "table", "bits", "zero_point", "bounds")},
+                                          **changes})  # fmt: skip
+
+    def softmax_symbol(self, node: onnx.NodeProto, index: int, stage: str) -> _Softmax:
+        s = self.symbols.get(node.input[index]) if index < len(node.input) else None
+        if not isinstance(s, _Softmax) or s.stage != stage:
+            raise self.fail(node, f"input {index} is not the softmax stage {stage!r} (the chain export_onnx writes)")
+        return s
+
+    def _axes(self, node: onnx.NodeProto) -> int:
+        axes = _attr(node, "axes")
+        if axes is None:
+            axes = self.const(node, 1, "axes").reshape(-1).tolist()
+        if len(axes) != 1 or int(_attr(node, "keepdims", 1)) != 1:
+            raise self.fail(node, "a softmax reduces one axis, keeping it")
+        return int(axes[0])
+
+    def reduce_max(self, node: onnx.NodeProto) -> None:
+        s = self.softmax_symbol(node, 0, "wide")
+        self.symbols[node.output[0]] = self.softmax_step(node, s, "max", axis=self._axes(node))
+
+    def sub(self, node: onnx.NodeProto) -> None:
+        top, wide = self.softmax_symbol(node, 0, "max"), self.softmax_symbol(node, 1, "wide")
+        if top.tensor != wide.tensor:
+            raise self.fail(node, "a softmax's distances are from the maximum of the same codes")
+        self.symbols[node.output[0]] = self.softmax_step(node, top, "distance")
+
+    def reduce_sum(self, node: onnx.NodeProto) -> None:
+        s = self.softmax_symbol(node, 0, "exp")
+        if self._axes(node) != s.axis:
+            raise self.fail(node, "a softmax sums along the axis of its maximum")
+        self.symbols[node.output[0]] = self.softmax_step(node, s, "sum")
+
+    def div(self, node: onnx.NodeProto) -> None:
+        num, den = self.softmax_symbol(node, 0, "scaled_f64"), self.softmax_symbol(node, 1, "sum_f64")
+        if num.tensor != den.tensor:
+            raise self.fail(node, "a softmax divides by the sum of its own exponentials")
+        self.symbols[node.output[0]] = self.softmax_step(node, num, "ratio")
+
+    def round(self, node: onnx.NodeProto) -> None:
+        self.symbols[node.output[0]] = self.softmax_step(node, self.softmax_symbol(node, 0, "ratio"), "rounded_f64")
+
+    def softmax(self, node: onnx.NodeProto, s: _Softmax, signed: bool) -> None:
+        if self.dp(node).rounding != "half_even":
+            raise self.fail(node, "a softmax rounded by ONNX's Round needs a half-to-even datapath")
+        if s.bounds != code_range(s.bits, signed) or s.zero_point != (-(1 << (s.bits - 1)) if signed else 0):
+            raise self.fail(node, f"a softmax's output has zero point {-(1 << (s.bits - 1)) if signed else 0} and the "
+                                  f"whole {s.bits}-bit range, not {s.zero_point} and {list(s.bounds)}")  # fmt: skip
+        x_signed = self.signed_of(s.tensor)
+        self.emit(node, "softmax", (s.tensor,), dict(axis=s.axis, x_bits=8, x_signed=x_signed, table=list(s.table),
+                  y_bits=s.bits, y_signed=signed), signed=signed, stated_scale=2.0 ** -s.bits)  # fmt: skip
 
     def gather(self, node: onnx.NodeProto) -> None:
         table = self.const(node, 0, "the table")
         index = self.symbols.get(node.input[1])
+        if isinstance(index, _Softmax) and index.stage == "distance":
+            if table.dtype != np.int64 or table.ndim != 1 or _attr(node, "axis", 0):
+                raise self.fail(node, "a softmax's exponentials are a 1-D int64 table")
+            self.symbols[node.output[0]] = self.softmax_step(node, index, "exp", table=tuple(int(v) for v in table))
+            return
         if not isinstance(index, _Index) or table.dtype not in (np.int8, np.uint8) or table.ndim != 1 or _attr(node, "axis", 0):
             raise self.fail(node, "Gather of other than an int8/uint8 table by the index of codes (a lut)")
         x_signed = self.signed_of(index.tensor)
@@ -726,6 +827,10 @@ class _Importer:
 
     def clip(self, node: onnx.NodeProto) -> None:
         src = self.sym(node, 0)
+        if isinstance(src, _Softmax) and src.stage == "shifted":
+            low, high = (int(self.const(node, i, what).reshape(-1)[0]) for i, what in ((1, "min"), (2, "max")))
+            self.symbols[node.output[0]] = self.softmax_step(node, src, "clamped", bounds=(low, high))
+            return
         r = self.by_output.get(src.tensor) if isinstance(src, _Codes) else None
         if r is None or "y_min" not in r.args or self.uses.get(src.tensor, 0) != 1 or r.like is not None:  # type: ignore[union-attr]
             raise self.fail(node, "Clip of codes other than a requantizing op's single-use output (a fused clamp)")
@@ -766,7 +871,8 @@ class _Importer:
             ("", "GlobalAveragePool"): self.average_pool, ("", "MaxPool"): self.max_pool, ("", "Cast"): self.cast,
             ("", "Gather"): self.gather, ("", "Reshape"): self.reshape, ("", "Flatten"): self.flatten,
             ("", "Transpose"): self.transpose, ("", "Concat"): self.concat, ("", "Pad"): self.pad,
-            ("", "Identity"): self.identity, ("", "Clip"): self.clip,
+            ("", "Identity"): self.identity, ("", "Clip"): self.clip, ("", "ReduceMax"): self.reduce_max,
+            ("", "Sub"): self.sub, ("", "ReduceSum"): self.reduce_sum, ("", "Div"): self.div, ("", "Round"): self.round,
         }  # fmt: skip
         for node in self.model.graph.node:
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
@@ -805,7 +911,7 @@ class _Importer:
                 meta = self.tensor_meta.get(r.output)
                 stated, z = None, int(meta["zero_point"]) if meta is not None else 0
             else:
-                stated, z = r.stated_scale, int(r.args["y_zero_point"])
+                stated, z = r.stated_scale, int(r.attrs.output.zero_point)
             scale = self.tensor_scale(dummy, r.output, stated)
             z = self.tensor_zero_point(dummy, r.output, z)
             if r.op == "concat" and any((tensors[t].scale, tensors[t].zero_point) != (scale, z) for t in r.inputs):

@@ -39,14 +39,19 @@ How each op is written, and why ONNX Runtime computes it exactly:
 * ``max_pool2d``: ``MaxPool`` on the codes (global pooling: the whole plane, no ``strides`` attribute).
 * ``lut``: ``Cast`` to int32, ``Add`` of ``-qmin`` (plus ``c * 2^b`` for channel ``c`` of per-channel
   tables), ``Gather`` on the int8/uint8 table.
+* ``softmax`` (section 6.3) in int64: ``Cast``, ``ReduceMax``, ``Sub`` (the distances ``m - q``), ``Gather`` on
+  the exponential table, ``ReduceSum``, ``Mul`` by ``2^k``; the rounding division ``E 2^k / S`` in float64
+  (``Cast``, ``Div``, ``Round``: exact, since ``E 2^k <= 2^24`` and ``S < 2^31`` make any quotient that is not
+  a tie at least ``2^-32`` from one, far above float64's error), then ``Cast``, ``Add`` of ``z_y``, ``Clip``,
+  ``Cast`` to the codes.
 * ``reshape``, ``permute``, ``concat``, ``pad``: ``Reshape`` (batch kept: ``0``), ``Transpose``, ``Concat``,
   ``Pad`` (constant, the code ``value``) on the codes.
 
 Ops from the com.microsoft domain: ``QGemm`` and ``QLinearGlobalAveragePool``. Everything else is the
 default ONNX domain.
 
-Not expressible (``ValueError`` naming the node, the op and the form): ``softmax`` (the contract's integer
-softmax, section 6.3, has no ONNX Runtime kernel), custom ops (``detection.nms`` and any registered op),
+Not expressible (``ValueError`` naming the node, the op and the form): custom ops (``detection.nms`` and any
+registered op: ONNX has no counterpart of their C and Python definitions),
 codes other than 8 bits, weight zero points that differ between channels (ONNX Runtime's ``QLinearConv``
 needs one), and any datapath other than ``mlas``'s arithmetic.
 
@@ -72,6 +77,7 @@ from quant.contract.attrs import (
     MaxPool2dAttrs,
     MulAttrs,
     RequantizeAttrs,
+    SoftmaxAttrs,
 )
 from quant.contract.codes import code_range
 from quant.contract.multiplier import FloatAdd, FloatRequant
@@ -343,6 +349,35 @@ class _Writer:
         self.g.node("Gather", [self.g.constant(f"{node.name}/table", table.astype(code_numpy_dtype(y.signed))), index],
                     [out], name=node.name, axis=0)  # fmt: skip
 
+    def softmax(self, node: Node) -> None:
+        a: SoftmaxAttrs = node.attrs
+        y = self.info(node.output)
+        if a.datapath.rounding != "half_even":
+            raise ValueError(f"node {node.name!r} (softmax): rounding {a.datapath.rounding!r}; ONNX's Round is half to even")
+        axes = self.g.constant(f"{node.name}/axes", np.array([a.axis], np.int64))
+
+        def step(op: str, inputs: list[str], role: str, **attributes: Any) -> str:
+            out = self.g.fresh(f"{node.output}/{role}")
+            self.g.node(op, inputs, [out], name=f"{node.name}/{role}", **attributes)
+            return out
+
+        q = step("Cast", [self.codes(node.inputs[0])], "wide", to=TensorProto.INT64)
+        top = step("ReduceMax", [q, axes], "max", keepdims=1)
+        distance = step("Sub", [top, q], "distance")
+        table = self.g.constant(f"{node.name}/table", np.array(a.table, np.int64))
+        e = step("Gather", [table, distance], "exp", axis=0)
+        total = step("ReduceSum", [e, axes], "sum", keepdims=1)
+        scaled = step("Mul", [e, self.g.constant(f"{node.name}/output_one", np.array(1 << a.output.bits, np.int64))], "scaled")
+        ratio = step("Div", [step("Cast", [scaled], "scaled_f64", to=TensorProto.DOUBLE),
+                             step("Cast", [total], "sum_f64", to=TensorProto.DOUBLE)], "ratio")
+        rounded = step("Cast", [step("Round", [ratio], "rounded_f64")], "rounded", to=TensorProto.INT64)
+        shifted = step("Add", [rounded, self.g.constant(f"{node.name}/y_zero_point", np.array(a.output.zero_point, np.int64))],
+                       "shifted")  # fmt: skip
+        clamped = step("Clip", [shifted, self.g.constant(f"{node.name}/clip_min", np.array(a.output.lo, np.int64)),
+                                self.g.constant(f"{node.name}/clip_max", np.array(a.output.hi, np.int64))], "clamped")  # fmt: skip
+        elem = TensorProto.INT8 if y.signed else TensorProto.UINT8
+        self.g.node("Cast", [clamped], [self.result(node)], name=node.name, to=elem)
+
     def reshape(self, node: Node) -> None:
         a: ReshapeAttrs = node.attrs
         shape = self.g.constant(f"{node.name}/shape", np.array([0, *a.shape], np.int64))
@@ -384,13 +419,9 @@ def onnx_pads(attrs: PadAttrs, rank: int, node: Optional[Node] = None) -> npt.ND
 QOPERATOR_OPS: dict[str, Callable[[_Writer, Node], None]] = {
     "conv2d": _Writer.conv2d, "linear": _Writer.linear, "requantize": _Writer.requantize, "add": _Writer.add,
     "mul": _Writer.mul, "avg_pool2d": _Writer.avg_pool2d, "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut,
-    "reshape": _Writer.reshape, "permute": _Writer.permute, "concat": _Writer.concat, "pad": _Writer.pad,
+    "softmax": _Writer.softmax, "reshape": _Writer.reshape, "permute": _Writer.permute, "concat": _Writer.concat,
+    "pad": _Writer.pad,
 }  # fmt: skip
-
-_WHY_NOT = {
-    "softmax": "the contract's integer softmax (docs/arithmetic.md section 6.3) has no ONNX Runtime kernel",
-}
-
 
 def check_qoperator(program: IntegerProgram) -> None:
     """``ValueError`` naming the first thing of ``program`` the qoperator form cannot express (see module doc)."""
@@ -400,7 +431,7 @@ def check_qoperator(program: IntegerProgram) -> None:
                          f"arithmetic (the mlas preset): {'; '.join(problems)}")  # fmt: skip
     for node in program.nodes:
         if node.op not in QOPERATOR_OPS:
-            why = _WHY_NOT.get(node.op, "custom ops have no ONNX counterpart" if "." in node.op else "no ONNX form")
+            why = "custom ops have no ONNX counterpart" if "." in node.op else "no ONNX form"
             raise ValueError(f"export_onnx(form='qoperator'): node {node.name!r} ({node.op}) cannot be expressed: {why}")
     for info in program.tensors.values():
         if info.bits != 8 or code_elem_type(info.bits, info.signed) is None:

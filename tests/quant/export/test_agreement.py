@@ -26,7 +26,8 @@ def test_the_table_has_one_line_per_model_and_preset() -> None:
 
 
 def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--models", "mlp,attention", "--presets", "mlas", "--samples", "8"])
+    main(["--models", "mlp,detector", "--presets", "mlas", "--samples", "8"])
     out = capsys.readouterr().out
     assert "| mlp | mlas | 3 | 100.0% (0) | 100.0% (0) | 100.0% (0) |" in out
-    assert "node 'softmax' (softmax) cannot be expressed" in out
+    assert "| detector | mlas | 9 | - | - | - |" in out
+    assert "node 'nms' (detection.nms) cannot be expressed" in out

@@ -30,6 +30,7 @@ from tests.quant.export.support import (
     linear_programs,
     onnx_float_model,
     pool_programs,
+    softmax_programs,
     zoo_case,
     zoo_inputs,
 )
@@ -52,7 +53,8 @@ def test_zoo_round_trip_gives_the_same_program(name: str, tmp_path: Path) -> Non
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(program=st.one_of(conv_programs(), linear_programs(), elementwise_programs(), pool_programs(), layout_programs()))
+@given(program=st.one_of(conv_programs(), linear_programs(), elementwise_programs(), softmax_programs(), pool_programs(),
+                         layout_programs()))
 def test_random_one_node_programs_round_trip(program: IntegerProgram, tmp_path: Path) -> None:
     back = program_from_model(onnx_model(program, form="qoperator"))
     assert back.digest() == program.digest(), f"{program}\n---\n{back}"

@@ -27,6 +27,7 @@ from tests.quant.export.support import (
     pool_programs,
     random_codes,
     run_every_tensor,
+    softmax_programs,
     zoo_case,
     zoo_inputs,
 )
@@ -106,6 +107,12 @@ def test_random_requantize_add_mul_lut_are_bit_exact(program: IntegerProgram, se
     _check_one_node(program, seed)
 
 
+@settings(max_examples=30)
+@given(program=softmax_programs(), seed=st.integers(0, 2**32 - 1))
+def test_random_softmax_is_bit_exact(program: IntegerProgram, seed: int) -> None:
+    _check_one_node(program, seed)
+
+
 @settings(max_examples=40)
 @given(program=pool_programs(), seed=st.integers(0, 2**32 - 1))
 def test_random_pools_are_bit_exact(program: IntegerProgram, seed: int) -> None:
@@ -116,6 +123,13 @@ def test_random_pools_are_bit_exact(program: IntegerProgram, seed: int) -> None:
 @given(program=layout_programs(), seed=st.integers(0, 2**32 - 1))
 def test_random_layout_ops_are_bit_exact(program: IntegerProgram, seed: int) -> None:
     _check_one_node(program, seed)
+
+
+def test_the_softmax_of_the_attention_model_is_one_int64_chain(mlas_zoo: dict[str, tuple[IntegerProgram, Any]]) -> None:
+    program, _ = mlas_zoo["attention"]
+    ops = [n.op_type for n in onnx_model(program, form="qoperator").graph.node if n.name.startswith("softmax")]
+    assert ops == ["Cast", "ReduceMax", "Sub", "Gather", "ReduceSum", "Mul", "Cast", "Cast", "Div", "Round", "Cast",
+                   "Add", "Clip", "Cast"]  # fmt: skip
 
 
 def test_global_average_uses_the_ms_kernel_only_where_it_is_exact(mlas_zoo: dict[str, tuple[IntegerProgram, Any]]) -> None:
