@@ -104,9 +104,10 @@ def draw_utterances(variants_per_word: int, seed: int) -> list[Utterance]:
 def _tools() -> tuple[str, str]:
     espeak, sox = shutil.which("espeak-ng"), shutil.which("sox")
     if espeak is None or sox is None:
-        missing = " and ".join(name for name, path in (("espeak-ng", espeak), ("sox", sox)) if path is None)
+        missing = [name for name, path in (("espeak-ng", espeak), ("sox", sox)) if path is None]
         raise DatasetNotInstalledError(
-            f"spoken_digits generates its audio with espeak-ng and sox, and {missing} is not installed; "
+            f"spoken_digits generates its audio with espeak-ng and sox, and {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; "
             f"install with {INSTALL_COMMAND}"
         )
     return espeak, sox
