@@ -30,7 +30,15 @@ kernels/.ext-stamp: $(C_SOURCES) $(C_LIST) kernels/c_sources.py setup.py
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 
+# The default experiment: a sweep of the default schemes (experiments.run), then their table
+# (experiments.compare): float, fast, exact and C accuracy and the verification mismatches.
+RUN_DIR ?= outputs/make_run
 run: install
+	rm -rf $(RUN_DIR)
+	$(PY) -m experiments.run -m +experiment=default_schemes hydra.sweep.dir=$(RUN_DIR)
+	$(PY) -m experiments.compare $(RUN_DIR)
+
+demo: install
 	$(PY) -m experiments.demo
 
 test: install

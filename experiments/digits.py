@@ -7,12 +7,16 @@ The model trained on it is ``experiments.models.digits_cnn.DigitsCNN``.
 
 from __future__ import annotations
 
+__all__ = ["DigitsData", "accuracy", "batches", "load_digits_data", "train"]
+
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
-from tqdm import tqdm
+
+from experiments import training
+from experiments.training import accuracy, batches
 
 
 @dataclass(frozen=True)
@@ -40,16 +44,6 @@ def load_digits_data(test_fraction: float = 0.25, seed: int = 0) -> DigitsData:
     return DigitsData(x[tr], y[tr], x[te], y[te])
 
 
-def batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: Optional[torch.Generator] = None
-) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches in a random order (sequential when ``generator`` is None)."""
-    order = torch.randperm(len(y), generator=generator) if generator is not None else torch.arange(len(y))
-    for start in range(0, len(y), batch_size):
-        sel = order[start : start + batch_size]
-        yield x[sel], y[sel]
-
-
 def train(
     model: nn.Module,
     data: DigitsData,
@@ -62,27 +56,7 @@ def train(
     on_epoch: Optional[Callable[[int], None]] = None,
     progress: bool = True,
 ) -> None:
-    """Train with Adam and cross-entropy; ``on_epoch(epoch)`` runs after each epoch."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    loss_fn = nn.CrossEntropyLoss()
-    for epoch in tqdm(range(epochs), desc=desc, leave=False, disable=not progress):
-        model.train()
-        for xb, yb in batches(data.x_train, data.y_train, batch_size, g):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(xb), yb).backward()
-            opt.step()
-        sched.step()
-        if on_epoch is not None:
-            on_epoch(epoch)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy in [0, 1] in eval mode."""
-    model.eval()
-    correct = 0
-    for xb, yb in batches(x, y, batch_size):
-        correct += int((model(xb).argmax(dim=1) == yb).sum())
-    return correct / len(y)
+    """Train with Adam and cross-entropy (:func:`experiments.training.train`); ``on_epoch(epoch)`` after each epoch."""
+    hook = None if on_epoch is None else (lambda epoch, loss: on_epoch(epoch))
+    training.train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                   desc=desc, on_epoch=hook, progress=progress)  # fmt: skip

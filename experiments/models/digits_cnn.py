@@ -7,12 +7,13 @@ from torch import nn
 
 
 class DigitsCNN(nn.Module):
-    """Conv-BN-ReLU x3 with pooling and a linear classifier for 8x8 inputs (~25k weights)."""
+    """Conv-BN-ReLU x3 with pooling and a linear classifier (~25k weights at width 16); any image size
+    (8x8 digits by default; 28x28 Fashion-MNIST too: the pool before the classifier is global)."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1, bias=False),
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
@@ -25,7 +26,7 @@ class DigitsCNN(nn.Module):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.classifier = nn.Linear(4 * width, 10)
+        self.classifier = nn.Linear(4 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.classifier(self.features(x))

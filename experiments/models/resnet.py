@@ -30,20 +30,21 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
-    """ResNet-20 for 3x32x32 inputs and ``num_classes`` outputs (0.27 M parameters)."""
+    """ResNet-20 for 3x32x32 inputs and ``num_classes`` outputs (0.27 M parameters); ``blocks`` basic
+    blocks per stage (3: ResNet-20, 1: ResNet-8), ``in_channels`` input channels, any image size."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, *, blocks: int = 3, in_channels: int = 3) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.conv = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(16)
         self.relu = nn.ReLU()
-        blocks: list[nn.Module] = []
+        layers: list[nn.Module] = []
         c_in = 16
         for c_out, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(3):
-                blocks.append(BasicBlock(c_in, c_out, stride if i == 0 else 1))
+            for i in range(blocks):
+                layers.append(BasicBlock(c_in, c_out, stride if i == 0 else 1))
                 c_in = c_out
-        self.layers = nn.Sequential(*blocks)
+        self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
 
