@@ -21,6 +21,7 @@ imported when a measurement runs.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -172,6 +173,14 @@ def zoo_program(name: str, preset: str, *, seed: int = 0) -> tuple[IntegerProgra
     return quant.lower(model, handle, batches[0], datapath=dp), make_input
 
 
+def _failure_summary(message: str) -> str:
+    """ONNX Runtime's type error of one node as ``<op> does not take <type>`` (one line per kind, not per node)."""
+    found = re.search(r"Type '(tensor\([a-z0-9]+\))' of input parameter \(.*?\) of operator \((\w+)\)", message)
+    if found is None:
+        return message
+    return f"ONNX Runtime's own {found.group(2)} (made by its QDQ fusion) does not take {found.group(1)}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Print the agreement table of docs/onnx.md (see the module docstring)."""
     import torch
@@ -196,7 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print("\nRefused on mlas:")
         for reason in reasons:
             print(f"- {reason}")
-    failures = sorted({f"{r.form} at {r.level}: {r.failed}" for r in rows if r.failed is not None})
+    failures = sorted({f"{r.form} at {r.level}: {_failure_summary(r.failed)}" for r in rows if r.failed is not None})
     if failures:
         print("\nONNX Runtime fails:")
         for failure in failures:
