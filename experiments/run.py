@@ -45,7 +45,7 @@ from experiments.training import accuracy, train
 from quant.contract.spec import QuantSpec
 from quant.sim.recipe import WEIGHT_MODULES, QuantizerConfig
 
-__all__ = ["ExperimentError", "bit_operations", "check_config", "load_data", "main", "run"]
+__all__ = ["ExperimentError", "bit_operations", "check_config", "load_data", "main", "objective", "run"]
 
 #: Bumped when the float training changes, so cached float models are not reused across it.
 FLOAT_CACHE_VERSION = 1
@@ -68,8 +68,9 @@ def check_config(cfg: RunConfig, out_dir: Path) -> None:
             continue
         try:
             cfg.datapath.check_spec(spec, role)
-            if cfg.scheme.first_last_bits is not None:
-                cfg.datapath.check_spec(_wider(spec, cfg.scheme.first_last_bits), role)
+            for bits in {cfg.scheme.first_last_bits, *(cfg.scheme.layer_bits.values() if role == "weight" else ())}:
+                if bits is not None:
+                    cfg.datapath.check_spec(_wider(spec, bits), role)
         except ValueError as err:
             raise ExperimentError(f"scheme {cfg.scheme.name!r} ({where}) cannot run on datapath {cfg.datapath.name!r}: "
                                   f"{err}") from None  # fmt: skip
@@ -123,12 +124,17 @@ def recipe(cfg: RunConfig, model: nn.Module) -> dict[str, Any]:
     weight, act = _quantizer_configs(cfg)
     rules: dict[str, Any] = {"*": {"weight": weight, "input": act}}
     bits = cfg.scheme.first_last_bits
+    layers = [name for name, mod in model.named_modules() if isinstance(mod, WEIGHT_MODULES)]
     if bits is not None:
-        layers = [name for name, mod in model.named_modules() if isinstance(mod, WEIGHT_MODULES)]
-        for name in {layers[0], layers[-1]}:
+        for name in sorted({layers[0], layers[-1]}):
             rules[name] = {"weight": QuantizerConfig(_wider(weight.spec, bits), weight.observer, weight.learn),
                            "input": QuantizerConfig(_wider(act.spec, bits), act.observer, act.learn,
                                                     act.observer_kwargs)}  # fmt: skip
+    for name, layer_bits in sorted(cfg.scheme.layer_bits.items()):
+        if name not in layers:
+            raise ExperimentError(f"scheme.layer_bits: {name!r} is not a Conv/Linear of the model ({', '.join(layers)})")
+        rules[name] = {**rules.get(name, {}), "weight": QuantizerConfig(_wider(weight.spec, layer_bits), weight.observer,
+                                                                        weight.learn)}  # fmt: skip
     return rules
 
 
@@ -408,8 +414,9 @@ def _log_final(log: Any, cfg: RunConfig, summary: dict[str, Any], model: nn.Modu
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="run", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """The Hydra entry point: compose, convert to the schemas, run in Hydra's output directory."""
+def main(cfg: DictConfig) -> float:
+    """The Hydra entry point: compose, convert to the schemas, run in Hydra's output directory; returns the
+    objective a sweeper optimizes (:func:`objective`)."""
     from hydra.core.hydra_config import HydraConfig
 
     try:
@@ -417,9 +424,18 @@ def main(cfg: DictConfig) -> None:
     except (TypeError, ValueError) as err:
         raise SystemExit(f"experiments.run: invalid config: {err}") from None
     try:
-        run(objects, Path(HydraConfig.get().runtime.output_dir))
+        summary = run(objects, Path(HydraConfig.get().runtime.output_dir))
     except ExperimentError as err:
         raise SystemExit(f"experiments.run: {err}") from None
+    return objective(summary, objects.objective_bops_budget)
+
+
+def objective(summary: dict[str, Any], bops_budget: Optional[float]) -> float:
+    """What a sweeper maximizes: the C-kernel accuracy (float accuracy for a float scheme), minus 1 when the
+    run's bit operations exceed ``bops_budget``."""
+    acc = summary["accuracy"]["c"] if summary["accuracy"]["c"] is not None else summary["accuracy"]["float"]
+    over = bops_budget is not None and summary["bops"] > bops_budget
+    return float(acc) - (1.0 if over else 0.0)
 
 
 register()

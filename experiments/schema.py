@@ -53,13 +53,15 @@ class ModelConfig:
 
 @dataclass
 class SchemeConfig:
-    """A quantization scheme: the ``weight`` and ``input`` specs of every Conv/Linear (None: float), and
-    optionally the first and last layers at ``first_last_bits`` (weights and inputs; mixed precision)."""
+    """A quantization scheme: the ``weight`` and ``input`` specs of every Conv/Linear (None: float),
+    optionally the first and last layers at ``first_last_bits`` (weights and inputs), and per-layer weight
+    widths ``layer_bits`` (module name -> bits; mixed precision, e.g. searched by the Optuna sweeper)."""
 
     name: str = "w8a8"
     weight: Optional[QuantSpec] = field(default_factory=lambda: QuantSpec(bits=8, granularity="channel", axis=0))
     input: Optional[QuantSpec] = field(default_factory=lambda: QuantSpec(bits=8, signed=False, symmetric=False))
     first_last_bits: Optional[int] = None
+    layer_bits: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,7 +106,8 @@ class LoggerConfig:
 @dataclass
 class RunConfig:
     """One experiment run: data x model x scheme x method x datapath, and how to train, calibrate, log.
-    ``verify_samples`` test samples are verified on the integer datapath (None: the whole test split);
+    ``verify_samples`` test samples are verified on the integer datapath (None: the whole test split); the
+    value a sweeper optimizes is the C-kernel accuracy, minus 1 above ``objective_bops_budget`` BOPs;
     the float model is cached under ``cache_dir`` by the hash of what determines it."""
 
     seed: int = 0
@@ -117,6 +120,7 @@ class RunConfig:
     calib: CalibConfig = field(default_factory=CalibConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     verify_samples: Optional[int] = None
+    objective_bops_budget: Optional[float] = None
     cache_dir: str = "${oc.env:LOWBIT_CACHE,${oc.env:HOME}/.cache/lowbit-quant}"
     progress: bool = True
 
@@ -170,10 +174,11 @@ def to_objects(cfg: DictConfig) -> RunConfig:
 
     s = plain["scheme"]
     scheme = SchemeConfig(name=s["name"], weight=spec(s["weight"]), input=spec(s["input"]),
-                          first_last_bits=s["first_last_bits"])  # fmt: skip
+                          first_last_bits=s["first_last_bits"], layer_bits=dict(s["layer_bits"]))  # fmt: skip
     return RunConfig(
         seed=plain["seed"], data=DataConfig(**plain["data"]), model=ModelConfig(**plain["model"]), scheme=scheme,
         method=MethodConfig(**plain["method"]), datapath=Datapath(**plain["datapath"]),
         train=TrainConfig(**plain["train"]), calib=CalibConfig(**plain["calib"]), logger=LoggerConfig(**plain["logger"]),
-        verify_samples=plain["verify_samples"], cache_dir=plain["cache_dir"], progress=plain["progress"],
+        verify_samples=plain["verify_samples"], objective_bops_budget=plain["objective_bops_budget"],
+        cache_dir=plain["cache_dir"], progress=plain["progress"],
     )  # fmt: skip

@@ -86,3 +86,25 @@ def test_the_default_config() -> None:
     assert (run.data.name, run.model.name, run.scheme.name, run.method.name, run.datapath.name) == (
         "digits", "cnn", "w8a8", "ptq_minmax", "fbgemm_int8")  # fmt: skip
     assert Path(run.cache_dir).is_absolute()
+
+
+@pytest.mark.parametrize(("override", "target"), [
+    ("hydra/launcher=local_parallel", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+    ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ("hydra/launcher=ray", "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"),
+    ("hydra/sweeper=bits_search", "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"),
+])  # fmt: skip
+def test_the_launchers_and_the_sweeper_compose(override: str, target: str) -> None:
+    """A user with a cluster changes one override; the Ray plugin itself is optional (its config composes)."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.schema import register
+
+    register()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=[override, "hydra.launcher.n_jobs=2"] if "joblib" in target else [override],
+                      return_hydra_config=True)  # fmt: skip
+    node = cfg.hydra.sweeper if "sweeper" in override else cfg.hydra.launcher
+    assert node["_target_"] == target
+    if "sweeper" in override:
+        assert set(node.params) == {"scheme.weight.bits", "scheme.input.bits", "scheme.first_last_bits"}

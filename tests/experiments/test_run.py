@@ -110,3 +110,16 @@ def test_the_cli_runs_sweeps_and_compares(cache: Path, tmp_path: Path) -> None:
 def test_the_pareto_front() -> None:
     points = [(1.0, 0.5), (2.0, 0.9), (3.0, 0.85), (0.5, 0.2), (2.0, 0.8)]
     assert pareto_front(points) == [3, 0, 1]
+
+
+def test_per_layer_bits_and_the_sweep_objective(cache: Path, tmp_path: Path) -> None:
+    from experiments.run import objective
+
+    s = run(config(cache, "+scheme.layer_bits.classifier=8", "logger=none"), tmp_path / "mixed")
+    plain = run(config(cache, "logger=none"), tmp_path / "plain")
+    assert s["bops_per_layer"]["classifier"] == 2 * plain["bops_per_layer"]["classifier"]  # 8 x 4 vs 4 x 4
+    assert s["model_bytes"] > plain["model_bytes"] and s["verification"]["mismatches"] == 0
+    assert objective(s, None) == s["accuracy"]["c"]
+    assert objective(s, s["bops"] - 1) == s["accuracy"]["c"] - 1.0
+    with pytest.raises(ExperimentError, match="'head' is not a Conv/Linear of the model"):
+        run(config(cache, "+scheme.layer_bits.head=8", "logger=none"), tmp_path / "bad")
