@@ -10,7 +10,8 @@
 3. attaches the scheme (``*`` rule: weights and inputs of every Conv/Linear; the first and last
    layers at ``first_last_bits`` when set) with the method's observer and learning mode,
    calibrates, and for QAT trains ``method.epochs`` (then refreshes the calibration of the tensors
-   between layers);
+   between layers), checkpointing every epoch in ``out_dir/qat_checkpoint.pt``: the same command
+   with the same ``hydra.run.dir`` resumes an interrupted run where its last epoch ended;
 4. evaluates top-1 accuracy in float, fast simulation, exact simulation of the datapath and the
    program on the C kernels; lowers the program, saves it (``program.npz``) and verifies it with
    :func:`quant.verify` on ``verify_samples`` test samples;
@@ -287,7 +288,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
 
             train(model, data.x_train, data.y_train, epochs=cfg.method.epochs, lr=cfg.method.lr,
                   batch_size=cfg.data.batch_size, seed=cfg.seed + 1, desc=f"QAT {cfg.method.learn}",
-                  on_epoch=on_epoch, progress=cfg.progress)  # fmt: skip
+                  on_epoch=on_epoch, progress=cfg.progress, checkpoint=out_dir / "qat_checkpoint.pt")  # fmt: skip
             model.eval()
             handle.freeze()
             handle.disable()  # refresh the statistics of the tensors between layers (quantizers keep theirs)
