@@ -53,14 +53,13 @@ from quant.export.onnx_format import (
     MS_DOMAIN,
     NODES_KEY,
     ORIGINS_KEY,
-    QOPERATOR_MIN_OPSET,
     TENSORS_KEY,
     VERSION_KEY,
     code_container,
 )
 from quant.export.onnx_graph import GraphBuilder
 from quant.export.onnx_qdq import build_qdq, qdq_min_opset
-from quant.export.onnx_qoperator import build_qoperator
+from quant.export.onnx_qoperator import build_qoperator, qoperator_min_opset
 from quant.ir.program import IntegerProgram
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "onnx_model"]
@@ -75,7 +74,7 @@ def _check_form_and_opset(program: IntegerProgram, form: str, opset: Optional[in
         raise TypeError(f"export_onnx: program must be an IntegerProgram, got {type(program).__name__}")
     if form not in FORMS:
         raise ValueError(f"export_onnx: unknown form {form!r}; forms: {', '.join(map(repr, FORMS))}")
-    need = QOPERATOR_MIN_OPSET if form == "qoperator" else qdq_min_opset(program)
+    need = qoperator_min_opset(program) if form == "qoperator" else qdq_min_opset(program)
     newest = onnx.defs.onnx_opset_version()
     if opset is None:
         return max(DEFAULT_OPSET, need)

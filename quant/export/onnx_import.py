@@ -393,6 +393,8 @@ class _Importer:
 
     # ------------------------------------------------------------------ ops
     def quantize_linear(self, node: onnx.NodeProto) -> None:
+        """The program input (of a float graph input), or the requantize / add / mul / avg_pool2d whose float value
+        ``QuantizeLinear`` with scale 1 rounds."""
         src = self.sym(node, 0)
         z, signed = self.zero_point(node, 2, "y_zero_point")
         s = self.scale(node, 1, "y_scale")
@@ -443,6 +445,7 @@ class _Importer:
             raise self.fail(node, f"QuantizeLinear of {type(src).__name__.strip('_')} is outside the qoperator subset")
 
     def dequantize_linear(self, node: onnx.NodeProto) -> None:
+        """``fp32(q - z) * scale`` of codes (refused for an initializer: a QDQ weight)."""
         src = node.input[0]
         if src in self.consts:
             raise self.fail(node, f"DequantizeLinear of the initializer {src!r}: weights as floats make a QDQ graph; "
@@ -457,6 +460,7 @@ class _Importer:
         self.symbols[node.output[0]] = _Dequant(tensor, scale.astype(np.float32), zero, axis)
 
     def add(self, node: onnx.NodeProto) -> None:
+        """A sum of two dequantized tensors, a lut index plus its offset, or a softmax's ``+ z_y``."""
         a = self.symbols.get(node.input[0])
         if isinstance(a, _Softmax) and a.stage == "rounded":
             z = self.const(node, 1, "the output zero point")
@@ -475,6 +479,7 @@ class _Importer:
         raise self.fail(node, "Add of other than two DequantizeLinear (an add) or an index and its offset (a lut)")
 
     def mul(self, node: onnx.NodeProto) -> None:
+        """A product of two scale-1 dequantized tensors, that product by its multiplier, or a softmax's ``E 2^k``."""
         a = self.symbols.get(node.input[0])
         if isinstance(a, _Softmax) and a.stage == "exp":
             one = int(self.const(node, 1, "2^k").reshape(-1)[0])
@@ -510,6 +515,7 @@ class _Importer:
                 "has_strides": strides is not None}  # fmt: skip
 
     def average_pool(self, node: onnx.NodeProto) -> None:
+        """The float average of a scale-1 dequantized tensor (an avg_pool2d once ``QuantizeLinear`` rounds it)."""
         src = self.symbols.get(node.input[0])
         if not isinstance(src, _Dequant) or src.scale.size != 1 or float(src.scale.reshape(-1)[0]) != 1.0:
             raise self.fail(node, "AveragePool of other than a DequantizeLinear of scale 1 (an avg_pool2d)")
@@ -523,6 +529,7 @@ class _Importer:
         self.symbols[node.output[0]] = _Mean(src, window)
 
     def max_pool(self, node: onnx.NodeProto) -> None:
+        """max_pool2d (global when there is no ``strides`` attribute and the kernel is the plane)."""
         if len(node.output) > 1 and node.output[1]:
             raise self.fail(node, "MaxPool's indices output is not supported")
         x = self.codes(node, 0)
@@ -536,6 +543,7 @@ class _Importer:
         self.emit(node, "max_pool2d", (x,), args, signed=self.signed_of(x), like=x)
 
     def qlinear_conv(self, node: onnx.NodeProto) -> None:
+        """conv2d with ONNX Runtime's multiplier ``fp32(fp32(x_scale w_scale) / y_scale)``."""
         x = self.codes(node, 0)
         xs, (xz, _) = self.scale(node, 1, "x_scale"), self.zero_point(node, 2, "x_zero_point")
         w = self.const(node, 3, "w")
@@ -582,6 +590,7 @@ class _Importer:
         self.emit(node, "linear", (x,), args, params, signed=signed, stated_scale=ys, rows=rows)
 
     def qgemm(self, node: onnx.NodeProto) -> None:
+        """linear with ONNX Runtime's multiplier (``alpha = 1``), of codes or of their rows."""
         if _attr(node, "transA", 0) or float(_attr(node, "alpha", 1.0)) != 1.0 or float(_attr(node, "beta", 1.0)) != 1.0:
             raise self.fail(node, "transA, alpha and beta other than 0, 1, 1")
         if len(node.input) < 9 or not node.input[7]:
@@ -600,6 +609,7 @@ class _Importer:
         self._linear(node, x_sym, np.ascontiguousarray(w), m, bz, xz, yz, signed, float(ys), bias)
 
     def qlinear_matmul(self, node: onnx.NodeProto) -> None:
+        """linear of an (..., K) tensor by a constant (K, N) ``b``, with ONNX Runtime's multiplier."""
         x_sym = self.sym(node, 0)
         xs, (xz, _) = self.scale(node, 1, "a_scale"), self.zero_point(node, 2, "a_zero_point")
         b = self.const(node, 3, "b")
@@ -612,6 +622,7 @@ class _Importer:
         self._linear(node, x_sym, np.ascontiguousarray(b.T), m, bz, xz, yz, signed, float(ys), None)
 
     def qlinear_binary(self, node: onnx.NodeProto) -> None:
+        """``QLinearAdd`` as add (``fp32(s_a / s_y)``, ``fp32(s_b / s_y)``), ``QLinearMul`` as mul."""
         a, b = self.codes(node, 0), self.codes(node, 3)
         sa, (za, _) = self.scale(node, 1, "A_scale"), self.zero_point(node, 2, "A_zero_point")
         sb, (zb, _) = self.scale(node, 4, "B_scale"), self.zero_point(node, 5, "B_zero_point")
@@ -629,6 +640,8 @@ class _Importer:
                       stated_scale=float(sc))  # fmt: skip
 
     def qlinear_global_average_pool(self, node: onnx.NodeProto) -> None:
+        """avg_pool2d where the contract's average is ONNX Runtime's, else ONNX Runtime's computation as a depthwise
+        conv2d of ones."""
         if _attr(node, "channels_last", 0):
             raise self.fail(node, "channels_last=1 is not supported")
         x = self.codes(node, 0)
@@ -651,6 +664,7 @@ class _Importer:
                   stated_scale=float(ys))  # fmt: skip
 
     def qlinear_average_pool(self, node: onnx.NodeProto) -> None:
+        """avg_pool2d of equal input and output qparams (ties with an odd zero point may differ from ONNX Runtime)."""
         x = self.codes(node, 0)
         xs, (xz, _) = self.scale(node, 1, "x_scale"), self.zero_point(node, 2, "x_zero_point")
         ys, (yz, signed) = self.scale(node, 3, "y_scale"), self.zero_point(node, 4, "y_zero_point")
@@ -664,6 +678,7 @@ class _Importer:
                   zero_point=xz), signed=signed, like=x)  # fmt: skip
 
     def cast(self, node: onnx.NodeProto) -> None:
+        """A lut's int32 index, a softmax's int64 codes, or the next softmax stage."""
         to = _attr(node, "to")
         src = self.symbols.get(node.input[0])
         if isinstance(src, _Softmax):
@@ -703,31 +718,37 @@ class _Importer:
         return int(axes[0])
 
     def reduce_max(self, node: onnx.NodeProto) -> None:
+        """A softmax's axis maximum."""
         s = self.softmax_symbol(node, 0, "wide")
         self.symbols[node.output[0]] = self.softmax_step(node, s, "max", axis=self._axes(node))
 
     def sub(self, node: onnx.NodeProto) -> None:
+        """A softmax's distances ``m - q``."""
         top, wide = self.softmax_symbol(node, 0, "max"), self.softmax_symbol(node, 1, "wide")
         if top.tensor != wide.tensor:
             raise self.fail(node, "a softmax's distances are from the maximum of the same codes")
         self.symbols[node.output[0]] = self.softmax_step(node, top, "distance")
 
     def reduce_sum(self, node: onnx.NodeProto) -> None:
+        """A softmax's sum of exponentials."""
         s = self.softmax_symbol(node, 0, "exp")
         if self._axes(node) != s.axis:
             raise self.fail(node, "a softmax sums along the axis of its maximum")
         self.symbols[node.output[0]] = self.softmax_step(node, s, "sum")
 
     def div(self, node: onnx.NodeProto) -> None:
+        """A softmax's float64 quotient ``E 2^k / S``."""
         num, den = self.softmax_symbol(node, 0, "scaled_f64"), self.softmax_symbol(node, 1, "sum_f64")
         if num.tensor != den.tensor:
             raise self.fail(node, "a softmax divides by the sum of its own exponentials")
         self.symbols[node.output[0]] = self.softmax_step(node, num, "ratio")
 
     def round(self, node: onnx.NodeProto) -> None:
+        """A softmax's quotient rounded half to even."""
         self.symbols[node.output[0]] = self.softmax_step(node, self.softmax_symbol(node, 0, "ratio"), "rounded_f64")
 
     def softmax(self, node: onnx.NodeProto, s: _Softmax, signed: bool) -> None:
+        """The softmax node the chain ending in ``s`` computes."""
         if self.dp(node).rounding != "half_even":
             raise self.fail(node, "a softmax rounded by ONNX's Round needs a half-to-even datapath")
         if s.bounds != code_range(s.bits, signed) or s.zero_point != (-(1 << (s.bits - 1)) if signed else 0):
@@ -738,6 +759,7 @@ class _Importer:
                   y_bits=s.bits, y_signed=signed), signed=signed, stated_scale=2.0 ** -s.bits)  # fmt: skip
 
     def gather(self, node: onnx.NodeProto) -> None:
+        """A lut (an int8/uint8 table by the index of codes) or a softmax's exponentials (an int64 table)."""
         table = self.const(node, 0, "the table")
         index = self.symbols.get(node.input[1])
         if isinstance(index, _Softmax) and index.stage == "distance":
@@ -765,6 +787,7 @@ class _Importer:
                   signed=table.dtype == np.int8)  # fmt: skip
 
     def reshape(self, node: onnx.NodeProto) -> None:
+        """reshape (first entry the batch), codes as rows for a ``QGemm``, or those rows reshaped back."""
         src = self.sym(node, 0)
         shape = self.const(node, 1, "shape").astype(np.int64).reshape(-1).tolist()
         if _attr(node, "allowzero", 0):
@@ -788,6 +811,7 @@ class _Importer:
         self.emit(node, "reshape", (x,), dict(shape=shape[1:]), signed=self.signed_of(x), like=x)
 
     def flatten(self, node: onnx.NodeProto) -> None:
+        """reshape to ``(N, size)`` (``axis = 1``)."""
         x = self.codes(node, 0)
         if int(_attr(node, "axis", 1)) != 1:
             raise self.fail(node, "Flatten along an axis other than 1")
@@ -795,17 +819,20 @@ class _Importer:
         self.emit(node, "reshape", (x,), dict(shape=[size]), signed=self.signed_of(x), like=x)
 
     def transpose(self, node: onnx.NodeProto) -> None:
+        """permute by ``perm``."""
         x = self.codes(node, 0)
         perm = list(_attr(node, "perm", []))
         self.emit(node, "permute", (x,), dict(dims=perm), signed=self.signed_of(x), like=x)
 
     def concat(self, node: onnx.NodeProto) -> None:
+        """concat along ``axis`` (of codes of one scale and zero point)."""
         xs = tuple(self.codes(node, i) for i in range(len(node.input)))
         rank = len(self.shape_of(xs[0]))
         axis = int(_attr(node, "axis", 1)) % rank
         self.emit(node, "concat", xs, dict(axis=axis), signed=self.signed_of(xs[0]), like=xs[0])
 
     def pad(self, node: onnx.NodeProto) -> None:
+        """pad (constant), in ``torch.nn.functional.pad`` order."""
         x = self.codes(node, 0)
         if _attr(node, "mode", b"constant") not in (b"constant", "constant") or (len(node.input) > 3 and node.input[3]):
             raise self.fail(node, "only constant padding of every axis is supported")
@@ -823,9 +850,11 @@ class _Importer:
         self.emit(node, "pad", (x,), dict(pads=torch_order, value=code), signed=self.signed_of(x), like=x)
 
     def identity(self, node: onnx.NodeProto) -> None:
+        """The input itself."""
         self.symbols[node.output[0]] = self.sym(node, 0)
 
     def clip(self, node: onnx.NodeProto) -> None:
+        """The fused clamp of the requantizing op whose single-use output it reads, or a softmax's clamp."""
         src = self.sym(node, 0)
         if isinstance(src, _Softmax) and src.stage == "shifted":
             low, high = (int(self.const(node, i, what).reshape(-1)[0]) for i, what in ((1, "min"), (2, "max")))
@@ -860,6 +889,7 @@ class _Importer:
         return graph_zero_point
 
     def run(self) -> IntegerProgram:
+        """Read every node in order (``ValueError`` for an op outside the subset), then build the program."""
         handlers: dict[tuple[str, str], Callable[[onnx.NodeProto], None]] = {
             ("", "QuantizeLinear"): self.quantize_linear, ("", "DequantizeLinear"): self.dequantize_linear,
             ("", "QLinearConv"): self.qlinear_conv, ("", "QLinearMatMul"): self.qlinear_matmul,
@@ -885,6 +915,7 @@ class _Importer:
         return self.program()
 
     def program(self) -> IntegerProgram:
+        """The program of the records read: tensors in the metadata's order when known, outputs from the graph's."""
         graph = self.model.graph
         if self.datapath is None or not self.inputs:
             raise ValueError(f"import_onnx({self.source}): no QuantizeLinear of a float graph input")

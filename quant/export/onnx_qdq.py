@@ -64,6 +64,7 @@ class _Writer:
         self._float: dict[str, str] = {}  # program tensor -> ONNX tensor of its dequantized values
 
     def info(self, tensor: str) -> TensorInfo:
+        """The program tensor ``tensor``."""
         return self.p.tensors[tensor]
 
     def qparams(self, base: str, info: TensorInfo) -> tuple[str, str]:
@@ -101,6 +102,7 @@ class _Writer:
         self.g.node("QuantizeLinear", [value, scale, zp], [node.output], name=name or node.name)
 
     def temp(self, node: Node, role: str) -> str:
+        """A fresh tensor name ``<output>/<role>``."""
         return self.g.fresh(f"{node.output}/{role}")
 
     def weight_and_bias(self, node: Node, transpose: bool) -> tuple[str, str, npt.NDArray[np.float32]]:
@@ -140,6 +142,7 @@ class _Writer:
 
     # ------------------------------------------------------------------ ops
     def conv2d(self, node: Node) -> None:
+        """``Conv`` of the dequantized input, weight and bias, then the output's ``QuantizeLinear``."""
         a: Conv2dAttrs = node.attrs
         weight, bias, _ = self.weight_and_bias(node, transpose=False)
         out = self.temp(node, "float")
@@ -150,6 +153,7 @@ class _Writer:
         self.quantize(node, out)
 
     def linear(self, node: Node) -> None:
+        """``Gemm`` (transB = 1) on rows, ``MatMul`` + ``Add`` on higher ranks, then the output's ``QuantizeLinear``."""
         x = self.info(node.inputs[0])
         out = self.temp(node, "float")
         if len(x.shape) == 2:
@@ -165,6 +169,7 @@ class _Writer:
         self.quantize(node, out)
 
     def requantize(self, node: Node) -> None:
+        """The ``QuantizeLinear`` of the dequantized input (per channel: scale ``s_x / M[c]`` along ``axis``)."""
         a: RequantizeAttrs = node.attrs
         x, y = self.info(node.inputs[0]), self.info(node.output)
         m = np.asarray(a.multiplier, dtype=np.float64)
@@ -180,22 +185,26 @@ class _Writer:
                     axis=a.axis)  # fmt: skip
 
     def add(self, node: Node) -> None:
+        """``Add`` of the dequantized inputs, then the output's ``QuantizeLinear``."""
         out = self.temp(node, "float")
         self.g.node("Add", [self.dequantized(t) for t in node.inputs], [out], name=f"{node.name}/add")
         self.quantize(node, out)
 
     def mul(self, node: Node) -> None:
+        """``Mul`` of the dequantized inputs, then the output's ``QuantizeLinear``."""
         out = self.temp(node, "float")
         self.g.node("Mul", [self.dequantized(t) for t in node.inputs], [out], name=f"{node.name}/mul")
         self.quantize(node, out)
 
     def softmax(self, node: Node) -> None:
+        """``Softmax`` of the dequantized input, then ``QuantizeLinear`` to scale ``2^-k``."""
         a: SoftmaxAttrs = node.attrs
         out = self.temp(node, "float")
         self.g.node("Softmax", [self.dequantized(node.inputs[0])], [out], name=f"{node.name}/softmax", axis=a.axis)
         self.quantize(node, out)
 
     def avg_pool2d(self, node: Node) -> None:
+        """``AveragePool`` (``count_include_pad = 0``) or ``GlobalAveragePool``, then ``QuantizeLinear``."""
         a: AvgPool2dAttrs = node.attrs
         out = self.temp(node, "float")
         src = self.dequantized(node.inputs[0])
@@ -208,6 +217,7 @@ class _Writer:
         self.quantize(node, out)
 
     def max_pool2d(self, node: Node) -> None:
+        """``MaxPool`` or ``GlobalMaxPool`` of the dequantized input, then ``QuantizeLinear``."""
         a: MaxPool2dAttrs = node.attrs
         out = self.temp(node, "float")
         src = self.dequantized(node.inputs[0])
@@ -220,6 +230,7 @@ class _Writer:
         self.quantize(node, out)
 
     def lut(self, node: Node) -> None:
+        """``Gather`` of the dequantized table by the index ``DequantizeLinear(q, 1, qmin)``, then ``QuantizeLinear``."""
         a: LutAttrs = node.attrs
         x, y = self.info(node.inputs[0]), self.info(node.output)
         qmin = a.x_range[0]
@@ -242,6 +253,7 @@ class _Writer:
         self.quantize(node, out)
 
     def reshape(self, node: Node) -> None:
+        """``Reshape`` of the dequantized input to ``[0, *shape]``, then ``QuantizeLinear``."""
         a: ReshapeAttrs = node.attrs
         out = self.temp(node, "float")
         shape = self.g.constant(f"{node.name}/shape", np.array([0, *a.shape], np.int64))
@@ -249,18 +261,21 @@ class _Writer:
         self.quantize(node, out)
 
     def permute(self, node: Node) -> None:
+        """``Transpose`` of the dequantized input, then ``QuantizeLinear``."""
         a: PermuteAttrs = node.attrs
         out = self.temp(node, "float")
         self.g.node("Transpose", [self.dequantized(node.inputs[0])], [out], name=f"{node.name}/transpose", perm=list(a.dims))
         self.quantize(node, out)
 
     def concat(self, node: Node) -> None:
+        """``Concat`` of the dequantized inputs, then ``QuantizeLinear``."""
         a: ConcatAttrs = node.attrs
         out = self.temp(node, "float")
         self.g.node("Concat", [self.dequantized(t) for t in node.inputs], [out], name=f"{node.name}/concat", axis=a.axis)
         self.quantize(node, out)
 
     def pad(self, node: Node) -> None:
+        """``Pad`` of the dequantized input with the real value of the code ``value``, then ``QuantizeLinear``."""
         a: PadAttrs = node.attrs
         x = self.info(node.inputs[0])
         out = self.temp(node, "float")

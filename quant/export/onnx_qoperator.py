@@ -81,12 +81,20 @@ from quant.contract.attrs import (
 )
 from quant.contract.codes import code_range
 from quant.contract.multiplier import FloatAdd, FloatRequant
-from quant.export.onnx_format import MS_DOMAIN, code_elem_type, code_numpy_dtype, float32_array, qoperator_datapath_problems
+from quant.export.onnx_format import (
+    MS_DOMAIN,
+    QOPERATOR_MIN_OPSET,
+    code_elem_type,
+    code_numpy_dtype,
+    float32_array,
+    qoperator_datapath_problems,
+)
 from quant.export.onnx_graph import GraphBuilder
 from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
 from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
 
-__all__ = ["QOPERATOR_OPS", "build_qoperator", "exact_global_average", "MAX_AVERAGE_WINDOW"]
+__all__ = ["QOPERATOR_OPS", "build_qoperator", "check_qoperator", "exact_global_average", "MAX_AVERAGE_WINDOW",
+           "onnx_pads", "qoperator_min_opset"]
 
 #: The largest averaging window the float ``AveragePool`` route computes exactly (section 6 rounding).
 MAX_AVERAGE_WINDOW = 1 << 15
@@ -120,18 +128,22 @@ class _Writer:
 
     # ------------------------------------------------------------------ helpers
     def info(self, tensor: str) -> TensorInfo:
+        """The program tensor ``tensor``."""
         return self.p.tensors[tensor]
 
     def codes(self, tensor: str) -> str:
+        """The ONNX tensor holding ``tensor``'s codes."""
         return self.names[tensor]
 
     def zero_point(self, base: str, value: int, info: TensorInfo, shape: tuple[int, ...] = ()) -> str:
+        """An initializer of ``value`` in ``info``'s code type (``ValueError`` outside its range)."""
         lo, hi = code_range(info.bits, info.signed)
         if not lo <= value <= hi:
             raise ValueError(f"zero point {value} outside the {info.bits}-bit code range of tensor {info.name!r}")
         return self.g.constant(base, np.full(shape, value, dtype=code_numpy_dtype(info.signed)))
 
     def unit_scale(self) -> str:
+        """The shared float32 1.0."""
         return self.g.shared_constant("unit_scale", np.float32(1.0))
 
     def result(self, node: Node) -> str:
@@ -165,6 +177,7 @@ class _Writer:
 
     @staticmethod
     def float_multiplier(attrs: Any, node: Node) -> npt.NDArray[np.float32]:
+        """The float32 multipliers of a requantizing record (``ValueError`` for another requantization)."""
         requant = attrs.requant
         if not isinstance(requant, FloatRequant) or requant.precision != "float32":
             raise ValueError(f"node {node.name!r} ({node.op}): requantization {requant!r} is not float32")
@@ -172,6 +185,7 @@ class _Writer:
 
     @staticmethod
     def weight(node: Node) -> npt.NDArray[np.int8]:
+        """The node's int8 weight codes (``ValueError`` for packed sub-byte weights)."""
         w = node.params["weight"]
         if isinstance(w, PackedTensor):
             raise ValueError(f"node {node.name!r} ({node.op}): {w.bits}-bit packed weights; the qoperator form holds int8")
@@ -186,6 +200,7 @@ class _Writer:
 
     # ------------------------------------------------------------------ ops
     def conv2d(self, node: Node) -> None:
+        """``QLinearConv`` (x_scale = y_scale = 1, w_scale = fp32(M) per channel, int32 bias) [+ ``Clip``]."""
         a: Conv2dAttrs = node.attrs
         x, y = self.info(node.inputs[0]), self.info(node.output)
         m = self.float_multiplier(a, node)
@@ -206,6 +221,7 @@ class _Writer:
         self.clamp(node, out)
 
     def linear(self, node: Node) -> None:
+        """``QGemm`` (com.microsoft, transB = 1, the same unit scales) on rows [``Reshape`` around it] [+ ``Clip``]."""
         a: LinearAttrs = node.attrs
         x, y = self.info(node.inputs[0]), self.info(node.output)
         m = self.float_multiplier(a, node)
@@ -235,6 +251,7 @@ class _Writer:
         self.clamp(node, out)
 
     def requantize(self, node: Node) -> None:
+        """``DequantizeLinear(q, fp32(M), z_in)`` (per axis for per-channel M), ``QuantizeLinear(·, 1, z_y)``."""
         a: RequantizeAttrs = node.attrs
         x = self.info(node.inputs[0])
         m = self.float_multiplier(a, node)
@@ -248,6 +265,7 @@ class _Writer:
         self.clamp(node, out)
 
     def add(self, node: Node) -> None:
+        """``DequantizeLinear`` of each input by its multiplier, ``Add``, ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]."""
         a: AddAttrs = node.attrs
         params = a.params
         if not isinstance(params, FloatAdd) or params.requant != "float32":
@@ -267,6 +285,7 @@ class _Writer:
         self.clamp(node, out)
 
     def mul(self, node: Node) -> None:
+        """``DequantizeLinear`` of both with scale 1, ``Mul``, ``Mul`` by fp32(M), ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]."""
         a: MulAttrs = node.attrs
         m = self.float_multiplier(a, node)
         factors = []
@@ -286,6 +305,8 @@ class _Writer:
         self.clamp(node, out)
 
     def avg_pool2d(self, node: Node) -> None:
+        """``QLinearGlobalAveragePool`` where :func:`exact_global_average`, else ``DequantizeLinear(q, 1, z)``, the float
+        average (one correctly rounded division of an exact sum), ``QuantizeLinear(·, 1, z)``."""
         a: AvgPool2dAttrs = node.attrs
         x = self.info(node.inputs[0])
         plane = (1, *(int(d) for d in x.shape[1:] if d is not None))
@@ -315,6 +336,7 @@ class _Writer:
         self.g.node("QuantizeLinear", [mean, self.unit_scale(), zp], [out], name=node.name)
 
     def max_pool2d(self, node: Node) -> None:
+        """``MaxPool`` on the codes (global: the plane as kernel, no ``strides`` attribute)."""
         a: MaxPool2dAttrs = node.attrs
         x = self.info(node.inputs[0])
         out = self.result(node)
@@ -328,6 +350,7 @@ class _Writer:
                     dilations=list(a.window.dilation))  # fmt: skip
 
     def lut(self, node: Node) -> None:
+        """``Cast`` to int32, ``Add`` of ``-qmin`` (+ ``c 2^b`` per channel), ``Gather`` on the table."""
         a: LutAttrs = node.attrs
         x, y = self.info(node.inputs[0]), self.info(node.output)
         index = self.g.fresh(f"{node.output}/index")
@@ -350,6 +373,7 @@ class _Writer:
                     [out], name=node.name, axis=0)  # fmt: skip
 
     def softmax(self, node: Node) -> None:
+        """Section 6.3 in int64 ops, the rounding division in float64 (see the module docstring)."""
         a: SoftmaxAttrs = node.attrs
         y = self.info(node.output)
         if a.datapath.rounding != "half_even":
@@ -379,19 +403,23 @@ class _Writer:
         self.g.node("Cast", [clamped], [self.result(node)], name=node.name, to=elem)
 
     def reshape(self, node: Node) -> None:
+        """``Reshape`` to ``[0, *shape]`` (0 keeps the batch)."""
         a: ReshapeAttrs = node.attrs
         shape = self.g.constant(f"{node.name}/shape", np.array([0, *a.shape], np.int64))
         self.g.node("Reshape", [self.codes(node.inputs[0]), shape], [self.result(node)], name=node.name)
 
     def permute(self, node: Node) -> None:
+        """``Transpose`` by ``dims``."""
         a: PermuteAttrs = node.attrs
         self.g.node("Transpose", [self.codes(node.inputs[0])], [self.result(node)], name=node.name, perm=list(a.dims))
 
     def concat(self, node: Node) -> None:
+        """``Concat`` along ``axis``."""
         a: ConcatAttrs = node.attrs
         self.g.node("Concat", [self.codes(t) for t in node.inputs], [self.result(node)], name=node.name, axis=a.axis)
 
     def pad(self, node: Node) -> None:
+        """``Pad`` (constant) with the code ``value``."""
         a: PadAttrs = node.attrs
         x = self.info(node.inputs[0])
         self.g.node("Pad", [self.codes(node.inputs[0]), self.g.constant(f"{node.name}/pads", onnx_pads(a, len(x.shape), node)),
@@ -437,6 +465,12 @@ def check_qoperator(program: IntegerProgram) -> None:
         if info.bits != 8 or code_elem_type(info.bits, info.signed) is None:
             raise ValueError(f"export_onnx(form='qoperator'): tensor {info.name!r} has {info.bits}-bit codes; "
                              "the qoperator form holds 8-bit codes")  # fmt: skip
+
+
+def qoperator_min_opset(program: IntegerProgram) -> int:
+    """The first opset holding the ops ``program`` needs: 13 (per-axis DequantizeLinear), 18 with a softmax
+    (``ReduceMax`` takes its axes as an input)."""
+    return 18 if any(n.op == "softmax" for n in program.nodes) else QOPERATOR_MIN_OPSET
 
 
 def build_qoperator(program: IntegerProgram, g: GraphBuilder) -> dict[str, str]:

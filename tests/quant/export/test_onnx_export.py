@@ -7,13 +7,14 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
+from quant.export.agreement import ort_session, zoo_program
 from quant.export.onnx_export import DEFAULT_OPSET, export_onnx, onnx_model
 from quant.export.onnx_format import DATAPATH_KEY, DIGEST_KEY, FORMAT_KEY, KNOBS_KEY, TENSORS_KEY, VERSION_KEY
 from quant.ir.program import IntegerProgram
-from quant.export.agreement import zoo_program
 from tests.quant.export.support import zoo_case
 
 FORMS = ["qoperator", "qdq"]
@@ -60,6 +61,18 @@ def test_sub_byte_programs_pick_the_opset_of_their_types() -> None:
     assert onnx.TensorProto.INT2 in {t.data_type for t in m2.graph.initializer}
     with pytest.raises(ValueError, match=r"export_onnx\(form='qdq'\): opset=21 must be an integer in 25\.\.\d+"):
         onnx_model(w2a2, form="qdq", opset=21)
+
+
+def test_an_older_opset_is_written_when_the_ops_allow_it() -> None:
+    mlp, make_input = zoo_case("mlp", "mlas")
+    attention, _ = zoo_case("attention", "mlas")
+    assert onnx_model(mlp, form="qoperator", opset=13).opset_import[0].version == 13
+    assert onnx_model(attention, form="qoperator", opset=18).opset_import[0].version == 18
+    with pytest.raises(ValueError, match=r"opset=17 must be an integer in 18\.\."):
+        onnx_model(attention, form="qoperator", opset=17)
+    x = make_input(8)
+    outs = ort_session(onnx_model(mlp, form="qoperator", opset=13).SerializeToString()).run(None, {"x": x.numpy()})
+    assert np.array_equal(outs[0], mlp.run(x))
 
 
 def _listing(folder: Path) -> list[str]:
