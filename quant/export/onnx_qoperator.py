@@ -27,8 +27,8 @@ How each op is written, and why ONNX Runtime computes it exactly:
   (``QLinearAdd`` is not used: its AVX2 kernel computes ``fma(a, s_a/s_y, fma(b, s_b/s_y, z_y - ...))``
   with the zero points folded into one float constant, which differs in the last bit.)
 * ``mul``: ``DequantizeLinear`` of both with scale 1 (exact differences), ``Mul`` (an exact product below
-  2^24), ``Mul`` by ``fp32(M)``, ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]. (``QLinearMul`` is not used:
-  it multiplies dequantized floats.)
+  2^24), ``Mul`` by ``fp32(M)``, ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]. (``QLinearMul`` is not used: its
+  NEON kernel adds the zero point before rounding, so it is not the contract's formula on every CPU.)
 * ``avg_pool2d``: global pooling over ``n`` positions with ``n`` a power of two up to 2^16, or odd below
   8192: ``QLinearGlobalAveragePool`` (com.microsoft) with the tensor's own scale in and out (its float32
   factor ``s / (s n)`` is ``1/n`` exactly, or close enough that no rounding of an odd ``n`` moves).
