@@ -19,6 +19,9 @@
    metrics, weight and quantization-error histograms, per-layer SQNR and bit-operation plots), and
    prints a compact table.
 
+``torchrun --standalone --nproc_per_node=2 -m experiments.run method=qat_lsq hydra.run.dir=DIR`` trains
+the QAT step under ``torch.distributed`` (DDP, gloo; each rank on its shard of the training set, the
+observers' statistics all-reduced so the scales agree on every rank); rank 0 does the rest.
 ``python -m experiments.run -m scheme=w8a8,w4a4,w2a2 seed=0,1`` sweeps with Hydra's launcher;
 ``python -m experiments.compare <sweep dir>`` tabulates and plots the runs.
 """
@@ -263,12 +266,13 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     out_dir = Path(out_dir)
     check_config(cfg, out_dir)
+    rank, world = _process_group()
     data = load_data(cfg)
     try:
         build_model(cfg.model.name, data.input_shape, data.num_classes, cfg.model.width)
     except ValueError as err:
         raise ExperimentError(f"model {cfg.model.name!r} on data {cfg.data.name!r}: {err}") from None
-    log = _writer(cfg, out_dir)
+    log = _writer(cfg, out_dir) if rank == 0 else None
     model, cached = float_model(cfg, data, log)
     model = quant.fold_bn(model.eval())
     acc: dict[str, Optional[float]] = {"float": accuracy(model, data.x_test, data.y_test), "fast": None, "exact": None,
@@ -286,10 +290,26 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
                     log.add_scalar("qat/train_loss", loss, epoch)
                     log.add_scalar("qat/test_accuracy_fast", accuracy(model, data.x_test, data.y_test), epoch)
 
-            train(model, data.x_train, data.y_train, epochs=cfg.method.epochs, lr=cfg.method.lr,
+            if cfg.method.learn == "none":  # STE QAT: the activation observers keep tracking the ranges
+                for _, role, q in handle.quantizers():
+                    q.observing = q.observing or role == "input"
+            trained, x_train, y_train, ckpt = model, data.x_train, data.y_train, out_dir / "qat_checkpoint.pt"
+            if world > 1:  # DDP on this rank's shard; the observers all-reduce their batch extremes
+                from torch.nn.parallel import DistributedDataParallel
+
+                trained = DistributedDataParallel(model)
+                x_train, y_train = data.x_train[rank::world], data.y_train[rank::world]
+                ckpt = out_dir / f"qat_checkpoint.rank{rank}.pt"
+            train(trained, x_train, y_train, epochs=cfg.method.epochs, lr=cfg.method.lr,
                   batch_size=cfg.data.batch_size, seed=cfg.seed + 1, desc=f"QAT {cfg.method.learn}",
-                  on_epoch=on_epoch, progress=cfg.progress, checkpoint=out_dir / "qat_checkpoint.pt")  # fmt: skip
+                  on_epoch=on_epoch, progress=cfg.progress and rank == 0, checkpoint=ckpt)  # fmt: skip
             model.eval()
+            if world > 1:
+                _write_rank_qparams(handle, out_dir / f"qparams.rank{rank}.json")
+                torch.distributed.barrier()
+                if rank != 0:  # rank 0 evaluates, lowers, verifies and writes the summary
+                    torch.distributed.destroy_process_group()
+                    return {}
             handle.freeze()
             handle.disable()  # refresh the statistics of the tensors between layers (quantizers keep theirs)
             handle.edges = None
@@ -332,7 +352,28 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         _log_final(log, cfg, summary, model, handle, report)
         log.close()
     print(table([summary]))
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return summary
+
+
+def _process_group() -> tuple[int, int]:
+    """``(rank, world size)``: a gloo process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    return torch.distributed.get_rank(), world
+
+
+def _write_rank_qparams(handle: quant.QuantHandle, path: Path) -> None:
+    """Every quantizer's scale and zero point on this rank (ranks must agree after DDP QAT)."""
+    out = {}
+    for name, role, q in handle.quantizers():
+        s, z = q.effective_qparams()
+        out[f"{name}.{role}"] = {"scale": s.reshape(-1).tolist(), "zero_point": z.reshape(-1).tolist()}
+    path.write_text(json.dumps(out, sort_keys=True) + "\n")
 
 
 def _finite(v: float) -> Optional[float]:
@@ -428,7 +469,7 @@ def main(cfg: DictConfig) -> float:
         summary = run(objects, Path(HydraConfig.get().runtime.output_dir))
     except ExperimentError as err:
         raise SystemExit(f"experiments.run: {err}") from None
-    return objective(summary, objects.objective_bops_budget)
+    return objective(summary, objects.objective_bops_budget) if summary else 0.0  # other ranks report nothing
 
 
 def objective(summary: dict[str, Any], bops_budget: Optional[float]) -> float:

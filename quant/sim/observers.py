@@ -131,8 +131,20 @@ def resize_for_load(module: nn.Module, state_dict: Mapping[str, Any], prefix: st
                 param.data = torch.empty(state_dict[key].shape, dtype=param.dtype, device=param.device)
 
 
+def _distributed() -> bool:
+    """Whether a ``torch.distributed`` process group of more than one process is running."""
+    dist = torch.distributed
+    return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+
+
 class Observer(nn.Module):
     """Base class: a range ``[min_val, max_val]`` per quantization-parameter element.
+
+    In training mode under ``torch.distributed`` (QAT with DDP), the batch extremes of
+    :class:`MinMaxObserver` and :class:`MovingAverageMinMaxObserver` are all-reduced (min, max)
+    across the processes first, so every rank folds in the extremes of the global batch and the
+    statistics (hence the scales) stay identical on every rank. In eval mode (calibration) each
+    process observes alone; an observer is in eval mode until the model holding it is put in training.
 
     Subclasses implement ``_observe(x)`` (``x`` detached, floating, non-empty) and may add
     buffers; ``min_val``/``max_val`` are float32 buffers of the granularity's shape,
@@ -149,6 +161,7 @@ class Observer(nn.Module):
         self.spec = spec
         self.register_buffer("min_val", torch.empty(0))
         self.register_buffer("max_val", torch.empty(0))
+        self.train(False)  # eval until the model it belongs to trains (model.train() reaches it)
 
     @property
     def has_data(self) -> bool:
@@ -191,6 +204,10 @@ class Observer(nn.Module):
             hi = reduce_to_qparams_shape(x, self.spec, "amax")
         lo = lo.to(torch.float32)
         hi = hi.to(torch.float32)
+        if self.training and _distributed():  # QAT under torch.distributed: the extremes of the global batch
+            lo, hi = lo.contiguous(), hi.contiguous()
+            torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+            torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
         # amin/amax propagate NaN and +-Inf, so finite extremes mean finite data.
         if not bool((torch.isfinite(lo) & torch.isfinite(hi)).all()):
             raise ValueError(f"{type(self).__name__}: the observed tensor contains NaN or Inf")
