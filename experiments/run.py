@@ -41,6 +41,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from tqdm import tqdm
 
 import quant
 from experiments.models.registry import build_model
@@ -245,7 +246,7 @@ def _calibrate(handle: quant.QuantHandle, model: nn.Module, data: Any, cfg: RunC
     model.eval()
     bs = cfg.calib.batch_size
     with torch.no_grad(), handle.calibrate():
-        for i in range(cfg.calib.batches):
+        for i in tqdm(range(cfg.calib.batches), desc="calibrate", leave=False, disable=not cfg.progress):
             chunk = data.x_train[i * bs : (i + 1) * bs]
             if len(chunk):
                 model(chunk)

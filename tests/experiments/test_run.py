@@ -75,6 +75,15 @@ def test_impossible_configs_are_refused_before_training(cache: Path, tmp_path: P
         run(config(cache, *overrides), tmp_path / "out")
 
 
+def test_a_missing_data_package_is_named_before_training(cache: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import experiments.data.fashion_mnist as fashion
+
+    monkeypatch.setattr(fashion, "FASHION_MNIST_DIR", tmp_path / "absent")
+    with pytest.raises(ExperimentError, match=r"data 'fashion_mnist': .*make data"):
+        run(config(cache, "data=fashion_mnist"), tmp_path / "out")
+
+
 def test_an_unwritable_output_directory_is_refused(cache: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(ExperimentError, match="is not writable"):
