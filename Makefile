@@ -11,7 +11,7 @@ C_ENTRIES := $(shell sed 's/\#.*//' $(C_LIST))
 C_SOURCES := $(filter %.c,$(C_ENTRIES)) $(wildcard $(addsuffix *.h,$(filter %/,$(C_ENTRIES)))) \
              $(wildcard kernels/_ext/*.c)
 
-.PHONY: install ext run demo test test-all toolchains data bench typecheck clean
+.PHONY: install ext run results demo test test-all toolchains data bench typecheck clean
 
 # Creates .venv and installs the project editable with the dev extra. Re-runs only
 # when the dependency declarations change; otherwise it only rebuilds the C extension
@@ -37,6 +37,14 @@ run: install
 	rm -rf $(RUN_DIR)
 	$(PY) -m experiments.run -m +experiment=default_schemes hydra.sweep.dir=$(RUN_DIR)
 	$(PY) -m experiments.compare $(RUN_DIR)
+
+# docs/results.md: the four study sweeps on Fashion-MNIST (experiment bundles), then the page.
+RESULTS_DIR ?= outputs/results
+results: install
+	for study in granularity calibration qat_low_bits accumulators; do \
+		$(PY) -m experiments.run -m +experiment=$$study progress=false hydra.sweep.dir=$(RESULTS_DIR)/$$study || exit 1; \
+	done
+	$(PY) -m experiments.results $(RESULTS_DIR) --out docs
 
 demo: install
 	$(PY) -m experiments.demo
