@@ -31,7 +31,7 @@ def _pct(v: Optional[float]) -> str:
 def _c(rows_: Sequence[Row], **match: Any) -> Optional[float]:
     for r in rows_:
         if all(r.get(k) == v for k, v in match.items()):
-            return r["c"]
+            return None if r["c"] is None else float(r["c"])
     return None
 
 
@@ -79,7 +79,7 @@ def _accumulators(rs: Sequence[Row]) -> str:
     def acc(bits: int, overflow: str) -> Optional[float]:
         for r in rs:
             if r["acc_bits"] == bits and r["overflow"] == overflow:
-                return r["c"]
+                return None if r["c"] is None else float(r["c"])
         return None
 
     w32, w16, s16 = acc(32, "wrap"), acc(16, "wrap"), acc(16, "saturate")
