@@ -36,6 +36,13 @@ def test_no_module_of_quant_imports_kernels() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_no_module_of_quant_or_kernels_imports_the_experiments() -> None:
+    """The library never reaches into the apps, models and data of experiments/ (they import the library)."""
+    offenders = {str(p.relative_to(ROOT)): sorted(m for m in _imports(p) if m.split(".")[0] == "experiments")
+                 for p in (*_modules("quant"), *_modules("kernels"))}  # fmt: skip
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 def test_kernels_imports_only_the_contract_of_quant() -> None:
     offenders = {
         str(p.relative_to(ROOT)): sorted(m for m in _imports(p) if m.split(".")[0] == "quant" and not m.startswith("quant.contract"))

@@ -6,7 +6,7 @@
 * :func:`import_onnx` (:mod:`quant.export.onnx_import`): the program of a qoperator file, written by
   :func:`export_onnx` or by ONNX Runtime's static quantizer;
 * :mod:`quant.export.agreement`: how often ONNX Runtime's codes equal the program's (``python -m
-  quant.export.agreement`` prints the table of docs/onnx.md).
+  experiments.onnx_agreement`` prints the table of docs/onnx.md).
 """
 
 from quant.export.onnx_export import export_onnx

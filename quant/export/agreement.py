@@ -5,13 +5,8 @@ CPU provider at a graph optimization level (``"basic"``: ``ORT_ENABLE_BASIC``, `
 ``ORT_ENABLE_ALL``, which fuses QDQ groups into ONNX Runtime's integer kernels) and compares its output
 codes with :meth:`IntegerProgram.run <quant.ir.program.IntegerProgram.run>` on the torch reference: the
 fraction of equal codes and the largest difference in codes (LSBs). :func:`agreement_table` writes the
-Markdown table of docs/onnx.md; regenerate it with::
-
-    python -m quant.export.agreement            # [--samples N] [--models mlp,residual] [--presets mlas]
-
-The command builds the model zoo of ``experiments/models`` (seeded weights, calibrated on random inputs
-as ``tests/quant/lowering`` does), the only place this module reaches outside the library; onnxruntime is
-imported when a measurement runs.
+Markdown table of docs/onnx.md, which ``python -m experiments.onnx_agreement`` regenerates over the model
+zoo. onnxruntime is imported when a measurement runs.
 
 >>> row = Agreement("mlp", "mlas", "qdq", "basic", ops=3, codes=8, equal=0.875, max_lsb=1)
 >>> print(agreement_table([row]).splitlines()[2])
@@ -20,17 +15,14 @@ imported when a measurement runs.
 
 from __future__ import annotations
 
-import argparse
-import re
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from quant.ir.program import IntegerProgram
 
-__all__ = ["Agreement", "LEVELS", "ZOO_PRESETS", "agreement_table", "compare_codes", "main", "measure", "ort_session", "run_onnx",
-           "zoo_models", "zoo_program"]  # fmt: skip
+__all__ = ["Agreement", "LEVELS", "ZOO_PRESETS", "agreement_table", "compare_codes", "measure", "ort_session", "run_onnx"]
 
 #: ONNX Runtime graph optimization levels by the names used here.
 LEVELS: tuple[str, ...] = ("basic", "all")
@@ -135,82 +127,3 @@ def agreement_table(rows: Sequence[Agreement]) -> str:
         got = [cells.get(k) for k in (("qdq", "basic"), ("qdq", "all"), ("qoperator", "basic"))]
         lines.append(f"| {model} | {preset} | {ops} | " + " | ".join(c.cell() if c else "-" for c in got) + " |")
     return "\n".join(lines)
-
-
-def zoo_models() -> dict[str, tuple[Callable[[], Any], Callable[[int], Any]]]:
-    """The model zoo by name: a constructor and ``make_input(batch)`` (experiments/models; digits-like inputs for
-    the digits CNN)."""
-    import torch
-
-    from experiments.models.digits_cnn import DigitsCNN
-    from experiments.models.small import SMALL_MODELS
-
-    models: dict[str, tuple[Callable[[], Any], Callable[[int], Any]]] = {
-        name: (cls, getattr(cls, "example_input")) for name, cls in SMALL_MODELS.items()}  # fmt: skip
-    models["digits"] = (DigitsCNN, lambda n: torch.rand(n, 1, 8, 8) * 16)
-    return models
-
-
-def zoo_program(name: str, preset: str, *, seed: int = 0) -> tuple[IntegerProgram, Callable[[int], Any]]:
-    """The zoo model ``name`` lowered for ``preset``: BN folded, the preset's natural recipe
-    (:func:`quant.sim.recipe.datapath_recipe`) calibrated on three batches of 8 seeded random inputs, as
-    ``tests/quant/lowering`` does; returns the program and the model's ``make_input(batch)``."""
-    import torch
-
-    import quant
-    from quant.contract.datapath import PRESETS
-    from quant.sim.recipe import datapath_recipe
-
-    cls, make_input = zoo_models()[name]
-    dp = PRESETS[preset]
-    torch.manual_seed(seed)
-    batches = [make_input(8) for _ in range(3)]
-    model = quant.fold_bn(cls().eval())
-    handle = quant.attach(model, datapath_recipe(dp))
-    with torch.no_grad(), handle.calibrate():
-        for x in batches:
-            model(x)
-    return quant.lower(model, handle, batches[0], datapath=dp), make_input
-
-
-def _failure_summary(message: str) -> str:
-    """ONNX Runtime's type error of one node as ``<op> does not take <type>`` (one line per kind, not per node)."""
-    found = re.search(r"Type '(tensor\([a-z0-9]+\))' of input parameter \(.*?\) of operator \((\w+)\)", message)
-    if found is None:
-        return message
-    return f"ONNX Runtime's own {found.group(2)} (made by its QDQ fusion) does not take {found.group(1)}"
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Print the agreement table of docs/onnx.md (see the module docstring)."""
-    import torch
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--samples", type=int, default=256, help="random inputs per model (default 256)")
-    parser.add_argument("--models", default="", help="comma-separated zoo names (default: all)")
-    parser.add_argument("--presets", default=",".join(ZOO_PRESETS), help="comma-separated presets")
-    args = parser.parse_args(argv)
-    names = [m for m in args.models.split(",") if m] or sorted(zoo_models())
-    rows = []
-    for name in names:
-        for preset in [p for p in args.presets.split(",") if p]:
-            program, make_input = zoo_program(name, preset)
-            torch.manual_seed(1)
-            x = make_input(args.samples)
-            for form, level in (("qdq", "basic"), ("qdq", "all"), ("qoperator", "basic")):
-                rows.append(measure(program, x, form=form, level=level, model=name, preset=preset))
-    print(agreement_table(rows))
-    reasons = sorted({r.refused for r in rows if r.refused is not None and r.preset == "mlas"})
-    if reasons:
-        print("\nRefused on mlas:")
-        for reason in reasons:
-            print(f"- {reason}")
-    failures = sorted({f"{r.form} at {r.level}: {_failure_summary(r.failed)}" for r in rows if r.failed is not None})
-    if failures:
-        print("\nONNX Runtime fails:")
-        for failure in failures:
-            print(f"- {failure}")
-
-
-if __name__ == "__main__":
-    main()

@@ -29,7 +29,8 @@ from quant.contract.attrs import (
 )
 from quant.contract.codes import code_range
 from quant.contract.datapath import PRESETS, Datapath
-from quant.export.agreement import ort_session, zoo_models, zoo_program
+from experiments.zoo import zoo_models, zoo_program
+from quant.export.agreement import ort_session
 from quant.export.onnx_export import onnx_model
 from quant.export.onnx_import import MLAS_S8
 from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
@@ -44,7 +45,7 @@ ZOO_NAMES = sorted(zoo_models())
 
 @functools.lru_cache(maxsize=None)
 def zoo_case(name: str, preset: str) -> tuple[IntegerProgram, Callable[[int], Any]]:
-    """The zoo model ``name`` lowered for ``preset`` (:func:`quant.export.agreement.zoo_program`), once per session."""
+    """The zoo model ``name`` lowered for ``preset`` (:func:`experiments.zoo.zoo_program`), once per session."""
     return zoo_program(name, preset)
 
 

@@ -1,10 +1,11 @@
-"""quant.export.agreement: measurements, the table of docs/onnx.md and the command that prints it."""
+"""quant.export.agreement: measurements and the table of docs/onnx.md; experiments.onnx_agreement, the command that prints it."""
 
 from __future__ import annotations
 
 import pytest
 
-from quant.export.agreement import Agreement, agreement_table, main, measure
+from experiments.onnx_agreement import main
+from quant.export.agreement import Agreement, agreement_table, measure
 from tests.quant.export.support import zoo_case, zoo_inputs
 
 

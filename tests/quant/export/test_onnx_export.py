@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from quant.export.agreement import ort_session, zoo_program
+from experiments.zoo import zoo_program
+from quant.export.agreement import ort_session
 from quant.export.onnx_export import DEFAULT_OPSET, export_onnx, onnx_model
 from quant.export.onnx_format import DATAPATH_KEY, DIGEST_KEY, FORMAT_KEY, KNOBS_KEY, TENSORS_KEY, VERSION_KEY
 from quant.ir.program import IntegerProgram
