@@ -41,3 +41,16 @@ def test_random_vectors_and_refusals(tmp_path: Path) -> None:
         main([str(tmp_path / "p.npz")])  # nothing to do
     with pytest.raises(ValueError, match="exists and is not empty"):
         main([str(tmp_path / "p.npz"), "--c", str(tmp_path / "out")])
+
+
+def test_the_cli_writes_onnx(tmp_path: Path) -> None:
+    import onnx
+
+    program, _ = zoo_program("residual", "mlas", samples=2)
+    program.save(tmp_path / "p.npz")
+    for form in ("qoperator", "qdq"):
+        main([str(tmp_path / "p.npz"), "--onnx", str(tmp_path / f"{form}.onnx"), "--form", form])
+        model = onnx.load(str(tmp_path / f"{form}.onnx"))
+        onnx.checker.check_model(model)
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert program.digest() in meta.values()
