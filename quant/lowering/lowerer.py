@@ -513,8 +513,8 @@ class _Lowering:
         y_qp = self.qparams_for(last)
         s_y, z_y, y_spec = y_qp.scale, y_qp.zero_point, y_qp.spec
         lo, hi = self.clamp_bounds(act, s_y, z_y, y_spec)
-        for e in (a, b):
-            if (e.info.bits, e.info.signed) != (self.dp.a_bits, self.dp.a_signed):
+        for e in (a, b):  # narrower codes of the same signedness are codes of the datapath's operand too
+            if e.info.signed != self.dp.a_signed or e.info.bits > self.dp.a_bits:
                 raise self.fail(node, f"add of {e.info.describe()} codes on a datapath with "
                                       f"{'int' if self.dp.a_signed else 'uint'}{self.dp.a_bits} activations")  # fmt: skip
         try:

@@ -132,3 +132,16 @@ def test_per_layer_bits_and_the_sweep_objective(cache: Path, tmp_path: Path) -> 
     assert objective(s, s["bops"] - 1) == s["accuracy"]["c"] - 1.0
     with pytest.raises(ExperimentError, match="'head' is not a Conv/Linear of the model"):
         run(config(cache, "+scheme.layer_bits.head=8", "logger=none"), tmp_path / "bad")
+
+
+@pytest.mark.parametrize(("data", "model"), [("mnist1d", "kws"), ("spoken_digits", "kws"), ("digits", "mlp"),
+                                             ("digits", "resnet8"), ("digits", "mobilenet")])  # fmt: skip
+def test_the_datasets_and_models_run_to_zero_mismatches(cache: Path, tmp_path: Path, data: str, model: str) -> None:
+    """Every model family on a dataset of its shape, through the whole run (1-D convs on audio features too)."""
+    import shutil
+
+    if data == "spoken_digits" and not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("spoken_digits needs espeak-ng and sox: make data")
+    s = run(config(cache, f"data={data}", f"model={model}", "train.epochs=1", "logger=none", "verify_samples=32"),
+            tmp_path / "out")  # fmt: skip
+    assert s["verification"]["mismatches"] == 0 and s["accuracy"]["exact"] == s["accuracy"]["c"]
