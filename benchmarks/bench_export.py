@@ -16,10 +16,8 @@ Prints a table and writes ``benchmarks/results/export.json``. Run: ``make bench`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -32,7 +30,7 @@ from torch import nn
 
 import kernels
 import quant
-from benchmarks.bench_verify import prepared
+from benchmarks.bench_verify import prepared, write_results
 from experiments.digits import load_digits_data, train
 from experiments.models.digits_cnn import DigitsCNN
 from experiments.models.small import InvertedResidualNet
@@ -145,10 +143,7 @@ def main() -> None:
         g = r["gmac_per_s"]
         print(f"{r['model']:<26} {r['samples']:>5} {r['gmac']:7.3f} {g['in_process']:10.2f} "
               f"{g['export_1']:9.2f} {r['ratio_export_1']:5.2f}x {g[f'export_{b}']:9.2f} {r[f'ratio_export_{b}']:5.2f}x")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows}
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_results(args.out, rows)
 
 
 if __name__ == "__main__":

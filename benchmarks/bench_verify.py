@@ -109,10 +109,15 @@ def main() -> None:
 
         print(f"{r['model']:<26} {r['samples']:>5} {r['ops']:>4} {r['lower_s']:7.3f} {f:7.3f} {cell('exact_eval_s'):>12} "
               f"{cell('program_torch_s'):>12} {cell('program_c_s'):>12} {cell('verify_s'):>12} {r['mismatches']}")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_results(args.out, rows)
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``{"machine", "torch", "rows"}`` as JSON at ``path`` (the benchmarks' results files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows}
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"written to {args.out}")
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":

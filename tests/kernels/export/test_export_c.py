@@ -148,23 +148,21 @@ def test_the_same_program_gives_a_byte_identical_folder(tmp_path: Path) -> None:
     assert contents(tmp_path / "a") == contents(tmp_path / "b")
 
 
+def _bump_first_code(vectors: Path, array: str) -> None:
+    """Change the first expected code of ``array`` in a vectors header (still a valid code)."""
+    text = vectors.read_text()
+    body = text.index("{\n        ", text.index(array)) + len("{\n        ")
+    first = text[body:].split(",")[0]
+    vectors.write_text(text[:body] + str((int(first) + 1) % 100) + text[body + len(first):])
+
+
 def test_a_wrong_code_is_reported_with_its_place(exported: Any, tmp_path: Path) -> None:
     folder = tmp_path / "edited"
     shutil.copytree(exported[("residual", "tflite_int8")], folder)
-    vectors = folder / "model_vectors.h"
-    text = vectors.read_text()
-    start = text.index("model__vector_out0")
-    body = text.index("{\n        ", start) + len("{\n        ")
-    first = text[body:].split(",")[0]
-    vectors.write_text(text[:body] + str((int(first) + 1) % 100) + text[body + len(first):])
+    _bump_first_code(folder / "model_vectors.h", "model__vector_out0")
     done = build_and_run(folder, tmp_path)
     assert done.returncode != 0 and "run 0, output 0, element 0: got " in done.stdout, done.stdout
-    # an intermediate code: named by its op
-    text = vectors.read_text().replace("model__vector_out0[1][", "model__vector_out0[1][", 1)
-    start = text.index("model__vector_op0")
-    body = text.index("{\n        ", start) + len("{\n        ")
-    first = text[body:].split(",")[0]
-    vectors.write_text(text[:body] + str((int(first) + 1) % 100) + text[body + len(first):])
+    _bump_first_code(folder / "model_vectors.h", "model__vector_op0")  # an intermediate code: named by its op
     done = build_and_run(folder, tmp_path)
     assert done.returncode != 0 and "run 0, op 0, element 0: got " in done.stdout, done.stdout
 
