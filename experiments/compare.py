@@ -153,6 +153,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     runs = collect(args.sweep)
     table = rows(runs, args.sweep)
     text = markdown(table)
+    verified = [r for r in table if r["mismatches"] is not None]
+    total = sum(int(r["mismatches"]) for r in verified)
+    text += (f"\n\nverification: {total} mismatches over {len(verified)} quantized run(s) "
+             "(exact simulation vs torch reference vs C kernels, every op)")  # fmt: skip
     print(text)
     (args.sweep / "compare.md").write_text(text + "\n")
     buf = io.StringIO()
