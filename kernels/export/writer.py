@@ -433,13 +433,13 @@ class _Writer:
         elif op == "concat":
             axis = a.axis
             outer = math.prod(xs[0][:axis])
-            offset_expr = "0"
+            offset = 0
             self.body.append("    {\n        size_t o;\n        for (o = 0; o < %d; ++o) {" % outer)
             total = sum(math.prod(s[axis:]) for s in xs)
             for src, shape in zip(x, xs):
                 chunk = math.prod(shape[axis:])
-                self.body.append(f"            memcpy({y} + o * {total} + {offset_expr}, {src} + o * {chunk}, {chunk});")
-                offset_expr = str(int(offset_expr) + chunk)
+                self.body.append(f"            memcpy({y} + o * {total} + {offset}, {src} + o * {chunk}, {chunk});")
+                offset += chunk
             self.body.append("        }\n    }")
         elif op == "pad":
             shape, out_shape = xs[0], self.shapes[node.output]
