@@ -312,6 +312,9 @@ def _operands(
 #: start (QK__ALIGN), so a 64-byte aligned start keeps their vector loads within cache lines
 #: (measured: conv3x3 128->128 at 28x28 runs at 81 GMAC/s aligned, 56-62 at offsets 16 and 48).
 SCRATCH_ALIGN = 64
+#: The largest scratch a wrapper asks for (2^40 bytes, 1 TiB): a geometry needing more is refused by name
+#: before any allocation (the C core refuses sizes that do not fit size_t with QK_ERR_SIZE).
+_MAX_SCRATCH = 1 << 40
 
 
 def _scratch(nbytes: int) -> npt.NDArray[np.uint8]:
@@ -373,6 +376,10 @@ def run_conv2d(
     out_shape = attrs.output_shape(xa.shape)
     dps = datapath_struct(attrs.datapath, attrs.op)
     geometry = conv2d_geometry(attrs, xa.shape)
+    plane = (geometry["h"] + 2 * geometry["pad_h"]) * (geometry["w"] + 2 * geometry["pad_w"]) * attrs.w_shape[1]
+    if 2 * plane > _MAX_SCRATCH:  # the kernels copy the zero-padded input plane (int16) into the scratch
+        raise ValueError(f"conv2d: padding={attrs.padding} around a {geometry['h']}x{geometry['w']} input makes a padded "
+                         f"plane of {plane} codes, whose scratch ({2 * plane} bytes) exceeds {_MAX_SCRATCH} bytes")  # fmt: skip
     y = np.empty(out_shape, dtype=_code_dtype(attrs.output.signed))
     _qk.conv2d(
         geometry=geometry, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point, weights=weights, bias=b,

@@ -64,6 +64,10 @@ __all__ = [
 
 #: Largest dimension, stride, padding or dilation an op accepts (the C kernels hold them in int32).
 MAX_DIM: int = (1 << 31) - 1
+#: Elements of an explicit pooling window (``kh * kw``), and of a conv2d reduction (``C_in/groups * kh * kw``),
+#: at most: larger ones are refused by both backends alike (the contract, section 6).
+MAX_WINDOW: int = 1 << 24
+MAX_REDUCTION: int = MAX_DIM
 
 ZeroPointLike = Union[int, Sequence[int], Any]
 
@@ -236,6 +240,9 @@ class Conv2dAttrs:
         op = "conv2d"
         dp = check_datapath(datapath)
         ws = _dims(w_shape, "w", op, 4)
+        if ws[1] * ws[2] * ws[3] > MAX_REDUCTION:
+            raise ValueError(f"{op}: w of shape {ws} sums {ws[1] * ws[2] * ws[3]} products per output; the reduction "
+                             f"length C_in/groups * kh * kw must be at most 2^31 - 1")  # fmt: skip
         if min(ws) < 1:
             raise ValueError(f"{op}: w must have positive dimensions, got shape {ws}")
         g = scalar_int(groups, "groups", op)
@@ -546,6 +553,9 @@ class PoolWindow:
         s = _bounded_pair(stride, "stride", op, 1) if stride is not None else k
         if p[0] > k[0] // 2 or p[1] > k[1] // 2:
             raise ValueError(f"{op}: padding={p} must be at most half the kernel size {k}")
+        if k[0] * k[1] > MAX_WINDOW:
+            raise ValueError(f"{op}: kernel_size={k} has {k[0] * k[1]} elements; a pooling window holds at most "
+                             f"2^24 = {MAX_WINDOW} (global pooling: kernel_size=None)")  # fmt: skip
         return cls(k, s, p, d)
 
     def build_args(self) -> dict[str, Any]:

@@ -51,23 +51,28 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
     pl->groups = (size_t)g->groups;
     pl->cg = (size_t)(g->c_in / g->groups);
     pl->mg = (size_t)(g->c_out / g->groups);
-    pl->k = pl->cg * (size_t)g->kh * (size_t)g->kw; /* < 2^62: three int32 factors */
+    /* Every product of dimensions saturates (qk__mul_sat): a size that does not fit size_t ends as
+     * QK_ERR_SIZE below, never as a wrapped, small size. */
+    pl->k = qk__mul_sat(qk__mul_sat(pl->cg, (size_t)g->kh), (size_t)g->kw);
+    if (pl->k > UINT32_MAX) {
+        return QK_ERR_SIZE;
+    }
     pl->kp = qk__round_up(pl->k, 16);
-    pl->hp = (size_t)g->h + 2 * (size_t)g->pad_h;
-    pl->wp = (size_t)g->w + 2 * (size_t)g->pad_w;
-    pl->pixels = (size_t)pl->oh * (size_t)pl->ow;
+    pl->hp = qk__add_sat((size_t)g->h, qk__mul_sat(2, (size_t)g->pad_h));
+    pl->wp = qk__add_sat((size_t)g->w, qk__mul_sat(2, (size_t)g->pad_w));
+    pl->pixels = qk__mul_sat((size_t)pl->oh, (size_t)pl->ow);
     pl->depthwise = pl->cg == 1 && pl->k <= QK__K_CHUNK;
     memset(&pl->mm, 0, sizeof(pl->mm));
     if (pl->depthwise) {
         pl->mgp = pl->mg;
         rows = (size_t)g->c_out;
-        pl->a = (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t));
+        pl->a = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, pl->kp), sizeof(int16_t));
         pl->a_abs = NULL;
         pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
         pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
         pl->perm = NULL;
         pl->wtmp = NULL;
-        pl->xpad = (int16_t *)qk__arena_take(ar, pl->hp * pl->wp, sizeof(int16_t));
+        pl->xpad = (int16_t *)qk__arena_take(ar, qk__mul_sat(pl->hp, pl->wp), sizeof(int16_t));
         pl->b = NULL;
         pl->accrow = (int32_t *)qk__arena_take(ar, (size_t)pl->ow, sizeof(int32_t));
         pl->nb_max = 0;
@@ -80,9 +85,9 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         }
         pl->nb_max = nb;
         pl->mgp = qk__round_up(pl->mg, QK__MR);
-        rows = pl->groups * pl->mgp;
-        pl->a = (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t));
-        pl->a_abs = qk__mm_uses_abs(dp, pl->kp) ? (int16_t *)qk__arena_take(ar, rows * pl->kp, sizeof(int16_t)) : NULL;
+        rows = qk__mul_sat(pl->groups, pl->mgp);
+        pl->a = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, pl->kp), sizeof(int16_t));
+        pl->a_abs = qk__mm_uses_abs(dp, pl->kp) ? (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, pl->kp), sizeof(int16_t)) : NULL;
         pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
         pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
         if (pl->cg > 1 && (size_t)g->kh * (size_t)g->kw > 1) {
@@ -92,15 +97,12 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
             pl->perm = NULL;
             pl->wtmp = NULL;
         }
-        pl->xpad = (int16_t *)qk__arena_take(ar, pl->hp * pl->wp * pl->cg, sizeof(int16_t));
-        pl->b = (int16_t *)qk__arena_take(ar, nb * pl->kp, sizeof(int16_t));
+        pl->xpad = (int16_t *)qk__arena_take(ar, qk__mul_sat(qk__mul_sat(pl->hp, pl->wp), pl->cg), sizeof(int16_t));
+        pl->b = (int16_t *)qk__arena_take(ar, qk__mul_sat(nb, pl->kp), sizeof(int16_t));
         pl->accrow = NULL;
         pl->mm.mp = pl->mgp;
         pl->mm.kp = pl->kp;
         qk__mm_reserve(ar, &pl->mm, nb, qk__mm_uses_abs(dp, pl->kp));
-    }
-    if (pl->k > UINT32_MAX) {
-        return QK_ERR_SIZE;
     }
     return ar->overflow ? QK_ERR_SIZE : QK_OK;
 }

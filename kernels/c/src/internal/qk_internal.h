@@ -86,6 +86,20 @@ static inline int qk__add_size(size_t a, size_t b, size_t *out)
     return 1;
 }
 
+/* Saturating size arithmetic: SIZE_MAX when the result does not fit, which every later size
+ * computation keeps and the scratch arena refuses (QK_ERR_SIZE), so no wrapped size is ever used. */
+static inline size_t qk__mul_sat(size_t a, size_t b)
+{
+    size_t out;
+    return qk__mul_size(a, b, &out) ? out : (size_t)-1;
+}
+
+static inline size_t qk__add_sat(size_t a, size_t b)
+{
+    size_t out;
+    return qk__add_size(a, b, &out) ? out : (size_t)-1;
+}
+
 /* A bump allocator over the caller's scratch buffer (no malloc in the library). Sizes are
  * rounded to QK__ALIGN; `need` accumulates the total so that the *_scratch_bytes twins and
  * the kernels share one layout function. */

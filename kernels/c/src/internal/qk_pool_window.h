@@ -34,22 +34,27 @@ static inline qk_status qk__pool_check(const qk_pool2d_geometry *g, size_t x_len
     return y_len == need ? QK_OK : QK_ERR_Y_LENGTH;
 }
 
-/* First and one-past-last kernel index u with 0 <= o * s + u * d - p < in. */
+/* floor(a / d) for d > 0. */
+static inline int64_t qk__floor_div(int64_t a, int64_t d)
+{
+    return a >= 0 ? a / d : -((-a + d - 1) / d);
+}
+
+/* First and one-past-last kernel index u with 0 <= o * s + u * d - p < in (both 0 when there is
+ * none): the positions grow with u, so the valid u are one range, computed in O(1). */
 static inline void qk__pool_span(int64_t o, int64_t s, int64_t p, int64_t d, int64_t k, int64_t in, int64_t *u0,
                                  int64_t *u1)
 {
-    int64_t start = o * s - p, u;
-    *u0 = 0;
-    *u1 = 0;
-    for (u = 0; u < k; ++u) {
-        int64_t pos = start + u * d;
-        if (pos >= 0 && pos < in) {
-            if (*u1 == 0) {
-                *u0 = u;
-            }
-            *u1 = u + 1;
-        }
+    int64_t start = o * s - p;
+    int64_t lo = -qk__floor_div(start, d); /* ceil(-start / d) */
+    int64_t hi = qk__floor_div(in - 1 - start, d) + 1;
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > k ? k : hi;
+    if (hi <= lo) {
+        lo = hi = 0;
     }
+    *u0 = lo;
+    *u1 = hi;
 }
 
 #endif /* QK_POOL_WINDOW_H */

@@ -1,0 +1,85 @@
+"""Sizes that overflow are refused, never used wrapped; huge pooling windows cost O(1) per window; both
+backends refuse what the contract bounds with the same message (issue: nothing crashes, hangs or lies)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import kernels
+import quant.reference as ref
+from kernels import _qk
+from kernels._abi import datapath_struct
+from quant.contract.attrs import MAX_WINDOW, Conv2dAttrs
+from quant.contract.datapath import Datapath
+from tests.kernels.support import BACKENDS
+
+DP = Datapath.preset("tflite_int8")
+
+
+def test_a_padded_plane_that_does_not_fit_is_refused_not_written() -> None:
+    """conv2d with padding 2^29 - 1 and stride 2^30 (a valid 1x1 output) used to wrap the plane size and segfault."""
+    code = ("import numpy as np, kernels; from quant.contract.datapath import Datapath; "
+            "kernels.conv2d(np.zeros((1, 16, 2, 2), np.int8), np.zeros((1, 16, 1, 1), np.int8), None, x_zero_point=0, "
+            "w_zero_point=0, y_zero_point=0, multiplier=0.5, padding=2**29 - 1, stride=2**30, "
+            "datapath=Datapath.preset('tflite_int8'))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Segmentation" not in done.stderr  # a Python exception, not a signal
+    assert "ValueError: conv2d: padding=(536870911, 536870911) around a 2x2 input makes a padded plane" in done.stderr
+
+
+def test_the_scratch_query_refuses_sizes_that_do_not_fit() -> None:
+    geometry = {"n": 1, "c_in": 16, "h": 2, "w": 2, "c_out": 1, "kh": 1, "kw": 1, "stride_h": 2**30, "stride_w": 2**30,
+                "pad_h": 2**29 - 1, "pad_w": 2**29 - 1, "dilation_h": 1, "dilation_w": 1, "groups": 1}  # fmt: skip
+    with pytest.raises(ValueError, match="a buffer size does not fit size_t"):
+        _qk.conv2d_scratch_bytes(geometry, datapath_struct(DP))
+    wide = dict(geometry, c_in=2**31 - 1, kh=2**31 - 1, kw=2**31 - 1, stride_h=1, stride_w=1, pad_h=0, pad_w=0,
+                h=2**31 - 1, w=2**31 - 1)  # a reduction length far beyond 2^64 once multiplied out
+    with pytest.raises(ValueError, match="a buffer size does not fit size_t"):
+        _qk.conv2d_scratch_bytes(wide, datapath_struct(DP))
+
+
+def test_a_reduction_longer_than_the_contract_allows_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"reduction length C_in/groups \* kh \* kw must be at most 2\^31 - 1"):
+        Conv2dAttrs.build(w_shape=(1, 65536, 256, 256), x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=0.5,
+                          datapath=DP)  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_a_huge_window_of_mostly_padding_is_computed_not_scanned(backend: str) -> None:
+    """A 2048x2048 window with 1024 of padding on a 2x2 input: one window, the four codes."""
+    x = np.array([[[[3, -7], [5, 1]]]], dtype=np.int8)
+    got = BACKENDS[backend].max_pool2d(x, 2048, 2048, 1024)
+    avg = BACKENDS[backend].avg_pool2d(x, 2048, 2048, 1024, zero_point=0, datapath=DP)
+    assert got.tolist() == [[[[5]]]] and avg.tolist() == [[[[1]]]]  # (3 - 7 + 5 + 1) / 4 = 0.5 -> 1 half_away
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_windows_beyond_the_contract_are_refused_alike(backend: str) -> None:
+    x = np.zeros((1, 1, 2, 2), np.int8)
+    with pytest.raises(ValueError, match=rf"kernel_size=\(4097, 4096\) has {4097 * 4096} elements; a pooling window "
+                                         rf"holds at most 2\^24 = {MAX_WINDOW}"):  # fmt: skip
+        BACKENDS[backend].max_pool2d(x, (4097, 4096), 1, 0)
+
+
+def test_the_c_core_spans_match_a_scan_of_the_window() -> None:
+    """qk_max_pool2d's O(1) window bounds against the reference on random dilated, padded windows."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 9, 2))
+        k = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        p = (int(rng.integers(0, k[0] // 2 + 1)), int(rng.integers(0, k[1] // 2 + 1)))
+        d = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        s = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        x = rng.integers(-128, 128, size=(1, 2, h, w)).astype(np.int8)
+        try:
+            want = ref.max_pool2d(torch.from_numpy(x.astype(np.int64)), k, s, p, d).numpy()
+        except ValueError:
+            with pytest.raises(ValueError):
+                kernels.max_pool2d(x, k, s, p, d)
+            continue
+        np.testing.assert_array_equal(kernels.max_pool2d(x, k, s, p, d), want)
