@@ -346,10 +346,30 @@ class Quantizer(nn.Module):
     def _load_from_state_dict(  # type: ignore[no-untyped-def]
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ) -> None:
+        self._check_loaded_qparams(state_dict, prefix)
         resize_for_load(self, state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    def _check_loaded_qparams(self, state_dict: Mapping[str, Any], prefix: str) -> None:
+        """``ValueError`` naming the key for a saved scale (or PACT clip) that is not finite and > 0 with a finite
+        reciprocal, or a zero point outside the spec's code range: such a state would quantize to garbage."""
+        for key in ("scale", "alpha"):
+            t = state_dict.get(prefix + key)
+            if isinstance(t, torch.Tensor) and t.numel():
+                v = t.detach().to(torch.float64)
+                if not bool((torch.isfinite(v) & (v > 0) & torch.isfinite(1.0 / v.to(torch.float32))).all()):
+                    raise ValueError(f"{self._name()}: {prefix}{key} holds {t.reshape(-1)[:4].tolist()}...; a saved "
+                                     "scale must be finite and > 0 with a finite float32 reciprocal")  # fmt: skip
+        z = state_dict.get(prefix + "zero_point")
+        if isinstance(z, torch.Tensor) and z.numel():
+            if z.is_floating_point() and not bool(torch.isfinite(z).all()):
+                raise ValueError(f"{self._name()}: {prefix}zero_point is not finite")
+            lo, hi = self.spec.qmin, self.spec.qmax
+            if int(z.min()) < lo or int(z.max()) > hi:
+                raise ValueError(f"{self._name()}: {prefix}zero_point holds values in [{int(z.min())}, {int(z.max())}] "
+                                 f"outside the code range [{lo}, {hi}] of {self.spec.describe()}")  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"{self.spec.describe()}, observer={self.observer_name}, learn={self.learn}"
