@@ -239,13 +239,17 @@ def collect_layer_errors(
         removables += [
             m.register_forward_pre_hook(keep_input(name), prepend=True) for name, m in handle.modules.items()
         ]
+    def as_the_user_set() -> None:  # the quantized pass: the quantizers the user disabled stay disabled
+        for (_, _, q), (enabled, _) in zip(entries, flags):
+            q.enabled = enabled
+
     try:
         for _, _, q in entries:
             q.observing = False
         for batch in batches:
             with torch.no_grad():
                 if isolate:
-                    handle.enable()
+                    as_the_user_set()
                     model(*batch)
                     continue
                 captured.clear()
@@ -253,7 +257,7 @@ def collect_layer_errors(
                 model(*batch)
                 reference = {k: list(v) for k, v in captured.items()}
                 captured.clear()
-                handle.enable()
+                as_the_user_set()
                 model(*batch)
             for name, outs in captured.items():
                 refs = reference.get(name, [])

@@ -193,3 +193,18 @@ def test_errors() -> None:
     handle.remove()
     with pytest.raises(RuntimeError, match="removed"):
         collect_layer_errors(model, handle, batch(0))
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_quantizers_the_user_disabled_stay_disabled(isolate: bool) -> None:
+    """A layer whose quantizers the user turned off measures (and stays) float: collect_layer_errors used to
+    re-enable every quantizer for its quantized pass."""
+    model, reference, handle = setup()
+    for name, _, q in handle.quantizers():
+        if name == LAYERS[0]:
+            q.enabled = False
+    x = batch(1)
+    errors = collect_layer_errors(model, handle, x, isolate=isolate)
+    assert errors[LAYERS[0]].max_abs_error == 0.0
+    assert [q.enabled for n, _, q in handle.quantizers() if n == LAYERS[0]] == [False, False]
+    assert all(q.enabled for n, _, q in handle.quantizers() if n != LAYERS[0])
