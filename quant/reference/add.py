@@ -92,6 +92,7 @@ def run_add(attrs: AddAttrs, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ma = torch.from_numpy(params.a.multiplier).to(fdtype)
     mb = torch.from_numpy(params.b.multiplier).to(fdtype)
     p = da.to(fdtype) * ma + db.to(fdtype) * mb  # two rounded products, one rounded sum (no FMA on CPU eager)
+    p = torch.where(torch.isnan(p), torch.zeros((), dtype=fdtype), p)  # +inf + -inf: 0 (section 6.1)
     rnd = rounding_fn(datapath.rounding)
     if datapath.zero_point_order == "after_rounding":
         return rnd(torch.clamp(p, lo - z_y, hi - z_y)).to(torch.int64) + z_y

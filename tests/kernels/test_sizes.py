@@ -83,3 +83,14 @@ def test_the_c_core_spans_match_a_scan_of_the_window() -> None:
                 kernels.max_pool2d(x, k, s, p, d)
             continue
         np.testing.assert_array_equal(kernels.max_pool2d(x, k, s, p, d), want)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_an_add_of_infinite_products_of_opposite_signs_is_the_zero_point(backend: str) -> None:
+    """float32 add with multipliers near FLT_MAX: +inf + -inf is 0 in both backends (the reference returned
+    a code far outside the range)."""
+    dp = Datapath.preset("fbgemm_int8")
+    got = BACKENDS[backend].add(np.array([255, 0], np.uint8), np.array([0, 0], np.uint8), a_zero_point=0,
+                                b_zero_point=128, a_multiplier=3e38, b_multiplier=3e38, y_zero_point=7, y_signed=False,
+                                datapath=dp)  # fmt: skip
+    assert got.tolist() == [7, 0]  # 255 m - 128 m: inf - inf -> 0 -> z_y; 0 - 128 m: -inf -> clamped to 0
