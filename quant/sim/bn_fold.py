@@ -25,7 +25,9 @@ axis 1, not the features, and folding would be wrong.
 How pairs are found: the model is traced with ``torch.fx.symbolic_trace`` and a pair
 is a BatchNorm call whose only argument is the output of a Conv/Linear call that has
 no other user. When tracing fails (data-dependent control flow, untraceable code) the
-fallback folds consecutive children of ``nn.Sequential`` containers. Both paths skip
+fallback folds consecutive children of ``nn.Sequential`` containers whose modules run exactly
+once in a forward of ``example_input``, counted with hooks; without an example input nothing
+can say how often a module runs, so the fallback folds nothing and warns. Both paths skip
 a pair, leaving it unfused, when: either module is reachable under two names or
 called more than once (folding would change the other use), the BatchNorm does not
 track running statistics, its ``num_features`` is not the layer's output channel
@@ -51,6 +53,7 @@ True
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import Counter
 from typing import Optional, TypeVar
 
@@ -122,6 +125,25 @@ def _pairs_fx(model: nn.Module) -> Optional[list[tuple[str, str]]]:
     return pairs
 
 
+def _call_counts(model: nn.Module, example_input: object) -> Counter[int]:
+    """How many times each module (by id) runs in one forward of ``example_input`` (eval, no gradients)."""
+    counts: Counter[int] = Counter()
+    hooks = [m.register_forward_pre_hook(lambda mod, args: counts.update([id(mod)])) for m in model.modules()]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            if isinstance(example_input, tuple):
+                model(*example_input)
+            else:
+                model(example_input)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return counts
+
+
 def _pairs_sequential(model: nn.Module) -> list[tuple[str, str]]:
     pairs = []
     for name, seq in model.named_modules():
@@ -135,8 +157,9 @@ def _pairs_sequential(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """``(layer name, batchnorm name)`` pairs :func:`fold_bn` folds, in graph order.
+def foldable_pairs(model: nn.Module, example_input: object = None) -> list[tuple[str, str]]:
+    """``(layer name, batchnorm name)`` pairs :func:`fold_bn` folds, in graph order (``example_input``: see the
+    module doc; used only when torch.fx cannot trace ``model``).
 
     >>> foldable_pairs(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.BatchNorm1d(4)))
     []
@@ -144,9 +167,16 @@ def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     candidates = _pairs_fx(model)
-    if candidates is None:
-        candidates = _pairs_sequential(model)
     modules = dict(model.named_modules())
+    if candidates is None:
+        if example_input is None:
+            warnings.warn("fold_bn: torch.fx cannot trace the model, so which Conv+BatchNorm pairs run once is unknown; "
+                          "nothing is folded (pass example_input=... to fold the nn.Sequential pairs that run once)",
+                          stacklevel=3)  # fmt: skip
+            return []
+        counts = _call_counts(model, example_input)
+        candidates = [(a, b) for a, b in _pairs_sequential(model)
+                      if counts[id(modules[a])] == 1 and counts[id(modules[b])] == 1]  # fmt: skip
     shared = _shared(model)
     return [
         (a, b)
@@ -194,13 +224,15 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def fold_bn(model: ModuleT) -> ModuleT:
+def fold_bn(model: ModuleT, example_input: object = None) -> ModuleT:
     """A deep copy of ``model`` with every foldable BatchNorm folded (see the module doc).
 
     The input model is not modified. The copy keeps ``model``'s class and training
-    flag; each folded BatchNorm becomes ``nn.Identity``.
+    flag; each folded BatchNorm becomes ``nn.Identity``. ``example_input`` (a tensor or a
+    tuple of arguments) is run once only when torch.fx cannot trace the model, to count
+    how often each module of an ``nn.Sequential`` runs.
     """
-    pairs = foldable_pairs(model)
+    pairs = foldable_pairs(model, example_input)
     folded = copy.deepcopy(model)
     modules = dict(folded.named_modules())
     for layer_name, bn_name in pairs:

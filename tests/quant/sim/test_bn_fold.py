@@ -179,10 +179,37 @@ class Untraceable(nn.Module):
 def test_untraceable_model_gets_sequential_folding_only() -> None:
     g = torch.Generator().manual_seed(2)
     model = randomize_bn(Untraceable(), g).eval()
-    assert foldable_pairs(model) == [("body.0", "body.1")]
-    folded = fold_bn(model)
+    x = torch.rand(2, 3, 6, 6, generator=g)
+    assert foldable_pairs(model, x) == [("body.0", "body.1")]
+    folded = fold_bn(model, x)
     assert isinstance(folded.body[1], nn.Identity) and isinstance(folded.bn, nn.BatchNorm2d)
-    assert_folded_equal(folded, model, torch.rand(2, 3, 6, 6, generator=g))
+    assert_folded_equal(folded, model, x)
+    with pytest.warns(UserWarning, match="nothing is folded .*pass example_input"):
+        assert foldable_pairs(model) == []  # without an input nothing says how often a module runs
+
+
+class UntraceableSharedConv(nn.Module):
+    """The Sequential's conv is also called on its own (behind data-dependent control flow)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.body(x)
+        if y.sum() > -1e9:
+            y = y + self.body[0](x)
+        return y
+
+
+def test_the_fallback_skips_a_conv_called_elsewhere() -> None:
+    """The non-fx fallback used to fold this pair, changing the second use of the conv."""
+    g = torch.Generator().manual_seed(3)
+    model = randomize_bn(UntraceableSharedConv(), g).eval()
+    x = torch.rand(2, 3, 5, 5, generator=g)
+    assert foldable_pairs(model, x) == []
+    folded = fold_bn(model, x)
+    torch.testing.assert_close(folded(x), model(x))
 
 
 class Residual(nn.Module):
