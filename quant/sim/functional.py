@@ -2,7 +2,8 @@
 
 Arithmetic contract (float scales; the datapath-exact variants live in the reference)::
 
-    inv = 1 / s                        (in the dtype of x, correctly rounded)
+    inv = 1 / s                        (in the dtype of x, correctly rounded; float32 for a
+                                        float16 / bfloat16 x, whose result is cast back)
     q   = clamp(round(x * inv) + z, qmin, qmax)      integer codes
     x^  = (q - z) * s                                 fake-quantized value
 
@@ -186,6 +187,8 @@ def quantize(
     """
     if not x.is_floating_point():
         raise TypeError(f"quantize expects a floating tensor, got {x.dtype}")
+    if x.dtype in _HALF_DTYPES:  # computed in float32 (see fake_quantize)
+        x = x.to(torch.float32)
     s, z = check_qparams(x, scale, zero_point, spec)
     if not bool(torch.all(torch.isfinite(x))):
         raise ValueError("quantize: input contains NaN or Inf; no integer code represents it")
@@ -291,6 +294,10 @@ class _FakeQuantizeSTE(torch.autograd.Function):
         return grad * mask, None, None, None, None
 
 
+#: Input dtypes simulated in float32 (their scales and reciprocals would not be finite in their own dtype).
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def fake_quantize(
     x: torch.Tensor,
     scale: torch.Tensor,
@@ -306,10 +313,17 @@ def fake_quantize(
     autograd Function for every granularity and rounding mode, bit-identical to PyTorch's
     ``fake_quantize_per_tensor_affine``/``fake_quantize_per_channel_affine`` under
     ``half_even`` (up to the sign of zero). Pass ``validate=False`` only with parameters
-    already returned by :func:`check_qparams`.
+    already returned by :func:`check_qparams`. A float16 or bfloat16 ``x`` is quantized in float32
+    and the result cast back to its dtype.
     """
     if not x.is_floating_point():
         raise TypeError(f"fake_quantize expects a floating tensor, got {x.dtype}")
+    if x.dtype in _HALF_DTYPES:
+        # float16 / bfloat16: in float32, result cast back. In the input's own dtype a small scale's
+        # reciprocal overflows (zeros become NaN) and the products round differently from float32.
+        s32 = scale.to(torch.float32) if isinstance(scale, torch.Tensor) else scale
+        out32 = fake_quantize(x.to(torch.float32), s32, zero_point, spec, generator=generator, validate=True)
+        return out32.to(x.dtype)
     if validate:
         scale, zero_point = check_qparams(x, scale, zero_point, spec)
     if scale.dtype != x.dtype:
