@@ -35,5 +35,5 @@ def test_half_inputs_equal_float32_fake_quant_cast_back(dtype: torch.dtype, valu
 def test_gradients_reach_half_inputs_and_float32_scales() -> None:
     x = torch.tensor([0.1, 0.5, 9.0], dtype=torch.float16, requires_grad=True)
     s = torch.tensor(0.01, requires_grad=True)
-    fake_quantize(x, s, torch.tensor(0, dtype=torch.int32), SPEC).sum().backward()
+    fake_quantize(x, s, torch.tensor(0, dtype=torch.int32), SPEC).sum().backward()  # type: ignore[no-untyped-call]
     assert x.grad is not None and x.grad.dtype == torch.float16 and x.grad.tolist() == [1.0, 1.0, 0.0]
