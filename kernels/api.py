@@ -375,6 +375,8 @@ def run_conv2d(
     xa, weights, b = _operands(attrs, x, w, bias)
     out_shape = attrs.output_shape(xa.shape)
     dps = datapath_struct(attrs.datapath, attrs.op)
+    if xa.shape[0] == 0:  # an empty batch: the empty output (section 6), as the reference gives
+        return np.empty(out_shape, dtype=_code_dtype(attrs.output.signed))
     geometry = conv2d_geometry(attrs, xa.shape)
     plane = (geometry["h"] + 2 * geometry["pad_h"]) * (geometry["w"] + 2 * geometry["pad_w"]) * attrs.w_shape[1]
     if 2 * plane > _MAX_SCRATCH:  # the kernels copy the zero-padded input plane (int16) into the scratch
@@ -433,6 +435,8 @@ def run_linear(
     dps = datapath_struct(attrs.datapath, attrs.op)
     k = attrs.w_shape[1]
     y = np.empty((m, n_out), dtype=_code_dtype(attrs.output.signed))
+    if m == 0:  # an empty batch: the empty output (section 6)
+        return y
     _qk.linear(
         m=m, k=k, n=n_out, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point, weights=weights, bias=b,
         requant=requant_struct(attrs.requant, attrs.output), y=y,
@@ -584,16 +588,23 @@ def _pool_operand(attrs: Union[AvgPool2dAttrs, MaxPool2dAttrs], x: object) -> tu
     return xa, geometry, np.empty(out_shape, dtype=xa.dtype)
 
 
+def _empty(x: Codes) -> bool:
+    return x.shape[0] == 0  # an empty batch: the empty output (section 6)
+
+
 def run_max_pool2d(attrs: MaxPool2dAttrs, x: Codes) -> Codes:
     """max_pool2d of the validated record ``attrs`` (see :func:`max_pool2d`)."""
     xa, geometry, y = _pool_operand(attrs, x)
-    _qk.max_pool2d(geometry=geometry, x=xa, x_signed=xa.dtype == np.int8, y=y)
+    if not _empty(xa):
+        _qk.max_pool2d(geometry=geometry, x=xa, x_signed=xa.dtype == np.int8, y=y)
     return y
 
 
 def run_avg_pool2d(attrs: AvgPool2dAttrs, x: Codes) -> Codes:
     """avg_pool2d of the validated record ``attrs`` (see :func:`avg_pool2d`)."""
     xa, geometry, y = _pool_operand(attrs, x)
+    if _empty(xa):
+        return y
     _qk.avg_pool2d(
         geometry=geometry, datapath=datapath_struct(attrs.datapath, attrs.op), x=xa, x_signed=xa.dtype == np.int8,
         zero_point=attrs.zero_point, y=y,

@@ -83,6 +83,14 @@ def _dims(shape: Sequence[Any], name: str, op: str, ndim: int) -> tuple[int, ...
     return dims
 
 
+def _only_the_batch_empty(dims: Sequence[int], name: str, op: str) -> None:
+    """Degenerate shapes (section 6): a batch of 0 gives the empty output; an empty channel, spatial or reduction
+    dimension is refused by both backends with this error."""
+    if any(d < 1 for d in dims[1:]) or dims[0] < 0:
+        raise ValueError(f"{op}: {name} of shape {tuple(dims)} has an empty dimension besides the batch; only the "
+                         "batch N may be 0 (an empty batch gives an empty output)")  # fmt: skip
+
+
 def _bounded_pair(v: object, name: str, op: str, minimum: int) -> tuple[int, int]:
     p = pair(v, name, op, minimum)
     if max(p) > MAX_DIM:
@@ -286,9 +294,10 @@ class Conv2dAttrs:
                 f"{op}: groups={self.groups} does not fit x with {c_in} channels and w of shape {self.w_shape} "
                 "(need C_in = groups * w.shape[1] and C_out divisible by groups)"
             )
+        _only_the_batch_empty((n, c_in, h, w), "x", op)
         ho = window_output_size(h, kh, stride=self.stride[0], padding=self.padding[0], dilation=self.dilation[0])
         wo = window_output_size(w, kw, stride=self.stride[1], padding=self.padding[1], dilation=self.dilation[1])
-        if ho < 1 or wo < 1 or n < 1 or h < 1 or w < 1:
+        if ho < 1 or wo < 1:
             raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {h}x{w} and kernel {kh}x{kw}")
         if h + 2 * self.padding[0] > MAX_DIM or w + 2 * self.padding[1] > MAX_DIM:
             raise ValueError(f"{op}: the padded input {h}x{w} + 2*{self.padding} exceeds {MAX_DIM}")
@@ -576,10 +585,11 @@ class PoolWindow:
     def output_shape(self, x_shape: Sequence[int], op: str) -> tuple[int, int, int, int]:
         """``(N, C, H_out, W_out)``; ``ValueError`` if the output would be empty."""
         n, c, h, w = _dims(x_shape, "x", op, 4)
+        _only_the_batch_empty((n, c, h, w), "x", op)
         k, s, p, d = self.resolve(x_shape, op)
         ho = window_output_size(h, k[0], stride=s[0], padding=p[0], dilation=d[0])
         wo = window_output_size(w, k[1], stride=s[1], padding=p[1], dilation=d[1])
-        if ho < 1 or wo < 1 or h < 1 or w < 1:
+        if ho < 1 or wo < 1:
             raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {(h, w)} and kernel {k}")
         return n, c, ho, wo
 

@@ -126,6 +126,8 @@ def conv2d(
 def run_conv2d(attrs: Conv2dAttrs, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """conv2d of ``attrs`` on the operands: int64 codes ``(N, C_out, H_out, W_out)``."""
     xs, ws, bt = shifted_operands(attrs, x, w, bias)
+    if xs.shape[0] == 0:  # an empty batch: the empty output (section 6)
+        return torch.empty(attrs.output_shape(tuple(xs.shape)), dtype=torch.int64)
     acc = conv2d_accumulate(
         xs, ws, bt, stride=attrs.stride, padding=attrs.padding, dilation=attrs.dilation, groups=attrs.groups,
         datapath=attrs.datapath, op=attrs.op,

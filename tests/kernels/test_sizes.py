@@ -94,3 +94,39 @@ def test_an_add_of_infinite_products_of_opposite_signs_is_the_zero_point(backend
                                 b_zero_point=128, a_multiplier=3e38, b_multiplier=3e38, y_zero_point=7, y_signed=False,
                                 datapath=dp)  # fmt: skip
     assert got.tolist() == [7, 0]  # 255 m - 128 m: inf - inf -> 0 -> z_y; 0 - 128 m: -inf -> clamped to 0
+
+
+EMPTY_BATCH = {
+    "conv2d": lambda B: B.conv2d(np.zeros((0, 2, 3, 3), np.int8), np.zeros((1, 2, 1, 1), np.int8), None, x_zero_point=0,
+                                 w_zero_point=0, y_zero_point=0, multiplier=0.5, datapath=DP),
+    "linear": lambda B: B.linear(np.zeros((0, 4), np.int8), np.zeros((2, 4), np.int8), None, x_zero_point=0,
+                                 w_zero_point=0, y_zero_point=0, multiplier=0.5, datapath=DP),
+    "max_pool2d": lambda B: B.max_pool2d(np.zeros((0, 1, 2, 2), np.int8), 2, 2, 0),
+    "avg_pool2d": lambda B: B.avg_pool2d(np.zeros((0, 1, 2, 2), np.int8), 2, 2, 0, zero_point=0, datapath=DP),
+    "add": lambda B: B.add(np.zeros((0, 3), np.int8), np.zeros((0, 3), np.int8), a_zero_point=0, b_zero_point=0,
+                           a_multiplier=0.5, b_multiplier=0.5, y_zero_point=0, datapath=DP),
+    "mul": lambda B: B.mul(np.zeros((0, 3), np.int8), np.zeros((0, 3), np.int8), a_zero_point=0, b_zero_point=0,
+                           multiplier=0.5, y_zero_point=0, datapath=DP),
+    "lut": lambda B: B.lut(np.zeros((0,), np.int8), np.zeros(256, np.int8), x_bits=8, x_signed=True),
+    "requantize": lambda B: B.requantize(np.zeros((0,), np.int32), in_zero_point=0, multiplier=0.5, y_zero_point=0,
+                                         datapath=DP),
+}  # fmt: skip
+EMPTY_SHAPES = {"conv2d": (0, 1, 3, 3), "linear": (0, 2), "max_pool2d": (0, 1, 1, 1), "avg_pool2d": (0, 1, 1, 1),
+                "add": (0, 3), "mul": (0, 3), "lut": (0,), "requantize": (0,)}  # fmt: skip
+
+
+@pytest.mark.parametrize("op", sorted(EMPTY_BATCH))
+def test_an_empty_batch_gives_the_empty_output_in_both_backends(op: str) -> None:
+    """Section 6: the C wrappers used to refuse (naming nothing) what the reference accepted, and vice versa."""
+    shapes = {b: EMPTY_BATCH[op](BACKENDS[b]).shape for b in BACKENDS}
+    assert set(shapes.values()) == {EMPTY_SHAPES[op]}
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_an_empty_dimension_besides_the_batch_is_refused_alike(backend: str) -> None:
+    with pytest.raises(ValueError, match=r"max_pool2d: x of shape \(1, 0, 2, 2\) has an empty dimension besides the "
+                                         r"batch; only the batch N may be 0"):  # fmt: skip
+        BACKENDS[backend].max_pool2d(np.zeros((1, 0, 2, 2), np.int8), 2, 2, 0)
+    with pytest.raises(ValueError, match=r"conv2d: x of shape \(1, 2, 0, 3\) has an empty dimension besides the batch"):
+        BACKENDS[backend].conv2d(np.zeros((1, 2, 0, 3), np.int8), np.zeros((1, 2, 1, 1), np.int8), None, x_zero_point=0,
+                                 w_zero_point=0, y_zero_point=0, multiplier=0.5, datapath=DP)  # fmt: skip
