@@ -589,7 +589,7 @@ def _pool_operand(attrs: Union[AvgPool2dAttrs, MaxPool2dAttrs], x: object) -> tu
 
 
 def _empty(x: Codes) -> bool:
-    return x.shape[0] == 0  # an empty batch: the empty output (section 6)
+    return bool(x.shape[0] == 0)  # an empty batch: the empty output (section 6)
 
 
 def run_max_pool2d(attrs: MaxPool2dAttrs, x: Codes) -> Codes:
