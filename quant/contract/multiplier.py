@@ -94,9 +94,10 @@ def quantize_multiplier(multiplier: float, n_bits: int = 31, rounding: str = "ha
     if e < MIN_EXPONENT:
         return 0, 0
     if e > MAX_EXPONENT:
+        largest = (2**n_bits - 1) * 2.0 ** (MAX_EXPONENT - n_bits)
         raise ValueError(
-            f"multiplier={m!r} is too large for fixed-point requantization: exponent {e} > {MAX_EXPONENT} "
-            f"(the multiplier must be below 2^{MAX_EXPONENT})"
+            f"multiplier={m!r} is too large for fixed-point requantization: with a {n_bits}-bit M0 it rounds to "
+            f"2^{MAX_EXPONENT} or more (exponent {e} > {MAX_EXPONENT}); the largest is {largest!r}"
         )
     return m0, e
 
