@@ -28,15 +28,16 @@ def _pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def _c(rows_: Sequence[Row], **match: Any) -> Optional[float]:
+def _acc(rows_: Sequence[Row], column: str = "c", **match: Any) -> Optional[float]:
+    """The ``column`` accuracy of the first row matching ``match`` (None when absent or not measured)."""
     for r in rows_:
         if all(r.get(k) == v for k, v in match.items()):
-            return None if r["c"] is None else float(r["c"])
+            return None if r[column] is None else float(r[column])
     return None
 
 
 def _granularity(rs: Sequence[Row]) -> str:
-    tensor, channel = _c(rs, scheme="w4a8_per_tensor"), _c(rs, scheme="w4a8")
+    tensor, channel = _acc(rs, scheme="w4a8_per_tensor"), _acc(rs, scheme="w4a8")
     if tensor is None or channel is None:
         return "(incomplete sweep)"
     gap = 100 * (channel - tensor)
@@ -48,7 +49,7 @@ def _granularity(rs: Sequence[Row]) -> str:
 
 
 def _calibration(rs: Sequence[Row]) -> str:
-    found = {m: _c(rs, method=m) for m in ("ptq_minmax", "ptq_percentile", "ptq_mse")}
+    found = {m: _acc(rs, method=m) for m in ("ptq_minmax", "ptq_percentile", "ptq_mse")}
     if any(v is None for v in found.values()):
         return "(incomplete sweep)"
     best = max(found, key=lambda m: found[m] or 0.0)
@@ -62,18 +63,11 @@ def _calibration(rs: Sequence[Row]) -> str:
                == "ptq_minmax" else ""))  # fmt: skip
 
 
-def _fast(rows_: Sequence[Row], **match: Any) -> Optional[float]:
-    for r in rows_:
-        if all(r.get(k) == v for k, v in match.items()):
-            return None if r["fast"] is None else float(r["fast"])
-    return None
-
-
 def _qat(rs: Sequence[Row]) -> str:
     lines, fast_gains, datapath_gains = [], [], []
     for scheme in ("w4a4", "w3a3", "w2a2"):
-        ptq, qat = _c(rs, scheme=scheme, method="ptq_minmax"), _c(rs, scheme=scheme, method="qat_lsq")
-        fptq, fqat = _fast(rs, scheme=scheme, method="ptq_minmax"), _fast(rs, scheme=scheme, method="qat_lsq")
+        ptq, qat = _acc(rs, scheme=scheme, method="ptq_minmax"), _acc(rs, scheme=scheme, method="qat_lsq")
+        fptq, fqat = _acc(rs, "fast", scheme=scheme, method="ptq_minmax"), _acc(rs, "fast", scheme=scheme, method="qat_lsq")
         if None in (ptq, qat, fptq, fqat):
             continue
         assert ptq is not None and qat is not None and fptq is not None and fqat is not None

@@ -121,10 +121,11 @@ def range_to_qparams(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> QPa
         width = hi - lo
         levels = float(spec.qmax - spec.qmin)
     scale = width / levels
-    # hi - lo of a float32 range can exceed float32 (+-3e38) while its scale fits: those in float64
-    # (no host synchronization: computed for every element, kept where the float32 width overflowed)
-    exact = (hi.to(torch.float64) - lo.to(torch.float64)) if not spec.symmetric else width.to(torch.float64)
-    scale = torch.where(torch.isinf(width), (exact / levels).to(torch.float32), scale)
+    if not spec.symmetric:
+        # hi - lo of a float32 range can exceed float32 (+-3e38) while its scale fits: those in float64 (no
+        # host sync; a symmetric width is one finite bound, never this case)
+        exact = hi.to(torch.float64) - lo.to(torch.float64)
+        scale = torch.where(torch.isinf(width), (exact / levels).to(torch.float32), scale)
     scale = torch.where(width == 0.0, torch.ones_like(scale), torch.clamp(scale, min=SCALE_EPS))
     if spec.scale == "pow2":
         scale = pow2_ceil(scale)

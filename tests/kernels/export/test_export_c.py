@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+import experiments.zoo
 import kernels
 from kernels.custom import compile_custom_op
 import quant
@@ -47,12 +48,10 @@ def toolchains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bool]:
 
 
 def zoo_program(name: str, preset: str, samples: int = 24) -> tuple[IntegerProgram, torch.Tensor]:
+    """:func:`experiments.zoo.zoo_program` and ``samples`` seeded inputs of the model."""
+    program, make_input = experiments.zoo.zoo_program(name, preset)
     torch.manual_seed(0)
-    cls, make_input = ZOO[name]
-    dp = PRESETS[preset]
-    batches = [make_input(8) for _ in range(3)]
-    model, handle = calibrated(cls(), dp, batches)
-    return quant.lower(model, handle, batches[0], datapath=dp), torch.cat(batches)[:samples]
+    return program, make_input(samples)
 
 
 def build_and_run(folder: Path, tmp: Path, cc: str = CC, cflags: str = "-O2") -> subprocess.CompletedProcess[str]:
