@@ -3,7 +3,8 @@
 Arrays are passed through the buffer protocol: C-contiguous, with the element type checked
 (int8/uint8 codes, int32 parameters, float32 multipliers, uint8 scratch). Dicts carry the C
 structs, keyed by field name. Errors: ``OverflowError`` for an accumulator overflow in "error"
-mode, ``ValueError`` for any other status of the library, ``TypeError`` for a wrong buffer.
+mode, ``ValueError`` for any other status of the library (either carries the value as ``qk_status``),
+``TypeError`` for a wrong buffer.
 """
 
 from typing import Any, Optional
@@ -28,7 +29,30 @@ ZP_BEFORE_ROUNDING: int
 ISA_AUTO: int
 ISA_PORTABLE: int
 ISA_X86_AVX2: int
+#: The qk_status values (kernels/c/include/qk_types.h); an exception of a nonzero status carries it as
+#: its ``qk_status`` attribute.
+ERR_NULL: int
+ERR_DATAPATH: int
+ERR_SHAPE: int
+ERR_X_LENGTH: int
+ERR_W_LENGTH: int
+ERR_BIAS_LENGTH: int
+ERR_Y_LENGTH: int
+ERR_PARAM_LENGTH: int
+ERR_SCRATCH: int
+ERR_BITS: int
+ERR_ZERO_POINT: int
+ERR_MULTIPLIER: int
+ERR_SHIFT: int
+ERR_BIAS_RANGE: int
+ERR_OUTPUT_RANGE: int
+ERR_CODE_RANGE: int
+ERR_WINDOW: int
+ERR_GROUPS: int
+ERR_ISA: int
 ERR_OVERFLOW: int
+ERR_SIZE: int
+ERR_PARAM_VALUE: int
 
 #: Structs cross the binding as dicts keyed by their C field names (see kernels/_abi.py):
 #: qk_datapath, qk_conv2d_geometry, qk_pool2d_geometry, qk_add_params;

@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kernels import _qk
+from kernels.status import named_status
 from kernels._abi import (
     ISAS,
     ROUNDING,
@@ -176,8 +177,9 @@ def pack(codes: Codes, bits: int, *, signed: Optional[bool] = None) -> npt.NDArr
     n = c.shape[-1]
     out = np.empty(packed_shape(c.shape, bits), dtype=np.uint8)
     rng = -1 if is_signed is None else int(is_signed)
-    _qk.pack(codes=c, codes_signed=c.dtype == np.int8, rows=math.prod(c.shape[:-1]), cols=n, bits=bits, range=rng,
-             packed=out)  # fmt: skip
+    with named_status("pack"):
+        _qk.pack(codes=c, codes_signed=c.dtype == np.int8, rows=math.prod(c.shape[:-1]), cols=n, bits=bits, range=rng,
+                 packed=out)  # fmt: skip
     return out
 
 
@@ -204,7 +206,8 @@ def unpack(packed: Codes, bits: int, shape: Sequence[int], signed: bool = True) 
     if p.shape != expected:
         raise ValueError(f"{op}: packed has shape {p.shape}, expected {expected} for codes of shape {shp}")
     out = np.empty(shp, dtype=np.uint8 if (bits == 8 and not is_signed) else np.int8)
-    _qk.unpack(packed=p, rows=math.prod(shp[:-1]), cols=shp[-1], bits=bits, signed=is_signed, codes=out)
+    with named_status("unpack"):
+        _qk.unpack(packed=p, rows=math.prod(shp[:-1]), cols=shp[-1], bits=bits, signed=is_signed, codes=out)
     return out
 
 
@@ -383,11 +386,12 @@ def run_conv2d(
         raise ValueError(f"conv2d: padding={attrs.padding} around a {geometry['h']}x{geometry['w']} input makes a padded "
                          f"plane of {plane} codes, whose scratch ({2 * plane} bytes) exceeds {_MAX_SCRATCH} bytes")  # fmt: skip
     y = np.empty(out_shape, dtype=_code_dtype(attrs.output.signed))
-    _qk.conv2d(
-        geometry=geometry, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point, weights=weights, bias=b,
-        requant=requant_struct(attrs.requant, attrs.output), y=y,
-        scratch=_scratch(_qk.conv2d_scratch_bytes(geometry, dps)), isa=isa_code(isa),
-    )  # fmt: skip
+    with named_status(attrs.op):
+        _qk.conv2d(
+            geometry=geometry, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point, weights=weights, bias=b,
+            requant=requant_struct(attrs.requant, attrs.output), y=y,
+            scratch=_scratch(_qk.conv2d_scratch_bytes(geometry, dps)), isa=isa_code(isa),
+        )  # fmt: skip
     return y
 
 
@@ -437,11 +441,12 @@ def run_linear(
     y = np.empty((m, n_out), dtype=_code_dtype(attrs.output.signed))
     if m == 0:  # an empty batch: the empty output (section 6)
         return y
-    _qk.linear(
-        m=m, k=k, n=n_out, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point, weights=weights, bias=b,
-        requant=requant_struct(attrs.requant, attrs.output), y=y,
-        scratch=_scratch(_qk.linear_scratch_bytes(m, k, n_out, dps)), isa=isa_code(isa),
-    )  # fmt: skip
+    with named_status(attrs.op):
+        _qk.linear(
+            m=m, k=k, n=n_out, datapath=dps, x=xa, x_zero_point=attrs.x_zero_point, weights=weights, bias=b,
+            requant=requant_struct(attrs.requant, attrs.output), y=y,
+            scratch=_scratch(_qk.linear_scratch_bytes(m, k, n_out, dps)), isa=isa_code(isa),
+        )  # fmt: skip
     return y
 
 
@@ -482,11 +487,12 @@ def run_requantize(attrs: RequantizeAttrs, q: npt.NDArray[np.int32], *, isa: str
     qa = _array(q, "q", op, (np.int32,))
     outer, channels, inner = attrs.channel_layout(qa.shape)
     y = np.empty(qa.shape, dtype=_code_dtype(attrs.output.signed))
-    _qk.requantize(
-        q=qa, outer=outer, channels=channels, inner=inner, in_zero_point=attrs.in_zero_point,
-        datapath=datapath_struct(attrs.datapath, op), requant=requant_struct(attrs.requant, attrs.output), y=y,
-        isa=isa_value,
-    )  # fmt: skip
+    with named_status(op):
+        _qk.requantize(
+            q=qa, outer=outer, channels=channels, inner=inner, in_zero_point=attrs.in_zero_point,
+            datapath=datapath_struct(attrs.datapath, op), requant=requant_struct(attrs.requant, attrs.output), y=y,
+            isa=isa_value,
+        )  # fmt: skip
     return y
 
 
@@ -533,7 +539,8 @@ def run_add(attrs: AddAttrs, a: Codes, b: Codes) -> Codes:
     if aa.shape != ba.shape:
         raise ValueError(f"{op}: a and b must have the same shape, got {aa.shape} and {ba.shape}")
     y = np.empty(aa.shape, dtype=_code_dtype(attrs.output.signed))
-    _qk.add(a=aa, b=ba, params=add_struct(attrs), datapath=dps, y=y)
+    with named_status(op):
+        _qk.add(a=aa, b=ba, params=add_struct(attrs), datapath=dps, y=y)
     return y
 
 
@@ -596,7 +603,8 @@ def run_max_pool2d(attrs: MaxPool2dAttrs, x: Codes) -> Codes:
     """max_pool2d of the validated record ``attrs`` (see :func:`max_pool2d`)."""
     xa, geometry, y = _pool_operand(attrs, x)
     if not _empty(xa):
-        _qk.max_pool2d(geometry=geometry, x=xa, x_signed=xa.dtype == np.int8, y=y)
+        with named_status(attrs.op):
+            _qk.max_pool2d(geometry=geometry, x=xa, x_signed=xa.dtype == np.int8, y=y)
     return y
 
 
@@ -605,10 +613,11 @@ def run_avg_pool2d(attrs: AvgPool2dAttrs, x: Codes) -> Codes:
     xa, geometry, y = _pool_operand(attrs, x)
     if _empty(xa):
         return y
-    _qk.avg_pool2d(
-        geometry=geometry, datapath=datapath_struct(attrs.datapath, attrs.op), x=xa, x_signed=xa.dtype == np.int8,
-        zero_point=attrs.zero_point, y=y,
-    )  # fmt: skip
+    with named_status(attrs.op):
+        _qk.avg_pool2d(
+            geometry=geometry, datapath=datapath_struct(attrs.datapath, attrs.op), x=xa, x_signed=xa.dtype == np.int8,
+            zero_point=attrs.zero_point, y=y,
+        )  # fmt: skip
     return y
 
 
@@ -637,8 +646,9 @@ def run_lut(attrs: LutAttrs, x: Codes, table: Codes) -> Codes:
     y = np.empty(xa.shape, dtype=ta.dtype)
     if xa.size == 0:
         return y
-    _qk.lut(x=xa, channels=attrs.channels, inner=inner, x_bits=attrs.x_bits, x_signed=attrs.x_signed,
-            table=np.ascontiguousarray(ta).reshape(-1), table_signed=ta.dtype == np.int8, y=y)  # fmt: skip
+    with named_status(op):
+        _qk.lut(x=xa, channels=attrs.channels, inner=inner, x_bits=attrs.x_bits, x_signed=attrs.x_signed,
+                table=np.ascontiguousarray(ta).reshape(-1), table_signed=ta.dtype == np.int8, y=y)  # fmt: skip
     return y
 
 
@@ -654,7 +664,8 @@ def rounding_right_shift(v: int, k: int, mode: str) -> int:
     op = "rounding_right_shift"
     if mode not in ROUNDING:
         raise ValueError(f"mode={mode!r} is not one of {', '.join(map(repr, ROUNDING))}")
-    return int(_qk.rounding_right_shift(scalar_int(v, "v", op), scalar_int(k, "k", op), ROUNDING[mode]))
+    return int(_qk.rounding_right_shift(_ranged(v, "v", op, -(2**63), 2**63 - 1), _ranged(k, "k", op, 0, 62),
+                                        ROUNDING[mode]))  # fmt: skip
 
 
 def saturating_rounding_doubling_high_mul(a: int, b: int, n: int = 31) -> int:
@@ -664,7 +675,16 @@ def saturating_rounding_doubling_high_mul(a: int, b: int, n: int = 31) -> int:
     (2147483647, 221469)
     """
     op = "saturating_rounding_doubling_high_mul"
-    return int(_qk.srdhm(scalar_int(a, "a", op), scalar_int(b, "b", op), scalar_int(n, "n", op)))
+    int32 = (-(2**31), 2**31 - 1)
+    return int(_qk.srdhm(_ranged(a, "a", op, *int32), _ranged(b, "b", op, *int32), _ranged(n, "n", op, 1, 31)))
+
+
+def _ranged(v: object, name: str, op: str, lo: int, hi: int) -> int:
+    """``v`` as an int in ``lo..hi`` (``TypeError``/``ValueError`` naming it and the range)."""
+    value = scalar_int(v, name, op)
+    if not lo <= value <= hi:
+        raise ValueError(f"{op}: {name}={value} must be in {lo}..{hi}")
+    return value
 
 
 def mul(
@@ -705,8 +725,9 @@ def run_mul(attrs: MulAttrs, a: Codes, b: Codes, *, isa: str = "auto") -> Codes:
     ba = _codes(b, "b", op, dp.a_bits, dp.a_signed)
     rows, inner, _ = attrs.broadcast(aa.shape, ba.shape)
     y = np.empty(aa.shape, dtype=_code_dtype(attrs.output.signed))
-    _qk.mul(a=aa, b=ba, rows=rows, inner=inner, a_zero_point=attrs.a_zero_point, b_zero_point=attrs.b_zero_point,
-            datapath=dps, requant=requant_struct(attrs.requant, attrs.output), y=y, isa=isa_code(isa))  # fmt: skip
+    with named_status(op):
+        _qk.mul(a=aa, b=ba, rows=rows, inner=inner, a_zero_point=attrs.a_zero_point, b_zero_point=attrs.b_zero_point,
+                datapath=dps, requant=requant_struct(attrs.requant, attrs.output), y=y, isa=isa_code(isa))  # fmt: skip
     return y
 
 
@@ -740,7 +761,8 @@ def run_softmax(attrs: SoftmaxAttrs, x: Codes) -> Codes:
     xa = _codes(x, "x", op, attrs.x_bits, attrs.x_signed)
     outer, length, inner = attrs.layout(xa.shape)
     y = np.empty(xa.shape, dtype=_code_dtype(attrs.output.signed))
-    _qk.softmax(x=xa, outer=outer, length=length, inner=inner, x_bits=attrs.x_bits, x_signed=attrs.x_signed,
-                table=np.array(attrs.table, dtype=np.int32), y_bits=attrs.output.bits, y_signed=attrs.output.signed,
-                datapath=datapath_struct(attrs.datapath, op), y=y)  # fmt: skip
+    with named_status(op):
+        _qk.softmax(x=xa, outer=outer, length=length, inner=inner, x_bits=attrs.x_bits, x_signed=attrs.x_signed,
+                    table=np.array(attrs.table, dtype=np.int32), y_bits=attrs.output.bits, y_signed=attrs.output.signed,
+                    datapath=datapath_struct(attrs.datapath, op), y=y)  # fmt: skip
     return y

@@ -105,13 +105,20 @@ static const char *code_format(int is_signed)
 
 /* ------------------------------------------------------------------ status */
 
+/* The exception of a nonzero status: OverflowError for QK_ERR_OVERFLOW, ValueError otherwise, carrying
+ * the value as the attribute `qk_status`, with which kernels.status names the argument behind it. */
 static PyObject *raise_status(const char *op, qk_status st)
 {
-    if (st == QK_ERR_OVERFLOW) {
-        PyErr_Format(PyExc_OverflowError, "%s: %s", op, qk_status_message(st));
-    } else {
-        PyErr_Format(PyExc_ValueError, "%s: %s (qk_status %d)", op, qk_status_message(st), (int)st);
+    PyObject *type = st == QK_ERR_OVERFLOW ? PyExc_OverflowError : PyExc_ValueError;
+    PyObject *message = PyUnicode_FromFormat("%s: %s (qk_status %d)", op, qk_status_message(st), (int)st);
+    PyObject *exc = message == NULL ? NULL : PyObject_CallOneArg(type, message);
+    PyObject *code = exc == NULL ? NULL : PyLong_FromLong((long)st);
+    if (code != NULL && PyObject_SetAttrString(exc, "qk_status", code) == 0) {
+        PyErr_SetObject(type, exc);
     }
+    Py_XDECREF(code);
+    Py_XDECREF(exc);
+    Py_XDECREF(message);
     return NULL;
 }
 
@@ -947,7 +954,28 @@ static int qk_exec(PyObject *m)
     QK_ADD("ISA_AUTO", QK_ISA_AUTO)
     QK_ADD("ISA_PORTABLE", QK_ISA_PORTABLE)
     QK_ADD("ISA_X86_AVX2", QK_ISA_X86_AVX2)
+    QK_ADD("ERR_NULL", QK_ERR_NULL)
+    QK_ADD("ERR_DATAPATH", QK_ERR_DATAPATH)
+    QK_ADD("ERR_SHAPE", QK_ERR_SHAPE)
+    QK_ADD("ERR_X_LENGTH", QK_ERR_X_LENGTH)
+    QK_ADD("ERR_W_LENGTH", QK_ERR_W_LENGTH)
+    QK_ADD("ERR_BIAS_LENGTH", QK_ERR_BIAS_LENGTH)
+    QK_ADD("ERR_Y_LENGTH", QK_ERR_Y_LENGTH)
+    QK_ADD("ERR_PARAM_LENGTH", QK_ERR_PARAM_LENGTH)
+    QK_ADD("ERR_SCRATCH", QK_ERR_SCRATCH)
+    QK_ADD("ERR_BITS", QK_ERR_BITS)
+    QK_ADD("ERR_ZERO_POINT", QK_ERR_ZERO_POINT)
+    QK_ADD("ERR_MULTIPLIER", QK_ERR_MULTIPLIER)
+    QK_ADD("ERR_SHIFT", QK_ERR_SHIFT)
+    QK_ADD("ERR_BIAS_RANGE", QK_ERR_BIAS_RANGE)
+    QK_ADD("ERR_OUTPUT_RANGE", QK_ERR_OUTPUT_RANGE)
+    QK_ADD("ERR_CODE_RANGE", QK_ERR_CODE_RANGE)
+    QK_ADD("ERR_WINDOW", QK_ERR_WINDOW)
+    QK_ADD("ERR_GROUPS", QK_ERR_GROUPS)
+    QK_ADD("ERR_ISA", QK_ERR_ISA)
     QK_ADD("ERR_OVERFLOW", QK_ERR_OVERFLOW)
+    QK_ADD("ERR_SIZE", QK_ERR_SIZE)
+    QK_ADD("ERR_PARAM_VALUE", QK_ERR_PARAM_VALUE)
 #undef QK_ADD
     return 0;
 }
