@@ -130,10 +130,15 @@ def check_qparams(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
         if not bool(torch.all(mant == 0.5)):
             raise ValueError("scale must be a power of two when QuantSpec.scale='pow2'")
     z = zero_point.detach()
-    if z.is_floating_point():
-        if not bool(torch.all(z == torch.round(z))):
-            raise ValueError("zero_point must be integer-valued")
     zmin, zmax = (0, 0) if spec.symmetric else spec.code_range
+    if z.dtype == torch.bool or z.is_complex():
+        raise ValueError(f"zero_point must be an integer tensor in [{zmin}, {zmax}], got dtype {z.dtype}")
+    if z.is_floating_point():
+        if not bool(torch.all(torch.isfinite(z))):
+            bad = float(z[~torch.isfinite(z)].reshape(-1)[0])
+            raise ValueError(f"zero_point must be a finite integer in [{zmin}, {zmax}], got {bad}")
+        if not bool(torch.all(z == torch.round(z))):
+            raise ValueError(f"zero_point must be integer-valued (an integer in [{zmin}, {zmax}])")
     if bool(torch.any((z < zmin) | (z > zmax))):
         what = "0 for a symmetric spec" if spec.symmetric else f"within the code range [{zmin}, {zmax}]"
         raise ValueError(f"zero_point must be {what}, got values in [{int(z.min())}, {int(z.max())}]")
@@ -202,8 +207,8 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, s
 
     ``q`` is an integer tensor of codes; codes outside the spec's range raise ``ValueError``.
     """
-    if q.is_floating_point() or q.is_complex():
-        raise TypeError(f"dequantize expects integer codes, got {q.dtype}")
+    if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
+        raise TypeError(f"dequantize expects integer codes (an integer dtype), got {q.dtype}")
     if q.numel() and (int(q.min()) < spec.qmin or int(q.max()) > spec.qmax):
         raise ValueError(f"codes outside the range [{spec.qmin}, {spec.qmax}] of {spec.describe()}")
     if spec.is_binary and bool(torch.any(q == 0)):

@@ -35,7 +35,8 @@ quantizing=False``, run data, ``compute_qparams()``, then ``quantizing=True,
 observing=False``. ``calibrated`` tells whether qparams exist. Quantizing before any
 qparams exist raises ``RuntimeError``.
 
-Inputs must be floating (``TypeError`` otherwise); the input's shape is checked against
+An empty input (a batch of 0) is returned as it is, observed by nobody, before or after
+calibration. Inputs must be floating (``TypeError`` otherwise); the input's shape is checked against
 the spec on every call (axis in range, ``group_size`` divides, the same qparams shape as
 calibrated), with ``ValueError`` naming the quantizer. Once calibrated and not observing, the
 forward does no host synchronization (binary specs excepted: they go through
@@ -155,6 +156,18 @@ class Quantizer(nn.Module):
     def _name(self) -> str:
         return f"Quantizer({self.extra_repr()})"
 
+    def __prepare_scriptable__(self) -> "Quantizer":
+        """Refuse ``torch.jit.script`` (which calls this on every submodule first) by name.
+
+        The quantizer's forward is Python (flags, observers, validation) that TorchScript cannot
+        compile; its error would point at a line of this file, not at the cause.
+        """
+        raise TypeError(
+            f"torch.jit.script cannot compile a model with quantizers ({self._name()}): export the "
+            "quantized model with quant.lower (an integer program, runnable in C) or quant.export_onnx, "
+            "or torch.jit.trace it after the handle's freeze()"
+        )
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Observe and/or fake-quantize ``x`` according to the flags (see the module doc)."""
@@ -167,6 +180,8 @@ class Quantizer(nn.Module):
             shape = qparams_shape(x.shape, self.spec)
         except ValueError as e:
             raise ValueError(f"{self._name()}: input of shape {tuple(x.shape)} does not fit the spec: {e}") from None
+        if x.numel() == 0:  # nothing to observe or to quantize: the empty tensor itself, qparams or not
+            return x
         if self.observing:
             self._observe(x)
             if self.quantizing:

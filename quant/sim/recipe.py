@@ -382,18 +382,22 @@ class Recipe:
         """Assign configs to modules; raise ``ValueError`` for rules that cannot apply.
 
         Returns an ordered mapping module name -> {role: QuantizerConfig}, in
-        ``model.named_modules()`` order (a module reachable under several names is
-        listed once, under its first name). Modules left with no role are absent.
+        ``model.named_modules()`` order. A module reachable under several names (one
+        module object registered twice) is listed once, under its first name; a rule that
+        matches any of its names applies to it. Modules left with no role are absent.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         modules = list(model.named_modules())
+        first_name = {id(m): n for n, m in modules}
+        every_name = list(model.named_modules(remove_duplicate=False))
         capable = {name: module_roles(module) for name, module in modules}
         assigned: dict[str, dict[str, QuantizerConfig]] = {}
         for rule in self.rules:
             label = _describe_pattern(rule.pattern)
             wanted = frozenset(rule.roles)
-            matched = [(n, m) for n, m in modules if rule.matches(n, m)]
+            matched_names = {first_name[id(m)] for n, m in every_name if rule.matches(n, m)}
+            matched = [(n, m) for n, m in modules if n in matched_names]
             if rule.exclude:
                 applicable = [(n, m) for n, m in matched if capable[n]]
                 needs = "any role"
