@@ -74,7 +74,10 @@ _BY_OP: dict[tuple[str, int], str] = {
     ("requantize", _qk.ERR_X_LENGTH): "q: its element count must be the product of its shape",
     ("requantize", _qk.ERR_SHAPE): "q, axis: the multiplier's channels must be q.shape[axis]",
     ("add", _qk.ERR_CODE_RANGE): "a, b: every code must lie inside the datapath's activation code range",
-    ("add", _qk.ERR_SHIFT): "a_multiplier, b_multiplier: their exponents must fit the datapath's add shifts",
+    ("add", _qk.ERR_SHIFT): (
+        "a_multiplier, b_multiplier: their exponents must fit the datapath's add shifts (fixed point: "
+        "r_a, r_b <= 1/2, so exponents <= 0; pow2: shifts in -30..31, at most 32 apart)"
+    ),
     ("add", _qk.ERR_MULTIPLIER): "a_multiplier, b_multiplier: must be finite, > 0 and below the add's limit",
     ("mul", _qk.ERR_X_LENGTH): "a, b: b must have a's shape or broadcast along a's trailing dimensions",
     ("mul", _qk.ERR_PARAM_LENGTH): "multiplier: must be one value for the whole product",

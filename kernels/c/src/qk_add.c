@@ -52,6 +52,11 @@ qk_status qk_add(const void *a, const void *b, size_t count, const qk_add_params
             (st = qk__check_fixed(dp, p->out_multiplier, p->out_shift)) != QK_OK) {
             return st;
         }
+        if (p->a_shift > 0 || p->b_shift > 0) {
+            /* r_a, r_b <= 1/2 (section 6.1), so e <= 0: a larger exponent leaves the domain in which
+             * |a'|, |b'| < 2^(A-4) and the single-rounding product acc * M0 fits int64 */
+            return QK_ERR_SHIFT;
+        }
         break;
     case QK_REQUANT_FLOAT32:
     case QK_REQUANT_FLOAT64:

@@ -43,6 +43,9 @@ qk_status qk_mul(const void *a, size_t a_len, const void *b, size_t b_len, size_
     if ((st = qk__select_isa(isa, &sel)) != QK_OK) {
         return st;
     }
+    if (count == 0) {
+        return QK_OK; /* an empty tensor: nothing to compute (rows may be any size) */
+    }
     lo = -(INT64_C(1) << (dp->acc_bits - 1));
     hi = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
     for (r = 0; r < rows; ++r) {

@@ -47,6 +47,9 @@ qk_status qk_pack(const void *codes, int32_t codes_signed, size_t codes_len, siz
     if (bits == 1 && seen_minus && seen_zero) {
         return QK_ERR_CODE_RANGE; /* binary {-1, +1} and unsigned {0, 1} codes mixed */
     }
+    if (codes_len == 0) {
+        return QK_OK; /* an empty matrix: nothing to pack (rows may be any size) */
+    }
     memset(packed, 0, packed_len);
     for (r = 0; r < rows; ++r) {
         uint8_t *dst = packed + r * row_bytes;

@@ -36,6 +36,9 @@ qk_status qk_requantize(const int32_t *q, size_t q_len, size_t outer, size_t cha
     if ((st = qk__select_isa(isa, &sel)) != QK_OK) {
         return st;
     }
+    if (need == 0) {
+        return QK_OK; /* an empty tensor: nothing to compute (outer may be any size) */
+    }
     for (o = 0; o < outer; ++o) {
         for (c = 0; c < channels; ++c) {
             size_t base = (o * channels + c) * inner;

@@ -56,6 +56,9 @@ qk_status qk_softmax(const void *x, size_t x_len, size_t outer, size_t length, s
             return QK_ERR_CODE_RANGE;
         }
     }
+    if (count == 0) {
+        return QK_OK; /* an empty tensor: nothing to compute (outer and inner may be any size) */
+    }
     for (o = 0; o < outer; ++o) {
         for (i = 0; i < inner; ++i) {
             int32_t m = lo;

@@ -27,6 +27,9 @@ qk_status qk_unpack(const uint8_t *packed, size_t packed_len, size_t rows, size_
     if (codes_len != need) {
         return QK_ERR_Y_LENGTH;
     }
+    if (codes_len == 0) {
+        return QK_OK; /* an empty matrix: nothing to unpack (rows may be any size) */
+    }
     for (r = 0; r < rows; ++r) {
         const uint8_t *src = packed + r * row_bytes;
         for (i = 0; i < cols; ++i) {
