@@ -12,8 +12,10 @@ Dtypes: activation codes are ``int8`` when ``Datapath.a_signed`` else ``uint8``;
 ``int8``/``uint8`` per ``Datapath.w_signed``, or a :class:`PackedWeights`; output codes are
 ``int8`` when ``y_signed`` else ``uint8``; biases and ``requantize`` inputs are ``int32``.
 Arrays must be C-contiguous: a non-contiguous array is a ``ValueError`` (never copied
-silently). Bad input raises ``TypeError``/``ValueError`` naming the argument; an accumulator
-overflow with ``Datapath.overflow == "error"`` raises ``OverflowError`` naming the op.
+silently). Bad input raises ``TypeError``/``ValueError`` naming the argument, before any
+allocation; a status of the C core is re-raised naming the wrapper's argument and its allowed
+range (:mod:`kernels.status`); an accumulator overflow with ``Datapath.overflow == "error"``
+raises ``OverflowError`` naming the op.
 
 >>> import numpy as np
 >>> from quant.contract.datapath import Datapath
@@ -60,7 +62,7 @@ from quant.contract.attrs import (
     SoftmaxAttrs,
     ZeroPointLike,
 )
-from quant.contract.codes import PACKED_BITS, check_bits, packed_row_bytes, packed_shape
+from quant.contract.codes import PACKED_BITS, check_bits, codes_shape, packed_row_bytes, packed_shape
 from quant.contract.datapath import Datapath
 from quant.contract.multiplier import MultiplierLike
 
@@ -196,12 +198,7 @@ def unpack(packed: Codes, bits: int, shape: Sequence[int], signed: bool = True) 
     p = _array(packed, "packed", op, (np.uint8,))
     bits = check_bits(bits, "bits", op)
     is_signed = check_bool(signed, "signed", op)
-    try:
-        shp = tuple(int(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"{op}: shape must be a sequence of ints, got {type(shape).__name__}") from None
-    if not shp or min(shp) < 0:
-        raise ValueError(f"{op}: shape={shape!r} must have at least one dimension, none negative")
+    shp = codes_shape(shape, op)
     expected = packed_shape(shp, bits)
     if p.shape != expected:
         raise ValueError(f"{op}: packed has shape {p.shape}, expected {expected} for codes of shape {shp}")

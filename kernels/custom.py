@@ -146,13 +146,17 @@ def run_custom(attrs: CustomOpAttrs, xs: Sequence[Codes]) -> Codes:
         if not isinstance(x, np.ndarray) or x.dtype != dtype:
             got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
             raise TypeError(f"{op.name}: input {i} must be a numpy array of {np.dtype(dtype)} codes, got {got}")
-        if not 1 <= x.ndim <= CUSTOM_MAX_DIMS or x.size == 0:
+        if x.ndim > CUSTOM_MAX_DIMS:
             raise ValueError(f"{op.name}: input {i} of shape {x.shape}: the C ABI takes 1 to {CUSTOM_MAX_DIMS} "
-                             "positive dimensions")  # fmt: skip
-        check_code_values(int(x.min()), int(x.max()), bits == 1 and signed and bool((x == 0).any()), f"input {i}",
-                          op.name, bits, signed)  # fmt: skip
+                             "dimensions")  # fmt: skip
+        if x.size:
+            check_code_values(int(x.min()), int(x.max()), bits == 1 and signed and bool((x == 0).any()),
+                              f"input {i}", op.name, bits, signed)  # fmt: skip
         arrays.append(np.ascontiguousarray(x))
-    y = np.empty((arrays[0].shape[0], *attrs.shape), dtype=np.int8 if attrs.y_signed else np.uint8)
+    batch = attrs.batch([a.shape for a in arrays])  # only the batch may be empty (section 6)
+    y = np.empty((batch, *attrs.shape), dtype=np.int8 if attrs.y_signed else np.uint8)
+    if batch == 0:
+        return y
     call = _Call(attrs, arrays, y)
     fn, _ = custom_function(op)
     nbytes = call.scratch_bytes(op)

@@ -47,6 +47,7 @@ from quant.contract.multiplier import (
 
 __all__ = [
     "MAX_DIM",
+    "MAX_PADDED_PLANE",
     "OutputCodes",
     "Conv2dAttrs",
     "LinearAttrs",
@@ -68,6 +69,9 @@ MAX_DIM: int = (1 << 31) - 1
 #: at most: larger ones are refused by both backends alike (the contract, section 6).
 MAX_WINDOW: int = 1 << 24
 MAX_REDUCTION: int = MAX_DIM
+#: Positions of a conv2d's zero-padded input plane, ``(H + 2 p_h) (W + 2 p_w)``, at most (both backends
+#: materialize the plane; a padding of 2^29 around a 2x2 input is refused, not allocated).
+MAX_PADDED_PLANE: int = MAX_DIM
 
 ZeroPointLike = Union[int, Sequence[int], Any]
 
@@ -299,8 +303,10 @@ class Conv2dAttrs:
         wo = window_output_size(w, kw, stride=self.stride[1], padding=self.padding[1], dilation=self.dilation[1])
         if ho < 1 or wo < 1:
             raise ValueError(f"{op}: the output would be empty ({ho}x{wo}) for input {h}x{w} and kernel {kh}x{kw}")
-        if h + 2 * self.padding[0] > MAX_DIM or w + 2 * self.padding[1] > MAX_DIM:
-            raise ValueError(f"{op}: the padded input {h}x{w} + 2*{self.padding} exceeds {MAX_DIM}")
+        plane = (h + 2 * self.padding[0]) * (w + 2 * self.padding[1])
+        if plane > MAX_PADDED_PLANE:
+            raise ValueError(f"{op}: padding={self.padding} around a {h}x{w} input makes a padded plane of {plane} "
+                             f"positions; at most {MAX_PADDED_PLANE} are allowed")  # fmt: skip
         return n, c_out, ho, wo
 
     def check_bias(self, bias: Optional[tuple[int, int, int]]) -> None:

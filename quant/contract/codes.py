@@ -71,6 +71,18 @@ def pack_code_range(bits: int, signed: "bool | None") -> tuple[int, int]:
     return code_range(bits, signed)
 
 
+def codes_shape(shape: object, op: str) -> tuple[int, ...]:
+    """``shape`` of the codes to unpack as a tuple of ints: at least one dimension, none negative
+    (``TypeError``/``ValueError`` naming it); what both backends' ``unpack`` take."""
+    try:
+        dims = tuple(operator.index(s) for s in shape)  # type: ignore[attr-defined]
+    except TypeError:
+        raise TypeError(f"{op}: shape must be a sequence of ints, got {shape!r}") from None
+    if not dims or min(dims) < 0:
+        raise ValueError(f"{op}: shape={tuple(dims)!r} must have at least one dimension, none negative")
+    return dims
+
+
 def packed_shape(shape: tuple[int, ...], bits: int) -> tuple[int, ...]:
     """Shape of the packed bytes of codes of ``shape``: rows along the last axis (section 3)."""
     return shape[:-1] + (packed_row_bytes(shape[-1], bits),)

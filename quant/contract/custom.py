@@ -92,6 +92,9 @@ class CustomOpDef:
     #: The C99 sources of the C function, for the standalone C export (``c_library=None``: the kernel
     #: library's own source of ``c_symbol``).
     c_sources: tuple[str, ...] = ()
+    #: ``check_params(attrs)``: refuses (``ValueError``) integer parameters or code types the op cannot take,
+    #: when the record is built, so both backends see the same refusal (the C function checks again).
+    check_params: Optional[Callable[["CustomOpAttrs"], None]] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -204,6 +207,7 @@ class CustomOpAttrs:
         param_names: Optional[Sequence[str]] = None,
     ) -> "CustomOpAttrs":
         """The checked record; ``param_names`` defaults to the registered op's (it must be registered)."""
+        op_def: Optional[CustomOpDef] = None
         if param_names is None:
             op_def = custom_op_def(op)
             names, n_inputs = op_def.param_names, op_def.n_inputs
@@ -227,7 +231,13 @@ class CustomOpAttrs:
             raise ValueError(f"{op}: outputs of {len(dims) + 1} dimensions; the C ABI holds {CUSTOM_MAX_DIMS}")
         xb = tuple(check_bits(b, f"x_bits[{i}]", op) for i, b in enumerate(x_bits))
         xs = tuple(check_bool(v, f"x_signed[{i}]", op) for i, v in enumerate(x_signed))
-        return cls(op, values, xb, xs, check_bits(y_bits, "y_bits", op), check_bool(y_signed, "y_signed", op), dims)
+        record = cls(op, values, xb, xs, check_bits(y_bits, "y_bits", op), check_bool(y_signed, "y_signed", op), dims)
+        if op_def is not None and op_def.check_params is not None:
+            try:
+                op_def.check_params(record)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{op}: {err}".replace(f"{op}: {op}: ", f"{op}: ")) from None
+        return record
 
     def build_args(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`build` that give this record again (JSON-able)."""
@@ -243,6 +253,23 @@ class CustomOpAttrs:
             return "[" + ", ".join(map(str, v[:4])) + (", ..." if len(v) > 4 else "") + "]"
 
         return " ".join(f"{n}={short(v)}" for n, v in self.params)
+
+    def batch(self, input_shapes: Sequence[Sequence[int]]) -> int:
+        """The batch ``N`` of a call on inputs of ``input_shapes`` (the first input's first dimension).
+
+        Degenerate shapes (section 6), the same in both backends: when every input's batch is 0 the
+        output is the empty ``(0, *shape)`` and the op is not called; any other empty dimension (or a
+        scalar input) is a ``ValueError`` naming the input.
+        """
+        for i, dims in enumerate(input_shapes):
+            if len(dims) == 0 or any(d < 1 for d in dims[1:]):
+                raise ValueError(f"{self.op}: input {i} of shape {tuple(dims)} has an empty dimension besides the "
+                                 "batch (or none at all); only the batch N may be 0 (an empty batch gives an empty "
+                                 "output)")  # fmt: skip
+        batches = [int(dims[0]) for dims in input_shapes]
+        if 0 in batches and any(batches):
+            raise ValueError(f"{self.op}: the inputs' batches {batches} mix empty and non-empty")
+        return batches[0] if batches else 0
 
     @property
     def param_dict(self) -> dict[str, ParamValue]:

@@ -35,11 +35,11 @@ from typing import Any, Optional, Sequence
 import torch
 
 from quant.contract.codes import code_range
-from quant.contract.custom import CustomOperand
+from quant.contract.custom import CustomOpAttrs, CustomOperand
 from quant.contract.datapath import Datapath
 from quant.custom.registry import register_op
 
-__all__ = ["nms", "nms_integer_params", "nms_keep", "nms_reference"]
+__all__ = ["nms", "nms_check_params", "nms_integer_params", "nms_keep", "nms_reference"]
 
 
 def _check_shapes(boxes_shape: Sequence[int], scores_shape: Sequence[int], batch: bool) -> None:
@@ -146,8 +146,6 @@ def nms_reference(
 ) -> torch.Tensor:
     """Section 10.1 on int64 codes: ``boxes (N, A, 4)``, ``scores (N, A)`` -> the kept score codes, else ``fill``."""
     _check_shapes(tuple(boxes.shape), tuple(scores.shape), batch=True)
-    if not 0 <= iou_q16 <= 65536 or max_detections < 1:
-        raise ValueError(f"detection.nms: iou_q16={iou_q16} must be in [0, 65536], max_detections={max_detections} >= 1")
     out = torch.full(scores.shape, fill, dtype=torch.int64)
     for n in range(boxes.shape[0]):
         b, s = boxes[n].to(torch.int64), scores[n].to(torch.int64)
@@ -160,6 +158,22 @@ def nms_reference(
     return out
 
 
+def nms_check_params(attrs: CustomOpAttrs) -> None:
+    """The parameters and code types the integer NMS takes (the record refuses the rest, for both backends):
+    ``iou_q16`` in [0, 65536], ``max_detections >= 1``, ``fill`` a code of the output, which has the scores'
+    code type."""
+    p = attrs.param_dict
+    if attrs.y_bits != attrs.x_bits[1] or attrs.y_signed != attrs.x_signed[1]:
+        raise ValueError(f"the output (y_bits={attrs.y_bits}, y_signed={attrs.y_signed}) must have the scores' code "
+                         f"type (x_bits[1]={attrs.x_bits[1]}, x_signed[1]={attrs.x_signed[1]})")  # fmt: skip
+    lo, hi = code_range(attrs.y_bits, attrs.y_signed)
+    for name, value, low, high in (("iou_q16", p["iou_q16"], 0, 65536), ("max_detections", p["max_detections"], 1, None),
+                                   ("fill", p["fill"], lo, hi)):  # fmt: skip
+        if not isinstance(value, int) or value < low or (high is not None and value > high):
+            allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"{name}={value} must be an int in {allowed}")
+
+
 nms: Any = register_op(
     "detection.nms",
     n_inputs=2,
@@ -169,4 +183,5 @@ nms: Any = register_op(
     param_names=("iou_q16", "score_min", "max_detections", "fill"),
     c_symbol="qk_nms",
     output_like=1,
+    check_params=nms_check_params,
 )

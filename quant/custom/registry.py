@@ -80,6 +80,7 @@ def register_op(
     c_sources: Sequence[str] = (),
     n_inputs: int = 1,
     output_like: Optional[int] = None,
+    check_params: Optional[Callable[[CustomOpAttrs], None]] = None,
 ) -> Callable[..., torch.Tensor]:
     """Register the custom op ``name`` (a dotted name, e.g. ``"audio.log_mel"``) and return the function a
     model calls (see the module docstring and docs/arithmetic.md section 10).
@@ -95,12 +96,15 @@ def register_op(
     * ``c_sources``: the C99 sources of that function, which ``kernels.export_c`` copies into a standalone
       folder (not needed for a function of the kernel library);
     * ``output_like``: the index of the input whose qparams the output keeps, or ``None`` for qparams
-      from calibration (the recipe's activation scheme, like any other tensor).
+      from calibration (the recipe's activation scheme, like any other tensor);
+    * ``check_params(attrs)``: raises ``ValueError`` for parameters or code types the op cannot take;
+      it runs when the op's record is built, so both backends refuse alike (and neither computes first).
     """
     definition = register_custom_op(CustomOpDef(
         name=name, n_inputs=n_inputs, param_names=tuple(param_names), float_fn=float_fn,
         integer_params=integer_params, reference=reference, c_symbol=c_symbol, c_library=c_library,
         output_like=output_like, doc=(float_fn.__doc__ or "").strip(), c_sources=tuple(str(s) for s in c_sources),
+        check_params=check_params,
     ))  # fmt: skip
 
     def op(*tensors: Any, **options: Any) -> Any:

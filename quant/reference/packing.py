@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 
 from quant.contract.args import check_bool, check_pack_values
-from quant.contract.codes import PACKED_BITS, check_bits, packed_row_bytes, packed_shape
+from quant.contract.codes import PACKED_BITS, check_bits, codes_shape, packed_row_bytes, packed_shape
 
 __all__ = ["pack", "unpack"]
 
@@ -72,9 +72,7 @@ def unpack(packed: torch.Tensor, bits: int, shape: Sequence[int], signed: bool =
     signed = check_bool(signed, "signed", "unpack")
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
         raise TypeError("unpack: packed must be a uint8 tensor")
-    shape = tuple(int(s) for s in shape)
-    if not shape:
-        raise ValueError("unpack: shape must have at least one dimension")
+    shape = codes_shape(shape, "unpack")
     n = shape[-1]
     expected = packed_shape(shape, bits)
     if tuple(packed.shape) != expected:
@@ -83,7 +81,7 @@ def unpack(packed: torch.Tensor, bits: int, shape: Sequence[int], signed: bool =
     if bits in PACKED_BITS:
         per = 8 // bits
         shifts = torch.arange(per, dtype=torch.int64) * bits
-        fields = ((b.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(*shape[:-1], -1)[..., :n]
+        fields = ((b.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).reshape(*shape[:-1], b.shape[-1] * per)[..., :n]
     else:
         fields = b & ((1 << bits) - 1)
     if signed and bits == 1:

@@ -130,3 +130,113 @@ def test_an_empty_dimension_besides_the_batch_is_refused_alike(backend: str) -> 
     with pytest.raises(ValueError, match=r"conv2d: x of shape \(1, 2, 0, 3\) has an empty dimension besides the batch"):
         BACKENDS[backend].conv2d(np.zeros((1, 2, 0, 3), np.int8), np.zeros((1, 2, 1, 1), np.int8), None, x_zero_point=0,
                                  w_zero_point=0, y_zero_point=0, multiplier=0.5, datapath=DP)  # fmt: skip
+
+
+_DPS = datapath_struct(DP)
+_RQ = dict(multiplier=np.array([1 << 30], np.int32), shift=np.array([-1], np.int32), fmultiplier=None, y_zero_point=0,
+           y_bits=8, y_signed=1, y_min=-128, y_max=127)  # fmt: skip
+_EMPTY8, _EMPTY32 = np.zeros(0, np.int8), np.zeros(0, np.int32)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: _qk.pack(codes=_EMPTY8, codes_signed=True, rows=2**62, cols=0, bits=1, range=0, packed=np.zeros(0, np.uint8)),
+        lambda: _qk.unpack(packed=np.zeros(0, np.uint8), rows=2**62, cols=0, bits=4, signed=True, codes=_EMPTY8),
+        lambda: _qk.requantize(q=_EMPTY32, outer=2**62, channels=1, inner=0, in_zero_point=0, datapath=_DPS,
+                               requant=_RQ, y=_EMPTY8, isa=_qk.ISA_AUTO),
+        lambda: _qk.mul(a=_EMPTY8, b=_EMPTY8, rows=2**62, inner=0, a_zero_point=0, b_zero_point=0, datapath=_DPS,
+                        requant=_RQ, y=_EMPTY8, isa=_qk.ISA_AUTO),
+        lambda: _qk.softmax(x=_EMPTY8, outer=2**62, length=3, inner=0, x_bits=8, x_signed=True,
+                            table=np.array([65536] * 256, np.int32), y_bits=8, y_signed=True, datapath=_DPS, y=_EMPTY8),
+    ],
+    ids=["pack", "unpack", "requantize", "mul", "softmax"],
+)
+def test_an_empty_tensor_with_a_huge_outer_count_returns_at_once(call: object) -> None:
+    """An empty tensor of 2^62 rows of nothing used to loop over the rows (found by tests/fuzz: a hang)."""
+    assert callable(call)
+    call()
+
+
+@pytest.mark.parametrize("backend", ["torch_ref", "c"])
+def test_a_padded_plane_beyond_the_contract_is_refused_alike(backend: str) -> None:
+    """The reference padded such planes in memory (found by tests/fuzz under ASan: a 2^59-byte allocation)."""
+    x, w = np.zeros((1, 2, 2, 2), np.int8), np.zeros((1, 2, 1, 1), np.int8)
+    with pytest.raises(ValueError, match=r"conv2d: padding=\(536870911, 536870911\) around a 2x2 input makes a "
+                                         r"padded plane of \d+ positions; at most 2147483647"):  # fmt: skip
+        BACKENDS[backend].conv2d(x, w, None, x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=0.5,
+                                 padding=2**29 - 1, stride=2**30, datapath=DP)  # fmt: skip
+    # a large plane within the contract still runs (one output column, the padding read as the zero point)
+    out = BACKENDS[backend].conv2d(x, w, None, x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=0.5,
+                                   padding=(0, 2**20), stride=(1, 2**30), datapath=DP)  # fmt: skip
+    assert out.shape == (1, 1, 2, 1)
+
+
+def test_packed_weights_whose_shape_overflows_are_refused_by_name() -> None:
+    """A PackedWeights whose K = prod(shape[1:]) passes 2^63 (forged past its own check) never reaches C."""
+    with pytest.raises(ValueError, match=r"PackedWeights.data has shape \(1, 8\), expected \(1, 18446744073709551616\)"):
+        kernels.PackedWeights(np.zeros((1, 8), np.uint8), 4, True, (1, 2**32, 2**32, 2))
+    forged = object.__new__(kernels.PackedWeights)
+    for name, value in (("data", np.zeros((1, 8), np.uint8)), ("bits", 4), ("signed", True), ("shape", (1, 2**32, 2**32, 2))):
+        object.__setattr__(forged, name, value)
+    x = np.zeros((1, 2**32 % 7 + 1, 1, 1), np.int8)
+    with pytest.raises(ValueError, match="conv2d: w has a dimension above 2147483647"):
+        kernels.conv2d(x, forged, None, x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=0.5,
+                       datapath=DP.with_(w_bits=4))  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["torch_ref", "c"])
+def test_unpack_shapes_are_checked_alike(backend: str) -> None:
+    """The reference unpacked shape (-1,) to an empty tensor and raised a raw RuntimeError on (0, 0, 0) (tests/fuzz)."""
+    import quant.reference.packing as ref_packing
+
+    def unpack(packed: np.ndarray, bits: int, shape: tuple[int, ...]) -> np.ndarray:
+        if backend == "c":
+            return kernels.unpack(packed, bits, shape)
+        return ref_packing.unpack(torch.from_numpy(packed), bits, shape).numpy()
+
+    with pytest.raises(ValueError, match=r"unpack: shape=\(-1,\) must have at least one dimension, none negative"):
+        unpack(np.zeros(0, np.uint8), 2, (-1,))
+    assert unpack(np.zeros((0, 0, 0), np.uint8), 1, (0, 0, 0)).shape == (0, 0, 0)
+    assert unpack(np.zeros((2, 0), np.uint8), 4, (2, 0)).shape == (2, 0)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: kernels.conv2d(np.zeros((1, 1, 2, 2), np.int8), np.zeros((1, 1, 1, 1), np.int8), None, x_zero_point=0,
+                                w_zero_point=0, y_zero_point=0, multiplier=0.5, stride=2**31, datapath=DP),
+         r"conv2d: stride=2147483648 must be at most 2147483647"),  # fmt: skip
+        (lambda: kernels.conv2d(np.zeros((1, 1, 2, 2), np.int8), np.zeros((1, 1, 1, 1), np.int8), None, x_zero_point=0,
+                                w_zero_point=0, y_zero_point=0, multiplier=0.5, dilation=2**64, datapath=DP),
+         r"conv2d: dilation=18446744073709551616 must be at most 2147483647"),  # fmt: skip
+        (lambda: kernels.max_pool2d(np.zeros((1, 1, 2, 2), np.int8), 2**31), r"kernel_size=2147483648 must be at most"),
+        (lambda: kernels.avg_pool2d(np.zeros((1, 1, 2, 2), np.int8), 2, padding=2**63, zero_point=0, datapath=DP),
+         r"avg_pool2d: padding=9223372036854775808 must be at most 2147483647"),  # fmt: skip
+        (lambda: kernels.unpack(np.zeros((1, 1), np.uint8), 4, (2**40, 2**40)),
+         r"unpack: packed has shape \(1, 1\), expected \(1099511627776, 549755813888\)"),  # fmt: skip
+        (lambda: kernels.rounding_right_shift(2**64, 1, "floor"), r"rounding_right_shift: v=18446744073709551616 must be in"),
+    ],
+)
+def test_geometry_past_int32_is_refused_naming_the_argument(call: object, match: str) -> None:
+    """No raw OverflowError, numpy 'array is too big' or MemoryError: a ValueError naming the argument and range."""
+    assert callable(call)
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_add_input_exponents_outside_the_contract_are_refused_by_c() -> None:
+    """r_a, r_b <= 1/2 (section 6.1); an exponent of 30 let the single-rounding product overflow int64 (UB,
+    found by tests/fuzz under UBSan)."""
+    from kernels._abi import add_struct
+    from quant.contract.attrs import AddAttrs
+
+    dp = Datapath.preset("tflite_single")
+    attrs = AddAttrs.build(a_zero_point=0, b_zero_point=0, a_multiplier=0.5, b_multiplier=0.25, y_zero_point=0,
+                           datapath=dp)  # fmt: skip
+    a = np.full(4, 127, np.int8)
+    for side in ("a", "b"):
+        params = dict(add_struct(attrs), **{f"{side}_shift": 30})
+        with pytest.raises(ValueError, match="qk_status 13"):
+            _qk.add(a=a, b=a, params=params, datapath=datapath_struct(dp), y=np.empty(4, np.int8))

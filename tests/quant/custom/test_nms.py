@@ -190,13 +190,41 @@ def test_codes_outside_the_declared_range_are_refused_by_both_backends(backend: 
         run(backend, attrs_of(case), case["boxes"], case["scores"])
 
 
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(iou_q16=70000), r"iou_q16=70000 must be an int in \[0, 65536\]"),
+        (dict(max_detections=0), r"max_detections=0 must be an int in >= 1"),
+        (dict(fill=256), r"fill=256 must be an int in \[0, 255\]"),
+        (dict(y_bits=4), r"the output \(y_bits=4, y_signed=False\) must have the scores' code type"),
+    ],
+)
+def test_the_record_refuses_what_the_op_cannot_take_for_both_backends(change: dict[str, Any], match: str) -> None:
+    params = dict(iou_q16=0, score_min=0, max_detections=1, fill=0)
+    params.update({k: v for k, v in change.items() if k in params})
+    with pytest.raises(ValueError, match="detection.nms: " + match):
+        CustomOpAttrs.build(op="detection.nms", params=params, x_bits=[8, 8], x_signed=[False, False],
+                            y_bits=change.get("y_bits", 8), y_signed=False, shape=(2,))  # fmt: skip
+
+
 def test_c_statuses_name_the_op_and_the_function() -> None:
-    """What the record cannot check (a parameter only the op knows the meaning of) the C function refuses."""
-    case: dict[str, Any] = dict(bits=8, signed=False, boxes=np.zeros((1, 2, 4), np.uint8),
-                                scores=np.ones((1, 2), np.uint8),
-                params=dict(iou_q16=70000, score_min=0, max_detections=1, fill=0))  # fmt: skip
+    """A record built without the op's check (explicit param_names) reaches the C function, which refuses too."""
+    attrs = CustomOpAttrs.build(op="detection.nms", params=dict(iou_q16=70000, score_min=0, max_detections=1, fill=0),
+                                x_bits=[8, 8], x_signed=[False, False], y_bits=8, y_signed=False, shape=(2,),
+                                param_names=("iou_q16", "score_min", "max_detections", "fill"))  # fmt: skip
     with pytest.raises(ValueError, match=r"custom op 'detection.nms': the C function qk_nms_scratch_bytes returned "
                                          r"status 22 \(an op parameter is outside its allowed values\)"):  # fmt: skip
-        run("c", attrs_of(case), case["boxes"], case["scores"])
-    with pytest.raises(ValueError, match=r"iou_q16=70000 must be in \[0, 65536\]"):
-        run_custom(attrs_of(case), torch.zeros(1, 2, 4, dtype=torch.int64), torch.ones(1, 2, dtype=torch.int64))
+        run("c", attrs, np.zeros((1, 2, 4), np.uint8), np.ones((1, 2), np.uint8))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_empty_batch_gives_the_empty_output_and_other_empty_dims_are_refused(backend: str) -> None:
+    """Section 6 for custom ops, in both backends (the C ABI used to refuse an empty batch naming nothing)."""
+    attrs = CustomOpAttrs.build(op="detection.nms", params=dict(iou_q16=0, score_min=0, max_detections=1, fill=0),
+                                x_bits=[8, 8], x_signed=[False, False], y_bits=8, y_signed=False, shape=(3,))  # fmt: skip
+    out = run(backend, attrs, np.zeros((0, 3, 4), np.uint8), np.zeros((0, 3), np.uint8))
+    assert out.shape == (0, 3)
+    with pytest.raises(ValueError, match=r"detection.nms: input 0 of shape \(1, 0, 4\) has an empty dimension"):
+        run(backend, attrs, np.zeros((1, 0, 4), np.uint8), np.zeros((1, 0), np.uint8))
+    with pytest.raises(ValueError, match=r"detection.nms: the inputs' batches \[0, 1\] mix empty and non-empty"):
+        run(backend, attrs, np.zeros((0, 3, 4), np.uint8), np.zeros((1, 3), np.uint8))

@@ -11,12 +11,13 @@ import torch.nn as nn
 
 import quant
 from quant.contract.spec import QuantSpec
+from quant.sim.quantizer import Quantizer
 
 W4 = QuantSpec(bits=4, signed=True, symmetric=True, granularity="channel", axis=0)
 A4 = QuantSpec(bits=4, signed=False, symmetric=False)
 
 
-def _model() -> nn.Module:
+def _model() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
 
 
@@ -26,6 +27,7 @@ def test_an_empty_batch_right_after_attach_gives_the_empty_output() -> None:
     out = model(torch.randn(0, 3, 5, 5))
     assert out.shape == (0, 3)
     quantizer = model[0].input_quantizer
+    assert isinstance(quantizer, Quantizer)
     assert not quantizer.calibrated  # nothing was observed
     assert model(torch.randn(2, 3, 5, 5)).shape == (2, 3) and quantizer.calibrated
     with torch.no_grad(), handle.calibrate():
@@ -56,7 +58,8 @@ class _Shared(nn.Module):
         self.b = self.a  # one module under two names
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(self.a(x))
+        out: torch.Tensor = self.b(self.a(x))
+        return out
 
 
 @pytest.mark.parametrize("rule", ["a", "b"])
