@@ -11,7 +11,7 @@ C_ENTRIES := $(shell sed 's/\#.*//' $(C_LIST))
 C_SOURCES := $(filter %.c,$(C_ENTRIES)) $(wildcard $(addsuffix *.h,$(filter %/,$(C_ENTRIES)))) \
              $(wildcard kernels/_ext/*.c)
 
-.PHONY: install ext run results demo test test-all toolchains data bench typecheck clean
+.PHONY: install ext run results demo test test-all fuzz toolchains data bench typecheck clean
 
 # Creates .venv and installs the project editable with the dev extra. Re-runs only
 # when the dependency declarations change; otherwise it only rebuilds the C extension
@@ -55,6 +55,14 @@ test: install
 # The default suite plus the sweeps too long for it (every zoo model x preset exported to C and run).
 test-all: install
 	LOWBIT_FULL_SWEEP=1 $(PY) -m pytest -q
+
+# The fuzzing harness (tests/fuzz, docs/fuzzing.md): FUZZ_CASES cases over every entry point of the C
+# extension, rebuilt with -fsanitize=address,undefined, in two processes (FUZZ_SEED picks the hypothesis
+# seed); findings under outputs/fuzz.
+FUZZ_CASES ?= 100000
+FUZZ_SEED ?= 0
+fuzz: install
+	$(PY) -m tests.fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) --sanitize --jobs 2 --out outputs/fuzz
 
 # The other C toolchains the export tests build with (clang, 32-bit gcc): Debian packages, installed
 # with apt-get when this runs as root; the tests that need them are skipped, saying so, without them.

@@ -1,0 +1,195 @@
+"""Fuzz targets of the binding itself (``kernels._qk``): the structs and buffers a valid call would pass,
+corrupted on their way into C.
+
+A case is a valid :class:`~tests.fuzz.api_targets.ApiCase` and a plan of one to three corruptions. In the
+worker, the wrapper runs with ``kernels.api._qk`` replaced by a proxy that applies the plan to the keyword
+arguments of each binding call before passing them on: a struct field or a size argument set to an edge
+value (0, -1, 2^15 .. 2^31-1, past int32, powers of two whose products wrap 64 bits), a buffer made
+shorter, longer, empty, None, strided or of another element type. The C core must refuse what it cannot
+use (``ValueError``/``TypeError``/``OverflowError``) or compute within its buffers (which ASan watches):
+never crash, hang or raise anything else (a ``SystemError`` is a binding bug). The free functions
+(output size and scratch queries, struct encoding, status sentences, ISA query) take random fields
+directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+import kernels.api
+from kernels import _qk
+from tests.fuzz import api_targets as api
+from tests.fuzz.server import Verdict
+
+__all__ = ["RAW_TARGETS", "RawCase"]
+
+#: Values for int32 struct fields and Py_ssize_t sizes, and past them.
+RAW_INTS: list[int] = [0, 1, -1, 2, 3, 7, 8, 9, 16, 31, 32, 33, 62, 63, 64, 255, 256, 2**15, 2**16, 46341, 2**30,
+                       2**31 - 1, -(2**31), 2**31, 2**32, 2**33, 2**48, 2**62, 2**63 - 1, -(2**63), 2**64]  # fmt: skip
+BUFFER_CHANGES = ["shorter", "longer", "empty", "none", "strided", "int8", "uint8", "int32", "float32", "bytes"]
+
+
+@dataclass
+class RawCase:
+    """A valid call (``base``) and its corruptions: ``(field index, change index, value index)`` triples."""
+
+    base: api.ApiCase
+    plan: list[tuple[int, int, int]]
+
+
+def _leaves(kw: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Paths of the corruptible values of a binding call: top-level ints and buffers, and the items of dicts."""
+    paths: list[tuple[str, ...]] = []
+    for key in sorted(kw):
+        value = kw[key]
+        if isinstance(value, dict):
+            paths.extend((key, sub) for sub in sorted(value))
+        elif isinstance(value, (int, np.ndarray)) or value is None:
+            paths.append((key,))
+    return paths
+
+
+def _changed_buffer(value: Any, change: str) -> Any:
+    a = value if isinstance(value, np.ndarray) else np.zeros(4, np.int8)
+    flat = a.reshape(-1)
+    if change == "shorter":
+        return flat[: max(0, flat.size - 1)].copy()
+    if change == "longer":
+        return np.concatenate([flat, flat[:1] if flat.size else np.zeros(1, a.dtype)])
+    if change == "empty":
+        return flat[:0].copy()
+    if change == "none":
+        return None
+    if change == "strided":
+        return api._strided(flat) if flat.size else flat
+    if change == "bytes":
+        return bytes(flat.tobytes())
+    return flat.astype(change)
+
+
+def _corrupt(kw: dict[str, Any], plan: list[tuple[int, int, int]]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in kw.items()}
+    paths = _leaves(out)
+    if not paths:
+        return out
+    for field_index, change_index, value_index in plan:
+        path = paths[field_index % len(paths)]
+        holder = out if len(path) == 1 else out[path[0]]
+        current = holder[path[-1]]
+        if isinstance(current, np.ndarray) or current is None:
+            holder[path[-1]] = _changed_buffer(current, BUFFER_CHANGES[change_index % len(BUFFER_CHANGES)])
+        else:
+            holder[path[-1]] = RAW_INTS[value_index % len(RAW_INTS)]
+    return out
+
+
+class _CorruptingBinding:
+    """``kernels._qk`` whose kernels see their keyword arguments (the primitives their positionals) corrupted first."""
+
+    def __init__(self, plan: list[tuple[int, int, int]]) -> None:
+        self.plan = plan
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(_qk, name)
+        if not callable(real):
+            return real
+
+        def call(*args: Any, **kw: Any) -> Any:
+            if kw:
+                kw = _corrupt(kw, self.plan)
+            elif not any(isinstance(a, dict) for a in args):  # the scalar primitives take positional arguments
+                named = _corrupt({f"arg{i}": a for i, a in enumerate(args)}, self.plan)
+                args = tuple(named[f"arg{i}"] for i in range(len(args)))
+            # The scratch queries pass unchanged: the wrapper allocates what they answer (the free-function
+            # target fuzzes them directly).
+            return real(*args, **kw)
+
+        return call
+
+
+def run_raw_case(case: RawCase) -> Verdict:
+    """The wrapper of ``case.base`` with its binding calls corrupted per ``case.plan``: a clean outcome or not."""
+    module: Any = kernels.api  # its binding, swapped for the call
+    saved = module._qk
+    module._qk = _CorruptingBinding(case.plan)
+    try:
+        api._c_call(case.base)()
+    except api.CLEAN_ERRORS:
+        return Verdict("refused")
+    except Exception as err:  # noqa: BLE001 - any other exception is the finding
+        return Verdict("unclear", f"{type(err).__name__}: {err}")
+    finally:
+        module._qk = saved
+    return Verdict("ok")
+
+
+@st.composite
+def raw_cases(draw: st.DrawFn, base: st.SearchStrategy[api.ApiCase]) -> RawCase:
+    triple = st.tuples(st.integers(0, 63), st.integers(0, 63), st.integers(0, 63))
+    return RawCase(draw(base), draw(st.lists(triple, min_size=1, max_size=3)))
+
+
+# ----------------------------------------------------------------------------- the free functions
+
+
+def _struct_fields(name: str) -> list[str]:
+    return [field[0] for field in _qk.abi()[name][1]]
+
+
+@st.composite
+def free_cases(draw: st.DrawFn) -> tuple[str, list[Any]]:
+    fn = draw(st.sampled_from(["conv2d_output_size", "conv2d_scratch_bytes", "linear_scratch_bytes", "struct_bytes",
+                               "status_message", "isa_query"]))  # fmt: skip
+    value = st.sampled_from(RAW_INTS) | st.integers(-(2**31), 2**31 - 1)
+
+    def fields(struct: str) -> dict[str, Any]:
+        return {f: draw(value) for f in _struct_fields(struct)}
+
+    if fn == "conv2d_output_size":
+        return fn, [fields("qk_conv2d_geometry")]
+    if fn == "conv2d_scratch_bytes":
+        return fn, [fields("qk_conv2d_geometry"), fields("qk_datapath")]
+    if fn == "linear_scratch_bytes":
+        return fn, [draw(value), draw(value), draw(value), fields("qk_datapath")]
+    if fn == "struct_bytes":
+        struct = draw(st.sampled_from(sorted(_qk.abi())))
+        return fn, [struct, fields(struct)]
+    return fn, [draw(value)]
+
+
+def run_free_case(case: tuple[str, list[Any]]) -> Verdict:
+    fn, args = case
+    try:
+        getattr(_qk, fn)(*args)
+    except api.CLEAN_ERRORS:
+        return Verdict("refused")
+    except Exception as err:  # noqa: BLE001
+        return Verdict("unclear", f"{type(err).__name__}: {err}")
+    return Verdict("ok")
+
+
+def _raw(base: st.SearchStrategy[api.ApiCase]) -> tuple[st.SearchStrategy[RawCase], Callable[[RawCase], Verdict]]:
+    return raw_cases(base), run_raw_case
+
+
+#: Target name -> (strategy, runner).
+RAW_TARGETS: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], Verdict]]] = {
+    "raw.conv2d": _raw(api.conv2d_cases(hostile=False)),
+    "raw.linear": _raw(api.linear_cases(hostile=False)),
+    "raw.requantize": _raw(api.requantize_cases(hostile=False)),
+    "raw.add": _raw(api.add_cases(hostile=False)),
+    "raw.mul": _raw(api.mul_cases(hostile=False)),
+    "raw.softmax": _raw(api.softmax_cases(hostile=False)),
+    "raw.avg_pool2d": _raw(api.pool_cases("avg_pool2d", hostile=False)),
+    "raw.max_pool2d": _raw(api.pool_cases("max_pool2d", hostile=False)),
+    "raw.lut": _raw(api.lut_cases(hostile=False)),
+    "raw.pack": _raw(api.pack_cases(hostile=False)),
+    "raw.unpack": _raw(api.unpack_cases(hostile=False)),
+    "raw.rounding_right_shift": _raw(api.shift_cases(hostile=False)),
+    "raw.srdhm": _raw(api.srdhm_cases(hostile=False)),
+    "raw.free_functions": (free_cases(), run_free_case),
+}
