@@ -4,11 +4,12 @@
     python -m tests.fuzz --cases 2000 --targets api.conv2d raw.conv2d
     python -m tests.fuzz --replay outputs/fuzz/cases/3.pkl       # rerun one recorded case, in this process
 
-The cases are spread evenly over the chosen targets. Per target it prints how many cases agreed
-("ok"), were refused alike ("refused"), and how many were findings: "disagree" (C and the reference
-differ), "unclear" (a raw exception or message), "crash", "hang". Every finding is written to
-``<out>/findings.jsonl`` and its case pickled under ``<out>/cases/`` for ``--replay``; the summary goes
-to ``<out>/report.json``. The exit status is 1 when there is any finding.
+The cases are spread evenly over the chosen targets (rounded up, so at least ``--cases`` run).
+Per target it prints how many cases agreed ("ok"), were refused alike ("refused"), and how many
+were findings: "disagree" (C and the reference differ), "unclear" (a raw exception or message),
+"crash", "hang". Every finding is written to ``<out>/findings.jsonl`` and its case pickled under
+``<out>/cases/`` for ``--replay``; the summary goes to ``<out>/report.json``. The exit status is 1
+when there is any finding.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _fuzz(args: argparse.Namespace, extension: Optional[Path]) -> int:
     index, count = (int(v) for v in args.shard.split("/"))
     names = _selected(args.targets, list(TARGETS))
     share = names[index::count]
-    per_target = max(1, args.cases // len(names))
+    per_target = max(1, -(-args.cases // len(names)))  # rounded up: at least --cases in all
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cases").mkdir(exist_ok=True)
     findings = (args.out / "findings.jsonl").open("w")

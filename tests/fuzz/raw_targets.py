@@ -9,11 +9,14 @@ shorter, longer, empty, None, strided or of another element type. The C core mus
 use (``ValueError``/``TypeError``/``OverflowError``) or compute within its buffers (which ASan watches):
 never crash, hang or raise anything else (a ``SystemError`` is a binding bug). The free functions
 (output size and scratch queries, struct encoding, status sentences, ISA query) take random fields
-directly.
+directly; ``raw.custom.detection.nms`` corrupts the ABI structs of a custom op's C call
+(``qk_custom.h``: tensor fields, shapes, parameter counts and values, the scratch) within what the ABI
+lets a callee detect.
 """
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -39,6 +42,17 @@ class RawCase:
 
     base: api.ApiCase
     plan: list[tuple[int, int, int]]
+
+
+def _clean(fn: Callable[[], Any], clean: tuple[type[Exception], ...] = api.CLEAN_ERRORS) -> Verdict:
+    """The verdict of calling ``fn``: "ok", "refused" (one of the ``clean`` exceptions) or "unclear"."""
+    try:
+        fn()
+    except clean:
+        return Verdict("refused")
+    except Exception as err:  # noqa: BLE001 - any other exception is the finding
+        return Verdict("unclear", f"{type(err).__name__}: {err}")
+    return Verdict("ok")
 
 
 def _leaves(kw: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -117,20 +131,112 @@ def run_raw_case(case: RawCase) -> Verdict:
     saved = module._qk
     module._qk = _CorruptingBinding(case.plan)
     try:
-        api._c_call(case.base)()
-    except api.CLEAN_ERRORS:
-        return Verdict("refused")
-    except Exception as err:  # noqa: BLE001 - any other exception is the finding
-        return Verdict("unclear", f"{type(err).__name__}: {err}")
+        return _clean(api._c_call(case.base))
     finally:
         module._qk = saved
-    return Verdict("ok")
 
 
 @st.composite
 def raw_cases(draw: st.DrawFn, base: st.SearchStrategy[api.ApiCase]) -> RawCase:
     triple = st.tuples(st.integers(0, 63), st.integers(0, 63), st.integers(0, 63))
     return RawCase(draw(base), draw(st.lists(triple, min_size=1, max_size=3)))
+
+
+# ----------------------------------------------------------------------------- the custom-op ABI
+
+#: What a corruption may set in the ABI structs of a custom op's call (qk_custom.h): each field only to
+#: values the callee can detect (a shape or count may shrink or turn invalid, never grow past a buffer,
+#: and a pointer may only become NULL: the ABI carries no lengths, so a larger lie is the caller's fault).
+_TENSOR_FIELDS: dict[str, list[int]] = {"ndim": [-1, 0, 9, 2**31 - 1], "bits": [0, 9, -1, 2**31 - 1],
+                                        "is_signed": [2, -1], "reserved": [1, -1]}  # fmt: skip
+_SHAPE_VALUES = [0, -1, -(2**63), 1]
+_PARAM_VALUES = [-1, 0, 2**16, 65537, 2**31, 2**62, -(2**63), 2**63 - 1]
+
+
+def _corrupted_call(plan: list[tuple[int, int, int]], args: list[Any]) -> list[Any]:
+    """The arguments of a custom-op C call (inputs, n_inputs, params, n_params, output, ...) after ``plan``."""
+    from kernels.custom import CustomParam, CustomTensor
+
+    inputs, n_inputs, params, n_params, output = args[:5]
+    ins = (CustomTensor * n_inputs)(*(CustomTensor.from_buffer_copy(inputs[i]) for i in range(n_inputs)))
+    out = CustomTensor.from_buffer_copy(getattr(output, "_obj", output))  # passed byref
+    held = [[params[j].values[0]] * max(1, params[j].count) for j in range(n_params)]
+    value_arrays = [(ctypes.c_int64 * len(v))(*v) for v in held]
+    ps = (CustomParam * max(1, n_params))()
+    for j, arr in enumerate(value_arrays):
+        ps[j].values = ctypes.cast(arr, ctypes.POINTER(ctypes.c_int64))
+        ps[j].count = params[j].count
+    rest = list(args[5:])
+    tensors = list(ins) + [out]
+    for field_index, change, value_index in plan:
+        slot = field_index % 6
+        if slot == 0:  # a tensor field
+            t = tensors[change % len(tensors)]
+            name = sorted(_TENSOR_FIELDS)[value_index % len(_TENSOR_FIELDS)]
+            setattr(t, name, _TENSOR_FIELDS[name][change % len(_TENSOR_FIELDS[name])])
+        elif slot == 1:  # a shape entry: smaller or invalid
+            t = tensors[change % len(tensors)]
+            t.shape[value_index % max(1, min(t.ndim, 8))] = _SHAPE_VALUES[change % len(_SHAPE_VALUES)]
+        elif slot == 2 and n_params:  # a parameter's count or value
+            j = change % n_params
+            if value_index % 2:
+                ps[j].count = [0, 2, -1, 2**62][change % 4]
+            else:
+                ps[j].values[0] = _PARAM_VALUES[change % len(_PARAM_VALUES)]
+        elif slot == 3:  # fewer inputs or parameters than there are
+            if change % 2:
+                n_inputs = [0, -1, max(0, n_inputs - 1)][value_index % 3]
+            else:
+                n_params = [0, -1, max(0, n_params - 1)][value_index % 3]
+        elif slot == 4 and len(rest) == 2:  # the scratch: smaller, or NULL with its size
+            if change % 2 and rest[1]:
+                rest[1] = rest[1] - 1 - value_index % rest[1]
+            else:
+                rest[0] = None
+        elif slot == 5:  # a NULL tensor pointer
+            tensors[change % len(tensors)].data = None
+    _keep_alive.extend([ins, out, value_arrays, ps])
+    return [ins, n_inputs, ps, n_params, ctypes.byref(out), *rest]
+
+
+_keep_alive: list[Any] = []
+
+
+def run_raw_custom_case(case: RawCase) -> Verdict:
+    """``case.base`` (a custom-op case) with the ABI structs of its C calls corrupted per ``case.plan``."""
+    import kernels.custom as custom
+
+    real = custom.custom_function
+
+    def corrupting(op: Any) -> tuple[Any, Any]:
+        fn, scratch_fn = real(op)
+
+        def call(*args: Any) -> Any:
+            return fn(*_corrupted_call(case.plan, list(args)))
+
+        def query(*args: Any) -> Any:
+            assert scratch_fn is not None
+            return scratch_fn(*_corrupted_call(case.plan, list(args)))
+
+        return call, (query if scratch_fn is not None else None)
+
+    module: Any = custom
+    module.custom_function = corrupting
+    try:
+        # only a status of the C function (a ValueError naming it) is a clean refusal here: the structs
+        # come from the wrapper, so a TypeError would be the harness's own fault
+        verdict = _clean(lambda: _c_custom(case.base), (ValueError,))
+    finally:
+        module.custom_function = real
+        _keep_alive.clear()
+    return verdict
+
+
+def _c_custom(case: api.ApiCase) -> Any:
+    from quant.contract.backend import get_backend
+    from quant.contract.custom import CustomOpAttrs
+
+    return get_backend("c").custom(CustomOpAttrs.build(**case.kw["attrs"]), case.args)
 
 
 # ----------------------------------------------------------------------------- the free functions
@@ -163,13 +269,7 @@ def free_cases(draw: st.DrawFn) -> tuple[str, list[Any]]:
 
 def run_free_case(case: tuple[str, list[Any]]) -> Verdict:
     fn, args = case
-    try:
-        getattr(_qk, fn)(*args)
-    except api.CLEAN_ERRORS:
-        return Verdict("refused")
-    except Exception as err:  # noqa: BLE001
-        return Verdict("unclear", f"{type(err).__name__}: {err}")
-    return Verdict("ok")
+    return _clean(lambda: getattr(_qk, fn)(*args))
 
 
 def _raw(base: st.SearchStrategy[api.ApiCase]) -> tuple[st.SearchStrategy[RawCase], Callable[[RawCase], Verdict]]:
@@ -191,5 +291,6 @@ RAW_TARGETS: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], Verdict]]] 
     "raw.unpack": _raw(api.unpack_cases(hostile=False)),
     "raw.rounding_right_shift": _raw(api.shift_cases(hostile=False)),
     "raw.srdhm": _raw(api.srdhm_cases(hostile=False)),
+    "raw.custom.detection.nms": (raw_cases(api.nms_cases(hostile=False)), run_raw_custom_case),
     "raw.free_functions": (free_cases(), run_free_case),
 }

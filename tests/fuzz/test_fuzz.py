@@ -74,6 +74,7 @@ def test_every_entry_point_has_a_target() -> None:
     for name in kernel_functions - {"srdhm"}:
         assert f"api.{name}" in TARGETS
     assert "api.saturating_rounding_doubling_high_mul" in TARGETS and "custom.detection.nms" in TARGETS
+    assert "raw.custom.detection.nms" in TARGETS and "raw.free_functions" in TARGETS
 
 
 _ASAN = sanitized.available()
