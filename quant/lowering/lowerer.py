@@ -54,6 +54,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils import parametrize
 
 from quant.contract.attrs import (
     AddAttrs,
@@ -142,7 +143,7 @@ def _where(node: torch.fx.Node) -> str:
 
 def _target_name(node: torch.fx.Node, model: nn.Module) -> str:
     if node.op == "call_module":
-        return type(model.get_submodule(str(node.target))).__name__
+        return parametrize.type_before_parametrizations(model.get_submodule(str(node.target))).__name__
     t = node.target
     return t if isinstance(t, str) else getattr(t, "__name__", str(t))
 

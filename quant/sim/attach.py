@@ -30,7 +30,8 @@ from __future__ import annotations
 import contextlib
 import copy
 from types import MappingProxyType
-from typing import Iterator, Mapping, Optional
+import warnings
+from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -42,7 +43,7 @@ from quant.sim.edges import EdgeRecorder
 from quant.sim.exact import ExactSimulation
 from quant.sim.modes import MODES, ModuleAttachment
 from quant.sim.quantizer import Quantizer
-from quant.sim.recipe import QuantizerConfig, Recipe, RecipeLike
+from quant.sim.recipe import QuantizerConfig, Recipe, RecipeLike, SkippedModule, skipped_modules
 
 __all__ = ["QuantHandle", "attach"]
 
@@ -54,6 +55,46 @@ def _device_of(module: nn.Module, model: nn.Module) -> Optional[torch.device]:
         return t.device
     return None
 
+
+
+# --------------------------------------------------------------------------- one tensor per forward
+# Module-level hooks on the quantized model (not closures), so that a deepcopy of the model carries hooks
+# that act on the copy's own quantizers.
+
+
+def _activation_quantizers(model: nn.Module) -> Iterator[Quantizer]:
+    for m in model.modules():
+        if isinstance(m, Quantizer) and m.site is not None:
+            yield m
+
+
+def _begin_forward(model: nn.Module, args: tuple[object, ...]) -> None:
+    """Forward pre-hook of the model: every input/output quantizer starts counting its tensors."""
+    for q in _activation_quantizers(model):
+        q._calls, q._counting = 0, True
+
+
+def _end_forward(model: nn.Module, args: tuple[object, ...], output: object) -> None:
+    """Forward hook of the model (always called, on an exception too): counting stops."""
+    for q in _activation_quantizers(model):
+        q._counting = False
+
+
+def _install_call_guard(model: nn.Module, attachments: Mapping[str, ModuleAttachment]) -> None:
+    for name, a in attachments.items():
+        for role, q in a.quantizers.items():
+            if role != "weight":
+                q.site = (name, role)
+    model.register_forward_pre_hook(_begin_forward)
+    model.register_forward_hook(_end_forward, always_call=True)
+
+
+def _remove_call_guard(model: nn.Module) -> None:
+    """Take one registration of each guard hook off the model (another handle may hold its own)."""
+    for hooks, fn in ((model._forward_pre_hooks, _begin_forward), (model._forward_hooks, _end_forward)):
+        for key in [k for k, v in hooks.items() if v is fn][-1:]:
+            del hooks[key]
+            model._forward_hooks_always_called.pop(key, None)
 
 
 # --------------------------------------------------------------------------- the handle
@@ -88,10 +129,18 @@ class QuantHandle:
     ===============  ===========================================================
     """
 
-    def __init__(self, model: nn.Module, mode: str, attachments: Mapping[str, ModuleAttachment]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        mode: str,
+        attachments: Mapping[str, ModuleAttachment],
+        skipped: Sequence[SkippedModule] = (),
+    ) -> None:
         self.model = model
         self.mode = mode
         self._attachments = dict(attachments)
+        #: Modules with weights that a glob or type rule matched but left float, and why (attach warns once).
+        self.skipped: tuple[SkippedModule, ...] = tuple(skipped)
         self._removed = False
         #: What ``calibrate()`` observed of every tensor the forward materializes (:mod:`quant.sim.edges`);
         #: None before the first calibration or when the recipe has no activation scheme.
@@ -242,6 +291,7 @@ class QuantHandle:
         if self._exact is not None:
             self._exact.remove()
             self._exact = None
+        _remove_call_guard(self.model)
         for a in reversed(list(self._attachments.values())):
             a.remove()
         self._removed = True
@@ -261,6 +311,7 @@ class QuantHandle:
             kind = parametrize.type_before_parametrizations(a.module).__name__
             roles = "; ".join(f"{role}={cfg.describe()}" for role, cfg in a.configs.items())
             lines.append(f"  {name!r} ({kind}): {roles}")
+        lines.extend(f"  {s.name!r} ({s.kind}): float, {s.reason}" for s in self.skipped)
         return head + ":\n" + "\n".join(lines) + ")"
 
 
@@ -272,12 +323,26 @@ def attach(model: nn.Module, recipe: RecipeLike, *, mode: str = "fast") -> Quant
     and a module that already carries quantizers from another handle, or has a child
     named ``input_quantizer``/``output_quantizer``, all raise ``ValueError``. If wiring
     fails half-way, what was attached is removed again before the error propagates.
+
+    A module whose input or output is quantized must see one tensor per forward of the model:
+    a second call in the same forward (torchvision's BasicBlock calls its ``relu`` twice) would
+    give one scale to two different tensors, so it raises ``RuntimeError`` naming the module,
+    the role and the user's line of the second call. Give each call a module of its own, or
+    exclude the module from activation quantization. Calling submodules directly, outside the
+    model's forward, is not counted.
+
+    Nothing stays float silently: a module with weights of its own that a glob or type rule
+    matched but could not quantize (a BatchNorm not folded, a type without quantization
+    support, or one that cannot take every role the rule sets) is listed in
+    :attr:`QuantHandle.skipped` with the reason, in the handle's repr, and in one warning.
     """
     if mode not in MODES:
         raise ValueError(f"attach: mode={mode!r} is not one of {', '.join(map(repr, MODES))}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"attach: model must be an nn.Module, got {type(model).__name__}")
-    resolved = Recipe.of(recipe).resolve(model)
+    rules = Recipe.of(recipe)
+    resolved = rules.resolve(model)
+    skipped = skipped_modules(model, rules, resolved)
     named = dict(model.named_modules())
     sim_mode = MODES[mode]
     for name, configs in resolved.items():
@@ -291,4 +356,9 @@ def attach(model: nn.Module, recipe: RecipeLike, *, mode: str = "fast") -> Quant
         for a in reversed(list(attachments.values())):
             a.remove()
         raise
-    return QuantHandle(model, mode, attachments)
+    _install_call_guard(model, attachments)
+    if skipped:
+        listed = "; ".join(map(str, skipped[:8])) + (f"; and {len(skipped) - 8} more" if len(skipped) > 8 else "")
+        warnings.warn(f"attach: {len(skipped)} module(s) with weights stay float: {listed} (see handle.skipped)",
+                      stacklevel=2)  # fmt: skip
+    return QuantHandle(model, mode, attachments, skipped)

@@ -63,6 +63,9 @@ Quantizer(
 
 from __future__ import annotations
 
+import os
+import sys
+
 from typing import Any, Mapping, Optional, Union
 
 import torch
@@ -85,6 +88,18 @@ __all__ = ["LEARN_MODES", "Quantizer"]
 LEARN_MODES: tuple[str, ...] = ("none", "lsq", "pact")
 
 _STATE_VERSION = 1
+
+
+def caller_site() -> str:
+    """``file:line`` of the innermost frame outside torch and ``quant.sim``: the user's code that made the call."""
+    frame = sys._getframe(1)
+    ours = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(torch.__file__)))
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith(ours) and not path.startswith("<"):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "call site unknown"
 
 
 class Quantizer(nn.Module):
@@ -121,6 +136,11 @@ class Quantizer(nn.Module):
         self._frozen = False
         self._lsq_seen = 0  # elements per scale behind lsq_mean_abs
         self._last_shape: Optional[tuple[int, ...]] = None  # of the last observed input
+        #: ``(module name, role)``, set by ``attach`` on input/output quantizers: they take one tensor per forward
+        #: of the model, counted in ``_calls`` while ``_counting`` (between the model's forward hooks).
+        self.site: Optional[tuple[str, str]] = None
+        self._calls = 0
+        self._counting = False
         self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
         if learn == "none":
             self.register_buffer("scale", torch.empty(0))
@@ -156,6 +176,17 @@ class Quantizer(nn.Module):
     def _name(self) -> str:
         return f"Quantizer({self.extra_repr()})"
 
+    def _refuse_second_call(self) -> None:
+        """A module called twice in one forward would give one scale to two different tensors: refuse it."""
+        self._counting = False  # the model's forward is over: this error ends it
+        name, role = self.site or ("?", "?")
+        raise RuntimeError(
+            f"module {name!r} is called more than once in one forward of the model (the second call at "
+            f"{caller_site()}): its {role} quantizer would give one scale to different tensors. Give each call "
+            f"a module of its own (e.g. one nn.ReLU per use), or keep the module float ({{{name!r}: None}} in the "
+            "recipe)"
+        )
+
     def __prepare_scriptable__(self) -> "Quantizer":
         """Refuse ``torch.jit.script`` (which calls this on every submodule first) by name.
 
@@ -176,6 +207,10 @@ class Quantizer(nn.Module):
             raise TypeError(f"{self._name()} expects a floating tensor, got {what}")
         if not self.enabled:
             return x
+        if self._counting:
+            self._calls += 1
+            if self._calls > 1:
+                self._refuse_second_call()
         try:
             shape = qparams_shape(x.shape, self.spec)
         except ValueError as e:

@@ -23,8 +23,13 @@ the first layer in float.
 
 Which module can take which role (``isinstance``, so subclasses count):
 
-* :data:`WEIGHT_MODULES` (Conv1d, Conv2d with any ``groups``, Linear): weight, input
-  and output;
+* :data:`WEIGHT_MODULES` (Conv1d/2d/3d and ConvTranspose1d/2d/3d with any ``groups``,
+  Linear, and LayerNorm/GroupNorm with affine parameters): weight, input and output. A
+  transposed convolution's weight is ``(C_in, C_out/groups, k...)``: per-output-channel
+  schemes are ``axis=1`` there (a ``"*"`` rule with ``axis=0`` quantizes it per input
+  channel, which is valid but not the usual choice: give it a rule of its own);
+* :data:`WEIGHT_ONLY_MODULES` (Embedding, EmbeddingBag: their input is indices): weight
+  only, per row with ``granularity="channel", axis=0`` or per group along ``axis=1``;
 * :data:`ACTIVATION_MODULES` (ReLU, ReLU6, LeakyReLU, Hardswish, Hardsigmoid, GELU,
   SiLU, Sigmoid, Tanh): input and output. ``nn.Identity`` is deliberately absent: it
   stands in for removed layers (e.g. a folded BatchNorm), and quantizing it would
@@ -73,17 +78,33 @@ __all__ = [
     "ROLES",
     "WEIGHT_MODULES",
     "ACTIVATION_MODULES",
+    "WEIGHT_ONLY_MODULES",
     "QuantizerConfig",
     "Rule",
     "Recipe",
     "RecipeLike",
     "ResolvedRecipe",
     "module_roles",
+    "roles_in_model",
+    "SkippedModule",
+    "skipped_modules",
 ]
 
 ROLES: tuple[str, ...] = ("weight", "input", "output")
 
-WEIGHT_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+WEIGHT_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.LayerNorm,
+    nn.GroupNorm,
+)
+#: Modules whose input is not a real-valued tensor (indices): the weight is their only role.
+WEIGHT_ONLY_MODULES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
@@ -98,22 +119,41 @@ ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
 
 _ALL_ROLES = frozenset(ROLES)
 _ACTIVATION_ROLES = frozenset(("input", "output"))
+_WEIGHT_ROLE = frozenset(("weight",))
 _NO_ROLES: frozenset[str] = frozenset()
 
 Pattern = Union[str, type]
 
 
 def module_roles(module: nn.Module) -> frozenset[str]:
-    """The roles ``module`` can take: all three, input/output, or none.
+    """The roles ``module`` can take: all three, input/output, the weight alone, or none.
 
     >>> sorted(module_roles(nn.Linear(2, 2))), sorted(module_roles(nn.ReLU())), sorted(module_roles(nn.BatchNorm1d(2)))
     (['input', 'output', 'weight'], ['input', 'output'], [])
+    >>> sorted(module_roles(nn.Embedding(10, 4))), sorted(module_roles(nn.LayerNorm(4, elementwise_affine=False)))
+    (['weight'], ['input', 'output'])
     """
+    has_weight = isinstance(getattr(module, "weight", None), torch.Tensor)
     if isinstance(module, WEIGHT_MODULES):
-        return _ALL_ROLES
+        return _ALL_ROLES if has_weight else _ACTIVATION_ROLES  # a LayerNorm without affine parameters
+    if isinstance(module, WEIGHT_ONLY_MODULES):
+        return _WEIGHT_ROLE
     if isinstance(module, ACTIVATION_MODULES):
         return _ACTIVATION_ROLES
     return _NO_ROLES
+
+
+def roles_in_model(model: nn.Module) -> dict[str, frozenset[str]]:
+    """:func:`module_roles` of every module of ``model`` by name, less the roles its parent makes unreachable:
+    ``nn.MultiheadAttention`` reads its ``out_proj``'s weight but never calls its forward, so that
+    Linear takes the weight role only (an input or output quantizer there would never see data)."""
+    roles = {name: module_roles(module) for name, module in model.named_modules()}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            child = f"{name}.out_proj" if name else "out_proj"
+            if child in roles:
+                roles[child] = roles[child] & _WEIGHT_ROLE
+    return roles
 
 
 def _freeze_kwargs(value: object) -> tuple[tuple[str, Any], ...]:
@@ -391,21 +431,21 @@ class Recipe:
         modules = list(model.named_modules())
         first_name = {id(m): n for n, m in modules}
         every_name = list(model.named_modules(remove_duplicate=False))
-        capable = {name: module_roles(module) for name, module in modules}
+        capable = roles_in_model(model)
         assigned: dict[str, dict[str, QuantizerConfig]] = {}
         for rule in self.rules:
             label = _describe_pattern(rule.pattern)
             wanted = frozenset(rule.roles)
             matched_names = {first_name[id(m)] for n, m in every_name if rule.matches(n, m)}
             matched = [(n, m) for n, m in modules if n in matched_names]
-            if rule.exclude:
-                applicable = [(n, m) for n, m in matched if capable[n]]
+            if rule.exclude:  # a module with roles, or with weights of its own (kept float knowingly: not reported)
+                applicable = [(n, m) for n, m in matched if capable[n] or _has_own_parameters(m)]
                 needs = "any role"
             else:
                 applicable = [(n, m) for n, m in matched if wanted <= capable[n]]
                 needs = "role" + ("s " if len(wanted) > 1 else " ") + ", ".join(r for r in ROLES if r in wanted)
             if not applicable:
-                raise ValueError(self._no_module_message(rule, label, matched, modules, needs))
+                raise ValueError(self._no_module_message(rule, label, matched, modules, needs, capable))
             for name, module in applicable:
                 if rule.exclude:
                     assigned.pop(name, None)
@@ -426,14 +466,18 @@ class Recipe:
         matched: list[tuple[str, nn.Module]],
         modules: list[tuple[str, nn.Module]],
         needs: str,
+        capable: Mapping[str, frozenset[str]],
     ) -> str:
         if rule.is_exact_name and matched:
             name, module = matched[0]
             kind = parametrize.type_before_parametrizations(module).__name__
-            can = sorted(module_roles(module), key=ROLES.index)
+            can = sorted(capable[name], key=ROLES.index)
+            why = ""
+            if capable[name] != module_roles(module):
+                why = "; the MultiheadAttention that owns it reads its weight directly and never calls its forward"
             return (
                 f"recipe rule {label}: module {_module_label(name)} of type {kind} cannot take {needs} "
-                f"(it can take: {', '.join(can) if can else 'no role'})"
+                f"(it can take: {', '.join(can) if can else 'no role'}{why})"
             )
         names = [n for n, _ in modules if n]
         if isinstance(rule.pattern, str):
@@ -448,6 +492,74 @@ class Recipe:
                 f"({', '.join(kinds)}) but none can take {needs}{hint}"
             )
         return f"recipe rule {label} applies to no module: no module name or type matches it{hint}"
+
+
+@dataclass(frozen=True)
+class SkippedModule:
+    """A module with weights of its own that a glob or type rule matched but left in float, and why."""
+
+    name: str
+    kind: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name!r} ({self.kind}): {self.reason}"
+
+
+_NORMALIZATIONS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def _why_float(module: nn.Module, can: frozenset[str], wanted: frozenset[str]) -> str:
+    kind = parametrize.type_before_parametrizations(module).__name__
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return "a BatchNorm: fold it into the conv or linear before it (quant.fold_bn) to quantize it with that layer"
+    if can != module_roles(module):
+        return ("the MultiheadAttention that owns it reads its weight directly and never calls its forward, so it "
+                "takes the weight role only: give it a rule with only a weight scheme")  # fmt: skip
+    if can:
+        have = ", ".join(r for r in ROLES if r in can)
+        want = ", ".join(r for r in ROLES if r in wanted)
+        return f"{kind} takes only the roles {have}, and the rule sets {want}: give it a rule of its own"
+    if isinstance(module, _NORMALIZATIONS):
+        return f"{kind} is a normalization the simulation does not quantize yet"
+    return f"{kind} has no quantization support yet: its weights stay float"
+
+
+def skipped_modules(model: nn.Module, recipe: "Recipe", resolved: ResolvedRecipe) -> list[SkippedModule]:
+    """The modules with parameters of their own that a glob or type rule of ``recipe`` matched but that
+    ``resolved`` leaves without a weight quantizer (an exclusion rule's modules excepted), in
+    ``named_modules()`` order: what ``attach`` reports rather than leave float silently."""
+    excluded: set[str] = set()
+    matched: dict[str, frozenset[str]] = {}
+    for name, module in model.named_modules():
+        if not _has_own_parameters(module) or _is_machinery(name):
+            continue
+        for rule in recipe.rules:
+            if not rule.matches(name, module):
+                continue
+            if rule.exclude:
+                excluded.add(name)
+            elif not rule.is_exact_name:
+                matched[name] = matched.get(name, frozenset()) | frozenset(rule.roles)
+    named = dict(model.named_modules())
+    capable = roles_in_model(model)
+    return [
+        SkippedModule(name, parametrize.type_before_parametrizations(named[name]).__name__,
+                      _why_float(named[name], capable[name], roles))  # fmt: skip
+        for name, roles in matched.items()
+        if name not in excluded and "weight" not in resolved.get(name, {})
+        and ("weight" in roles or not resolved.get(name))
+    ]
+
+
+def _has_own_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def _is_machinery(name: str) -> bool:
+    """Parametrization and quantizer submodules, which hold the quantized modules' own tensors."""
+    parts = name.split(".")
+    return "parametrizations" in parts or any(p in ("input_quantizer", "output_quantizer") for p in parts)
 
 
 RecipeLike = Union[Recipe, Mapping[Any, Any]]

@@ -12,6 +12,7 @@ from quant.sim.recipe import (
     ACTIVATION_MODULES,
     ROLES,
     WEIGHT_MODULES,
+    WEIGHT_ONLY_MODULES,
     QuantizerConfig,
     Recipe,
     Rule,
@@ -107,12 +108,24 @@ def test_shared_module_listed_once() -> None:
     assert list(Recipe.from_dict({"*": {"weight": W8}}).resolve(model)) == ["0"]
 
 
+def _weight_module(t: type[nn.Module]) -> nn.Module:
+    if t is nn.Linear:
+        return nn.Linear(4, 4)
+    if t is nn.LayerNorm:
+        return nn.LayerNorm(4)
+    if t is nn.GroupNorm:
+        return nn.GroupNorm(2, 4)
+    return t(4, 4, 1)
+
+
 def test_capabilities() -> None:
     for t in WEIGHT_MODULES:
-        assert module_roles(t(4, 4, 1) if t is not nn.Linear else t(4, 4)) == frozenset(ROLES)
+        assert module_roles(_weight_module(t)) == frozenset(ROLES), t
     for t in ACTIVATION_MODULES:
         assert module_roles(t()) == {"input", "output"}
-    for m in (nn.BatchNorm2d(3), nn.Sequential(), nn.Identity(), nn.MaxPool2d(2), nn.Conv3d(1, 1, 1)):
+    for t in WEIGHT_ONLY_MODULES:
+        assert module_roles(t(10, 4)) == {"weight"}
+    for m in (nn.BatchNorm2d(3), nn.Sequential(), nn.Identity(), nn.MaxPool2d(2), nn.LSTM(2, 2), nn.InstanceNorm2d(3)):
         assert module_roles(m) == frozenset()
     assert module_roles(nn.Conv2d(4, 4, 3, groups=4)) == frozenset(ROLES)
 
