@@ -20,17 +20,27 @@ the module, so ``copy.deepcopy`` of a quantized model keeps working.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from quant.sim.attention import ATTENTION_QUANTIZERS, attach_attention, check_attention
 from quant.sim.modes import ModuleAttachment, register_mode
 from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import ROLES, QuantizerConfig
 
-__all__ = ["INPUT_QUANTIZER", "OUTPUT_QUANTIZER", "FAST", "FastAttachment", "FastMode", "existing_quantizers"]
+__all__ = [
+    "INPUT_QUANTIZER",
+    "OUTPUT_QUANTIZER",
+    "FAST",
+    "FastAttachment",
+    "FastMode",
+    "existing_quantizers",
+    "remove_tensor_quantizer",
+    "restore_parameter_order",
+]
 
 
 # --------------------------------------------------------------------------- hooks
@@ -85,19 +95,19 @@ def _remove_hook(module: nn.Module, fn: Callable[..., object]) -> None:
                 getattr(module, extra, {}).pop(key, None)
 
 
-def _remove_weight_quantizer(module: nn.Module, quantizer: Quantizer) -> None:
-    """Undo ``register_parametrization(module, "weight", quantizer)``.
+def remove_tensor_quantizer(module: nn.Module, quantizer: Quantizer, tensor: str = "weight") -> None:
+    """Undo ``register_parametrization(module, tensor, quantizer)``.
 
     When ours is the module's only parametrization, the module gets its original class
     and Parameter back without ``parametrize.remove_parametrizations``, which deletes
     the ``weight`` property from the injected class: ``copy.deepcopy`` shares that
     class between a module and its copies, so deleting from it would break the copies.
     """
-    if not parametrize.is_parametrized(module, "weight"):
+    if not parametrize.is_parametrized(module, tensor):
         return
     plists = module.parametrizations
     assert isinstance(plists, nn.ModuleDict)
-    plist = plists["weight"]
+    plist = plists[tensor]
     assert isinstance(plist, nn.ModuleList)
     if not any(p is quantizer for p in plist):
         return
@@ -107,7 +117,7 @@ def _remove_weight_quantizer(module: nn.Module, quantizer: Quantizer) -> None:
                 del plist[i]
         return
     if len(plists) > 1:  # other tensors stay parametrized: the class must keep their properties
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        parametrize.remove_parametrizations(module, tensor, leave_parametrized=False)
         return
     original = plist.original
     assert isinstance(original, torch.Tensor)
@@ -115,9 +125,9 @@ def _remove_weight_quantizer(module: nn.Module, quantizer: Quantizer) -> None:
     del module.parametrizations
     module.__class__ = original_class
     if isinstance(original, nn.Parameter):
-        module.register_parameter("weight", original)
+        module.register_parameter(tensor, original)
     else:
-        module.register_buffer("weight", original)
+        module.register_buffer(tensor, original)
 
 
 def _weight_quantizers(module: nn.Module) -> list[Quantizer]:
@@ -149,7 +159,7 @@ class FastAttachment(ModuleAttachment):
         module = self.module
         weight_q = self.quantizers.get("weight")
         if weight_q is not None:
-            _remove_weight_quantizer(module, weight_q)
+            remove_tensor_quantizer(module, weight_q)
         if "input" in self.quantizers:
             _remove_hook(module, _quantize_input)
             if module._modules.get(INPUT_QUANTIZER) is self.quantizers["input"]:
@@ -158,12 +168,16 @@ class FastAttachment(ModuleAttachment):
             _remove_hook(module, _quantize_output)
             if module._modules.get(OUTPUT_QUANTIZER) is self.quantizers["output"]:
                 del module._modules[OUTPUT_QUANTIZER]
-        if self.parameter_order:
-            params = module._parameters
-            ordered = {k: params[k] for k in self.parameter_order if k in params}
-            ordered.update({k: v for k, v in params.items() if k not in ordered})
-            params.clear()
-            params.update(ordered)
+        restore_parameter_order(module, self.parameter_order)
+
+
+def restore_parameter_order(module: nn.Module, order: tuple[str, ...]) -> None:
+    """Put ``module._parameters`` back in ``order`` (re-registering a parameter appends it at the end)."""
+    params = module._parameters
+    ordered = {k: params[k] for k in order if k in params}
+    ordered.update({k: v for k, v in params.items() if k not in ordered})
+    params.clear()
+    params.update(ordered)
 
 
 
@@ -214,23 +228,39 @@ class FastMode:
 
     name = "fast"
 
-    def check(self, name: str, module: nn.Module, roles: Iterable[str]) -> None:
-        """Refuse a module that already carries quantizers, or has a child named like ours."""
+    def check(self, name: str, module: nn.Module, configs: Mapping[str, QuantizerConfig]) -> None:
+        """Refuse a module that already carries quantizers, has a child named like ours, or (attention) a
+        scheme one of its sites cannot take."""
         taken = existing_quantizers(module)
+        if isinstance(module, nn.MultiheadAttention) and (
+            ATTENTION_QUANTIZERS in module._modules or parametrize.is_parametrized(module)
+        ):
+            taken = taken or ["attention"]
         if taken:
             raise ValueError(
                 f"attach: module {name!r} already has {', '.join(taken)} quantizer(s) from another handle; "
                 "remove() that handle first"
             )
-        for role in roles:
+        if isinstance(module, nn.MultiheadAttention):
+            check_attention(name, module, configs)
+            return
+        for role in configs:
             sub = _SUBMODULE_NAMES.get(role)
             if sub is not None and (sub in module._modules or hasattr(module, sub)):
                 raise ValueError(f"attach: module {name!r} already has an attribute {sub!r}")
 
     def attach(
         self, name: str, module: nn.Module, configs: Mapping[str, QuantizerConfig], device: Optional[torch.device]
-    ) -> FastAttachment:
-        """Wire ``configs`` into ``module`` (see :func:`_attach`)."""
+    ) -> ModuleAttachment:
+        """Wire ``configs`` into ``module`` (see :func:`_attach`; attention: :mod:`quant.sim.attention`)."""
+        if isinstance(module, nn.MultiheadAttention):
+
+            def build(config: QuantizerConfig) -> Quantizer:
+                q = _build_quantizer(config)
+                q.train(module.training)
+                return q.to(device) if device is not None else q
+
+            return attach_attention(name, module, configs, build)
         return _attach(name, module, configs, device)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Protocol
+from typing import Mapping, Optional, Protocol
 
 import torch
 import torch.nn as nn
@@ -46,8 +46,8 @@ class SimulationMode(Protocol):
 
     name: str
 
-    def check(self, name: str, module: nn.Module, roles: Iterable[str]) -> None:
-        """``ValueError`` naming module ``name`` if it cannot take quantizers for ``roles``."""
+    def check(self, name: str, module: nn.Module, configs: Mapping[str, QuantizerConfig]) -> None:
+        """``ValueError`` naming module ``name`` if it cannot take the quantizers of ``configs`` (role -> config)."""
         ...
 
     def attach(

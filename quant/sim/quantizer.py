@@ -139,6 +139,9 @@ class Quantizer(nn.Module):
         #: ``(module name, role)``, set by ``attach`` on input/output quantizers: they take one tensor per forward
         #: of the model, counted in ``_calls`` while ``_counting`` (between the model's forward hooks).
         self.site: Optional[tuple[str, str]] = None
+        #: A quantizer at a site some forwards never reach (an attention's key input when it is the query):
+        #: ``calibrate()`` leaves it without qparams instead of failing when it saw no data.
+        self.optional = False
         self._calls = 0
         self._counting = False
         self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))

@@ -6,7 +6,10 @@ three *roles* a module can have:
 
 * ``weight``: the module's ``weight`` parameter, quantized before the module uses it;
 * ``input``: the first positional tensor argument of the module's forward;
-* ``output``: the tensor the module returns.
+* ``output``: the tensor the module returns;
+* ``query``, ``key``, ``attention``, ``value``, ``context``: the operands of an
+  ``nn.MultiheadAttention``'s two matmuls and the input of its out-projection
+  (:mod:`quant.sim.attention`; they default to its input scheme).
 
 Patterns are either a glob over qualified module names as ``model.named_modules()``
 spells them (``fnmatch`` syntax, case-sensitive: ``"*"``, ``"layer1.*"``,
@@ -54,7 +57,7 @@ when an exact module name exists but cannot take its roles, and when a weight sc
 >>> Recipe.from_dict({"*": {"bias": w4}})
 Traceback (most recent call last):
 ...
-ValueError: recipe rule '*': unknown role 'bias'; allowed roles are 'weight', 'input', 'output'
+ValueError: recipe rule '*': unknown role 'bias'; allowed roles are 'weight', 'input', 'output', 'query', 'key', 'attention', 'value', 'context'
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ from quant.contract.spec import QuantSpec
 __all__ = [
     "datapath_recipe",
     "ROLES",
+    "BASE_ROLES",
+    "ATTENTION_ROLES",
     "WEIGHT_MODULES",
     "ACTIVATION_MODULES",
     "WEIGHT_ONLY_MODULES",
@@ -90,7 +95,12 @@ __all__ = [
     "skipped_modules",
 ]
 
-ROLES: tuple[str, ...] = ("weight", "input", "output")
+#: The roles of every quantizable module: its weight, its (first) input, its output.
+BASE_ROLES: tuple[str, ...] = ("weight", "input", "output")
+#: The further roles of an ``nn.MultiheadAttention``: the operands of its two matmuls and the input of its
+#: out-projection (:mod:`quant.sim.attention`).
+ATTENTION_ROLES: tuple[str, ...] = ("query", "key", "attention", "value", "context")
+ROLES: tuple[str, ...] = BASE_ROLES + ATTENTION_ROLES
 
 WEIGHT_MODULES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
@@ -117,7 +127,8 @@ ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.Tanh,
 )
 
-_ALL_ROLES = frozenset(ROLES)
+_ALL_ROLES = frozenset(BASE_ROLES)
+_ATTENTION_ROLES = frozenset(ROLES)
 _ACTIVATION_ROLES = frozenset(("input", "output"))
 _WEIGHT_ROLE = frozenset(("weight",))
 _NO_ROLES: frozenset[str] = frozenset()
@@ -133,6 +144,8 @@ def module_roles(module: nn.Module) -> frozenset[str]:
     >>> sorted(module_roles(nn.Embedding(10, 4))), sorted(module_roles(nn.LayerNorm(4, elementwise_affine=False)))
     (['weight'], ['input', 'output'])
     """
+    if isinstance(module, nn.MultiheadAttention):
+        return _ATTENTION_ROLES
     has_weight = isinstance(getattr(module, "weight", None), torch.Tensor)
     if isinstance(module, WEIGHT_MODULES):
         return _ALL_ROLES if has_weight else _ACTIVATION_ROLES  # a LayerNorm without affine parameters
@@ -274,6 +287,11 @@ class Rule:
     weight: Optional[QuantizerConfig] = None
     input: Optional[QuantizerConfig] = None
     output: Optional[QuantizerConfig] = None
+    query: Optional[QuantizerConfig] = None
+    key: Optional[QuantizerConfig] = None
+    attention: Optional[QuantizerConfig] = None
+    value: Optional[QuantizerConfig] = None
+    context: Optional[QuantizerConfig] = None
     exclude: bool = False
 
     def __post_init__(self) -> None:
@@ -304,7 +322,7 @@ class Rule:
 
     @property
     def roles(self) -> dict[str, QuantizerConfig]:
-        """The roles this rule sets, in the order weight, input, output."""
+        """The roles this rule sets, in :data:`ROLES` order."""
         out: dict[str, QuantizerConfig] = {}
         for role in ROLES:
             value = getattr(self, role)
@@ -333,10 +351,14 @@ def _module_label(name: str) -> str:
 
 
 def _weight_shape(module: nn.Module) -> tuple[int, ...]:
-    if parametrize.is_parametrized(module, "weight"):
-        weight = module.parametrizations.weight.original  # type: ignore[union-attr]
+    """The shape of the weight a weight scheme quantizes (an attention's in-projection, or query projection)."""
+    name = "weight"
+    if isinstance(module, nn.MultiheadAttention):
+        name = "in_proj_weight" if module._qkv_same_embed_dim else "q_proj_weight"
+    if parametrize.is_parametrized(module, name):
+        weight = getattr(module.parametrizations, name).original
     else:
-        weight = getattr(module, "weight", None)
+        weight = getattr(module, name, None)
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"module of type {type(module).__name__} has no weight")
     return tuple(weight.shape)

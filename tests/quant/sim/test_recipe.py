@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from quant.sim.recipe import (
     ACTIVATION_MODULES,
-    ROLES,
+    BASE_ROLES,
     WEIGHT_MODULES,
     WEIGHT_ONLY_MODULES,
     QuantizerConfig,
@@ -120,14 +120,14 @@ def _weight_module(t: type[nn.Module]) -> nn.Module:
 
 def test_capabilities() -> None:
     for t in WEIGHT_MODULES:
-        assert module_roles(_weight_module(t)) == frozenset(ROLES), t
+        assert module_roles(_weight_module(t)) == frozenset(BASE_ROLES), t
     for t in ACTIVATION_MODULES:
         assert module_roles(t()) == {"input", "output"}
     for t in WEIGHT_ONLY_MODULES:
         assert module_roles(t(10, 4)) == {"weight"}
     for m in (nn.BatchNorm2d(3), nn.Sequential(), nn.Identity(), nn.MaxPool2d(2), nn.LSTM(2, 2), nn.InstanceNorm2d(3)):
         assert module_roles(m) == frozenset()
-    assert module_roles(nn.Conv2d(4, 4, 3, groups=4)) == frozenset(ROLES)
+    assert module_roles(nn.Conv2d(4, 4, 3, groups=4)) == frozenset(BASE_ROLES)
 
 
 # ------------------------------------------------------------------ errors
@@ -210,17 +210,17 @@ def test_quantizer_config_validation() -> None:
 
 @given(
     order=st.permutations(["a", "b", "c"]),
-    roles=st.lists(st.sampled_from(ROLES), min_size=1, max_size=3, unique=True),
+    roles=st.lists(st.sampled_from(BASE_ROLES), min_size=1, max_size=3, unique=True),
 )
 def test_last_rule_wins_for_each_role(order: list[str], roles: list[str]) -> None:
     """Three glob rules that all match: for every role the last rule setting it wins."""
     specs = {"a": QuantSpec(bits=2), "b": QuantSpec(bits=5), "c": QuantSpec(bits=7)}
-    rule_roles = {"a": list(ROLES), "b": roles, "c": roles[:1]}
+    rule_roles = {"a": list(BASE_ROLES), "b": roles, "c": roles[:1]}
     patterns = ["*", "l*", "*n"]
     recipe = Recipe.from_dict({patterns[i]: {r: specs[k] for r in rule_roles[k]} for i, k in enumerate(order)})
     model = nn.Sequential()
     model.add_module("lin", nn.Linear(2, 2))
     got = bits(recipe.resolve(model))["lin"]
-    for role in ROLES:
+    for role in BASE_ROLES:
         last = [k for k in order if role in rule_roles[k]][-1]
         assert got[role] == specs[last].bits, (role, order, roles)
