@@ -82,9 +82,9 @@ def _end_forward(model: nn.Module, args: tuple[object, ...], output: object) -> 
 
 def _install_call_guard(model: nn.Module, attachments: Mapping[str, ModuleAttachment]) -> None:
     for name, a in attachments.items():
-        for role, q in a.quantizers.items():
-            if role != "weight":
-                q.site = (name, role)
+        for key, q in a.quantizers.items():
+            if not key.startswith("weight") and not q.per_step:
+                q.site = (name, key)
     model.register_forward_pre_hook(_begin_forward)
     model.register_forward_hook(_end_forward, always_call=True)
 

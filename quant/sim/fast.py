@@ -27,6 +27,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from quant.sim.attention import ATTENTION_QUANTIZERS, attach_attention, check_attention
+from quant.sim.recurrent import RECURRENT_QUANTIZERS, attach_recurrent, check_recurrent
 from quant.sim.modes import ModuleAttachment, register_mode
 from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import ROLES, QuantizerConfig
@@ -232,10 +233,11 @@ class FastMode:
         """Refuse a module that already carries quantizers, has a child named like ours, or (attention) a
         scheme one of its sites cannot take."""
         taken = existing_quantizers(module)
-        if isinstance(module, nn.MultiheadAttention) and (
-            ATTENTION_QUANTIZERS in module._modules or parametrize.is_parametrized(module)
+        if isinstance(module, (nn.MultiheadAttention, nn.LSTM, nn.GRU)) and (
+            ATTENTION_QUANTIZERS in module._modules or RECURRENT_QUANTIZERS in module._modules
+            or parametrize.is_parametrized(module)
         ):
-            taken = taken or ["attention"]
+            taken = taken or ["its"]
         if taken:
             raise ValueError(
                 f"attach: module {name!r} already has {', '.join(taken)} quantizer(s) from another handle; "
@@ -243,6 +245,9 @@ class FastMode:
             )
         if isinstance(module, nn.MultiheadAttention):
             check_attention(name, module, configs)
+            return
+        if isinstance(module, (nn.LSTM, nn.GRU)):
+            check_recurrent(name, module, configs)
             return
         for role in configs:
             sub = _SUBMODULE_NAMES.get(role)
@@ -253,14 +258,15 @@ class FastMode:
         self, name: str, module: nn.Module, configs: Mapping[str, QuantizerConfig], device: Optional[torch.device]
     ) -> ModuleAttachment:
         """Wire ``configs`` into ``module`` (see :func:`_attach`; attention: :mod:`quant.sim.attention`)."""
+        def build(config: QuantizerConfig) -> Quantizer:
+            q = _build_quantizer(config)
+            q.train(module.training)
+            return q.to(device) if device is not None else q
+
         if isinstance(module, nn.MultiheadAttention):
-
-            def build(config: QuantizerConfig) -> Quantizer:
-                q = _build_quantizer(config)
-                q.train(module.training)
-                return q.to(device) if device is not None else q
-
             return attach_attention(name, module, configs, build)
+        if isinstance(module, (nn.LSTM, nn.GRU)):
+            return attach_recurrent(name, module, configs, build)
         return _attach(name, module, configs, device)
 
 

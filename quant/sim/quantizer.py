@@ -142,6 +142,9 @@ class Quantizer(nn.Module):
         #: A quantizer at a site some forwards never reach (an attention's key input when it is the query):
         #: ``calibrate()`` leaves it without qparams instead of failing when it saw no data.
         self.optional = False
+        #: A quantizer every time step of a recurrence uses (an LSTM's hidden state): many tensors per forward
+        #: by design, so the one-tensor-per-forward guard leaves it alone.
+        self.per_step = False
         self._calls = 0
         self._counting = False
         self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))

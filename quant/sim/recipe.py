@@ -9,7 +9,9 @@ three *roles* a module can have:
 * ``output``: the tensor the module returns;
 * ``query``, ``key``, ``attention``, ``value``, ``context``: the operands of an
   ``nn.MultiheadAttention``'s two matmuls and the input of its out-projection
-  (:mod:`quant.sim.attention`; they default to its input scheme).
+  (:mod:`quant.sim.attention`; they default to its input scheme);
+* ``gates``, ``cell``, ``hidden``: an ``nn.LSTM``'s or ``nn.GRU``'s gate pre-activations, cell
+  state and hidden state, per time step (:mod:`quant.sim.recurrent`).
 
 Patterns are either a glob over qualified module names as ``model.named_modules()``
 spells them (``fnmatch`` syntax, case-sensitive: ``"*"``, ``"layer1.*"``,
@@ -57,7 +59,7 @@ when an exact module name exists but cannot take its roles, and when a weight sc
 >>> Recipe.from_dict({"*": {"bias": w4}})
 Traceback (most recent call last):
 ...
-ValueError: recipe rule '*': unknown role 'bias'; allowed roles are 'weight', 'input', 'output', 'query', 'key', 'attention', 'value', 'context'
+ValueError: recipe rule '*': unknown role 'bias'; allowed roles are 'weight', 'input', 'output', 'query', 'key', 'attention', 'value', 'context', 'gates', 'cell', 'hidden'
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ __all__ = [
     "ROLES",
     "BASE_ROLES",
     "ATTENTION_ROLES",
+    "RECURRENT_ROLES",
     "WEIGHT_MODULES",
     "ACTIVATION_MODULES",
     "WEIGHT_ONLY_MODULES",
@@ -100,7 +103,9 @@ BASE_ROLES: tuple[str, ...] = ("weight", "input", "output")
 #: The further roles of an ``nn.MultiheadAttention``: the operands of its two matmuls and the input of its
 #: out-projection (:mod:`quant.sim.attention`).
 ATTENTION_ROLES: tuple[str, ...] = ("query", "key", "attention", "value", "context")
-ROLES: tuple[str, ...] = BASE_ROLES + ATTENTION_ROLES
+#: The further roles of an ``nn.LSTM``/``nn.GRU`` (:mod:`quant.sim.recurrent`; a GRU has no cell).
+RECURRENT_ROLES: tuple[str, ...] = ("gates", "cell", "hidden")
+ROLES: tuple[str, ...] = BASE_ROLES + ATTENTION_ROLES + RECURRENT_ROLES
 
 WEIGHT_MODULES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
@@ -128,7 +133,9 @@ ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
 )
 
 _ALL_ROLES = frozenset(BASE_ROLES)
-_ATTENTION_ROLES = frozenset(ROLES)
+_ATTENTION_ROLES = frozenset(BASE_ROLES + ATTENTION_ROLES)
+_LSTM_ROLES = frozenset(BASE_ROLES + RECURRENT_ROLES)
+_GRU_ROLES = _LSTM_ROLES - {"cell"}
 _ACTIVATION_ROLES = frozenset(("input", "output"))
 _WEIGHT_ROLE = frozenset(("weight",))
 _NO_ROLES: frozenset[str] = frozenset()
@@ -146,6 +153,10 @@ def module_roles(module: nn.Module) -> frozenset[str]:
     """
     if isinstance(module, nn.MultiheadAttention):
         return _ATTENTION_ROLES
+    if isinstance(module, nn.LSTM):
+        return _LSTM_ROLES if module.proj_size == 0 else _NO_ROLES
+    if isinstance(module, nn.GRU):
+        return _GRU_ROLES
     has_weight = isinstance(getattr(module, "weight", None), torch.Tensor)
     if isinstance(module, WEIGHT_MODULES):
         return _ALL_ROLES if has_weight else _ACTIVATION_ROLES  # a LayerNorm without affine parameters
@@ -292,6 +303,9 @@ class Rule:
     attention: Optional[QuantizerConfig] = None
     value: Optional[QuantizerConfig] = None
     context: Optional[QuantizerConfig] = None
+    gates: Optional[QuantizerConfig] = None
+    cell: Optional[QuantizerConfig] = None
+    hidden: Optional[QuantizerConfig] = None
     exclude: bool = False
 
     def __post_init__(self) -> None:
@@ -355,6 +369,8 @@ def _weight_shape(module: nn.Module) -> tuple[int, ...]:
     name = "weight"
     if isinstance(module, nn.MultiheadAttention):
         name = "in_proj_weight" if module._qkv_same_embed_dim else "q_proj_weight"
+    elif isinstance(module, (nn.LSTM, nn.GRU)):
+        name = "weight_ih_l0"
     if parametrize.is_parametrized(module, name):
         weight = getattr(module.parametrizations, name).original
     else:

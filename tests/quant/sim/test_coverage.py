@@ -142,27 +142,26 @@ def _mixed() -> nn.Module:
 
 def test_modules_a_glob_leaves_float_are_reported_with_the_reason() -> None:
     model = _mixed()
-    with pytest.warns(UserWarning, match=r"attach: 5 module\(s\) with weights stay float: 'emb' \(Embedding\)"):
+    with pytest.warns(UserWarning, match=r"attach: 4 module\(s\) with weights stay float: 'emb' \(Embedding\)"):
         handle = quant.attach(model, {"*": {"weight": W4, "input": A8}})
     reasons = {s.name: s.reason for s in handle.skipped}
-    assert list(reasons) == ["emb", "bn", "rnn", "attn.out_proj", "norm"]
+    assert list(reasons) == ["emb", "bn", "attn.out_proj", "norm"]
     assert "takes only the roles weight, and the rule sets weight, input" in reasons["emb"]
     assert "quant.fold_bn" in reasons["bn"]
-    assert "LSTM has no quantization support yet" in reasons["rnn"]
     assert "never calls its forward" in reasons["attn.out_proj"]
     assert "InstanceNorm1d is a normalization" in reasons["norm"]
-    assert "'rnn' (LSTM): float, LSTM has no quantization support yet" in repr(handle)
-    assert list(handle.modules) == ["attn", "fc"]
+    assert "'norm' (InstanceNorm1d): float, InstanceNorm1d is a normalization" in repr(handle)
+    assert list(handle.modules) == ["rnn", "attn", "fc"]
 
 
 def test_what_the_recipe_names_or_excludes_is_not_reported() -> None:
     model = _mixed()
     recipe: dict[Any, Any] = {"*": {"weight": W4, "input": A8}, nn.Embedding: {"weight": W4}, "attn.out_proj": {"weight": W4},
-                              "bn": None, "rnn": None, "norm": None}  # fmt: skip
+                              "bn": None, "norm": None}  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         handle = quant.attach(model, recipe)
-    assert handle.skipped == () and list(handle.modules) == ["emb", "attn", "attn.out_proj", "fc"]
+    assert handle.skipped == () and list(handle.modules) == ["emb", "rnn", "attn", "attn.out_proj", "fc"]
     handle.remove()
     with warnings.catch_warnings():  # an activation-only glob does not ask for weights
         warnings.simplefilter("error")

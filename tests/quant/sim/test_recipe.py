@@ -125,7 +125,7 @@ def test_capabilities() -> None:
         assert module_roles(t()) == {"input", "output"}
     for t in WEIGHT_ONLY_MODULES:
         assert module_roles(t(10, 4)) == {"weight"}
-    for m in (nn.BatchNorm2d(3), nn.Sequential(), nn.Identity(), nn.MaxPool2d(2), nn.LSTM(2, 2), nn.InstanceNorm2d(3)):
+    for m in (nn.BatchNorm2d(3), nn.Sequential(), nn.Identity(), nn.MaxPool2d(2), nn.LSTM(2, 2, proj_size=1), nn.InstanceNorm2d(3)):
         assert module_roles(m) == frozenset()
     assert module_roles(nn.Conv2d(4, 4, 3, groups=4)) == frozenset(BASE_ROLES)
 

@@ -1,0 +1,143 @@
+"""nn.LSTM and nn.GRU through attach (quant.sim.recurrent): with the quantizers off the unrolled recurrence is
+the fused module to float rounding; with them on it equals a hand-written LSTM that quantizes step by step;
+every time step shares the layer's quantizers; what the recurrence cannot take is refused by name."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import quant
+from quant.contract.spec import QuantSpec
+
+W8 = QuantSpec(bits=8, granularity="channel", axis=0)
+A8 = QuantSpec(bits=8, signed=True, symmetric=False)
+C16 = QuantSpec(bits=8, signed=True, symmetric=True)  # (8 bits: the spec's widest; TFLite keeps c in 16)
+
+CONFIGS: list[dict[str, Any]] = [
+    {},
+    {"batch_first": True},
+    {"num_layers": 2, "bidirectional": True},
+    {"num_layers": 3, "dropout": 0.2, "batch_first": True},
+    {"bias": False},
+]
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: "-".join(kw) or "plain")
+def test_with_the_quantizers_off_it_is_the_fused_module_to_float_rounding(cls: type[nn.Module], kw: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    module = cls(5, 6, **kw).eval()
+    twin = copy.deepcopy(module)
+    x = torch.randn(3, 4, 5)
+    dirs = 2 if kw.get("bidirectional") else 1
+    h0 = torch.randn(kw.get("num_layers", 1) * dirs, 3 if kw.get("batch_first") else 4, 6)
+    hx: Any = (h0, torch.randn_like(h0)) if cls is nn.LSTM else h0
+    handle = quant.attach(nn.Sequential(module), {"*": {"weight": W8, "input": A8}})
+    handle.disable()
+    for args in ((x,), (x, hx), (x[:, 0] if kw.get("batch_first") else x[0],)):
+        got, want = module(*args), twin(*args)
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-6)
+        for g, w in zip(*(o[1] if isinstance(o[1], tuple) else (o[1],) for o in (got, want))):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+
+
+def _fq(x: torch.Tensor, q: Any) -> torch.Tensor:
+    s, z = q.effective_qparams()
+    out: torch.Tensor = quant.fake_quantize(x, s, z, q.spec)
+    return out
+
+
+def _hand_written_lstm(module: nn.LSTM, x: torch.Tensor, handle: Any) -> torch.Tensor:
+    """One layer, sequence first: quantize the input, the weights, then at every step the gate pre-activations,
+    the cell state and the hidden state, with the handle's qparams."""
+
+    def quantizer(key: str) -> Any:
+        return handle.quantizer("0", key)
+
+    w_ih = _fq(module.parametrizations.weight_ih_l0.original, quantizer("weight_ih_l0"))  # type: ignore[union-attr,arg-type]
+    w_hh = _fq(module.parametrizations.weight_hh_l0.original, quantizer("weight_hh_l0"))  # type: ignore[union-attr,arg-type]
+    xs = _fq(x, quantizer("input"))
+    h = torch.zeros(x.shape[1], module.hidden_size)
+    c = torch.zeros_like(h)
+    outs = []
+    for t in range(x.shape[0]):
+        b_ih: Any = module.bias_ih_l0
+        b_hh: Any = module.bias_hh_l0
+        pre = F.linear(xs[t], w_ih, b_ih) + F.linear(h, w_hh, b_hh)
+        i, f, g, o = _fq(pre, quantizer("gates_l0")).chunk(4, dim=-1)
+        c = _fq(torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g), quantizer("cell_l0"))
+        h = _fq(torch.sigmoid(o) * torch.tanh(c), quantizer("hidden_l0"))
+        outs.append(h)
+    return torch.stack(outs)
+
+
+def test_every_step_is_quantized_as_a_hand_written_lstm_does() -> None:
+    torch.manual_seed(0)
+    module = nn.LSTM(5, 6)
+    x = torch.randn(7, 3, 5)
+    float_out = module(x)[0].detach()
+    handle = quant.attach(nn.Sequential(module), {"0": {"weight": W8, "input": A8, "gates": A8, "cell": C16}})
+    with torch.no_grad(), handle.calibrate():
+        module(x)
+    got = module(x)[0]
+    torch.testing.assert_close(got, _hand_written_lstm(module, x, handle), rtol=0, atol=0)
+    assert 20 < quant.sqnr_db(float_out, got) < 60
+    assert handle.quantizer("0", "hidden_l0").spec == A8  # the hidden state takes the input scheme
+
+
+def test_layers_and_directions_have_their_own_quantizers_shared_by_every_step() -> None:
+    module = nn.GRU(4, 5, num_layers=2, bidirectional=True)
+    handle = quant.attach(nn.Sequential(module), {"*": {"weight": W8, "input": A8, "gates": A8}})
+    keys = {role for name, role, _ in handle.quantizers()}
+    for sfx in ("_l0", "_l0_reverse", "_l1", "_l1_reverse"):
+        assert {f"weight_ih{sfx}", f"weight_hh{sfx}", f"gates_input{sfx}", f"gates_hidden{sfx}", f"hidden{sfx}"} <= keys
+    with torch.no_grad(), handle.calibrate():  # 9 steps per forward: no one-tensor-per-forward refusal
+        module(torch.randn(9, 2, 4))
+    assert all(q.calibrated for _, _, q in handle.quantizers())
+
+
+def test_what_the_recurrence_cannot_take_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"cannot take role cell \(it can take: weight, input, output, gates, hidden\)"):
+        quant.attach(nn.Sequential(nn.GRU(4, 5)), {"0": {"cell": C16}})
+    with pytest.raises(ValueError, match=r"module '0' \(LSTM\): the hidden role takes per-tensor schemes only"):
+        quant.attach(nn.Sequential(nn.LSTM(4, 5)), {"0": {"hidden": A8.with_(granularity="channel", axis=1)}})
+    model = nn.Sequential(nn.LSTM(4, 5, proj_size=3), nn.Linear(3, 2))
+    with pytest.warns(UserWarning, match=r"'0' \(LSTM\)"):
+        assert list(quant.attach(model, {"*": {"weight": W8}}).modules) == ["1"]
+    module = nn.LSTM(4, 5)
+    quant.attach(nn.Sequential(module), {"*": {"weight": W8}})
+    packed = pack_padded_sequence(torch.randn(3, 2, 4), torch.tensor([3, 2]))
+    with pytest.raises(TypeError, match="quantized LSTM: packed sequences are not supported"):
+        module(packed)
+
+
+def test_qat_trains_through_the_unrolled_recurrence_and_remove_restores_it() -> None:
+    torch.manual_seed(0)
+    module = nn.LSTM(4, 8, batch_first=True)
+    head = nn.Linear(8, 3)
+    twin = copy.deepcopy(module)
+    model = nn.Sequential(module)
+    handle = quant.attach(model, {"*": {"weight": quant.QuantizerConfig(W8.with_(bits=4), learn="lsq"),
+                                        "input": quant.QuantizerConfig(A8, learn="lsq")}})  # fmt: skip
+    x, y = torch.randn(16, 6, 4), torch.randint(0, 3, (16,))
+    opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=0.02)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss: Any = F.cross_entropy(head(module(x)[0][:, -1]), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+    assert handle.quantizer("0", "hidden_l0").scale.grad is not None
+    handle.remove()
+    assert type(module) is nn.LSTM and "forward" not in module.__dict__
+    twin.load_state_dict(module.state_dict())
+    torch.testing.assert_close(module(x)[0], twin(x)[0], rtol=0, atol=0)
