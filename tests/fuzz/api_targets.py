@@ -367,19 +367,29 @@ def add_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
     kw = dict(a_multiplier=ma, b_multiplier=mb, **_elementwise_kw(draw, dp))
     case = ApiCase("add", [a, b], kw)
     if hostile and draw(_hostile):
-        kind = draw(st.sampled_from(["multiplier", "shape", "zero_point", "output", "c_only"]))
-        if kind == "multiplier":
+
+        def bad_multiplier() -> None:
             kw[draw(st.sampled_from(["a_multiplier", "b_multiplier"]))] = draw(st.sampled_from(BAD_MULTIPLIERS))
-        elif kind == "shape":
+
+        def bad_shape() -> None:
             case.args[1] = codes(draw, shape + (2,), dp.a_bits, dp.a_signed)
-        elif kind == "zero_point":
-            kw[draw(st.sampled_from(["a_zero_point", "b_zero_point"]))] = draw(st.sampled_from(BAD_ZERO_POINTS))
-        elif kind == "output":
-            kind = _bad_output(draw, kw)
-        else:
-            _c_only_change(draw, case, ["0", "1"])
-        case.hostile = case.hostile or kind
+
+        _hostile_binary(draw, case, {"multiplier": bad_multiplier, "shape": bad_shape})
     return case
+
+
+def _hostile_binary(draw: st.DrawFn, case: ApiCase, changes: dict[str, Callable[[], None]]) -> None:
+    """One hostile change of a two-operand op: one of its own ``changes``, or a zero point, output or C-only one."""
+    kind = draw(st.sampled_from([*changes, "zero_point", "output", "c_only"]))
+    if kind in changes:
+        changes[kind]()
+    elif kind == "zero_point":
+        case.kw[draw(st.sampled_from(["a_zero_point", "b_zero_point"]))] = draw(st.sampled_from(BAD_ZERO_POINTS))
+    elif kind == "output":
+        kind = _bad_output(draw, case.kw)
+    else:
+        _c_only_change(draw, case, ["0", "1"])
+    case.hostile = case.hostile or kind
 
 
 @st.composite
@@ -393,18 +403,14 @@ def mul_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
     kw = dict(multiplier=multiplier(draw, dp, 1), **_elementwise_kw(draw, dp))
     case = ApiCase("mul", [a, b], kw)
     if hostile and draw(_hostile):
-        kind = draw(st.sampled_from(["multiplier", "broadcast", "zero_point", "output", "c_only"]))
-        if kind == "multiplier":
+
+        def bad_multiplier() -> None:
             kw["multiplier"] = draw(st.sampled_from(BAD_MULTIPLIERS + [[0.5, 0.5]]))
-        elif kind == "broadcast":
+
+        def bad_broadcast() -> None:
             case.args[1] = codes(draw, tuple(reversed(shape)) + (3,), dp.a_bits, dp.a_signed)
-        elif kind == "zero_point":
-            kw[draw(st.sampled_from(["a_zero_point", "b_zero_point"]))] = draw(st.sampled_from(BAD_ZERO_POINTS))
-        elif kind == "output":
-            kind = _bad_output(draw, kw)
-        else:
-            _c_only_change(draw, case, ["0", "1"])
-        case.hostile = case.hostile or kind
+
+        _hostile_binary(draw, case, {"multiplier": bad_multiplier, "broadcast": bad_broadcast})
     return case
 
 
