@@ -80,13 +80,18 @@ def _end_forward(model: nn.Module, args: tuple[object, ...], output: object) -> 
         q._counting = False
 
 
-def _install_call_guard(model: nn.Module, attachments: Mapping[str, ModuleAttachment]) -> None:
+def _install_call_guard(model: nn.Module, attachments: Mapping[str, ModuleAttachment]) -> bool:
+    """Give each once-per-forward quantizer its site and, if there is any, hook the model's forward (True)."""
+    guarded = False
     for name, a in attachments.items():
         for key, q in a.quantizers.items():
             if not key.startswith("weight") and not q.per_step:
                 q.site = (name, key)
-    model.register_forward_pre_hook(_begin_forward)
-    model.register_forward_hook(_end_forward, always_call=True)
+                guarded = True
+    if guarded:  # weight-only recipes add no work to the forward
+        model.register_forward_pre_hook(_begin_forward)
+        model.register_forward_hook(_end_forward, always_call=True)
+    return guarded
 
 
 def _remove_call_guard(model: nn.Module) -> None:
@@ -135,12 +140,14 @@ class QuantHandle:
         mode: str,
         attachments: Mapping[str, ModuleAttachment],
         skipped: Sequence[SkippedModule] = (),
+        guarded: bool = False,
     ) -> None:
         self.model = model
         self.mode = mode
         self._attachments = dict(attachments)
         #: Modules with weights that a glob or type rule matched but left float, and why (attach warns once).
         self.skipped: tuple[SkippedModule, ...] = tuple(skipped)
+        self._guarded = guarded  # it hooked the model's forward for the one-tensor-per-forward guard
         self._removed = False
         #: What ``calibrate()`` observed of every tensor the forward materializes (:mod:`quant.sim.edges`);
         #: None before the first calibration or when the recipe has no activation scheme.
@@ -294,7 +301,8 @@ class QuantHandle:
         if self._exact is not None:
             self._exact.remove()
             self._exact = None
-        _remove_call_guard(self.model)
+        if self._guarded:
+            _remove_call_guard(self.model)
         for a in reversed(list(self._attachments.values())):
             a.remove()
         self._removed = True
@@ -359,9 +367,9 @@ def attach(model: nn.Module, recipe: RecipeLike, *, mode: str = "fast") -> Quant
         for a in reversed(list(attachments.values())):
             a.remove()
         raise
-    _install_call_guard(model, attachments)
+    guarded = _install_call_guard(model, attachments)
     if skipped:
         listed = "; ".join(map(str, skipped[:8])) + (f"; and {len(skipped) - 8} more" if len(skipped) > 8 else "")
         warnings.warn(f"attach: {len(skipped)} module(s) with weights stay float: {listed} (see handle.skipped)",
                       stacklevel=2)  # fmt: skip
-    return QuantHandle(model, mode, attachments, skipped)
+    return QuantHandle(model, mode, attachments, skipped, guarded)

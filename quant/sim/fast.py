@@ -27,7 +27,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from quant.sim.attention import ATTENTION_QUANTIZERS, attach_attention, check_attention
-from quant.sim.recurrent import RECURRENT_QUANTIZERS, attach_recurrent, check_recurrent
+from quant.sim.recurrent import RECURRENT_MODULES, RECURRENT_QUANTIZERS, attach_recurrent, check_recurrent
 from quant.sim.modes import ModuleAttachment, register_mode
 from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import ROLES, QuantizerConfig
@@ -233,7 +233,7 @@ class FastMode:
         """Refuse a module that already carries quantizers, has a child named like ours, or (attention) a
         scheme one of its sites cannot take."""
         taken = existing_quantizers(module)
-        if isinstance(module, (nn.MultiheadAttention, nn.LSTM, nn.GRU)) and (
+        if isinstance(module, (nn.MultiheadAttention, *RECURRENT_MODULES)) and (
             ATTENTION_QUANTIZERS in module._modules or RECURRENT_QUANTIZERS in module._modules
             or parametrize.is_parametrized(module)
         ):
@@ -246,7 +246,7 @@ class FastMode:
         if isinstance(module, nn.MultiheadAttention):
             check_attention(name, module, configs)
             return
-        if isinstance(module, (nn.LSTM, nn.GRU)):
+        if isinstance(module, RECURRENT_MODULES):
             check_recurrent(name, module, configs)
             return
         for role in configs:
@@ -265,7 +265,7 @@ class FastMode:
 
         if isinstance(module, nn.MultiheadAttention):
             return attach_attention(name, module, configs, build)
-        if isinstance(module, (nn.LSTM, nn.GRU)):
+        if isinstance(module, RECURRENT_MODULES):
             return attach_recurrent(name, module, configs, build)
         return _attach(name, module, configs, device)
 

@@ -157,6 +157,10 @@ def module_roles(module: nn.Module) -> frozenset[str]:
         return _LSTM_ROLES if module.proj_size == 0 else _NO_ROLES
     if isinstance(module, nn.GRU):
         return _GRU_ROLES
+    if isinstance(module, nn.LSTMCell):
+        return _LSTM_ROLES - {"output"}
+    if isinstance(module, nn.GRUCell):
+        return _GRU_ROLES - {"output"}
     has_weight = isinstance(getattr(module, "weight", None), torch.Tensor)
     if isinstance(module, WEIGHT_MODULES):
         return _ALL_ROLES if has_weight else _ACTIVATION_ROLES  # a LayerNorm without affine parameters
@@ -371,6 +375,8 @@ def _weight_shape(module: nn.Module) -> tuple[int, ...]:
         name = "in_proj_weight" if module._qkv_same_embed_dim else "q_proj_weight"
     elif isinstance(module, (nn.LSTM, nn.GRU)):
         name = "weight_ih_l0"
+    elif isinstance(module, (nn.LSTMCell, nn.GRUCell)):
+        name = "weight_ih"
     if parametrize.is_parametrized(module, name):
         weight = getattr(module.parametrizations, name).original
     else:

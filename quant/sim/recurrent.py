@@ -1,4 +1,5 @@
-"""Fast-mode quantization of ``nn.LSTM`` and ``nn.GRU``: unrolled, every time step quantized the same way.
+"""Fast-mode quantization of ``nn.LSTM``/``nn.GRU`` (unrolled, every time step quantized the same way) and
+of ``nn.LSTMCell``/``nn.GRUCell`` (each call is one step).
 
 PyTorch runs a recurrent layer as one fused kernel, so hooks see neither its gates nor its states. With
 quantizers attached, the module's forward becomes the unrolled recurrence below (PyTorch's equations,
@@ -22,6 +23,9 @@ input); ``gates`` and ``cell`` stay float unless set, as accumulators do. ``num_
 ``batch_first``, ``bias``, inter-layer ``dropout``, unbatched inputs and initial states are supported;
 ``proj_size > 0`` and packed sequences are refused (at attach and at call). With every quantizer disabled
 the output equals the fused module's to float rounding (the order of the sums differs).
+
+A cell (``LSTMCell``, ``GRUCell``) has the same sites without layers or an ``output`` role (it returns its
+states); its caller's loop is the recurrence, so its quantizers see one tensor per call and per step.
 """
 
 from __future__ import annotations
@@ -40,14 +44,19 @@ from quant.sim.modes import ModuleAttachment
 from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import QuantizerConfig
 
-__all__ = ["RECURRENT_QUANTIZERS", "RecurrentAttachment", "attach_recurrent", "check_recurrent"]
+__all__ = ["RECURRENT_MODULES", "RECURRENT_QUANTIZERS", "RecurrentAttachment", "attach_recurrent", "check_recurrent"]
 
 #: The submodule (an ``nn.ModuleDict``) that holds the activation quantizers.
 RECURRENT_QUANTIZERS = "recurrent_quantizers"
-Recurrent = Union[nn.LSTM, nn.GRU]
+Recurrent = Union[nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell]
+CELLS = (nn.LSTMCell, nn.GRUCell)
+#: The modules this file quantizes.
+RECURRENT_MODULES = (nn.LSTM, nn.GRU, *CELLS)
 
 
 def _suffixes(module: Recurrent) -> list[str]:
+    if isinstance(module, CELLS):
+        return [""]
     dirs = ["", "_reverse"] if module.bidirectional else [""]
     return [f"_l{layer}{d}" for layer in range(module.num_layers) for d in dirs]
 
@@ -56,11 +65,15 @@ def _weight_names(module: Recurrent) -> list[str]:
     return [f"weight_{kind}{sfx}" for sfx in _suffixes(module) for kind in ("ih", "hh")]
 
 
+def _is_lstm(module: Recurrent) -> bool:
+    return isinstance(module, (nn.LSTM, nn.LSTMCell))
+
+
 def _sites(module: Recurrent) -> list[tuple[str, str]]:
-    """(quantizer key, role) of every activation site, per layer and direction."""
-    out = [("input", "input"), ("output", "output")]
+    """(quantizer key, role) of every activation site, per layer and direction (a cell: one step, no output)."""
+    out = [("input", "input")] if isinstance(module, CELLS) else [("input", "input"), ("output", "output")]
     for sfx in _suffixes(module):
-        if isinstance(module, nn.LSTM):
+        if _is_lstm(module):
             out += [(f"gates{sfx}", "gates"), (f"cell{sfx}", "cell")]
         else:
             out += [(f"gates_input{sfx}", "gates"), (f"gates_hidden{sfx}", "gates")]
@@ -81,8 +94,8 @@ def check_recurrent(name: str, module: Recurrent, configs: Mapping[str, Quantize
         raise ValueError(f"attach: module {name!r} ({kind}): proj_size={module.proj_size} is not supported")
     if RECURRENT_QUANTIZERS in module._modules or hasattr(module, RECURRENT_QUANTIZERS):
         raise ValueError(f"attach: module {name!r} already has an attribute {RECURRENT_QUANTIZERS!r}")
-    if isinstance(module, nn.GRU) and "cell" in configs:
-        raise ValueError(f"attach: module {name!r} (GRU): a GRU has no cell state; its roles are weight, input, "
+    if not _is_lstm(module) and "cell" in configs:
+        raise ValueError(f"attach: module {name!r} ({kind}): a GRU has no cell state; its roles are weight, input, "
                          "gates, hidden, output")  # fmt: skip
     for _, role in _sites(module):
         config = _config(configs, role)
@@ -125,7 +138,7 @@ def _quantized_recurrent_forward(self: Recurrent, input: Any, hx: Any = None) ->
         quantizer = quantizers._modules.get(key)
         return quantizer(t) if quantizer is not None else t
 
-    lstm = isinstance(self, nn.LSTM)
+    lstm = _is_lstm(self)
     unbatched = input.dim() == 2
     x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
     steps, batch = x.shape[0], x.shape[1]
@@ -167,6 +180,28 @@ def _quantized_recurrent_forward(self: Recurrent, input: Any, hx: Any = None) ->
     return out, ((hn, cn) if lstm else hn)
 
 
+def _quantized_cell_forward(self: Union[nn.LSTMCell, nn.GRUCell], input: torch.Tensor, hx: Any = None) -> Any:
+    """One step of ``self`` with its sites fake-quantized; every call of the cell is a time step."""
+    quantizers = self._modules[RECURRENT_QUANTIZERS]
+    assert isinstance(quantizers, nn.ModuleDict)
+
+    def q(key: str, t: torch.Tensor) -> torch.Tensor:
+        quantizer = quantizers._modules.get(key)
+        return quantizer(t) if quantizer is not None else t
+
+    unbatched = input.dim() == 1
+    x = q("input", input.unsqueeze(0) if unbatched else input)
+    zeros = torch.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
+    w = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+    if isinstance(self, nn.LSTMCell):
+        h, c = (zeros, zeros) if hx is None else ((hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if unbatched else hx)
+        h, c = _lstm_step(x, h, c, w, q, "")
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
+    h = zeros if hx is None else (hx.unsqueeze(0) if unbatched else hx)
+    h = _gru_step(x, h, w, q, "")
+    return h.squeeze(0) if unbatched else h
+
+
 @dataclass
 class RecurrentAttachment(ModuleAttachment):
     """The fast-mode wiring of one LSTM/GRU: weight parametrizations, the site quantizers (submodule
@@ -178,7 +213,7 @@ class RecurrentAttachment(ModuleAttachment):
         from quant.sim.fast import remove_tensor_quantizer, restore_parameter_order
 
         module = self.module
-        assert isinstance(module, (nn.LSTM, nn.GRU))
+        assert isinstance(module, RECURRENT_MODULES)
         for tensor in _weight_names(module):
             q = self.quantizers.get(tensor)
             if q is not None:
@@ -203,7 +238,7 @@ def attach_recurrent(name: str, module: Recurrent, configs: Mapping[str, Quantiz
         config = _config(configs, role)
         if config is not None:
             q = build(config)
-            q.per_step = role in ("gates", "cell", "hidden")
+            q.per_step = isinstance(module, CELLS) or role in ("gates", "cell", "hidden")
             quantizers[key] = q
             effective[role] = config
     attachment = RecurrentAttachment(name, module, effective, quantizers, tuple(module._parameters))
@@ -212,7 +247,8 @@ def attach_recurrent(name: str, module: Recurrent, configs: Mapping[str, Quantiz
             if tensor in quantizers:
                 parametrize.register_parametrization(module, tensor, quantizers[tensor], unsafe=True)
         module.add_module(RECURRENT_QUANTIZERS, nn.ModuleDict({k: q for k, q in quantizers.items() if not k.startswith("weight")}))
-        module.forward = types.MethodType(_quantized_recurrent_forward, module)  # type: ignore[method-assign]
+        forward = _quantized_cell_forward if isinstance(module, CELLS) else _quantized_recurrent_forward
+        module.forward = types.MethodType(forward, module)  # type: ignore[method-assign]
     except BaseException:
         attachment.remove()
         raise

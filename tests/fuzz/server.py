@@ -12,11 +12,13 @@ moment it happens.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import select
 import signal
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -95,6 +97,7 @@ class ForkServer:
             os.close(down_w)
             os.close(up_r)
             os.dup2(self._stderr.fileno(), 2)
+            faulthandler.enable(file=sys.stderr)  # a fault's Python traceback joins the report, not the runner's stderr
             code = 0
             try:
                 while (request := _read(down_r)) is not None:

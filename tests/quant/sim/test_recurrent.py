@@ -141,3 +141,34 @@ def test_qat_trains_through_the_unrolled_recurrence_and_remove_restores_it() -> 
     assert type(module) is nn.LSTM and "forward" not in module.__dict__
     twin.load_state_dict(module.state_dict())
     torch.testing.assert_close(module(x)[0], twin(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTMCell, nn.GRUCell])
+def test_a_cell_is_one_step_of_the_same_recurrence_and_every_call_shares_its_quantizers(cls: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    cell = cls(5, 6)
+    twin = copy.deepcopy(cell)
+    xs = torch.randn(7, 3, 5)
+    lstm = cls is nn.LSTMCell
+
+    def run(module: nn.Module) -> torch.Tensor:
+        state: Any = None
+        outs = []
+        for x in xs:  # the caller's loop is the recurrence
+            state = module(x, state)
+            outs.append(state[0] if lstm else state)
+        return torch.stack(outs)
+
+    model = nn.Sequential(cell)
+    handle = quant.attach(model, {"*": {"weight": W8, "input": A8, "gates": A8, **({"cell": C16} if lstm else {})}})
+    handle.disable()
+    torch.testing.assert_close(run(cell), run(twin), rtol=0, atol=1e-6)
+    handle.enable()
+    with torch.no_grad(), handle.calibrate():
+        run(cell)
+    quantized = run(cell)
+    assert 20 < quant.sqnr_db(run(twin), quantized) < 60
+    single = cell(xs[0][0]) if not lstm else cell(xs[0][0])[0]  # unbatched input
+    assert single.shape == (6,)
+    handle.remove()
+    assert type(cell) is cls and "forward" not in cell.__dict__
