@@ -126,7 +126,7 @@ def _gru_step(x: torch.Tensor, h: torch.Tensor, w: tuple[Any, ...], q: Any, sfx:
     return out
 
 
-def _quantized_recurrent_forward(self: Recurrent, input: Any, hx: Any = None) -> tuple[torch.Tensor, Any]:
+def _quantized_recurrent_forward(self: Union[nn.LSTM, nn.GRU], input: Any, hx: Any = None) -> tuple[torch.Tensor, Any]:
     """The unrolled recurrence of ``self`` with its sites fake-quantized (module doc)."""
     kind = parametrize.type_before_parametrizations(self).__name__
     if isinstance(input, PackedSequence):
@@ -222,7 +222,7 @@ class RecurrentAttachment(ModuleAttachment):
             del module.__dict__["forward"]
         module._modules.pop(RECURRENT_QUANTIZERS, None)
         restore_parameter_order(module, self.parameter_order)
-        if hasattr(module, "flatten_parameters"):
+        if isinstance(module, (nn.LSTM, nn.GRU)):
             module.flatten_parameters()
 
 
