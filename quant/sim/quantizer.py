@@ -409,15 +409,23 @@ class Quantizer(nn.Module):
         )
 
     def _check_loaded_qparams(self, state_dict: Mapping[str, Any], prefix: str) -> None:
-        """``ValueError`` naming the key for a saved scale (or PACT clip) that is not finite and > 0 with a finite
-        reciprocal, or a zero point outside the spec's code range: such a state would quantize to garbage."""
+        """``ValueError`` naming the key for a saved scale that is not finite and > 0 with a finite reciprocal
+        (a learned LSQ step or PACT clip: not finite; training may take it to or below 0, and the forward
+        projects it to ``max(., SCALE_EPS)``), or a zero point outside the spec's code range: such a state
+        would quantize to garbage."""
+        learned = self.learn != "none"
         for key in ("scale", "alpha"):
             t = state_dict.get(prefix + key)
             if isinstance(t, torch.Tensor) and t.numel():
                 v = t.detach().to(torch.float64)
-                if not bool((torch.isfinite(v) & (v > 0) & torch.isfinite(1.0 / v.to(torch.float32))).all()):
-                    raise ValueError(f"{self._name()}: {prefix}{key} holds {t.reshape(-1)[:4].tolist()}...; a saved "
-                                     "scale must be finite and > 0 with a finite float32 reciprocal")  # fmt: skip
+                usable = torch.isfinite(v)
+                if not learned:
+                    usable &= (v > 0) & torch.isfinite(1.0 / v.to(torch.float32))
+                if not bool(usable.all()):
+                    bad = v[~usable].reshape(-1)[:4].tolist()
+                    need = "finite" if learned else "finite and > 0 with a finite float32 reciprocal"
+                    raise ValueError(f"{self._name()}: {prefix}{key} holds {bad}; a saved "
+                                     f"{'learned step' if learned else 'scale'} must be {need}")  # fmt: skip
         z = state_dict.get(prefix + "zero_point")
         if isinstance(z, torch.Tensor) and z.numel():
             if z.is_floating_point() and not bool(torch.isfinite(z).all()):

@@ -46,3 +46,20 @@ def test_load_state_dict_refuses_zero_points_outside_the_code_range() -> None:
         Quantizer(spec).load_state_dict(state)
     good = _calibrated(spec).state_dict()
     Quantizer(spec).load_state_dict(good)  # a valid state still loads
+
+
+@pytest.mark.parametrize("learn, key", [("lsq", "scale"), ("pact", "alpha")])
+def test_a_learned_step_that_training_took_below_zero_still_loads(learn: str, key: str) -> None:
+    """LSQ/PACT project their parameter to max(., SCALE_EPS): a QAT checkpoint with a step at or below 0 is valid
+    (refusing it broke resuming QAT of an LSTM), a non-finite one is not."""
+    spec = QuantSpec(bits=4, signed=False, symmetric=False) if learn == "pact" else QuantSpec(bits=4)
+    q = Quantizer(spec, learn=learn)
+    q(torch.rand(16))
+    state = q.state_dict()
+    state[key] = torch.full_like(state[key], -0.5)
+    fresh = Quantizer(spec, learn=learn)
+    fresh.load_state_dict(state)
+    assert float(fresh.effective_qparams()[0].min()) > 0
+    state[key] = torch.full_like(state[key], math.nan)
+    with pytest.raises(ValueError, match=rf"{key} holds \[nan\]; a saved learned step must be finite"):
+        Quantizer(spec, learn=learn).load_state_dict(state)
