@@ -94,6 +94,7 @@ bench: install
 	@if [ -f benchmarks/bench_kernels.py ]; then $(PY) -m benchmarks.bench_kernels; fi
 	$(PY) -m benchmarks.bench_verify
 	$(PY) -m benchmarks.bench_export
+	$(PY) -m benchmarks.bench_layers
 
 typecheck: install
 	$(PY) -m mypy quant kernels experiments benchmarks tests

@@ -3,7 +3,9 @@
 ``build_model(name, input_shape, num_classes, width=...)``: ``mlp`` (any input, flattened),
 ``cnn`` (the small CNN of ``digits_cnn``, any image), ``resnet8`` / ``resnet20`` (CIFAR-style
 ResNets, any image), ``mobilenet`` (MobileNetV2-style inverted residuals with ReLU6 and
-hardswish), ``kws`` (a 1-D conv keyword spotter on ``(channels, frames)`` features).
+hardswish), ``kws`` (a 1-D conv keyword spotter on ``(channels, frames)`` features), ``lstm``,
+``transformer`` (sequences, or images row by row) and ``unet`` (images): see
+:mod:`experiments.models.sequence`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 from experiments.models.digits_cnn import DigitsCNN
 from experiments.models.resnet import ResNet20
+from experiments.models.sequence import LSTMClassifier, TransformerClassifier, UNetLike
 
 __all__ = ["MODELS", "build_model"]
 
@@ -103,7 +106,21 @@ MODELS: dict[str, Callable[[Sequence[int], int, int], nn.Module]] = {
     "resnet20": lambda s, k, w: ResNet20(k, blocks=3, in_channels=_image(s, "resnet20")),
     "mobilenet": lambda s, k, w: MobileNetLike(_image(s, "mobilenet"), k, w),
     "kws": lambda s, k, w: KeywordSpotter1D(int(s[0]), k, w) if len(s) == 2 else _refuse_kws(s),
+    "lstm": lambda s, k, w: LSTMClassifier(_step_features(s), k, w),
+    "transformer": lambda s, k, w: TransformerClassifier(_step_features(s), int(s[1]), k, w),
+    "unet": lambda s, k, w: UNetLike(_image(s, "unet"), k, w) if s[1] % 4 == 0 and s[2] % 4 == 0 else _refuse_unet(s),
 }
+
+
+def _step_features(shape: Sequence[int]) -> int:
+    """Features per step of ``(C, T)`` sequences (``C``) or of images read row by row (``C * W``)."""
+    if len(shape) not in (2, 3):
+        raise ValueError(f"sequence models need (channels, steps) or image inputs, the data has shape {tuple(shape)}")
+    return int(shape[0]) * (int(shape[2]) if len(shape) == 3 else 1)
+
+
+def _refuse_unet(shape: Sequence[int]) -> nn.Module:
+    raise ValueError(f"model 'unet' needs image sides that are multiples of 4, the data has shape {tuple(shape)}")
 
 
 def _refuse_kws(shape: Sequence[int]) -> nn.Module:

@@ -988,7 +988,7 @@ def lower(
         raise ValueError("lower: handle must be the QuantHandle that attach() returned for this model")
     if handle.removed:
         raise ValueError("lower: the handle was removed; attach and calibrate again")
-    uncalibrated = [f"{n!r} {r}" for n, r, q in handle.quantizers() if not q.calibrated]
+    uncalibrated = [f"{n!r} {r}" for n, r, q in handle.quantizers() if not q.calibrated and not q.optional]
     if uncalibrated or handle.edges is None:
         what = f"quantizers without qparams: {', '.join(uncalibrated)}" if uncalibrated else "no edge statistics"
         raise ValueError(f"lower: run handle.calibrate() over data first ({what})")

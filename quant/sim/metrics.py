@@ -187,7 +187,7 @@ def collect_layer_errors(
         raise ValueError("collect_layer_errors: handle was not attached to this model")
     batches = _batches(inputs)
     entries = list(handle.quantizers())
-    uncalibrated = [f"{n!r} {r}" for n, r, q in entries if not q.calibrated]
+    uncalibrated = [f"{n!r} {r}" for n, r, q in entries if not q.calibrated and not q.optional]
     if uncalibrated:
         raise ValueError(
             f"collect_layer_errors: quantizers without parameters ({', '.join(uncalibrated)}); calibrate first"

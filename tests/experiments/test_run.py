@@ -145,3 +145,14 @@ def test_the_datasets_and_models_run_to_zero_mismatches(cache: Path, tmp_path: P
     s = run(config(cache, f"data={data}", f"model={model}", "train.epochs=1", "logger=none", "verify_samples=32"),
             tmp_path / "out")  # fmt: skip
     assert s["verification"]["mismatches"] == 0 and s["accuracy"]["exact"] == s["accuracy"]["c"]
+
+
+@pytest.mark.parametrize(("data", "model"), [("mnist1d", "lstm"), ("mnist1d", "transformer"), ("digits", "unet")])
+def test_models_the_datapath_does_not_run_yet_report_simulation_accuracy(cache: Path, tmp_path: Path, data: str,
+                                                                         model: str) -> None:
+    """The zoo beyond Conv/Linear: QAT runs and the fast accuracy is reported; the lowering's refusal is recorded."""
+    s = run(config(cache, f"data={data}", f"model={model}", "model.width=16", "train.epochs=1", "method=qat_lsq",
+                   "method.epochs=1", "logger=none"), tmp_path / "out")  # fmt: skip
+    assert 0 <= s["accuracy"]["fast"] <= 1 and s["accuracy"]["exact"] is None and s["accuracy"]["c"] is None
+    assert "cannot" in s["verification"]["not_lowered"] and s["verification"]["mismatches"] is None
+    assert s["model_bytes"] > 0 and not (tmp_path / "out" / "program.npz").exists()

@@ -258,3 +258,25 @@ def test_an_encoder_layers_fused_path_never_skips_the_quantized_attention() -> N
     handle.remove()
     attn: Any = model[0].self_attn
     assert not attn._forward_pre_hooks
+
+
+def test_a_mask_of_the_wrong_shape_gets_pytorchs_own_message() -> None:
+    model = _Wrap(nn.MultiheadAttention(8, 2, batch_first=True), attn_mask=torch.zeros(3, 3, dtype=torch.bool))
+    quant.attach(model, {"*": {"weight": W8, "input": A8}})
+    x = torch.randn(2, 4, 8)
+    with pytest.raises(RuntimeError, match=r"The shape of the 2D attn_mask is torch.Size\(\[3, 3\]\), but should be "
+                                           r"\(4, 4\)"):  # fmt: skip
+        model(x, x, x)
+
+
+def test_the_unused_key_and_value_input_quantizers_of_self_attention_block_nothing_downstream() -> None:
+    """lower() and collect_layer_errors() refused a calibrated model over them (found by the sequence sweep)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)).eval()
+    x = torch.randn(2, 5, 8)
+    handle = quant.attach(model, {"*": {"weight": W8, "input": A8}, "0.self_attn.out_proj": {"weight": W8}})
+    with torch.no_grad(), handle.calibrate():
+        model(x)
+    assert quant.collect_layer_errors(model, handle, [x])
+    with pytest.raises(ValueError, match="cannot lower 'TransformerEncoderLayer' to the integer datapath"):
+        quant.lower(model, handle, x, datapath=quant.Datapath.preset("fbgemm_int8"))
