@@ -104,18 +104,18 @@ def check_recurrent(name: str, module: Recurrent, configs: Mapping[str, Quantize
                              f"{config.spec.describe()}")  # fmt: skip
 
 
-def _lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w: tuple[Any, ...], q: Any, sfx: str) -> tuple[torch.Tensor, torch.Tensor]:
-    w_ih, w_hh, b_ih, b_hh = w
-    gates = q(f"gates{sfx}", F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh))
+def _lstm_step(xw: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: Any, b_hh: Any, q: Any, sfx: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step from the input's projection ``xw = x W_ih^T + b_ih``."""
+    gates = q(f"gates{sfx}", xw + F.linear(h, w_hh, b_hh))
     i, f, g, o = gates.chunk(4, dim=-1)
     c = q(f"cell{sfx}", torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g))
     h = q(f"hidden{sfx}", torch.sigmoid(o) * torch.tanh(c))
     return h, c
 
 
-def _gru_step(x: torch.Tensor, h: torch.Tensor, w: tuple[Any, ...], q: Any, sfx: str) -> torch.Tensor:
-    w_ih, w_hh, b_ih, b_hh = w
-    gi = q(f"gates_input{sfx}", F.linear(x, w_ih, b_ih))
+def _gru_step(xw: torch.Tensor, h: torch.Tensor, w_hh: Any, b_hh: Any, q: Any, sfx: str) -> torch.Tensor:
+    """One GRU step from the input's projection ``xw = x W_ih^T + b_ih``."""
+    gi = q(f"gates_input{sfx}", xw)
     gh = q(f"gates_hidden{sfx}", F.linear(h, w_hh, b_hh))
     i_r, i_z, i_n = gi.chunk(3, dim=-1)
     h_r, h_z, h_n = gh.chunk(3, dim=-1)
@@ -156,15 +156,17 @@ def _quantized_recurrent_forward(self: Union[nn.LSTM, nn.GRU], input: Any, hx: A
         outputs = []
         for d in range(dirs):
             sfx = f"_l{layer}{'_reverse' if d else ''}"
-            w = tuple(getattr(self, f"{n}{sfx}") if self.bias or n.startswith("weight") else None
-                      for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))  # fmt: skip
+            w_ih, w_hh = getattr(self, f"weight_ih{sfx}"), getattr(self, f"weight_hh{sfx}")
+            b_ih, b_hh = (getattr(self, f"bias_ih{sfx}"), getattr(self, f"bias_hh{sfx}")) if self.bias else (None, None)
+            # every step's input projection in one product, as cuDNN does (unbind: one backward node, not T selects)
+            xw = F.linear(layer_input, w_ih, b_ih).unbind(0)
             h, c = h0[layer * dirs + d], c0[layer * dirs + d]
             ys: list[torch.Tensor] = [x[0]] * steps
             for t in (reversed(range(steps)) if d else range(steps)):
                 if lstm:
-                    h, c = _lstm_step(layer_input[t], h, c, w, q, sfx)
+                    h, c = _lstm_step(xw[t], h, c, w_hh, b_hh, q, sfx)
                 else:
-                    h = _gru_step(layer_input[t], h, w, q, sfx)
+                    h = _gru_step(xw[t], h, w_hh, b_hh, q, sfx)
                 ys[t] = h
             outputs.append(torch.stack(ys))
             h_n.append(h)
@@ -192,13 +194,13 @@ def _quantized_cell_forward(self: Union[nn.LSTMCell, nn.GRUCell], input: torch.T
     unbatched = input.dim() == 1
     x = q("input", input.unsqueeze(0) if unbatched else input)
     zeros = torch.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
-    w = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+    xw = F.linear(x, self.weight_ih, self.bias_ih)
     if isinstance(self, nn.LSTMCell):
         h, c = (zeros, zeros) if hx is None else ((hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if unbatched else hx)
-        h, c = _lstm_step(x, h, c, w, q, "")
+        h, c = _lstm_step(xw, h, c, self.weight_hh, self.bias_hh, q, "")
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
     h = zeros if hx is None else (hx.unsqueeze(0) if unbatched else hx)
-    h = _gru_step(x, h, w, q, "")
+    h = _gru_step(xw, h, self.weight_hh, self.bias_hh, q, "")
     return h.squeeze(0) if unbatched else h
 
 

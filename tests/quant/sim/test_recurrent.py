@@ -67,10 +67,11 @@ def _hand_written_lstm(module: nn.LSTM, x: torch.Tensor, handle: Any) -> torch.T
     h = torch.zeros(x.shape[1], module.hidden_size)
     c = torch.zeros_like(h)
     outs = []
+    b_ih: Any = module.bias_ih_l0
+    b_hh: Any = module.bias_hh_l0
+    xw = F.linear(xs, w_ih, b_ih)  # the input's projection, all steps at once
     for t in range(x.shape[0]):
-        b_ih: Any = module.bias_ih_l0
-        b_hh: Any = module.bias_hh_l0
-        pre = F.linear(xs[t], w_ih, b_ih) + F.linear(h, w_hh, b_hh)
+        pre = xw[t] + F.linear(h, w_hh, b_hh)
         i, f, g, o = _fq(pre, quantizer("gates_l0")).chunk(4, dim=-1)
         c = _fq(torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g), quantizer("cell_l0"))
         h = _fq(torch.sigmoid(o) * torch.tanh(c), quantizer("hidden_l0"))
