@@ -31,7 +31,7 @@ import contextlib
 import copy
 from types import MappingProxyType
 import warnings
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,8 @@ from torch.nn.utils import parametrize
 import quant.sim.fast  # noqa: F401  (registers the built-in "fast" mode)
 from quant.contract.datapath import Datapath
 from quant.sim.edges import EdgeRecorder
+from quant.sim.fast import build_quantizer
+from quant.sim.functions import FunctionAttachment, attach_functions
 from quant.sim.exact import ExactSimulation
 from quant.sim.modes import MODES, ModuleAttachment
 from quant.sim.quantizer import Quantizer
@@ -141,6 +143,7 @@ class QuantHandle:
         attachments: Mapping[str, ModuleAttachment],
         skipped: Sequence[SkippedModule] = (),
         guarded: bool = False,
+        functions: Optional[FunctionAttachment] = None,
     ) -> None:
         self.model = model
         self.mode = mode
@@ -148,6 +151,8 @@ class QuantHandle:
         #: Modules with weights that a glob or type rule matched but left float, and why (attach warns once).
         self.skipped: tuple[SkippedModule, ...] = tuple(skipped)
         self._guarded = guarded  # it hooked the model's forward for the one-tensor-per-forward guard
+        #: The functional-op call sites (:mod:`quant.sim.functions`), their quantizers named "<functions>".
+        self.functions = functions
         self._removed = False
         #: What ``calibrate()`` observed of every tensor the forward materializes (:mod:`quant.sim.edges`);
         #: None before the first calibration or when the recipe has no activation scheme.
@@ -184,11 +189,16 @@ class QuantHandle:
         for name, a in self._attachments.items():
             for role, q in a.quantizers.items():
                 yield name, role, q
+        if self.functions is not None:
+            for site, q in self.functions.quantizers.items():
+                yield self.functions.name, site, q
 
     def quantizer(self, name: str, role: str) -> Quantizer:
         """The quantizer of ``role`` on module ``name``; ``KeyError`` naming what exists otherwise."""
         self._check_live()
         a = self._attachments.get(name)
+        if a is None and self.functions is not None and name == self.functions.name:
+            a = self.functions
         if a is None or role not in a.quantizers:
             have = {n: list(x.quantizers) for n, x in self._attachments.items()}
             raise KeyError(f"no {role!r} quantizer on module {name!r}; quantized roles: {have}")
@@ -305,6 +315,8 @@ class QuantHandle:
             _remove_call_guard(self.model)
         for a in reversed(list(self._attachments.values())):
             a.remove()
+        if self.functions is not None:
+            self.functions.remove()
         self._removed = True
 
     def _check_live(self) -> None:
@@ -322,11 +334,15 @@ class QuantHandle:
             kind = parametrize.type_before_parametrizations(a.module).__name__
             roles = "; ".join(f"{role}={cfg.describe()}" for role, cfg in a.configs.items())
             lines.append(f"  {name!r} ({kind}): {roles}")
+        if self.functions is not None:
+            lines.extend(f"  {self.functions.name} {site}={cfg.describe()}" for site, cfg in self.functions.configs.items())
         lines.extend(f"  {s.name!r} ({s.kind}): float, {s.reason}" for s in self.skipped)
         return head + ":\n" + "\n".join(lines) + ")"
 
 
-def attach(model: nn.Module, recipe: RecipeLike, *, mode: str = "fast") -> QuantHandle:
+def attach(
+    model: nn.Module, recipe: RecipeLike, *, mode: str = "fast", example_input: Union[torch.Tensor, Sequence[Any], None] = None
+) -> QuantHandle:
     """Quantize ``model`` in place per ``recipe`` (a :class:`Recipe` or its dict form).
 
     Every check happens before the first hook goes in: an unknown ``mode`` (the
@@ -342,6 +358,10 @@ def attach(model: nn.Module, recipe: RecipeLike, *, mode: str = "fast") -> Quant
     exclude the module from activation quantization. Calling submodules directly, outside the
     model's forward, is not counted.
 
+    Functional ops (``torch.matmul``, ``torch.bmm``, softmax) are quantized where the forward calls them when
+    the recipe has a rule keyed by the function (:mod:`quant.sim.functions`); ``example_input`` (a tensor
+    or a tuple of arguments) is then required: one forward of it finds their call sites.
+
     Nothing stays float silently: a module with weights of its own that a glob or type rule
     matched but could not quantize (a BatchNorm not folded, a type without quantization
     support, or one that cannot take every role the rule sets) is listed in
@@ -352,6 +372,9 @@ def attach(model: nn.Module, recipe: RecipeLike, *, mode: str = "fast") -> Quant
     if not isinstance(model, nn.Module):
         raise TypeError(f"attach: model must be an nn.Module, got {type(model).__name__}")
     rules = Recipe.of(recipe)
+    if rules.functions and example_input is None:
+        raise ValueError(f"attach: the recipe quantizes functional ops ({', '.join(rules.functions)}); pass "
+                         "example_input=... so that one forward finds their call sites")  # fmt: skip
     resolved = rules.resolve(model)
     skipped = skipped_modules(model, rules, resolved)
     named = dict(model.named_modules())
@@ -359,17 +382,30 @@ def attach(model: nn.Module, recipe: RecipeLike, *, mode: str = "fast") -> Quant
     for name, configs in resolved.items():
         sim_mode.check(name, named[name], configs)
     attachments: dict[str, ModuleAttachment] = {}
+    functions: Optional[FunctionAttachment] = None
     try:
+        if rules.functions:  # first: the example forward runs on the float model
+            example = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input or ())
+            device = _device_of(model, model)
+
+            def build(config: QuantizerConfig) -> Quantizer:
+                q = build_quantizer(config)
+                q.train(model.training)
+                return q.to(device) if device is not None else q
+
+            functions = attach_functions(model, rules.functions, example, build)
         for name, configs in resolved.items():
             module = named[name]
             attachments[name] = sim_mode.attach(name, module, configs, _device_of(module, model))
     except BaseException:
         for a in reversed(list(attachments.values())):
             a.remove()
+        if functions is not None:
+            functions.remove()
         raise
     guarded = _install_call_guard(model, attachments)
     if skipped:
         listed = "; ".join(map(str, skipped[:8])) + (f"; and {len(skipped) - 8} more" if len(skipped) > 8 else "")
         warnings.warn(f"attach: {len(skipped)} module(s) with weights stay float: {listed} (see handle.skipped)",
                       stacklevel=2)  # fmt: skip
-    return QuantHandle(model, mode, attachments, skipped, guarded)
+    return QuantHandle(model, mode, attachments, skipped, guarded, functions)

@@ -41,6 +41,7 @@ __all__ = [
     "existing_quantizers",
     "remove_tensor_quantizer",
     "restore_parameter_order",
+    "build_quantizer",
 ]
 
 
@@ -182,7 +183,8 @@ def restore_parameter_order(module: nn.Module, order: tuple[str, ...]) -> None:
 
 
 
-def _build_quantizer(config: QuantizerConfig) -> Quantizer:
+def build_quantizer(config: QuantizerConfig) -> Quantizer:
+    """The quantizer of ``config`` (spec, observer, learning mode)."""
     return Quantizer(
         config.spec,
         observer=config.observer,
@@ -199,7 +201,7 @@ def _attach(
     Builds every quantizer first, so a config the ``Quantizer`` rejects raises before
     the module is touched.
     """
-    quantizers = {role: _build_quantizer(configs[role]) for role in ROLES if role in configs}
+    quantizers = {role: build_quantizer(configs[role]) for role in ROLES if role in configs}
     for q in quantizers.values():
         q.train(module.training)
         if device is not None:
@@ -259,7 +261,7 @@ class FastMode:
     ) -> ModuleAttachment:
         """Wire ``configs`` into ``module`` (see :func:`_attach`; attention: :mod:`quant.sim.attention`)."""
         def build(config: QuantizerConfig) -> Quantizer:
-            q = _build_quantizer(config)
+            q = build_quantizer(config)
             q.train(module.training)
             return q.to(device) if device is not None else q
 

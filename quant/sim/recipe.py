@@ -413,6 +413,9 @@ class Recipe:
     """An ordered tuple of :class:`Rule`; later rules override earlier ones per role."""
 
     rules: tuple[Rule, ...]
+    #: Functional ops quantized wherever the forward calls them (:mod:`quant.sim.functions`): canonical name
+    #: ("matmul", "bmm", "softmax") -> {role ("input" or "output"): config}.
+    functions: Mapping[str, Mapping[str, QuantizerConfig]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rules = tuple(self.rules) if isinstance(self.rules, (list, tuple)) else None
@@ -421,7 +424,7 @@ class Recipe:
         for rule in rules:
             if not isinstance(rule, Rule):
                 raise ValueError(f"Recipe.rules must contain Rule objects, got {type(rule).__name__}")
-        if not rules:
+        if not rules and not self.functions:
             raise ValueError("Recipe.rules is empty: a recipe needs at least one rule")
         object.__setattr__(self, "rules", rules)
 
@@ -434,9 +437,21 @@ class Recipe:
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"Recipe.from_dict expects a mapping, got {type(d).__name__}")
+        from quant.sim.functions import function_name
+
         rules = []
+        functions: dict[str, dict[str, QuantizerConfig]] = {}
         for pattern, roles in d.items():
-            label = _describe_pattern(pattern)
+            fname = function_name(pattern)
+            label = repr(fname) if fname else _describe_pattern(pattern)
+            if fname is not None:  # a functional op (torch.matmul, torch.bmm, F.softmax)
+                if not isinstance(roles, Mapping) or not roles or set(roles) - {"input", "output"}:
+                    raise ValueError(f"recipe rule {label}: a function rule takes a dict of the roles 'input' "
+                                     f"(its floating operands) and 'output', got {roles!r}")  # fmt: skip
+                functions.setdefault(fname, {}).update(
+                    {role: QuantizerConfig.of(v) for role, v in roles.items() if v is not None}
+                )
+                continue
             if roles is None:
                 rules.append(Rule(pattern, exclude=True))
                 continue
@@ -451,7 +466,7 @@ class Recipe:
                         f"recipe rule {label}: unknown role {key!r}; allowed roles are {', '.join(map(repr, ROLES))}"
                     )
             rules.append(Rule(pattern, **{k: v for k, v in roles.items() if v is not None}))
-        return cls(tuple(rules))
+        return cls(tuple(rules), functions)
 
     @classmethod
     def of(cls, recipe: "RecipeLike") -> "Recipe":
