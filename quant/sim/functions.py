@@ -154,6 +154,11 @@ def attach_functions(
     """Find the call sites of ``configs``' functions by one forward on ``example`` and wire their quantizers."""
     if FUNCTION_QUANTIZERS in model._modules or hasattr(model, FUNCTION_QUANTIZERS):
         raise ValueError(f"attach: the model already has an attribute {FUNCTION_QUANTIZERS!r}")
+    for name, role_configs in configs.items():
+        for role, config in role_configs.items():
+            if config.spec.granularity != "tensor":
+                raise ValueError(f"attach: the {name} rule's {role} scheme must be per-tensor (a call's operands have no "
+                                 f"fixed channel axis), got {config.spec.describe()}")  # fmt: skip
     quantizers = SiteQuantizers()
     discover = _Sites(quantizers, configs, build)
     with torch.no_grad(), discover:

@@ -119,6 +119,8 @@ def test_what_cannot_work_is_refused_by_name() -> None:
         quant.attach(HFAttention(), RECIPE)
     with pytest.raises(ValueError, match=r"the example forward makes no call of bmm"):
         quant.attach(HFAttention(), {torch.bmm: {"input": A8}}, example_input=x)
+    with pytest.raises(ValueError, match=r"the softmax rule's output scheme must be per-tensor .*per-channel\(0\)"):
+        quant.attach(HFAttention(), {F.softmax: {"output": P8.with_(granularity="channel", axis=0)}}, example_input=x)
     with pytest.raises(ValueError, match=r"recipe rule 'matmul': a function rule takes a dict of the roles 'input'"):
         quant.attach(HFAttention(), {torch.matmul: {"weight": W8}}, example_input=x)
 
