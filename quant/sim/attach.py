@@ -64,44 +64,57 @@ def _device_of(module: nn.Module, model: nn.Module) -> Optional[torch.device]:
 # that act on the copy's own quantizers.
 
 
-def _activation_quantizers(model: nn.Module) -> Iterator[Quantizer]:
-    for m in model.modules():
-        if isinstance(m, Quantizer) and m.site is not None:
-            yield m
+#: The model attribute listing its once-per-forward quantizers (a plain list: a deepcopy of the model maps it
+#: to the copy's own quantizers), so the hooks do not walk every module on every forward.
+_GUARDED = "_quant_once_per_forward"
+
+
+def _guarded(model: nn.Module) -> list[Quantizer]:
+    found: list[Quantizer] = model.__dict__.get(_GUARDED, [])
+    return found
 
 
 def _begin_forward(model: nn.Module, args: tuple[object, ...]) -> None:
     """Forward pre-hook of the model: every input/output quantizer starts counting its tensors."""
-    for q in _activation_quantizers(model):
+    for q in _guarded(model):
         q._calls, q._counting = 0, True
 
 
 def _end_forward(model: nn.Module, args: tuple[object, ...], output: object) -> None:
     """Forward hook of the model (always called, on an exception too): counting stops."""
-    for q in _activation_quantizers(model):
+    for q in _guarded(model):
         q._counting = False
 
 
-def _install_call_guard(model: nn.Module, attachments: Mapping[str, ModuleAttachment]) -> bool:
-    """Give each once-per-forward quantizer its site and, if there is any, hook the model's forward (True)."""
-    guarded = False
+def _install_call_guard(model: nn.Module, attachments: Mapping[str, ModuleAttachment]) -> list[Quantizer]:
+    """Give each once-per-forward quantizer its site and, if there is any, hook the model's forward; the
+    quantizers guarded (none: nothing was hooked)."""
+    guarded = []
     for name, a in attachments.items():
         for key, q in a.quantizers.items():
             if not key.startswith("weight") and not q.per_step:
                 q.site = (name, key)
-                guarded = True
+                guarded.append(q)
     if guarded:  # weight-only recipes add no work to the forward
+        model.__dict__.setdefault(_GUARDED, []).extend(guarded)
         model.register_forward_pre_hook(_begin_forward)
         model.register_forward_hook(_end_forward, always_call=True)
     return guarded
 
 
-def _remove_call_guard(model: nn.Module) -> None:
-    """Take one registration of each guard hook off the model (another handle may hold its own)."""
+def _remove_call_guard(model: nn.Module, guarded: list[Quantizer]) -> None:
+    """Take one registration of each guard hook off the model (another handle may hold its own), and the
+    ``guarded`` quantizers off its list."""
     for hooks, fn in ((model._forward_pre_hooks, _begin_forward), (model._forward_hooks, _end_forward)):
         for key in [k for k, v in hooks.items() if v is fn][-1:]:
             del hooks[key]
             model._forward_hooks_always_called.pop(key, None)
+    mine = {id(q) for q in guarded}
+    rest = [q for q in _guarded(model) if id(q) not in mine]
+    if rest:
+        model.__dict__[_GUARDED] = rest
+    else:
+        model.__dict__.pop(_GUARDED, None)
 
 
 # --------------------------------------------------------------------------- the handle
@@ -142,7 +155,7 @@ class QuantHandle:
         mode: str,
         attachments: Mapping[str, ModuleAttachment],
         skipped: Sequence[SkippedModule] = (),
-        guarded: bool = False,
+        guarded: Sequence[Quantizer] = (),
         functions: Optional[FunctionAttachment] = None,
     ) -> None:
         self.model = model
@@ -150,7 +163,7 @@ class QuantHandle:
         self._attachments = dict(attachments)
         #: Modules with weights that a glob or type rule matched but left float, and why (attach warns once).
         self.skipped: tuple[SkippedModule, ...] = tuple(skipped)
-        self._guarded = guarded  # it hooked the model's forward for the one-tensor-per-forward guard
+        self._guarded = list(guarded)  # what it hooked the model's forward to guard (one tensor per forward)
         #: The functional-op call sites (:mod:`quant.sim.functions`), their quantizers named "<functions>".
         self.functions = functions
         self._removed = False
@@ -312,7 +325,7 @@ class QuantHandle:
             self._exact.remove()
             self._exact = None
         if self._guarded:
-            _remove_call_guard(self.model)
+            _remove_call_guard(self.model, self._guarded)
         for a in reversed(list(self._attachments.values())):
             a.remove()
         if self.functions is not None:

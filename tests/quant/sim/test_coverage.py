@@ -198,7 +198,7 @@ def test_a_module_called_twice_in_one_forward_is_refused_naming_it_and_the_line(
     model.relu(torch.randn(3))  # direct calls outside the model's forward are not counted
     model.relu(torch.randn(3))
     handle.remove()
-    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert not model._forward_pre_hooks and not model._forward_hooks and "_quant_once_per_forward" not in model.__dict__
     handle = quant.attach(model, {"*": {"output": A8}, "relu": None})  # keeping it float works
     with torch.no_grad(), handle.calibrate():
         for _ in range(2):
@@ -217,3 +217,15 @@ def test_weight_roles_and_separate_modules_are_not_counted() -> None:
         for _ in range(3):
             m(torch.randn(1, 3, 4, 4))
     assert copy_handle.quantizer("conv1", "output").calibrated
+
+
+def test_a_copy_of_the_model_guards_its_own_quantizers() -> None:
+    model = _Block()
+    handle = quant.attach(model, {"relu": {"output": A8}})
+    clone, clone_handle = copy.deepcopy((model, handle))
+    for m in (model, clone):
+        with pytest.raises(RuntimeError, match="module 'relu' is called more than once"):
+            m(torch.randn(1, 3, 4, 4))
+    clone_handle.remove()
+    with pytest.raises(RuntimeError, match="module 'relu' is called more than once"):  # the original keeps its guard
+        model(torch.randn(1, 3, 4, 4))
