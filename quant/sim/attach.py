@@ -353,6 +353,18 @@ class QuantHandle:
         return head + ":\n" + "\n".join(lines) + ")"
 
 
+def _grouped(skipped: Sequence[SkippedModule], shown: int = 4) -> str:
+    """The skipped modules by kind and reason, a few names each: one line however many BatchNorms a ResNet has."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for s in skipped:
+        groups.setdefault((s.kind, s.reason), []).append(s.name)
+    parts = []
+    for (kind, reason), names in groups.items():
+        listed = ", ".join(map(repr, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+        parts.append(f"{listed} ({kind}): {reason}")
+    return "; ".join(parts)
+
+
 def attach(
     model: nn.Module, recipe: RecipeLike, *, mode: str = "fast", example_input: Union[torch.Tensor, Sequence[Any], None] = None
 ) -> QuantHandle:
@@ -418,7 +430,6 @@ def attach(
         raise
     guarded = _install_call_guard(model, attachments)
     if skipped:
-        listed = "; ".join(map(str, skipped[:8])) + (f"; and {len(skipped) - 8} more" if len(skipped) > 8 else "")
-        warnings.warn(f"attach: {len(skipped)} module(s) with weights stay float: {listed} (see handle.skipped)",
-                      stacklevel=2)  # fmt: skip
+        warnings.warn(f"attach: {len(skipped)} module(s) with weights stay float: {_grouped(skipped)} (see "
+                      "handle.skipped)", stacklevel=2)  # fmt: skip
     return QuantHandle(model, mode, attachments, skipped, guarded, functions)
