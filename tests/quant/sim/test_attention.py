@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -280,3 +282,32 @@ def test_the_unused_key_and_value_input_quantizers_of_self_attention_block_nothi
     assert quant.collect_layer_errors(model, handle, [x])
     with pytest.raises(ValueError, match="cannot lower 'TransformerEncoderLayer' to the integer datapath"):
         quant.lower(model, handle, x, datapath=quant.Datapath.preset("fbgemm_int8"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(heads=st.integers(1, 3), head_dim=st.integers(1, 4), batch=st.integers(1, 3), lq=st.integers(1, 5),
+       lk=st.integers(1, 5), batch_first=st.booleans(), cross=st.booleans(), masked=st.booleans(),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_quantizers_off_equals_the_explicit_path_on_random_shapes(heads: int, head_dim: int, batch: int, lq: int,
+                                                                  lk: int, batch_first: bool, cross: bool,
+                                                                  masked: bool, seed: int) -> None:
+    torch.manual_seed(seed)
+    e = heads * head_dim
+    attn = nn.MultiheadAttention(e, heads, batch_first=batch_first, kdim=e + 1 if cross else None,
+                                 vdim=e + 2 if cross else None)  # fmt: skip
+    twin = copy.deepcopy(attn)
+    shape = (lambda length, dim: (batch, length, dim)) if batch_first else (lambda length, dim: (length, batch, dim))
+    q = torch.randn(shape(lq, e))
+    k, v = (torch.randn(shape(lk, e + 1)), torch.randn(shape(lk, e + 2))) if cross else (q, q)
+    kw: dict[str, Any] = {}
+    if masked:
+        src = lk if cross else lq
+        kw["attn_mask"] = torch.rand(lq, src) > 0.6
+        kw["attn_mask"][:, 0] = False  # every query sees at least one key
+    model = _Wrap(attn, **kw)
+    handle = quant.attach(model, {"*": {"weight": W8, "input": A8}})
+    handle.disable()
+    got, got_w = model(q, k, v)
+    want, want_w = _explicit(twin, q, k, v, **kw)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(got_w, want_w, rtol=0, atol=0)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -173,3 +175,24 @@ def test_a_cell_is_one_step_of_the_same_recurrence_and_every_call_shares_its_qua
     assert single.shape == (6,)
     handle.remove()
     assert type(cell) is cls and "forward" not in cell.__dict__
+
+
+@settings(max_examples=25, deadline=None)
+@given(lstm=st.booleans(), features=st.integers(1, 4), hidden=st.integers(1, 5), layers=st.integers(1, 3),
+       bidirectional=st.booleans(), batch_first=st.booleans(), bias=st.booleans(), steps=st.integers(1, 6),
+       batch=st.integers(1, 3), seed=st.integers(0, 2**16))  # fmt: skip
+def test_quantizers_off_equals_the_fused_module_on_random_shapes(lstm: bool, features: int, hidden: int, layers: int,
+                                                                 bidirectional: bool, batch_first: bool, bias: bool,
+                                                                 steps: int, batch: int, seed: int) -> None:
+    torch.manual_seed(seed)
+    cls = nn.LSTM if lstm else nn.GRU
+    module = cls(features, hidden, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias)
+    twin = copy.deepcopy(module)
+    x = torch.randn((batch, steps, features) if batch_first else (steps, batch, features))
+    handle = quant.attach(nn.Sequential(module), {"*": {"weight": W8, "input": A8, "gates": A8}})
+    handle.disable()
+    got, want = module(x), twin(x)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=2e-6)
+    got_h = got[1][0] if lstm else got[1]
+    want_h = want[1][0] if lstm else want[1]
+    torch.testing.assert_close(got_h, want_h, rtol=0, atol=2e-6)
