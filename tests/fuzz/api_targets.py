@@ -378,9 +378,10 @@ def add_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
     return case
 
 
-def _hostile_binary(draw: st.DrawFn, case: ApiCase, changes: dict[str, Callable[[], None]]) -> None:
-    """One hostile change of a two-operand op: one of its own ``changes``, or a zero point, output or C-only one."""
-    kind = draw(st.sampled_from([*changes, "zero_point", "output", "c_only"]))
+def _hostile_binary(draw: st.DrawFn, case: ApiCase, changes: dict[str, Callable[[], None]], c_only: bool = True) -> None:
+    """One hostile change of a two-operand op: one of its own ``changes``, or a zero point, output or (unless
+    ``c_only`` is False) C-only one."""
+    kind = draw(st.sampled_from([*changes, "zero_point", "output", *(["c_only"] if c_only else [])]))
     if kind in changes:
         changes[kind]()
     elif kind == "zero_point":
@@ -621,6 +622,40 @@ def nms_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
     return case
 
 
+@st.composite
+def matmul_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
+    dp: Datapath = draw(datapaths())
+    batch = tuple(draw(st.lists(st.integers(0, 3), max_size=2)))
+    m, k, n = draw(st.integers(0, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 5))
+    a = codes(draw, (*batch, m, k), dp.a_bits, dp.a_signed)
+    b = codes(draw, (*batch, k, n), dp.a_bits, dp.a_signed)
+    kw = dict(k=k, n=n, multiplier=multiplier(draw, dp, 1), **_elementwise_kw(draw, dp))
+    case = ApiCase("matmul", [a, b], kw)
+    if hostile and draw(_hostile):
+
+        def bad_multiplier() -> None:
+            kw["multiplier"] = draw(st.sampled_from(BAD_MULTIPLIERS + [[0.5, 0.5]]))
+
+        def bad_shape() -> None:
+            kw[draw(st.sampled_from(["k", "n"]))] = draw(st.sampled_from([0, k + 1, 2**31, -1]))
+
+        # no C-only change: run_matmul hands each backend a contiguous copy (b's matrix is transposed anyway)
+        _hostile_binary(draw, case, {"multiplier": bad_multiplier, "shape": bad_shape}, c_only=False)
+    return case
+
+
+def run_matmul_case(case: ApiCase) -> Verdict:
+    """matmul (a contract composition over each backend's linear) on both backends."""
+    from quant.contract.matmul import MatmulAttrs, run_matmul
+
+    args, kw = _materialize(case)
+
+    def on(name: str) -> Callable[[], Any]:
+        return lambda: run_matmul(get_backend(name), MatmulAttrs.build(**kw), *args)
+
+    return _judge(_outcome(on("c")), _outcome(on("torch_ref")))
+
+
 #: Target name -> (strategy, runner).
 API_TARGETS: dict[str, tuple[st.SearchStrategy[ApiCase], Callable[[ApiCase], Verdict]]] = {
     "api.conv2d": (conv2d_cases(), run_api_case),
@@ -637,4 +672,5 @@ API_TARGETS: dict[str, tuple[st.SearchStrategy[ApiCase], Callable[[ApiCase], Ver
     "api.rounding_right_shift": (shift_cases(), run_api_case),
     "api.saturating_rounding_doubling_high_mul": (srdhm_cases(), run_api_case),
     "custom.detection.nms": (nms_cases(), run_custom_case),
+    "contract.matmul": (matmul_cases(), run_matmul_case),
 }
