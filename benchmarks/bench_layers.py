@@ -4,7 +4,8 @@ Two zoo models (:mod:`experiments.models.sequence`) on mnist1d-shaped batches (6
 the 2-layer transformer encoder (width 64, 4 heads) and the 1-layer LSTM (width 64). Each runs a training
 step (forward, cross-entropy, backward, SGD) in float and in W4A8 fast mode (per-channel symmetric 4-bit
 weights, per-tensor asymmetric 8-bit activations reaching every attention matmul operand and the
-LSTM's hidden state, QAT-style observing), interleaved in one process; each figure is the median of
+LSTM's hidden state), QAT-style observing (``w4a8``) and with LSQ's learned steps (``w4a8 lsq``),
+interleaved in one process; each figure is the median of
 repeated steps after warm-up. Results are printed and written to ``benchmarks/results/layers.json``.
 
 Run: ``make bench`` or ``python -m benchmarks.bench_layers [--steps N] [--warmup N]``.
@@ -27,6 +28,7 @@ from torch import nn
 
 import quant
 from experiments.layer_zoo import recipe
+from quant import QuantizerConfig
 from experiments.models.sequence import LSTMClassifier, TransformerClassifier
 
 RESULTS = Path(__file__).resolve().parent / "results" / "layers.json"
@@ -60,12 +62,17 @@ def main() -> None:
     for name, make in MODELS.items():
         torch.manual_seed(0)
         float_model = make().train()
-        torch.manual_seed(0)
-        quant_model = make().train()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quant.attach(quant_model, recipe(quant_model, 4, 8))
-        steps = {"float": step_fn(float_model, x, y), "w4a8": step_fn(quant_model, x, y)}
+        variants = {"float": float_model}
+        for variant, learn in (("w4a8", "none"), ("w4a8 lsq", "lsq")):
+            torch.manual_seed(0)
+            model = make().train()
+            rules = {key: {role: QuantizerConfig(spec, learn=learn) for role, spec in roles.items()}
+                     for key, roles in recipe(model, 4, 8).items()}  # fmt: skip
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant.attach(model, rules)
+            variants[variant] = model
+        steps = {name: step_fn(model, x, y) for name, model in variants.items()}
         for fn in steps.values():
             for _ in range(args.warmup):
                 fn()
@@ -76,9 +83,13 @@ def main() -> None:
                 fn()
                 times[key].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
-        results[name] = {"float_ms": 1e3 * med["float"], "w4a8_ms": 1e3 * med["w4a8"], "ratio": med["w4a8"] / med["float"]}
-        print(f"{name:12s} QAT step, 1 thread: float {results[name]['float_ms']:7.2f} ms, "
-              f"W4A8 {results[name]['w4a8_ms']:7.2f} ms, ratio {results[name]['ratio']:.2f}x")  # fmt: skip
+        results[name] = {"float_ms": 1e3 * med["float"]}
+        line = f"{name:12s} QAT step, 1 thread: float {1e3 * med['float']:7.2f} ms"
+        for variant in ("w4a8", "w4a8 lsq"):
+            results[name][f"{variant}_ms"] = 1e3 * med[variant]
+            results[name][f"{variant}_ratio"] = med[variant] / med["float"]
+            line += f", {variant} {1e3 * med[variant]:7.2f} ms ({med[variant] / med['float']:.2f}x)"
+        print(line)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "threads": 1,
                                    "batch": 64, "steps": args.steps, "results": results}, indent=2) + "\n")  # fmt: skip
