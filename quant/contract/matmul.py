@@ -93,6 +93,12 @@ class MatmulAttrs:
             raise _renamed(err) from None
         return cls(dims[0], dims[1], linear)
 
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""
+        lin = self.linear.build_args()
+        return {"k": self.k, "n": self.n, "a_zero_point": lin["x_zero_point"], "b_zero_point": lin["w_zero_point"][0],
+                "multiplier": lin["multiplier"], **self.linear.output.build_args()}  # fmt: skip
+
     def output_shape(self, a_shape: Sequence[int], b_shape: Sequence[int]) -> tuple[int, ...]:
         """``(..., M, n)`` for ``a (..., M, k)`` and ``b (..., k, n)`` of the same batch shape."""
         op = self.op

@@ -1,14 +1,14 @@
 """The ops an :class:`~quant.ir.program.IntegerProgram` can hold, one :class:`OpDef` each, by name.
 
 Every datapath op's attributes are the validated record of :mod:`quant.contract.attrs` (the
-one both backends run), rebuilt from its ``build_args()`` when a program is loaded; an op's
+one both backends run; ``matmul``'s is :class:`quant.contract.matmul.MatmulAttrs`), rebuilt from its ``build_args()`` when a program is loaded; an op's
 operands are the program's tensors (codes) and its constant parameters (weights, biases,
 tables). Layout ops (``reshape``, ``permute``, ``concat``, ``pad``) only move codes and are run by NumPy
 for every backend. A registered custom op (:mod:`quant.contract.custom`) is an op too, under its
 dotted name, with a :class:`~quant.contract.custom.CustomOpAttrs` record.
 
->>> len(OPS), sorted(OPS)[:6]
-(13, ['add', 'avg_pool2d', 'concat', 'conv2d', 'linear', 'lut'])
+>>> len(OPS), sorted(OPS)[:7]
+(14, ['add', 'avg_pool2d', 'concat', 'conv2d', 'linear', 'lut', 'matmul'])
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from quant.contract.attrs import (
 from quant.contract.backend import Backend
 from quant.contract.custom import CustomOpAttrs, custom_op_def, custom_op_names
 from quant.contract.datapath import Datapath
+from quant.contract.matmul import MatmulAttrs, run_matmul
 
 __all__ = ["OPS", "ConcatAttrs", "OpDef", "PadAttrs", "PermuteAttrs", "ReshapeAttrs", "op_def"]
 
@@ -204,6 +205,9 @@ OPS: dict[str, OpDef] = {
     ),
     "lut": OpDef(
         "lut", ("table",), lambda a, dp: LutAttrs.build(**a), lambda be, at, xs, p: be.lut(at, xs[0], p["table"])
+    ),
+    "matmul": OpDef(
+        "matmul", (), lambda a, dp: MatmulAttrs.build(**a, datapath=dp), lambda be, at, xs, p: run_matmul(be, at, *xs)
     ),
     "reshape": OpDef("reshape", (), lambda a, dp: ReshapeAttrs.build(**a), _reshape, datapath_op=False),
     "permute": OpDef("permute", (), lambda a, dp: PermuteAttrs.build(**a), _permute, datapath_op=False),

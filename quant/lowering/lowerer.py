@@ -18,6 +18,8 @@ Each graph node becomes integer ops on codes:
 * ``x + y`` (``operator.add``, ``torch.add``, ``Tensor.add``): the contract's ``add``, and
   ``x * y`` (a squeeze-excitation gate broadcast per channel too): the contract's ``mul``
   with ``M = s_a s_b / s_y``; both with a fused clamp as above;
+* ``torch.matmul``, ``a @ b``, ``torch.bmm`` of two activation tensors ``(N, ..., M, K)`` and
+  ``(N, ..., K, N')``: the contract's ``matmul`` (section 6.4) with ``M = s_a s_b / s_y``;
 * max, average, adaptive-average (global or evenly dividing) pooling, 1-D and 2-D: the
   contract's 2-D pools, whose codes keep their input's qparams (average pooling counts only
   unpadded elements, so a padded average pool needs ``count_include_pad=False``);
@@ -71,6 +73,7 @@ from quant.contract.attrs import (
 from quant.contract.codes import PACKED_BITS, code_range
 from quant.contract.custom import CustomOpDef
 from quant.contract.datapath import Datapath
+from quant.contract.matmul import MatmulAttrs
 from quant.custom.registry import custom_attrs, custom_op_of, elementwise_function_of
 from quant.contract.spec import QuantSpec
 from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
@@ -86,6 +89,7 @@ __all__ = ["LoweringError", "lower"]
 
 _ADD = {operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__"}
 _MUL = {operator.mul, torch.mul, "mul", "__mul__", operator.imul, "mul_", "__imul__"}
+_MATMUL = {operator.matmul, torch.matmul, torch.bmm, "matmul", "__matmul__", "bmm"}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _NOOP_MODULES = (nn.Dropout, nn.Identity)
 _CLAMP_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
@@ -549,6 +553,27 @@ class _Lowering:
         self.emit(node, "mul", [a, b], out, attrs)
         self.bind(node, last, out)
 
+    def matmul(self, node: torch.fx.Node) -> None:
+        """``a @ b`` of two activation tensors ``(N, ..., M, K)`` and ``(N, ..., K, N')`` (section 6.4)."""
+        a, b = (self.edge(node, arg) for arg in node.args[:2])
+        sa, sb = self.shape(node.args[0]), self.shape(node.args[1])  # type: ignore[arg-type]
+        if len(sa) < 3 or len(sa) != len(sb) or sa[:-2] != sb[:-2]:
+            raise self.fail(node, f"matmul of tensors of shapes {tuple(sa)} and {tuple(sb)}: the datapath multiplies "
+                                  "(N, ..., M, K) by (N, ..., K, N') of the same batch dimensions")  # fmt: skip
+        act, last = self.finish_fused(node)
+        y_qp = self.qparams_for(last)
+        lo, hi = self.clamp_bounds(act, y_qp.scale, y_qp.zero_point, y_qp.spec)
+        try:
+            attrs = MatmulAttrs.build(k=int(sa[-1]), n=int(sb[-1]), a_zero_point=a.info.zero_point,
+                                      b_zero_point=b.info.zero_point, multiplier=a.info.scale * b.info.scale / y_qp.scale,
+                                      y_zero_point=y_qp.zero_point, y_bits=y_qp.spec.bits, y_signed=y_qp.spec.signed,
+                                      y_min=lo, y_max=hi, datapath=self.dp)  # fmt: skip
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        out = self.new_tensor(last, self.shape(last), y_qp)
+        self.emit(node, "matmul", [a, b], out, attrs)
+        self.bind(node, last, out)
+
     def softmax(self, node: torch.fx.Node, dim: Any) -> None:
         """The contract's integer softmax: exponentials tabulated from the input's scale, output codes of scale
         ``2^-b`` (``b`` the activation width, 8 for a program output) and zero point 0 or ``-2^(b-1)``."""
@@ -842,6 +867,8 @@ class _Lowering:
                 return self.add(node)
             if _is(node, _MUL) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
                 return self.mul(node)
+            if _is(node, _MATMUL) and len(node.args) >= 2 and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
+                return self.matmul(node)
             if node.target in (torch.flatten, torch.squeeze, torch.unsqueeze) or node.target in _RESHAPE_METHODS:
                 return self.reshape(node)
             if node.target in (torch.permute, torch.transpose, "permute", "transpose"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING, Any, Optional
 
+import numpy as np
 import torch
 import torch.fx
 import torch.nn as nn
@@ -34,7 +35,9 @@ import torch.nn.functional as F
 from torch.utils.hooks import RemovableHandle
 
 import quant.reference as ref
+from quant.contract.backend import get_backend
 from quant.contract.datapath import Datapath
+from quant.contract.matmul import MatmulAttrs, run_matmul
 from quant.custom.registry import custom_attrs, custom_op_of
 from quant.ir.program import IntegerProgram, TensorInfo
 from quant.reference.custom import run_custom
@@ -245,6 +248,8 @@ class ExactSimulation:
             return ref.mul(qa, qb, a_zero_point=ia.zero_point, b_zero_point=ib.zero_point,
                            multiplier=ia.scale * ib.scale / info.scale, y_zero_point=info.zero_point, y_bits=info.bits,
                            y_signed=info.signed, y_min=y_min, y_max=y_max, datapath=dp)  # fmt: skip
+        if node.target in (operator.matmul, torch.matmul, torch.bmm, "matmul", "__matmul__", "bmm"):
+            return self.matmul(node, codes)
         if node.target in (F.softmax, torch.softmax, "softmax"):
             return self.softmax(node, node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None), codes)
         if node.target in _LAYOUT:
@@ -263,6 +268,20 @@ class ExactSimulation:
                            F.adaptive_avg_pool1d):  # fmt: skip
             return self.pool(node, codes)
         return self.elementwise(node, None, codes)
+
+    def matmul(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """``a @ b`` of two activation tensors (section 6.4) on the reference, with the plan's qparams."""
+        a, b = node.args[0], node.args[1]
+        ia, ib, info = self.info(a), self.info(b), self.info(node)  # type: ignore[arg-type]
+        qa, qb = codes[a], codes[b]  # type: ignore[index]
+        y_min, y_max = self.clamp(self.fused_activation(node), info)
+        attrs = MatmulAttrs.build(k=int(qa.shape[-1]), n=int(qb.shape[-1]), a_zero_point=ia.zero_point,
+                                  b_zero_point=ib.zero_point, multiplier=ia.scale * ib.scale / info.scale,
+                                  y_zero_point=info.zero_point, y_bits=info.bits, y_signed=info.signed, y_min=y_min,
+                                  y_max=y_max, datapath=self.datapath)  # fmt: skip
+        dtype = np.int8 if ia.signed else np.uint8  # both operands are the datapath's activation codes
+        y = run_matmul(get_backend("torch_ref"), attrs, qa.numpy().astype(dtype), qb.numpy().astype(dtype))
+        return torch.from_numpy(y.astype(np.int64))
 
     def as_codes_of(self, q: torch.Tensor, src: TensorInfo, dst: TensorInfo) -> torch.Tensor:
         """``q`` (codes of ``src``) as codes of ``dst``: the contract's requantize unless the qparams agree."""
