@@ -196,6 +196,12 @@ class _Writer:
         self.g.node("Mul", [self.dequantized(t) for t in node.inputs], [out], name=f"{node.name}/mul")
         self.quantize(node, out)
 
+    def matmul(self, node: Node) -> None:
+        """``MatMul`` of the dequantized inputs, then the output's ``QuantizeLinear``."""
+        out = self.temp(node, "float")
+        self.g.node("MatMul", [self.dequantized(t) for t in node.inputs], [out], name=f"{node.name}/matmul")
+        self.quantize(node, out)
+
     def softmax(self, node: Node) -> None:
         """``Softmax`` of the dequantized input, then ``QuantizeLinear`` to scale ``2^-k``."""
         a: SoftmaxAttrs = node.attrs
@@ -288,7 +294,7 @@ class _Writer:
 #: The program ops this form writes, by name.
 QDQ_OPS: dict[str, Callable[[_Writer, Node], None]] = {
     "conv2d": _Writer.conv2d, "linear": _Writer.linear, "requantize": _Writer.requantize, "add": _Writer.add,
-    "mul": _Writer.mul, "softmax": _Writer.softmax, "avg_pool2d": _Writer.avg_pool2d,
+    "mul": _Writer.mul, "matmul": _Writer.matmul, "softmax": _Writer.softmax, "avg_pool2d": _Writer.avg_pool2d,
     "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut, "reshape": _Writer.reshape, "permute": _Writer.permute,
     "concat": _Writer.concat, "pad": _Writer.pad,
 }  # fmt: skip

@@ -68,6 +68,7 @@ import numpy as np
 import numpy.typing as npt
 from onnx import TensorProto
 
+from quant.contract.matmul import MatmulAttrs
 from quant.contract.attrs import (
     AddAttrs,
     AvgPool2dAttrs,
@@ -304,6 +305,27 @@ class _Writer:
         self.quantize_unit(node, scaled, out)
         self.clamp(node, out)
 
+    def matmul(self, node: Node) -> None:
+        """``DequantizeLinear`` of both with scale 1, ``MatMul`` (integer-valued floats), ``Mul`` by fp32(M),
+        ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]: the form of ``mul`` with a matrix product."""
+        a: MatmulAttrs = node.attrs
+        m = self.float_multiplier(a.linear, node)
+        factors = []
+        for i, zero in enumerate((a.linear.x_zero_point, a.linear.w_zero_point[0])):
+            src = node.inputs[i]
+            factor = self.g.fresh(f"{node.output}/factor{i}")
+            self.g.node("DequantizeLinear", [self.codes(src), self.unit_scale(),
+                        self.zero_point(f"{node.name}/zero_point{i}", zero, self.info(src))], [factor],
+                        name=f"{node.name}/factor{i}")  # fmt: skip
+            factors.append(factor)
+        product = self.g.fresh(f"{node.output}/product")
+        self.g.node("MatMul", factors, [product], name=f"{node.name}/product")
+        scaled = self.g.fresh(f"{node.output}/scaled")
+        self.g.node("Mul", [product, self.g.constant(f"{node.name}/multiplier", m)], [scaled], name=f"{node.name}/scale")
+        out = self.result(node)
+        self.quantize_unit(node, scaled, out)
+        self.clamp(node, out)
+
     def avg_pool2d(self, node: Node) -> None:
         """``QLinearGlobalAveragePool`` where :func:`exact_global_average`, else ``DequantizeLinear(q, 1, z)``, the float
         average (one correctly rounded division of an exact sum), ``QuantizeLinear(·, 1, z)``."""
@@ -446,7 +468,7 @@ def onnx_pads(attrs: PadAttrs, rank: int, node: Optional[Node] = None) -> npt.ND
 #: The program ops this form writes, by name.
 QOPERATOR_OPS: dict[str, Callable[[_Writer, Node], None]] = {
     "conv2d": _Writer.conv2d, "linear": _Writer.linear, "requantize": _Writer.requantize, "add": _Writer.add,
-    "mul": _Writer.mul, "avg_pool2d": _Writer.avg_pool2d, "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut,
+    "mul": _Writer.mul, "matmul": _Writer.matmul, "avg_pool2d": _Writer.avg_pool2d, "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut,
     "softmax": _Writer.softmax, "reshape": _Writer.reshape, "permute": _Writer.permute, "concat": _Writer.concat,
     "pad": _Writer.pad,
 }  # fmt: skip

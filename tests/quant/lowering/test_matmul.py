@@ -1,5 +1,6 @@
 """torch.matmul / @ / bmm of two activation tensors lower to the IR's matmul (section 6.4) and run with 0
-mismatches, exact simulation vs torch reference vs C kernels; the exporters refuse it by name for now."""
+mismatches, exact simulation vs torch reference vs C kernels; ONNX Runtime agrees with it; the C exporter refuses
+it by name for now."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def test_attention_with_matmuls_runs_with_zero_mismatches(preset: str) -> None:
     assert report.mismatches == 0 and report.output.compared == 16 * 3
 
 
-def test_a_program_with_matmuls_saves_loads_and_is_refused_by_the_exporters_by_name(tmp_path: Path) -> None:
+def test_a_program_with_matmuls_saves_loads_and_the_c_exporter_refuses_it_by_name(tmp_path: Path) -> None:
     model, handle, program, x = _lowered("fbgemm_int8")
     program.save(tmp_path / "p.npz")
     loaded = quant.IntegerProgram.load(tmp_path / "p.npz")
@@ -59,5 +60,15 @@ def test_a_program_with_matmuls_saves_loads_and_is_refused_by_the_exporters_by_n
     assert (loaded.run(x, backend="c") == program.run(x, backend="torch")).all()
     with pytest.raises(ValueError, match="export_c: node 'matmul': op 'matmul' has no C form"):
         kernels.export_c(program, tmp_path / "c", x[:2])
-    with pytest.raises(ValueError, match=r"node 'matmul' \(matmul\) cannot be expressed: no ONNX form"):
-        quant.export_onnx(program, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("form", ["qdq", "qoperator"])
+def test_onnx_runtime_gives_the_programs_codes_for_matmuls(form: str) -> None:
+    """ONNX Runtime on the exported program (MatMul between dequantized / integer-valued operands) against the
+    program's own codes, on the preset that models its arithmetic."""
+    from quant.export.agreement import measure
+
+    _, _, program, x = _lowered("mlas")
+    agreement = measure(program, x, form=form)
+    assert agreement.refused is None and agreement.failed is None and agreement.codes == 16 * 3
+    assert agreement.equal == 1.0 and agreement.max_lsb == 0
