@@ -288,30 +288,19 @@ class _Writer:
     def mul(self, node: Node) -> None:
         """``DequantizeLinear`` of both with scale 1, ``Mul``, ``Mul`` by fp32(M), ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]."""
         a: MulAttrs = node.attrs
-        m = self.float_multiplier(a, node)
-        factors = []
-        for i, zero in enumerate((a.a_zero_point, a.b_zero_point)):
-            src = node.inputs[i]
-            factor = self.g.fresh(f"{node.output}/factor{i}")
-            self.g.node("DequantizeLinear", [self.codes(src), self.unit_scale(),
-                        self.zero_point(f"{node.name}/zero_point{i}", zero, self.info(src))], [factor],
-                        name=f"{node.name}/factor{i}")  # fmt: skip
-            factors.append(factor)
-        product = self.g.fresh(f"{node.output}/product")
-        self.g.node("Mul", factors, [product], name=f"{node.name}/product")
-        scaled = self.g.fresh(f"{node.output}/scaled")
-        self.g.node("Mul", [product, self.g.constant(f"{node.name}/multiplier", m)], [scaled], name=f"{node.name}/scale")
-        out = self.result(node)
-        self.quantize_unit(node, scaled, out)
-        self.clamp(node, out)
+        self.product(node, "Mul", (a.a_zero_point, a.b_zero_point), self.float_multiplier(a, node))
 
     def matmul(self, node: Node) -> None:
-        """``DequantizeLinear`` of both with scale 1, ``MatMul`` (integer-valued floats), ``Mul`` by fp32(M),
-        ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]: the form of ``mul`` with a matrix product."""
+        """The form of :meth:`mul` with ``MatMul`` (a sum of integer-valued float products) for the product."""
         a: MatmulAttrs = node.attrs
-        m = self.float_multiplier(a.linear, node)
+        zero_points = (a.linear.x_zero_point, a.linear.w_zero_point[0])
+        self.product(node, "MatMul", zero_points, self.float_multiplier(a.linear, node))
+
+    def product(self, node: Node, op_type: str, zero_points: tuple[int, int], m: npt.NDArray[np.float32]) -> None:
+        """``DequantizeLinear`` of both inputs with scale 1 (exact differences), ``op_type`` of them, ``Mul`` by
+        ``m``, ``QuantizeLinear(·, 1, z_y)`` [+ ``Clip``]."""
         factors = []
-        for i, zero in enumerate((a.linear.x_zero_point, a.linear.w_zero_point[0])):
+        for i, zero in enumerate(zero_points):
             src = node.inputs[i]
             factor = self.g.fresh(f"{node.output}/factor{i}")
             self.g.node("DequantizeLinear", [self.codes(src), self.unit_scale(),
@@ -319,7 +308,7 @@ class _Writer:
                         name=f"{node.name}/factor{i}")  # fmt: skip
             factors.append(factor)
         product = self.g.fresh(f"{node.output}/product")
-        self.g.node("MatMul", factors, [product], name=f"{node.name}/product")
+        self.g.node(op_type, factors, [product], name=f"{node.name}/product")
         scaled = self.g.fresh(f"{node.output}/scaled")
         self.g.node("Mul", [product, self.g.constant(f"{node.name}/multiplier", m)], [scaled], name=f"{node.name}/scale")
         out = self.result(node)
