@@ -59,9 +59,9 @@ class ApiCase:
 
 def _strided(a: np.ndarray) -> np.ndarray:
     """The values of ``a`` as a non-contiguous view (every other element of a twice-wide array)."""
-    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype) if a.ndim else np.zeros(2, a.dtype)
     if not a.ndim:
         return a
+    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
     wide[..., ::2] = a
     return wide[..., ::2]
 
