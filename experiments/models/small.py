@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "KeywordSpotter", "Branches", "SqueezeExcite", "TinyAttention",
-           "TinyDetector", "SMALL_MODELS"]  # fmt: skip
+           "TinyDetector", "SelfAttention", "SMALL_MODELS"]  # fmt: skip
 
 
 class MLP(nn.Module):
@@ -226,6 +226,34 @@ class TinyAttention(nn.Module):
         return torch.randn(batch, 6, 8)
 
 
+class SelfAttention(nn.Module):
+    """Two-head scaled dot-product self-attention on 6 tokens of 8 features, written as Hugging Face models
+    write it (``nn.Linear`` projections, ``torch.matmul``, softmax), with a residual connection and a classifier."""
+
+    heads, tokens, width = 2, 6, 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.out = nn.Linear(8, 8)
+        self.fc = nn.Linear(6 * 8, 3)
+
+    def split(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1, self.tokens, self.heads, self.width // self.heads).permute(0, 2, 1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:       # x: (N, 6, 8)
+        q, k, v = self.split(self.q(x) * 0.5), self.split(self.k(x)), self.split(self.v(x))
+        p = torch.softmax(torch.matmul(q, k.transpose(-2, -1)), dim=-1)      # (N, 2, 6, 6)
+        context = torch.matmul(p, v).permute(0, 2, 1, 3).reshape(-1, self.tokens, self.width)
+        y = self.out(context) + x
+        out: torch.Tensor = self.fc(torch.flatten(y, 1))
+        return out
+
+    @staticmethod
+    def example_input(batch: int = 4) -> torch.Tensor:
+        return torch.randn(batch, 6, 8)
+
+
 class TinyDetector(nn.Module):
     """A single-shot detector on 16x16 images with integer non-maximum suppression as its post-processing:
     a strided conv backbone, one box (x1, y1, x2, y2 offsets from each cell's anchor) and one score per
@@ -263,5 +291,6 @@ SMALL_MODELS: dict[str, type[nn.Module]] = {
     "branches": Branches,
     "squeeze_excite": SqueezeExcite,
     "attention": TinyAttention,
+    "self_attention": SelfAttention,
     "detector": TinyDetector,
 }

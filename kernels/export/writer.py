@@ -41,6 +41,7 @@ from quant.contract.attrs import (
 )
 from quant.contract.custom import CustomOpAttrs, CustomOpDef, custom_op_def
 from quant.contract.datapath import Datapath
+from quant.contract.matmul import MatmulAttrs
 
 __all__ = ["ALIGN", "CProgram", "ProgramLike", "check_name", "generate"]
 
@@ -269,6 +270,10 @@ class _Writer:
             return {"scratch": int(_qk.linear_scratch_bytes(m, k, n, datapath_struct(a.datapath, op)))}
         if op == "requantize":
             return {"int32": 4 * self.count(node.inputs[0])}
+        if op == "matmul":
+            batch, m, k, n = self.matmul_dims(node)
+            lin = datapath_struct(a.linear.datapath, op)
+            return {"scratch": int(_qk.linear_scratch_bytes(m, k, n, lin)), "transposed": k * n}
         if isinstance(a, CustomOpAttrs):
             return {"scratch": self.custom_scratch(node)}
         return {}
@@ -276,6 +281,11 @@ class _Writer:
     def linear_dims(self, node: Any) -> tuple[int, int, int]:
         x = self.shapes[node.inputs[0]]
         return math.prod(x[:-1]), x[-1], node.attrs.w_shape[0]
+
+    def matmul_dims(self, node: Any) -> tuple[int, int, int, int]:
+        """``(batch, M, K, N)`` of a matmul node: ``batch`` products of ``(M, K)`` by ``(K, N)``."""
+        a = self.shapes[node.inputs[0]]
+        return math.prod(a[:-2]), a[-2], node.attrs.k, node.attrs.n
 
     def custom_scratch(self, node: Any) -> int:
         """Bytes the op's ``<symbol>_scratch_bytes`` asks for on these shapes (0 when it has none)."""
@@ -335,6 +345,46 @@ class _Writer:
 
     def dp_ref(self) -> str:
         return f"&{self.const('datapath')}"
+
+    def emit_datapath(self, cname: str, dp: Datapath, op: str) -> None:
+        """A ``qk_datapath`` constant ``cname`` holding ``dp``."""
+        fields = datapath_struct(dp, op)
+        self.data.append(_struct("qk_datapath", cname, {k: _ENUMS[k][v] if k in _ENUMS else str(v) for k, v in fields.items()}))
+
+    def matmul_node(self, i: int, label: str, node: Any, x: list[str], y: str) -> None:
+        """Per batch index, ``b[i]^T`` into a temporary, then the linear the matmul record holds (section 6.4)."""
+        a = node.attrs
+        assert isinstance(a, MatmulAttrs)
+        batch, m, k, n = self.matmul_dims(node)
+        lin = a.linear
+        dname = self.const(f"{label}_dp")
+        self.emit_datapath(dname, lin.datapath, a.op)
+        zname = self.const(f"{label}_bz")
+        self.data.append(_array("int32_t", zname, list(lin.w_zero_point)))
+        rq = self.emit_requant(label, lin.requant, lin.output)
+        sp, sn = self.temp(i, "scratch")
+        t, _ = self.temp(i, "transposed")
+        self.helpers.add("transpose")
+        self.entry.add("qk_linear")
+        self.body.append("\n".join([
+            "    {",
+            "        size_t b;",
+            "        qk_weights w;",
+            f"        w.data = {t};",
+            f"        w.length = {k * n};",
+            "        w.packed_bits = 0;",
+            f"        w.zero_point = {zname};",
+            "        w.zero_point_length = 1;",
+            f"        for (b = 0; b < {batch}; ++b) {{",
+            f"            {self.name}__transpose({x[1]} + b * {k * n}, {t}, {k}, {n});",
+            f"            if ((st = qk_linear({m}, {k}, {n}, &{dname}, {x[0]} + b * {m * k}, {m * k}, "
+            f"{_int(lin.x_zero_point)}, &w, NULL, 0, &{rq}, {y} + b * {m * n}, {m * n}, {sp}, {sn}, "
+            "QK_ISA_AUTO)) != QK_OK) {",
+            f"                return {self.name}__failed({i}, (int)st);",
+            "            }",
+            "        }",
+            "    }",
+        ]))  # fmt: skip
 
     # -- the ops
     def node(self, i: int, node: Any) -> None:
@@ -452,6 +502,8 @@ class _Writer:
                 self.data.append(_array("size_t", cname, list(values), str))
             self.body.append(f"    {self.name}__pad({x[0]}, {y}, {len(shape)}, {names[0]}, {names[1]}, {names[2]}, "
                              f"{_int(a.value)});")
+        elif op == "matmul":
+            self.matmul_node(i, label, node, x, y)
         elif isinstance(a, CustomOpAttrs):
             self.custom_node(i, label, node, x, y)
         else:
@@ -510,6 +562,17 @@ class _Writer:
     size_t i;
     for (i = 0; i < count; ++i) {{
         q[i] = is_signed ? (int32_t)((const int8_t *)x)[i] : (int32_t)((const uint8_t *)x)[i];
+    }}
+}}""")
+        if "transpose" in self.helpers:
+            parts.append(f"""/* t (cols x rows) = the transpose of the row-major byte matrix x (rows x cols). */
+static void {n}__transpose(const unsigned char *x, unsigned char *t, size_t rows, size_t cols)
+{{
+    size_t r, c;
+    for (r = 0; r < rows; ++r) {{
+        for (c = 0; c < cols; ++c) {{
+            t[c * rows + r] = x[r * cols + c];
+        }}
     }}
 }}""")
         if "permute" in self.helpers:
@@ -585,9 +648,7 @@ def generate(program: ProgramLike, name: str, *, batch: int = 1, provenance: str
     name = check_name(name)
     w = _Writer(program, name, batch)
     w.plan()
-    dps = datapath_struct(program.datapath, "export_c")
-    w.data.append(_struct("qk_datapath", w.const("datapath"),
-                          {k: _ENUMS[k][v] if k in _ENUMS else str(v) for k, v in dps.items()}))  # fmt: skip
+    w.emit_datapath(w.const("datapath"), program.datapath, "export_c")
     for i, node in enumerate(program.nodes):
         w.node(i, node)
     upper = name.upper()

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quant.contract.args import check_datapath, scalar_int
-from quant.contract.attrs import MAX_DIM, LinearAttrs
+from quant.contract.attrs import MAX_DIM, LinearAttrs, OutputCodes
 from quant.contract.backend import Backend
 from quant.contract.datapath import Datapath
 from quant.contract.multiplier import MultiplierLike, multiplier_values
@@ -92,6 +92,11 @@ class MatmulAttrs:
         except ValueError as err:
             raise _renamed(err) from None
         return cls(dims[0], dims[1], linear)
+
+    @property
+    def output(self) -> OutputCodes:
+        """The output codes (the linear's)."""
+        return self.linear.output
 
     def build_args(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`build` that give this record again (JSON-able, datapath apart)."""

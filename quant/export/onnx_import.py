@@ -11,7 +11,8 @@ CNNs. Each group of ONNX nodes becomes one program node, derived from the graph 
   a ``Clip`` right after a requantizing op is its fused clamp;
 * ``DequantizeLinear`` then ``QuantizeLinear`` with scale 1: requantize; two ``DequantizeLinear``, ``Add``,
   ``QuantizeLinear`` with scale 1: add; two ``DequantizeLinear`` of scale 1, ``Mul``, ``Mul`` by a constant,
-  ``QuantizeLinear`` with scale 1: mul; ``DequantizeLinear`` of scale 1, ``AveragePool`` /
+  ``QuantizeLinear`` with scale 1: mul, and with ``MatMul`` for the first ``Mul``: matmul;
+  ``DequantizeLinear`` of scale 1, ``AveragePool`` /
   ``GlobalAveragePool``, ``QuantizeLinear`` with scale 1: avg_pool2d; ``Cast`` to int32, ``Add`` of
   ``-qmin`` (and ``c * 256`` per channel), ``Gather`` of an int8/uint8 table: lut; the int64 chain of
   :mod:`quant.export.onnx_qoperator` (``ReduceMax``, ``Sub``, ``Gather``, ``ReduceSum``, ``Mul``, a float64
@@ -112,8 +113,11 @@ class _Sum:
 
 @dataclass(frozen=True)
 class _Product:
+    """``a * b`` (``op`` mul) or ``a @ b`` (``op`` matmul) of two scale-1 dequantized tensors."""
+
     a: _Dequant
     b: _Dequant
+    op: str = "mul"
 
 
 @dataclass(frozen=True)
@@ -331,6 +335,8 @@ class _Importer:
                 r.shape = (None, *out[1:])
             elif r.op == "linear":
                 r.shape = (*x[:-1], a.w_shape[0])
+            elif r.op == "matmul":
+                r.shape = (*x[:-1], a.n)
             elif r.op == "reshape":
                 size = math.prod(per_sample)
                 dims = list(a.shape)
@@ -431,8 +437,11 @@ class _Importer:
                 y_min=code_range(8, signed)[0], y_max=code_range(8, signed)[1], **out), signed=signed)  # fmt: skip
         elif isinstance(src, _Scaled):
             p = src.product
-            self.emit(node, "mul", (p.a.tensor, p.b.tensor), dict(
-                a_zero_point=int(p.a.zero_point.reshape(-1)[0]), b_zero_point=int(p.b.zero_point.reshape(-1)[0]),
+            dims = {}
+            if p.op == "matmul":
+                dims = dict(k=int(self.shape_of(p.a.tensor)[-1] or 0), n=int(self.shape_of(p.b.tensor)[-1] or 0))
+            self.emit(node, p.op, (p.a.tensor, p.b.tensor), dict(
+                **dims, a_zero_point=int(p.a.zero_point.reshape(-1)[0]), b_zero_point=int(p.b.zero_point.reshape(-1)[0]),
                 multiplier=src.multiplier, y_min=code_range(8, signed)[0], y_max=code_range(8, signed)[1], **out),
                 signed=signed)  # fmt: skip
         elif isinstance(src, _Mean):
@@ -500,6 +509,16 @@ class _Importer:
             return
         raise self.fail(node, "Mul of other than two DequantizeLinear of scale 1 (a mul's product) or a product and "
                               "its multiplier")  # fmt: skip
+
+    def matmul(self, node: onnx.NodeProto) -> None:
+        """The product of a matmul: ``MatMul`` of two scale-1 dequantized tensors (then ``Mul`` by its multiplier)."""
+        a, b = self.symbols.get(node.input[0]), self.symbols.get(node.input[1])
+        if isinstance(a, _Dequant) and isinstance(b, _Dequant) and all(
+                d.scale.size == 1 and float(d.scale.reshape(-1)[0]) == 1.0 for d in (a, b)):
+            self.symbols[node.output[0]] = _Product(a, b, "matmul")
+            return
+        raise self.fail(node, "MatMul of other than two DequantizeLinear of scale 1 (a matmul's product); a "
+                              "constant operand is QLinearMatMul")  # fmt: skip
 
     def _window(self, node: onnx.NodeProto, default_kernel: Optional[list[int]] = None) -> dict[str, Any]:
         if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or _attr(node, "ceil_mode", 0):
@@ -897,7 +916,7 @@ class _Importer:
             (MS_DOMAIN, "QLinearMul"): self.qlinear_binary,
             (MS_DOMAIN, "QLinearGlobalAveragePool"): self.qlinear_global_average_pool,
             (MS_DOMAIN, "QLinearAveragePool"): self.qlinear_average_pool,
-            ("", "Add"): self.add, ("", "Mul"): self.mul, ("", "AveragePool"): self.average_pool,
+            ("", "Add"): self.add, ("", "Mul"): self.mul, ("", "MatMul"): self.matmul, ("", "AveragePool"): self.average_pool,
             ("", "GlobalAveragePool"): self.average_pool, ("", "MaxPool"): self.max_pool, ("", "Cast"): self.cast,
             ("", "Gather"): self.gather, ("", "Reshape"): self.reshape, ("", "Flatten"): self.flatten,
             ("", "Transpose"): self.transpose, ("", "Concat"): self.concat, ("", "Pad"): self.pad,

@@ -34,7 +34,8 @@ Each graph node becomes integer ops on codes:
   scale ``2^-b`` whatever the consumer (a consumer with other qparams reads it requantized);
 * any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
   standalone ReLU, ...): an exact lookup table ``table[q] = Q_out(f(s_in (q - z_in)))`` over
-  the input's ``2^b`` codes, computed with the module or function itself; PReLU with
+  the input's ``2^b`` codes, computed with the module or function itself (arithmetic with a number,
+  ``x * c``, ``x / c``, ``x + c``, ``c - x``, as attention's ``q / sqrt(d)``, likewise); PReLU with
   per-channel slopes (``nn.PReLU(C)``, ``F.prelu(x, weight)``): one table per channel; a function
   the user writes, marked with :func:`quant.elementwise`, likewise;
 * a custom op registered with :func:`quant.register_op`: one node of that op, its integer
@@ -89,6 +90,8 @@ __all__ = ["LoweringError", "lower"]
 
 _ADD = {operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__"}
 _MUL = {operator.mul, torch.mul, "mul", "__mul__", operator.imul, "mul_", "__imul__"}
+_SUB = {operator.sub, torch.sub, "sub", "__sub__", operator.isub, "sub_", "__isub__", "__rsub__"}
+_DIV = {operator.truediv, torch.div, "div", "__truediv__", operator.itruediv, "div_", "__itruediv__"}
 _MATMUL = {operator.matmul, torch.matmul, torch.bmm, "matmul", "__matmul__", "bmm"}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _NOOP_MODULES = (nn.Dropout, nn.Identity)
@@ -753,10 +756,12 @@ class _Lowering:
         attrs = PadAttrs.build(pads=[int(p) for p in pads], value=x.info.zero_point)
         self.env[node] = self.emit(node, "pad", [x], self.same_codes(node, x), attrs)
 
-    def lookup_table(self, node: torch.fx.Node, fn: Callable[[torch.Tensor], torch.Tensor], channels: int = 1) -> None:
-        """``table[q] = Q_out(f(s_in (q - z_in)))`` over the input's codes; with ``channels`` > 1 (a function with
-        per-channel parameters, along axis 1) one row per channel, ``f`` evaluated on ``(1, channels, 2^b)``."""
-        x = self.edge(node, node.args[0])
+    def lookup_table(self, node: torch.fx.Node, fn: Callable[[torch.Tensor], torch.Tensor], channels: int = 1,
+                     source: Optional[torch.fx.Node] = None) -> None:  # fmt: skip
+        """``table[q] = Q_out(f(s_in (q - z_in)))`` over the codes of ``source`` (default: the first argument);
+        with ``channels`` > 1 (a function with per-channel parameters, along axis 1) one row per channel, ``f``
+        evaluated on ``(1, channels, 2^b)``."""
+        x = self.edge(node, node.args[0] if source is None else source)
         y_qp = self.qparams_for(node)
         s_y, z_y, y_spec = y_qp.scale, y_qp.zero_point, y_qp.spec
         lo, hi = code_range(x.info.bits, x.info.signed)
@@ -776,6 +781,28 @@ class _Lowering:
         out = self.new_tensor(node, self.shape(node), y_qp)
         self.emit(node, "lut", [x], out, attrs, {"table": table.numpy().astype(np.int8 if y_spec.signed else np.uint8)})
         self.env[node] = out
+
+    def scalar_arithmetic(self, node: torch.fx.Node) -> Optional[tuple[torch.fx.Node, Callable[[torch.Tensor], torch.Tensor]]]:
+        """``(tensor, f)`` of ``x * c``, ``c * x``, ``x / c``, ``x + c``, ``c + x``, ``x - c``, ``c - x`` with a number
+        ``c`` (attention's ``q / sqrt(d)``), computed as the exact table of ``f``; None for anything else."""
+        if node.op not in ("call_function", "call_method") or len(node.args) != 2 or node.kwargs:
+            return None
+        a, b = node.args
+        tensor_first = isinstance(a, torch.fx.Node) and isinstance(b, (int, float)) and not isinstance(b, bool)
+        tensor_second = isinstance(b, torch.fx.Node) and isinstance(a, (int, float)) and not isinstance(a, bool)
+        if not (tensor_first or tensor_second):
+            return None
+        x, c = (a, float(b)) if tensor_first else (b, float(a))  # type: ignore[arg-type]
+        reverse = node.target == "__rsub__"
+        if _is(node, _MUL):
+            return x, lambda t: t * c  # type: ignore[return-value]
+        if _is(node, _ADD):
+            return x, lambda t: t + c  # type: ignore[return-value]
+        if _is(node, _SUB):
+            return x, (lambda t: c - t) if (tensor_second or reverse) else (lambda t: t - c)  # type: ignore[return-value]
+        if _is(node, _DIV) and tensor_first:  # (x / 0 does not calibrate: its observer refuses the infinities)
+            return x, lambda t: t / c  # type: ignore[return-value]
+        return None
 
     def elementwise_fn(self, node: torch.fx.Node) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
         if node.op == "call_module":
@@ -890,6 +917,9 @@ class _Lowering:
                 return  # shape arithmetic (x.shape[0]): no tensor of codes
             if node.op == "call_method" and node.target in ("size", "dim"):
                 return
+        scalar = self.scalar_arithmetic(node)
+        if scalar is not None:
+            return self.lookup_table(node, scalar[1], source=scalar[0])
         fn = self.elementwise_fn(node)
         if fn is not None:
             return self.lookup_table(node, fn, per_channel_parameters(self.model, node))

@@ -54,6 +54,27 @@ _LAYOUT = {torch.flatten, torch.squeeze, torch.unsqueeze, torch.permute, torch.t
            "squeeze", "unsqueeze", "permute", "transpose", "contiguous"}  # fmt: skip
 
 
+#: Arithmetic whose one operand may be a number (``x * c``, ``c - x``, ``x / c``).
+_ARITHMETIC = {operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__", operator.mul, torch.mul, "mul",
+               "__mul__", operator.imul, "mul_", "__imul__", operator.sub, torch.sub, "sub", "__sub__", operator.isub,
+               "sub_", "__isub__", "__rsub__", operator.truediv, torch.div, "div", "__truediv__", operator.itruediv,
+               "div_", "__itruediv__"}  # fmt: skip
+
+
+def _with_a_number(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is arithmetic of one graph tensor and one number (no keywords)."""
+    if node.op not in ("call_function", "call_method") or len(node.args) != 2 or node.kwargs:
+        return False
+    try:
+        if node.target not in _ARITHMETIC:
+            return False
+    except TypeError:  # an unhashable target
+        return False
+    kinds = [isinstance(a, torch.fx.Node) for a in node.args]
+    numbers = [isinstance(a, (int, float)) and not isinstance(a, bool) for a in node.args]
+    return sorted(kinds) == [False, True] and any(numbers)
+
+
 def _dequantize(codes: torch.Tensor, info: TensorInfo) -> torch.Tensor:
     return (codes - info.zero_point).to(torch.float32) * torch.tensor(info.scale, dtype=torch.float32)
 
@@ -230,6 +251,8 @@ class ExactSimulation:
             operands = [self.info(a).operand() for a in node.args]  # type: ignore[arg-type]
             attrs = custom_attrs(custom, operands, info.operand(), dp, node.kwargs)
             return run_custom(attrs, *(codes[a] for a in node.args))  # type: ignore[index]
+        if _with_a_number(node):  # x * c, c - x, x / c, ...: the exact function, like any elementwise one
+            return self.scalar_arithmetic(node, codes)
         if node.target in (operator.add, torch.add, "add", "__add__", operator.iadd, "add_", "__iadd__"):
             a, b = node.args[0], node.args[1]
             ia, ib = self.info(a), self.info(b)  # type: ignore[arg-type]
@@ -394,6 +417,17 @@ class ExactSimulation:
             y = ref.avg_pool2d(x, kernel, stride, padding, zero_point=self.info(node.args[0]).zero_point,  # type: ignore[arg-type]
                                datapath=self.datapath)  # fmt: skip
         return y.squeeze(2) if one_d else y
+
+    def scalar_arithmetic(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """``quantize(x op c)`` (or ``c op x``) on the dequantized tensor operand, the number as it is."""
+        args = [_dequantize(codes[a], self.info(a)) if isinstance(a, torch.fx.Node) else a for a in node.args]
+        if node.op == "call_method":
+            y = getattr(args[0], str(node.target))(*args[1:])
+        else:
+            y = node.target(*args)  # type: ignore[operator]
+        info = self.info(node)
+        return ref.quantize(y.to(torch.float32), scale=info.scale, zero_point=info.zero_point, bits=info.bits,
+                            signed=info.signed, datapath=self.datapath)  # fmt: skip
 
     def elementwise(self, node: torch.fx.Node, m: Optional[nn.Module], codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
         """``quantize(f(dequantize(q)))`` with ``f`` the module or function itself."""

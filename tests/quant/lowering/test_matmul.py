@@ -1,6 +1,6 @@
 """torch.matmul / @ / bmm of two activation tensors lower to the IR's matmul (section 6.4) and run with 0
-mismatches, exact simulation vs torch reference vs C kernels; ONNX Runtime agrees with it; the C exporter refuses
-it by name for now."""
+mismatches, exact simulation vs torch reference vs C kernels; ONNX Runtime agrees with it; the exported C folder
+reproduces every code under the sanitizers."""
 
 from __future__ import annotations
 
@@ -52,14 +52,18 @@ def test_attention_with_matmuls_runs_with_zero_mismatches(preset: str) -> None:
     assert report.mismatches == 0 and report.output.compared == 16 * 3
 
 
-def test_a_program_with_matmuls_saves_loads_and_the_c_exporter_refuses_it_by_name(tmp_path: Path) -> None:
-    model, handle, program, x = _lowered("fbgemm_int8")
+@pytest.mark.parametrize("preset", ["fbgemm_int8", "w2a2_pow2_acc16"])
+def test_a_program_with_matmuls_saves_loads_and_exports_to_c(preset: str, tmp_path: Path) -> None:
+    from tests.kernels.export.test_export_c import SANITIZE, build_and_run
+
+    model, handle, program, x = _lowered(preset)
     program.save(tmp_path / "p.npz")
     loaded = quant.IntegerProgram.load(tmp_path / "p.npz")
     assert loaded.digest() == program.digest()
     assert (loaded.run(x, backend="c") == program.run(x, backend="torch")).all()
-    with pytest.raises(ValueError, match="export_c: node 'matmul': op 'matmul' has no C form"):
-        kernels.export_c(program, tmp_path / "c", x[:2])
+    kernels.export_c(program, tmp_path / "c", x[:4], intermediates=True, batch=2, quiet=True)
+    done = build_and_run(tmp_path / "c", tmp_path, cflags=SANITIZE)
+    assert done.returncode == 0 and done.stdout.strip().endswith("all equal"), done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("form", ["qdq", "qoperator"])
