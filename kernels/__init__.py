@@ -23,6 +23,7 @@ from kernels.api import (
     rounding_right_shift,
     saturating_rounding_doubling_high_mul,
     softmax,
+    layernorm,
     unpack,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "rounding_right_shift",
     "saturating_rounding_doubling_high_mul",
     "softmax",
+    "layernorm",
     "unpack",
 ]

@@ -134,6 +134,22 @@ def softmax(
     datapath: DatapathStruct,
     y: NDArray[Any],
 ) -> None: ...
+def layernorm(
+    *,
+    x: NDArray[Any],
+    rows: int,
+    length: int,
+    x_bits: int,
+    x_signed: bool,
+    eps_term: int,
+    gamma: Optional[NDArray[Any]],
+    gamma_zero_point: int,
+    bias: Optional[NDArray[Any]],
+    datapath: DatapathStruct,
+    requant: RequantStruct,
+    y: NDArray[Any],
+    isa: int,
+) -> None: ...
 def avg_pool2d(
     *, geometry: Geometry, datapath: DatapathStruct, x: NDArray[Any], x_signed: bool, zero_point: int, y: NDArray[Any]
 ) -> None: ...

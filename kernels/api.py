@@ -64,6 +64,7 @@ from quant.contract.attrs import (
 )
 from quant.contract.codes import PACKED_BITS, check_bits, codes_shape, packed_row_bytes, packed_shape
 from quant.contract.datapath import Datapath
+from quant.contract.layernorm import LayerNormAttrs
 from quant.contract.multiplier import MultiplierLike
 
 __all__ = [
@@ -86,6 +87,8 @@ __all__ = [
     "run_mul",
     "softmax",
     "run_softmax",
+    "layernorm",
+    "run_layernorm",
     "run_avg_pool2d",
     "run_max_pool2d",
     "run_lut",
@@ -542,6 +545,59 @@ def run_add(attrs: AddAttrs, a: Codes, b: Codes) -> Codes:
 
 
 # ----------------------------------------------------------------------------- pooling, lut (6)
+
+
+def layernorm(
+    x: Codes,
+    *,
+    x_bits: int,
+    x_signed: bool,
+    eps_term: int,
+    multiplier: MultiplierLike,
+    y_zero_point: int,
+    gamma: Optional[Codes] = None,
+    gamma_zero_point: int = 0,
+    bias: Optional[Codes] = None,
+    y_bits: int = 8,
+    y_signed: bool = True,
+    y_min: Optional[int] = None,
+    y_max: Optional[int] = None,
+    datapath: Datapath,
+    isa: str = "auto",
+) -> Codes:
+    """Integer LayerNorm over the last axis (section 6.5) with int8 ``gamma`` codes and an int32 ``bias``.
+
+    >>> layernorm(np.array([[10, 20, 30, 40]], dtype=np.int8), x_bits=8, x_signed=True, eps_term=0,
+    ...           multiplier=2.0 ** -15 / 0.05, y_zero_point=0, datapath=Datapath.preset("fbgemm_int8")).tolist()
+    [[-27, -9, 9, 27]]
+    """
+    if not isinstance(x, np.ndarray) or x.ndim < 1:
+        raise TypeError("layernorm: x must be a numpy.ndarray of at least one dimension")
+    attrs = LayerNormAttrs.build(
+        length=int(x.shape[-1]), x_bits=x_bits, x_signed=x_signed, eps_term=eps_term, multiplier=multiplier,
+        y_zero_point=y_zero_point, gamma_zero_point=gamma_zero_point, y_bits=y_bits, y_signed=y_signed, y_min=y_min,
+        y_max=y_max, datapath=datapath,
+    )  # fmt: skip
+    return run_layernorm(attrs, x, gamma, bias, isa=isa)
+
+
+def run_layernorm(
+    attrs: LayerNormAttrs, x: Codes, gamma: Optional[Codes], bias: Optional[Codes], *, isa: str = "auto"
+) -> Codes:
+    """layernorm of the validated record ``attrs`` (see :func:`layernorm`)."""
+    op = attrs.op
+    xa = _codes(x, "x", op, attrs.x_bits, attrs.x_signed)
+    rows = attrs.rows(xa.shape)
+    g = None if gamma is None else _array(gamma, "gamma", op, (np.int8,), 1)
+    b = _bias(bias, op)
+    attrs.check_params(_extremes(g), _extremes(b))
+    y = np.empty(xa.shape, dtype=_code_dtype(attrs.output.signed))
+    with named_status(op):
+        _qk.layernorm(x=xa, rows=rows, length=attrs.length, x_bits=attrs.x_bits, x_signed=attrs.x_signed,
+                      eps_term=attrs.eps_term, gamma=g, gamma_zero_point=attrs.gamma_zero_point, bias=b,
+                      datapath=datapath_struct(attrs.datapath, op), requant=requant_struct(attrs.requant, attrs.output),
+                      y=y, isa=isa_code(isa))  # fmt: skip
+    return y
 
 
 def avg_pool2d(

@@ -27,6 +27,7 @@ from quant.contract.attrs import (
 )
 from quant.contract.backend import Weights, register_backend
 from quant.contract.custom import CustomOpAttrs
+from quant.contract.layernorm import LayerNormAttrs
 
 __all__ = ["BACKEND", "CKernels"]
 
@@ -71,6 +72,10 @@ class CKernels:
     def softmax(self, attrs: SoftmaxAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.softmax`."""
         return api.run_softmax(attrs, x)
+
+    def layernorm(self, attrs: LayerNormAttrs, x: Codes, gamma: Optional[Codes], bias: Optional[Codes]) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.layernorm`."""
+        return api.run_layernorm(attrs, x, gamma, bias, isa=self.isa)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.avg_pool2d`."""

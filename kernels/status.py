@@ -84,6 +84,13 @@ _BY_OP: dict[tuple[str, int], str] = {
     ("softmax", _qk.ERR_PARAM_LENGTH): "table: must hold 2^x_bits entries",
     ("softmax", _qk.ERR_SHAPE): "x, axis: the softmax axis must have length >= 1",
     ("softmax", _qk.ERR_BITS): "x_bits, y_bits: must be in 1..8 (y_bits >= 2 signed)",
+    ("layernorm", _qk.ERR_SHAPE): "x: its last dimension (the row) must hold 1..2^14 codes",
+    ("layernorm", _qk.ERR_PARAM_LENGTH): "gamma, multiplier: one gamma code and one multiplier (or one in all) per "
+    "element of the row",
+    ("layernorm", _qk.ERR_BIAS_LENGTH): "bias: one int32 value per element of the row",
+    ("layernorm", _qk.ERR_ZERO_POINT): "gamma_zero_point: must be in [-128, 127]",
+    ("layernorm", _qk.ERR_PARAM_VALUE): "eps_term: must be in 0..2^62-1 (see quant.contract.layernorm.layernorm_eps_term)",
+    ("layernorm", _qk.ERR_BITS): "x_bits: must be in 1..8",
     ("avg_pool2d", _qk.ERR_BITS): "x: its dtype must be int8 or uint8",
     ("max_pool2d", _qk.ERR_BITS): "x: its dtype must be int8 or uint8",
     ("max_pool2d", _qk.ERR_WINDOW): (

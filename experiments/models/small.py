@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["MLP", "BNCNN", "ResidualCNN", "InvertedResidualNet", "ActivationZoo", "KeywordSpotter", "Branches", "SqueezeExcite", "TinyAttention",
-           "TinyDetector", "SelfAttention", "SMALL_MODELS"]  # fmt: skip
+           "TinyDetector", "TransformerBlock", "SMALL_MODELS"]  # fmt: skip
 
 
 class MLP(nn.Module):
@@ -226,9 +226,10 @@ class TinyAttention(nn.Module):
         return torch.randn(batch, 6, 8)
 
 
-class SelfAttention(nn.Module):
-    """Two-head scaled dot-product self-attention on 6 tokens of 8 features, written as Hugging Face models
-    write it (``nn.Linear`` projections, ``torch.matmul``, softmax), with a residual connection and a classifier."""
+class TransformerBlock(nn.Module):
+    """A post-norm transformer encoder block on 6 tokens of 8 features, written as Hugging Face models write it:
+    two-head scaled dot-product self-attention (``nn.Linear`` projections, ``q / sqrt(d)``, ``torch.matmul``,
+    softmax), a residual and ``nn.LayerNorm``, a GELU MLP, a residual and ``nn.LayerNorm``, and a classifier."""
 
     heads, tokens, width = 2, 6, 8
 
@@ -236,16 +237,20 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
         self.out = nn.Linear(8, 8)
+        self.norm1, self.norm2 = nn.LayerNorm(8), nn.LayerNorm(8)
+        self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
         self.fc = nn.Linear(6 * 8, 3)
 
     def split(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(-1, self.tokens, self.heads, self.width // self.heads).permute(0, 2, 1, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:       # x: (N, 6, 8)
-        q, k, v = self.split(self.q(x) * 0.5), self.split(self.k(x)), self.split(self.v(x))
+        head = self.width // self.heads
+        q, k, v = self.split(self.q(x) / head**0.5), self.split(self.k(x)), self.split(self.v(x))
         p = torch.softmax(torch.matmul(q, k.transpose(-2, -1)), dim=-1)      # (N, 2, 6, 6)
         context = torch.matmul(p, v).permute(0, 2, 1, 3).reshape(-1, self.tokens, self.width)
-        y = self.out(context) + x
+        y = self.norm1(self.out(context) + x)
+        y = self.norm2(y + self.down(F.gelu(self.up(y))))
         out: torch.Tensor = self.fc(torch.flatten(y, 1))
         return out
 
@@ -291,6 +296,6 @@ SMALL_MODELS: dict[str, type[nn.Module]] = {
     "branches": Branches,
     "squeeze_excite": SqueezeExcite,
     "attention": TinyAttention,
-    "self_attention": SelfAttention,
+    "transformer_block": TransformerBlock,
     "detector": TinyDetector,
 }

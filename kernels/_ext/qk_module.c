@@ -701,6 +701,44 @@ static PyObject *py_softmax(PyObject *self, PyObject *args, PyObject *kwargs)
     return finish(&vs, op, st);
 }
 
+static PyObject *py_layernorm(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"x", "rows", "length", "x_bits", "x_signed", "eps_term", "gamma", "gamma_zero_point",
+                         "bias", "datapath", "requant", "y", "isa", NULL};
+    const char *op = "layernorm";
+    PyObject *xo, *go, *bo, *dpt, *rqt, *yo;
+    Py_ssize_t rows, length;
+    long long eps_term;
+    int x_bits, x_signed, gamma_zero_point, isa;
+    qk_datapath dp;
+    qk_requant_params rq;
+    qk_views vs = {{{0}}, 0};
+    void *x, *g, *b, *y;
+    size_t x_len, g_len, b_len, y_len;
+    qk_status st;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnipLOiOOOOi", kw, &xo, &rows, &length, &x_bits, &x_signed,
+                                     &eps_term, &go, &gamma_zero_point, &bo, &dpt, &rqt, &yo, &isa)) {
+        return NULL;
+    }
+    if (rows < 0 || length < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: rows and length must be >= 0", op);
+        return NULL;
+    }
+    if (parse_datapath(dpt, &dp) || get_buffer(&vs, xo, op, "x", code_format(x_signed), 1, 0, &x, &x_len) ||
+        get_optional_buffer(&vs, go, op, "gamma", "b", 1, &g, &g_len) ||
+        get_optional_buffer(&vs, bo, op, "bias", "i", 4, &b, &b_len) || parse_requant(&vs, rqt, op, &rq) ||
+        get_buffer(&vs, yo, op, "y", code_format(rq.y_signed), 1, 1, &y, &y_len)) {
+        views_release(&vs);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = qk_layernorm(x, x_len, (size_t)rows, (size_t)length, x_bits, x_signed, (int64_t)eps_term, (const int8_t *)g,
+                      g_len, gamma_zero_point, (const int32_t *)b, b_len, &dp, &rq, y, y_len, isa);
+    Py_END_ALLOW_THREADS
+    return finish(&vs, op, st);
+}
+
 static PyObject *py_avg_pool2d(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"geometry", "datapath", "x", "x_signed", "zero_point", "y", NULL};
@@ -917,6 +955,7 @@ static PyMethodDef qk_methods[] = {
     {"add", (PyCFunction)(void (*)(void))py_add, METH_VARARGS | METH_KEYWORDS, "qk_add."},
     {"mul", (PyCFunction)(void (*)(void))py_mul, METH_VARARGS | METH_KEYWORDS, "qk_mul."},
     {"softmax", (PyCFunction)(void (*)(void))py_softmax, METH_VARARGS | METH_KEYWORDS, "qk_softmax."},
+    {"layernorm", (PyCFunction)(void (*)(void))py_layernorm, METH_VARARGS | METH_KEYWORDS, "qk_layernorm."},
     {"avg_pool2d", (PyCFunction)(void (*)(void))py_avg_pool2d, METH_VARARGS | METH_KEYWORDS, "qk_avg_pool2d."},
     {"max_pool2d", (PyCFunction)(void (*)(void))py_max_pool2d, METH_VARARGS | METH_KEYWORDS, "qk_max_pool2d."},
     {"lut", (PyCFunction)(void (*)(void))py_lut, METH_VARARGS | METH_KEYWORDS, "qk_lut."},

@@ -41,6 +41,7 @@ from quant.contract.attrs import (
 )
 from quant.contract.custom import CustomOpAttrs, CustomOpDef, custom_op_def
 from quant.contract.datapath import Datapath
+from quant.contract.layernorm import LayerNormAttrs
 from quant.contract.matmul import MatmulAttrs
 
 __all__ = ["ALIGN", "CProgram", "ProgramLike", "check_name", "generate"]
@@ -504,6 +505,25 @@ class _Writer:
                              f"{_int(a.value)});")
         elif op == "matmul":
             self.matmul_node(i, label, node, x, y)
+        elif op == "layernorm":
+            assert isinstance(a, LayerNormAttrs)
+            rows = a.rows(xs[0])
+            rq = self.emit_requant(label, a.requant, a.output)
+            g, b = node.params.get("gamma"), node.params.get("bias")
+            gname, bname = "NULL", "NULL"
+            if g is not None:
+                gname = self.const(f"{label}_gamma")
+                self.data.append(_array("int8_t", gname, np.asarray(g).reshape(-1).tolist()))
+                self.weight_bytes += a.length
+            if b is not None:
+                bname = self.const(f"{label}_b")
+                self.data.append(_array("int32_t", bname, np.asarray(b).reshape(-1).tolist()))
+                self.weight_bytes += 4 * a.length
+            g_len, b_len = (a.length if g is not None else 0), (a.length if b is not None else 0)
+            self.entry.add("qk_layernorm")
+            self.call(i, f"qk_layernorm({x[0]}, {math.prod(xs[0])}, {rows}, {a.length}, {a.x_bits}, {int(a.x_signed)}, "
+                         f"INT64_C({a.eps_term}), {gname}, {g_len}, {_int(a.gamma_zero_point)}, {bname}, {b_len}, "
+                         f"{self.dp_ref()}, &{rq}, {y}, {y_len}, QK_ISA_AUTO)")
         elif isinstance(a, CustomOpAttrs):
             self.custom_node(i, label, node, x, y)
         else:

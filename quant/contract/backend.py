@@ -45,6 +45,7 @@ from quant.contract.attrs import (
     SoftmaxAttrs,
 )
 from quant.contract.custom import CustomOpAttrs
+from quant.contract.layernorm import LayerNormAttrs
 
 __all__ = ["Backend", "PackedCodes", "backend_names", "get_backend", "register_backend"]
 
@@ -100,6 +101,10 @@ class Backend(Protocol):
 
     def softmax(self, attrs: SoftmaxAttrs, x: Codes) -> Codes:
         """integer softmax over ``attrs.axis``."""
+        ...
+
+    def layernorm(self, attrs: LayerNormAttrs, x: Codes, gamma: Optional[Codes], bias: Optional[Codes]) -> Codes:
+        """integer LayerNorm over the last axis (int8 ``gamma`` codes, int32 ``bias``, either may be None)."""
         ...
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:

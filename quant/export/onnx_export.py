@@ -58,6 +58,7 @@ from quant.export.onnx_format import (
     code_container,
 )
 from quant.export.onnx_graph import GraphBuilder
+from quant.export.onnx_functions import LOWBIT_DOMAIN
 from quant.export.onnx_qdq import build_qdq, qdq_min_opset
 from quant.export.onnx_qoperator import build_qoperator, qoperator_min_opset
 from quant.ir.program import IntegerProgram
@@ -110,7 +111,7 @@ def onnx_model(program: IntegerProgram, *, form: str = "qdq", opset: Optional[in
         if name in program.inputs:
             raise ValueError(f"export_onnx(form={form!r}): output {name!r} is the program's input; an ONNX graph "
                              "input is float, so it cannot also be the codes")  # fmt: skip
-    g = GraphBuilder(reserved)
+    g = GraphBuilder(reserved, opset=version)
     names = (build_qoperator if form == "qoperator" else build_qdq)(program, g)
     outputs = [g.value_info(names[name], code_container(program.tensors[name].bits, program.tensors[name].signed)[0],
                             program.tensors[name].shape) for name in program.outputs]  # fmt: skip
@@ -130,7 +131,10 @@ def onnx_model(program: IntegerProgram, *, form: str = "qdq", opset: Optional[in
     opsets = [helper.make_opsetid("", version)]
     if form == "qoperator":
         opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
-    model = helper.make_model(graph, opset_imports=opsets, producer_name=_PRODUCER, producer_version=str(METADATA_VERSION))
+    if g.functions:
+        opsets.append(helper.make_opsetid(LOWBIT_DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name=_PRODUCER, producer_version=str(METADATA_VERSION),
+                              functions=list(g.functions.values()))  # fmt: skip
     model.ir_version = helper.find_min_ir_version_for([opsets[0]])
     helper.set_model_props(model, _metadata(program, form))
     onnx.checker.check_model(model, full_check=True)

@@ -13,7 +13,7 @@ byte. Tensor names and node names are two namespaces; a name already taken gets 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -28,13 +28,15 @@ __all__ = ["GraphBuilder"]
 class GraphBuilder:
     """Accumulates one graph's nodes (in execution order), initializers and value infos."""
 
-    def __init__(self, reserved: Iterable[str] = ()) -> None:
+    def __init__(self, reserved: Iterable[str] = (), opset: int = 21) -> None:
+        self.opset = opset  # of the default domain, which the model-local functions' bodies use too
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.value_infos: list[onnx.ValueInfoProto] = []
         self._tensor_names: set[str] = set(reserved)
         self._node_names: set[str] = set()
         self._shared: dict[tuple[str, tuple[int, ...], bytes], str] = {}
+        self.functions: dict[tuple[str, str], onnx.FunctionProto] = {}
 
     @staticmethod
     def _unique(base: str, taken: set[str]) -> str:
@@ -86,6 +88,11 @@ class GraphBuilder:
         attrs = {k: v for k, v in attributes.items() if v is not None}
         self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=node_name,
                                            domain=domain or None, **attrs))  # fmt: skip
+
+    def function(self, make: Callable[[int], onnx.FunctionProto]) -> None:
+        """Make the model-local function ``make(opset)`` part of the model (once per domain and name)."""
+        fn = make(self.opset)
+        self.functions.setdefault((fn.domain, fn.name), fn)
 
     def value_info(self, name: str, elem_type: int, shape: Sequence[Optional[int]]) -> onnx.ValueInfoProto:
         """A value info of ``shape`` (``None`` is the batch dimension ``N``)."""

@@ -27,6 +27,8 @@ CNNs. Each group of ONNX nodes becomes one program node, derived from the graph 
   ``fp32(x_scale / fp32(y_scale n))``, which is ONNX Runtime's computation exactly;
   ``QLinearAveragePool`` with equal qparams: avg_pool2d (ONNX Runtime adds the zero point before rounding,
   so ties can differ);
+* ``lowbit.IntegerLayerNorm`` (the model-local function of :mod:`quant.export.onnx_functions`, its body
+  checked against the one written for the file's opset): layernorm, gamma ones and a zero bias read as none;
 * ``MaxPool`` (global when it has no ``strides`` and its kernel is the plane), ``Reshape`` (first entry 0 or
   -1: the batch), ``Flatten`` (axis 1), ``Transpose`` (batch first), ``Concat``, ``Pad`` (constant),
   ``Identity``;
@@ -67,6 +69,7 @@ from quant.export.onnx_format import (
     TENSORS_KEY,
     qoperator_datapath_problems,
 )
+from quant.export.onnx_functions import INTEGER_LAYERNORM, LOWBIT_DOMAIN, integer_layernorm_function
 from quant.export.onnx_qoperator import exact_global_average, onnx_pads
 from quant.ir.ops import PadAttrs, op_def
 from quant.ir.program import IntegerProgram, Node, TensorInfo
@@ -337,6 +340,9 @@ class _Importer:
                 r.shape = (*x[:-1], a.w_shape[0])
             elif r.op == "matmul":
                 r.shape = (*x[:-1], a.n)
+            elif r.op == "layernorm":
+                a.rows(per_sample)
+                r.shape = x
             elif r.op == "reshape":
                 size = math.prod(per_sample)
                 dims = list(a.shape)
@@ -519,6 +525,42 @@ class _Importer:
             return
         raise self.fail(node, "MatMul of other than two DequantizeLinear of scale 1 (a matmul's product); a "
                               "constant operand is QLinearMatMul")  # fmt: skip
+
+    def integer_layernorm(self, node: onnx.NodeProto) -> None:
+        """layernorm: the ``lowbit.IntegerLayerNorm`` function (its body the one :mod:`quant.export.onnx_functions`
+        writes) of codes, with constant ``gamma - z_g``, bias, ``E``, float32 multiplier(s) and ``z_y``."""
+        opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        body = next((f for f in self.model.functions if (f.domain, f.name) == (LOWBIT_DOMAIN, INTEGER_LAYERNORM)), None)
+        if body is None or body.SerializeToString() != integer_layernorm_function(opset).SerializeToString():
+            raise self.fail(node, f"the model's {LOWBIT_DOMAIN}.{INTEGER_LAYERNORM} function is not section 6.5's (the "
+                                  "body quant.export writes)")  # fmt: skip
+        x = self.codes(node, 0)
+        factors, bias, eps, m = (self.const(node, i, what) for i, what in
+                                 ((1, "gamma - z_g"), (2, "the bias"), (3, "E"), (4, "the multiplier")))  # fmt: skip
+        if any(a.dtype != np.int64 for a in (factors, bias, eps)) or m.dtype != np.float32:
+            raise self.fail(node, "gamma - z_g, the bias and E are int64, the multiplier float32")
+        length = factors.size
+        if factors.shape != (length,) or bias.shape != (length,) or m.size not in (1, length) or eps.size != 1:
+            raise self.fail(node, f"gamma - z_g and the bias hold one value per element of the row, the multiplier one "
+                                  f"or as many ({length}), E one")  # fmt: skip
+        z, signed = self.zero_point(node, 5, "y_zero_point")
+        entry = self.node_meta.get(node.name, {})
+        z_g = int(entry.get("args", {}).get("gamma_zero_point", 0)) if entry.get("op") == "layernorm" else 0
+        gamma = factors + z_g
+        params: dict[str, Any] = {}
+        if not (z_g == 0 and bool(np.all(factors == 1))):  # ones: no gamma (the program's canonical form)
+            if int(gamma.min()) < -128 or int(gamma.max()) > 127:
+                raise self.fail(node, f"gamma codes (gamma - z_g plus z_g = {z_g}) outside int8")
+            params["gamma"] = gamma.astype(np.int8)
+        if bool(np.any(bias != 0)):  # zeros: no bias
+            if int(bias.min()) < -(1 << 31) or int(bias.max()) > (1 << 31) - 1:
+                raise self.fail(node, "the bias must fit int32")
+            params["bias"] = bias.astype(np.int32)
+        lo, hi = code_range(8, signed)
+        multiplier = float(m.reshape(-1)[0]) if m.size == 1 else [float(v) for v in m.reshape(-1)]
+        self.emit(node, "layernorm", (x,), dict(length=length, x_bits=8, x_signed=self.signed_of(x),
+                  eps_term=int(eps.reshape(-1)[0]), multiplier=multiplier, gamma_zero_point=z_g, y_zero_point=z,
+                  y_bits=8, y_signed=signed, y_min=lo, y_max=hi), params, signed=signed)  # fmt: skip
 
     def _window(self, node: onnx.NodeProto, default_kernel: Optional[list[int]] = None) -> dict[str, Any]:
         if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or _attr(node, "ceil_mode", 0):
@@ -916,6 +958,7 @@ class _Importer:
             (MS_DOMAIN, "QLinearMul"): self.qlinear_binary,
             (MS_DOMAIN, "QLinearGlobalAveragePool"): self.qlinear_global_average_pool,
             (MS_DOMAIN, "QLinearAveragePool"): self.qlinear_average_pool,
+            (LOWBIT_DOMAIN, INTEGER_LAYERNORM): self.integer_layernorm,
             ("", "Add"): self.add, ("", "Mul"): self.mul, ("", "MatMul"): self.matmul, ("", "AveragePool"): self.average_pool,
             ("", "GlobalAveragePool"): self.average_pool, ("", "MaxPool"): self.max_pool, ("", "Cast"): self.cast,
             ("", "Gather"): self.gather, ("", "Reshape"): self.reshape, ("", "Flatten"): self.flatten,

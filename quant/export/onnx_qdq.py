@@ -9,7 +9,8 @@ codes travel in int8/uint8 with a ``Clip`` to their range before the ``QuantizeL
 ``s_w``); biases are int32 with a ``DequantizeLinear`` of scale ``s_x s_w``.
 
 * ``conv2d``: ``Conv``; ``linear``: ``Gemm`` (``transB = 1``) on rows, ``MatMul`` + ``Add`` on higher ranks;
-  ``add``: ``Add``; ``mul``: ``Mul``; ``softmax``: ``Softmax``; ``avg_pool2d``: ``AveragePool``
+  ``add``: ``Add``; ``mul``: ``Mul``; ``softmax``: ``Softmax``; ``layernorm``: ``LayerNormalization``
+  (gamma and beta as ``DequantizeLinear`` of their codes); ``avg_pool2d``: ``AveragePool``
   (``count_include_pad = 0``) / ``GlobalAveragePool``; ``max_pool2d``: ``MaxPool``; ``reshape``,
   ``permute``, ``concat``, ``pad``: ``Reshape``, ``Transpose``, ``Concat``, ``Pad`` (of the real 0); a fused
   clamp is a float ``Clip`` before the output's ``QuantizeLinear``;
@@ -33,6 +34,7 @@ from onnx import TensorProto
 
 from quant.contract.attrs import AvgPool2dAttrs, Conv2dAttrs, LutAttrs, MaxPool2dAttrs, RequantizeAttrs, SoftmaxAttrs
 from quant.contract.codes import code_range
+from quant.contract.layernorm import LAYERNORM_FRACTION_BITS, LayerNormAttrs
 from quant.export.onnx_format import code_container, code_elem_type, min_opset_for_bits
 from quant.export.onnx_graph import GraphBuilder
 from quant.export.onnx_qoperator import onnx_pads
@@ -209,6 +211,36 @@ class _Writer:
         self.g.node("Softmax", [self.dequantized(node.inputs[0])], [out], name=f"{node.name}/softmax", axis=a.axis)
         self.quantize(node, out)
 
+    def layernorm(self, node: Node) -> None:
+        """``LayerNormalization`` over the last axis of the dequantized input with gamma ``DequantizeLinear(g, s_g,
+        z_g)`` (ones without), beta ``DequantizeLinear(b, s_g 2^-15)``, ``eps = E s_x^2 / L^3``; ``QuantizeLinear``."""
+        a: LayerNormAttrs = node.attrs
+        x, y = self.info(node.inputs[0]), self.info(node.output)
+        s_g = np.asarray(a.multiplier, np.float64).reshape(-1) * 2.0**LAYERNORM_FRACTION_BITS * y.scale
+        per_element = s_g.size > 1
+        gamma, bias = node.params.get("gamma"), node.params.get("bias")
+        if gamma is None:
+            scale = self.g.constant(f"{node.name}/gamma", np.ones(a.length, np.float32))
+        else:
+            scale = self.temp(node, "gamma")
+            self.g.node("DequantizeLinear", [self.g.constant(f"{node.name}/gamma_codes", np.asarray(gamma).astype(np.int8)),
+                        self.g.constant(f"{node.name}/gamma_scale", s_g.astype(np.float32)),
+                        self.g.constant(f"{node.name}/gamma_zero_point",
+                                        np.full(s_g.shape, a.gamma_zero_point, np.int8))], [scale],
+                        name=f"{node.name}/gamma", axis=0 if per_element else None)  # fmt: skip
+        inputs = [self.dequantized(node.inputs[0]), scale]
+        if bias is not None:
+            beta = self.temp(node, "beta")
+            self.g.node("DequantizeLinear", [self.g.constant(f"{node.name}/bias", np.asarray(bias).astype(np.int32)),
+                        self.g.constant(f"{node.name}/bias_scale", (s_g / 2.0**LAYERNORM_FRACTION_BITS).astype(np.float32)),
+                        self.g.constant(f"{node.name}/bias_zero_point", np.zeros(s_g.shape, np.int32))], [beta],
+                        name=f"{node.name}/beta", axis=0 if per_element else None)  # fmt: skip
+            inputs.append(beta)
+        eps = float(a.eps_term) * x.scale**2 / float(a.length) ** 3
+        out = self.temp(node, "float")
+        self.g.node("LayerNormalization", inputs, [out], name=f"{node.name}/layernorm", axis=-1, epsilon=eps)
+        self.quantize(node, out)
+
     def avg_pool2d(self, node: Node) -> None:
         """``AveragePool`` (``count_include_pad = 0``) or ``GlobalAveragePool``, then ``QuantizeLinear``."""
         a: AvgPool2dAttrs = node.attrs
@@ -294,7 +326,8 @@ class _Writer:
 #: The program ops this form writes, by name.
 QDQ_OPS: dict[str, Callable[[_Writer, Node], None]] = {
     "conv2d": _Writer.conv2d, "linear": _Writer.linear, "requantize": _Writer.requantize, "add": _Writer.add,
-    "mul": _Writer.mul, "matmul": _Writer.matmul, "softmax": _Writer.softmax, "avg_pool2d": _Writer.avg_pool2d,
+    "mul": _Writer.mul, "matmul": _Writer.matmul, "softmax": _Writer.softmax, "layernorm": _Writer.layernorm,
+    "avg_pool2d": _Writer.avg_pool2d,
     "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut, "reshape": _Writer.reshape, "permute": _Writer.permute,
     "concat": _Writer.concat, "pad": _Writer.pad,
 }  # fmt: skip
@@ -317,10 +350,12 @@ def check_qdq(program: IntegerProgram) -> None:
 
 
 def qdq_min_opset(program: IntegerProgram) -> int:
-    """The first opset holding every code type of ``program`` (13; 21 with 4-bit codes; 25 with 2-bit codes)."""
+    """The first opset holding every code type and op of ``program`` (13; 17 with a layernorm, for
+    ``LayerNormalization``; 21 with 4-bit codes; 25 with 2-bit codes)."""
     widths = {t.bits for t in program.tensors.values()}
     widths.add(program.datapath.w_bits)
-    return max(min_opset_for_bits(b) if code_elem_type(b, True) is not None else 13 for b in widths)
+    ops = 17 if any(n.op == "layernorm" for n in program.nodes) else 13
+    return max(ops, *(min_opset_for_bits(b) if code_elem_type(b, True) is not None else 13 for b in widths))
 
 
 def build_qdq(program: IntegerProgram, g: GraphBuilder) -> dict[str, str]:

@@ -44,11 +44,14 @@ How each op is written, and why ONNX Runtime computes it exactly:
   (``Cast``, ``Div``, ``Round``: exact, since ``E 2^k <= 2^24`` and ``S < 2^31`` make any quotient that is not
   a tie at least ``2^-32`` from one, far above float64's error), then ``Cast``, ``Add`` of ``z_y``, ``Clip``,
   ``Cast`` to the codes.
+* ``layernorm`` (section 6.5): one node of the model-local function ``lowbit.IntegerLayerNorm``
+  (:mod:`quant.export.onnx_functions`), whose body is the op in int64 ONNX ops, with ``gamma - z_g``, the
+  bias, ``E``, ``fp32(M)`` and ``z_y`` as constant inputs [+ ``Clip``].
 * ``reshape``, ``permute``, ``concat``, ``pad``: ``Reshape`` (batch kept: ``0``), ``Transpose``, ``Concat``,
   ``Pad`` (constant, the code ``value``) on the codes.
 
-Ops from the com.microsoft domain: ``QGemm`` and ``QLinearGlobalAveragePool``. Everything else is the
-default ONNX domain.
+Ops from the com.microsoft domain: ``QGemm`` and ``QLinearGlobalAveragePool``; from the ``lowbit`` domain:
+the model-local function ``IntegerLayerNorm``. Everything else is the default ONNX domain.
 
 Not expressible (``ValueError`` naming the node, the op and the form): custom ops (``detection.nms`` and any
 registered op: ONNX has no counterpart of their C and Python definitions),
@@ -68,7 +71,9 @@ import numpy as np
 import numpy.typing as npt
 from onnx import TensorProto
 
+from quant.contract.layernorm import LayerNormAttrs
 from quant.contract.matmul import MatmulAttrs
+from quant.export.onnx_functions import INTEGER_LAYERNORM, LOWBIT_DOMAIN, integer_layernorm_function
 from quant.contract.attrs import (
     AddAttrs,
     AvgPool2dAttrs,
@@ -413,6 +418,26 @@ class _Writer:
         elem = TensorProto.INT8 if y.signed else TensorProto.UINT8
         self.g.node("Cast", [clamped], [self.result(node)], name=node.name, to=elem)
 
+    def layernorm(self, node: Node) -> None:
+        """The ``lowbit`` function ``IntegerLayerNorm`` (section 6.5 in int64 ONNX ops, :mod:`quant.export.onnx_functions`)
+        with constant ``gamma - z_g`` (ones without gamma), bias (zeros without), ``E``, ``fp32(M)``, ``z_y``
+        [+ ``Clip``]."""
+        a: LayerNormAttrs = node.attrs
+        y = self.info(node.output)
+        if a.datapath.rounding != "half_even":
+            raise ValueError(f"node {node.name!r} (layernorm): rounding {a.datapath.rounding!r}; the function rounds half to even")
+        gamma, bias = node.params.get("gamma"), node.params.get("bias")
+        g = np.ones(a.length, np.int64) if gamma is None else np.asarray(gamma).astype(np.int64) - a.gamma_zero_point
+        b = np.zeros(a.length, np.int64) if bias is None else np.asarray(bias).astype(np.int64)
+        self.g.function(integer_layernorm_function)
+        inputs = [self.codes(node.inputs[0]), self.g.constant(f"{node.name}/gamma", g), self.g.constant(f"{node.name}/bias", b),
+                  self.g.constant(f"{node.name}/eps_term", np.array(a.eps_term, np.int64)),
+                  self.g.constant(f"{node.name}/multiplier", self.float_multiplier(a, node).reshape(-1)),
+                  self.zero_point(f"{node.name}/y_zero_point", y.zero_point, y)]  # fmt: skip
+        out = self.result(node)
+        self.g.node(INTEGER_LAYERNORM, inputs, [out], name=node.name, domain=LOWBIT_DOMAIN)
+        self.clamp(node, out)
+
     def reshape(self, node: Node) -> None:
         """``Reshape`` to ``[0, *shape]`` (0 keeps the batch)."""
         a: ReshapeAttrs = node.attrs
@@ -458,7 +483,7 @@ def onnx_pads(attrs: PadAttrs, rank: int, node: Optional[Node] = None) -> npt.ND
 QOPERATOR_OPS: dict[str, Callable[[_Writer, Node], None]] = {
     "conv2d": _Writer.conv2d, "linear": _Writer.linear, "requantize": _Writer.requantize, "add": _Writer.add,
     "mul": _Writer.mul, "matmul": _Writer.matmul, "avg_pool2d": _Writer.avg_pool2d, "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut,
-    "softmax": _Writer.softmax, "reshape": _Writer.reshape, "permute": _Writer.permute, "concat": _Writer.concat,
+    "softmax": _Writer.softmax, "layernorm": _Writer.layernorm, "reshape": _Writer.reshape, "permute": _Writer.permute, "concat": _Writer.concat,
     "pad": _Writer.pad,
 }  # fmt: skip
 
@@ -479,9 +504,10 @@ def check_qoperator(program: IntegerProgram) -> None:
 
 
 def qoperator_min_opset(program: IntegerProgram) -> int:
-    """The first opset holding the ops ``program`` needs: 13 (per-axis DequantizeLinear), 18 with a softmax
-    (``ReduceMax`` takes its axes as an input)."""
-    return 18 if any(n.op == "softmax" for n in program.nodes) else QOPERATOR_MIN_OPSET
+    """The first opset holding the ops ``program`` needs: 13 (per-axis DequantizeLinear), 15 with a layernorm
+    (``Shape`` with ``start``), 18 with a softmax (``ReduceMax`` takes its axes as an input)."""
+    ops = {n.op for n in program.nodes}
+    return 18 if "softmax" in ops else (15 if "layernorm" in ops else QOPERATOR_MIN_OPSET)
 
 
 def build_qoperator(program: IntegerProgram, g: GraphBuilder) -> dict[str, str]:

@@ -1,14 +1,15 @@
 """The ops an :class:`~quant.ir.program.IntegerProgram` can hold, one :class:`OpDef` each, by name.
 
 Every datapath op's attributes are the validated record of :mod:`quant.contract.attrs` (the
-one both backends run; ``matmul``'s is :class:`quant.contract.matmul.MatmulAttrs`), rebuilt from its ``build_args()`` when a program is loaded; an op's
+one both backends run; ``matmul``'s is :class:`quant.contract.matmul.MatmulAttrs`, ``layernorm``'s
+:class:`quant.contract.layernorm.LayerNormAttrs`), rebuilt from its ``build_args()`` when a program is loaded; an op's
 operands are the program's tensors (codes) and its constant parameters (weights, biases,
 tables). Layout ops (``reshape``, ``permute``, ``concat``, ``pad``) only move codes and are run by NumPy
 for every backend. A registered custom op (:mod:`quant.contract.custom`) is an op too, under its
 dotted name, with a :class:`~quant.contract.custom.CustomOpAttrs` record.
 
 >>> len(OPS), sorted(OPS)[:7]
-(14, ['add', 'avg_pool2d', 'concat', 'conv2d', 'linear', 'lut', 'matmul'])
+(15, ['add', 'avg_pool2d', 'concat', 'conv2d', 'layernorm', 'linear', 'lut'])
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from quant.contract.attrs import (
 from quant.contract.backend import Backend
 from quant.contract.custom import CustomOpAttrs, custom_op_def, custom_op_names
 from quant.contract.datapath import Datapath
+from quant.contract.layernorm import LayerNormAttrs
 from quant.contract.matmul import MatmulAttrs, run_matmul
 
 __all__ = ["OPS", "ConcatAttrs", "OpDef", "PadAttrs", "PermuteAttrs", "ReshapeAttrs", "op_def"]
@@ -175,6 +177,11 @@ def _requantize(backend: Backend, attrs: RequantizeAttrs, xs: list[Codes], param
     return backend.requantize(attrs, np.ascontiguousarray(xs[0], dtype=np.int32))
 
 
+def _layernorm(backend: Backend, attrs: LayerNormAttrs, xs: list[Codes], params: Params) -> Codes:
+    g = params.get("gamma")
+    return backend.layernorm(attrs, np.ascontiguousarray(xs[0]), None if g is None else np.asarray(g), _bias(params))
+
+
 def _bias(params: Params) -> Optional[Codes]:
     b = params.get("bias")
     return None if b is None else np.asarray(b)
@@ -209,6 +216,7 @@ OPS: dict[str, OpDef] = {
     "matmul": OpDef(
         "matmul", (), lambda a, dp: MatmulAttrs.build(**a, datapath=dp), lambda be, at, xs, p: run_matmul(be, at, *xs)
     ),
+    "layernorm": OpDef("layernorm", ("gamma", "bias"), lambda a, dp: LayerNormAttrs.build(**a, datapath=dp), _layernorm),
     "reshape": OpDef("reshape", (), lambda a, dp: ReshapeAttrs.build(**a), _reshape, datapath_op=False),
     "permute": OpDef("permute", (), lambda a, dp: PermuteAttrs.build(**a), _permute, datapath_op=False),
     "concat": OpDef("concat", (), lambda a, dp: ConcatAttrs.build(**a), _concat, datapath_op=False),

@@ -30,6 +30,8 @@ Each graph node becomes integer ops on codes:
   ``s_w = |a_c| / qmax`` (exact; the nearest power of two on ``pow2`` datapaths);
 * flatten, view, reshape, squeeze, unsqueeze: ``reshape``; permute, transpose: ``permute``
   (the batch stays first); dropout and identity: nothing;
+* ``nn.LayerNorm``: the contract's integer LayerNorm (section 6.5) over its normalized elements, gamma
+  as the int8 codes of its weight quantizer, ``M = s_g / (2^15 s_y)``, bias ``round(2^15 beta / s_g)``;
 * softmax over a dimension: the contract's integer softmax (section 6.3), output codes of
   scale ``2^-b`` whatever the consumer (a consumer with other qparams reads it requantized);
 * any other elementwise function of one tensor (sigmoid, tanh, hardswish, GELU, SiLU, a
@@ -46,6 +48,7 @@ Anything else is a ``ValueError`` naming the op, the graph node and the source l
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +77,7 @@ from quant.contract.attrs import (
 from quant.contract.codes import PACKED_BITS, code_range
 from quant.contract.custom import CustomOpDef
 from quant.contract.datapath import Datapath
+from quant.contract.layernorm import LAYERNORM_FRACTION_BITS, LayerNormAttrs, layernorm_eps_term
 from quant.contract.matmul import MatmulAttrs
 from quant.custom.registry import custom_attrs, custom_op_of, elementwise_function_of
 from quant.contract.spec import QuantSpec
@@ -488,6 +492,49 @@ class _Lowering:
             self.emit(node, "reshape", [inner], out, ReshapeAttrs.build(shape=self.shape(last)[1:]))
         self.bind(node, last, out)
 
+    def layernorm(self, node: torch.fx.Node, m: nn.LayerNorm) -> None:
+        """The contract's integer LayerNorm (section 6.5) over the ``prod(normalized_shape)`` last elements: gamma
+        as int8 codes of the module's weight quantizer, ``M = s_g / (2^15 s_y)``, ``b = round(2^15 beta / s_g)``."""
+        name = str(node.target)
+        x = self.edge(node, node.args[0])
+        x_qp = self.input_quantizer_qparams(name)
+        if x_qp is not None:
+            x = self.requantize_to(node, x, x_qp)
+        in_shape = self.shape(node.args[0])  # type: ignore[arg-type]
+        k = len(m.normalized_shape)
+        length = math.prod(in_shape[len(in_shape) - k:])
+        act, last = self.finish_fused(node)
+        y_qp = self.qparams_for(last)
+        lo, hi = self.clamp_bounds(act, y_qp.scale, y_qp.zero_point, y_qp.spec)
+        try:
+            gamma, z_g, s_g, bias = layernorm_parameters(m, self.handle, name, self.dp)
+            attrs = LayerNormAttrs.build(
+                length=length, x_bits=x.info.bits, x_signed=x.info.signed,
+                eps_term=layernorm_eps_term(float(m.eps), x.info.scale, length),
+                multiplier=(s_g / (2**LAYERNORM_FRACTION_BITS * y_qp.scale)).tolist(), y_zero_point=y_qp.zero_point,
+                gamma_zero_point=z_g, y_bits=y_qp.spec.bits, y_signed=y_qp.spec.signed, y_min=lo, y_max=hi,
+                datapath=self.dp,
+            )  # fmt: skip
+        except ValueError as err:
+            raise self.fail(node, f"LayerNorm {name!r}: {err}") from None
+        params: dict[str, Any] = {}
+        if gamma is not None:
+            params["gamma"] = gamma.numpy().astype(np.int8)
+        if bias is not None:
+            params["bias"] = bias.numpy().astype(np.int32)
+        rows = self.reshaped(node, x, (*in_shape[1:len(in_shape) - k], length)) if k > 1 else x
+        out = self.new_tensor(last, self.shape(last), y_qp)
+        if k > 1:
+            name2 = self.unique(f"{out.name}_rows")
+            info2 = TensorInfo(name2, rows.info.shape, out.info.bits, out.info.signed, out.info.scale,
+                               out.info.zero_point)  # fmt: skip
+            self.tensors[name2] = info2
+            normed = self.emit(node, "layernorm", [rows], _Edge(name2, info2), attrs, params)
+            self.emit(node, "reshape", [normed], out, ReshapeAttrs.build(shape=self.shape(last)[1:]))
+        else:
+            self.emit(node, "layernorm", [rows], out, attrs, params)
+        self.bind(node, last, out)
+
     def weight_spec(self) -> QuantSpec:
         """The spec of codes the datapath's weight operand holds (for weights the lowering makes)."""
         return QuantSpec(bits=self.dp.w_bits, signed=self.dp.w_signed, symmetric=True)
@@ -886,6 +933,8 @@ class _Lowering:
                 return self.batchnorm(node, m)
             if isinstance(m, nn.Softmax):
                 return self.softmax(node, m.dim)
+            if isinstance(m, nn.LayerNorm):
+                return self.layernorm(node, m)
         elif node.op in ("call_function", "call_method"):
             custom = custom_op_of(node.target) if node.op == "call_function" else None
             if custom is not None:
@@ -977,6 +1026,50 @@ def exact_affine_weights(a: torch.Tensor, dp: Datapath) -> tuple[torch.Tensor, t
         s_w = torch.exp2(torch.ceil(torch.log2(s_w)))
         return torch.clamp(torch.round(a / s_w), lo, hi).to(torch.int64), s_w
     return torch.sign(a).to(torch.int64) * level, s_w
+
+
+def layernorm_parameters(
+    m: nn.LayerNorm, handle: QuantHandle, name: str, dp: Datapath
+) -> tuple[Optional[torch.Tensor], int, torch.Tensor, Optional[torch.Tensor]]:
+    """``(gamma codes, z_g, s_g, bias)`` of LayerNorm ``m`` (section 6.5): gamma's int8 codes from the module's
+    weight quantizer (None without affine parameters, ``s_g = 1`` then, or when the codes are all 1 with
+    ``z_g = 0``), ``s_g`` float64 (one value, or one per element of the row), ``bias = round(2^15 beta / s_g)``
+    (int64; None without a bias or when it is all zero)."""
+    weight = m.weight
+    gamma: Optional[torch.Tensor] = None
+    if weight is None:
+        s_g, z_g = torch.ones(1, dtype=torch.float64), 0
+    else:
+        if "weight" not in handle.configs.get(name, {}):
+            raise ValueError("its gamma needs a weight scheme in the recipe (int8 codes at most)")
+        wq = handle.quantizer(name, "weight")
+        if not wq.spec.signed or wq.spec.bits > 8:
+            raise ValueError(f"gamma's weight scheme must give signed codes of at most 8 bits, got {wq.spec}")
+        s_w, z_w = wq.effective_qparams()
+        zs = set(int(v) for v in z_w.reshape(-1).tolist())
+        if len(zs) != 1:
+            raise ValueError("gamma's weight scheme must have one zero point")
+        with torch.no_grad():
+            w = parametrize_original(m)
+            gamma = quantize_weight(w, s_w, z_w, wq.spec).to(torch.int64).reshape(-1)
+        s_g, z_g = s_w.to(torch.float64), zs.pop()
+        if s_g.numel() > 1:  # per channel along the weight's first axis: one scale per element of the row
+            if s_g.numel() != w.shape[0]:
+                raise ValueError(f"gamma's scales must be one per tensor or per channel, got {s_g.numel()}")
+            s_g = s_g.reshape(-1, *([1] * (w.dim() - 1))).expand(w.shape)
+        s_g = s_g.reshape(-1)
+    bias = None
+    if m.bias is not None:
+        beta = m.bias.detach().reshape(-1).to(torch.float64)
+        bias = rounding_fn(dp.quantize_rounding)(beta * 2**LAYERNORM_FRACTION_BITS / s_g).to(torch.int64)
+        if bias.numel() and (int(bias.min()) < -(1 << 31) or int(bias.max()) > (1 << 31) - 1):
+            raise ValueError(f"beta needs {int(bias.abs().max())} in units of s_g 2^-15, beyond int32")
+    # the canonical form: gamma codes of ones and a zero bias compute what none does
+    if gamma is not None and z_g == 0 and bool((gamma == 1).all()):
+        gamma = None
+    if bias is not None and not bool(bias.any()):
+        bias = None
+    return gamma, z_g, s_g, bias
 
 
 def parametrize_original(m: nn.Module) -> torch.Tensor:

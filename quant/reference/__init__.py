@@ -17,6 +17,7 @@ from quant.reference.integer import (
     saturating_rounding_doubling_high_mul,
     wrap,
 )
+from quant.reference.layernorm import layernorm
 from quant.reference.linear import linear
 from quant.reference.lut import lut
 from quant.reference.mul import mul
@@ -38,6 +39,7 @@ __all__ = [
     "conv2d",
     "dequantize",
     "flatten",
+    "layernorm",
     "linear",
     "lut",
     "max_pool2d",

@@ -28,9 +28,11 @@ from quant.contract.attrs import (
 )
 from quant.contract.backend import Weights, register_backend
 from quant.contract.custom import CustomOpAttrs
+from quant.contract.layernorm import LayerNormAttrs
 from quant.reference.add import run_add
 from quant.reference.conv2d import run_conv2d
 from quant.reference.custom import run_custom
+from quant.reference.layernorm import run_layernorm
 from quant.reference.linear import run_linear
 from quant.reference.lut import run_lut
 from quant.reference.mul import run_mul
@@ -91,6 +93,10 @@ class TorchReference:
     def softmax(self, attrs: SoftmaxAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.softmax`."""
         return _codes(run_softmax(attrs, _tensor(x)), attrs.output.signed)
+
+    def layernorm(self, attrs: LayerNormAttrs, x: Codes, gamma: Optional[Codes], bias: Optional[Codes]) -> Codes:
+        """See :meth:`quant.contract.backend.Backend.layernorm`."""
+        return _codes(run_layernorm(attrs, _tensor(x), _tensor(gamma), _tensor(bias)), attrs.output.signed)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.avg_pool2d` (output in ``x``'s dtype)."""

@@ -13,6 +13,7 @@ weight/input/output) and where each quantizer acts:
                (``input_key``, ``input_value``: used only when they are other tensors than the query)
 ``query``      ``Q / sqrt(d)``, the left operand of ``Q K^T``
 ``key``        ``K``, its right operand
+``scores``     ``Q K^T / sqrt(d)``, the softmax input (before an additive mask, which holds ``-inf``)
 ``attention``  the softmax output (after dropout in training), the left operand of ``P V``
 ``value``      ``V``, its right operand
 ``context``    ``P V`` with the heads merged, the input of the out-projection
@@ -54,7 +55,7 @@ __all__ = ["ATTENTION_QUANTIZERS", "AttentionAttachment", "attach_attention", "c
 #: The submodule (an ``nn.ModuleDict`` keyed by role) that holds the activation quantizers.
 ATTENTION_QUANTIZERS = "attention_quantizers"
 #: Activation sites in the order the forward meets them; ``input_key``/``input_value`` take the input scheme.
-_SITES = ("input", "input_key", "input_value", "query", "key", "attention", "value", "context", "output")
+_SITES = ("input", "input_key", "input_value", "query", "key", "scores", "attention", "value", "context", "output")
 _OPTIONAL = frozenset({"input_key", "input_value"})
 
 
@@ -109,6 +110,10 @@ class _Sites:
         self.matmuls += 1
         return self.q(left, a), self.q(right, b)
 
+    def product(self, y: torch.Tensor) -> torch.Tensor:
+        """The first matmul's result is the scores (quantized), the second's the context (quantized later)."""
+        return self.q("scores", y) if self.matmuls == 1 else y
+
 
 _ACTIVE: list[_Sites] = []  # the attention forwards in progress, innermost last
 
@@ -125,11 +130,16 @@ class _TorchWithQuantizedMatmuls:
 
     @staticmethod
     def bmm(a: torch.Tensor, b: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.bmm(*_ACTIVE[-1].operands(a, b), **kwargs)
+        sites = _ACTIVE[-1]
+        return sites.product(torch.bmm(*sites.operands(a, b), **kwargs))
 
     @staticmethod
     def baddbmm(input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.baddbmm(input, *_ACTIVE[-1].operands(a, b), **kwargs)
+        """``input + a @ b`` (the mask plus the scores, which are quantized before the mask's -inf joins them)."""
+        if set(kwargs) - {"beta", "alpha"} or kwargs.get("beta", 1) != 1 or kwargs.get("alpha", 1) != 1:
+            return torch.baddbmm(input, *_ACTIVE[-1].operands(a, b), **kwargs)
+        sites = _ACTIVE[-1]
+        return input + sites.product(torch.bmm(*sites.operands(a, b)))
 
 
 def _rebound(fn: Any, **names: Any) -> Any:

@@ -239,6 +239,8 @@ class ExactSimulation:
                 return self.batchnorm(node, m, codes)
             if isinstance(m, nn.Softmax):
                 return self.softmax(node, m.dim, codes)
+            if isinstance(m, nn.LayerNorm):
+                return self.layernorm(node, m, codes)
             if isinstance(m, nn.Flatten):
                 return torch.flatten(codes[node.args[0]], m.start_dim, m.end_dim)  # type: ignore[index]
             if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool1d, nn.AvgPool1d,
@@ -387,6 +389,31 @@ class ExactSimulation:
         y = ref.conv2d(x4, w_codes.reshape(c, 1, 1, 1), bias, x_zero_point=x_info.zero_point, w_zero_point=0,
                        y_zero_point=info.zero_point, multiplier=x_info.scale * s_w / info.scale, groups=c,
                        y_bits=info.bits, y_signed=info.signed, y_min=y_min, y_max=y_max, datapath=self.datapath)  # fmt: skip
+        return y.reshape(x.shape)
+
+    def layernorm(self, node: torch.fx.Node, m: nn.LayerNorm, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """The contract's integer LayerNorm (section 6.5) of the input codes as its input quantizer sees them."""
+        from quant.contract.layernorm import LAYERNORM_FRACTION_BITS, layernorm_eps_term
+        from quant.lowering.lowerer import layernorm_parameters
+
+        name = str(node.target)
+        src = node.args[0]
+        x, x_info = codes[src], self.info(src)  # type: ignore[index, arg-type]
+        if "input" in self.handle.configs.get(name, {}):
+            iq = self.handle.quantizer(name, "input")
+            s_in, z_in = (float(t.reshape(-1)[0]) for t in iq.effective_qparams())
+            target = TensorInfo("input", x_info.shape, iq.spec.bits, iq.spec.signed, s_in, int(z_in))
+            x, x_info = self.as_codes_of(x, x_info, target), target
+        length = int(np.prod(m.normalized_shape))
+        gamma, z_g, s_g, bias = layernorm_parameters(m, self.handle, name, self.datapath)
+        info = self.info(node)
+        y_min, y_max = self.clamp(self.fused_activation(node), info)
+        rows = x.reshape(*x.shape[: x.dim() - len(m.normalized_shape)], length)
+        y = ref.layernorm(rows, x_bits=x_info.bits, x_signed=x_info.signed,
+                          eps_term=layernorm_eps_term(float(m.eps), x_info.scale, length),
+                          multiplier=(s_g / (2**LAYERNORM_FRACTION_BITS * info.scale)).tolist(), y_zero_point=info.zero_point,
+                          gamma=gamma, gamma_zero_point=z_g, bias=bias, y_bits=info.bits, y_signed=info.signed,
+                          y_min=y_min, y_max=y_max, datapath=self.datapath)  # fmt: skip
         return y.reshape(x.shape)
 
     def softmax(self, node: torch.fx.Node, dim: Any, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:

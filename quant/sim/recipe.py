@@ -7,8 +7,8 @@ three *roles* a module can have:
 * ``weight``: the module's ``weight`` parameter, quantized before the module uses it;
 * ``input``: the first positional tensor argument of the module's forward;
 * ``output``: the tensor the module returns;
-* ``query``, ``key``, ``attention``, ``value``, ``context``: the operands of an
-  ``nn.MultiheadAttention``'s two matmuls and the input of its out-projection
+* ``query``, ``key``, ``scores``, ``attention``, ``value``, ``context``: the operands of an
+  ``nn.MultiheadAttention``'s two matmuls, the softmax input and the input of its out-projection
   (:mod:`quant.sim.attention`; they default to its input scheme);
 * ``gates``, ``cell``, ``hidden``: an ``nn.LSTM``'s or ``nn.GRU``'s gate pre-activations, cell
   state and hidden state, per time step (:mod:`quant.sim.recurrent`).
@@ -29,7 +29,10 @@ the first layer in float.
 Which module can take which role (``isinstance``, so subclasses count):
 
 * :data:`WEIGHT_MODULES` (Conv1d/2d/3d and ConvTranspose1d/2d/3d with any ``groups``,
-  Linear, and LayerNorm/GroupNorm with affine parameters): weight, input and output. A
+  Linear, and LayerNorm/GroupNorm with affine parameters): weight, input and output. Under a
+  glob or type rule a LayerNorm's or GroupNorm's gain takes the rule's weight scheme at 8 bits
+  when it is narrower (a few sensitive values; the integer LayerNorm holds int8 gains); a rule
+  naming the module gives it exactly what it says. A
   transposed convolution's weight is ``(C_in, C_out/groups, k...)``: per-output-channel
   schemes are ``axis=1`` there (a ``"*"`` rule with ``axis=0`` quantizes it per input
   channel, which is valid but not the usual choice: give it a rule of its own);
@@ -59,14 +62,14 @@ when an exact module name exists but cannot take its roles, and when a weight sc
 >>> Recipe.from_dict({"*": {"bias": w4}})
 Traceback (most recent call last):
 ...
-ValueError: recipe rule '*': unknown role 'bias'; allowed roles are 'weight', 'input', 'output', 'query', 'key', 'attention', 'value', 'context', 'gates', 'cell', 'hidden'
+ValueError: recipe rule '*': unknown role 'bias'; allowed roles are 'weight', 'input', 'output', 'query', 'key', 'scores', 'attention', 'value', 'context', 'gates', 'cell', 'hidden'
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional, Union
 
 import torch
@@ -102,7 +105,7 @@ __all__ = [
 BASE_ROLES: tuple[str, ...] = ("weight", "input", "output")
 #: The further roles of an ``nn.MultiheadAttention``: the operands of its two matmuls and the input of its
 #: out-projection (:mod:`quant.sim.attention`).
-ATTENTION_ROLES: tuple[str, ...] = ("query", "key", "attention", "value", "context")
+ATTENTION_ROLES: tuple[str, ...] = ("query", "key", "scores", "attention", "value", "context")
 #: The further roles of an ``nn.LSTM``/``nn.GRU`` (:mod:`quant.sim.recurrent`; a GRU has no cell).
 RECURRENT_ROLES: tuple[str, ...] = ("gates", "cell", "hidden")
 ROLES: tuple[str, ...] = BASE_ROLES + ATTENTION_ROLES + RECURRENT_ROLES
@@ -304,6 +307,7 @@ class Rule:
     output: Optional[QuantizerConfig] = None
     query: Optional[QuantizerConfig] = None
     key: Optional[QuantizerConfig] = None
+    scores: Optional[QuantizerConfig] = None
     attention: Optional[QuantizerConfig] = None
     value: Optional[QuantizerConfig] = None
     context: Optional[QuantizerConfig] = None
@@ -511,7 +515,12 @@ class Recipe:
                     continue
                 if rule.weight is not None:
                     _check_weight_fits(name, module, rule.weight.spec, rule.pattern)
-                assigned.setdefault(name, {}).update(rule.roles)
+                roles = dict(rule.roles)
+                weight = roles.get("weight")
+                if (weight is not None and not rule.is_exact_name and isinstance(module, _AFFINE_NORMALIZATIONS)
+                        and weight.spec.bits < NORM_WEIGHT_BITS):  # fmt: skip
+                    roles["weight"] = replace(weight, spec=weight.spec.with_(bits=NORM_WEIGHT_BITS))
+                assigned.setdefault(name, {}).update(roles)
         return {
             name: {role: assigned[name][role] for role in ROLES if role in assigned[name]}
             for name, _ in modules
@@ -565,6 +574,10 @@ class SkippedModule:
         return f"{self.name!r} ({self.kind}): {self.reason}"
 
 
+#: Normalizations whose affine weight a glob or type rule quantizes at :data:`NORM_WEIGHT_BITS` at least.
+_AFFINE_NORMALIZATIONS = (nn.LayerNorm, nn.GroupNorm)
+#: The narrowest weight scheme a glob or type rule gives a LayerNorm's or GroupNorm's gain.
+NORM_WEIGHT_BITS = 8
 _NORMALIZATIONS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
 

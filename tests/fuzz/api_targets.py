@@ -448,6 +448,43 @@ def softmax_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
 
 
 @st.composite
+def layernorm_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
+    dp: Datapath = draw(datapaths())
+    bits, signed = draw(st.integers(1, 8)), draw(st.booleans())
+    length = draw(st.sampled_from([1, 2, 5, 16, 33]))
+    lead = tuple(draw(st.lists(st.integers(0 if draw(st.integers(0, 5)) == 0 else 1, 4), max_size=2)))
+    x = codes(draw, (*lead, length), bits, signed)
+    gamma = codes(draw, (length,), 8, True) if draw(st.booleans()) else None
+    kw: dict[str, Any] = dict(x_bits=bits, x_signed=signed, eps_term=int(draw(st.sampled_from([0, 1, 2**40, 2**62 - 1]))),
+                              multiplier=multiplier(draw, dp, length), gamma=gamma,
+                              gamma_zero_point=int(draw(st.integers(-128, 127))),
+                              bias=int32_values(draw, length) if draw(st.booleans()) else None, datapath=dp,
+                              **output(draw))  # fmt: skip
+    case = ApiCase("layernorm", [x], kw)
+    if hostile and draw(_hostile):
+        kind = draw(st.sampled_from(["eps", "gamma", "bias", "zero_point", "multiplier", "length", "output", "c_only"]))
+        if kind == "eps":
+            kw["eps_term"] = draw(st.sampled_from([-1, 2**62, 2**63, 2**64, 1.5, None, True]))
+        elif kind == "gamma":
+            kw["gamma"] = draw(st.sampled_from([np.zeros(length + 1, np.int8), np.zeros((1, length), np.int8),
+                                                np.zeros(0, np.int8)]))  # fmt: skip
+        elif kind == "bias":
+            kw["bias"] = draw(st.sampled_from([np.zeros(length + 1, np.int32), np.zeros(0, np.int32)]))
+        elif kind == "zero_point":
+            kw["gamma_zero_point"] = draw(st.sampled_from(BAD_ZERO_POINTS))
+        elif kind == "multiplier":
+            kw["multiplier"] = draw(st.sampled_from(BAD_MULTIPLIERS + [[0.5] * (length + 1)]))
+        elif kind == "length":
+            case.args[0] = np.zeros((1, 2**14 + 1), x.dtype)
+        elif kind == "output":
+            kind = _bad_output(draw, kw)
+        else:
+            _c_only_change(draw, case, ["0", "gamma", "bias"])
+        case.hostile = case.hostile or kind
+    return case
+
+
+@st.composite
 def pool_cases(draw: st.DrawFn, op: str, hostile: bool = True) -> ApiCase:
     signed = draw(st.booleans())
     n, c, h, w = draw(st.sampled_from([0, 1, 2])), draw(st.integers(1, 3)), draw(st.integers(1, 7)), draw(st.integers(1, 7))
@@ -664,6 +701,7 @@ API_TARGETS: dict[str, tuple[st.SearchStrategy[ApiCase], Callable[[ApiCase], Ver
     "api.add": (add_cases(), run_api_case),
     "api.mul": (mul_cases(), run_api_case),
     "api.softmax": (softmax_cases(), run_api_case),
+    "api.layernorm": (layernorm_cases(), run_api_case),
     "api.avg_pool2d": (pool_cases("avg_pool2d"), run_api_case),
     "api.max_pool2d": (pool_cases("max_pool2d"), run_api_case),
     "api.lut": (lut_cases(), run_api_case),

@@ -284,6 +284,7 @@ RAW_TARGETS: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], Verdict]]] 
     "raw.add": _raw(api.add_cases(hostile=False)),
     "raw.mul": _raw(api.mul_cases(hostile=False)),
     "raw.softmax": _raw(api.softmax_cases(hostile=False)),
+    "raw.layernorm": _raw(api.layernorm_cases(hostile=False)),
     "raw.avg_pool2d": _raw(api.pool_cases("avg_pool2d", hostile=False)),
     "raw.max_pool2d": _raw(api.pool_cases("max_pool2d", hostile=False)),
     "raw.lut": _raw(api.lut_cases(hostile=False)),

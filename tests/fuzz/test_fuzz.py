@@ -64,7 +64,7 @@ def test_the_verdicts_flag_disagreements_and_unclear_errors() -> None:
 def test_every_entry_point_has_a_target() -> None:
     from kernels import _qk
 
-    kernel_functions = {"conv2d", "linear", "requantize", "add", "mul", "softmax", "avg_pool2d", "max_pool2d", "lut",
+    kernel_functions = {"conv2d", "linear", "requantize", "add", "mul", "softmax", "layernorm", "avg_pool2d", "max_pool2d", "lut",
                         "pack", "unpack", "rounding_right_shift", "srdhm"}  # fmt: skip
     free_functions = {"conv2d_output_size", "conv2d_scratch_bytes", "linear_scratch_bytes", "struct_bytes",
                       "status_message", "isa_query"}  # fmt: skip

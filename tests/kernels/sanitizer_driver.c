@@ -487,6 +487,58 @@ static void check_softmax(void)
     free(y);
 }
 
+/* ---------------------------------------------------------------------------------- layernorm */
+
+/* gamma of ones is no gamma; adding a constant to every code of a row changes nothing (the mean cancels);
+ * the portable and the auto-selected instruction set agree; per-element requantization of equal
+ * multipliers is per-tensor requantization. */
+static void check_layernorm(void)
+{
+    qk_datapath dp = random_datapath();
+    int32_t bits = rnd_int(2, 7), is_signed = (int32_t)(next_u64() & 1), room, shift;
+    size_t rows = (size_t)rnd_int(1, 6), length = (size_t)rnd_int(1, 300), n = rows * length, i;
+    int32_t m0[300], sh[300], *bias = (int32_t *)malloc(length * sizeof(int32_t));
+    float fm[300];
+    int8_t *ones = (int8_t *)malloc(length);
+    qk_requant_params rq, rq_each;
+    int64_t eps = next_u64() % 3 == 0 ? 0 : (int64_t)(next_u64() % ((uint64_t)1 << 50));
+    void *x = malloc(n), *shifted = malloc(n), *y = malloc(n), *y2 = malloc(n);
+    /* the shifted codes stay 8-bit codes of the same signedness */
+    room = is_signed ? 128 - (1 << (bits - 1)) : 256 - (1 << bits);
+    shift = is_signed ? rnd_int(-room, room) : rnd_int(0, room);
+    for (i = 0; i < n; ++i) {
+        int32_t v = random_code(bits, is_signed);
+        store_code(x, i, is_signed, v);
+        store_code(shifted, i, is_signed, v + shift);
+    }
+    for (i = 0; i < length; ++i) {
+        ones[i] = 1;
+        bias[i] = rnd_int(-(1 << 24), 1 << 24);
+    }
+    random_requant(&dp, 1, m0, sh, fm, &rq);
+    for (i = 1; i < length; ++i) {
+        m0[i] = m0[0];
+        sh[i] = sh[0];
+        fm[i] = fm[0];
+    }
+    rq_each = rq;
+    rq_each.channels = length;
+    CHECK(qk_layernorm(x, n, rows, length, bits, is_signed, eps, NULL, 0, 0, bias, length, &dp, &rq, y, n,
+                       QK_ISA_AUTO) == QK_OK, "layernorm status");
+    CHECK(qk_layernorm(x, n, rows, length, bits, is_signed, eps, ones, length, 0, bias, length, &dp, &rq_each, y2, n,
+                       QK_ISA_PORTABLE) == QK_OK, "layernorm status (gamma of ones, per element)");
+    CHECK(memcmp(y, y2, n) == 0, "layernorm: gamma of ones or per-element multipliers changed the codes");
+    CHECK(qk_layernorm(shifted, n, rows, length, 8, is_signed, eps, NULL, 0, 0, bias, length, &dp, &rq, y2, n,
+                       QK_ISA_AUTO) == QK_OK, "layernorm status (shifted)");
+    CHECK(memcmp(y, y2, n) == 0, "layernorm: shifting every code by %d changed the codes", shift);
+    free(x);
+    free(shifted);
+    free(y);
+    free(y2);
+    free(ones);
+    free(bias);
+}
+
 /* ---------------------------------------------------------------------------------- nms */
 
 static int64_t box_area(const int64_t *b)
@@ -745,6 +797,7 @@ int main(int argc, char **argv)
         check_requantize();
         check_mul();
         check_softmax();
+        check_layernorm();
         check_nms();
         check_pack_pools_lut_add();
     }

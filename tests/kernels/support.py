@@ -29,6 +29,7 @@ from quant.contract.attrs import (
     RequantizeAttrs,
 )
 from quant.contract.backend import Backend, get_backend
+from quant.contract.layernorm import LayerNormAttrs
 from quant.contract.datapath import OVERFLOW_MODES, PRESETS, REQUANT_MODES, Datapath
 from quant.contract.rounding import INTEGER_ROUNDING_MODES
 from tests.edge_values import EDGE_INT32, code_limits
@@ -85,6 +86,12 @@ class KeywordBackend:
 
     def lut(self, x: Array, table: Array, **kw: Any) -> Array:
         return self.backend.lut(LutAttrs.build(**kw), x, table).astype(np.int64)
+
+    def layernorm(self, x: Array, *, gamma: Optional[Array] = None, bias: Optional[Array] = None, **kw: Any) -> Array:
+        if not isinstance(x, np.ndarray) or x.ndim < 1:
+            raise TypeError("layernorm: x must be a numpy.ndarray of at least one dimension")
+        attrs = LayerNormAttrs.build(length=int(x.shape[-1]), **kw)
+        return self.backend.layernorm(attrs, x, gamma, bias).astype(np.int64)
 
 
 def c_kernels(isa: str) -> KeywordBackend:

@@ -185,3 +185,30 @@ def lut(x: np.ndarray, table: np.ndarray, *, x_bits: int, x_signed: bool, channe
         v = int(x[idx])
         out[idx] = int(rows[idx[1] if channels > 1 else 0][int(v > 0) if binary else v - qmin])
     return out
+
+
+def layernorm(
+    x: np.ndarray, gamma: Optional[np.ndarray], bias: Optional[np.ndarray], *, eps_term: int, gamma_zero_point: int,
+    multiplier: Any, y_zero_point: int, y_bits: int, y_signed: bool, y_min: Optional[int] = None,
+    y_max: Optional[int] = None, datapath: Datapath,
+) -> np.ndarray:  # fmt: skip
+    """Section 6.5 with Python ints (``math.isqrt``), one row and one output at a time."""
+    import math
+
+    lo, hi = _out_range(y_bits, y_signed, y_min, y_max)
+    n = x.shape[-1]
+    rows = x.reshape(-1, n).astype(np.int64)
+    out = np.zeros(rows.shape, dtype=np.int64)
+    for r, row in enumerate(rows):
+        q = [int(v) for v in row]
+        total = sum(q)
+        c = [n * v - total for v in q]
+        w0 = min(sum(ci * ci for ci in c) + eps_term, (1 << 62) - 1)
+        p = max(k for k in range(17) if w0 * 4**k < 1 << 62)
+        den = max(1, math.isqrt((w0 * 4**p) // n))
+        for i, ci in enumerate(c):
+            g = 1 if gamma is None else int(gamma[i]) - gamma_zero_point
+            t = round_rational(Fraction(g * ci * 2 ** (15 + p), den), datapath.rounding)
+            acc = sat32(t + (0 if bias is None else int(bias[i])))
+            out[r, i] = requant_scalar(acc, _mult(multiplier, i), datapath, y_zero_point, lo, hi)
+    return out.reshape(x.shape)

@@ -108,6 +108,18 @@ qk_status qk_softmax(const void *x, size_t x_len, size_t outer, size_t length, s
                      int32_t x_signed, const int32_t *table, size_t table_len, int32_t y_bits, int32_t y_signed,
                      const qk_datapath *dp, void *y, size_t y_len);
 
+/* Integer LayerNorm over rows of `length` codes (section 6.5): per row, c_i = length q_i - sum q,
+ * V = sum c_i^2, W0 = min(V + eps_term, 2^62 - 1), P the largest of 0..16 with W0 4^P < 2^62,
+ * R = max(1, isqrt(floor(W0 4^P / length))), t_i = rounding_divide(g_i c_i 2^(15+P), R) with
+ * g_i = gamma[i] - gamma_zero_point (1 when gamma is NULL), acc_i = saturate_int32(t_i + bias[i]) and
+ * section 5 with rq (per tensor, or rq->channels = length: one multiplier per element of the row).
+ * length in 1..2^14, eps_term in 0..2^62-1; gamma (int8) and bias (int32) hold `length` values or are
+ * NULL with length 0. */
+qk_status qk_layernorm(const void *x, size_t x_len, size_t rows, size_t length, int32_t x_bits, int32_t x_signed,
+                       int64_t eps_term, const int8_t *gamma, size_t gamma_len, int32_t gamma_zero_point,
+                       const int32_t *bias, size_t bias_len, const qk_datapath *dp, const qk_requant_params *rq,
+                       void *y, size_t y_len, int32_t isa);
+
 /* ------------------------------------------------------------------ pooling */
 
 typedef struct qk_pool2d_geometry {

@@ -72,7 +72,7 @@ CASES = [("residual", "tflite_int8"), ("inverted_residual", "w4a4_acc16_sat"), (
 #: More, built once under the sanitizers: every op kind and preset of the zoo appears in one of the two lists.
 MORE = [("branches", "mlas"), ("attention", "w4a8_acc32"), ("squeeze_excite", "w4a4_acc16_sat"),
         ("digits", "tflite_int8"), ("bn_cnn", "w2a2_pow2_acc16"), ("activations", "fbgemm_int8"),
-        ("self_attention", "w4a4_acc16_sat")]  # fmt: skip
+        ("transformer_block", "w4a4_acc16_sat")]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,7 @@ def _hand_written(attn: nn.MultiheadAttention, x: torch.Tensor, handle: Any) -> 
     q, k, v = proj.reshape(length, b, 3, e).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
     q, k, v = (t.view(length, b * h, d).transpose(0, 1) for t in (q, k, v))
     scores = torch.bmm(_fq(q * math.sqrt(1.0 / float(d)), handle, "query"), _fq(k.transpose(-2, -1), handle, "key"))
-    p = torch.softmax(scores, dim=-1)
+    p = torch.softmax(_fq(scores, handle, "scores"), dim=-1)
     ctx = torch.bmm(_fq(p, handle, "attention"), _fq(v, handle, "value"))
     ctx = ctx.transpose(0, 1).contiguous().view(length * b, e)
     out = F.linear(_fq(ctx, handle, "context"), w_out, attn.out_proj.bias).view(length, b, e).transpose(0, 1)
