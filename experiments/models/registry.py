@@ -106,8 +106,8 @@ MODELS: dict[str, Callable[[Sequence[int], int, int], nn.Module]] = {
     "resnet20": lambda s, k, w: ResNet20(k, blocks=3, in_channels=_image(s, "resnet20")),
     "mobilenet": lambda s, k, w: MobileNetLike(_image(s, "mobilenet"), k, w),
     "kws": lambda s, k, w: KeywordSpotter1D(int(s[0]), k, w) if len(s) == 2 else _refuse_kws(s),
-    "lstm": lambda s, k, w: LSTMClassifier(_step_features(s), k, w),
-    "transformer": lambda s, k, w: TransformerClassifier(_step_features(s), int(s[1]), k, w),
+    "lstm": lambda s, k, w: LSTMClassifier(_step_features(s), k, w, images=len(s) == 3),
+    "transformer": lambda s, k, w: TransformerClassifier(_step_features(s), int(s[1]), k, w, images=len(s) == 3),
     "unet": lambda s, k, w: UNetLike(_image(s, "unet"), k, w) if s[1] % 4 == 0 and s[2] % 4 == 0 else _refuse_unet(s),
 }
 

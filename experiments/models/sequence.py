@@ -18,9 +18,10 @@ from torch import nn
 __all__ = ["LSTMClassifier", "TransformerClassifier", "UNetLike"]
 
 
-def _as_steps(x: torch.Tensor) -> torch.Tensor:
-    """``(N, C, T)`` -> ``(N, T, C)``; an image ``(N, C, H, W)`` -> rows as steps ``(N, H, C * W)``."""
-    if x.dim() == 4:
+def _as_steps(x: torch.Tensor, images: bool) -> torch.Tensor:
+    """``(N, C, T)`` -> ``(N, T, C)``; images ``(N, C, H, W)`` -> rows as steps ``(N, H, C * W)`` (decided when
+    the model is built, so that ``torch.fx`` traces it)."""
+    if images:
         return x.permute(0, 2, 1, 3).flatten(2)
     return x.transpose(1, 2)
 
@@ -28,13 +29,14 @@ def _as_steps(x: torch.Tensor) -> torch.Tensor:
 class LSTMClassifier(nn.Module):
     """``LSTM(features, width)`` over the steps, then ``Linear(width, classes)`` of the last hidden state."""
 
-    def __init__(self, features: int, num_classes: int, width: int = 64) -> None:
+    def __init__(self, features: int, num_classes: int, width: int = 64, images: bool = False) -> None:
         super().__init__()
+        self.images = images
         self.lstm = nn.LSTM(features, width, batch_first=True)
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.lstm(_as_steps(x))[0]  # (indexing, not unpacking: torch.fx traces it)
+        out = self.lstm(_as_steps(x, self.images))[0]  # (indexing, not unpacking: torch.fx traces it)
         logits: torch.Tensor = self.fc(out[:, -1])
         return logits
 
@@ -42,8 +44,10 @@ class LSTMClassifier(nn.Module):
 class TransformerClassifier(nn.Module):
     """Token embedding + positions, ``layers`` pre-norm-free encoder layers (GELU MLP), mean pool, classifier."""
 
-    def __init__(self, features: int, steps: int, num_classes: int, width: int = 32, layers: int = 2, heads: int = 4) -> None:
+    def __init__(self, features: int, steps: int, num_classes: int, width: int = 32, layers: int = 2, heads: int = 4,
+                 images: bool = False) -> None:  # fmt: skip
         super().__init__()
+        self.images = images
         self.embed = nn.Linear(features, width)
         self.positions = nn.Embedding(steps, width)
         layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0, activation="gelu",
@@ -54,7 +58,7 @@ class TransformerClassifier(nn.Module):
         self.register_buffer("steps", torch.arange(steps), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.embed(_as_steps(x)) + self.positions(self.steps)
+        tokens = self.embed(_as_steps(x, self.images)) + self.positions(self.steps)
         logits: torch.Tensor = self.fc(self.norm(self.encoder(tokens)).mean(dim=1))
         return logits
 

@@ -471,6 +471,23 @@ class _Writer:
             self.entry.add("qk_lut")
             self.call(i, f"qk_lut({x[0]}, {y_len}, {a.channels}, {inner}, {a.x_bits}, {int(a.x_signed)}, {cname}, "
                          f"{table.size}, {int(table.dtype == np.int8)}, {y}, {y_len})")
+        elif op == "slice":
+            shape = xs[0]
+            outer, inner = math.prod(shape[: a.axis]), math.prod(shape[a.axis + 1 :])
+            n_out, length = self.shapes[node.output][a.axis], shape[a.axis]
+            self.body.append("    {\n        size_t o, k;\n        for (o = 0; o < %d; ++o) {\n"
+                             "            for (k = 0; k < %d; ++k) {\n"
+                             "                memcpy(%s + (o * %d + k) * %d, %s + (o * %d + %d + k * %d) * %d, %d);\n"
+                             "            }\n        }\n    }"
+                             % (outer, n_out, y, n_out, inner, x[0], length, a.start, a.step, inner, inner))
+        elif op == "constant":
+            codes = np.asarray(node.params["codes"]).reshape(-1)
+            cname = self.const(f"{label}_codes")
+            self.data.append(_array(_ctype(codes.dtype == np.int8), cname, codes.tolist()))
+            self.weight_bytes += codes.size
+            per = codes.size
+            self.body.append("    {\n        size_t b;\n        for (b = 0; b < %d; ++b) {\n"
+                             "            memcpy(%s + b * %d, %s, %d);\n        }\n    }" % (self.batch, y, per, cname, per))
         elif op == "reshape":
             pass  # the same bytes: the output shares its input's storage
         elif op == "permute":

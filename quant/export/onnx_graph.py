@@ -89,6 +89,17 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=node_name,
                                            domain=domain or None, **attrs))  # fmt: skip
 
+    def batch_constant(self, base: str, codes: npt.NDArray[Any], like: str, out: str) -> None:
+        """``out`` = ``codes`` (an initializer of shape ``(1, *shape)``) for every sample of ``like``'s batch:
+        ``Expand`` to ``Concat(Shape(like)[0:1], shape)``."""
+        init = self.constant(f"{base}/codes", codes.reshape(1, *codes.shape))
+        batch = self.fresh(f"{base}/batch")
+        self.node("Shape", [like], [batch], name=f"{base}/batch", start=0, end=1)
+        shape = self.fresh(f"{base}/shape")
+        self.node("Concat", [batch, self.constant(f"{base}/sample_shape", np.array(codes.shape, np.int64))], [shape],
+                  name=f"{base}/shape", axis=0)  # fmt: skip
+        self.node("Expand", [init, shape], [out], name=base)
+
     def function(self, make: Callable[[int], onnx.FunctionProto]) -> None:
         """Make the model-local function ``make(opset)`` part of the model (once per domain and name)."""
         fn = make(self.opset)

@@ -32,6 +32,8 @@ CNNs. Each group of ONNX nodes becomes one program node, derived from the graph 
 * ``MaxPool`` (global when it has no ``strides`` and its kernel is the plane), ``Reshape`` (first entry 0 or
   -1: the batch), ``Flatten`` (axis 1), ``Transpose`` (batch first), ``Concat``, ``Pad`` (constant),
   ``Identity``;
+* ``Shape`` (the batch), ``Concat`` with a shape and ``Expand`` of an int8/uint8 initializer: constant;
+  ``Slice`` of codes along one axis: slice;
 * ``DequantizeLinear`` of output codes: the program's output is those codes.
 
 Any other op is refused with a ``ValueError`` naming it (e.g. ``Conv``: a float op, the QDQ form). The
@@ -159,6 +161,14 @@ class _Softmax:
 
 
 @dataclass(frozen=True)
+class _Batch:
+    """``Shape(tensor)[0:1]``: the batch of ``tensor``'s codes; with ``dims``, ``Concat`` of it and ``dims``."""
+
+    tensor: str
+    dims: Optional[tuple[int, ...]] = None
+
+
+@dataclass(frozen=True)
 class _Rows:
     """The codes of ``tensor`` reshaped to rows ``(-1, K)`` for a ``QGemm``."""
 
@@ -183,7 +193,7 @@ class _Record:
     shape: Shape = ()
 
 
-Symbol = Union[_Codes, _FloatInput, _Dequant, _Sum, _Product, _Scaled, _Mean, _Index, _Softmax, _Rows, _Record]
+Symbol = Union[_Codes, _FloatInput, _Dequant, _Sum, _Product, _Scaled, _Mean, _Index, _Softmax, _Batch, _Rows, _Record]
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
@@ -343,6 +353,10 @@ class _Importer:
             elif r.op == "layernorm":
                 a.rows(per_sample)
                 r.shape = x
+            elif r.op == "constant":
+                r.shape = (None, *a.shape)
+            elif r.op == "slice":
+                r.shape = a.output_shape(x)
             elif r.op == "reshape":
                 size = math.prod(per_sample)
                 dims = list(a.shape)
@@ -885,8 +899,45 @@ class _Importer:
         perm = list(_attr(node, "perm", []))
         self.emit(node, "permute", (x,), dict(dims=perm), signed=self.signed_of(x), like=x)
 
+    def slice(self, node: onnx.NodeProto) -> None:
+        """slice: ``Slice`` of codes along one axis (constant starts, ends, axes, steps)."""
+        x = self.codes(node, 0)
+        starts, ends = self.const(node, 1, "starts"), self.const(node, 2, "ends")
+        axes = self.optional_const(node, 3, "axes")
+        steps = self.optional_const(node, 4, "steps")
+        if starts.size != 1 or ends.size != 1 or (axes is not None and axes.size != 1) or (steps is not None and steps.size != 1):
+            raise self.fail(node, "a slice narrows one axis")
+        rank = len(self.shape_of(x))
+        axis = int(axes.reshape(-1)[0]) % rank if axes is not None else 0
+        size = int(self.shape_of(x)[axis] or 0)
+        start, stop, step = slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]),
+                                  int(steps.reshape(-1)[0]) if steps is not None else 1).indices(size)  # fmt: skip
+        self.emit(node, "slice", (x,), dict(axis=axis, start=start, stop=stop, step=step), signed=self.signed_of(x), like=x)
+
+    def shape(self, node: onnx.NodeProto) -> None:
+        """A constant's batch: ``Shape(codes)`` from 0 to 1."""
+        if int(_attr(node, "start", 0)) != 0 or int(_attr(node, "end", 0)) != 1:
+            raise self.fail(node, "Shape other than the batch (start 0, end 1) of a constant's Expand")
+        self.symbols[node.output[0]] = _Batch(self.codes(node, 0))
+
+    def expand(self, node: onnx.NodeProto) -> None:
+        """constant: ``Expand`` of an int8/uint8 initializer ``(1, *shape)`` to a batch and that shape."""
+        codes = self.const(node, 0, "the constant's codes")
+        target = self.symbols.get(node.input[1])
+        if not isinstance(target, _Batch) or target.dims is None or codes.dtype not in (np.int8, np.uint8):
+            raise self.fail(node, "Expand other than of int8/uint8 codes to Concat(Shape(codes)[0:1], shape) (a constant)")
+        if codes.shape != (1, *target.dims):
+            raise self.fail(node, f"a constant's codes have shape {codes.shape}, it expands to (N, {list(target.dims)})")
+        self.emit(node, "constant", (target.tensor,), dict(shape=list(target.dims)), {"codes": codes.reshape(target.dims)},
+                  signed=codes.dtype == np.int8)  # fmt: skip
+
     def concat(self, node: onnx.NodeProto) -> None:
-        """concat along ``axis`` (of codes of one scale and zero point)."""
+        """concat along ``axis`` (of codes of one scale and zero point), or a constant's target shape."""
+        first = self.symbols.get(node.input[0])
+        if isinstance(first, _Batch) and len(node.input) == 2:
+            dims = self.const(node, 1, "the constant's shape")
+            self.symbols[node.output[0]] = _Batch(first.tensor, tuple(int(d) for d in dims.reshape(-1)))
+            return
         xs = tuple(self.codes(node, i) for i in range(len(node.input)))
         rank = len(self.shape_of(xs[0]))
         axis = int(_attr(node, "axis", 1)) % rank
@@ -964,7 +1015,8 @@ class _Importer:
             ("", "Gather"): self.gather, ("", "Reshape"): self.reshape, ("", "Flatten"): self.flatten,
             ("", "Transpose"): self.transpose, ("", "Concat"): self.concat, ("", "Pad"): self.pad,
             ("", "Identity"): self.identity, ("", "Clip"): self.clip, ("", "ReduceMax"): self.reduce_max,
-            ("", "Sub"): self.sub, ("", "ReduceSum"): self.reduce_sum, ("", "Div"): self.div, ("", "Round"): self.round,
+            ("", "Sub"): self.sub, ("", "ReduceSum"): self.reduce_sum, ("", "Shape"): self.shape, ("", "Expand"): self.expand,
+            ("", "Slice"): self.slice, ("", "Div"): self.div, ("", "Round"): self.round,
         }  # fmt: skip
         for node in self.model.graph.node:
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
@@ -1000,7 +1052,7 @@ class _Importer:
             dummy.name, dummy.op_type = r.name, r.op
             if r.like is not None:
                 stated, z = tensors[r.like].scale, tensors[r.like].zero_point
-            elif r.op == "lut":  # a table's output qparams are stated by the metadata only
+            elif r.op in ("lut", "constant"):  # their output qparams are stated by the metadata only
                 meta = self.tensor_meta.get(r.output)
                 stated, z = None, int(meta["zero_point"]) if meta is not None else 0
             else:

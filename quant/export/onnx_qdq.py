@@ -12,9 +12,11 @@ codes travel in int8/uint8 with a ``Clip`` to their range before the ``QuantizeL
   ``add``: ``Add``; ``mul``: ``Mul``; ``softmax``: ``Softmax``; ``layernorm``: ``LayerNormalization``
   (gamma and beta as ``DequantizeLinear`` of their codes); ``avg_pool2d``: ``AveragePool``
   (``count_include_pad = 0``) / ``GlobalAveragePool``; ``max_pool2d``: ``MaxPool``; ``reshape``,
-  ``permute``, ``concat``, ``pad``: ``Reshape``, ``Transpose``, ``Concat``, ``Pad`` (of the real 0); a fused
+  ``permute``, ``concat``, ``pad``, ``slice``: ``Reshape``, ``Transpose``, ``Concat``, ``Pad`` (of the real 0),
+  ``Slice``; a fused
   clamp is a float ``Clip`` before the output's ``QuantizeLinear``;
-* ``requantize``: the ``QuantizeLinear`` of the dequantized input to the output's qparams;
+* ``requantize``: the ``QuantizeLinear`` of the dequantized input to the output's qparams; ``constant``: its
+  dequantized codes ``Expand``-ed to the batch, then ``QuantizeLinear``;
 * ``lut``: the input's index ``DequantizeLinear(q, 1, qmin)`` (exact), ``Cast`` to int64, ``Gather`` on the
   dequantized table (the function itself is not in the program), then the output's ``QuantizeLinear``.
 
@@ -38,7 +40,7 @@ from quant.contract.layernorm import LAYERNORM_FRACTION_BITS, LayerNormAttrs
 from quant.export.onnx_format import code_container, code_elem_type, min_opset_for_bits
 from quant.export.onnx_graph import GraphBuilder
 from quant.export.onnx_qoperator import onnx_pads
-from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
+from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs, SliceAttrs
 from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
 from quant.reference.packing import unpack
 
@@ -290,6 +292,24 @@ class _Writer:
         self.g.node("Gather", [self.g.constant(f"{node.name}/table", values), index], [out], name=f"{node.name}/gather", axis=0)
         self.quantize(node, out)
 
+    def slice(self, node: Node) -> None:
+        """``Slice`` of the dequantized input along ``axis``, then ``QuantizeLinear``."""
+        a: SliceAttrs = node.attrs
+        out = self.temp(node, "float")
+        inputs = [self.dequantized(node.inputs[0])] + [self.g.constant(f"{node.name}/{k}", np.array([v], np.int64))
+                                                       for k, v in (("starts", a.start), ("ends", a.stop),
+                                                                    ("axes", a.axis), ("steps", a.step))]  # fmt: skip
+        self.g.node("Slice", inputs, [out], name=f"{node.name}/slice")
+        self.quantize(node, out)
+
+    def constant(self, node: Node) -> None:
+        """The dequantized codes ``Expand``-ed to the batch of the node's input, then ``QuantizeLinear``."""
+        info = self.info(node.output)
+        values = (np.asarray(node.params["codes"]).astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)
+        out = self.temp(node, "float")
+        self.g.batch_constant(f"{node.name}/values", values.astype(np.float32), self.names[node.inputs[0]], out)
+        self.quantize(node, out)
+
     def reshape(self, node: Node) -> None:
         """``Reshape`` of the dequantized input to ``[0, *shape]``, then ``QuantizeLinear``."""
         a: ReshapeAttrs = node.attrs
@@ -326,7 +346,7 @@ class _Writer:
 #: The program ops this form writes, by name.
 QDQ_OPS: dict[str, Callable[[_Writer, Node], None]] = {
     "conv2d": _Writer.conv2d, "linear": _Writer.linear, "requantize": _Writer.requantize, "add": _Writer.add,
-    "mul": _Writer.mul, "matmul": _Writer.matmul, "softmax": _Writer.softmax, "layernorm": _Writer.layernorm,
+    "mul": _Writer.mul, "matmul": _Writer.matmul, "softmax": _Writer.softmax, "layernorm": _Writer.layernorm, "constant": _Writer.constant, "slice": _Writer.slice,
     "avg_pool2d": _Writer.avg_pool2d,
     "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut, "reshape": _Writer.reshape, "permute": _Writer.permute,
     "concat": _Writer.concat, "pad": _Writer.pad,

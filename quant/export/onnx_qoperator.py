@@ -47,6 +47,9 @@ How each op is written, and why ONNX Runtime computes it exactly:
 * ``layernorm`` (section 6.5): one node of the model-local function ``lowbit.IntegerLayerNorm``
   (:mod:`quant.export.onnx_functions`), whose body is the op in int64 ONNX ops, with ``gamma - z_g``, the
   bias, ``E``, ``fp32(M)`` and ``z_y`` as constant inputs [+ ``Clip``].
+* ``constant``: ``Expand`` of its codes (an initializer of shape ``(1, *shape)``) to ``Concat(Shape(x)[0:1],
+  shape)``, ``x`` the tensor whose batch it takes.
+* ``slice``: ``Slice`` of the codes (one axis, start, end, step).
 * ``reshape``, ``permute``, ``concat``, ``pad``: ``Reshape`` (batch kept: ``0``), ``Transpose``, ``Concat``,
   ``Pad`` (constant, the code ``value``) on the codes.
 
@@ -96,7 +99,7 @@ from quant.export.onnx_format import (
     qoperator_datapath_problems,
 )
 from quant.export.onnx_graph import GraphBuilder
-from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
+from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs, SliceAttrs
 from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
 
 __all__ = ["QOPERATOR_OPS", "build_qoperator", "check_qoperator", "exact_global_average", "MAX_AVERAGE_WINDOW",
@@ -438,6 +441,18 @@ class _Writer:
         self.g.node(INTEGER_LAYERNORM, inputs, [out], name=node.name, domain=LOWBIT_DOMAIN)
         self.clamp(node, out)
 
+    def slice(self, node: Node) -> None:
+        """``Slice`` of the codes along ``axis``."""
+        a: SliceAttrs = node.attrs
+        inputs = [self.codes(node.inputs[0])] + [self.g.constant(f"{node.name}/{k}", np.array([v], np.int64))
+                                                 for k, v in (("starts", a.start), ("ends", a.stop), ("axes", a.axis),
+                                                              ("steps", a.step))]  # fmt: skip
+        self.g.node("Slice", inputs, [self.result(node)], name=node.name)
+
+    def constant(self, node: Node) -> None:
+        """``Expand`` of the codes to the batch of the node's input (:meth:`GraphBuilder.batch_constant`)."""
+        self.g.batch_constant(node.name, np.asarray(node.params["codes"]), self.codes(node.inputs[0]), self.result(node))
+
     def reshape(self, node: Node) -> None:
         """``Reshape`` to ``[0, *shape]`` (0 keeps the batch)."""
         a: ReshapeAttrs = node.attrs
@@ -483,7 +498,8 @@ def onnx_pads(attrs: PadAttrs, rank: int, node: Optional[Node] = None) -> npt.ND
 QOPERATOR_OPS: dict[str, Callable[[_Writer, Node], None]] = {
     "conv2d": _Writer.conv2d, "linear": _Writer.linear, "requantize": _Writer.requantize, "add": _Writer.add,
     "mul": _Writer.mul, "matmul": _Writer.matmul, "avg_pool2d": _Writer.avg_pool2d, "max_pool2d": _Writer.max_pool2d, "lut": _Writer.lut,
-    "softmax": _Writer.softmax, "layernorm": _Writer.layernorm, "reshape": _Writer.reshape, "permute": _Writer.permute, "concat": _Writer.concat,
+    "softmax": _Writer.softmax, "layernorm": _Writer.layernorm, "constant": _Writer.constant, "slice": _Writer.slice,
+    "reshape": _Writer.reshape, "permute": _Writer.permute, "concat": _Writer.concat,
     "pad": _Writer.pad,
 }  # fmt: skip
 

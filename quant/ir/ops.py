@@ -4,12 +4,13 @@ Every datapath op's attributes are the validated record of :mod:`quant.contract.
 one both backends run; ``matmul``'s is :class:`quant.contract.matmul.MatmulAttrs`, ``layernorm``'s
 :class:`quant.contract.layernorm.LayerNormAttrs`), rebuilt from its ``build_args()`` when a program is loaded; an op's
 operands are the program's tensors (codes) and its constant parameters (weights, biases,
-tables). Layout ops (``reshape``, ``permute``, ``concat``, ``pad``) only move codes and are run by NumPy
+tables). Layout ops (``reshape``, ``permute``, ``concat``, ``pad``, ``slice``, and ``constant``: codes the same
+for every sample) only move codes and are run by NumPy
 for every backend. A registered custom op (:mod:`quant.contract.custom`) is an op too, under its
 dotted name, with a :class:`~quant.contract.custom.CustomOpAttrs` record.
 
 >>> len(OPS), sorted(OPS)[:7]
-(15, ['add', 'avg_pool2d', 'concat', 'conv2d', 'layernorm', 'linear', 'lut'])
+(17, ['add', 'avg_pool2d', 'concat', 'constant', 'conv2d', 'layernorm', 'linear'])
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from quant.contract.datapath import Datapath
 from quant.contract.layernorm import LayerNormAttrs
 from quant.contract.matmul import MatmulAttrs, run_matmul
 
-__all__ = ["OPS", "ConcatAttrs", "OpDef", "PadAttrs", "PermuteAttrs", "ReshapeAttrs", "op_def"]
+__all__ = ["OPS", "ConcatAttrs", "ConstantAttrs", "SliceAttrs", "OpDef", "PadAttrs", "PermuteAttrs", "ReshapeAttrs", "op_def"]
 
 Codes = npt.NDArray[Any]
 Params = Mapping[str, Any]
@@ -104,6 +105,65 @@ class ConcatAttrs:
 
 
 @dataclass(frozen=True)
+class SliceAttrs:
+    """``slice``: codes unchanged, the elements ``start, start + step, ...`` below ``stop`` of dimension ``axis``
+    (not the batch; ``0 <= start < stop <= size``, ``step >= 1``)."""
+
+    axis: int
+    start: int
+    stop: int
+    step: int = 1
+    op: str = "slice"
+
+    @classmethod
+    def build(cls, *, axis: int, start: int, stop: int, step: int = 1) -> "SliceAttrs":
+        """Checked slice (resolved against a shape by :meth:`output_shape`)."""
+        vals = []
+        for v, name in ((axis, "axis"), (start, "start"), (stop, "stop"), (step, "step")):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"slice: {name}={v!r} must be an int")
+            vals.append(v)
+        if vals[0] < 1 or vals[1] < 0 or vals[2] <= vals[1] or vals[3] < 1 or vals[2] > MAX_DIM:
+            raise ValueError(f"slice: axis={axis} must be >= 1 (not the batch), 0 <= start={start} < stop={stop}, "
+                             f"step={step} >= 1")  # fmt: skip
+        return cls(vals[0], vals[1], vals[2], vals[3])
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again."""
+        return {"axis": self.axis, "start": self.start, "stop": self.stop, "step": self.step}
+
+    def output_shape(self, shape: Sequence[Optional[int]]) -> tuple[Optional[int], ...]:
+        """``shape`` with dimension ``axis`` sliced; ``ValueError`` when the slice does not fit it."""
+        if self.axis >= len(shape) or shape[self.axis] is None or self.stop > int(shape[self.axis] or 0):
+            raise ValueError(f"slice: {self.start}:{self.stop}:{self.step} of axis {self.axis} does not fit shape "
+                             f"{tuple(shape)}")  # fmt: skip
+        n = len(range(self.start, self.stop, self.step))
+        return (*shape[: self.axis], n, *shape[self.axis + 1 :])
+
+
+@dataclass(frozen=True)
+class ConstantAttrs:
+    """``constant``: the same codes (parameter ``codes``, of shape ``shape``) for every sample, as ``(N, *shape)``
+    for a batch of ``N`` (the batch of its one input, whose codes it does not read): what a model computes from
+    its parameters and buffers alone (a learned position embedding)."""
+
+    shape: tuple[int, ...]
+    op: str = "constant"
+
+    @classmethod
+    def build(cls, *, shape: Sequence[int]) -> "ConstantAttrs":
+        """Checked per-sample shape."""
+        dims = tuple(int(d) for d in shape)
+        if any(d < 1 or d > MAX_DIM for d in dims):
+            raise ValueError(f"constant: shape={list(shape)} must hold sizes in 1..{MAX_DIM}")
+        return cls(dims)
+
+    def build_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`build` that give this record again."""
+        return {"shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
 class PadAttrs:
     """``pad``: constant padding with the code ``value`` (the zero point pads a real 0), ``pads`` in
     ``torch.nn.functional.pad`` order (last dimension first), never the batch dimension."""
@@ -153,6 +213,21 @@ def _permute(backend: Backend, attrs: PermuteAttrs, xs: list[Codes], params: Par
 
 def _concat(backend: Backend, attrs: ConcatAttrs, xs: list[Codes], params: Params) -> Codes:
     return np.ascontiguousarray(np.concatenate(xs, axis=attrs.axis))
+
+
+def _slice(backend: Backend, attrs: SliceAttrs, xs: list[Codes], params: Params) -> Codes:
+    x = xs[0]
+    attrs.output_shape(x.shape)
+    index = [slice(None)] * x.ndim
+    index[attrs.axis] = slice(attrs.start, attrs.stop, attrs.step)
+    return np.ascontiguousarray(x[tuple(index)])
+
+
+def _constant(backend: Backend, attrs: ConstantAttrs, xs: list[Codes], params: Params) -> Codes:
+    codes = np.asarray(params["codes"])
+    if tuple(codes.shape) != attrs.shape:
+        raise ValueError(f"constant: codes of shape {tuple(codes.shape)}, the attributes are for {list(attrs.shape)}")
+    return np.ascontiguousarray(np.broadcast_to(codes, (xs[0].shape[0], *attrs.shape)))
 
 
 def _pad(backend: Backend, attrs: PadAttrs, xs: list[Codes], params: Params) -> Codes:
@@ -221,6 +296,8 @@ OPS: dict[str, OpDef] = {
     "permute": OpDef("permute", (), lambda a, dp: PermuteAttrs.build(**a), _permute, datapath_op=False),
     "concat": OpDef("concat", (), lambda a, dp: ConcatAttrs.build(**a), _concat, datapath_op=False),
     "pad": OpDef("pad", (), lambda a, dp: PadAttrs.build(**a), _pad, datapath_op=False),
+    "slice": OpDef("slice", (), lambda a, dp: SliceAttrs.build(**a), _slice, datapath_op=False),
+    "constant": OpDef("constant", ("codes",), lambda a, dp: ConstantAttrs.build(**a), _constant, datapath_op=False),
 }  # fmt: skip
 
 

@@ -23,11 +23,15 @@ Each graph node becomes integer ops on codes:
 * max, average, adaptive-average (global or evenly dividing) pooling, 1-D and 2-D: the
   contract's 2-D pools, whose codes keep their input's qparams (average pooling counts only
   unpadded elements, so a padded average pool needs ``count_include_pad=False``);
+* ``x.mean(dims)`` over dimensions after the batch: a global average pool of the codes viewed as
+  ``(N, kept, reduced, 1)``, keeping their qparams;
 * ``torch.cat``: every input requantized to the output's qparams (none where they agree), then
   the codes joined; ``F.pad`` with zeros: padding with the zero point;
 * a BatchNorm that did not fold (``quant.fold_bn`` folds those after a conv): its eval-mode
   affine ``a_c x + b_c`` as a depthwise 1x1 conv2d, weight codes ``sign(a_c) qmax`` with
   ``s_w = |a_c| / qmax`` (exact; the nearest power of two on ``pow2`` datapaths);
+* ``x[...]`` with slices and ints after the batch (``x[:, -1]``): ``slice`` per narrowed dimension and a
+  ``reshape`` for the ints;
 * flatten, view, reshape, squeeze, unsqueeze: ``reshape``; permute, transpose: ``permute``
   (the batch stays first); dropout and identity: nothing;
 * ``nn.LayerNorm``: the contract's integer LayerNorm (section 6.5) over its normalized elements, gamma
@@ -40,6 +44,9 @@ Each graph node becomes integer ops on codes:
   ``x * c``, ``x / c``, ``x + c``, ``c - x``, as attention's ``q / sqrt(d)``, likewise); PReLU with
   per-channel slopes (``nn.PReLU(C)``, ``F.prelu(x, weight)``): one table per channel; a function
   the user writes, marked with :func:`quant.elementwise`, likewise;
+* a value no input reaches (a learned position embedding ``self.positions(self.steps)``, a parameter added
+  to a tensor): ``constant`` codes, the same for every sample, quantized once with its consumer's input
+  scheme or the recipe's activation scheme over its own range (:mod:`quant.sim.tracing`);
 * a custom op registered with :func:`quant.register_op`: one node of that op, its integer
   parameters from its ``integer_params`` on the operands' qparams and the call's options.
 
@@ -59,7 +66,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.utils import parametrize
 
 from quant.contract.attrs import (
@@ -77,17 +84,20 @@ from quant.contract.attrs import (
 from quant.contract.codes import PACKED_BITS, code_range
 from quant.contract.custom import CustomOpDef
 from quant.contract.datapath import Datapath
+from quant.lowering.attention import Projection, SiteQParams, attention_plan
 from quant.contract.layernorm import LAYERNORM_FRACTION_BITS, LayerNormAttrs, layernorm_eps_term
 from quant.contract.matmul import MatmulAttrs
 from quant.custom.registry import custom_attrs, custom_op_of, elementwise_function_of
 from quant.contract.spec import QuantSpec
-from quant.ir.ops import ConcatAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs
+from quant.ir.ops import ConcatAttrs, ConstantAttrs, PadAttrs, PermuteAttrs, ReshapeAttrs, SliceAttrs
+from quant.sim.qparams import qparams_from_range
 from quant.ir.program import IntegerProgram, Node, PackedTensor, TensorInfo
 from quant.reference.packing import pack
 from quant.reference.quantize import quantize as quantize_to_codes
 from quant.reference.rounding import rounding_fn
 from quant.sim.attach import QuantHandle
 from quant.sim.edges import call_site, input_site, is_leaf_module, module_site
+from quant.sim.tracing import ModelTracer, constant_nodes, evaluate_constant
 from quant.sim.functional import quantize as quantize_weight
 
 __all__ = ["LoweringError", "lower"]
@@ -133,8 +143,10 @@ class _Edge:
     info: TensorInfo
 
 
-#: Frames of a node's stack trace that are not the user's code: torch, and the function a custom op calls through.
-_NOT_USER = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1] / "custom" / "registry.py"))
+#: Frames of a node's stack trace that are not the user's code: torch, the function a custom op calls through,
+#: and the tracer's expansion of PyTorch's transformer encoder.
+_NOT_USER = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1] / "custom" / "registry.py"),
+             str(Path(__file__).parents[1] / "sim" / "tracing.py"))
 
 
 def _where(node: torch.fx.Node) -> str:
@@ -176,6 +188,9 @@ class _Lowering:
         self.nodes: list[Node] = []
         self.env: dict[torch.fx.Node, _Edge] = {}
         self.done: set[torch.fx.Node] = set()
+        self.constants: set[torch.fx.Node] = set()  # the nodes no input reaches (set by run)
+        self.constant_values: dict[torch.fx.Node, Any] = {}
+        self.inputs: list[torch.fx.Node] = []
         self.sites: dict[torch.fx.Node, str] = {}
         self.fused: dict[torch.fx.Node, list[torch.fx.Node]] = {}
         self.quantized = dict(handle.modules)
@@ -280,9 +295,37 @@ class _Lowering:
         return out
 
     def edge(self, node: torch.fx.Node, arg: Any) -> _Edge:
+        if isinstance(arg, torch.fx.Node) and arg not in self.env and arg in self.constants:
+            self.constant(node, arg)
         if not isinstance(arg, torch.fx.Node) or arg not in self.env:
             raise self.fail(node, f"an input of {_target_name(node, self.model)} is not a tensor the program computes")
         return self.env[arg]
+
+    def constant(self, user: torch.fx.Node, node: torch.fx.Node) -> None:
+        """The ``constant`` codes of ``node``, a value no input reaches (:mod:`quant.sim.tracing`), in the
+        qparams of its consumer's input scheme or of its own range (the recipe's activation scheme)."""
+        value = evaluate_constant(node, self.model, self.constant_values)
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise self.fail(user, f"an input of {_target_name(user, self.model)} is a constant that is not a float tensor")
+        config = self.handle.activation_config
+        qp = self.consumer_qparams(node)
+        if qp is None:
+            if config is None:
+                raise self.fail(user, "a constant operand needs the recipe's activation scheme for its codes")
+            spec = config.spec
+            s, z = qparams_from_range(value.amin().reshape(1).float(), value.amax().reshape(1).float(), spec)
+            qp = QParams(float(s.reshape(-1)[0]), int(z.reshape(-1)[0]), spec, "the recipe's activation scheme over "
+                         "the constant's own range")  # fmt: skip
+        codes = quantize_to_codes(value.to(torch.float32), scale=qp.scale, zero_point=qp.zero_point, bits=qp.spec.bits,
+                                  signed=qp.spec.signed, datapath=self.dp)  # fmt: skip
+        if not self.inputs:
+            raise self.fail(user, "a constant operand in a program without inputs")
+        name = self.unique(node.name)
+        info = TensorInfo(name, (None, *value.shape), qp.spec.bits, qp.spec.signed, qp.scale, qp.zero_point)
+        self.tensors[name] = info
+        self.env[node] = self.emit(node, "constant", [self.env[self.inputs[0]]], _Edge(name, info),
+                                   ConstantAttrs.build(shape=tuple(value.shape)),
+                                   {"codes": codes.numpy().astype(np.int8 if qp.spec.signed else np.uint8)})  # fmt: skip
 
     def requantize_to(self, node: torch.fx.Node, e: _Edge, qp: QParams) -> _Edge:
         """``e`` as codes of ``qp``: ``e`` itself when they already are, else the output of a requantize op."""
@@ -535,6 +578,136 @@ class _Lowering:
             self.emit(node, "layernorm", [rows], out, attrs, params)
         self.bind(node, last, out)
 
+    def attention(self, node: torch.fx.Node, m: nn.MultiheadAttention) -> None:
+        """A quantized ``nn.MultiheadAttention`` as projections, head reshapes, two matmuls and the integer softmax
+        (:mod:`quant.lowering.attention`); its output is the tensor of the ``[0]`` taken of its result."""
+        name = str(node.target)
+        args = list(node.args) + [None] * (3 - len(node.args))
+        query = args[0]
+        key = node.kwargs.get("key", args[1])
+        value = node.kwargs.get("value", args[2])
+        opts = {k: v for k, v in node.kwargs.items() if k not in ("query", "key", "value")}
+        for extra, label in zip(node.args[3:], ("key_padding_mask", "need_weights", "attn_mask")):
+            opts[label] = extra
+        if any(opts.get(k) is not None for k in ("key_padding_mask", "attn_mask")) or opts.get("is_causal"):
+            raise self.fail(node, f"MultiheadAttention {name!r}: masks and is_causal have no integer form here "
+                                  "(an additive -inf has no code)")  # fmt: skip
+        outs = [u for u in node.users]
+        if not all(u.op == "call_function" and u.target is operator.getitem and u.args[1] in (0, 1) for u in outs):
+            raise self.fail(node, f"MultiheadAttention {name!r}: its result is used other than by taking [0]")
+        if any(u.args[1] == 1 and u.users for u in outs):
+            raise self.fail(node, f"MultiheadAttention {name!r}: the attention weights ([1]) are used; the program "
+                                  "computes the attention output only")  # fmt: skip
+        first = [u for u in outs if u.args[1] == 0]
+        if not first:
+            raise self.fail(node, f"MultiheadAttention {name!r}: its output ([0]) is never used")
+        out_node = first[0]
+        y_qp = self.qparams_for(out_node)
+        if "output" in self.handle.configs.get(name, {}):
+            y_qp = self.input_quantizer_qparams_of(name, "output") or y_qp
+        try:
+            plan = attention_plan(m, self.handle, name, self.dp, same_key=key is query, same_value=value is query,
+                                  output=SiteQParams(y_qp.scale, y_qp.zero_point, y_qp.spec))  # fmt: skip
+        except (KeyError, ValueError) as err:
+            raise self.fail(node, f"MultiheadAttention {name!r}: {err}") from None
+        n_q = self.shape(query)[1]  # type: ignore[arg-type]
+        n_k = self.shape(key)[1]  # type: ignore[arg-type]
+        h, d, e = plan.heads, plan.head_dim, m.embed_dim
+
+        def qp(site: SiteQParams, what: str) -> QParams:
+            return QParams(site.scale, site.zero_point, site.spec, f"the {what} scheme of module {name!r}")
+
+        def tensor(label: str, shape: Sequence[int], q: QParams) -> _Edge:
+            s_, z_, spec, source = q
+            try:
+                self.dp.check_spec(spec, "activation")
+            except ValueError as err:
+                raise self.fail(node, f"{source}: {err}") from None
+            t = self.unique(f"{name}.{label}")
+            info = TensorInfo(t, (None, *shape), spec.bits, spec.signed, s_, z_)
+            self.tensors[t] = info
+            return _Edge(t, info)
+
+        def like(label: str, src: _Edge, shape: Sequence[int]) -> _Edge:
+            t = self.unique(f"{name}.{label}")
+            info = TensorInfo(t, (None, *shape), src.info.bits, src.info.signed, src.info.scale, src.info.zero_point)
+            self.tensors[t] = info
+            return _Edge(t, info)
+
+        def project(label: str, x: _Edge, p: Projection, out: _Edge) -> _Edge:
+            if p.bias is not None:
+                lo_b, hi_b = self.dp.bias_range
+                if int(p.bias.min()) < lo_b or int(p.bias.max()) > hi_b:
+                    raise self.fail(node, f"MultiheadAttention {name!r}: the {label} bias needs {int(p.bias.abs().max())} "
+                                          f"in units of s_x s_w, beyond Datapath.bias_bits={self.dp.bias_bits}")  # fmt: skip
+            try:
+                self.dp.check_spec(p.spec, "weight")
+                attrs = LinearAttrs.build(w_shape=tuple(p.codes.shape), x_zero_point=x.info.zero_point,
+                                          w_zero_point=p.zero_point, y_zero_point=out.info.zero_point,
+                                          multiplier=p.multiplier, y_bits=out.info.bits, y_signed=out.info.signed,
+                                          datapath=self.dp)  # fmt: skip
+            except ValueError as err:
+                raise self.fail(node, f"MultiheadAttention {name!r} ({label}): {err}") from None
+            params: dict[str, Any] = {"weight": self.weight_param(p.codes, p.spec)}
+            if p.bias is not None:
+                params["bias"] = p.bias.numpy().astype(np.int32)
+            return self.emit(node, "linear", [x], out, attrs, params)
+
+        def layout(op: str, label: str, x: _Edge, shape: Sequence[int], attrs: Any) -> _Edge:
+            return self.emit(node, op, [x], like(label, x, shape), attrs)
+
+        x_in = []
+        for arg, site in zip((query, key, value), plan.inputs):
+            x_in.append(self.requantize_to(node, self.edge(node, arg), QParams(site.scale, site.zero_point, site.spec,
+                                                                                 f"the input scheme of module {name!r}")))  # fmt: skip
+        sites = plan.sites
+        heads: list[_Edge] = []
+        for i, (label, length) in enumerate((("query", n_q), ("key", n_k), ("value", n_k))):
+            projected = project(label, x_in[i], plan.projections[i], tensor(label, (length, e), qp(sites[label], label)))
+            split = layout("reshape", f"{label}_heads", projected, (length, h, d), ReshapeAttrs.build(shape=(length, h, d)))
+            dims, shape = ((0, 2, 3, 1), (h, d, length)) if label == "key" else ((0, 2, 1, 3), (h, length, d))
+            heads.append(layout("permute", f"{label}_t", split, shape, PermuteAttrs.build(dims=dims)))
+        q, k, v = heads
+
+        def product(label: str, a: _Edge, b: _Edge, out: _Edge) -> _Edge:
+            try:
+                attrs = MatmulAttrs.build(k=int(a.info.shape[-1] or 0), n=int(b.info.shape[-1] or 0),
+                                          a_zero_point=a.info.zero_point, b_zero_point=b.info.zero_point,
+                                          multiplier=a.info.scale * b.info.scale / out.info.scale,
+                                          y_zero_point=out.info.zero_point, y_bits=out.info.bits,
+                                          y_signed=out.info.signed, datapath=self.dp)  # fmt: skip
+            except ValueError as err:
+                raise self.fail(node, f"MultiheadAttention {name!r} ({label}): {err}") from None
+            return self.emit(node, "matmul", [a, b], out, attrs)
+
+        scores = product("scores", q, k, tensor("scores", (h, n_q, n_k), qp(sites["scores"], "scores")))
+        try:
+            sm = SoftmaxAttrs.build(axis=3, x_bits=scores.info.bits, x_signed=scores.info.signed,
+                                    table=softmax_table(scores.info.scale, scores.info.bits), y_bits=self.dp.a_bits,
+                                    y_signed=self.dp.a_signed, datapath=self.dp)  # fmt: skip
+        except ValueError as err:
+            raise self.fail(node, f"MultiheadAttention {name!r} (softmax): {err}") from None
+        t = self.unique(f"{name}.softmax")
+        info = TensorInfo(t, (None, h, n_q, n_k), self.dp.a_bits, self.dp.a_signed, sm.scale, sm.output.zero_point)
+        self.tensors[t] = info
+        p = self.emit(node, "softmax", [scores], _Edge(t, info), sm)
+        p = self.requantize_to(node, p, qp(sites["attention"], "attention"))
+        ctx = product("context", p, v, tensor("context_heads", (h, n_q, d), qp(sites["context"], "context")))
+        merged = layout("permute", "context_t", ctx, (n_q, h, d), PermuteAttrs.build(dims=(0, 2, 1, 3)))
+        merged = layout("reshape", "context", merged, (n_q, e), ReshapeAttrs.build(shape=(n_q, e)))
+        out = self.new_tensor(out_node, self.shape(out_node), y_qp)
+        project("out_proj", merged, plan.out_projection, out)
+        self.env[out_node] = out
+        self.done.update(outs)
+
+    def input_quantizer_qparams_of(self, name: str, role: str) -> Optional[QParams]:
+        """The qparams of module ``name``'s ``role`` quantizer (None without one)."""
+        if role not in self.handle.configs.get(name, {}):
+            return None
+        q = self.handle.quantizer(name, role)
+        s, z = q.effective_qparams()
+        return QParams(float(s.reshape(-1)[0]), int(z.reshape(-1)[0]), q.spec, f"the {role} scheme of module {name!r}")
+
     def weight_spec(self) -> QuantSpec:
         """The spec of codes the datapath's weight operand holds (for weights the lowering makes)."""
         return QuantSpec(bits=self.dp.w_bits, signed=self.dp.w_signed, symmetric=True)
@@ -669,6 +842,56 @@ class _Lowering:
         if one_d:
             out = self.emit(node, "reshape", [out], self.same_codes(node, out), ReshapeAttrs.build(shape=out_shape[1:]))
         self.env[node] = out
+
+    def index(self, node: torch.fx.Node) -> None:
+        """``x[...]`` with slices and ints after the batch (``x[:, -1]``, ``x[:, :4, ::2]``): one ``slice`` per sliced
+        dimension, then a ``reshape`` dropping the dimensions an int took; the codes keep their qparams."""
+        x = self.edge(node, node.args[0])
+        shape = list(self.shape(node.args[0]))  # type: ignore[arg-type]
+        try:
+            steps = index_steps(node.args[1], shape)
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        for axis, (start, stop, step) in steps:
+            attrs = SliceAttrs.build(axis=axis, start=start, stop=stop, step=step)
+            shape = list(attrs.output_shape(shape))  # type: ignore[arg-type]
+            name = self.unique(f"{node.name}_{axis}")
+            info = TensorInfo(name, (None, *shape[1:]), x.info.bits, x.info.signed, x.info.scale, x.info.zero_point)
+            self.tensors[name] = info
+            x = self.emit(node, "slice", [x], _Edge(name, info), attrs)
+        out = self.shape(node)
+        if tuple(shape) != tuple(out):
+            x = self.emit(node, "reshape", [x], self.same_codes(node, x), ReshapeAttrs.build(shape=out[1:] or (1,)))
+        self.env[node] = x
+
+    def mean(self, node: torch.fx.Node) -> None:
+        """``x.mean(dims)`` over dimensions after the batch: a global average pool of ``(N, kept, reduced, 1)``
+        (the kept dimensions first, by a ``permute`` when they are not), whose codes keep the input's qparams."""
+        x = self.edge(node, node.args[0])
+        shape = self.shape(node.args[0])  # type: ignore[arg-type]
+        try:
+            dims = mean_dims(node, len(shape))
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        kept = [d for d in range(1, len(shape)) if d not in dims]
+        perm = (0, *kept, *dims)
+        if perm != tuple(range(len(shape))):
+            permuted = TensorInfo(self.unique(f"{node.name}_t"), (None, *(shape[d] for d in perm[1:])), x.info.bits,
+                                  x.info.signed, x.info.scale, x.info.zero_point)  # fmt: skip
+            self.tensors[permuted.name] = permuted
+            x = self.emit(node, "permute", [x], _Edge(permuted.name, permuted), PermuteAttrs.build(dims=perm))
+        channels, reduced = math.prod(shape[d] for d in kept), math.prod(shape[d] for d in dims)
+        x = self.reshaped(node, x, (channels, reduced, 1))
+        name = self.unique(f"{node.name}_pool")
+        info = TensorInfo(name, (None, channels, 1, 1), x.info.bits, x.info.signed, x.info.scale, x.info.zero_point)
+        self.tensors[name] = info
+        try:
+            attrs = AvgPool2dAttrs.build(None, zero_point=x.info.zero_point, datapath=self.dp)
+        except ValueError as err:
+            raise self.fail(node, str(err)) from None
+        pooled = self.emit(node, "avg_pool2d", [x], _Edge(name, info), attrs)
+        self.env[node] = self.emit(node, "reshape", [pooled], self.same_codes(node, pooled),
+                                   ReshapeAttrs.build(shape=self.shape(node)[1:] or (1,)))  # fmt: skip
 
     def pool1d_args(self, node: torch.fx.Node, length: int) -> tuple[str, Any, Any, Any, Any]:
         """The 2-D window ``(1, k)`` of a 1-D pooling."""
@@ -904,9 +1127,11 @@ class _Lowering:
             e = self.new_tensor(node, tuple(x.shape), self.qparams_for(node))
             self.env[node] = e
             inputs.append(e.name)
+            self.inputs.append(node)
+        self.constants = constant_nodes(graph)
         for node in graph.nodes:
-            if node in self.done or node.op in ("placeholder", "get_attr"):
-                continue
+            if node in self.done or node.op in ("placeholder", "get_attr") or node in self.constants:
+                continue  # constants become codes where an op reads them
             if node.op == "output":
                 results = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
                 for r in results:
@@ -935,6 +1160,8 @@ class _Lowering:
                 return self.softmax(node, m.dim)
             if isinstance(m, nn.LayerNorm):
                 return self.layernorm(node, m)
+            if isinstance(m, nn.MultiheadAttention):
+                return self.attention(node, m)
         elif node.op in ("call_function", "call_method"):
             custom = custom_op_of(node.target) if node.op == "call_function" else None
             if custom is not None:
@@ -951,6 +1178,8 @@ class _Lowering:
                 return self.permute(node)
             if node.target in (torch.cat, torch.concat):
                 return self.concat(node)
+            if node.target in (torch.mean, "mean"):
+                return self.mean(node)
             if node.target is F.pad:
                 return self.pad(node)
             if node.target in (F.softmax, torch.softmax, "softmax"):
@@ -964,6 +1193,8 @@ class _Lowering:
                 return
             if node.op == "call_function" and node.target in (getattr, operator.getitem) and node not in self.sites:
                 return  # shape arithmetic (x.shape[0]): no tensor of codes
+            if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node) and node.args[0] in self.env:
+                return self.index(node)
             if node.op == "call_method" and node.target in ("size", "dim"):
                 return
         scalar = self.scalar_arithmetic(node)
@@ -975,6 +1206,46 @@ class _Lowering:
         raise self.fail(node, f"cannot lower {_target_name(node, self.model)!r} to the integer datapath: only the "
                               "ops listed in quant.lowering's documentation lower; register others with quant.register_op "
                               "(docs/arithmetic.md section 10)")  # fmt: skip
+
+
+def index_steps(index: Any, shape: Sequence[int]) -> list[tuple[int, tuple[int, int, int]]]:
+    """``(axis, (start, stop, step))`` of each dimension an index of slices and ints narrows (an int as a slice of
+    one, dropped by the caller's reshape); ``ValueError`` for the batch, ``None``/tensor indices or an empty
+    result."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if any(i is Ellipsis for i in items):
+        at = items.index(Ellipsis)
+        items[at : at + 1] = [slice(None)] * (len(shape) - len(items) + 1)
+    if len(items) > len(shape) or not all(isinstance(i, (slice, int)) and not isinstance(i, bool) for i in items):
+        raise ValueError(f"indexing with {index!r}: only slices and ints (no None, tensors or lists) lower")
+    if items and items[0] != slice(None):
+        raise ValueError(f"indexing with {index!r}: the batch dimension 0 must be taken whole")
+    steps = []
+    for axis, item in enumerate(items[1:], start=1):
+        size = int(shape[axis])
+        if isinstance(item, int):
+            if not -size <= item < size:
+                raise ValueError(f"index {item} is out of range for dimension {axis} of size {size}")
+            start = item % size
+            steps.append((axis, (start, start + 1, 1)))
+            continue
+        start, stop, step = item.indices(size)
+        if step < 1 or len(range(start, stop, step)) == 0:
+            raise ValueError(f"indexing with {index!r}: dimension {axis} must keep elements in increasing order")
+        if (start, stop, step) != (0, size, 1):
+            steps.append((axis, (start, min(stop, start + step * len(range(start, stop, step))), step)))
+    return steps
+
+
+def mean_dims(node: torch.fx.Node, ndim: int) -> tuple[int, ...]:
+    """The sorted dimensions a ``mean`` node reduces (``ValueError`` for the batch, all dimensions or a dtype)."""
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if node.kwargs.get("dtype") is not None or dim is None:
+        raise ValueError("mean needs explicit dims after the batch and no dtype")
+    dims = sorted({int(d) % ndim for d in (dim if isinstance(dim, (tuple, list)) else (dim,))})
+    if 0 in dims:
+        raise ValueError(f"mean over dims {dims}: the batch dimension 0 cannot be averaged by the datapath")
+    return tuple(dims)
 
 
 def constant_tensor(model: nn.Module, arg: Any) -> Optional[torch.Tensor]:
@@ -1101,9 +1372,20 @@ def _assign_sites(graph: torch.fx.Graph, model: nn.Module, lowering: _Lowering) 
             call = module_calls.get(name, 0)
             module_calls[name] = call + 1
             lowering.sites[node] = module_site(name, call)
+        elif _takes_from_a_module_tuple(node):  # Python indexing of a module's tuple: the module's element site
+            lowering.sites[node] = f"{lowering.sites[node.args[0]]}.{node.args[1]}"
         elif node.op in ("call_function", "call_method") and floating:
             lowering.sites[node] = call_site(calls)
             calls += 1
+
+
+def _takes_from_a_module_tuple(node: torch.fx.Node) -> bool:
+    """``module(...)[i]`` of a leaf module returning a tuple (``nn.MultiheadAttention``, ``nn.LSTM``)."""
+    src = node.args[0] if node.args else None
+    return (node.op == "call_function" and node.target is operator.getitem and isinstance(src, torch.fx.Node)
+            and src.op == "call_module" and isinstance(src.meta.get("tensor_meta"), (tuple, list))
+            and not isinstance(src.meta.get("tensor_meta"), TensorMetadata)  # (a NamedTuple: one tensor)
+            and isinstance(node.args[1], int))  # fmt: skip
 
 
 def _check_sites(handle: QuantHandle, lowering: _Lowering) -> None:
@@ -1143,7 +1425,7 @@ def lower(
         what = f"quantizers without qparams: {', '.join(uncalibrated)}" if uncalibrated else "no edge statistics"
         raise ValueError(f"lower: run handle.calibrate() over data first ({what})")
     example = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
-    tracer = torch.fx.Tracer()
+    tracer = ModelTracer()
     tracer.record_stack_traces = True
     try:
         graph = tracer.trace(model)

@@ -360,7 +360,8 @@ def _grouped(skipped: Sequence[SkippedModule], shown: int = 4) -> str:
         groups.setdefault((s.kind, s.reason), []).append(s.name)
     parts = []
     for (kind, reason), names in groups.items():
-        listed = ", ".join(map(repr, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+        labels = [repr(n) if n else "the model" for n in names[:shown]]
+        listed = ", ".join(labels) + (f" and {len(names) - shown} more" if len(names) > shown else "")
         parts.append(f"{listed} ({kind}): {reason}")
     return "; ".join(parts)
 

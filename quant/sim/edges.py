@@ -15,6 +15,10 @@ model:
   ``x.view``, ...);
 * the root's floating tensor arguments are sites ``input:<i>``.
 
+A function result holding infinities or NaN (an additive attention mask, ``-inf`` where a key is masked)
+counts as a site but is not observed: it has no codes, and lowering a model that needs its statistics says
+so by name.
+
 The order of the sites is the order in which ``torch.fx`` records the same ops when it traces
 the model, which is how :mod:`quant.lowering` finds the statistics of each graph node. Each site
 has an observer of the handle's activation scheme. Nothing is attached to the model outside
@@ -35,16 +39,9 @@ from quant.contract.spec import QuantSpec
 from quant.sim.observers import Observer, make_observer
 from quant.sim.qparams import qparams_from_range
 from quant.sim.recipe import QuantizerConfig
+from quant.sim.tracing import is_leaf_module
 
 __all__ = ["EdgeRecorder", "is_leaf_module", "input_site", "module_site", "call_site"]
-
-
-def is_leaf_module(module: nn.Module, name: str) -> bool:
-    """Whether ``torch.fx`` keeps ``module`` as one node when it is called (and the recorder observes its
-    output); containers that are iterated, not called (``ModuleList``, ``ModuleDict``), are not leaves."""
-    if isinstance(module, (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)):
-        return False
-    return bool(torch.fx.Tracer().is_leaf_module(module, name))
 
 
 def input_site(index: int) -> str:
@@ -77,7 +74,9 @@ class _FunctionRecorder(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         rec = self.recorder
         if rec.depth == 0 and not rec.busy and _floating(out):
-            rec.observe(call_site(rec.calls), out, getattr(func, "__name__", str(func)))
+            if bool(torch.isfinite(out).all()):
+                rec.observe(call_site(rec.calls), out, getattr(func, "__name__", str(func)))
+            # else an additive mask (-inf) or the like: a site without statistics, which no program can hold
             rec.calls += 1
         return out
 

@@ -24,6 +24,7 @@ returns the exact values themselves.
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -43,6 +44,7 @@ from quant.ir.program import IntegerProgram, TensorInfo
 from quant.reference.custom import run_custom
 from quant.reference.rounding import rounding_fn
 from quant.sim.functional import quantize as quantize_weight
+from quant.sim.tracing import ModelTracer, constant_nodes, evaluate_constant
 
 if TYPE_CHECKING:
     from quant.sim.attach import QuantHandle
@@ -91,7 +93,8 @@ class ExactSimulation:
         self.model = handle.model
         self.datapath = datapath
         self.program: Optional[IntegerProgram] = program
-        self.graph: Optional[torch.fx.Graph] = torch.fx.Tracer().trace(self.model) if program is not None else None
+        self.graph: Optional[torch.fx.Graph] = ModelTracer().trace(self.model) if program is not None else None
+        self.constants: set[torch.fx.Node] = constant_nodes(self.graph) if self.graph is not None else set()
         self._hook: Optional[RemovableHandle] = None
         self._busy = False
 
@@ -134,8 +137,9 @@ class ExactSimulation:
                 self.program = lower(self.model, self.handle, example, datapath=self.datapath)
             finally:
                 self._busy = False
-            tracer = torch.fx.Tracer()
+            tracer = ModelTracer()
             self.graph = tracer.trace(self.model)
+            self.constants = constant_nodes(self.graph)
         return self.program
 
     # ------------------------------------------------------------------ the forward
@@ -170,8 +174,10 @@ class ExactSimulation:
                 outs = out if isinstance(out, (tuple, list)) else (out,)
                 values = [_dequantize(codes[o], self.info(o)) for o in outs]
                 result = values[0] if len(values) == 1 else tuple(values)
-            elif node.op == "get_attr" or node.name not in program.origins:
-                continue  # shape arithmetic: no tensor of codes
+            elif node.name not in program.origins:
+                continue  # shape arithmetic, parameters read by an op: no tensor of codes
+            elif node in self.constants:
+                codes[node] = self.constant(node, codes)
             elif self.is_alias(node):
                 codes[node] = codes[node.args[0]]
             else:
@@ -248,6 +254,10 @@ class ExactSimulation:
                 return self.pool(node, codes)
             return self.elementwise(node, m, codes)
         x = node.args[0]
+        if node.target is operator.getitem and isinstance(x, torch.fx.Node) and x.op == "call_module":
+            m = self.model.get_submodule(str(x.target))
+            if isinstance(m, nn.MultiheadAttention) and node.args[1] == 0:
+                return self.attention(x, m, node, codes)
         custom = custom_op_of(node.target) if node.op == "call_function" else None
         if custom is not None:  # the op's registered integer reference on the plan's qparams
             operands = [self.info(a).operand() for a in node.args]  # type: ignore[arg-type]
@@ -277,10 +287,15 @@ class ExactSimulation:
             return self.matmul(node, codes)
         if node.target in (F.softmax, torch.softmax, "softmax"):
             return self.softmax(node, node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None), codes)
+        if node.target is operator.getitem and isinstance(x, torch.fx.Node):  # slices and ints of the codes
+            picked: torch.Tensor = codes[x][node.args[1]]  # type: ignore[index]
+            return picked
         if node.target in _LAYOUT:
             fn: Any = node.target if callable(node.target) else getattr(torch.Tensor, str(node.target))
             out: torch.Tensor = fn(codes[x], *self.concrete(list(node.args[1:]), codes), **node.kwargs)  # type: ignore[index]
             return out
+        if node.target in (torch.mean, "mean"):
+            return self.mean(node, codes)
         if node.target in (torch.cat, torch.concat):
             parts = [self.as_codes_of(codes[p], self.info(p), info) for p in node.args[0]]  # type: ignore[union-attr, index, arg-type]
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
@@ -391,6 +406,75 @@ class ExactSimulation:
                        y_bits=info.bits, y_signed=info.signed, y_min=y_min, y_max=y_max, datapath=self.datapath)  # fmt: skip
         return y.reshape(x.shape)
 
+    def constant(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """A value no input reaches, quantized with the plan's qparams, the same for every sample of the batch."""
+        value = evaluate_constant(node, self.model, {})
+        info = self.info(node)
+        q = ref.quantize(value.to(torch.float32), scale=info.scale, zero_point=info.zero_point, bits=info.bits,
+                         signed=info.signed, datapath=self.datapath)  # fmt: skip
+        batch = next(c for n, c in codes.items() if n.op == "placeholder").shape[0]
+        return q.expand(batch, *q.shape).clone()
+
+    def attention(self, node: torch.fx.Node, m: nn.MultiheadAttention, out_node: torch.fx.Node,
+                  codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:  # fmt: skip
+        """A quantized ``nn.MultiheadAttention`` (:mod:`quant.lowering.attention`) on the reference, each tensor in
+        its role's qparams, the output in the plan's."""
+        from quant.contract.attrs import softmax_table
+        from quant.lowering.attention import Projection, SiteQParams, attention_plan
+
+        name = str(node.target)
+        query, key, value = (node.kwargs.get(k, node.args[i] if len(node.args) > i else None)
+                             for i, k in enumerate(("query", "key", "value")))  # fmt: skip
+        info = self.info(out_node)
+        spec = self.handle.quantizer(name, "input").spec.with_(bits=info.bits, signed=info.signed)
+        plan = attention_plan(m, self.handle, name, self.datapath, same_key=key is query, same_value=value is query,
+                              output=SiteQParams(info.scale, info.zero_point, spec))  # fmt: skip
+        dp = self.datapath
+
+        def as_site(q: torch.Tensor, src: TensorInfo, site: SiteQParams) -> tuple[torch.Tensor, TensorInfo]:
+            dst = TensorInfo("site", src.shape, site.spec.bits, site.spec.signed, site.scale, site.zero_point)
+            return self.as_codes_of(q, src, dst), dst
+
+        def project(x: torch.Tensor, x_site: SiteQParams, p: Projection, out: TensorInfo) -> torch.Tensor:
+            rows = ref.linear(x.reshape(-1, x.shape[-1]), p.codes, p.bias, x_zero_point=x_site.zero_point,
+                              w_zero_point=torch.tensor(p.zero_point), y_zero_point=out.zero_point,
+                              multiplier=p.multiplier, y_bits=out.bits, y_signed=out.signed, datapath=dp)  # fmt: skip
+            return rows.reshape(*x.shape[:-1], rows.shape[-1])
+
+        def site_info(site: SiteQParams) -> TensorInfo:
+            return TensorInfo("site", (), site.spec.bits, site.spec.signed, site.scale, site.zero_point)
+
+        def product(a: torch.Tensor, ia: TensorInfo, b: torch.Tensor, ib: TensorInfo, out: TensorInfo) -> torch.Tensor:
+            attrs = MatmulAttrs.build(k=int(a.shape[-1]), n=int(b.shape[-1]), a_zero_point=ia.zero_point,
+                                      b_zero_point=ib.zero_point, multiplier=ia.scale * ib.scale / out.scale,
+                                      y_zero_point=out.zero_point, y_bits=out.bits, y_signed=out.signed, datapath=dp)  # fmt: skip
+            dtype = np.int8 if ia.signed else np.uint8
+            y = run_matmul(get_backend("torch_ref"), attrs, a.numpy().astype(dtype), b.numpy().astype(dtype))
+            return torch.from_numpy(y.astype(np.int64))
+
+        h, d = plan.heads, plan.head_dim
+        projected = []
+        for arg, x_site, p, label in zip((query, key, value), plan.inputs, plan.projections, ("query", "key", "value")):
+            x, _ = as_site(codes[arg], self.info(arg), x_site)  # type: ignore[index, arg-type]
+            projected.append(project(x, x_site, p, site_info(plan.sites[label])))
+        n = projected[0].shape[0]
+        q = projected[0].reshape(n, -1, h, d).permute(0, 2, 1, 3)
+        k = projected[1].reshape(n, -1, h, d).permute(0, 2, 3, 1)
+        v = projected[2].reshape(n, -1, h, d).permute(0, 2, 1, 3)
+        iq, ik, iv, i_scores = (site_info(plan.sites[s]) for s in ("query", "key", "value", "scores"))
+        scores = product(q.contiguous(), iq, k.contiguous(), ik, i_scores)
+        p_codes = ref.softmax(scores, axis=3, x_bits=i_scores.bits, x_signed=i_scores.signed,
+                              table=softmax_table(i_scores.scale, i_scores.bits), y_bits=dp.a_bits,
+                              y_signed=dp.a_signed, datapath=dp)  # fmt: skip
+        i_p = TensorInfo("softmax", (), dp.a_bits, dp.a_signed, 2.0**-dp.a_bits,
+                         -(1 << (dp.a_bits - 1)) if dp.a_signed else 0)  # fmt: skip
+        i_att = site_info(plan.sites["attention"])
+        p_codes = self.as_codes_of(p_codes, i_p, i_att)
+        i_ctx = site_info(plan.sites["context"])
+        ctx = product(p_codes, i_att, v.contiguous(), iv, i_ctx)
+        merged = ctx.permute(0, 2, 1, 3).reshape(n, -1, h * d)
+        return project(merged, plan.sites["context"], plan.out_projection, info)
+
     def layernorm(self, node: torch.fx.Node, m: nn.LayerNorm, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
         """The contract's integer LayerNorm (section 6.5) of the input codes as its input quantizer sees them."""
         from quant.contract.layernorm import LAYERNORM_FRACTION_BITS, layernorm_eps_term
@@ -444,6 +528,17 @@ class ExactSimulation:
             y = ref.avg_pool2d(x, kernel, stride, padding, zero_point=self.info(node.args[0]).zero_point,  # type: ignore[arg-type]
                                datapath=self.datapath)  # fmt: skip
         return y.squeeze(2) if one_d else y
+
+    def mean(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """The contract's global average pool of the codes with the kept dimensions first, then the reduced ones."""
+        from quant.lowering.lowerer import mean_dims
+
+        x = codes[node.args[0]]  # type: ignore[index]
+        dims = mean_dims(node, x.dim())
+        kept = [d for d in range(1, x.dim()) if d not in dims]
+        grouped = x.permute(0, *kept, *dims).reshape(x.shape[0], -1, math.prod(x.shape[d] for d in dims), 1)
+        y = ref.avg_pool2d(grouped, None, zero_point=self.info(node.args[0]).zero_point, datapath=self.datapath)  # type: ignore[arg-type]
+        return y.reshape(x.shape[0], *(int(d or 0) for d in self.info(node).shape[1:]))
 
     def scalar_arithmetic(self, node: torch.fx.Node, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
         """``quantize(x op c)`` (or ``c op x``) on the dequantized tensor operand, the number as it is."""

@@ -35,7 +35,10 @@ Which module can take which role (``isinstance``, so subclasses count):
   naming the module gives it exactly what it says. A
   transposed convolution's weight is ``(C_in, C_out/groups, k...)``: per-output-channel
   schemes are ``axis=1`` there (a ``"*"`` rule with ``axis=0`` quantizes it per input
-  channel, which is valid but not the usual choice: give it a rule of its own);
+  channel, which is valid but not the usual choice: give it a rule of its own). The
+  out-projection of an ``nn.MultiheadAttention`` takes the weight role only (the attention
+  reads its weight directly); when a rule gives the attention a weight scheme and no rule
+  names or excludes the out-projection, it takes the attention's weight scheme;
 * :data:`WEIGHT_ONLY_MODULES` (Embedding, EmbeddingBag: their input is indices): weight
   only, per row with ``granularity="channel", axis=0`` or per group along ``axis=1``;
 * :data:`ACTIVATION_MODULES` (ReLU, ReLU6, LeakyReLU, Hardswish, Hardsigmoid, GELU,
@@ -496,6 +499,8 @@ class Recipe:
         every_name = list(model.named_modules(remove_duplicate=False))
         capable = roles_in_model(model)
         assigned: dict[str, dict[str, QuantizerConfig]] = {}
+        excluded: set[str] = set()  # by an exclusion rule, last
+        exact_named: set[str] = set()  # named by a rule of their own
         for rule in self.rules:
             label = _describe_pattern(rule.pattern)
             wanted = frozenset(rule.roles)
@@ -510,9 +515,13 @@ class Recipe:
             if not applicable:
                 raise ValueError(self._no_module_message(rule, label, matched, modules, needs, capable))
             for name, module in applicable:
+                if rule.is_exact_name:
+                    exact_named.add(name)
                 if rule.exclude:
                     assigned.pop(name, None)
+                    excluded.add(name)
                     continue
+                excluded.discard(name)
                 if rule.weight is not None:
                     _check_weight_fits(name, module, rule.weight.spec, rule.pattern)
                 roles = dict(rule.roles)
@@ -521,6 +530,13 @@ class Recipe:
                         and weight.spec.bits < NORM_WEIGHT_BITS):  # fmt: skip
                     roles["weight"] = replace(weight, spec=weight.spec.with_(bits=NORM_WEIGHT_BITS))
                 assigned.setdefault(name, {}).update(roles)
+        named = dict(modules)
+        for name, module in modules:  # an attention's out-projection under a glob: the attention's weight scheme
+            out = f"{name}.out_proj" if name else "out_proj"
+            if (isinstance(module, nn.MultiheadAttention) and "weight" in assigned.get(name, {})
+                    and "weight" not in assigned.get(out, {}) and out in named and out not in excluded
+                    and out not in exact_named):  # fmt: skip
+                assigned.setdefault(out, {})["weight"] = assigned[name]["weight"]
         return {
             name: {role: assigned[name][role] for role in ROLES if role in assigned[name]}
             for name, _ in modules
@@ -571,7 +587,7 @@ class SkippedModule:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.name!r} ({self.kind}): {self.reason}"
+        return f"{repr(self.name) if self.name else 'the model'} ({self.kind}): {self.reason}"
 
 
 #: Normalizations whose affine weight a glob or type rule quantizes at :data:`NORM_WEIGHT_BITS` at least.
@@ -594,6 +610,10 @@ def _why_float(module: nn.Module, can: frozenset[str], wanted: frozenset[str]) -
         return f"{kind} takes only the roles {have}, and the rule sets {want}: give it a rule of its own"
     if isinstance(module, _NORMALIZATIONS):
         return f"{kind} is a normalization the simulation does not quantize yet"
+    if not type(module).__module__.startswith("torch."):
+        own = ", ".join(n for n, p in module._parameters.items() if p is not None)
+        return (f"its own parameters ({own}) are read by its forward directly, which fast simulation leaves float "
+                "(the integer program quantizes a parameter added to a tensor as constant codes)")  # fmt: skip
     return f"{kind} has no quantization support yet: its weights stay float"
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from quant.ir.program import IntegerProgram, TensorInfo
 from quant.sim.attach import QuantHandle
+from quant.sim.tracing import ModelTracer, constant_nodes
 
 __all__ = ["Divergence", "OpCheck", "VerificationReport", "verify"]
 
@@ -303,8 +304,9 @@ class _FastValues:
     """Fast simulation's value of every program tensor the model's graph computes, for one input."""
 
     def __init__(self, model: nn.Module, program: IntegerProgram) -> None:
-        graph = torch.fx.Tracer().trace(model)
+        graph = ModelTracer().trace(model)
         self.module = torch.fx.GraphModule(model, graph)
+        self.constants = {n.name for n in constant_nodes(graph)}
         # a tensor shared by a layer and its fused activation holds the activation's value: the last node
         self.tensor_of = {}
         for node in graph.nodes:
@@ -313,13 +315,13 @@ class _FastValues:
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
-        tensor_of = self.tensor_of
+        tensor_of, constants = self.tensor_of, self.constants
 
         class Recorder(torch.fx.Interpreter):
             def run_node(self, n: torch.fx.Node) -> Any:
                 out = super().run_node(n)
                 if n.name in tensor_of and isinstance(out, torch.Tensor) and out.is_floating_point():
-                    values[tensor_of[n.name]] = out
+                    values[tensor_of[n.name]] = out.expand(x.shape[0], *out.shape) if n.name in constants else out
                 return out
 
         Recorder(self.module).run(x)

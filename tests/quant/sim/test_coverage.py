@@ -142,16 +142,25 @@ def _mixed() -> nn.Module:
 
 def test_modules_a_glob_leaves_float_are_reported_with_the_reason() -> None:
     model = _mixed()
-    with pytest.warns(UserWarning, match=r"attach: 4 module\(s\) with weights stay float: 'emb' \(Embedding\)"):
+    with pytest.warns(UserWarning, match=r"attach: 3 module\(s\) with weights stay float: 'emb' \(Embedding\)"):
         handle = quant.attach(model, {"*": {"weight": W4, "input": A8}})
     reasons = {s.name: s.reason for s in handle.skipped}
-    assert list(reasons) == ["emb", "bn", "attn.out_proj", "norm"]
+    assert list(reasons) == ["emb", "bn", "norm"]
     assert "takes only the roles weight, and the rule sets weight, input" in reasons["emb"]
     assert "quant.fold_bn" in reasons["bn"]
-    assert "never calls its forward" in reasons["attn.out_proj"]
     assert "InstanceNorm1d is a normalization" in reasons["norm"]
     assert "'norm' (InstanceNorm1d): float, InstanceNorm1d is a normalization" in repr(handle)
-    assert list(handle.modules) == ["rnn", "attn", "fc"]
+    # the attention's out-projection takes the attention's weight scheme (its weight role only)
+    assert list(handle.modules) == ["rnn", "attn", "attn.out_proj", "fc"]
+    assert list(handle.configs["attn.out_proj"]) == ["weight"] and handle.configs["attn.out_proj"]["weight"].spec == W4
+
+
+def test_an_excluded_out_projection_stays_float_without_a_report() -> None:
+    model = _mixed()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        handle = quant.attach(model, {"*": {"weight": W4, "input": A8}, "attn.out_proj": None})
+    assert "attn.out_proj" not in handle.modules and "attn.out_proj" not in {s.name for s in handle.skipped}
 
 
 def test_what_the_recipe_names_or_excludes_is_not_reported() -> None:
