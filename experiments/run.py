@@ -35,7 +35,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import hydra
 import torch
@@ -157,7 +157,7 @@ def bit_operations(model: nn.Module, handle: Optional[quant.QuantHandle], exampl
 
         return record
 
-    kinds = (*WEIGHT_MODULES, nn.MultiheadAttention, nn.LSTM, nn.GRU)
+    kinds: tuple[type[nn.Module], ...] = (*WEIGHT_MODULES, nn.MultiheadAttention, nn.LSTM, nn.GRU)
     hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
              if isinstance(m, kinds) and not isinstance(m, (nn.LayerNorm, nn.GroupNorm))]  # fmt: skip
     try:
@@ -170,7 +170,7 @@ def bit_operations(model: nn.Module, handle: Optional[quant.QuantHandle], exampl
     out = {}
     for name, terms in counts.items():
         roles = configs.get(name, {})
-        out[name] = sum(macs * _role_bits(roles, a) * _role_bits(roles, b) for macs, a, b in terms)
+        out[name] = int(sum(macs * _role_bits(roles, a) * _role_bits(roles, b) for macs, a, b in terms))
     return out
 
 
@@ -178,7 +178,7 @@ def bit_operations(model: nn.Module, handle: Optional[quant.QuantHandle], exampl
 _INPUT_LIKE = frozenset({"query", "key", "attention", "value", "context", "hidden"})
 
 
-def _role_bits(roles: dict[str, Any], role: str) -> int:
+def _role_bits(roles: Mapping[str, Any], role: str) -> int:
     """The bits of ``role``'s scheme (an attention operand or a hidden state: the input's by default), 32 if float."""
     if role in roles:
         return int(roles[role].spec.bits)
