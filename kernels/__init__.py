@@ -24,6 +24,7 @@ from kernels.api import (
     saturating_rounding_doubling_high_mul,
     softmax,
     layernorm,
+    lstm,
     unpack,
 )
 
@@ -47,5 +48,6 @@ __all__ = [
     "saturating_rounding_doubling_high_mul",
     "softmax",
     "layernorm",
+    "lstm",
     "unpack",
 ]

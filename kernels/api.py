@@ -65,6 +65,8 @@ from quant.contract.attrs import (
 from quant.contract.codes import PACKED_BITS, check_bits, codes_shape, packed_row_bytes, packed_shape
 from quant.contract.datapath import Datapath
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.lstm import LstmAttrs, sigmoid_table, tanh_table
+from quant.contract.attrs import OutputCodes
 from quant.contract.multiplier import MultiplierLike
 
 __all__ = [
@@ -89,6 +91,8 @@ __all__ = [
     "run_softmax",
     "layernorm",
     "run_layernorm",
+    "lstm",
+    "run_lstm",
     "run_avg_pool2d",
     "run_max_pool2d",
     "run_lut",
@@ -597,6 +601,79 @@ def run_layernorm(
                       eps_term=attrs.eps_term, gamma=g, gamma_zero_point=attrs.gamma_zero_point, bias=b,
                       datapath=datapath_struct(attrs.datapath, op), requant=requant_struct(attrs.requant, attrs.output),
                       y=y, isa=isa_code(isa))  # fmt: skip
+    return y
+
+
+#: The output range a gate requantization is given in C (zero point 0; the kernel saturates to int16 itself).
+GATE_OUTPUT = OutputCodes(8, True, 0, -128, 127)
+
+
+def lstm(
+    x: Codes,
+    w_ih: object,
+    w_hh: object,
+    b_ih: Optional[Codes] = None,
+    b_hh: Optional[Codes] = None,
+    *,
+    x_zero_point: int,
+    h_zero_point: int,
+    ih_zero_point: Sequence[int],
+    hh_zero_point: Sequence[int],
+    ih_multiplier: MultiplierLike,
+    hh_multiplier: MultiplierLike,
+    out_multiplier: MultiplierLike,
+    cell_shift: int,
+    reverse: bool = False,
+    datapath: Datapath,
+) -> Codes:
+    """One integer LSTM layer (section 6.6) over ``x (N, T, F)``: the hidden states ``(N, T, H)``, ``H`` from
+    ``w_hh``'s shape ``(4H, H)``.
+
+    >>> z = np.zeros((4, 1), np.int8)
+    >>> lstm(np.zeros((1, 2, 1), np.int8), z, z, x_zero_point=0, h_zero_point=0, ih_zero_point=[0], hh_zero_point=[0],
+    ...      ih_multiplier=1.0, hh_multiplier=1.0, out_multiplier=2.0 ** -23, cell_shift=11,
+    ...      datapath=Datapath.preset("tflite_int8")).tolist()      # c = 0.5 * 0, h = 0.5 tanh(0) = 0
+    [[[0], [0]]]
+    """
+    shape = _weight_shape(w_hh, "lstm")
+    features = _weight_shape(w_ih, "lstm")
+    if len(shape) != 2 or len(features) != 2:
+        raise ValueError(f"lstm: w_ih and w_hh must be 2-D, got {features} and {shape}")
+    attrs = LstmAttrs.build(
+        hidden=shape[1], features=features[1], x_zero_point=x_zero_point, h_zero_point=h_zero_point,
+        ih_zero_point=ih_zero_point, hh_zero_point=hh_zero_point, ih_multiplier=ih_multiplier,
+        hh_multiplier=hh_multiplier, out_multiplier=out_multiplier, cell_shift=cell_shift, reverse=reverse,
+        datapath=datapath,
+    )  # fmt: skip
+    return run_lstm(attrs, x, w_ih, w_hh, b_ih, b_hh)
+
+
+def run_lstm(attrs: LstmAttrs, x: Codes, w_ih: object, w_hh: object, b_ih: object, b_hh: object) -> Codes:
+    """lstm (section 6.6) of the validated record ``attrs`` on codes ``x (N, T, F)``: the hidden states
+    ``(N, T, H)``; ``w_ih (4H, F)``, ``w_hh (4H, H)`` weight codes or :class:`PackedWeights`, int32 biases or None."""
+    op, dp = attrs.op, attrs.datapath
+    xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, 3)
+    di, pi, si = _weight_data(w_ih, dp, op, 2)
+    dh, ph, sh = _weight_data(w_hh, dp, op, 2)
+    n, steps = attrs.check_shapes(xa.shape, si, sh)
+    bi, bh = _bias(b_ih, op), _bias(b_hh, op)
+    attrs.check_biases(_extremes(bi), _extremes(bh))
+    y = np.empty((n, steps, attrs.hidden), dtype=_code_dtype(dp.a_signed))
+    with named_status(op):
+        nbytes = int(_qk.lstm_scratch_bytes(attrs.features, attrs.hidden))
+    if nbytes > _MAX_SCRATCH:
+        raise ValueError(f"lstm: hidden={attrs.hidden} and features={attrs.features} need a scratch of {nbytes} bytes, "
+                         f"more than {_MAX_SCRATCH}")  # fmt: skip
+    scratch = _scratch(nbytes)
+    with named_status(op):
+        _qk.lstm(n=n, steps=steps, features=attrs.features, hidden=attrs.hidden, datapath=datapath_struct(dp, op), x=xa,
+                 x_zero_point=attrs.x_zero_point, h_zero_point=attrs.h_zero_point,
+                 w_ih=weights_struct(di, pi, attrs.ih_zero_point), w_hh=weights_struct(dh, ph, attrs.hh_zero_point),
+                 b_ih=bi, b_hh=bh, rq_ih=requant_struct(attrs.ih_requant, GATE_OUTPUT),
+                 rq_hh=requant_struct(attrs.hh_requant, GATE_OUTPUT), rq_out=requant_struct(attrs.out_requant, attrs.output),
+                 cell_shift=attrs.cell_shift, reverse=attrs.reverse,
+                 sigmoid_table=np.array(sigmoid_table(), dtype=np.int16), tanh_table=np.array(tanh_table(), dtype=np.int16),
+                 y=y, scratch=scratch)  # fmt: skip
     return y
 
 

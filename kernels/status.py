@@ -91,6 +91,15 @@ _BY_OP: dict[tuple[str, int], str] = {
     ("layernorm", _qk.ERR_ZERO_POINT): "gamma_zero_point: must be in [-128, 127]",
     ("layernorm", _qk.ERR_PARAM_VALUE): "eps_term: must be in 0..2^62-1 (see quant.contract.layernorm.layernorm_eps_term)",
     ("layernorm", _qk.ERR_BITS): "x_bits: must be in 1..8",
+    ("lstm", _qk.ERR_SHAPE): "x, w_ih, w_hh: x must be (N, T, F) with T, F >= 1, w_ih (4H, F), w_hh (4H, H)",
+    ("lstm", _qk.ERR_ZERO_POINT): (
+        "x_zero_point, h_zero_point, ih/hh_zero_point: activation and weight zero points of the datapath; the gate "
+        "requantizations take zero point 0 and the output the hidden state's"
+    ),
+    ("lstm", _qk.ERR_PARAM_VALUE): "cell_shift: must be in 0..15; reverse: 0 or 1",
+    ("lstm", _qk.ERR_PARAM_LENGTH): (
+        "ih_multiplier, hh_multiplier, zero points, tables: one or 4H values per gate row; 513 table entries"
+    ),
     ("avg_pool2d", _qk.ERR_BITS): "x: its dtype must be int8 or uint8",
     ("max_pool2d", _qk.ERR_BITS): "x: its dtype must be int8 or uint8",
     ("max_pool2d", _qk.ERR_WINDOW): (

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from kernels import _qk
 from kernels._abi import add_struct, conv2d_geometry, datapath_struct, pool_geometry, requant_struct
-from kernels.api import PackedWeights, _weight_data
+from kernels.api import GATE_OUTPUT, PackedWeights, _weight_data
 from quant.contract.attrs import (
     AddAttrs,
     AvgPool2dAttrs,
@@ -42,6 +42,7 @@ from quant.contract.attrs import (
 from quant.contract.custom import CustomOpAttrs, CustomOpDef, custom_op_def
 from quant.contract.datapath import Datapath
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.lstm import LstmAttrs, sigmoid_table, tanh_table
 from quant.contract.matmul import MatmulAttrs
 
 __all__ = ["ALIGN", "CProgram", "ProgramLike", "check_name", "generate"]
@@ -271,6 +272,8 @@ class _Writer:
             return {"scratch": int(_qk.linear_scratch_bytes(m, k, n, datapath_struct(a.datapath, op)))}
         if op == "requantize":
             return {"int32": 4 * self.count(node.inputs[0])}
+        if op == "lstm":
+            return {"scratch": int(_qk.lstm_scratch_bytes(a.features, a.hidden))}
         if op == "matmul":
             batch, m, k, n = self.matmul_dims(node)
             lin = datapath_struct(a.linear.datapath, op)
@@ -351,6 +354,60 @@ class _Writer:
         """A ``qk_datapath`` constant ``cname`` holding ``dp``."""
         fields = datapath_struct(dp, op)
         self.data.append(_struct("qk_datapath", cname, {k: _ENUMS[k][v] if k in _ENUMS else str(v) for k, v in fields.items()}))
+
+    def weights_of(self, label: str, w: Any, op: str) -> str:
+        """A ``qk_weights`` constant of weight codes or packed rows (``&name``)."""
+        if not isinstance(w, np.ndarray):
+            w = PackedWeights(data=w.data, bits=w.bits, signed=w.signed, shape=tuple(w.shape))
+        data, packed_bits, _ = _weight_data(w, self.dp, op, 2)
+        flat = np.ascontiguousarray(data).reshape(-1)
+        ctype = "uint8_t" if packed_bits or flat.dtype == np.uint8 else "int8_t"
+        self.data.append(_array(ctype, self.const(f"{label}_w"), flat.tolist()))
+        self.weight_bytes += flat.size
+        return self.const(f"{label}_w")
+
+    def lstm_node(self, i: int, label: str, node: Any, x: list[str], y: str) -> None:
+        """One ``qk_lstm`` call: the two weight structs, biases, the three requantizations and the tables."""
+        a = node.attrs
+        assert isinstance(a, LstmAttrs)
+        n = self.shapes[node.inputs[0]][0]
+        steps = self.shapes[node.inputs[0]][1]
+        structs = []
+        for key, zeros in (("w_ih", a.ih_zero_point), ("w_hh", a.hh_zero_point)):
+            w = node.params[key]
+            data = self.weights_of(f"{label}_{key}", w, a.op)
+            length = int(np.asarray(getattr(w, "data", w)).size)
+            packed = 0 if isinstance(w, np.ndarray) else int(w.bits)
+            zname = self.const(f"{label}_{key}_z")
+            self.data.append(_array("int32_t", zname, list(zeros)))
+            sname = self.const(f"{label}_{key}_weights")
+            self.data.append(_struct("qk_weights", sname, {"data": data, "length": str(length), "packed_bits": str(packed),
+                                                           "zero_point": zname, "zero_point_length": str(len(zeros))}))  # fmt: skip
+            structs.append(f"&{sname}")
+        biases = []
+        for key in ("b_ih", "b_hh"):
+            b = node.params.get(key)
+            if b is None:
+                biases += ["NULL", "0"]
+                continue
+            values = np.asarray(b).reshape(-1)
+            self.data.append(_array("int32_t", self.const(f"{label}_{key}"), values.tolist()))
+            self.weight_bytes += 4 * values.size
+            biases += [self.const(f"{label}_{key}"), str(values.size)]
+        rq_ih = self.emit_requant(f"{label}_ih", a.ih_requant, GATE_OUTPUT)
+        rq_hh = self.emit_requant(f"{label}_hh", a.hh_requant, GATE_OUTPUT)
+        rq_out = self.emit_requant(f"{label}_out", a.out_requant, a.output)
+        tables = []
+        for key, table in (("sigmoid", sigmoid_table()), ("tanh", tanh_table())):
+            cname = self.const(f"{label}_{key}")
+            self.data.append(_array("int16_t", cname, list(table)))
+            tables.append(cname)
+        sp, sn = self.temp(i, "scratch")
+        self.entry.add("qk_lstm")
+        self.call(i, f"qk_lstm({n}, {steps}, {a.features}, {a.hidden}, {self.dp_ref()}, {x[0]}, {n * steps * a.features}, "
+                     f"{_int(a.x_zero_point)}, {_int(a.h_zero_point)}, {structs[0]}, {structs[1]}, {', '.join(biases)}, "
+                     f"&{rq_ih}, &{rq_hh}, &{rq_out}, {a.cell_shift}, {int(a.reverse)}, {tables[0]}, {tables[1]}, "
+                     f"{len(sigmoid_table())}, {y}, {n * steps * a.hidden}, {sp}, {sn})")
 
     def matmul_node(self, i: int, label: str, node: Any, x: list[str], y: str) -> None:
         """Per batch index, ``b[i]^T`` into a temporary, then the linear the matmul record holds (section 6.4)."""
@@ -522,6 +579,8 @@ class _Writer:
                              f"{_int(a.value)});")
         elif op == "matmul":
             self.matmul_node(i, label, node, x, y)
+        elif op == "lstm":
+            self.lstm_node(i, label, node, x, y)
         elif op == "layernorm":
             assert isinstance(a, LayerNormAttrs)
             rows = a.rows(xs[0])

@@ -46,6 +46,7 @@ from quant.contract.attrs import (
 )
 from quant.contract.custom import CustomOpAttrs
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.lstm import LstmAttrs
 
 __all__ = ["Backend", "PackedCodes", "backend_names", "get_backend", "register_backend"]
 
@@ -105,6 +106,11 @@ class Backend(Protocol):
 
     def layernorm(self, attrs: LayerNormAttrs, x: Codes, gamma: Optional[Codes], bias: Optional[Codes]) -> Codes:
         """integer LayerNorm over the last axis (int8 ``gamma`` codes, int32 ``bias``, either may be None)."""
+        ...
+
+    def lstm(self, attrs: LstmAttrs, x: Codes, w_ih: Weights, w_hh: Weights, b_ih: Optional[Codes],
+             b_hh: Optional[Codes]) -> Codes:  # fmt: skip
+        """one integer LSTM layer over ``x (N, T, F)``: the hidden states ``(N, T, H)``."""
         ...
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:

@@ -27,6 +27,8 @@ Each graph node becomes integer ops on codes:
   ``(N, kept, reduced, 1)``, keeping their qparams;
 * ``torch.cat``: every input requantized to the output's qparams (none where they agree), then
   the codes joined; ``F.pad`` with zeros: padding with the zero point;
+* ``ConvTranspose2d`` with kernel == stride (U-Net upsampling): a 1x1 conv2d to ``C_out kh kw`` channels,
+  then a depth-to-space of the codes (reshape, permute, reshape);
 * a BatchNorm that did not fold (``quant.fold_bn`` folds those after a conv): its eval-mode
   affine ``a_c x + b_c`` as a depthwise 1x1 conv2d, weight codes ``sign(a_c) qmax`` with
   ``s_w = |a_c| / qmax`` (exact; the nearest power of two on ``pow2`` datapaths);
@@ -44,6 +46,8 @@ Each graph node becomes integer ops on codes:
   ``x * c``, ``x / c``, ``x + c``, ``c - x``, as attention's ``q / sqrt(d)``, likewise); PReLU with
   per-channel slopes (``nn.PReLU(C)``, ``F.prelu(x, weight)``): one table per channel; a function
   the user writes, marked with :func:`quant.elementwise`, likewise;
+* ``nn.LSTM`` (batch first, one direction, no initial state): one ``lstm`` op per layer (section 6.6,
+  :mod:`quant.lowering.recurrent`), whose output codes are the layer's hidden state's;
 * a value no input reaches (a learned position embedding ``self.positions(self.steps)``, a parameter added
   to a tensor): ``constant`` codes, the same for every sample, quantized once with its consumer's input
   scheme or the recipe's activation scheme over its own range (:mod:`quant.sim.tracing`);
@@ -85,6 +89,8 @@ from quant.contract.codes import PACKED_BITS, code_range
 from quant.contract.custom import CustomOpDef
 from quant.contract.datapath import Datapath
 from quant.lowering.attention import Projection, SiteQParams, attention_plan
+from quant.lowering.recurrent import lstm_plan
+from quant.contract.lstm import LstmAttrs
 from quant.contract.layernorm import LAYERNORM_FRACTION_BITS, LayerNormAttrs, layernorm_eps_term
 from quant.contract.matmul import MatmulAttrs
 from quant.custom.registry import custom_attrs, custom_op_of, elementwise_function_of
@@ -489,6 +495,66 @@ class _Lowering:
             self.emit(node, op, [x], out, attrs, params)
         self.bind(node, last, out)
 
+    def conv_transpose(self, node: torch.fx.Node, m: nn.ConvTranspose2d) -> None:
+        """A ``ConvTranspose2d`` whose kernel equals its stride (no padding, dilation or groups): every output is
+        one input pixel's products, so it is a 1x1 ``conv2d`` to ``C_out kh kw`` channels, then a depth-to-space
+        of the codes (``reshape``, ``permute``, ``reshape``)."""
+        name = str(node.target)
+        configs = self.handle.configs.get(name, {})
+        if "weight" not in configs or "input" not in configs:
+            raise self.fail(node, f"ConvTranspose2d {name!r} needs a weight and an input scheme in the recipe")
+        try:
+            codes, s_w, z_w, spec = transposed_as_conv(m, self.handle, name)
+            self.dp.check_spec(spec, "weight")
+        except ValueError as err:
+            raise self.fail(node, f"ConvTranspose2d {name!r}: {err}") from None
+        x_qp = self.input_quantizer_qparams(name)
+        assert x_qp is not None
+        x = self.requantize_to(node, self.edge(node, node.args[0]), x_qp)
+        act, last = self.finish_fused(node)
+        y_qp = self.qparams_for(last)
+        lo, hi = self.clamp_bounds(act, y_qp.scale, y_qp.zero_point, y_qp.spec)
+        kh, kw = m.kernel_size
+        blocks = kh * kw
+        bias = None
+        if m.bias is not None:
+            b = m.bias.detach().to(torch.float64).repeat_interleave(blocks)
+            bias = rounding_fn(self.dp.quantize_rounding)(b / (x_qp.scale * s_w)).to(torch.int64)
+            lo_b, hi_b = self.dp.bias_range
+            if int(bias.min()) < lo_b or int(bias.max()) > hi_b:
+                raise self.fail(node, f"ConvTranspose2d {name!r}: the bias needs {int(bias.abs().max())} in units of "
+                                      f"s_x s_w, beyond Datapath.bias_bits={self.dp.bias_bits}")  # fmt: skip
+        n_in, c_in, h, w = self.shape(node.args[0])  # type: ignore[arg-type]
+        c_out = m.out_channels
+        try:
+            attrs = Conv2dAttrs.build(w_shape=tuple(codes.shape), x_zero_point=x_qp.zero_point, w_zero_point=z_w,
+                                      y_zero_point=y_qp.zero_point, multiplier=(x_qp.scale * s_w / y_qp.scale).tolist(),
+                                      y_bits=y_qp.spec.bits, y_signed=y_qp.spec.signed, y_min=lo, y_max=hi,
+                                      datapath=self.dp)  # fmt: skip
+        except ValueError as err:
+            raise self.fail(node, f"ConvTranspose2d {name!r}: {err}") from None
+        params: dict[str, Any] = {"weight": self.weight_param(codes, spec)}
+        if bias is not None:
+            params["bias"] = bias.numpy().astype(np.int32)
+        t = self.unique(f"{name}.blocks")
+        info = TensorInfo(t, (None, c_out * blocks, h, w), y_qp.spec.bits, y_qp.spec.signed, y_qp.scale, y_qp.zero_point)
+        if not self.is_program_output(last):
+            try:
+                self.dp.check_spec(y_qp.spec, "activation")
+            except ValueError as err:
+                raise self.fail(node, f"{y_qp.source}: {err}") from None
+        self.tensors[t] = info
+        y = self.emit(node, "conv2d", [x], _Edge(t, info), attrs, params)
+        steps = [("reshape", (c_out, kh, kw, h, w), ReshapeAttrs.build(shape=(c_out, kh, kw, h, w))),
+                 ("permute", (c_out, h, kh, w, kw), PermuteAttrs.build(dims=(0, 1, 4, 2, 5, 3)))]  # fmt: skip
+        for op, shape, a in steps:
+            t = self.unique(f"{name}.{op}")
+            info = TensorInfo(t, (None, *shape), y.info.bits, y.info.signed, y.info.scale, y.info.zero_point)
+            self.tensors[t] = info
+            y = self.emit(node, op, [y], _Edge(t, info), a)
+        out = self.emit(node, "reshape", [y], self.same_codes(last, y), ReshapeAttrs.build(shape=(c_out, h * kh, w * kw)))
+        self.bind(node, last, out)
+
     def batchnorm(self, node: torch.fx.Node, m: nn.modules.batchnorm._BatchNorm) -> None:
         """A BatchNorm that did not fold (e.g. after an activation): the per-channel affine
         ``y = a_c x + b_c`` as a depthwise 1x1 conv2d whose weight codes are exact (section 9)."""
@@ -698,6 +764,62 @@ class _Lowering:
         out = self.new_tensor(out_node, self.shape(out_node), y_qp)
         project("out_proj", merged, plan.out_projection, out)
         self.env[out_node] = out
+        self.done.update(outs)
+
+    def recurrent(self, node: torch.fx.Node, m: nn.Module) -> None:
+        """A quantized ``nn.LSTM`` as one ``lstm`` op per layer (:mod:`quant.lowering.recurrent`); its output is the
+        tensor of the ``[0]`` taken of its result (the output sequence)."""
+        name = str(node.target)
+        kind = type(m).__name__
+        if not isinstance(m, nn.LSTM):
+            raise self.fail(node, f"{kind} {name!r} does not lower yet (nn.LSTM does)")
+        hx = node.kwargs.get("hx", node.args[1] if len(node.args) > 1 else None)
+        if hx is not None:
+            raise self.fail(node, f"LSTM {name!r}: initial states have no integer form here (the program starts "
+                                  "from h = 0, c = 0)")  # fmt: skip
+        outs = list(node.users)
+        if not all(u.op == "call_function" and u.target is operator.getitem and u.args[1] in (0, 1) for u in outs):
+            raise self.fail(node, f"LSTM {name!r}: its result is used other than by taking [0]")
+        if any(u.args[1] == 1 and u.users for u in outs):
+            raise self.fail(node, f"LSTM {name!r}: the final states ([1]) are used; the program computes the output "
+                                  "sequence ([0]) only")  # fmt: skip
+        first = [u for u in outs if u.args[1] == 0]
+        if not first:
+            raise self.fail(node, f"LSTM {name!r}: its output ([0]) is never used")
+        out_node = first[0]
+        try:
+            plan = lstm_plan(m, self.handle, name, self.dp)
+        except (KeyError, ValueError) as err:
+            raise self.fail(node, f"LSTM {name!r}: {err}") from None
+        src = node.kwargs.get("input", node.args[0])
+        n_steps = self.shape(src)[1]  # type: ignore[arg-type]
+        x = self.requantize_to(node, self.edge(node, src), QParams(plan[0].x.scale, plan[0].x.zero_point, plan[0].x.spec,
+                                                                    f"the input scheme of module {name!r}"))  # fmt: skip
+        for i, lp in enumerate(plan):
+            try:
+                self.dp.check_spec(lp.h.spec, "activation")
+                self.dp.check_spec(lp.weight_spec, "weight")
+                attrs = LstmAttrs.build(hidden=m.hidden_size, features=int(lp.w_ih.shape[1]),
+                                        x_zero_point=lp.x.zero_point, h_zero_point=lp.h.zero_point,
+                                        ih_zero_point=lp.ih_zero_point, hh_zero_point=lp.hh_zero_point,
+                                        ih_multiplier=lp.ih_multiplier, hh_multiplier=lp.hh_multiplier,
+                                        out_multiplier=lp.out_multiplier, cell_shift=lp.cell_shift, datapath=self.dp)  # fmt: skip
+                attrs.check_biases(*(None if b is None else (b.numel(), int(b.min()), int(b.max()))
+                                     for b in (lp.b_ih, lp.b_hh)))  # fmt: skip
+            except ValueError as err:
+                raise self.fail(node, f"LSTM {name!r} (layer {i}): {err}") from None
+            t = self.unique(f"{name}.l{i}")
+            info = TensorInfo(t, (None, n_steps, m.hidden_size), lp.h.spec.bits, lp.h.spec.signed, lp.h.scale,
+                              lp.h.zero_point)  # fmt: skip
+            self.tensors[t] = info
+            params: dict[str, Any] = {"w_ih": self.weight_param(lp.w_ih, lp.weight_spec),
+                                      "w_hh": self.weight_param(lp.w_hh, lp.weight_spec)}  # fmt: skip
+            for key, b in (("b_ih", lp.b_ih), ("b_hh", lp.b_hh)):
+                if b is not None:
+                    params[key] = b.numpy().astype(np.int32)
+            x = self.emit(node, "lstm", [x], _Edge(t, info), attrs, params)
+        y_qp = self.input_quantizer_qparams_of(name, "output") or self.qparams_for(out_node)
+        self.env[out_node] = self.requantize_to(out_node, x, y_qp)
         self.done.update(outs)
 
     def input_quantizer_qparams_of(self, name: str, role: str) -> Optional[QParams]:
@@ -1146,6 +1268,8 @@ class _Lowering:
             m = self.module(node)
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 return self.conv_or_linear(node)
+            if isinstance(m, nn.ConvTranspose2d):
+                return self.conv_transpose(node, m)
             if isinstance(m, _NOOP_MODULES):
                 self.env[node] = self.edge(node, node.args[0])
                 return
@@ -1162,6 +1286,8 @@ class _Lowering:
                 return self.layernorm(node, m)
             if isinstance(m, nn.MultiheadAttention):
                 return self.attention(node, m)
+            if isinstance(m, (nn.LSTM, nn.GRU)):
+                return self.recurrent(node, m)
         elif node.op in ("call_function", "call_method"):
             custom = custom_op_of(node.target) if node.op == "call_function" else None
             if custom is not None:
@@ -1343,6 +1469,33 @@ def layernorm_parameters(
     return gamma, z_g, s_g, bias
 
 
+def transposed_as_conv(m: nn.ConvTranspose2d, handle: QuantHandle, name: str
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[int], QuantSpec]:  # fmt: skip
+    """The 1x1 conv2d a ``ConvTranspose2d`` with kernel == stride is: weight codes ``(C_out kh kw, C_in, 1, 1)``
+    (row ``(o, u, v)`` holds ``W[:, o, u, v]``), their float64 scales and zero points per row and their spec (per
+    row on axis 0); ``ValueError`` for
+    other geometries and for weight scales that are not per tensor or per output channel."""
+    kh, kw = m.kernel_size
+    if (tuple(m.stride) != (kh, kw) or any(p != 0 for p in m.padding) or any(p != 0 for p in m.output_padding)
+            or any(d != 1 for d in m.dilation) or m.groups != 1 or not isinstance(m.padding, tuple)):  # fmt: skip
+        raise ValueError(f"only kernel == stride ({m.kernel_size} vs {m.stride}) without padding, output padding, "
+                         "dilation or groups lowers (every output is then one input pixel's products)")  # fmt: skip
+    wq = handle.quantizer(name, "weight")
+    spec = wq.spec
+    if spec.granularity == "group" or (spec.granularity == "channel" and spec.axis not in (1, -3)):
+        raise ValueError(f"its weight scheme {spec.describe()} is not per tensor or per output channel (axis=1)")
+    s_w, z_w = wq.effective_qparams()
+    with torch.no_grad():
+        codes = quantize_weight(parametrize_original(m), s_w, z_w, spec).to(torch.int64)  # (C_in, C_out, kh, kw)
+    c_in, c_out = codes.shape[0], codes.shape[1]
+    rows = codes.permute(1, 2, 3, 0).reshape(c_out * kh * kw, c_in, 1, 1).contiguous()
+    per_row = s_w.reshape(-1).to(torch.float64)
+    zeros = z_w.reshape(-1).to(torch.int64)
+    if per_row.numel() > 1:
+        per_row, zeros = per_row.repeat_interleave(kh * kw), zeros.repeat_interleave(kh * kw)
+    return rows, per_row, [int(v) for v in zeros.tolist()], spec.with_(axis=0) if spec.granularity == "channel" else spec
+
+
 def parametrize_original(m: nn.Module) -> torch.Tensor:
     """The float weight of ``m`` (the original under a weight parametrization)."""
     from torch.nn.utils import parametrize
@@ -1372,18 +1525,20 @@ def _assign_sites(graph: torch.fx.Graph, model: nn.Module, lowering: _Lowering) 
             call = module_calls.get(name, 0)
             module_calls[name] = call + 1
             lowering.sites[node] = module_site(name, call)
-        elif _takes_from_a_module_tuple(node):  # Python indexing of a module's tuple: the module's element site
-            lowering.sites[node] = f"{lowering.sites[node.args[0]]}.{node.args[1]}"
+        elif _takes_from_a_tuple(node):  # Python indexing of a tuple: no torch function, no site of its own
+            src = node.args[0]
+            if src.op == "call_module" and floating:
+                lowering.sites[node] = f"{lowering.sites[src]}.{node.args[1]}"  # the module's element site
         elif node.op in ("call_function", "call_method") and floating:
             lowering.sites[node] = call_site(calls)
             calls += 1
 
 
-def _takes_from_a_module_tuple(node: torch.fx.Node) -> bool:
-    """``module(...)[i]`` of a leaf module returning a tuple (``nn.MultiheadAttention``, ``nn.LSTM``)."""
+def _takes_from_a_tuple(node: torch.fx.Node) -> bool:
+    """``t[i]`` of a tuple: a leaf module's result (``nn.MultiheadAttention``, ``nn.LSTM``) or an element of one."""
     src = node.args[0] if node.args else None
     return (node.op == "call_function" and node.target is operator.getitem and isinstance(src, torch.fx.Node)
-            and src.op == "call_module" and isinstance(src.meta.get("tensor_meta"), (tuple, list))
+            and isinstance(src.meta.get("tensor_meta"), (tuple, list))
             and not isinstance(src.meta.get("tensor_meta"), TensorMetadata)  # (a NamedTuple: one tensor)
             and isinstance(node.args[1], int))  # fmt: skip
 

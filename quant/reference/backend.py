@@ -29,11 +29,13 @@ from quant.contract.attrs import (
 from quant.contract.backend import Weights, register_backend
 from quant.contract.custom import CustomOpAttrs
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.lstm import LstmAttrs
 from quant.reference.add import run_add
 from quant.reference.conv2d import run_conv2d
 from quant.reference.custom import run_custom
 from quant.reference.layernorm import run_layernorm
 from quant.reference.linear import run_linear
+from quant.reference.lstm import run_lstm
 from quant.reference.lut import run_lut
 from quant.reference.mul import run_mul
 from quant.reference.packing import unpack
@@ -97,6 +99,12 @@ class TorchReference:
     def layernorm(self, attrs: LayerNormAttrs, x: Codes, gamma: Optional[Codes], bias: Optional[Codes]) -> Codes:
         """See :meth:`quant.contract.backend.Backend.layernorm`."""
         return _codes(run_layernorm(attrs, _tensor(x), _tensor(gamma), _tensor(bias)), attrs.output.signed)
+
+    def lstm(self, attrs: LstmAttrs, x: Codes, w_ih: Weights, w_hh: Weights, b_ih: Optional[Codes],
+             b_hh: Optional[Codes]) -> Codes:  # fmt: skip
+        """See :meth:`quant.contract.backend.Backend.lstm`."""
+        y = run_lstm(attrs, _tensor(x), _weights(w_ih), _weights(w_hh), _tensor(b_ih), _tensor(b_hh))
+        return _codes(y, attrs.output.signed)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.avg_pool2d` (output in ``x``'s dtype)."""

@@ -241,6 +241,8 @@ class ExactSimulation:
             m = self.model.get_submodule(str(node.target))
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 return self.layer(node, m, codes)
+            if isinstance(m, nn.ConvTranspose2d):
+                return self.conv_transpose(node, m, codes)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 return self.batchnorm(node, m, codes)
             if isinstance(m, nn.Softmax):
@@ -258,6 +260,8 @@ class ExactSimulation:
             m = self.model.get_submodule(str(x.target))
             if isinstance(m, nn.MultiheadAttention) and node.args[1] == 0:
                 return self.attention(x, m, node, codes)
+            if isinstance(m, nn.LSTM) and node.args[1] == 0:
+                return self.lstm(x, m, node, codes)
         custom = custom_op_of(node.target) if node.op == "call_function" else None
         if custom is not None:  # the op's registered integer reference on the plan's qparams
             operands = [self.info(a).operand() for a in node.args]  # type: ignore[arg-type]
@@ -387,6 +391,31 @@ class ExactSimulation:
         rows = ref.linear(x.reshape(-1, x.shape[-1]), w_codes, bias, **kw)  # leading dimensions as rows
         return rows.reshape((*x.shape[:-1], rows.shape[-1]))
 
+    def conv_transpose(self, node: torch.fx.Node, m: nn.ConvTranspose2d, codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:
+        """A ``ConvTranspose2d`` with kernel == stride: the 1x1 conv2d of its weight rows, then depth-to-space."""
+        from quant.lowering.lowerer import transposed_as_conv
+
+        name = str(node.target)
+        src = node.args[0]
+        x, x_info = codes[src], self.info(src)  # type: ignore[index, arg-type]
+        iq = self.handle.quantizer(name, "input")
+        s_in, z_in = (float(t.reshape(-1)[0]) for t in iq.effective_qparams())
+        target = TensorInfo("input", x_info.shape, iq.spec.bits, iq.spec.signed, s_in, int(z_in))
+        x = self.as_codes_of(x, x_info, target)
+        rows, s_w, z_w, _ = transposed_as_conv(m, self.handle, name)
+        kh, kw = m.kernel_size
+        bias = None
+        if m.bias is not None:
+            b = m.bias.detach().to(torch.float64).repeat_interleave(kh * kw)
+            bias = rounding_fn(self.datapath.quantize_rounding)(b / (s_in * s_w)).to(torch.int64)
+        info = self.info(node)
+        y_min, y_max = self.clamp(self.fused_activation(node), info)
+        y = ref.conv2d(x, rows, bias, x_zero_point=int(z_in), w_zero_point=torch.tensor(z_w), y_zero_point=info.zero_point,
+                       multiplier=(s_in * s_w / info.scale), y_bits=info.bits, y_signed=info.signed, y_min=y_min,
+                       y_max=y_max, datapath=self.datapath)  # fmt: skip
+        n, _, h, w = y.shape
+        return y.reshape(n, -1, kh, kw, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, -1, h * kh, w * kw)
+
     def batchnorm(self, node: torch.fx.Node, m: nn.modules.batchnorm._BatchNorm,
                   codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:  # fmt: skip
         """An unfolded BatchNorm: ``a_c x + b_c`` as a depthwise 1x1 conv2d with exact weight codes (section 9)."""
@@ -414,6 +443,30 @@ class ExactSimulation:
                          signed=info.signed, datapath=self.datapath)  # fmt: skip
         batch = next(c for n, c in codes.items() if n.op == "placeholder").shape[0]
         return q.expand(batch, *q.shape).clone()
+
+    def lstm(self, node: torch.fx.Node, m: nn.LSTM, out_node: torch.fx.Node,
+             codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:  # fmt: skip
+        """A quantized ``nn.LSTM`` (:mod:`quant.lowering.recurrent`): the contract's lstm per layer on the reference,
+        then the output sequence in the plan's qparams."""
+        from quant.contract.lstm import LstmAttrs
+        from quant.lowering.recurrent import lstm_plan
+        from quant.reference.lstm import run_lstm
+
+        src = node.kwargs.get("input", node.args[0])
+        x, x_info = codes[src], self.info(src)  # type: ignore[index, arg-type]
+        plan = lstm_plan(m, self.handle, str(node.target), self.datapath)
+        first = plan[0].x
+        info = TensorInfo("input", x_info.shape, first.spec.bits, first.spec.signed, first.scale, first.zero_point)
+        x = self.as_codes_of(x, x_info, info)
+        for lp in plan:
+            attrs = LstmAttrs.build(hidden=m.hidden_size, features=int(lp.w_ih.shape[1]), x_zero_point=lp.x.zero_point,
+                                    h_zero_point=lp.h.zero_point, ih_zero_point=lp.ih_zero_point,
+                                    hh_zero_point=lp.hh_zero_point, ih_multiplier=lp.ih_multiplier,
+                                    hh_multiplier=lp.hh_multiplier, out_multiplier=lp.out_multiplier,
+                                    cell_shift=lp.cell_shift, datapath=self.datapath)  # fmt: skip
+            x = run_lstm(attrs, x, lp.w_ih, lp.w_hh, lp.b_ih, lp.b_hh)
+            info = TensorInfo("hidden", info.shape, lp.h.spec.bits, lp.h.spec.signed, lp.h.scale, lp.h.zero_point)
+        return self.as_codes_of(x, info, self.info(out_node))
 
     def attention(self, node: torch.fx.Node, m: nn.MultiheadAttention, out_node: torch.fx.Node,
                   codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:  # fmt: skip

@@ -34,8 +34,9 @@ Which module can take which role (``isinstance``, so subclasses count):
   when it is narrower (a few sensitive values; the integer LayerNorm holds int8 gains); a rule
   naming the module gives it exactly what it says. A
   transposed convolution's weight is ``(C_in, C_out/groups, k...)``: per-output-channel
-  schemes are ``axis=1`` there (a ``"*"`` rule with ``axis=0`` quantizes it per input
-  channel, which is valid but not the usual choice: give it a rule of its own). The
+  schemes are ``axis=1`` there, and a glob or type rule's per-channel ``axis=0`` scheme is
+  taken on ``axis=1`` for it (per input channel is valid but no datapath sums it: a rule
+  naming the module can still ask for it). The
   out-projection of an ``nn.MultiheadAttention`` takes the weight role only (the attention
   reads its weight directly); when a rule gives the attention a weight scheme and no rule
   names or excludes the out-projection, it takes the attention's weight scheme;
@@ -529,6 +530,9 @@ class Recipe:
                 if (weight is not None and not rule.is_exact_name and isinstance(module, _AFFINE_NORMALIZATIONS)
                         and weight.spec.bits < NORM_WEIGHT_BITS):  # fmt: skip
                     roles["weight"] = replace(weight, spec=weight.spec.with_(bits=NORM_WEIGHT_BITS))
+                if (weight is not None and not rule.is_exact_name and isinstance(module, nn.modules.conv._ConvTransposeNd)
+                        and weight.spec.granularity == "channel" and weight.spec.axis == 0):  # fmt: skip
+                    roles["weight"] = replace(weight, spec=weight.spec.with_(axis=1))  # per output channel
                 assigned.setdefault(name, {}).update(roles)
         named = dict(modules)
         for name, module in modules:  # an attention's out-projection under a glob: the attention's weight scheme

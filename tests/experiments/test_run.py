@@ -136,7 +136,7 @@ def test_per_layer_bits_and_the_sweep_objective(cache: Path, tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("data", "model"), [("mnist1d", "kws"), ("spoken_digits", "kws"), ("digits", "mlp"),
                                              ("digits", "resnet8"), ("digits", "mobilenet"),
-                                             ("mnist1d", "transformer")])  # fmt: skip
+                                             ("mnist1d", "transformer"), ("mnist1d", "lstm"), ("digits", "unet")])  # fmt: skip
 def test_the_datasets_and_models_run_to_zero_mismatches(cache: Path, tmp_path: Path, data: str, model: str) -> None:
     """Every model family on a dataset of its shape, through the whole run (1-D convs on audio features too)."""
     import shutil
@@ -148,11 +148,17 @@ def test_the_datasets_and_models_run_to_zero_mismatches(cache: Path, tmp_path: P
     assert s["verification"]["mismatches"] == 0 and s["accuracy"]["exact"] == s["accuracy"]["c"]
 
 
-@pytest.mark.parametrize(("data", "model"), [("mnist1d", "lstm"), ("digits", "unet")])
-def test_models_the_datapath_does_not_run_yet_report_simulation_accuracy(cache: Path, tmp_path: Path, data: str,
-                                                                         model: str) -> None:
-    """The zoo beyond Conv/Linear: QAT runs and the fast accuracy is reported; the lowering's refusal is recorded."""
-    s = run(config(cache, f"data={data}", f"model={model}", "model.width=16", "train.epochs=1", "method=qat_lsq",
+def test_a_model_the_datapath_cannot_run_reports_simulation_accuracy(cache: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the lowering refuses the model, QAT runs and the fast accuracy is reported; the refusal is recorded."""
+    import quant
+    from quant.lowering.lowerer import LoweringError
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise LoweringError("lower: cannot lower 'Example' to the integer datapath")
+
+    monkeypatch.setattr(quant, "lower", refuse)  # experiments.run calls quant.lower
+    s = run(config(cache, "data=mnist1d", "model=lstm", "model.width=16", "train.epochs=1", "method=qat_lsq",
                    "method.epochs=1", "logger=none"), tmp_path / "out")  # fmt: skip
     assert 0 <= s["accuracy"]["fast"] <= 1 and s["accuracy"]["exact"] is None and s["accuracy"]["c"] is None
     assert "cannot" in s["verification"]["not_lowered"] and s["verification"]["mismatches"] is None

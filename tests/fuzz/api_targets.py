@@ -485,6 +485,46 @@ def layernorm_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
 
 
 @st.composite
+def lstm_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
+    dp: Datapath = draw(datapaths())
+    f, h, t = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    n = draw(st.sampled_from([0, 1, 2]))
+    x = codes(draw, (n, t, f), dp.a_bits, dp.a_signed)
+    w_ih, w_hh = codes(draw, (4 * h, f), dp.w_bits, dp.w_signed), codes(draw, (4 * h, h), dp.w_bits, dp.w_signed)
+    kw: dict[str, Any] = dict(
+        x_zero_point=zero_point(draw, dp.a_bits, dp.a_signed, dp.a_zero_point),
+        h_zero_point=zero_point(draw, dp.a_bits, dp.a_signed, dp.a_zero_point),
+        ih_zero_point=[zero_point(draw, dp.w_bits, dp.w_signed, dp.w_zero_point)],
+        hh_zero_point=[zero_point(draw, dp.w_bits, dp.w_signed, dp.w_zero_point)],
+        ih_multiplier=multiplier(draw, dp, 4 * h), hh_multiplier=multiplier(draw, dp, 4 * h),
+        out_multiplier=multiplier(draw, dp, 1), cell_shift=draw(st.integers(0, 15)), reverse=draw(st.booleans()),
+        datapath=dp,
+    )  # fmt: skip
+    b_ih = bias(draw, dp, 4 * h)
+    b_hh = bias(draw, dp, 4 * h)
+    case = ApiCase("lstm", [x, w_ih, w_hh, b_ih, b_hh], kw)
+    if hostile and draw(_hostile):
+        kind = draw(st.sampled_from(["cell_shift", "zero_point", "multiplier", "shape", "bias", "c_only"]))
+        if kind == "cell_shift":
+            kw["cell_shift"] = draw(st.sampled_from([-1, 16, 2**31, 1.5, None]))
+        elif kind == "zero_point":
+            kw[draw(st.sampled_from(["x_zero_point", "h_zero_point"]))] = draw(st.sampled_from(BAD_ZERO_POINTS))
+        elif kind == "multiplier":
+            kw[draw(st.sampled_from(["ih_multiplier", "hh_multiplier", "out_multiplier"]))] = draw(
+                st.sampled_from(BAD_MULTIPLIERS + [[0.5] * (4 * h + 1)]))
+        elif kind == "shape":
+            at = draw(st.sampled_from([0, 1, 2]))
+            bits, signed = (dp.a_bits, dp.a_signed) if at == 0 else (dp.w_bits, dp.w_signed)
+            case.args[at] = codes(draw, draw(st.sampled_from([(3, 5), (1, t, f + 1), (4 * h + 4, 1)])), bits, signed)
+        elif kind == "bias":
+            case.args[3] = np.zeros(4 * h + 1, np.int32)
+        else:
+            _c_only_change(draw, case, ["0", "1", "2"])
+        case.hostile = case.hostile or kind
+    return case
+
+
+@st.composite
 def pool_cases(draw: st.DrawFn, op: str, hostile: bool = True) -> ApiCase:
     signed = draw(st.booleans())
     n, c, h, w = draw(st.sampled_from([0, 1, 2])), draw(st.integers(1, 3)), draw(st.integers(1, 7)), draw(st.integers(1, 7))
@@ -702,6 +742,7 @@ API_TARGETS: dict[str, tuple[st.SearchStrategy[ApiCase], Callable[[ApiCase], Ver
     "api.mul": (mul_cases(), run_api_case),
     "api.softmax": (softmax_cases(), run_api_case),
     "api.layernorm": (layernorm_cases(), run_api_case),
+    "api.lstm": (lstm_cases(), run_api_case),
     "api.avg_pool2d": (pool_cases("avg_pool2d"), run_api_case),
     "api.max_pool2d": (pool_cases("max_pool2d"), run_api_case),
     "api.lut": (lut_cases(), run_api_case),

@@ -115,7 +115,8 @@ class _CorruptingBinding:
         def call(*args: Any, **kw: Any) -> Any:
             if kw:
                 kw = _corrupt(kw, self.plan)
-            elif not any(isinstance(a, dict) for a in args):  # the scalar primitives take positional arguments
+            elif not name.endswith("_scratch_bytes") and not any(isinstance(a, dict) for a in args):
+                # the scalar primitives take positional arguments
                 named = _corrupt({f"arg{i}": a for i, a in enumerate(args)}, self.plan)
                 args = tuple(named[f"arg{i}"] for i in range(len(args)))
             # The scratch queries pass unchanged: the wrapper allocates what they answer (the free-function
@@ -249,7 +250,7 @@ def _struct_fields(name: str) -> list[str]:
 @st.composite
 def free_cases(draw: st.DrawFn) -> tuple[str, list[Any]]:
     fn = draw(st.sampled_from(["conv2d_output_size", "conv2d_scratch_bytes", "linear_scratch_bytes", "struct_bytes",
-                               "status_message", "isa_query"]))  # fmt: skip
+                               "status_message", "isa_query", "lstm_scratch_bytes"]))  # fmt: skip
     value = st.sampled_from(RAW_INTS) | st.integers(-(2**31), 2**31 - 1)
 
     def fields(struct: str) -> dict[str, Any]:
@@ -261,6 +262,8 @@ def free_cases(draw: st.DrawFn) -> tuple[str, list[Any]]:
         return fn, [fields("qk_conv2d_geometry"), fields("qk_datapath")]
     if fn == "linear_scratch_bytes":
         return fn, [draw(value), draw(value), draw(value), fields("qk_datapath")]
+    if fn == "lstm_scratch_bytes":
+        return fn, [draw(value), draw(value)]
     if fn == "struct_bytes":
         struct = draw(st.sampled_from(sorted(_qk.abi())))
         return fn, [struct, fields(struct)]
@@ -285,6 +288,7 @@ RAW_TARGETS: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], Verdict]]] 
     "raw.mul": _raw(api.mul_cases(hostile=False)),
     "raw.softmax": _raw(api.softmax_cases(hostile=False)),
     "raw.layernorm": _raw(api.layernorm_cases(hostile=False)),
+    "raw.lstm": _raw(api.lstm_cases(hostile=False)),
     "raw.avg_pool2d": _raw(api.pool_cases("avg_pool2d", hostile=False)),
     "raw.max_pool2d": _raw(api.pool_cases("max_pool2d", hostile=False)),
     "raw.lut": _raw(api.lut_cases(hostile=False)),

@@ -212,3 +212,60 @@ def layernorm(
             acc = sat32(t + (0 if bias is None else int(bias[i])))
             out[r, i] = requant_scalar(acc, _mult(multiplier, i), datapath, y_zero_point, lo, hi)
     return out.reshape(x.shape)
+
+
+def lstm(
+    x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray], b_hh: Optional[np.ndarray], *,
+    x_zero_point: int, h_zero_point: int, ih_zero_point: Sequence[int], hh_zero_point: Sequence[int],
+    ih_multiplier: Any, hh_multiplier: Any, out_multiplier: float, cell_shift: int, reverse: bool, datapath: Datapath,
+) -> np.ndarray:  # fmt: skip
+    """Section 6.6 with Python ints, one sample, step and element at a time (its own sigmoid/tanh tables)."""
+    import math
+
+    dp, mode, k = datapath, datapath.rounding, cell_shift
+    lo16, hi16 = -(1 << 15), (1 << 15) - 1
+
+    def sat16(v: int) -> int:
+        return max(lo16, min(hi16, v))
+
+    def rrs(v: int, s: int) -> int:
+        return v if s <= 0 else round_rational(Fraction(v, 1 << s), mode)
+
+    def table(fn: Any) -> list[int]:
+        return [sat16(round((1 << 15) * fn((128 * n - (1 << 15)) / 4096.0))) for n in range(513)]
+
+    sig, tanh = table(lambda v: 1.0 / (1.0 + math.exp(-v))), table(math.tanh)
+
+    def lookup(t: list[int], p: int) -> int:
+        u = p + (1 << 15)
+        return t[u >> 7] + rrs((t[(u >> 7) + 1] - t[u >> 7]) * (u & 127), 7)
+
+    n, steps, features = x.shape
+    rows = w_ih.shape[0]
+    hidden = rows // 4
+    zi = list(ih_zero_point) * (rows if len(ih_zero_point) == 1 else 1)
+    zh = list(hh_zero_point) * (rows if len(hh_zero_point) == 1 else 1)
+    a_lo, a_hi = _out_range(dp.a_bits, dp.a_signed, None, None)
+    out = np.zeros((n, steps, hidden), dtype=np.int64)
+    for s in range(n):
+        h, c = [h_zero_point] * hidden, [0] * hidden
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            p = []
+            for j in range(rows):
+                a = accumulate_scalar(0 if b_ih is None else int(b_ih[j]), [(int(x[s, t, q]) - x_zero_point) * (int(w_ih[j, q]) - zi[j])
+                                      for q in range(features)], dp.acc_bits, dp.overflow)  # fmt: skip
+                r = accumulate_scalar(0 if b_hh is None else int(b_hh[j]), [(h[q] - h_zero_point) * (int(w_hh[j, q]) - zh[j])
+                                      for q in range(hidden)], dp.acc_bits, dp.overflow)  # fmt: skip
+                qa = requant_scalar(a, _mult(ih_multiplier, j), dp, 0, lo16, hi16)
+                qr = requant_scalar(r, _mult(hh_multiplier, j), dp, 0, lo16, hi16)
+                p.append(sat16(qa + qr))
+            new_h = []
+            for j in range(hidden):
+                i, f = lookup(sig, p[j]), lookup(sig, p[hidden + j])
+                g, o = lookup(tanh, p[2 * hidden + j]), lookup(sig, p[3 * hidden + j])
+                c[j] = sat16(rrs(f * c[j], 15) + rrs(i * g, 30 - k))
+                v = rrs(c[j], k - 12) if k >= 12 else sat16(c[j] * (1 << (12 - k)))
+                new_h.append(requant_scalar(o * lookup(tanh, v), out_multiplier, dp, h_zero_point, a_lo, a_hi))
+            h = new_h
+            out[s, t] = h
+    return out

@@ -120,6 +120,21 @@ qk_status qk_layernorm(const void *x, size_t x_len, size_t rows, size_t length, 
                        const int32_t *bias, size_t bias_len, const qk_datapath *dp, const qk_requant_params *rq,
                        void *y, size_t y_len, int32_t isa);
 
+/* One integer LSTM layer over a sequence (section 6.6): x (n, steps, features) activation codes, y (n, steps,
+ * hidden) the hidden states as activation codes (zero point h_zero_point = rq_out->y_zero_point); gate rows
+ * in the order i, f, g, o: w_ih (4 hidden, features), w_hh (4 hidden, hidden) weight storage, optional int32
+ * biases of 4 hidden; rq_ih/rq_hh requantize the gate accumulators to Q3.12 (per tensor or per gate row, zero
+ * point 0, saturated to int16), rq_out o tanh(c) (Q0.30) to the output codes; the cell is int16 of scale
+ * 2^-cell_shift (0..15); sigmoid_table and tanh_table hold the 513 entries of the contract; reverse walks the
+ * steps from the last. scratch holds qk_lstm_scratch_bytes(features, hidden) bytes. */
+qk_status qk_lstm_scratch_bytes(size_t features, size_t hidden, size_t *bytes);
+qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const qk_datapath *dp, const void *x,
+                  size_t x_len, int32_t x_zero_point, int32_t h_zero_point, const qk_weights *w_ih,
+                  const qk_weights *w_hh, const int32_t *b_ih, size_t b_ih_len, const int32_t *b_hh, size_t b_hh_len,
+                  const qk_requant_params *rq_ih, const qk_requant_params *rq_hh, const qk_requant_params *rq_out,
+                  int32_t cell_shift, int32_t reverse, const int16_t *sigmoid_table, const int16_t *tanh_table,
+                  size_t table_len, void *y, size_t y_len, void *scratch, size_t scratch_bytes);
+
 /* ------------------------------------------------------------------ pooling */
 
 typedef struct qk_pool2d_geometry {
