@@ -66,7 +66,7 @@ def main() -> None:
         for variant, learn in (("w4a8", "none"), ("w4a8 lsq", "lsq")):
             torch.manual_seed(0)
             model = make().train()
-            rules = {key: {role: QuantizerConfig(spec, learn=learn) for role, spec in roles.items()}
+            rules = {key: None if roles is None else {role: QuantizerConfig(spec, learn=learn) for role, spec in roles.items()}
                      for key, roles in recipe(model, 4, 8).items()}  # fmt: skip
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -3,8 +3,8 @@
     python -m experiments.layer_zoo                      # the table; --json PATH writes it too
 
 Models (:mod:`experiments.models.sequence`, bundled data, briefly trained so the logits mean something):
-the LSTM and the transformer encoder (2 layers, multi-head attention, LayerNorm, GELU MLP) on mnist1d
-sequences, the U-Net-style model (``ConvTranspose2d`` up-sampling) on the 8x8 digits. Each is quantized
+the LSTM, the transformer encoder (2 layers, multi-head attention, LayerNorm, GELU MLP) and a tiny BERT
+built from ``transformers``' classes on mnist1d sequences, the U-Net-style model (``ConvTranspose2d`` up-sampling) on the 8x8 digits. Each is quantized
 with one glob rule (per-channel symmetric weights, per-tensor asymmetric activations, which also reach
 every attention matmul operand and the recurrent hidden state), calibrated on 256 training samples, and
 compared with the float model on the test split: SQNR of the logits, top-1 agreement, and the modules
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import quant
@@ -29,6 +30,7 @@ from experiments.data.dataset import Dataset
 from experiments.data.digits import load_digits
 from experiments.data.mnist1d import load_mnist1d
 from experiments.models.registry import build_model
+from experiments.models.sequence import TinyBert
 from experiments.training import train
 from quant import QuantSpec
 
@@ -37,7 +39,7 @@ __all__ = ["ZooRow", "SCHEMES", "quantize_and_compare", "main"]
 #: scheme name -> (weight bits, activation bits)
 SCHEMES: dict[str, tuple[int, int]] = {"W8A8": (8, 8), "W4A8": (4, 8)}
 #: model -> dataset it is trained and measured on
-ZOO: dict[str, str] = {"lstm": "mnist1d", "transformer": "mnist1d", "unet": "digits"}
+ZOO: dict[str, str] = {"lstm": "mnist1d", "transformer": "mnist1d", "bert": "mnist1d", "unet": "digits"}
 
 
 @dataclass(frozen=True)
@@ -55,17 +57,22 @@ class ZooRow:
     left_float: int
 
 
-def recipe(model: nn.Module, weight_bits: int, act_bits: int) -> dict[object, dict[str, QuantSpec]]:
+def recipe(model: nn.Module, weight_bits: int, act_bits: int) -> dict[object, Optional[dict[str, QuantSpec]]]:
     """One glob rule, plus a weight rule for the weight-only layers the model has (embeddings, the
-    attention's out-projection)."""
+    attention's out-projection), and for attention written with ``torch.matmul`` and softmax (Hugging Face's
+    BERT) the operands of every matmul and the softmax outputs (``attach`` then needs an example input)."""
     weight = QuantSpec(bits=weight_bits, signed=True, symmetric=True, granularity="channel", axis=0)
     act = QuantSpec(bits=act_bits, signed=False, symmetric=False)
-    rules: dict[object, dict[str, QuantSpec]] = {"*": {"weight": weight, "input": act}}
+    rules: dict[object, Optional[dict[str, QuantSpec]]] = {"*": {"weight": weight, "input": act}}
     modules = dict(model.named_modules())
     if any(isinstance(m, nn.Embedding) for m in modules.values()):
         rules[nn.Embedding] = {"weight": weight}
     if any(name.endswith(".out_proj") for name in modules):
         rules["*.out_proj"] = {"weight": weight}
+    if isinstance(model, TinyBert):
+        rules["bert.embeddings.word_embeddings"] = None  # the steps come in as inputs_embeds: never read
+        rules[torch.matmul] = {"input": act}
+        rules[F.softmax] = {"output": act}
     return rules
 
 
@@ -85,7 +92,7 @@ def quantize_and_compare(model_name: str, scheme: str, data: Dataset, float_mode
     model = copy.deepcopy(float_model).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what stays float is counted below
-        handle = quant.attach(model, recipe(model, *SCHEMES[scheme]))
+        handle = quant.attach(model, recipe(model, *SCHEMES[scheme]), example_input=data.x_train[:2])
     with torch.no_grad(), handle.calibrate():
         model(data.x_train[:256])
     ref, got = _logits(float_model, data.x_test), _logits(model, data.x_test)

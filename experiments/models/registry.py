@@ -19,7 +19,7 @@ from torch import nn
 
 from experiments.models.digits_cnn import DigitsCNN
 from experiments.models.resnet import ResNet20
-from experiments.models.sequence import LSTMClassifier, TransformerClassifier, UNetLike
+from experiments.models.sequence import LSTMClassifier, TinyBert, TransformerClassifier, UNetLike
 
 __all__ = ["MODELS", "build_model"]
 
@@ -108,6 +108,7 @@ MODELS: dict[str, Callable[[Sequence[int], int, int], nn.Module]] = {
     "kws": lambda s, k, w: KeywordSpotter1D(int(s[0]), k, w) if len(s) == 2 else _refuse_kws(s),
     "lstm": lambda s, k, w: LSTMClassifier(_step_features(s), k, w, images=len(s) == 3),
     "transformer": lambda s, k, w: TransformerClassifier(_step_features(s), int(s[1]), k, w, images=len(s) == 3),
+    "bert": lambda s, k, w: TinyBert(_step_features(s), int(s[1]), k, w, images=len(s) == 3),
     "unet": lambda s, k, w: UNetLike(_image(s, "unet"), k, w) if s[1] % 4 == 0 and s[2] % 4 == 0 else _refuse_unet(s),
 }
 

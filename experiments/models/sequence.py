@@ -5,6 +5,9 @@
 - :class:`TransformerClassifier`: a linear token embedding, a learned position embedding, a 2-layer
   ``nn.TransformerEncoder`` (multi-head attention, LayerNorm, GELU MLP), mean pooling and a classifier;
   images become tokens row by row;
+- :class:`TinyBert`: a 2-layer BERT encoder built from ``transformers``' own ``BertConfig``/``BertModel`` (random
+  init, nothing downloaded; the eager attention, ``torch.matmul`` and softmax, as Hugging Face writes it), fed
+  a linear embedding of the steps, mean pooled; needs ``transformers`` (in the dev extras);
 - :class:`UNetLike`: a U-Net-style encoder-decoder on images (strided convs down, ``ConvTranspose2d`` up,
   concatenated skips), then global pooling and a classifier.
 """
@@ -15,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LSTMClassifier", "TransformerClassifier", "UNetLike"]
+__all__ = ["LSTMClassifier", "TransformerClassifier", "TinyBert", "UNetLike"]
 
 
 def _as_steps(x: torch.Tensor, images: bool) -> torch.Tensor:
@@ -60,6 +63,33 @@ class TransformerClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.embed(_as_steps(x, self.images)) + self.positions(self.steps)
         logits: torch.Tensor = self.fc(self.norm(self.encoder(tokens)).mean(dim=1))
+        return logits
+
+
+class TinyBert(nn.Module):
+    """``Linear(features, width)`` of the steps as ``inputs_embeds`` of a ``layers``-layer ``BertModel`` (``heads``
+    heads, GELU MLP of ``2 width``, random init), mean pooled, ``Linear(width, classes)``."""
+
+    def __init__(self, features: int, steps: int, num_classes: int, width: int = 32, layers: int = 2, heads: int = 4,
+                 images: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        try:
+            from transformers import BertConfig, BertModel
+        except ImportError as err:  # pragma: no cover - the dev extras install it
+            raise ImportError("model 'bert' needs the transformers package: pip install transformers (the dev "
+                              "extras of this project install it)") from err
+        config = BertConfig(vocab_size=2, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                            intermediate_size=2 * width, max_position_embeddings=max(steps, 8),
+                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+        config._attn_implementation = "eager"  # torch.matmul and softmax, not the fused kernel
+        self.images = images
+        self.embed = nn.Linear(features, width)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(inputs_embeds=self.embed(_as_steps(x, self.images))).last_hidden_state
+        logits: torch.Tensor = self.fc(hidden.mean(dim=1))
         return logits
 
 
