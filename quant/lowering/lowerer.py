@@ -658,16 +658,8 @@ class _Lowering:
         if any(opts.get(k) is not None for k in ("key_padding_mask", "attn_mask")) or opts.get("is_causal"):
             raise self.fail(node, f"MultiheadAttention {name!r}: masks and is_causal have no integer form here "
                                   "(an additive -inf has no code)")  # fmt: skip
-        outs = [u for u in node.users]
-        if not all(u.op == "call_function" and u.target is operator.getitem and u.args[1] in (0, 1) for u in outs):
-            raise self.fail(node, f"MultiheadAttention {name!r}: its result is used other than by taking [0]")
-        if any(u.args[1] == 1 and u.users for u in outs):
-            raise self.fail(node, f"MultiheadAttention {name!r}: the attention weights ([1]) are used; the program "
-                                  "computes the attention output only")  # fmt: skip
-        first = [u for u in outs if u.args[1] == 0]
-        if not first:
-            raise self.fail(node, f"MultiheadAttention {name!r}: its output ([0]) is never used")
-        out_node = first[0]
+        out_node, outs = self.first_of_pair(node, f"MultiheadAttention {name!r}", "the attention weights",
+                                            "the attention output")  # fmt: skip
         y_qp = self.qparams_for(out_node)
         if "output" in self.handle.configs.get(name, {}):
             y_qp = self.input_quantizer_qparams_of(name, "output") or y_qp
@@ -777,16 +769,7 @@ class _Lowering:
         if hx is not None:
             raise self.fail(node, f"LSTM {name!r}: initial states have no integer form here (the program starts "
                                   "from h = 0, c = 0)")  # fmt: skip
-        outs = list(node.users)
-        if not all(u.op == "call_function" and u.target is operator.getitem and u.args[1] in (0, 1) for u in outs):
-            raise self.fail(node, f"LSTM {name!r}: its result is used other than by taking [0]")
-        if any(u.args[1] == 1 and u.users for u in outs):
-            raise self.fail(node, f"LSTM {name!r}: the final states ([1]) are used; the program computes the output "
-                                  "sequence ([0]) only")  # fmt: skip
-        first = [u for u in outs if u.args[1] == 0]
-        if not first:
-            raise self.fail(node, f"LSTM {name!r}: its output ([0]) is never used")
-        out_node = first[0]
+        out_node, outs = self.first_of_pair(node, f"LSTM {name!r}", "the final states", "the output sequence")
         try:
             plan = lstm_plan(m, self.handle, name, self.dp)
         except (KeyError, ValueError) as err:
@@ -821,6 +804,20 @@ class _Lowering:
         y_qp = self.input_quantizer_qparams_of(name, "output") or self.qparams_for(out_node)
         self.env[out_node] = self.requantize_to(out_node, x, y_qp)
         self.done.update(outs)
+
+    def first_of_pair(self, node: torch.fx.Node, label: str, second: str, first: str
+                      ) -> tuple[torch.fx.Node, list[torch.fx.Node]]:  # fmt: skip
+        """``(the [0] taken of node's pair, every [i] taken)`` of a module returning a pair (attention, LSTM), whose
+        program computes the first element only; ``LoweringError`` for other uses and for a used second one."""
+        outs = list(node.users)
+        if not all(u.op == "call_function" and u.target is operator.getitem and u.args[1] in (0, 1) for u in outs):
+            raise self.fail(node, f"{label}: its result is used other than by taking [0]")
+        if any(u.args[1] == 1 and u.users for u in outs):
+            raise self.fail(node, f"{label}: {second} ([1]) are used; the program computes {first} ([0]) only")
+        taken = [u for u in outs if u.args[1] == 0]
+        if not taken:
+            raise self.fail(node, f"{label}: its output ([0]) is never used")
+        return taken[0], outs
 
     def input_quantizer_qparams_of(self, name: str, role: str) -> Optional[QParams]:
         """The qparams of module ``name``'s ``role`` quantizer (None without one)."""

@@ -17,6 +17,7 @@ import quant
 from quant.contract.datapath import Datapath
 from quant.lowering.lowerer import LoweringError
 from quant.sim.recipe import datapath_recipe
+from tests.quant.lowering.support import lowered
 
 PRESETS = ["tflite_int8", "fbgemm_int8", "mlas", "w4a8_acc32", "w4a4_acc16_sat", "w2a2_pow2_acc16"]
 
@@ -52,12 +53,8 @@ class CrossAttention(nn.Module):
 
 def _lowered(model: nn.Module, preset: str) -> tuple[quant.QuantHandle, quant.IntegerProgram, torch.Tensor]:
     torch.manual_seed(1)
-    dp = Datapath.preset(preset)
     x = torch.randn(32, 6, 8)
-    handle = quant.attach(model.eval(), datapath_recipe(dp))
-    with torch.no_grad(), handle.calibrate():
-        model(x)
-    return handle, quant.lower(model, handle, x[:1], datapath=dp), x
+    return (*lowered(model, preset, x), x)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

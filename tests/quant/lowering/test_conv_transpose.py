@@ -18,6 +18,7 @@ from quant.contract.datapath import Datapath
 from quant.contract.spec import QuantSpec
 from quant.lowering.lowerer import LoweringError
 from quant.sim.recipe import datapath_recipe
+from tests.quant.lowering.support import lowered
 
 
 class Up(nn.Module):
@@ -35,12 +36,8 @@ class Up(nn.Module):
 
 def _lowered(model: nn.Module, preset: str, recipe: Any = None) -> tuple[quant.QuantHandle, quant.IntegerProgram, torch.Tensor]:
     torch.manual_seed(1)
-    dp = Datapath.preset(preset)
     x = torch.randn(16, 2, 6, 6)
-    handle = quant.attach(model.eval(), recipe or datapath_recipe(dp))
-    with torch.no_grad(), handle.calibrate():
-        model(x)
-    return handle, quant.lower(model, handle, x[:1], datapath=dp), x
+    return (*lowered(model, preset, x, recipe), x)
 
 
 @pytest.mark.parametrize("preset", ["tflite_int8", "fbgemm_int8", "w4a4_acc16_sat", "w2a2_pow2_acc16"])

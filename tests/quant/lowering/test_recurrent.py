@@ -18,6 +18,7 @@ from experiments.models.sequence import LSTMClassifier
 from quant.contract.datapath import Datapath
 from quant.lowering.lowerer import LoweringError
 from quant.sim.recipe import datapath_recipe
+from tests.quant.lowering.support import lowered
 
 PRESETS = ["tflite_int8", "fbgemm_int8", "mlas", "w4a8_acc32", "w4a4_acc16_sat", "w2a2_pow2_acc16"]
 
@@ -34,12 +35,7 @@ class Stacked(nn.Module):
         return out
 
 
-def _lowered(model: nn.Module, preset: str, x: torch.Tensor, recipe: Any = None) -> tuple[quant.QuantHandle, quant.IntegerProgram]:
-    dp = Datapath.preset(preset)
-    handle = quant.attach(model.eval(), recipe or datapath_recipe(dp))
-    with torch.no_grad(), handle.calibrate():
-        model(x)
-    return handle, quant.lower(model, handle, x[:1], datapath=dp)
+_lowered = lowered
 
 
 @pytest.mark.parametrize("preset", PRESETS)
