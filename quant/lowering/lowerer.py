@@ -46,8 +46,9 @@ Each graph node becomes integer ops on codes:
   ``x * c``, ``x / c``, ``x + c``, ``c - x``, as attention's ``q / sqrt(d)``, likewise); PReLU with
   per-channel slopes (``nn.PReLU(C)``, ``F.prelu(x, weight)``): one table per channel; a function
   the user writes, marked with :func:`quant.elementwise`, likewise;
-* ``nn.LSTM`` (batch first, one direction, no initial state): one ``lstm`` op per layer (section 6.6,
-  :mod:`quant.lowering.recurrent`), whose output codes are the layer's hidden state's;
+* ``nn.LSTM`` (batch first, no initial state): one ``lstm`` op per layer and direction (section 6.6,
+  :mod:`quant.lowering.recurrent`), whose output codes are the layer's hidden state's, both directions
+  concatenated;
 * a value no input reaches (a learned position embedding ``self.positions(self.steps)``, a parameter added
   to a tensor): ``constant`` codes, the same for every sample, quantized once with its consumer's input
   scheme or the recipe's activation scheme over its own range (:mod:`quant.sim.tracing`);
@@ -776,32 +777,48 @@ class _Lowering:
             raise self.fail(node, f"LSTM {name!r}: {err}") from None
         src = node.kwargs.get("input", node.args[0])
         n_steps = self.shape(src)[1]  # type: ignore[arg-type]
-        x = self.requantize_to(node, self.edge(node, src), QParams(plan[0].x.scale, plan[0].x.zero_point, plan[0].x.spec,
+        first = plan[0][0].x
+        x = self.requantize_to(node, self.edge(node, src), QParams(first.scale, first.zero_point, first.spec,
                                                                     f"the input scheme of module {name!r}"))  # fmt: skip
-        for i, lp in enumerate(plan):
-            try:
-                self.dp.check_spec(lp.h.spec, "activation")
-                self.dp.check_spec(lp.weight_spec, "weight")
-                attrs = LstmAttrs.build(hidden=m.hidden_size, features=int(lp.w_ih.shape[1]),
-                                        x_zero_point=lp.x.zero_point, h_zero_point=lp.h.zero_point,
-                                        ih_zero_point=lp.ih_zero_point, hh_zero_point=lp.hh_zero_point,
-                                        ih_multiplier=lp.ih_multiplier, hh_multiplier=lp.hh_multiplier,
-                                        out_multiplier=lp.out_multiplier, cell_shift=lp.cell_shift, datapath=self.dp)  # fmt: skip
-                attrs.check_biases(*(None if b is None else (b.numel(), int(b.min()), int(b.max()))
-                                     for b in (lp.b_ih, lp.b_hh)))  # fmt: skip
-            except ValueError as err:
-                raise self.fail(node, f"LSTM {name!r} (layer {i}): {err}") from None
-            t = self.unique(f"{name}.l{i}")
-            info = TensorInfo(t, (None, n_steps, m.hidden_size), lp.h.spec.bits, lp.h.spec.signed, lp.h.scale,
-                              lp.h.zero_point)  # fmt: skip
-            self.tensors[t] = info
-            params: dict[str, Any] = {"w_ih": self.weight_param(lp.w_ih, lp.weight_spec),
-                                      "w_hh": self.weight_param(lp.w_hh, lp.weight_spec)}  # fmt: skip
-            for key, b in (("b_ih", lp.b_ih), ("b_hh", lp.b_hh)):
-                if b is not None:
-                    params[key] = b.numpy().astype(np.int32)
-            x = self.emit(node, "lstm", [x], _Edge(t, info), attrs, params)
         y_qp = self.input_quantizer_qparams_of(name, "output") or self.qparams_for(out_node)
+        for i, directions in enumerate(plan):
+            outs_l = []
+            for lp in directions:
+                try:
+                    self.dp.check_spec(lp.h.spec, "activation")
+                    self.dp.check_spec(lp.weight_spec, "weight")
+                    attrs = LstmAttrs.build(hidden=m.hidden_size, features=int(lp.w_ih.shape[1]),
+                                            x_zero_point=lp.x.zero_point, h_zero_point=lp.h.zero_point,
+                                            ih_zero_point=lp.ih_zero_point, hh_zero_point=lp.hh_zero_point,
+                                            ih_multiplier=lp.ih_multiplier, hh_multiplier=lp.hh_multiplier,
+                                            out_multiplier=lp.out_multiplier, cell_shift=lp.cell_shift,
+                                            reverse=lp.reverse, datapath=self.dp)  # fmt: skip
+                    attrs.check_biases(*(None if b is None else (b.numel(), int(b.min()), int(b.max()))
+                                         for b in (lp.b_ih, lp.b_hh)))  # fmt: skip
+                except ValueError as err:
+                    raise self.fail(node, f"LSTM {name!r} (layer {i}): {err}") from None
+                t = self.unique(f"{name}.l{i}{'_reverse' if lp.reverse else ''}")
+                info = TensorInfo(t, (None, n_steps, m.hidden_size), lp.h.spec.bits, lp.h.spec.signed, lp.h.scale,
+                                  lp.h.zero_point)  # fmt: skip
+                self.tensors[t] = info
+                params: dict[str, Any] = {"w_ih": self.weight_param(lp.w_ih, lp.weight_spec),
+                                          "w_hh": self.weight_param(lp.w_hh, lp.weight_spec)}  # fmt: skip
+                for key, b in (("b_ih", lp.b_ih), ("b_hh", lp.b_hh)):
+                    if b is not None:
+                        params[key] = b.numpy().astype(np.int32)
+                outs_l.append(self.emit(node, "lstm", [x], _Edge(t, info), attrs, params))
+            if len(outs_l) == 1:
+                x = outs_l[0]
+                continue
+            last = i == len(plan) - 1
+            both = y_qp if last else QParams(plan[i + 1][0].x.scale, plan[i + 1][0].x.zero_point, plan[i + 1][0].x.spec,
+                                             f"the joined directions of module {name!r}")  # fmt: skip
+            parts = [self.requantize_to(node, e, both) for e in outs_l]
+            t = self.unique(f"{name}.l{i}_both")
+            info = TensorInfo(t, (None, n_steps, 2 * m.hidden_size), both.spec.bits, both.spec.signed, both.scale,
+                              both.zero_point)  # fmt: skip
+            self.tensors[t] = info
+            x = self.emit(node, "concat", parts, _Edge(t, info), ConcatAttrs.build(axis=2))
         self.env[out_node] = self.requantize_to(out_node, x, y_qp)
         self.done.update(outs)
 

@@ -4,7 +4,9 @@ A quantized ``nn.LSTM`` (:mod:`quant.sim.recurrent`) becomes one ``lstm`` op (do
 per layer, each reading the codes the previous one writes:
 
 * the first layer's input codes are the module's ``input`` quantizer's; every layer's output codes are its
-  ``hidden`` quantizer's (the next step's operand, so the datapath's activation codes);
+  ``hidden`` quantizer's (the next step's operand, so the datapath's activation codes); a bidirectional
+  layer is two ops (the second with ``reverse``), whose codes are requantized to qparams covering both
+  and concatenated along the features;
 * weight codes come from the ``weight_ih_l{k}`` / ``weight_hh_l{k}`` quantizers (one scale per gate row or
   per tensor), biases ``round(b_ih / (s_x s_ih))`` and ``round(b_hh / (s_h s_hh))``;
 * ``M_ih = s_x s_ih 2^12`` and ``M_hh = s_h s_hh 2^12`` give Q3.12 gates whatever a ``gates`` scheme says (the
@@ -12,8 +14,7 @@ per layer, each reading the codes the previous one writes:
 * the cell state's scale is ``2^-k`` with the largest ``k <= 15`` whose int16 range covers the ``cell``
   quantizer's calibrated range, or ``k = 11`` (the range ``[-16, 16)``) without a cell quantizer.
 
-Refused by name: ``batch_first=False`` (the program's tensors are batch first), bidirectional layers,
-``proj_size``, initial states, a module in training mode with dropout, and a module without weight and
+Refused by name: ``batch_first=False`` (the program's tensors are batch first), ``proj_size``, initial states, a module in training mode with dropout, and a module without weight and
 input schemes.
 """
 
@@ -32,8 +33,9 @@ from quant.lowering.attention import SiteQParams, _original, _site
 from quant.reference.rounding import rounding_fn
 from quant.sim.attach import QuantHandle
 from quant.sim.functional import quantize as quantize_weight
+from quant.sim.qparams import qparams_from_range
 
-__all__ = ["LstmLayerPlan", "lstm_plan", "DEFAULT_CELL_SHIFT"]
+__all__ = ["LstmLayerPlan", "lstm_plan", "joined", "DEFAULT_CELL_SHIFT"]
 
 #: The cell's scale ``2^-11`` (range ``[-16, 16)``) without a calibrated cell quantizer.
 DEFAULT_CELL_SHIFT = 11
@@ -56,6 +58,7 @@ class LstmLayerPlan:
     hh_multiplier: list[float]
     out_multiplier: float
     cell_shift: int
+    reverse: bool = False
 
 
 def _cell_shift(handle: QuantHandle, name: str, key: str) -> int:
@@ -72,13 +75,24 @@ def _quantizer_keys(handle: QuantHandle, name: str) -> set[str]:
     return {role for n, role, _ in handle.quantizers() if n == name}
 
 
-def lstm_plan(m: nn.LSTM, handle: QuantHandle, name: str, dp: Datapath) -> list[LstmLayerPlan]:
-    """The integer parameters of every layer of ``m`` (module ``name``) on ``dp``; ``ValueError`` naming what
+def joined(sites: list[SiteQParams]) -> SiteQParams:
+    """The qparams (of the first's spec) covering the real ranges of every one of ``sites``: the codes both
+    directions of a bidirectional layer are concatenated in."""
+    if len(sites) == 1:
+        return sites[0]
+    spec = sites[0].spec
+    lo = min((spec.qmin - q.zero_point) * q.scale for q in sites)
+    hi = max((spec.qmax - q.zero_point) * q.scale for q in sites)
+    s, z = qparams_from_range(torch.tensor([lo]), torch.tensor([hi]), spec)
+    return SiteQParams(float(s.reshape(-1)[0]), int(z.reshape(-1)[0]), spec)
+
+
+def lstm_plan(m: nn.LSTM, handle: QuantHandle, name: str, dp: Datapath) -> list[list[LstmLayerPlan]]:
+    """The integer parameters of every layer of ``m`` (module ``name``) on ``dp``, one plan per direction; a layer
+    after a bidirectional one reads both directions' codes joined (:func:`joined`). ``ValueError`` naming what
     cannot run."""
     if not m.batch_first:
         raise ValueError("batch_first=False: the program's tensors are batch first (build it with batch_first=True)")
-    if m.bidirectional:
-        raise ValueError("bidirectional layers do not lower yet")
     if m.proj_size > 0:
         raise ValueError(f"proj_size={m.proj_size} has no integer form here")
     if m.training and m.dropout > 0:
@@ -87,32 +101,35 @@ def lstm_plan(m: nn.LSTM, handle: QuantHandle, name: str, dp: Datapath) -> list[
     if "weight" not in configs or "input" not in configs:
         raise ValueError("needs a weight and an input scheme in the recipe")
     keys = _quantizer_keys(handle, name)
-    layers = []
+    layers: list[list[LstmLayerPlan]] = []
     x = _site(handle, name, "input")
     rnd = rounding_fn(dp.quantize_rounding)
     with torch.no_grad():
         for layer in range(m.num_layers):
-            sfx = f"_l{layer}"
-            h = _site(handle, name, f"hidden{sfx}")
-            codes, zeros, scales = [], [], []
-            for kind in ("ih", "hh"):
-                wq = handle.quantizer(name, f"weight_{kind}{sfx}")
-                s_w, z_w = wq.effective_qparams()
-                codes.append(quantize_weight(_original(m, f"weight_{kind}{sfx}"), s_w, z_w, wq.spec).to(torch.int64))
-                zeros.append([int(v) for v in z_w.reshape(-1).tolist()])
-                scales.append(s_w.reshape(-1).to(torch.float64))
-                spec = wq.spec
-            biases = []
-            for kind, s_in, s_w in (("ih", x.scale, scales[0]), ("hh", h.scale, scales[1])):
-                b = getattr(m, f"bias_{kind}{sfx}", None) if m.bias else None
-                biases.append(None if b is None else rnd(b.detach().to(torch.float64) / (s_in * s_w)).to(torch.int64))
-            cell_key = f"cell{sfx}"
-            layers.append(LstmLayerPlan(
-                x=x, h=h, w_ih=codes[0], w_hh=codes[1], ih_zero_point=zeros[0], hh_zero_point=zeros[1],
-                weight_spec=spec, b_ih=biases[0], b_hh=biases[1],
-                ih_multiplier=(x.scale * scales[0] * 4096.0).tolist(), hh_multiplier=(h.scale * scales[1] * 4096.0).tolist(),
-                out_multiplier=2.0**-30 / h.scale,
-                cell_shift=_cell_shift(handle, name, cell_key) if cell_key in keys else DEFAULT_CELL_SHIFT,
-            ))  # fmt: skip
-            x = h
+            directions = []
+            for sfx, reverse in ((f"_l{layer}", False), (f"_l{layer}_reverse", True))[: 2 if m.bidirectional else 1]:
+                h = _site(handle, name, f"hidden{sfx}")
+                codes, zeros, scales = [], [], []
+                for kind in ("ih", "hh"):
+                    wq = handle.quantizer(name, f"weight_{kind}{sfx}")
+                    s_w, z_w = wq.effective_qparams()
+                    codes.append(quantize_weight(_original(m, f"weight_{kind}{sfx}"), s_w, z_w, wq.spec).to(torch.int64))
+                    zeros.append([int(v) for v in z_w.reshape(-1).tolist()])
+                    scales.append(s_w.reshape(-1).to(torch.float64))
+                    spec = wq.spec
+                biases = []
+                for kind, s_in, s_w in (("ih", x.scale, scales[0]), ("hh", h.scale, scales[1])):
+                    b = getattr(m, f"bias_{kind}{sfx}", None) if m.bias else None
+                    biases.append(None if b is None else rnd(b.detach().to(torch.float64) / (s_in * s_w)).to(torch.int64))
+                cell_key = f"cell{sfx}"
+                directions.append(LstmLayerPlan(
+                    x=x, h=h, w_ih=codes[0], w_hh=codes[1], ih_zero_point=zeros[0], hh_zero_point=zeros[1],
+                    weight_spec=spec, b_ih=biases[0], b_hh=biases[1],
+                    ih_multiplier=(x.scale * scales[0] * 4096.0).tolist(),
+                    hh_multiplier=(h.scale * scales[1] * 4096.0).tolist(), out_multiplier=2.0**-30 / h.scale,
+                    cell_shift=_cell_shift(handle, name, cell_key) if cell_key in keys else DEFAULT_CELL_SHIFT,
+                    reverse=reverse,
+                ))  # fmt: skip
+            layers.append(directions)
+            x = joined([d.h for d in directions])
     return layers

@@ -455,18 +455,28 @@ class ExactSimulation:
         src = node.kwargs.get("input", node.args[0])
         x, x_info = codes[src], self.info(src)  # type: ignore[index, arg-type]
         plan = lstm_plan(m, self.handle, str(node.target), self.datapath)
-        first = plan[0].x
+        first = plan[0][0].x
         info = TensorInfo("input", x_info.shape, first.spec.bits, first.spec.signed, first.scale, first.zero_point)
         x = self.as_codes_of(x, x_info, info)
-        for lp in plan:
-            attrs = LstmAttrs.build(hidden=m.hidden_size, features=int(lp.w_ih.shape[1]), x_zero_point=lp.x.zero_point,
-                                    h_zero_point=lp.h.zero_point, ih_zero_point=lp.ih_zero_point,
-                                    hh_zero_point=lp.hh_zero_point, ih_multiplier=lp.ih_multiplier,
-                                    hh_multiplier=lp.hh_multiplier, out_multiplier=lp.out_multiplier,
-                                    cell_shift=lp.cell_shift, datapath=self.datapath)  # fmt: skip
-            x = run_lstm(attrs, x, lp.w_ih, lp.w_hh, lp.b_ih, lp.b_hh)
-            info = TensorInfo("hidden", info.shape, lp.h.spec.bits, lp.h.spec.signed, lp.h.scale, lp.h.zero_point)
-        return self.as_codes_of(x, info, self.info(out_node))
+        out_info = self.info(out_node)
+        for i, directions in enumerate(plan):
+            results = []
+            for lp in directions:
+                attrs = LstmAttrs.build(hidden=m.hidden_size, features=int(lp.w_ih.shape[1]), x_zero_point=lp.x.zero_point,
+                                        h_zero_point=lp.h.zero_point, ih_zero_point=lp.ih_zero_point,
+                                        hh_zero_point=lp.hh_zero_point, ih_multiplier=lp.ih_multiplier,
+                                        hh_multiplier=lp.hh_multiplier, out_multiplier=lp.out_multiplier,
+                                        cell_shift=lp.cell_shift, reverse=lp.reverse, datapath=self.datapath)  # fmt: skip
+                h = TensorInfo("hidden", info.shape, lp.h.spec.bits, lp.h.spec.signed, lp.h.scale, lp.h.zero_point)
+                results.append((run_lstm(attrs, x, lp.w_ih, lp.w_hh, lp.b_ih, lp.b_hh), h))
+            if len(results) == 1:
+                x, info = results[0]
+                continue
+            nxt = plan[i + 1][0].x if i + 1 < len(plan) else None
+            info = out_info if nxt is None else TensorInfo("joined", info.shape, nxt.spec.bits, nxt.spec.signed,
+                                                           nxt.scale, nxt.zero_point)  # fmt: skip
+            x = torch.cat([self.as_codes_of(c, h, info) for c, h in results], dim=2)
+        return self.as_codes_of(x, info, out_info)
 
     def attention(self, node: torch.fx.Node, m: nn.MultiheadAttention, out_node: torch.fx.Node,
                   codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:  # fmt: skip

@@ -1,4 +1,4 @@
-"""nn.LSTM lowers to one integer ``lstm`` op per layer (docs/arithmetic.md section 6.6, quant.lowering.recurrent)
+"""nn.LSTM lowers to one integer ``lstm`` op per layer and direction (docs/arithmetic.md section 6.6, quant.lowering.recurrent)
 and runs with 0 mismatches, exact simulation vs torch reference vs C kernels, on every preset; a calibrated cell
 quantizer sets the cell's scale; the exported C folder reproduces every code under the sanitizers; ONNX has no
 form of it and says so; what has no integer form is refused by name."""
@@ -28,7 +28,7 @@ class Stacked(nn.Module):
         super().__init__()
         self.embed = nn.Linear(3, 6)
         self.lstm = nn.LSTM(6, 8, **{"num_layers": 2, "batch_first": True, **options})
-        self.fc = nn.Linear(8, 4)
+        self.fc = nn.Linear(16 if options.get("bidirectional") else 8, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.fc(self.lstm(self.embed(x))[0][:, -1])
@@ -39,14 +39,16 @@ _lowered = lowered
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("model", ["classifier", "stacked", "stacked_no_bias"])
+@pytest.mark.parametrize("model", ["classifier", "stacked", "stacked_no_bias", "bidirectional"])
 def test_the_lstm_runs_with_zero_mismatches(model: str, preset: str) -> None:
     torch.manual_seed(0)
-    module: nn.Module = LSTMClassifier(1, 10, width=16) if model == "classifier" else Stacked(bias=model == "stacked")
+    module: nn.Module = (LSTMClassifier(1, 10, width=16) if model == "classifier"
+                         else Stacked(bidirectional=True) if model == "bidirectional" else Stacked(bias=model == "stacked"))  # fmt: skip
     data = torch.randn(16, 1, 24) if model == "classifier" else torch.randn(16, 7, 3)
     handle, program = _lowered(module, preset, data)
     lstms = [n for n in program.nodes if n.op == "lstm"]
-    assert len(lstms) == (1 if model == "classifier" else 2)
+    assert len(lstms) == {"classifier": 1, "bidirectional": 4}.get(model, 2)
+    assert [n.attrs.reverse for n in lstms].count(True) == (2 if model == "bidirectional" else 0)
     assert all(("b_ih" in n.params) is (model != "stacked_no_bias") for n in lstms)
     report = quant.verify(module, handle, program, data, progress=False)
     assert report.mismatches == 0 and report.output.compared > 0
@@ -85,7 +87,6 @@ def test_the_c_folder_reproduces_every_code_and_onnx_refuses_it_by_name(tmp_path
 
 
 @pytest.mark.parametrize(("options", "forward", "message"), [
-    ({"bidirectional": True}, None, "bidirectional layers do not lower yet"),
     ({}, lambda m, h: m.fc(m.lstm(h)[1][0][-1]), "the final states \\(\\[1\\]\\) are used"),
     ({}, lambda m, h: m.fc(m.lstm(h, (m.h0, m.h0))[0][:, -1]), "initial states have no integer form"),
 ])  # fmt: skip
