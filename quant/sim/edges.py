@@ -6,9 +6,10 @@ integer program also materializes tensors no quantizer sees: the output of a con
 handle's ``calibrate()`` an :class:`EdgeRecorder` observes them all, without rewriting the
 model:
 
-* every *leaf* module (``torch.fx``'s default: a module of ``torch.nn`` other than a
-  container) gets forward hooks; its outputs are observed as site ``module:<name>#<call>``
-  (``#0`` for the first call in a forward, ``#1`` for the second, ...);
+* every *leaf* module (:class:`quant.sim.tracing.ModelTracer`'s: a module of ``torch.nn`` other
+  than a container and PyTorch's transformer encoder, which is traced through) gets forward
+  hooks; its outputs are observed as site ``module:<name>#<call>`` (``#0`` for the first call in
+  a forward, ``#1`` for the second, ...; ``.<i>`` for the elements of a tuple it returns);
 * a ``TorchFunctionMode`` is active during the root module's forward; every floating tensor a
   torch function or tensor method returns *outside* leaf modules is observed as site
   ``call:<k>``, the ``k``-th such result of the forward (``x + y``, ``F.relu``, ``torch.cat``,
