@@ -301,6 +301,16 @@ class _Lowering:
         self.nodes.append(Node(out.name, op, tuple(e.name for e in inputs), out.name, attrs, params or {}))
         return out
 
+    def emit_reshaped(self, node: torch.fx.Node, op: str, inputs: Sequence[_Edge], shape: Sequence[int], out: _Edge,
+                      attrs: Any, params: Optional[dict[str, Any]], suffix: str) -> None:  # fmt: skip
+        """``op`` writing a tensor of ``out``'s qparams and per-sample ``shape`` (named ``<out>_<suffix>``), then
+        the ``reshape`` of it to ``out`` (an op that computes in another layout than its result's)."""
+        name = self.unique(f"{out.name}_{suffix}")
+        info = TensorInfo(name, (None, *shape), out.info.bits, out.info.signed, out.info.scale, out.info.zero_point)
+        self.tensors[name] = info
+        inner = self.emit(node, op, inputs, _Edge(name, info), attrs, params)
+        self.emit(node, "reshape", [inner], out, ReshapeAttrs.build(shape=out.info.shape[1:]))  # type: ignore[arg-type]
+
     def edge(self, node: torch.fx.Node, arg: Any) -> _Edge:
         if isinstance(arg, torch.fx.Node) and arg not in self.env and arg in self.constants:
             self.constant(node, arg)
@@ -486,12 +496,7 @@ class _Lowering:
         except ValueError as err:
             raise self.fail(node, f"module {name!r}: {err}") from None
         if isinstance(m, nn.Conv1d):
-            name2d = self.unique(f"{out.name}_2d")
-            info2d = TensorInfo(name2d, (None, out_shape[1], 1, out_shape[2]), out.info.bits, out.info.signed,
-                                out.info.scale, out.info.zero_point)  # fmt: skip
-            self.tensors[name2d] = info2d
-            inner = self.emit(node, op, [x], _Edge(name2d, info2d), attrs, params)
-            self.emit(node, "reshape", [inner], out, ReshapeAttrs.build(shape=out_shape[1:]))
+            self.emit_reshaped(node, op, [x], (out_shape[1], 1, out_shape[2]), out, attrs, params, "2d")
         else:
             self.emit(node, op, [x], out, attrs, params)
         self.bind(node, last, out)
@@ -594,12 +599,7 @@ class _Lowering:
         if x4 is x:
             self.emit(node, "conv2d", [x4], out, attrs, params)
         else:
-            name2d = self.unique(f"{out.name}_2d")
-            info2d = TensorInfo(name2d, x4.info.shape, out.info.bits, out.info.signed, out.info.scale,
-                                out.info.zero_point)  # fmt: skip
-            self.tensors[name2d] = info2d
-            inner = self.emit(node, "conv2d", [x4], _Edge(name2d, info2d), attrs, params)
-            self.emit(node, "reshape", [inner], out, ReshapeAttrs.build(shape=self.shape(last)[1:]))
+            self.emit_reshaped(node, "conv2d", [x4], x4.info.shape[1:], out, attrs, params, "2d")  # type: ignore[arg-type]
         self.bind(node, last, out)
 
     def layernorm(self, node: torch.fx.Node, m: nn.LayerNorm) -> None:
@@ -635,12 +635,7 @@ class _Lowering:
         rows = self.reshaped(node, x, (*in_shape[1:len(in_shape) - k], length)) if k > 1 else x
         out = self.new_tensor(last, self.shape(last), y_qp)
         if k > 1:
-            name2 = self.unique(f"{out.name}_rows")
-            info2 = TensorInfo(name2, rows.info.shape, out.info.bits, out.info.signed, out.info.scale,
-                               out.info.zero_point)  # fmt: skip
-            self.tensors[name2] = info2
-            normed = self.emit(node, "layernorm", [rows], _Edge(name2, info2), attrs, params)
-            self.emit(node, "reshape", [normed], out, ReshapeAttrs.build(shape=self.shape(last)[1:]))
+            self.emit_reshaped(node, "layernorm", [rows], rows.info.shape[1:], out, attrs, params, "rows")  # type: ignore[arg-type]
         else:
             self.emit(node, "layernorm", [rows], out, attrs, params)
         self.bind(node, last, out)
