@@ -25,6 +25,7 @@ from kernels.api import (
     softmax,
     layernorm,
     lstm,
+    gru,
     unpack,
 )
 
@@ -49,5 +50,6 @@ __all__ = [
     "softmax",
     "layernorm",
     "lstm",
+    "gru",
     "unpack",
 ]

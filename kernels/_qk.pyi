@@ -151,6 +151,31 @@ def layernorm(
     isa: int,
 ) -> None: ...
 def lstm_scratch_bytes(features: int, hidden: int, /) -> int: ...
+def gru_scratch_bytes(features: int, hidden: int, /) -> int: ...
+def gru(
+    *,
+    n: int,
+    steps: int,
+    features: int,
+    hidden: int,
+    datapath: DatapathStruct,
+    x: NDArray[Any],
+    x_zero_point: int,
+    h_zero_point: int,
+    w_ih: WeightsStruct,
+    w_hh: WeightsStruct,
+    b_ih: Optional[NDArray[Any]],
+    b_hh: Optional[NDArray[Any]],
+    rq_ih: RequantStruct,
+    rq_hh: RequantStruct,
+    rq_hq: RequantStruct,
+    rq_out: RequantStruct,
+    reverse: bool,
+    sigmoid_table: NDArray[Any],
+    tanh_table: NDArray[Any],
+    y: NDArray[Any],
+    scratch: NDArray[Any],
+) -> None: ...
 def lstm(
     *,
     n: int,

@@ -65,6 +65,7 @@ from quant.contract.attrs import (
 from quant.contract.codes import PACKED_BITS, check_bits, codes_shape, packed_row_bytes, packed_shape
 from quant.contract.datapath import Datapath
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.gru import GruAttrs
 from quant.contract.lstm import LstmAttrs, sigmoid_table, tanh_table
 from quant.contract.attrs import OutputCodes
 from quant.contract.multiplier import MultiplierLike
@@ -93,6 +94,8 @@ __all__ = [
     "run_layernorm",
     "lstm",
     "run_lstm",
+    "gru",
+    "run_gru",
     "run_avg_pool2d",
     "run_max_pool2d",
     "run_lut",
@@ -674,6 +677,73 @@ def run_lstm(attrs: LstmAttrs, x: Codes, w_ih: object, w_hh: object, b_ih: objec
                  cell_shift=attrs.cell_shift, reverse=attrs.reverse,
                  sigmoid_table=np.array(sigmoid_table(), dtype=np.int16), tanh_table=np.array(tanh_table(), dtype=np.int16),
                  y=y, scratch=scratch)  # fmt: skip
+    return y
+
+
+def gru(
+    x: Codes,
+    w_ih: object,
+    w_hh: object,
+    b_ih: Optional[Codes] = None,
+    b_hh: Optional[Codes] = None,
+    *,
+    x_zero_point: int,
+    h_zero_point: int,
+    ih_zero_point: Sequence[int],
+    hh_zero_point: Sequence[int],
+    ih_multiplier: MultiplierLike,
+    hh_multiplier: MultiplierLike,
+    hq_multiplier: MultiplierLike,
+    out_multiplier: MultiplierLike,
+    reverse: bool = False,
+    datapath: Datapath,
+) -> Codes:
+    """One integer GRU layer (section 6.7) over ``x (N, T, F)``: the hidden states ``(N, T, H)``, ``H`` from ``w_hh``'s
+    shape ``(3H, H)``.
+
+    >>> z = np.zeros((3, 1), np.int8)
+    >>> gru(np.zeros((1, 2, 1), np.int8), z, z, x_zero_point=0, h_zero_point=0, ih_zero_point=[0], hh_zero_point=[0],
+    ...     ih_multiplier=1.0, hh_multiplier=1.0, hq_multiplier=2.0 ** 8, out_multiplier=2.0 ** -23,
+    ...     datapath=Datapath.preset("tflite_int8")).tolist()      # z = 0.5, n = tanh(0) = 0, h = 0
+    [[[0], [0]]]
+    """
+    shape, features = _weight_shape(w_hh, "gru"), _weight_shape(w_ih, "gru")
+    if len(shape) != 2 or len(features) != 2:
+        raise ValueError(f"gru: w_ih and w_hh must be 2-D, got {features} and {shape}")
+    attrs = GruAttrs.build(
+        hidden=shape[1], features=features[1], x_zero_point=x_zero_point, h_zero_point=h_zero_point,
+        ih_zero_point=ih_zero_point, hh_zero_point=hh_zero_point, ih_multiplier=ih_multiplier,
+        hh_multiplier=hh_multiplier, hq_multiplier=hq_multiplier, out_multiplier=out_multiplier, reverse=reverse,
+        datapath=datapath,
+    )  # fmt: skip
+    return run_gru(attrs, x, w_ih, w_hh, b_ih, b_hh)
+
+
+def run_gru(attrs: GruAttrs, x: Codes, w_ih: object, w_hh: object, b_ih: object, b_hh: object) -> Codes:
+    """gru (section 6.7) of the validated record ``attrs`` on codes ``x (N, T, F)``: the hidden states ``(N, T, H)``."""
+    op, dp = attrs.op, attrs.datapath
+    xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, 3)
+    di, pi, si = _weight_data(w_ih, dp, op, 2)
+    dh, ph, sh = _weight_data(w_hh, dp, op, 2)
+    n, steps = attrs.check_shapes(xa.shape, si, sh)
+    bi, bh = _bias(b_ih, op), _bias(b_hh, op)
+    attrs.check_biases(_extremes(bi), _extremes(bh))
+    y = np.empty((n, steps, attrs.hidden), dtype=_code_dtype(dp.a_signed))
+    with named_status(op):
+        nbytes = int(_qk.gru_scratch_bytes(attrs.features, attrs.hidden))
+    if nbytes > _MAX_SCRATCH:
+        raise ValueError(f"gru: hidden={attrs.hidden} and features={attrs.features} need a scratch of {nbytes} bytes, "
+                         f"more than {_MAX_SCRATCH}")  # fmt: skip
+    scratch = _scratch(nbytes)
+    with named_status(op):
+        _qk.gru(n=n, steps=steps, features=attrs.features, hidden=attrs.hidden, datapath=datapath_struct(dp, op), x=xa,
+                x_zero_point=attrs.x_zero_point, h_zero_point=attrs.h_zero_point,
+                w_ih=weights_struct(di, pi, attrs.ih_zero_point), w_hh=weights_struct(dh, ph, attrs.hh_zero_point),
+                b_ih=bi, b_hh=bh, rq_ih=requant_struct(attrs.ih_requant, GATE_OUTPUT),
+                rq_hh=requant_struct(attrs.hh_requant, GATE_OUTPUT), rq_hq=requant_struct(attrs.hq_requant, GATE_OUTPUT),
+                rq_out=requant_struct(attrs.out_requant, attrs.output), reverse=attrs.reverse,
+                sigmoid_table=np.array(sigmoid_table(), dtype=np.int16), tanh_table=np.array(tanh_table(), dtype=np.int16),
+                y=y, scratch=scratch)  # fmt: skip
     return y
 
 

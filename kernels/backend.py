@@ -28,6 +28,7 @@ from quant.contract.attrs import (
 from quant.contract.backend import Weights, register_backend
 from quant.contract.custom import CustomOpAttrs
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.gru import GruAttrs
 from quant.contract.lstm import LstmAttrs
 
 __all__ = ["BACKEND", "CKernels"]
@@ -82,6 +83,11 @@ class CKernels:
              b_hh: Optional[Codes]) -> Codes:  # fmt: skip
         """See :meth:`quant.contract.backend.Backend.lstm`."""
         return api.run_lstm(attrs, x, _c_weights(w_ih), _c_weights(w_hh), b_ih, b_hh)
+
+    def gru(self, attrs: GruAttrs, x: Codes, w_ih: Weights, w_hh: Weights, b_ih: Optional[Codes],
+            b_hh: Optional[Codes]) -> Codes:  # fmt: skip
+        """See :meth:`quant.contract.backend.Backend.gru`."""
+        return api.run_gru(attrs, x, _c_weights(w_ih), _c_weights(w_hh), b_ih, b_hh)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:
         """See :meth:`quant.contract.backend.Backend.avg_pool2d`."""

@@ -100,6 +100,15 @@ _BY_OP: dict[tuple[str, int], str] = {
     ("lstm", _qk.ERR_PARAM_LENGTH): (
         "ih_multiplier, hh_multiplier, zero points, tables: one or 4H values per gate row; 513 table entries"
     ),
+    ("gru", _qk.ERR_SHAPE): "x, w_ih, w_hh: x must be (N, T, F) with T, F >= 1, w_ih (3H, F), w_hh (3H, H)",
+    ("gru", _qk.ERR_ZERO_POINT): (
+        "x_zero_point, h_zero_point, ih/hh_zero_point: activation and weight zero points of the datapath; the gate "
+        "and Q0.15 requantizations take zero point 0 and the output the hidden state's"
+    ),
+    ("gru", _qk.ERR_PARAM_VALUE): "reverse: 0 or 1",
+    ("gru", _qk.ERR_PARAM_LENGTH): (
+        "ih_multiplier, hh_multiplier, zero points, tables: one or 3H values per gate row; 513 table entries"
+    ),
     ("avg_pool2d", _qk.ERR_BITS): "x: its dtype must be int8 or uint8",
     ("max_pool2d", _qk.ERR_BITS): "x: its dtype must be int8 or uint8",
     ("max_pool2d", _qk.ERR_WINDOW): (

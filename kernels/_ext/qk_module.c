@@ -631,6 +631,76 @@ static PyObject *py_lstm(PyObject *self, PyObject *args, PyObject *kwargs)
     return finish(&vs, op, st);
 }
 
+static PyObject *py_gru_scratch_bytes(PyObject *self, PyObject *args)
+{
+    Py_ssize_t features, hidden;
+    size_t bytes = 0;
+    qk_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "nn", &features, &hidden)) {
+        return NULL;
+    }
+    if (features < 0 || hidden < 0) {
+        PyErr_SetString(PyExc_ValueError, "gru: features and hidden must be >= 0");
+        return NULL;
+    }
+    st = qk_gru_scratch_bytes((size_t)features, (size_t)hidden, &bytes);
+    if (st != QK_OK) {
+        return raise_status("gru", st);
+    }
+    return PyLong_FromSize_t(bytes);
+}
+
+static PyObject *py_gru(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"n", "steps", "features", "hidden", "datapath", "x", "x_zero_point", "h_zero_point",
+                         "w_ih", "w_hh", "b_ih", "b_hh", "rq_ih", "rq_hh", "rq_hq", "rq_out", "reverse",
+                         "sigmoid_table", "tanh_table", "y", "scratch", NULL};
+    const char *op = "gru";
+    PyObject *dpt, *xo, *wio, *who, *bio, *bho, *rio, *rho, *rqo, *roo, *sgo, *tho, *yo, *so;
+    Py_ssize_t n, steps, features, hidden;
+    int x_zero_point, h_zero_point, reverse;
+    qk_datapath dp;
+    qk_weights wi, wh;
+    qk_requant_params ri, rh, rq, ro;
+    qk_views vs = {{{0}}, 0};
+    void *x, *bi, *bh, *sg, *th, *y, *scratch;
+    size_t x_len, bi_len, bh_len, sg_len, th_len, y_len, scratch_len;
+    qk_status st;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nnnnOOiiOOOOOOOOpOOOO", kw, &n, &steps, &features, &hidden, &dpt,
+                                     &xo, &x_zero_point, &h_zero_point, &wio, &who, &bio, &bho, &rio, &rho, &rqo,
+                                     &roo, &reverse, &sgo, &tho, &yo, &so)) {
+        return NULL;
+    }
+    if (n < 0 || steps < 0 || features < 0 || hidden < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: n, steps, features and hidden must be >= 0", op);
+        return NULL;
+    }
+    if (parse_datapath(dpt, &dp) || get_buffer(&vs, xo, op, "x", code_format(dp.a_signed), 1, 0, &x, &x_len) ||
+        parse_weights(&vs, wio, op, &dp, &wi) || parse_weights(&vs, who, op, &dp, &wh) ||
+        get_optional_buffer(&vs, bio, op, "b_ih", "i", 4, &bi, &bi_len) ||
+        get_optional_buffer(&vs, bho, op, "b_hh", "i", 4, &bh, &bh_len) || parse_requant(&vs, rio, op, &ri) ||
+        parse_requant(&vs, rho, op, &rh) || parse_requant(&vs, rqo, op, &rq) || parse_requant(&vs, roo, op, &ro) ||
+        get_buffer(&vs, sgo, op, "sigmoid_table", "h", 2, 0, &sg, &sg_len) ||
+        get_buffer(&vs, tho, op, "tanh_table", "h", 2, 0, &th, &th_len) ||
+        get_buffer(&vs, yo, op, "y", code_format(dp.a_signed), 1, 1, &y, &y_len) ||
+        get_buffer(&vs, so, op, "scratch", "B", 1, 1, &scratch, &scratch_len)) {
+        views_release(&vs);
+        return NULL;
+    }
+    if (sg_len != th_len) {
+        views_release(&vs);
+        return raise_status(op, QK_ERR_PARAM_LENGTH);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = qk_gru((size_t)n, (size_t)steps, (size_t)features, (size_t)hidden, &dp, x, x_len, x_zero_point,
+                h_zero_point, &wi, &wh, (const int32_t *)bi, bi_len, (const int32_t *)bh, bh_len, &ri, &rh, &rq, &ro,
+                reverse, (const int16_t *)sg, (const int16_t *)th, sg_len, y, y_len, scratch, scratch_len);
+    Py_END_ALLOW_THREADS
+    return finish(&vs, op, st);
+}
+
 static PyObject *py_requantize(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"q", "outer", "channels", "inner", "in_zero_point", "datapath", "requant", "y", "isa", NULL};
@@ -1028,6 +1098,8 @@ static PyMethodDef qk_methods[] = {
     {"softmax", (PyCFunction)(void (*)(void))py_softmax, METH_VARARGS | METH_KEYWORDS, "qk_softmax."},
     {"lstm", (PyCFunction)(void (*)(void))py_lstm, METH_VARARGS | METH_KEYWORDS, "qk_lstm."},
     {"lstm_scratch_bytes", py_lstm_scratch_bytes, METH_VARARGS, "qk_lstm_scratch_bytes(features, hidden)."},
+    {"gru", (PyCFunction)(void (*)(void))py_gru, METH_VARARGS | METH_KEYWORDS, "qk_gru."},
+    {"gru_scratch_bytes", py_gru_scratch_bytes, METH_VARARGS, "qk_gru_scratch_bytes(features, hidden)."},
     {"layernorm", (PyCFunction)(void (*)(void))py_layernorm, METH_VARARGS | METH_KEYWORDS, "qk_layernorm."},
     {"avg_pool2d", (PyCFunction)(void (*)(void))py_avg_pool2d, METH_VARARGS | METH_KEYWORDS, "qk_avg_pool2d."},
     {"max_pool2d", (PyCFunction)(void (*)(void))py_max_pool2d, METH_VARARGS | METH_KEYWORDS, "qk_max_pool2d."},

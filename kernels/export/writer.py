@@ -42,6 +42,7 @@ from quant.contract.attrs import (
 from quant.contract.custom import CustomOpAttrs, CustomOpDef, custom_op_def
 from quant.contract.datapath import Datapath
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.gru import GruAttrs
 from quant.contract.lstm import LstmAttrs, sigmoid_table, tanh_table
 from quant.contract.matmul import MatmulAttrs
 
@@ -274,6 +275,8 @@ class _Writer:
             return {"int32": 4 * self.count(node.inputs[0])}
         if op == "lstm":
             return {"scratch": int(_qk.lstm_scratch_bytes(a.features, a.hidden))}
+        if op == "gru":
+            return {"scratch": int(_qk.gru_scratch_bytes(a.features, a.hidden))}
         if op == "matmul":
             batch, m, k, n = self.matmul_dims(node)
             lin = datapath_struct(a.linear.datapath, op)
@@ -366,10 +369,10 @@ class _Writer:
         self.weight_bytes += flat.size
         return self.const(f"{label}_w")
 
-    def lstm_node(self, i: int, label: str, node: Any, x: list[str], y: str) -> None:
-        """One ``qk_lstm`` call: the two weight structs, biases, the three requantizations and the tables."""
+    def recurrent_node(self, i: int, label: str, node: Any, x: list[str], y: str) -> None:
+        """One ``qk_lstm`` / ``qk_gru`` call: the two weight structs, biases, the requantizations and the tables."""
         a = node.attrs
-        assert isinstance(a, LstmAttrs)
+        assert isinstance(a, (LstmAttrs, GruAttrs))
         n = self.shapes[node.inputs[0]][0]
         steps = self.shapes[node.inputs[0]][1]
         structs = []
@@ -394,19 +397,22 @@ class _Writer:
             self.data.append(_array("int32_t", self.const(f"{label}_{key}"), values.tolist()))
             self.weight_bytes += 4 * values.size
             biases += [self.const(f"{label}_{key}"), str(values.size)]
-        rq_ih = self.emit_requant(f"{label}_ih", a.ih_requant, GATE_OUTPUT)
-        rq_hh = self.emit_requant(f"{label}_hh", a.hh_requant, GATE_OUTPUT)
-        rq_out = self.emit_requant(f"{label}_out", a.out_requant, a.output)
+        rqs = [self.emit_requant(f"{label}_ih", a.ih_requant, GATE_OUTPUT),
+               self.emit_requant(f"{label}_hh", a.hh_requant, GATE_OUTPUT)]  # fmt: skip
+        if isinstance(a, GruAttrs):
+            rqs.append(self.emit_requant(f"{label}_hq", a.hq_requant, GATE_OUTPUT))
+        rqs.append(self.emit_requant(f"{label}_out", a.out_requant, a.output))
         tables = []
         for key, table in (("sigmoid", sigmoid_table()), ("tanh", tanh_table())):
             cname = self.const(f"{label}_{key}")
             self.data.append(_array("int16_t", cname, list(table)))
             tables.append(cname)
         sp, sn = self.temp(i, "scratch")
-        self.entry.add("qk_lstm")
-        self.call(i, f"qk_lstm({n}, {steps}, {a.features}, {a.hidden}, {self.dp_ref()}, {x[0]}, {n * steps * a.features}, "
+        cell = f"{a.cell_shift}, " if isinstance(a, LstmAttrs) else ""
+        self.entry.add(f"qk_{a.op}")
+        self.call(i, f"qk_{a.op}({n}, {steps}, {a.features}, {a.hidden}, {self.dp_ref()}, {x[0]}, {n * steps * a.features}, "
                      f"{_int(a.x_zero_point)}, {_int(a.h_zero_point)}, {structs[0]}, {structs[1]}, {', '.join(biases)}, "
-                     f"&{rq_ih}, &{rq_hh}, &{rq_out}, {a.cell_shift}, {int(a.reverse)}, {tables[0]}, {tables[1]}, "
+                     f"{', '.join('&' + r for r in rqs)}, {cell}{int(a.reverse)}, {tables[0]}, {tables[1]}, "
                      f"{len(sigmoid_table())}, {y}, {n * steps * a.hidden}, {sp}, {sn})")
 
     def matmul_node(self, i: int, label: str, node: Any, x: list[str], y: str) -> None:
@@ -579,8 +585,8 @@ class _Writer:
                              f"{_int(a.value)});")
         elif op == "matmul":
             self.matmul_node(i, label, node, x, y)
-        elif op == "lstm":
-            self.lstm_node(i, label, node, x, y)
+        elif op in ("lstm", "gru"):
+            self.recurrent_node(i, label, node, x, y)
         elif op == "layernorm":
             assert isinstance(a, LayerNormAttrs)
             rows = a.rows(xs[0])

@@ -46,6 +46,7 @@ from quant.contract.attrs import (
 )
 from quant.contract.custom import CustomOpAttrs
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.gru import GruAttrs
 from quant.contract.lstm import LstmAttrs
 
 __all__ = ["Backend", "PackedCodes", "backend_names", "get_backend", "register_backend"]
@@ -111,6 +112,11 @@ class Backend(Protocol):
     def lstm(self, attrs: LstmAttrs, x: Codes, w_ih: Weights, w_hh: Weights, b_ih: Optional[Codes],
              b_hh: Optional[Codes]) -> Codes:  # fmt: skip
         """one integer LSTM layer over ``x (N, T, F)``: the hidden states ``(N, T, H)``."""
+        ...
+
+    def gru(self, attrs: GruAttrs, x: Codes, w_ih: Weights, w_hh: Weights, b_ih: Optional[Codes],
+            b_hh: Optional[Codes]) -> Codes:  # fmt: skip
+        """one integer GRU layer over ``x (N, T, F)``: the hidden states ``(N, T, H)``."""
         ...
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:

@@ -47,7 +47,7 @@ from quant.contract.attrs import (
 from quant.contract.datapath import Datapath
 from quant.contract.multiplier import MultiplierLike, RequantParams
 
-__all__ = ["LstmAttrs", "LSTM_TABLE_SIZE", "sigmoid_table", "tanh_table"]
+__all__ = ["LstmAttrs", "LSTM_TABLE_SIZE", "recurrent_fields", "sigmoid_table", "tanh_table"]
 
 #: Entries of the sigmoid and tanh tables (512 intervals of 128 Q3.12 steps over [-8, 8]).
 LSTM_TABLE_SIZE = 513
@@ -72,6 +72,42 @@ def sigmoid_table() -> tuple[int, ...]:
 def tanh_table() -> tuple[int, ...]:
     """``T[n] = round(2^15 tanh((128 n - 2^15) 2^-12))`` for ``n = 0..512``, clamped to int16."""
     return _table(math.tanh)
+
+
+def recurrent_fields(
+    op: str, gates: int, hidden: int, features: int, x_zero_point: int, h_zero_point: int,
+    ih_zero_point: Sequence[int], hh_zero_point: Sequence[int], multipliers: tuple[MultiplierLike, ...],
+    y_bits: Optional[int], y_signed: Optional[bool], dp: Datapath,
+) -> tuple[int, int, int, int, list[tuple[int, ...]], RequantParams, RequantParams, RequantParams,
+           tuple[RealMultiplier, ...], OutputCodes]:  # fmt: skip
+    """The checks a recurrent layer's record shares (``gates`` rows per hidden unit): sizes, zero points, the
+    input and recurrent requantizations per gate row, the output's (one value) and the output codes, which are
+    the datapath's activation codes (the next step's operand). ``multipliers`` are ``(ih, hh, out)``."""
+    h, f = scalar_int(hidden, "hidden", op), scalar_int(features, "features", op)
+    for v, name in ((h, "hidden"), (f, "features")):
+        if not 1 <= v <= MAX_DIM // gates:
+            raise ValueError(f"{op}: {name}={v} must be in 1..{MAX_DIM // gates}")
+    zx = _x_zero_point(x_zero_point, dp, op, "x_zero_point")
+    zh = _x_zero_point(h_zero_point, dp, op, "h_zero_point")
+    rows = gates * h
+    zeros = []
+    for zp, name in ((ih_zero_point, "ih_zero_point"), (hh_zero_point, "hh_zero_point")):
+        values = tuple(scalar_int(v, name, op) for v in zp)
+        if len(values) not in (1, rows):
+            raise ValueError(f"{op}: {name} must hold 1 or {gates} * hidden = {rows} values, got {len(values)}")
+        for v in values:
+            check_zero_point(v, name, op, dp.w_bits, dp.w_signed, dp.w_zero_point)
+        zeros.append(values)
+    ih, ih_real = _per_channel_requant(multipliers[0], dp, rows, op)
+    hh, hh_real = _per_channel_requant(multipliers[1], dp, rows, op)
+    out, out_real = _per_channel_requant(multipliers[-1], dp, 1, op)
+    yb = dp.a_bits if y_bits is None else y_bits
+    ys = dp.a_signed if y_signed is None else check_bool(y_signed, "y_signed", op)
+    if (yb, ys) != (dp.a_bits, dp.a_signed):
+        raise ValueError(f"{op}: the output is the next step's operand: y_bits={yb}, y_signed={ys} must be the "
+                         f"datapath's activation codes ({dp.a_bits}, {dp.a_signed})")  # fmt: skip
+    output = OutputCodes.build(op, yb, ys, None, None, zh)
+    return h, f, zx, zh, zeros, ih, hh, out, (ih_real, hh_real, out_real), output
 
 
 @dataclass(frozen=True)
@@ -125,33 +161,13 @@ class LstmAttrs:
         to them; the hidden state is the next step's operand, so they must be codes of that operand)."""
         op = "lstm"
         dp = check_datapath(datapath)
-        h, f = scalar_int(hidden, "hidden", op), scalar_int(features, "features", op)
-        for v, name in ((h, "hidden"), (f, "features")):
-            if not 1 <= v <= MAX_DIM // 4:
-                raise ValueError(f"{op}: {name}={v} must be in 1..{MAX_DIM // 4}")
-        zx = _x_zero_point(x_zero_point, dp, op, "x_zero_point")
-        zh = _x_zero_point(h_zero_point, dp, op, "h_zero_point")
-        rows = 4 * h
-        zeros = []
-        for zp, name in ((ih_zero_point, "ih_zero_point"), (hh_zero_point, "hh_zero_point")):
-            values = tuple(scalar_int(v, name, op) for v in zp)
-            if len(values) not in (1, rows):
-                raise ValueError(f"{op}: {name} must hold 1 or 4 * hidden = {rows} values, got {len(values)}")
-            for v in values:
-                check_zero_point(v, name, op, dp.w_bits, dp.w_signed, dp.w_zero_point)
-            zeros.append(values)
-        ih, ih_real = _per_channel_requant(ih_multiplier, dp, rows, op)
-        hh, hh_real = _per_channel_requant(hh_multiplier, dp, rows, op)
-        out, out_real = _per_channel_requant(out_multiplier, dp, 1, op)
+        h, f, zx, zh, zeros, ih, hh, out, reals, output = recurrent_fields(
+            op, 4, hidden, features, x_zero_point, h_zero_point, ih_zero_point, hh_zero_point,
+            (ih_multiplier, hh_multiplier, out_multiplier), y_bits, y_signed, dp)  # fmt: skip
+        ih_real, hh_real, out_real = reals
         k = scalar_int(cell_shift, "cell_shift", op)
         if not 0 <= k <= 15:
             raise ValueError(f"{op}: cell_shift={k} must be in 0..15 (the cell's scale is 2^-cell_shift)")
-        yb = dp.a_bits if y_bits is None else y_bits
-        ys = dp.a_signed if y_signed is None else check_bool(y_signed, "y_signed", op)
-        if (yb, ys) != (dp.a_bits, dp.a_signed):
-            raise ValueError(f"{op}: the output is the next step's operand: y_bits={yb}, y_signed={ys} must be the "
-                             f"datapath's activation codes ({dp.a_bits}, {dp.a_signed})")  # fmt: skip
-        output = OutputCodes.build(op, yb, ys, None, None, zh)
         return cls(h, f, zx, zh, zeros[0], zeros[1], ih, hh, out, ih_real, hh_real, out_real, k,
                    check_bool(reverse, "reverse", op), output, dp)  # fmt: skip
 

@@ -2,7 +2,8 @@
 
 Every datapath op's attributes are the validated record of :mod:`quant.contract.attrs` (the
 one both backends run; ``matmul``'s is :class:`quant.contract.matmul.MatmulAttrs`, ``layernorm``'s
-:class:`quant.contract.layernorm.LayerNormAttrs`, ``lstm``'s :class:`quant.contract.lstm.LstmAttrs`), rebuilt from its ``build_args()`` when a program is loaded; an op's
+:class:`quant.contract.layernorm.LayerNormAttrs`, ``lstm``'s :class:`quant.contract.lstm.LstmAttrs`,
+``gru``'s :class:`quant.contract.gru.GruAttrs`), rebuilt from its ``build_args()`` when a program is loaded; an op's
 operands are the program's tensors (codes) and its constant parameters (weights, biases,
 tables). Layout ops (``reshape``, ``permute``, ``concat``, ``pad``, ``slice``, and ``constant``: codes the same
 for every sample) only move codes and are run by NumPy
@@ -10,13 +11,13 @@ for every backend. A registered custom op (:mod:`quant.contract.custom`) is an o
 dotted name, with a :class:`~quant.contract.custom.CustomOpAttrs` record.
 
 >>> len(OPS), sorted(OPS)[:7]
-(18, ['add', 'avg_pool2d', 'concat', 'constant', 'conv2d', 'layernorm', 'linear'])
+(19, ['add', 'avg_pool2d', 'concat', 'constant', 'conv2d', 'gru', 'layernorm'])
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,7 @@ from quant.contract.backend import Backend
 from quant.contract.custom import CustomOpAttrs, custom_op_def, custom_op_names
 from quant.contract.datapath import Datapath
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.gru import GruAttrs
 from quant.contract.lstm import LstmAttrs
 from quant.contract.matmul import MatmulAttrs, run_matmul
 
@@ -253,10 +255,11 @@ def _requantize(backend: Backend, attrs: RequantizeAttrs, xs: list[Codes], param
     return backend.requantize(attrs, np.ascontiguousarray(xs[0], dtype=np.int32))
 
 
-def _lstm(backend: Backend, attrs: LstmAttrs, xs: list[Codes], params: Params) -> Codes:
+def _recurrent(backend: Backend, attrs: Union[LstmAttrs, GruAttrs], xs: list[Codes], params: Params) -> Codes:
     b_ih, b_hh = params.get("b_ih"), params.get("b_hh")
-    return backend.lstm(attrs, np.ascontiguousarray(xs[0]), params["w_ih"], params["w_hh"],
-                        None if b_ih is None else np.asarray(b_ih), None if b_hh is None else np.asarray(b_hh))  # fmt: skip
+    run = backend.lstm if isinstance(attrs, LstmAttrs) else backend.gru
+    return run(attrs, np.ascontiguousarray(xs[0]), params["w_ih"], params["w_hh"],  # type: ignore[arg-type]
+               None if b_ih is None else np.asarray(b_ih), None if b_hh is None else np.asarray(b_hh))  # fmt: skip
 
 
 def _layernorm(backend: Backend, attrs: LayerNormAttrs, xs: list[Codes], params: Params) -> Codes:
@@ -298,7 +301,8 @@ OPS: dict[str, OpDef] = {
     "matmul": OpDef(
         "matmul", (), lambda a, dp: MatmulAttrs.build(**a, datapath=dp), lambda be, at, xs, p: run_matmul(be, at, *xs)
     ),
-    "lstm": OpDef("lstm", ("w_ih", "w_hh", "b_ih", "b_hh"), lambda a, dp: LstmAttrs.build(**a, datapath=dp), _lstm),
+    "lstm": OpDef("lstm", ("w_ih", "w_hh", "b_ih", "b_hh"), lambda a, dp: LstmAttrs.build(**a, datapath=dp), _recurrent),
+    "gru": OpDef("gru", ("w_ih", "w_hh", "b_ih", "b_hh"), lambda a, dp: GruAttrs.build(**a, datapath=dp), _recurrent),
     "layernorm": OpDef("layernorm", ("gamma", "bias"), lambda a, dp: LayerNormAttrs.build(**a, datapath=dp), _layernorm),
     "reshape": OpDef("reshape", (), lambda a, dp: ReshapeAttrs.build(**a), _reshape, datapath_op=False),
     "permute": OpDef("permute", (), lambda a, dp: PermuteAttrs.build(**a), _permute, datapath_op=False),

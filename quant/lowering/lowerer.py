@@ -46,9 +46,9 @@ Each graph node becomes integer ops on codes:
   ``x * c``, ``x / c``, ``x + c``, ``c - x``, as attention's ``q / sqrt(d)``, likewise); PReLU with
   per-channel slopes (``nn.PReLU(C)``, ``F.prelu(x, weight)``): one table per channel; a function
   the user writes, marked with :func:`quant.elementwise`, likewise;
-* ``nn.LSTM`` (batch first, no initial state): one ``lstm`` op per layer and direction (section 6.6,
-  :mod:`quant.lowering.recurrent`), whose output codes are the layer's hidden state's, both directions
-  concatenated;
+* ``nn.LSTM`` / ``nn.GRU`` (batch first, no initial state): one ``lstm`` / ``gru`` op per layer and
+  direction (sections 6.6, 6.7, :mod:`quant.lowering.recurrent`), whose output codes are the layer's hidden
+  state's, both directions concatenated;
 * a value no input reaches (a learned position embedding ``self.positions(self.steps)``, a parameter added
   to a tensor): ``constant`` codes, the same for every sample, quantized once with its consumer's input
   scheme or the recipe's activation scheme over its own range (:mod:`quant.sim.tracing`);
@@ -90,8 +90,7 @@ from quant.contract.codes import PACKED_BITS, code_range
 from quant.contract.custom import CustomOpDef
 from quant.contract.datapath import Datapath
 from quant.lowering.attention import Projection, SiteQParams, attention_plan
-from quant.lowering.recurrent import lstm_plan
-from quant.contract.lstm import LstmAttrs
+from quant.lowering.recurrent import layer_attrs, lstm_plan
 from quant.contract.layernorm import LAYERNORM_FRACTION_BITS, LayerNormAttrs, layernorm_eps_term
 from quant.contract.matmul import MatmulAttrs
 from quant.custom.registry import custom_attrs, custom_op_of, elementwise_function_of
@@ -755,21 +754,22 @@ class _Lowering:
         self.done.update(outs)
 
     def recurrent(self, node: torch.fx.Node, m: nn.Module) -> None:
-        """A quantized ``nn.LSTM`` as one ``lstm`` op per layer (:mod:`quant.lowering.recurrent`); its output is the
-        tensor of the ``[0]`` taken of its result (the output sequence)."""
+        """A quantized ``nn.LSTM`` / ``nn.GRU`` as one ``lstm`` / ``gru`` op per layer and direction
+        (:mod:`quant.lowering.recurrent`); its output is the tensor of the ``[0]`` taken of its result."""
         name = str(node.target)
         kind = type(m).__name__
-        if not isinstance(m, nn.LSTM):
-            raise self.fail(node, f"{kind} {name!r} does not lower yet (nn.LSTM does)")
+        op = "lstm" if isinstance(m, nn.LSTM) else "gru"
+        assert isinstance(m, (nn.LSTM, nn.GRU))
+        hidden_size = int(m.hidden_size)
         hx = node.kwargs.get("hx", node.args[1] if len(node.args) > 1 else None)
         if hx is not None:
-            raise self.fail(node, f"LSTM {name!r}: initial states have no integer form here (the program starts "
-                                  "from h = 0, c = 0)")  # fmt: skip
-        out_node, outs = self.first_of_pair(node, f"LSTM {name!r}", "the final states", "the output sequence")
+            raise self.fail(node, f"{kind} {name!r}: initial states have no integer form here (the program starts "
+                                  "from zero states)")  # fmt: skip
+        out_node, outs = self.first_of_pair(node, f"{kind} {name!r}", "the final states", "the output sequence")
         try:
             plan = lstm_plan(m, self.handle, name, self.dp)
         except (KeyError, ValueError) as err:
-            raise self.fail(node, f"LSTM {name!r}: {err}") from None
+            raise self.fail(node, f"{kind} {name!r}: {err}") from None
         src = node.kwargs.get("input", node.args[0])
         n_steps = self.shape(src)[1]  # type: ignore[arg-type]
         first = plan[0][0].x
@@ -782,18 +782,11 @@ class _Lowering:
                 try:
                     self.dp.check_spec(lp.h.spec, "activation")
                     self.dp.check_spec(lp.weight_spec, "weight")
-                    attrs = LstmAttrs.build(hidden=m.hidden_size, features=int(lp.w_ih.shape[1]),
-                                            x_zero_point=lp.x.zero_point, h_zero_point=lp.h.zero_point,
-                                            ih_zero_point=lp.ih_zero_point, hh_zero_point=lp.hh_zero_point,
-                                            ih_multiplier=lp.ih_multiplier, hh_multiplier=lp.hh_multiplier,
-                                            out_multiplier=lp.out_multiplier, cell_shift=lp.cell_shift,
-                                            reverse=lp.reverse, datapath=self.dp)  # fmt: skip
-                    attrs.check_biases(*(None if b is None else (b.numel(), int(b.min()), int(b.max()))
-                                         for b in (lp.b_ih, lp.b_hh)))  # fmt: skip
+                    attrs = layer_attrs(m, lp, self.dp)
                 except ValueError as err:
-                    raise self.fail(node, f"LSTM {name!r} (layer {i}): {err}") from None
+                    raise self.fail(node, f"{kind} {name!r} (layer {i}): {err}") from None
                 t = self.unique(f"{name}.l{i}{'_reverse' if lp.reverse else ''}")
-                info = TensorInfo(t, (None, n_steps, m.hidden_size), lp.h.spec.bits, lp.h.spec.signed, lp.h.scale,
+                info = TensorInfo(t, (None, n_steps, hidden_size), lp.h.spec.bits, lp.h.spec.signed, lp.h.scale,
                                   lp.h.zero_point)  # fmt: skip
                 self.tensors[t] = info
                 params: dict[str, Any] = {"w_ih": self.weight_param(lp.w_ih, lp.weight_spec),
@@ -801,7 +794,7 @@ class _Lowering:
                 for key, b in (("b_ih", lp.b_ih), ("b_hh", lp.b_hh)):
                     if b is not None:
                         params[key] = b.numpy().astype(np.int32)
-                outs_l.append(self.emit(node, "lstm", [x], _Edge(t, info), attrs, params))
+                outs_l.append(self.emit(node, op, [x], _Edge(t, info), attrs, params))
             if len(outs_l) == 1:
                 x = outs_l[0]
                 continue
@@ -810,7 +803,7 @@ class _Lowering:
                                              f"the joined directions of module {name!r}")  # fmt: skip
             parts = [self.requantize_to(node, e, both) for e in outs_l]
             t = self.unique(f"{name}.l{i}_both")
-            info = TensorInfo(t, (None, n_steps, 2 * m.hidden_size), both.spec.bits, both.spec.signed, both.scale,
+            info = TensorInfo(t, (None, n_steps, 2 * hidden_size), both.spec.bits, both.spec.signed, both.scale,
                               both.zero_point)  # fmt: skip
             self.tensors[t] = info
             x = self.emit(node, "concat", parts, _Edge(t, info), ConcatAttrs.build(axis=2))

@@ -1,7 +1,8 @@
-"""``nn.LSTM`` on the integer datapath: what its lowering and exact simulation both compute.
+"""``nn.LSTM`` and ``nn.GRU`` on the integer datapath: what their lowering and exact simulation both compute.
 
 A quantized ``nn.LSTM`` (:mod:`quant.sim.recurrent`) becomes one ``lstm`` op (docs/arithmetic.md section 6.6)
-per layer, each reading the codes the previous one writes:
+per layer and direction, an ``nn.GRU`` one ``gru`` op (section 6.7, ``M_hq = s_h 2^15``), each reading the codes
+the previous one writes:
 
 * the first layer's input codes are the module's ``input`` quantizer's; every layer's output codes are its
   ``hidden`` quantizer's (the next step's operand, so the datapath's activation codes); a bidirectional
@@ -22,12 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn as nn
 
 from quant.contract.datapath import Datapath
+from quant.contract.gru import GruAttrs
+from quant.contract.lstm import LstmAttrs
 from quant.contract.spec import QuantSpec
 from quant.lowering.attention import SiteQParams, _original, _site
 from quant.reference.rounding import rounding_fn
@@ -35,7 +38,7 @@ from quant.sim.attach import QuantHandle
 from quant.sim.functional import quantize as quantize_weight
 from quant.sim.qparams import qparams_from_range
 
-__all__ = ["LstmLayerPlan", "lstm_plan", "joined", "DEFAULT_CELL_SHIFT"]
+__all__ = ["LstmLayerPlan", "lstm_plan", "layer_attrs", "joined", "DEFAULT_CELL_SHIFT"]
 
 #: The cell's scale ``2^-11`` (range ``[-16, 16)``) without a calibrated cell quantizer.
 DEFAULT_CELL_SHIFT = 11
@@ -57,8 +60,9 @@ class LstmLayerPlan:
     ih_multiplier: list[float]
     hh_multiplier: list[float]
     out_multiplier: float
-    cell_shift: int
+    cell_shift: int  # the LSTM's cell scale 2^-k (0 for a GRU)
     reverse: bool = False
+    hq_multiplier: float = 0.0  # the GRU's previous state to Q0.15, s_h 2^15 (0 for an LSTM)
 
 
 def _cell_shift(handle: QuantHandle, name: str, key: str) -> int:
@@ -75,6 +79,23 @@ def _quantizer_keys(handle: QuantHandle, name: str) -> set[str]:
     return {role for n, role, _ in handle.quantizers() if n == name}
 
 
+def layer_attrs(m: nn.Module, lp: LstmLayerPlan, dp: Datapath) -> Union[LstmAttrs, GruAttrs]:
+    """The record of one layer and direction: an ``lstm`` for an ``nn.LSTM``, a ``gru`` for an ``nn.GRU``."""
+    common: dict[str, Any] = dict(
+        hidden=int(lp.w_hh.shape[1]), features=int(lp.w_ih.shape[1]), x_zero_point=lp.x.zero_point,
+        h_zero_point=lp.h.zero_point, ih_zero_point=lp.ih_zero_point, hh_zero_point=lp.hh_zero_point,
+        ih_multiplier=lp.ih_multiplier, hh_multiplier=lp.hh_multiplier, out_multiplier=lp.out_multiplier,
+        reverse=lp.reverse, datapath=dp,
+    )  # fmt: skip
+    attrs: Union[LstmAttrs, GruAttrs]
+    if isinstance(m, nn.LSTM):
+        attrs = LstmAttrs.build(cell_shift=lp.cell_shift, **common)
+    else:
+        attrs = GruAttrs.build(hq_multiplier=lp.hq_multiplier, **common)
+    attrs.check_biases(*(None if b is None else (b.numel(), int(b.min()), int(b.max())) for b in (lp.b_ih, lp.b_hh)))
+    return attrs
+
+
 def joined(sites: list[SiteQParams]) -> SiteQParams:
     """The qparams (of the first's spec) covering the real ranges of every one of ``sites``: the codes both
     directions of a bidirectional layer are concatenated in."""
@@ -87,13 +108,15 @@ def joined(sites: list[SiteQParams]) -> SiteQParams:
     return SiteQParams(float(s.reshape(-1)[0]), int(z.reshape(-1)[0]), spec)
 
 
-def lstm_plan(m: nn.LSTM, handle: QuantHandle, name: str, dp: Datapath) -> list[list[LstmLayerPlan]]:
-    """The integer parameters of every layer of ``m`` (module ``name``) on ``dp``, one plan per direction; a layer
-    after a bidirectional one reads both directions' codes joined (:func:`joined`). ``ValueError`` naming what
-    cannot run."""
+def lstm_plan(m: nn.Module, handle: QuantHandle, name: str, dp: Datapath) -> list[list[LstmLayerPlan]]:
+    """The integer parameters of every layer of ``m`` (an ``nn.LSTM`` or ``nn.GRU``, module ``name``) on ``dp``,
+    one plan per direction; a layer after a bidirectional one reads both directions' codes joined
+    (:func:`joined`). ``ValueError`` naming what cannot run."""
+    assert isinstance(m, (nn.LSTM, nn.GRU))
+    lstm = isinstance(m, nn.LSTM)
     if not m.batch_first:
         raise ValueError("batch_first=False: the program's tensors are batch first (build it with batch_first=True)")
-    if m.proj_size > 0:
+    if lstm and m.proj_size > 0:
         raise ValueError(f"proj_size={m.proj_size} has no integer form here")
     if m.training and m.dropout > 0:
         raise ValueError("in training mode with dropout: lower the model in eval mode")
@@ -127,8 +150,8 @@ def lstm_plan(m: nn.LSTM, handle: QuantHandle, name: str, dp: Datapath) -> list[
                     weight_spec=spec, b_ih=biases[0], b_hh=biases[1],
                     ih_multiplier=(x.scale * scales[0] * 4096.0).tolist(),
                     hh_multiplier=(h.scale * scales[1] * 4096.0).tolist(), out_multiplier=2.0**-30 / h.scale,
-                    cell_shift=_cell_shift(handle, name, cell_key) if cell_key in keys else DEFAULT_CELL_SHIFT,
-                    reverse=reverse,
+                    cell_shift=(_cell_shift(handle, name, cell_key) if cell_key in keys else DEFAULT_CELL_SHIFT) if lstm else 0,
+                    reverse=reverse, hq_multiplier=0.0 if lstm else h.scale * 2.0**15,
                 ))  # fmt: skip
             layers.append(directions)
             x = joined([d.h for d in directions])

@@ -29,12 +29,14 @@ from quant.contract.attrs import (
 from quant.contract.backend import Weights, register_backend
 from quant.contract.custom import CustomOpAttrs
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.gru import GruAttrs
 from quant.contract.lstm import LstmAttrs
 from quant.reference.add import run_add
 from quant.reference.conv2d import run_conv2d
 from quant.reference.custom import run_custom
 from quant.reference.layernorm import run_layernorm
 from quant.reference.linear import run_linear
+from quant.reference.gru import run_gru
 from quant.reference.lstm import run_lstm
 from quant.reference.lut import run_lut
 from quant.reference.mul import run_mul
@@ -104,6 +106,12 @@ class TorchReference:
              b_hh: Optional[Codes]) -> Codes:  # fmt: skip
         """See :meth:`quant.contract.backend.Backend.lstm`."""
         y = run_lstm(attrs, _tensor(x), _weights(w_ih), _weights(w_hh), _tensor(b_ih), _tensor(b_hh))
+        return _codes(y, attrs.output.signed)
+
+    def gru(self, attrs: GruAttrs, x: Codes, w_ih: Weights, w_hh: Weights, b_ih: Optional[Codes],
+            b_hh: Optional[Codes]) -> Codes:  # fmt: skip
+        """See :meth:`quant.contract.backend.Backend.gru`."""
+        y = run_gru(attrs, _tensor(x), _weights(w_ih), _weights(w_hh), _tensor(b_ih), _tensor(b_hh))
         return _codes(y, attrs.output.signed)
 
     def avg_pool2d(self, attrs: AvgPool2dAttrs, x: Codes) -> Codes:

@@ -18,12 +18,12 @@ from quant.reference.accumulate import accumulate
 from quant.reference.integer import rounding_right_shift
 from quant.reference.requantize import requantize_accumulator
 
-__all__ = ["run_lstm"]
+__all__ = ["run_lstm", "table_fn"]
 
 _LO16, _HI16 = -(1 << 15), (1 << 15) - 1
 
 
-def _table_fn(table: torch.Tensor, p: torch.Tensor, rounding: str) -> torch.Tensor:
+def table_fn(table: torch.Tensor, p: torch.Tensor, rounding: str) -> torch.Tensor:
     """``T[n] + rrs((T[n + 1] - T[n]) d, 7)`` for Q3.12 ``p``: ``u = p + 2^15``, ``n = u >> 7``, ``d = u & 127``."""
     u = p + (1 << 15)
     n, d = u >> 7, u & 127
@@ -73,11 +73,11 @@ def run_lstm(
                                      channel_dim=-1, op=op)  # fmt: skip
         p = torch.clamp(q_x[:, t] + q_h, _LO16, _HI16)
         i, f, g, o = (p[:, j * hidden : (j + 1) * hidden] for j in range(4))
-        i, f, o = (_table_fn(sigmoid, v, rnd) for v in (i, f, o))
-        g = _table_fn(tanh, g, rnd)
+        i, f, o = (table_fn(sigmoid, v, rnd) for v in (i, f, o))
+        g = table_fn(tanh, g, rnd)
         c = torch.clamp(rounding_right_shift(f * c, 15, rnd) + rounding_right_shift(i * g, 30 - k, rnd), _LO16, _HI16)
         v = rounding_right_shift(c, k - 12, rnd) if k >= 12 else torch.clamp(c * (1 << (12 - k)), _LO16, _HI16)
-        h = requantize_accumulator(o * _table_fn(tanh, v, rnd), attrs.out_requant, dp, y_zero_point=out.zero_point,
+        h = requantize_accumulator(o * table_fn(tanh, v, rnd), attrs.out_requant, dp, y_zero_point=out.zero_point,
                                    lo=out.lo, hi=out.hi, op=op)  # fmt: skip
         y[:, t] = h
     return y

@@ -260,8 +260,8 @@ class ExactSimulation:
             m = self.model.get_submodule(str(x.target))
             if isinstance(m, nn.MultiheadAttention) and node.args[1] == 0:
                 return self.attention(x, m, node, codes)
-            if isinstance(m, nn.LSTM) and node.args[1] == 0:
-                return self.lstm(x, m, node, codes)
+            if isinstance(m, (nn.LSTM, nn.GRU)) and node.args[1] == 0:
+                return self.recurrent(x, m, node, codes)
         custom = custom_op_of(node.target) if node.op == "call_function" else None
         if custom is not None:  # the op's registered integer reference on the plan's qparams
             operands = [self.info(a).operand() for a in node.args]  # type: ignore[arg-type]
@@ -444,12 +444,13 @@ class ExactSimulation:
         batch = next(c for n, c in codes.items() if n.op == "placeholder").shape[0]
         return q.expand(batch, *q.shape).clone()
 
-    def lstm(self, node: torch.fx.Node, m: nn.LSTM, out_node: torch.fx.Node,
-             codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:  # fmt: skip
-        """A quantized ``nn.LSTM`` (:mod:`quant.lowering.recurrent`): the contract's lstm per layer on the reference,
-        then the output sequence in the plan's qparams."""
+    def recurrent(self, node: torch.fx.Node, m: nn.Module, out_node: torch.fx.Node,
+                  codes: dict[torch.fx.Node, torch.Tensor]) -> torch.Tensor:  # fmt: skip
+        """A quantized ``nn.LSTM`` / ``nn.GRU`` (:mod:`quant.lowering.recurrent`): the contract's lstm / gru per layer
+        and direction on the reference, then the output sequence in the plan's qparams."""
         from quant.contract.lstm import LstmAttrs
-        from quant.lowering.recurrent import lstm_plan
+        from quant.lowering.recurrent import layer_attrs, lstm_plan
+        from quant.reference.gru import run_gru
         from quant.reference.lstm import run_lstm
 
         src = node.kwargs.get("input", node.args[0])
@@ -462,13 +463,10 @@ class ExactSimulation:
         for i, directions in enumerate(plan):
             results = []
             for lp in directions:
-                attrs = LstmAttrs.build(hidden=m.hidden_size, features=int(lp.w_ih.shape[1]), x_zero_point=lp.x.zero_point,
-                                        h_zero_point=lp.h.zero_point, ih_zero_point=lp.ih_zero_point,
-                                        hh_zero_point=lp.hh_zero_point, ih_multiplier=lp.ih_multiplier,
-                                        hh_multiplier=lp.hh_multiplier, out_multiplier=lp.out_multiplier,
-                                        cell_shift=lp.cell_shift, reverse=lp.reverse, datapath=self.datapath)  # fmt: skip
+                attrs = layer_attrs(m, lp, self.datapath)
                 h = TensorInfo("hidden", info.shape, lp.h.spec.bits, lp.h.spec.signed, lp.h.scale, lp.h.zero_point)
-                results.append((run_lstm(attrs, x, lp.w_ih, lp.w_hh, lp.b_ih, lp.b_hh), h))
+                run = run_lstm if isinstance(attrs, LstmAttrs) else run_gru
+                results.append((run(attrs, x, lp.w_ih, lp.w_hh, lp.b_ih, lp.b_hh), h))  # type: ignore[arg-type]
             if len(results) == 1:
                 x, info = results[0]
                 continue

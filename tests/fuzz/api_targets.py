@@ -485,39 +485,46 @@ def layernorm_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
 
 
 @st.composite
-def lstm_cases(draw: st.DrawFn, hostile: bool = True) -> ApiCase:
+def recurrent_cases(draw: st.DrawFn, op: str = "lstm", hostile: bool = True) -> ApiCase:
+    gates = 4 if op == "lstm" else 3
     dp: Datapath = draw(datapaths())
     f, h, t = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
     n = draw(st.sampled_from([0, 1, 2]))
     x = codes(draw, (n, t, f), dp.a_bits, dp.a_signed)
-    w_ih, w_hh = codes(draw, (4 * h, f), dp.w_bits, dp.w_signed), codes(draw, (4 * h, h), dp.w_bits, dp.w_signed)
+    w_ih, w_hh = codes(draw, (gates * h, f), dp.w_bits, dp.w_signed), codes(draw, (gates * h, h), dp.w_bits, dp.w_signed)
     kw: dict[str, Any] = dict(
         x_zero_point=zero_point(draw, dp.a_bits, dp.a_signed, dp.a_zero_point),
         h_zero_point=zero_point(draw, dp.a_bits, dp.a_signed, dp.a_zero_point),
         ih_zero_point=[zero_point(draw, dp.w_bits, dp.w_signed, dp.w_zero_point)],
         hh_zero_point=[zero_point(draw, dp.w_bits, dp.w_signed, dp.w_zero_point)],
-        ih_multiplier=multiplier(draw, dp, 4 * h), hh_multiplier=multiplier(draw, dp, 4 * h),
-        out_multiplier=multiplier(draw, dp, 1), cell_shift=draw(st.integers(0, 15)), reverse=draw(st.booleans()),
-        datapath=dp,
+        ih_multiplier=multiplier(draw, dp, gates * h), hh_multiplier=multiplier(draw, dp, gates * h),
+        out_multiplier=multiplier(draw, dp, 1), reverse=draw(st.booleans()), datapath=dp,
     )  # fmt: skip
-    b_ih = bias(draw, dp, 4 * h)
-    b_hh = bias(draw, dp, 4 * h)
-    case = ApiCase("lstm", [x, w_ih, w_hh, b_ih, b_hh], kw)
+    if op == "lstm":
+        kw["cell_shift"] = draw(st.integers(0, 15))
+    else:
+        kw["hq_multiplier"] = multiplier(draw, dp, 1)
+    b_ih = bias(draw, dp, gates * h)
+    b_hh = bias(draw, dp, gates * h)
+    case = ApiCase(op, [x, w_ih, w_hh, b_ih, b_hh], kw)
     if hostile and draw(_hostile):
-        kind = draw(st.sampled_from(["cell_shift", "zero_point", "multiplier", "shape", "bias", "c_only"]))
+        kind = draw(st.sampled_from(["cell_shift" if op == "lstm" else "reverse", "zero_point", "multiplier", "shape",
+                                     "bias", "c_only"]))  # fmt: skip
         if kind == "cell_shift":
             kw["cell_shift"] = draw(st.sampled_from([-1, 16, 2**31, 1.5, None]))
+        elif kind == "reverse":
+            kw["reverse"] = draw(st.sampled_from([2, -1, None, "yes"]))
         elif kind == "zero_point":
             kw[draw(st.sampled_from(["x_zero_point", "h_zero_point"]))] = draw(st.sampled_from(BAD_ZERO_POINTS))
         elif kind == "multiplier":
             kw[draw(st.sampled_from(["ih_multiplier", "hh_multiplier", "out_multiplier"]))] = draw(
-                st.sampled_from(BAD_MULTIPLIERS + [[0.5] * (4 * h + 1)]))
+                st.sampled_from(BAD_MULTIPLIERS + [[0.5] * (gates * h + 1)]))
         elif kind == "shape":
             at = draw(st.sampled_from([0, 1, 2]))
             bits, signed = (dp.a_bits, dp.a_signed) if at == 0 else (dp.w_bits, dp.w_signed)
-            case.args[at] = codes(draw, draw(st.sampled_from([(3, 5), (1, t, f + 1), (4 * h + 4, 1)])), bits, signed)
+            case.args[at] = codes(draw, draw(st.sampled_from([(3, 5), (1, t, f + 1), (gates * h + 4, 1)])), bits, signed)
         elif kind == "bias":
-            case.args[3] = np.zeros(4 * h + 1, np.int32)
+            case.args[3] = np.zeros(gates * h + 1, np.int32)
         else:
             _c_only_change(draw, case, ["0", "1", "2"])
         case.hostile = case.hostile or kind
@@ -742,7 +749,8 @@ API_TARGETS: dict[str, tuple[st.SearchStrategy[ApiCase], Callable[[ApiCase], Ver
     "api.mul": (mul_cases(), run_api_case),
     "api.softmax": (softmax_cases(), run_api_case),
     "api.layernorm": (layernorm_cases(), run_api_case),
-    "api.lstm": (lstm_cases(), run_api_case),
+    "api.lstm": (recurrent_cases("lstm"), run_api_case),
+    "api.gru": (recurrent_cases("gru"), run_api_case),
     "api.avg_pool2d": (pool_cases("avg_pool2d"), run_api_case),
     "api.max_pool2d": (pool_cases("max_pool2d"), run_api_case),
     "api.lut": (lut_cases(), run_api_case),

@@ -250,7 +250,7 @@ def _struct_fields(name: str) -> list[str]:
 @st.composite
 def free_cases(draw: st.DrawFn) -> tuple[str, list[Any]]:
     fn = draw(st.sampled_from(["conv2d_output_size", "conv2d_scratch_bytes", "linear_scratch_bytes", "struct_bytes",
-                               "status_message", "isa_query", "lstm_scratch_bytes"]))  # fmt: skip
+                               "status_message", "isa_query", "lstm_scratch_bytes", "gru_scratch_bytes"]))  # fmt: skip
     value = st.sampled_from(RAW_INTS) | st.integers(-(2**31), 2**31 - 1)
 
     def fields(struct: str) -> dict[str, Any]:
@@ -262,7 +262,7 @@ def free_cases(draw: st.DrawFn) -> tuple[str, list[Any]]:
         return fn, [fields("qk_conv2d_geometry"), fields("qk_datapath")]
     if fn == "linear_scratch_bytes":
         return fn, [draw(value), draw(value), draw(value), fields("qk_datapath")]
-    if fn == "lstm_scratch_bytes":
+    if fn in ("lstm_scratch_bytes", "gru_scratch_bytes"):
         return fn, [draw(value), draw(value)]
     if fn == "struct_bytes":
         struct = draw(st.sampled_from(sorted(_qk.abi())))
@@ -288,7 +288,8 @@ RAW_TARGETS: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], Verdict]]] 
     "raw.mul": _raw(api.mul_cases(hostile=False)),
     "raw.softmax": _raw(api.softmax_cases(hostile=False)),
     "raw.layernorm": _raw(api.layernorm_cases(hostile=False)),
-    "raw.lstm": _raw(api.lstm_cases(hostile=False)),
+    "raw.lstm": _raw(api.recurrent_cases("lstm", hostile=False)),
+    "raw.gru": _raw(api.recurrent_cases("gru", hostile=False)),
     "raw.avg_pool2d": _raw(api.pool_cases("avg_pool2d", hostile=False)),
     "raw.max_pool2d": _raw(api.pool_cases("max_pool2d", hostile=False)),
     "raw.lut": _raw(api.lut_cases(hostile=False)),

@@ -64,9 +64,10 @@ def test_the_verdicts_flag_disagreements_and_unclear_errors() -> None:
 def test_every_entry_point_has_a_target() -> None:
     from kernels import _qk
 
-    kernel_functions = {"conv2d", "linear", "requantize", "add", "mul", "softmax", "layernorm", "lstm", "avg_pool2d", "max_pool2d", "lut",
+    kernel_functions = {"conv2d", "linear", "requantize", "add", "mul", "softmax", "layernorm", "lstm", "gru", "avg_pool2d", "max_pool2d", "lut",
                         "pack", "unpack", "rounding_right_shift", "srdhm"}  # fmt: skip
     free_functions = {"conv2d_output_size", "conv2d_scratch_bytes", "linear_scratch_bytes", "lstm_scratch_bytes",
+                      "gru_scratch_bytes",
                       "struct_bytes", "status_message", "isa_query"}  # fmt: skip
     assert {n for n in dir(_qk) if callable(getattr(_qk, n))} == kernel_functions | free_functions | {"abi"}
     for name in kernel_functions:

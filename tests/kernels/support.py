@@ -30,6 +30,7 @@ from quant.contract.attrs import (
 )
 from quant.contract.backend import Backend, get_backend
 from quant.contract.layernorm import LayerNormAttrs
+from quant.contract.gru import GruAttrs
 from quant.contract.lstm import LstmAttrs
 from quant.contract.datapath import OVERFLOW_MODES, PRESETS, REQUANT_MODES, Datapath
 from quant.contract.rounding import INTEGER_ROUNDING_MODES
@@ -95,6 +96,14 @@ class KeywordBackend:
             raise ValueError(f"lstm: w_ih and w_hh must be 2-D, got {shape_ih} and {shape_hh}")
         attrs = LstmAttrs.build(hidden=shape_hh[1], features=shape_ih[1], **kw)
         return self.backend.lstm(attrs, x, w_ih, w_hh, b_ih, b_hh).astype(np.int64)
+
+    def gru(self, x: Array, w_ih: Any, w_hh: Any, b_ih: Optional[Array] = None, b_hh: Optional[Array] = None,
+            **kw: Any) -> Array:  # fmt: skip
+        shape_ih, shape_hh = tuple(getattr(w_ih, "shape", ())), tuple(getattr(w_hh, "shape", ()))
+        if len(shape_ih) != 2 or len(shape_hh) != 2:
+            raise ValueError(f"gru: w_ih and w_hh must be 2-D, got {shape_ih} and {shape_hh}")
+        attrs = GruAttrs.build(hidden=shape_hh[1], features=shape_ih[1], **kw)
+        return self.backend.gru(attrs, x, w_ih, w_hh, b_ih, b_hh).astype(np.int64)
 
     def layernorm(self, x: Array, *, gamma: Optional[Array] = None, bias: Optional[Array] = None, **kw: Any) -> Array:
         if not isinstance(x, np.ndarray) or x.ndim < 1:

@@ -269,3 +269,60 @@ def lstm(
             h = new_h
             out[s, t] = h
     return out
+
+
+def gru(
+    x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray], b_hh: Optional[np.ndarray], *,
+    x_zero_point: int, h_zero_point: int, ih_zero_point: Sequence[int], hh_zero_point: Sequence[int],
+    ih_multiplier: Any, hh_multiplier: Any, hq_multiplier: float, out_multiplier: float, reverse: bool,
+    datapath: Datapath,
+) -> np.ndarray:  # fmt: skip
+    """Section 6.7 with Python ints, one sample, step and element at a time (its own sigmoid/tanh tables)."""
+    import math
+
+    dp, mode = datapath, datapath.rounding
+    lo16, hi16 = -(1 << 15), (1 << 15) - 1
+
+    def sat16(v: int) -> int:
+        return max(lo16, min(hi16, v))
+
+    def rrs(v: int, s: int) -> int:
+        return v if s <= 0 else round_rational(Fraction(v, 1 << s), mode)
+
+    def table(fn: Any) -> list[int]:
+        return [sat16(round((1 << 15) * fn((128 * n - (1 << 15)) / 4096.0))) for n in range(513)]
+
+    sig, tanh = table(lambda v: 1.0 / (1.0 + math.exp(-v))), table(math.tanh)
+
+    def lookup(t: list[int], p: int) -> int:
+        u = p + (1 << 15)
+        return t[u >> 7] + rrs((t[(u >> 7) + 1] - t[u >> 7]) * (u & 127), 7)
+
+    n, steps, features = x.shape
+    rows = w_ih.shape[0]
+    hidden = rows // 3
+    zi = list(ih_zero_point) * (rows if len(ih_zero_point) == 1 else 1)
+    zh = list(hh_zero_point) * (rows if len(hh_zero_point) == 1 else 1)
+    a_lo, a_hi = _out_range(dp.a_bits, dp.a_signed, None, None)
+    out = np.zeros((n, steps, hidden), dtype=np.int64)
+    for s in range(n):
+        h = [h_zero_point] * hidden
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            qa, qh = [], []
+            for j in range(rows):
+                a = accumulate_scalar(0 if b_ih is None else int(b_ih[j]), [(int(x[s, t, q]) - x_zero_point) * (int(w_ih[j, q]) - zi[j])
+                                      for q in range(features)], dp.acc_bits, dp.overflow)  # fmt: skip
+                r = accumulate_scalar(0 if b_hh is None else int(b_hh[j]), [(h[q] - h_zero_point) * (int(w_hh[j, q]) - zh[j])
+                                      for q in range(hidden)], dp.acc_bits, dp.overflow)  # fmt: skip
+                qa.append(requant_scalar(a, _mult(ih_multiplier, j), dp, 0, lo16, hi16))
+                qh.append(requant_scalar(r, _mult(hh_multiplier, j), dp, 0, lo16, hi16))
+            new_h = []
+            for j in range(hidden):
+                rg = lookup(sig, sat16(qa[j] + qh[j]))
+                zg = lookup(sig, sat16(qa[hidden + j] + qh[hidden + j]))
+                ng = lookup(tanh, sat16(qa[2 * hidden + j] + rrs(rg * qh[2 * hidden + j], 15)))
+                hq = requant_scalar(h[j] - h_zero_point, hq_multiplier, dp, 0, lo16, hi16)
+                new_h.append(requant_scalar(((1 << 15) - zg) * ng + zg * hq, out_multiplier, dp, h_zero_point, a_lo, a_hi))
+            h = new_h
+            out[s, t] = h
+    return out

@@ -135,6 +135,18 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
                   int32_t cell_shift, int32_t reverse, const int16_t *sigmoid_table, const int16_t *tanh_table,
                   size_t table_len, void *y, size_t y_len, void *scratch, size_t scratch_bytes);
 
+/* One integer GRU layer over a sequence (section 6.7): as qk_lstm with 3 hidden gate rows in the order r, z,
+ * n, no cell, rq_hq the requantization of h - h_zero_point to Q0.15 (zero point 0) and rq_out that of
+ * (2^15 - z) n + z h (Q0.30) to the output codes. scratch holds qk_gru_scratch_bytes(features, hidden) bytes. */
+qk_status qk_gru_scratch_bytes(size_t features, size_t hidden, size_t *bytes);
+qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const qk_datapath *dp, const void *x,
+                 size_t x_len, int32_t x_zero_point, int32_t h_zero_point, const qk_weights *w_ih,
+                 const qk_weights *w_hh, const int32_t *b_ih, size_t b_ih_len, const int32_t *b_hh, size_t b_hh_len,
+                 const qk_requant_params *rq_ih, const qk_requant_params *rq_hh, const qk_requant_params *rq_hq,
+                 const qk_requant_params *rq_out, int32_t reverse, const int16_t *sigmoid_table,
+                 const int16_t *tanh_table, size_t table_len, void *y, size_t y_len, void *scratch,
+                 size_t scratch_bytes);
+
 /* ------------------------------------------------------------------ pooling */
 
 typedef struct qk_pool2d_geometry {

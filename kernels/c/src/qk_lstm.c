@@ -2,11 +2,9 @@
 #include "../include/qk.h"
 #include "internal/qk_arith.h"
 #include "internal/qk_internal.h"
+#include "internal/qk_recurrent.h"
 #include "internal/qk_requant_core.h"
 
-#define QK__LSTM_TABLE 513
-#define QK__LO16 (-32768)
-#define QK__HI16 32767
 
 typedef struct qk__lstm_plan {
     int16_t *wi, *wh;          /* w - z_w rows: 4H x F and 4H x H */
@@ -47,46 +45,6 @@ qk_status qk_lstm_scratch_bytes(size_t features, size_t hidden, size_t *bytes)
         *bytes = ar.used;
     }
     return st;
-}
-
-/* bias + sum_k a[k] w[k] in the A-bit accumulator (section 4); QK_ERR_OVERFLOW in error mode. */
-static qk_status qk__lstm_dot(const int32_t *a, const int16_t *w, size_t k, int32_t bias, const qk_datapath *dp,
-                              int64_t *out)
-{
-    int64_t lo = -(INT64_C(1) << (dp->acc_bits - 1)), hi = (INT64_C(1) << (dp->acc_bits - 1)) - 1, s = bias;
-    size_t j;
-    if (dp->overflow == QK_OVERFLOW_WRAP) {
-        for (j = 0; j < k; ++j) {
-            s += (int64_t)a[j] * w[j]; /* |s| <= 2^31 + k 2^18: exact */
-        }
-        *out = qk__wrap_bits(s, dp->acc_bits);
-        return QK_OK;
-    }
-    for (j = 0; j <= k; ++j) {
-        if (j > 0) {
-            s += (int64_t)a[j - 1] * w[j - 1];
-        }
-        if (s < lo || s > hi) {
-            if (dp->overflow == QK_OVERFLOW_ERROR) {
-                return QK_ERR_OVERFLOW;
-            }
-            s = s < lo ? lo : hi;
-        }
-    }
-    *out = s;
-    return QK_OK;
-}
-
-/* T[n] + rrs((T[n + 1] - T[n]) d, 7) of the Q3.12 value p: u = p + 2^15, n = u >> 7, d = u & 127. */
-static int32_t qk__lstm_table(const int16_t *t, int32_t p, int mode)
-{
-    int32_t u = p + 32768, n = u >> 7, d = u & 127;
-    return t[n] + (int32_t)qk__rounding_right_shift((int64_t)(t[n + 1] - t[n]) * d, 7, mode);
-}
-
-static int32_t qk__sat16(int64_t v)
-{
-    return (int32_t)qk__clamp64(v, QK__LO16, QK__HI16);
 }
 
 qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const qk_datapath *dp, const void *x,
@@ -148,7 +106,7 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
     if (cell_shift < 0 || cell_shift > 15 || (reverse != 0 && reverse != 1)) {
         return QK_ERR_PARAM_VALUE;
     }
-    if (table_len != QK__LSTM_TABLE) {
+    if (table_len != QK__RNN_TABLE) {
         return QK_ERR_PARAM_LENGTH;
     }
     qk__code_range(dp->a_bits, dp->a_signed, &lo, &hi);
@@ -189,8 +147,8 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
             for (j = 0; j < rows; ++j) {
                 int64_t a, r;
                 int32_t qa, qr;
-                if ((st = qk__lstm_dot(pl.xd, pl.wi + j * features, features, b_ih != NULL ? b_ih[j] : 0, dp, &a)) != QK_OK ||
-                    (st = qk__lstm_dot(pl.hd, pl.wh + j * hidden, hidden, b_hh != NULL ? b_hh[j] : 0, dp, &r)) != QK_OK) {
+                if ((st = qk__rnn_dot(pl.xd, pl.wi + j * features, features, b_ih != NULL ? b_ih[j] : 0, dp, &a)) != QK_OK ||
+                    (st = qk__rnn_dot(pl.hd, pl.wh + j * hidden, hidden, b_hh != NULL ? b_hh[j] : 0, dp, &r)) != QK_OK) {
                     return st;
                 }
                 qa = qk__requant_value(a, dp, rq_ih, j, QK__LO16, QK__HI16);
@@ -198,15 +156,15 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
                 pl.p[j] = qk__sat16((int64_t)qa + qr);
             }
             for (j = 0; j < hidden; ++j) {
-                int32_t i = qk__lstm_table(sigmoid_table, pl.p[j], mode);
-                int32_t f = qk__lstm_table(sigmoid_table, pl.p[hidden + j], mode);
-                int32_t g = qk__lstm_table(tanh_table, pl.p[2 * hidden + j], mode);
-                int32_t o = qk__lstm_table(sigmoid_table, pl.p[3 * hidden + j], mode);
+                int32_t i = qk__rnn_table(sigmoid_table, pl.p[j], mode);
+                int32_t f = qk__rnn_table(sigmoid_table, pl.p[hidden + j], mode);
+                int32_t g = qk__rnn_table(tanh_table, pl.p[2 * hidden + j], mode);
+                int32_t o = qk__rnn_table(sigmoid_table, pl.p[3 * hidden + j], mode);
                 int32_t c = qk__sat16(qk__rounding_right_shift((int64_t)f * pl.c[j], 15, mode) +
                                       qk__rounding_right_shift((int64_t)i * g, 30 - cell_shift, mode));
                 int32_t v = cell_shift >= 12 ? (int32_t)qk__rounding_right_shift(c, cell_shift - 12, mode)
                                              : qk__sat16((int64_t)c * (INT64_C(1) << (12 - cell_shift)));
-                int32_t h = qk__requant_value((int64_t)o * qk__lstm_table(tanh_table, v, mode), dp, rq_out, 0,
+                int32_t h = qk__requant_value((int64_t)o * qk__rnn_table(tanh_table, v, mode), dp, rq_out, 0,
                                               rq_out->y_min, rq_out->y_max);
                 pl.c[j] = c;
                 pl.h[j] = h;

@@ -1,7 +1,8 @@
-"""nn.LSTM lowers to one integer ``lstm`` op per layer and direction (docs/arithmetic.md section 6.6, quant.lowering.recurrent)
-and runs with 0 mismatches, exact simulation vs torch reference vs C kernels, on every preset; a calibrated cell
-quantizer sets the cell's scale; the exported C folder reproduces every code under the sanitizers; ONNX has no
-form of it and says so; what has no integer form is refused by name."""
+"""nn.LSTM and nn.GRU lower to one integer ``lstm`` / ``gru`` op per layer and direction (docs/arithmetic.md
+sections 6.6, 6.7, quant.lowering.recurrent) and run with 0 mismatches, exact simulation vs torch reference vs C
+kernels, on every preset; a calibrated cell quantizer sets the LSTM cell's scale; the exported C folders reproduce
+every code under the sanitizers; ONNX has no form of them and says so; what has no integer form is refused by
+name."""
 
 from __future__ import annotations
 
@@ -107,15 +108,36 @@ def test_what_has_no_integer_form_is_refused_by_name(options: dict[str, Any], fo
         _lowered(model, "tflite_int8", torch.randn(8, 7, 3))
 
 
-def test_a_gru_is_refused_by_name() -> None:
-    class WithGRU(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.gru, self.fc = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+class WithGRU(nn.Module):
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 6)
+        self.gru = nn.GRU(6, 8, **{"batch_first": True, **options})
+        self.fc = nn.Linear(16 if options.get("bidirectional") else 8, 4)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out: torch.Tensor = self.fc(self.gru(x)[0][:, -1])
-            return out
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(self.gru(self.embed(x))[0][:, -1])
+        return out
 
-    with pytest.raises(LoweringError, match="GRU 'gru' does not lower yet \\(nn.LSTM does\\)"):
-        _lowered(WithGRU(), "tflite_int8", torch.randn(8, 5, 3))
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("options", [{}, {"num_layers": 2, "bias": False}, {"bidirectional": True}], ids=str)
+def test_the_gru_runs_with_zero_mismatches(options: dict[str, Any], preset: str) -> None:
+    torch.manual_seed(0)
+    model, x = WithGRU(**options), torch.randn(16, 7, 3)
+    handle, program = _lowered(model, preset, x)
+    grus = [n for n in program.nodes if n.op == "gru"]
+    assert len(grus) == 2 if options else len(grus) == 1
+    report = quant.verify(model, handle, program, x, progress=False)
+    assert report.mismatches == 0 and report.output.compared == 16 * 4
+
+
+def test_a_gru_program_exports_to_c(tmp_path: Path) -> None:
+    from tests.kernels.export.test_export_c import SANITIZE, build_and_run
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 7, 3)
+    _, program = _lowered(WithGRU(bidirectional=True), "tflite_int8", x)
+    kernels.export_c(program, tmp_path / "c", x[:4], intermediates=True, batch=2, quiet=True)
+    done = build_and_run(tmp_path / "c", tmp_path, cflags=SANITIZE)
+    assert done.returncode == 0 and done.stdout.strip().endswith("all equal"), done.stdout + done.stderr

@@ -1,0 +1,53 @@
+/* Shared by the recurrent kernels (qk_lstm, qk_gru; sections 6.6, 6.7): the section-4 dot product of one
+ * gate row, the contract's interpolated sigmoid/tanh tables on Q3.12 values, the int16 clamp. */
+#ifndef QK_RECURRENT_H
+#define QK_RECURRENT_H
+
+#include "qk_arith.h"
+#include "qk_internal.h"
+
+#define QK__RNN_TABLE 513
+#define QK__LO16 (-32768)
+#define QK__HI16 32767
+
+/* bias + sum_k a[k] w[k] in the A-bit accumulator (section 4); QK_ERR_OVERFLOW in error mode. */
+static inline qk_status qk__rnn_dot(const int32_t *a, const int16_t *w, size_t k, int32_t bias, const qk_datapath *dp,
+                              int64_t *out)
+{
+    int64_t lo = -(INT64_C(1) << (dp->acc_bits - 1)), hi = (INT64_C(1) << (dp->acc_bits - 1)) - 1, s = bias;
+    size_t j;
+    if (dp->overflow == QK_OVERFLOW_WRAP) {
+        for (j = 0; j < k; ++j) {
+            s += (int64_t)a[j] * w[j]; /* |s| <= 2^31 + k 2^18: exact */
+        }
+        *out = qk__wrap_bits(s, dp->acc_bits);
+        return QK_OK;
+    }
+    for (j = 0; j <= k; ++j) {
+        if (j > 0) {
+            s += (int64_t)a[j - 1] * w[j - 1];
+        }
+        if (s < lo || s > hi) {
+            if (dp->overflow == QK_OVERFLOW_ERROR) {
+                return QK_ERR_OVERFLOW;
+            }
+            s = s < lo ? lo : hi;
+        }
+    }
+    *out = s;
+    return QK_OK;
+}
+
+/* T[n] + rrs((T[n + 1] - T[n]) d, 7) of the Q3.12 value p: u = p + 2^15, n = u >> 7, d = u & 127. */
+static inline int32_t qk__rnn_table(const int16_t *t, int32_t p, int mode)
+{
+    int32_t u = p + 32768, n = u >> 7, d = u & 127;
+    return t[n] + (int32_t)qk__rounding_right_shift((int64_t)(t[n + 1] - t[n]) * d, 7, mode);
+}
+
+static inline int32_t qk__sat16(int64_t v)
+{
+    return (int32_t)qk__clamp64(v, QK__LO16, QK__HI16);
+}
+
+#endif /* QK_RECURRENT_H */

@@ -1,0 +1,173 @@
+/* qk_gru: one integer GRU layer over a sequence (section 6.7), sample by sample, step by step. */
+#include "../include/qk.h"
+#include "internal/qk_arith.h"
+#include "internal/qk_internal.h"
+#include "internal/qk_recurrent.h"
+#include "internal/qk_requant_core.h"
+
+typedef struct qk__gru_plan {
+    int16_t *wi, *wh;     /* w - z_w rows: 3H x F and 3H x H */
+    int32_t *wmax;        /* row bounds (filled by the loader, unused here) */
+    int64_t *wsum;
+    int32_t *xd, *hd;     /* x_t - z_x (F) and h - z_h (H) */
+    int32_t *h;           /* hidden codes (H) */
+    int32_t *qa, *qh;     /* the input and recurrent gate parts, Q3.12 (3H each) */
+} qk__gru_plan;
+
+static qk_status qk__gru_layout(size_t f, size_t hidden, qk__arena *ar, qk__gru_plan *pl)
+{
+    size_t rows = qk__mul_sat(3, hidden), big = rows > f ? rows : f;
+    pl->wi = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, f), sizeof(int16_t));
+    pl->wh = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, hidden), sizeof(int16_t));
+    pl->wmax = (int32_t *)qk__arena_take(ar, big, sizeof(int32_t));
+    pl->wsum = (int64_t *)qk__arena_take(ar, big, sizeof(int64_t));
+    pl->xd = (int32_t *)qk__arena_take(ar, f, sizeof(int32_t));
+    pl->hd = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
+    pl->h = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
+    pl->qa = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
+    pl->qh = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
+    return ar->overflow ? QK_ERR_SIZE : QK_OK;
+}
+
+qk_status qk_gru_scratch_bytes(size_t features, size_t hidden, size_t *bytes)
+{
+    qk__arena ar = {NULL, 0, 0};
+    qk__gru_plan pl;
+    qk_status st;
+    if (bytes == NULL) {
+        return QK_ERR_NULL;
+    }
+    if (features < 1 || hidden < 1) {
+        return QK_ERR_SHAPE;
+    }
+    st = qk__gru_layout(features, hidden, &ar, &pl);
+    if (st == QK_OK) {
+        *bytes = ar.used;
+    }
+    return st;
+}
+
+qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const qk_datapath *dp, const void *x,
+                 size_t x_len, int32_t x_zero_point, int32_t h_zero_point, const qk_weights *w_ih,
+                 const qk_weights *w_hh, const int32_t *b_ih, size_t b_ih_len, const int32_t *b_hh, size_t b_hh_len,
+                 const qk_requant_params *rq_ih, const qk_requant_params *rq_hh, const qk_requant_params *rq_hq,
+                 const qk_requant_params *rq_out, int32_t reverse, const int16_t *sigmoid_table,
+                 const int16_t *tanh_table, size_t table_len, void *y, size_t y_len, void *scratch,
+                 size_t scratch_bytes)
+{
+    qk__arena ar = {NULL, 0, 0};
+    qk__gru_plan pl;
+    qk_status st;
+    size_t need, rows, s, t, j, k;
+    int32_t lo, hi;
+    int mode;
+    if (dp == NULL || x == NULL || w_ih == NULL || w_hh == NULL || rq_ih == NULL || rq_hh == NULL || rq_hq == NULL ||
+        rq_out == NULL || sigmoid_table == NULL || tanh_table == NULL || y == NULL) {
+        return QK_ERR_NULL;
+    }
+    if ((st = qk__check_datapath(dp)) != QK_OK) {
+        return st;
+    }
+    if (steps < 1 || features < 1 || hidden < 1 || hidden > (size_t)INT32_MAX / 3) {
+        return QK_ERR_SHAPE;
+    }
+    rows = 3 * hidden;
+    if (!qk__mul_size(n, steps, &need) || !qk__mul_size(need, features, &need)) {
+        return QK_ERR_SIZE;
+    }
+    if (x_len != need) {
+        return QK_ERR_X_LENGTH;
+    }
+    if (!qk__mul_size(n, steps, &need) || !qk__mul_size(need, hidden, &need)) {
+        return QK_ERR_SIZE;
+    }
+    if (y_len != need) {
+        return QK_ERR_Y_LENGTH;
+    }
+    if ((st = qk__check_x_zero_point(dp, x_zero_point)) != QK_OK ||
+        (st = qk__check_x_zero_point(dp, h_zero_point)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_weights(dp, w_ih, rows, features)) != QK_OK ||
+        (st = qk__check_weights(dp, w_hh, rows, hidden)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_bias(dp, b_ih, b_ih_len, rows)) != QK_OK ||
+        (st = qk__check_bias(dp, b_hh, b_hh_len, rows)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__check_requant(dp, rq_ih, rows)) != QK_OK || (st = qk__check_requant(dp, rq_hh, rows)) != QK_OK ||
+        (st = qk__check_requant(dp, rq_hq, 1)) != QK_OK || (st = qk__check_requant(dp, rq_out, 1)) != QK_OK) {
+        return st;
+    }
+    if (rq_ih->y_zero_point != 0 || rq_hh->y_zero_point != 0 || rq_hq->y_zero_point != 0 ||
+        rq_out->y_bits != dp->a_bits || rq_out->y_signed != dp->a_signed || rq_out->y_zero_point != h_zero_point) {
+        return QK_ERR_ZERO_POINT; /* gates and Q0.15 values carry no zero point; the output is the hidden state's */
+    }
+    if (reverse != 0 && reverse != 1) {
+        return QK_ERR_PARAM_VALUE;
+    }
+    if (table_len != QK__RNN_TABLE) {
+        return QK_ERR_PARAM_LENGTH;
+    }
+    qk__code_range(dp->a_bits, dp->a_signed, &lo, &hi);
+    for (j = 0; j < x_len; ++j) { /* every code checked before any output is written */
+        int32_t v = qk__code_at(x, j, dp->a_signed);
+        if (v < lo || v > hi || (dp->a_bits == 1 && dp->a_signed && v == 0)) {
+            return QK_ERR_CODE_RANGE;
+        }
+    }
+    if ((st = qk__gru_layout(features, hidden, &ar, &pl)) != QK_OK) {
+        return st;
+    }
+    if (scratch == NULL || scratch_bytes < ar.used) {
+        return QK_ERR_SCRATCH;
+    }
+    if (n == 0) {
+        return QK_OK;
+    }
+    ar.base = (unsigned char *)scratch;
+    ar.used = 0;
+    qk__gru_layout(features, hidden, &ar, &pl);
+    qk__load_weights(dp, w_ih, rows, features, 0, NULL, NULL, rows, features, pl.wi, NULL, pl.wmax, pl.wsum);
+    qk__load_weights(dp, w_hh, rows, hidden, 0, NULL, NULL, rows, hidden, pl.wh, NULL, pl.wmax, pl.wsum);
+    mode = dp->rounding;
+    for (s = 0; s < n; ++s) {
+        for (j = 0; j < hidden; ++j) {
+            pl.h[j] = h_zero_point;
+        }
+        for (k = 0; k < steps; ++k) {
+            t = reverse ? steps - 1 - k : k;
+            for (j = 0; j < features; ++j) {
+                pl.xd[j] = qk__code_at(x, (s * steps + t) * features + j, dp->a_signed) - x_zero_point;
+            }
+            for (j = 0; j < hidden; ++j) {
+                pl.hd[j] = pl.h[j] - h_zero_point;
+            }
+            for (j = 0; j < rows; ++j) {
+                int64_t a, r;
+                if ((st = qk__rnn_dot(pl.xd, pl.wi + j * features, features, b_ih != NULL ? b_ih[j] : 0, dp, &a)) != QK_OK ||
+                    (st = qk__rnn_dot(pl.hd, pl.wh + j * hidden, hidden, b_hh != NULL ? b_hh[j] : 0, dp, &r)) != QK_OK) {
+                    return st;
+                }
+                pl.qa[j] = qk__requant_value(a, dp, rq_ih, j, QK__LO16, QK__HI16);
+                pl.qh[j] = qk__requant_value(r, dp, rq_hh, j, QK__LO16, QK__HI16);
+            }
+            for (j = 0; j < hidden; ++j) {
+                int32_t rg = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.qa[j] + pl.qh[j]), mode);
+                int32_t zg = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.qa[hidden + j] + pl.qh[hidden + j]), mode);
+                int32_t ng = qk__rnn_table(tanh_table, qk__sat16((int64_t)pl.qa[2 * hidden + j] +
+                                           qk__rounding_right_shift((int64_t)rg * pl.qh[2 * hidden + j], 15, mode)), mode);
+                int32_t hq = qk__requant_value(pl.hd[j], dp, rq_hq, 0, QK__LO16, QK__HI16);
+                int64_t acc = (int64_t)(32768 - zg) * ng + (int64_t)zg * hq; /* Q0.30, |acc| <= 2^30 */
+                pl.h[j] = qk__requant_value(acc, dp, rq_out, 0, rq_out->y_min, rq_out->y_max);
+                if (dp->a_signed) {
+                    ((int8_t *)y)[(s * steps + t) * hidden + j] = (int8_t)pl.h[j];
+                } else {
+                    ((uint8_t *)y)[(s * steps + t) * hidden + j] = (uint8_t)pl.h[j];
+                }
+            }
+        }
+    }
+    return QK_OK;
+}
