@@ -654,6 +654,13 @@ def lstm(
 def run_lstm(attrs: LstmAttrs, x: Codes, w_ih: object, w_hh: object, b_ih: object, b_hh: object) -> Codes:
     """lstm (section 6.6) of the validated record ``attrs`` on codes ``x (N, T, F)``: the hidden states
     ``(N, T, H)``; ``w_ih (4H, F)``, ``w_hh (4H, H)`` weight codes or :class:`PackedWeights`, int32 biases or None."""
+    return _run_recurrent(attrs, x, w_ih, w_hh, b_ih, b_hh, _qk.lstm, _qk.lstm_scratch_bytes,
+                          rq_out=requant_struct(attrs.out_requant, attrs.output), cell_shift=attrs.cell_shift)  # fmt: skip
+
+
+def _run_recurrent(attrs: Union[LstmAttrs, GruAttrs], x: Codes, w_ih: object, w_hh: object, b_ih: object, b_hh: object,
+                   call: Any, scratch_bytes: Any, **specific: Any) -> Codes:  # fmt: skip
+    """The checks and the binding call shared by lstm and gru (``specific``: the op's own keyword arguments)."""
     op, dp = attrs.op, attrs.datapath
     xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, 3)
     di, pi, si = _weight_data(w_ih, dp, op, 2)
@@ -663,20 +670,18 @@ def run_lstm(attrs: LstmAttrs, x: Codes, w_ih: object, w_hh: object, b_ih: objec
     attrs.check_biases(_extremes(bi), _extremes(bh))
     y = np.empty((n, steps, attrs.hidden), dtype=_code_dtype(dp.a_signed))
     with named_status(op):
-        nbytes = int(_qk.lstm_scratch_bytes(attrs.features, attrs.hidden))
+        nbytes = int(scratch_bytes(attrs.features, attrs.hidden))
     if nbytes > _MAX_SCRATCH:
-        raise ValueError(f"lstm: hidden={attrs.hidden} and features={attrs.features} need a scratch of {nbytes} bytes, "
-                         f"more than {_MAX_SCRATCH}")  # fmt: skip
-    scratch = _scratch(nbytes)
+        raise ValueError(f"{op}: hidden={attrs.hidden} and features={attrs.features} need a scratch of {nbytes} "
+                         f"bytes, more than {_MAX_SCRATCH}")  # fmt: skip
     with named_status(op):
-        _qk.lstm(n=n, steps=steps, features=attrs.features, hidden=attrs.hidden, datapath=datapath_struct(dp, op), x=xa,
-                 x_zero_point=attrs.x_zero_point, h_zero_point=attrs.h_zero_point,
-                 w_ih=weights_struct(di, pi, attrs.ih_zero_point), w_hh=weights_struct(dh, ph, attrs.hh_zero_point),
-                 b_ih=bi, b_hh=bh, rq_ih=requant_struct(attrs.ih_requant, GATE_OUTPUT),
-                 rq_hh=requant_struct(attrs.hh_requant, GATE_OUTPUT), rq_out=requant_struct(attrs.out_requant, attrs.output),
-                 cell_shift=attrs.cell_shift, reverse=attrs.reverse,
-                 sigmoid_table=np.array(sigmoid_table(), dtype=np.int16), tanh_table=np.array(tanh_table(), dtype=np.int16),
-                 y=y, scratch=scratch)  # fmt: skip
+        call(n=n, steps=steps, features=attrs.features, hidden=attrs.hidden, datapath=datapath_struct(dp, op), x=xa,
+             x_zero_point=attrs.x_zero_point, h_zero_point=attrs.h_zero_point,
+             w_ih=weights_struct(di, pi, attrs.ih_zero_point), w_hh=weights_struct(dh, ph, attrs.hh_zero_point),
+             b_ih=bi, b_hh=bh, rq_ih=requant_struct(attrs.ih_requant, GATE_OUTPUT),
+             rq_hh=requant_struct(attrs.hh_requant, GATE_OUTPUT), reverse=attrs.reverse,
+             sigmoid_table=np.array(sigmoid_table(), dtype=np.int16), tanh_table=np.array(tanh_table(), dtype=np.int16),
+             y=y, scratch=_scratch(nbytes), **specific)  # fmt: skip
     return y
 
 
@@ -721,30 +726,9 @@ def gru(
 
 def run_gru(attrs: GruAttrs, x: Codes, w_ih: object, w_hh: object, b_ih: object, b_hh: object) -> Codes:
     """gru (section 6.7) of the validated record ``attrs`` on codes ``x (N, T, F)``: the hidden states ``(N, T, H)``."""
-    op, dp = attrs.op, attrs.datapath
-    xa = _codes(x, "x", op, dp.a_bits, dp.a_signed, 3)
-    di, pi, si = _weight_data(w_ih, dp, op, 2)
-    dh, ph, sh = _weight_data(w_hh, dp, op, 2)
-    n, steps = attrs.check_shapes(xa.shape, si, sh)
-    bi, bh = _bias(b_ih, op), _bias(b_hh, op)
-    attrs.check_biases(_extremes(bi), _extremes(bh))
-    y = np.empty((n, steps, attrs.hidden), dtype=_code_dtype(dp.a_signed))
-    with named_status(op):
-        nbytes = int(_qk.gru_scratch_bytes(attrs.features, attrs.hidden))
-    if nbytes > _MAX_SCRATCH:
-        raise ValueError(f"gru: hidden={attrs.hidden} and features={attrs.features} need a scratch of {nbytes} bytes, "
-                         f"more than {_MAX_SCRATCH}")  # fmt: skip
-    scratch = _scratch(nbytes)
-    with named_status(op):
-        _qk.gru(n=n, steps=steps, features=attrs.features, hidden=attrs.hidden, datapath=datapath_struct(dp, op), x=xa,
-                x_zero_point=attrs.x_zero_point, h_zero_point=attrs.h_zero_point,
-                w_ih=weights_struct(di, pi, attrs.ih_zero_point), w_hh=weights_struct(dh, ph, attrs.hh_zero_point),
-                b_ih=bi, b_hh=bh, rq_ih=requant_struct(attrs.ih_requant, GATE_OUTPUT),
-                rq_hh=requant_struct(attrs.hh_requant, GATE_OUTPUT), rq_hq=requant_struct(attrs.hq_requant, GATE_OUTPUT),
-                rq_out=requant_struct(attrs.out_requant, attrs.output), reverse=attrs.reverse,
-                sigmoid_table=np.array(sigmoid_table(), dtype=np.int16), tanh_table=np.array(tanh_table(), dtype=np.int16),
-                y=y, scratch=scratch)  # fmt: skip
-    return y
+    return _run_recurrent(attrs, x, w_ih, w_hh, b_ih, b_hh, _qk.gru, _qk.gru_scratch_bytes,
+                          rq_hq=requant_struct(attrs.hq_requant, GATE_OUTPUT),
+                          rq_out=requant_struct(attrs.out_requant, attrs.output))  # fmt: skip
 
 
 def avg_pool2d(

@@ -28,16 +28,16 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from quant.contract.args import check_bool, check_datapath
-from quant.contract.attrs import OutputCodes, RealMultiplier, _listed, _per_channel_requant, check_bias_values
+from quant.contract.attrs import OutputCodes, RealMultiplier, _listed, _per_channel_requant
 from quant.contract.datapath import Datapath
-from quant.contract.lstm import recurrent_fields
+from quant.contract.lstm import RecurrentShapes, recurrent_fields
 from quant.contract.multiplier import MultiplierLike, RequantParams
 
 __all__ = ["GruAttrs"]
 
 
 @dataclass(frozen=True)
-class GruAttrs:
+class GruAttrs(RecurrentShapes):
     """gru (section 6.7): sizes, zero points, the four requantizations, the output codes and the direction."""
 
     hidden: int
@@ -101,20 +101,3 @@ class GruAttrs:
                 "hh_multiplier": _listed(self.hh_multiplier), "hq_multiplier": _listed(self.hq_multiplier),
                 "out_multiplier": _listed(self.out_multiplier), "reverse": self.reverse, "y_bits": self.output.bits,
                 "y_signed": self.output.signed}  # fmt: skip
-
-    def check_shapes(self, x_shape: Sequence[int], w_ih_shape: Sequence[int], w_hh_shape: Sequence[int]) -> tuple[int, int]:
-        """``(N, T)`` of ``x (N, T, features)``; ``ValueError`` unless the weights are ``(3H, F)`` and ``(3H, H)``."""
-        x, wi, wh = (tuple(int(d) for d in s) for s in (x_shape, w_ih_shape, w_hh_shape))
-        if len(x) != 3 or x[2] != self.features:
-            raise ValueError(f"{self.op}: x must be (N, T, {self.features}), got {x}")
-        if x[1] < 1:
-            raise ValueError(f"{self.op}: x must hold at least one step, got {x}")
-        if wi != (3 * self.hidden, self.features) or wh != (3 * self.hidden, self.hidden):
-            raise ValueError(f"{self.op}: w_ih must be {(3 * self.hidden, self.features)} and w_hh "
-                             f"{(3 * self.hidden, self.hidden)}, got {wi} and {wh}")  # fmt: skip
-        return x[0], x[1]
-
-    def check_biases(self, b_ih: Optional[tuple[int, int, int]], b_hh: Optional[tuple[int, int, int]]) -> None:
-        """Each bias is None or ``(length, min, max)``: one value per gate row, within ``bias_bits``."""
-        check_bias_values(b_ih, 3 * self.hidden, self.datapath, self.op)
-        check_bias_values(b_hh, 3 * self.hidden, self.datapath, self.op)

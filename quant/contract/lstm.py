@@ -47,7 +47,7 @@ from quant.contract.attrs import (
 from quant.contract.datapath import Datapath
 from quant.contract.multiplier import MultiplierLike, RequantParams
 
-__all__ = ["LstmAttrs", "LSTM_TABLE_SIZE", "recurrent_fields", "sigmoid_table", "tanh_table"]
+__all__ = ["LstmAttrs", "LSTM_TABLE_SIZE", "RecurrentShapes", "recurrent_fields", "sigmoid_table", "tanh_table"]
 
 #: Entries of the sigmoid and tanh tables (512 intervals of 128 Q3.12 steps over [-8, 8]).
 LSTM_TABLE_SIZE = 513
@@ -110,8 +110,40 @@ def recurrent_fields(
     return h, f, zx, zh, zeros, ih, hh, out, (ih_real, hh_real, out_real), output
 
 
+class RecurrentShapes:
+    """The shape and bias checks of a recurrent layer's record: ``gates`` rows per hidden unit."""
+
+    hidden: int
+    features: int
+    datapath: Datapath
+    op: str
+
+    @property
+    def gates(self) -> int:
+        """Gate rows per hidden unit."""
+        raise NotImplementedError
+
+    def check_shapes(self, x_shape: Sequence[int], w_ih_shape: Sequence[int], w_hh_shape: Sequence[int]) -> tuple[int, int]:
+        """``(N, T)`` of ``x (N, T, features)``; ``ValueError`` unless the weights are ``(G H, F)`` and ``(G H, H)``."""
+        x, wi, wh = (tuple(int(d) for d in s) for s in (x_shape, w_ih_shape, w_hh_shape))
+        rows = self.gates * self.hidden
+        if len(x) != 3 or x[2] != self.features:
+            raise ValueError(f"{self.op}: x must be (N, T, {self.features}), got {x}")
+        if x[1] < 1:
+            raise ValueError(f"{self.op}: x must hold at least one step, got {x}")
+        if wi != (rows, self.features) or wh != (rows, self.hidden):
+            raise ValueError(f"{self.op}: w_ih must be {(rows, self.features)} and w_hh {(rows, self.hidden)}, got "
+                             f"{wi} and {wh}")  # fmt: skip
+        return x[0], x[1]
+
+    def check_biases(self, b_ih: Optional[tuple[int, int, int]], b_hh: Optional[tuple[int, int, int]]) -> None:
+        """Each bias is None or ``(length, min, max)``: one value per gate row, within ``bias_bits``."""
+        check_bias_values(b_ih, self.gates * self.hidden, self.datapath, self.op)
+        check_bias_values(b_hh, self.gates * self.hidden, self.datapath, self.op)
+
+
 @dataclass(frozen=True)
-class LstmAttrs:
+class LstmAttrs(RecurrentShapes):
     """lstm (section 6.6): sizes, zero points, the three requantizations, the cell's scale ``2^-cell_shift``,
     the output codes (the hidden state's) and the direction."""
 
@@ -179,20 +211,3 @@ class LstmAttrs:
                 "hh_multiplier": _listed(self.hh_multiplier), "out_multiplier": _listed(self.out_multiplier),
                 "cell_shift": self.cell_shift, "reverse": self.reverse, "y_bits": self.output.bits,
                 "y_signed": self.output.signed}  # fmt: skip
-
-    def check_shapes(self, x_shape: Sequence[int], w_ih_shape: Sequence[int], w_hh_shape: Sequence[int]) -> tuple[int, int]:
-        """``(N, T)`` of ``x (N, T, features)``; ``ValueError`` unless the weights are ``(4H, F)`` and ``(4H, H)``."""
-        x, wi, wh = (tuple(int(d) for d in s) for s in (x_shape, w_ih_shape, w_hh_shape))
-        if len(x) != 3 or x[2] != self.features:
-            raise ValueError(f"{self.op}: x must be (N, T, {self.features}), got {x}")
-        if x[1] < 1:
-            raise ValueError(f"{self.op}: x must hold at least one step, got {x}")
-        if wi != (4 * self.hidden, self.features) or wh != (4 * self.hidden, self.hidden):
-            raise ValueError(f"{self.op}: w_ih must be {(4 * self.hidden, self.features)} and w_hh "
-                             f"{(4 * self.hidden, self.hidden)}, got {wi} and {wh}")  # fmt: skip
-        return x[0], x[1]
-
-    def check_biases(self, b_ih: Optional[tuple[int, int, int]], b_hh: Optional[tuple[int, int, int]]) -> None:
-        """Each bias is None or ``(length, min, max)``: one value per gate row, within ``bias_bits``."""
-        check_bias_values(b_ih, 4 * self.hidden, self.datapath, self.op)
-        check_bias_values(b_hh, 4 * self.hidden, self.datapath, self.op)

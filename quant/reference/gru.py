@@ -13,10 +13,8 @@ import torch
 
 from quant.contract.gru import GruAttrs
 from quant.contract.lstm import sigmoid_table, tanh_table
-from quant.reference._checks import codes_tensor, extremes, int_tensor
-from quant.reference.accumulate import accumulate
 from quant.reference.integer import rounding_right_shift
-from quant.reference.lstm import table_fn
+from quant.reference.lstm import recurrent_inputs, table_fn
 from quant.reference.requantize import requantize_accumulator
 
 __all__ = ["run_gru"]
@@ -35,33 +33,18 @@ def run_gru(
     """gru of ``attrs`` on codes ``x (N, T, F)`` with weight codes ``w_ih (3H, F)``, ``w_hh (3H, H)`` and int32 biases
     (either may be None): the hidden states ``(N, T, H)`` as int64 codes."""
     op, dp = attrs.op, attrs.datapath
-    xt = codes_tensor(x, "x", op, dp.a_bits, dp.a_signed)
-    wi = codes_tensor(w_ih, "w_ih", op, dp.w_bits, dp.w_signed)
-    wh = codes_tensor(w_hh, "w_hh", op, dp.w_bits, dp.w_signed)
-    n, steps = attrs.check_shapes(tuple(xt.shape), tuple(wi.shape), tuple(wh.shape))
-    bi = None if b_ih is None else int_tensor(b_ih, "b_ih", op, ndim=1)
-    bh = None if b_hh is None else int_tensor(b_hh, "b_hh", op, ndim=1)
-    attrs.check_biases(extremes(bi), extremes(bh))
-    hidden, rows = attrs.hidden, 3 * attrs.hidden
+    hidden = attrs.hidden
+    n, steps, q_x, recurrent = recurrent_inputs(attrs, x, w_ih, w_hh, b_ih, b_hh)
     y = torch.zeros((n, steps, hidden), dtype=torch.int64)
     if n == 0:
         return y
-    zi = torch.tensor(attrs.ih_zero_point, dtype=torch.int64).reshape(-1, 1)
-    zh = torch.tensor(attrs.hh_zero_point, dtype=torch.int64).reshape(-1, 1)
-    wi_c, wh_c = (wi - zi).unsqueeze(0), (wh - zh).unsqueeze(0)
-    acc_x = accumulate((xt - attrs.x_zero_point).reshape(1, n * steps, attrs.features), wi_c,
-                       None if bi is None else bi.unsqueeze(0), dp, op=op)  # fmt: skip
-    q_x = requantize_accumulator(acc_x.reshape(n, steps, rows), attrs.ih_requant, dp, y_zero_point=0, lo=_LO16,
-                                 hi=_HI16, channel_dim=-1, op=op)  # fmt: skip
     sigmoid = torch.tensor(sigmoid_table(), dtype=torch.int64)
     tanh = torch.tensor(tanh_table(), dtype=torch.int64)
     rnd, out = dp.rounding, attrs.output
     h = torch.full((n, hidden), attrs.h_zero_point, dtype=torch.int64)
     for t in range(steps - 1, -1, -1) if attrs.reverse else range(steps):
         hd = h - attrs.h_zero_point
-        acc_h = accumulate(hd.unsqueeze(0), wh_c, None if bh is None else bh.unsqueeze(0), dp, op=op)
-        q_h = requantize_accumulator(acc_h[0], attrs.hh_requant, dp, y_zero_point=0, lo=_LO16, hi=_HI16,
-                                     channel_dim=-1, op=op)  # fmt: skip
+        q_h = recurrent(hd)
         qa = q_x[:, t]
         r = table_fn(sigmoid, torch.clamp(qa[:, :hidden] + q_h[:, :hidden], _LO16, _HI16), rnd)
         z = table_fn(sigmoid, torch.clamp(qa[:, hidden : 2 * hidden] + q_h[:, hidden : 2 * hidden], _LO16, _HI16), rnd)

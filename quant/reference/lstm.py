@@ -8,7 +8,7 @@ requantized to the output codes, which are the next step's operand.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
 
@@ -18,7 +18,10 @@ from quant.reference.accumulate import accumulate
 from quant.reference.integer import rounding_right_shift
 from quant.reference.requantize import requantize_accumulator
 
-__all__ = ["run_lstm", "table_fn"]
+if TYPE_CHECKING:
+    from quant.contract.gru import GruAttrs
+
+__all__ = ["run_lstm", "recurrent_inputs", "table_fn"]
 
 _LO16, _HI16 = -(1 << 15), (1 << 15) - 1
 
@@ -29,6 +32,42 @@ def table_fn(table: torch.Tensor, p: torch.Tensor, rounding: str) -> torch.Tenso
     n, d = u >> 7, u & 127
     t0 = table[n]
     return t0 + rounding_right_shift((table[n + 1] - t0) * d, 7, rounding)
+
+
+def recurrent_inputs(
+    attrs: Union[LstmAttrs, "GruAttrs"],
+    x: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_ih: Optional[torch.Tensor],
+    b_hh: Optional[torch.Tensor],
+) -> tuple[int, int, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """What an lstm and a gru share: the operands checked, ``(N, T)``, the input parts of every step's gates in
+    Q3.12 ``(N, T, G H)`` (accumulated at once: they do not depend on the recurrence), and the function from
+    ``h - z_h (N, H)`` to the recurrent parts in Q3.12 ``(N, G H)``."""
+    op, dp = attrs.op, attrs.datapath
+    xt = codes_tensor(x, "x", op, dp.a_bits, dp.a_signed)
+    wi = codes_tensor(w_ih, "w_ih", op, dp.w_bits, dp.w_signed)
+    wh = codes_tensor(w_hh, "w_hh", op, dp.w_bits, dp.w_signed)
+    n, steps = attrs.check_shapes(tuple(xt.shape), tuple(wi.shape), tuple(wh.shape))
+    bi = None if b_ih is None else int_tensor(b_ih, "b_ih", op, ndim=1)
+    bh = None if b_hh is None else int_tensor(b_hh, "b_hh", op, ndim=1)
+    attrs.check_biases(extremes(bi), extremes(bh))
+    rows = attrs.gates * attrs.hidden
+    zi = torch.tensor(attrs.ih_zero_point, dtype=torch.int64).reshape(-1, 1)
+    zh = torch.tensor(attrs.hh_zero_point, dtype=torch.int64).reshape(-1, 1)
+    wi_c, wh_c = (wi - zi).unsqueeze(0), (wh - zh).unsqueeze(0)
+    acc_x = accumulate((xt - attrs.x_zero_point).reshape(1, n * steps, attrs.features), wi_c,
+                       None if bi is None else bi.unsqueeze(0), dp, op=op)  # fmt: skip
+    q_x = requantize_accumulator(acc_x.reshape(n, steps, rows), attrs.ih_requant, dp, y_zero_point=0, lo=_LO16,
+                                 hi=_HI16, channel_dim=-1, op=op)  # fmt: skip
+
+    def recurrent(hd: torch.Tensor) -> torch.Tensor:
+        acc = accumulate(hd.unsqueeze(0), wh_c, None if bh is None else bh.unsqueeze(0), dp, op=op)
+        return requantize_accumulator(acc[0], attrs.hh_requant, dp, y_zero_point=0, lo=_LO16, hi=_HI16,
+                                      channel_dim=-1, op=op)  # fmt: skip
+
+    return n, steps, q_x, recurrent
 
 
 def run_lstm(
@@ -42,24 +81,11 @@ def run_lstm(
     """lstm of ``attrs`` on codes ``x (N, T, F)`` with weight codes ``w_ih (4H, F)``, ``w_hh (4H, H)`` and int32 biases
     (either may be None): the hidden states ``(N, T, H)`` as int64 codes."""
     op, dp = attrs.op, attrs.datapath
-    xt = codes_tensor(x, "x", op, dp.a_bits, dp.a_signed)
-    wi = codes_tensor(w_ih, "w_ih", op, dp.w_bits, dp.w_signed)
-    wh = codes_tensor(w_hh, "w_hh", op, dp.w_bits, dp.w_signed)
-    n, steps = attrs.check_shapes(tuple(xt.shape), tuple(wi.shape), tuple(wh.shape))
-    bi = None if b_ih is None else int_tensor(b_ih, "b_ih", op, ndim=1)
-    bh = None if b_hh is None else int_tensor(b_hh, "b_hh", op, ndim=1)
-    attrs.check_biases(extremes(bi), extremes(bh))
-    hidden, rows = attrs.hidden, 4 * attrs.hidden
+    hidden = attrs.hidden
+    n, steps, q_x, recurrent = recurrent_inputs(attrs, x, w_ih, w_hh, b_ih, b_hh)
     y = torch.zeros((n, steps, hidden), dtype=torch.int64)
     if n == 0:
         return y
-    zi = torch.tensor(attrs.ih_zero_point, dtype=torch.int64).reshape(-1, 1)
-    zh = torch.tensor(attrs.hh_zero_point, dtype=torch.int64).reshape(-1, 1)
-    wi_c, wh_c = (wi - zi).unsqueeze(0), (wh - zh).unsqueeze(0)
-    acc_x = accumulate((xt - attrs.x_zero_point).reshape(1, n * steps, attrs.features), wi_c,
-                       None if bi is None else bi.unsqueeze(0), dp, op=op)  # fmt: skip
-    q_x = requantize_accumulator(acc_x.reshape(n, steps, rows), attrs.ih_requant, dp, y_zero_point=0, lo=_LO16,
-                                 hi=_HI16, channel_dim=-1, op=op)  # fmt: skip
     sigmoid = torch.tensor(sigmoid_table(), dtype=torch.int64)
     tanh = torch.tensor(tanh_table(), dtype=torch.int64)
     rnd, k = dp.rounding, attrs.cell_shift
@@ -68,9 +94,7 @@ def run_lstm(
     out = attrs.output
     order = range(steps - 1, -1, -1) if attrs.reverse else range(steps)
     for t in order:
-        acc_h = accumulate((h - attrs.h_zero_point).unsqueeze(0), wh_c, None if bh is None else bh.unsqueeze(0), dp, op=op)
-        q_h = requantize_accumulator(acc_h[0], attrs.hh_requant, dp, y_zero_point=0, lo=_LO16, hi=_HI16,
-                                     channel_dim=-1, op=op)  # fmt: skip
+        q_h = recurrent(h - attrs.h_zero_point)
         p = torch.clamp(q_x[:, t] + q_h, _LO16, _HI16)
         i, f, g, o = (p[:, j * hidden : (j + 1) * hidden] for j in range(4))
         i, f, o = (table_fn(sigmoid, v, rnd) for v in (i, f, o))

@@ -214,15 +214,10 @@ def layernorm(
     return out.reshape(x.shape)
 
 
-def lstm(
-    x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray], b_hh: Optional[np.ndarray], *,
-    x_zero_point: int, h_zero_point: int, ih_zero_point: Sequence[int], hh_zero_point: Sequence[int],
-    ih_multiplier: Any, hh_multiplier: Any, out_multiplier: float, cell_shift: int, reverse: bool, datapath: Datapath,
-) -> np.ndarray:  # fmt: skip
-    """Section 6.6 with Python ints, one sample, step and element at a time (its own sigmoid/tanh tables)."""
+def _recurrent_parts(mode: str) -> tuple[Any, Any, Any, list[int], list[int]]:
+    """``(sat16, rrs, lookup, sigmoid table, tanh table)`` of sections 6.6/6.7, built here from their text."""
     import math
 
-    dp, mode, k = datapath, datapath.rounding, cell_shift
     lo16, hi16 = -(1 << 15), (1 << 15) - 1
 
     def sat16(v: int) -> int:
@@ -234,11 +229,22 @@ def lstm(
     def table(fn: Any) -> list[int]:
         return [sat16(round((1 << 15) * fn((128 * n - (1 << 15)) / 4096.0))) for n in range(513)]
 
-    sig, tanh = table(lambda v: 1.0 / (1.0 + math.exp(-v))), table(math.tanh)
-
     def lookup(t: list[int], p: int) -> int:
         u = p + (1 << 15)
         return t[u >> 7] + rrs((t[(u >> 7) + 1] - t[u >> 7]) * (u & 127), 7)
+
+    return sat16, rrs, lookup, table(lambda v: 1.0 / (1.0 + math.exp(-v))), table(math.tanh)
+
+
+def lstm(
+    x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray], b_hh: Optional[np.ndarray], *,
+    x_zero_point: int, h_zero_point: int, ih_zero_point: Sequence[int], hh_zero_point: Sequence[int],
+    ih_multiplier: Any, hh_multiplier: Any, out_multiplier: float, cell_shift: int, reverse: bool, datapath: Datapath,
+) -> np.ndarray:  # fmt: skip
+    """Section 6.6 with Python ints, one sample, step and element at a time (its own sigmoid/tanh tables)."""
+    dp, k = datapath, cell_shift
+    sat16, rrs, lookup, sig, tanh = _recurrent_parts(dp.rounding)
+    lo16, hi16 = -(1 << 15), (1 << 15) - 1
 
     n, steps, features = x.shape
     rows = w_ih.shape[0]
@@ -278,25 +284,9 @@ def gru(
     datapath: Datapath,
 ) -> np.ndarray:  # fmt: skip
     """Section 6.7 with Python ints, one sample, step and element at a time (its own sigmoid/tanh tables)."""
-    import math
-
-    dp, mode = datapath, datapath.rounding
+    dp = datapath
+    sat16, rrs, lookup, sig, tanh = _recurrent_parts(dp.rounding)
     lo16, hi16 = -(1 << 15), (1 << 15) - 1
-
-    def sat16(v: int) -> int:
-        return max(lo16, min(hi16, v))
-
-    def rrs(v: int, s: int) -> int:
-        return v if s <= 0 else round_rational(Fraction(v, 1 << s), mode)
-
-    def table(fn: Any) -> list[int]:
-        return [sat16(round((1 << 15) * fn((128 * n - (1 << 15)) / 4096.0))) for n in range(513)]
-
-    sig, tanh = table(lambda v: 1.0 / (1.0 + math.exp(-v))), table(math.tanh)
-
-    def lookup(t: list[int], p: int) -> int:
-        u = p + (1 << 15)
-        return t[u >> 7] + rrs((t[(u >> 7) + 1] - t[u >> 7]) * (u & 127), 7)
 
     n, steps, features = x.shape
     rows = w_ih.shape[0]

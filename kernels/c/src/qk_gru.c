@@ -58,65 +58,15 @@ qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const q
     qk__arena ar = {NULL, 0, 0};
     qk__gru_plan pl;
     qk_status st;
-    size_t need, rows, s, t, j, k;
-    int32_t lo, hi;
+    size_t rows, s, t, j, k;
     int mode;
-    if (dp == NULL || x == NULL || w_ih == NULL || w_hh == NULL || rq_ih == NULL || rq_hh == NULL || rq_hq == NULL ||
-        rq_out == NULL || sigmoid_table == NULL || tanh_table == NULL || y == NULL) {
-        return QK_ERR_NULL;
-    }
-    if ((st = qk__check_datapath(dp)) != QK_OK) {
+    qk__rnn_args args = {3, n, steps, features, hidden, dp, x, x_len, x_zero_point, h_zero_point, w_ih, w_hh,
+                         b_ih, b_hh, b_ih_len, b_hh_len, rq_ih, rq_hh, rq_hq, rq_out, reverse, sigmoid_table,
+                         tanh_table, table_len, y, y_len};
+    if ((st = qk__rnn_check(&args)) != QK_OK) {
         return st;
-    }
-    if (steps < 1 || features < 1 || hidden < 1 || hidden > (size_t)INT32_MAX / 3) {
-        return QK_ERR_SHAPE;
     }
     rows = 3 * hidden;
-    if (!qk__mul_size(n, steps, &need) || !qk__mul_size(need, features, &need)) {
-        return QK_ERR_SIZE;
-    }
-    if (x_len != need) {
-        return QK_ERR_X_LENGTH;
-    }
-    if (!qk__mul_size(n, steps, &need) || !qk__mul_size(need, hidden, &need)) {
-        return QK_ERR_SIZE;
-    }
-    if (y_len != need) {
-        return QK_ERR_Y_LENGTH;
-    }
-    if ((st = qk__check_x_zero_point(dp, x_zero_point)) != QK_OK ||
-        (st = qk__check_x_zero_point(dp, h_zero_point)) != QK_OK) {
-        return st;
-    }
-    if ((st = qk__check_weights(dp, w_ih, rows, features)) != QK_OK ||
-        (st = qk__check_weights(dp, w_hh, rows, hidden)) != QK_OK) {
-        return st;
-    }
-    if ((st = qk__check_bias(dp, b_ih, b_ih_len, rows)) != QK_OK ||
-        (st = qk__check_bias(dp, b_hh, b_hh_len, rows)) != QK_OK) {
-        return st;
-    }
-    if ((st = qk__check_requant(dp, rq_ih, rows)) != QK_OK || (st = qk__check_requant(dp, rq_hh, rows)) != QK_OK ||
-        (st = qk__check_requant(dp, rq_hq, 1)) != QK_OK || (st = qk__check_requant(dp, rq_out, 1)) != QK_OK) {
-        return st;
-    }
-    if (rq_ih->y_zero_point != 0 || rq_hh->y_zero_point != 0 || rq_hq->y_zero_point != 0 ||
-        rq_out->y_bits != dp->a_bits || rq_out->y_signed != dp->a_signed || rq_out->y_zero_point != h_zero_point) {
-        return QK_ERR_ZERO_POINT; /* gates and Q0.15 values carry no zero point; the output is the hidden state's */
-    }
-    if (reverse != 0 && reverse != 1) {
-        return QK_ERR_PARAM_VALUE;
-    }
-    if (table_len != QK__RNN_TABLE) {
-        return QK_ERR_PARAM_LENGTH;
-    }
-    qk__code_range(dp->a_bits, dp->a_signed, &lo, &hi);
-    for (j = 0; j < x_len; ++j) { /* every code checked before any output is written */
-        int32_t v = qk__code_at(x, j, dp->a_signed);
-        if (v < lo || v > hi || (dp->a_bits == 1 && dp->a_signed && v == 0)) {
-            return QK_ERR_CODE_RANGE;
-        }
-    }
     if ((st = qk__gru_layout(features, hidden, &ar, &pl)) != QK_OK) {
         return st;
     }

@@ -10,6 +10,29 @@
 #define QK__LO16 (-32768)
 #define QK__HI16 32767
 
+/* The arguments every recurrent kernel takes; rq_mid is the GRU's requantization of h - z_h to Q0.15 (NULL for
+ * the LSTM). */
+typedef struct qk__rnn_args {
+    size_t gates, n, steps, features, hidden;
+    const qk_datapath *dp;
+    const void *x;
+    size_t x_len;
+    int32_t x_zero_point, h_zero_point;
+    const qk_weights *w_ih, *w_hh;
+    const int32_t *b_ih, *b_hh;
+    size_t b_ih_len, b_hh_len;
+    const qk_requant_params *rq_ih, *rq_hh, *rq_mid, *rq_out;
+    int32_t reverse;
+    const int16_t *sigmoid_table, *tanh_table;
+    size_t table_len;
+    const void *y;
+    size_t y_len;
+} qk__rnn_args;
+
+/* Check the arguments in one order (pointers, datapath, shapes and lengths, zero points, weights, biases,
+ * requantizations, direction, tables, every input code) before anything is computed. */
+qk_status qk__rnn_check(const qk__rnn_args *a);
+
 /* bias + sum_k a[k] w[k] in the A-bit accumulator (section 4); QK_ERR_OVERFLOW in error mode. */
 static inline qk_status qk__rnn_dot(const int32_t *a, const int16_t *w, size_t k, int32_t bias, const qk_datapath *dp,
                               int64_t *out)
