@@ -479,14 +479,16 @@ def _log_final(log: Any, cfg: RunConfig, summary: dict[str, Any], model: nn.Modu
     metrics["hparam/model_bytes"] = float(summary["model_bytes"])
     log.add_hparams(hparams, metrics, run_name=".")
     if cfg.logger.histograms and handle is not None:
-        from quant.lowering.lowerer import parametrize_original
+        from quant.sim.fast import original_parameter
 
-        for name, mod in handle.modules.items():
-            w = parametrize_original(mod)
-            log.add_histogram(f"weights/{name}", w)
-            if "weight" in handle.configs.get(name, {}):
-                q = handle.quantizer(name, "weight")
-                log.add_histogram(f"weight_quantization_error/{name}", (q(w) - w).detach())
+        for name, mod in handle.modules.items():  # every quantized weight: in_proj_weight, weight_hh_l0, ... too
+            quantized = getattr(mod, "parametrizations", {})
+            for tensor in quantized:
+                w = original_parameter(mod, tensor)
+                suffix = "" if tensor == "weight" else f".{tensor}"
+                log.add_histogram(f"weights/{name}{suffix}", w)
+                q = quantized[tensor][0]  # the quantizer that parametrizes it
+                log.add_histogram(f"weight_quantization_error/{name}{suffix}", (q(w) - w).detach())
     names = list(summary["bops_per_layer"])
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(names) + 2), 3))
     ax.bar(range(len(names)), [summary["bops_per_layer"][n] / 1e6 for n in names])

@@ -34,6 +34,7 @@ from quant.contract.datapath import Datapath
 from quant.contract.spec import QuantSpec
 from quant.reference.rounding import rounding_fn
 from quant.sim.attach import QuantHandle
+from quant.sim.fast import original_parameter
 from quant.sim.functional import quantize as quantize_weight
 
 __all__ = ["Projection", "AttentionPlan", "attention_plan", "SiteQParams"]
@@ -76,14 +77,6 @@ def _site(handle: QuantHandle, name: str, site: str) -> SiteQParams:
     q = handle.quantizer(name, site)
     s, z = q.effective_qparams()
     return SiteQParams(float(s.reshape(-1)[0]), int(z.reshape(-1)[0]), q.spec)
-
-
-def _original(m: nn.Module, tensor: str) -> torch.Tensor:
-    """The float tensor under a parametrization (or the parameter itself)."""
-    parametrizations = getattr(m, "parametrizations", None)
-    if parametrizations is not None and tensor in parametrizations:
-        return getattr(parametrizations, tensor).original.detach()  # type: ignore[no-any-return]
-    return getattr(m, tensor).detach()  # type: ignore[no-any-return]
 
 
 def _projection(w: torch.Tensor, s_w: torch.Tensor, z_w: torch.Tensor, spec: QuantSpec, b: Optional[torch.Tensor],
@@ -134,7 +127,7 @@ def attention_plan(
         if m._qkv_same_embed_dim:
             wq = handle.quantizer(name, "weight")
             s_w, z_w = wq.effective_qparams()
-            w = _original(m, "in_proj_weight")
+            w = original_parameter(m, "in_proj_weight")
             for i in range(3):
                 rows = slice(i * e, (i + 1) * e)
                 s_i = s_w.reshape(-1)[rows].reshape(-1, 1) if s_w.numel() > 1 else s_w
@@ -147,11 +140,11 @@ def attention_plan(
                                                ("weight_v", "v_proj_weight"))):  # fmt: skip
                 wq = handle.quantizer(name, key)
                 s_w, z_w = wq.effective_qparams()
-                projections.append(_projection(_original(m, tensor), s_w, z_w, wq.spec,
+                projections.append(_projection(original_parameter(m, tensor), s_w, z_w, wq.spec,
                                                None if bias is None else bias[i * e:(i + 1) * e], xs[i], outs[i],
                                                factors[i], dp))  # fmt: skip
         oq = handle.quantizer(out_name, "weight")
         s_o, z_o = oq.effective_qparams()
-        out_projection = _projection(_original(m.out_proj, "weight"), s_o, z_o, oq.spec, m.out_proj.bias,
+        out_projection = _projection(original_parameter(m.out_proj, "weight"), s_o, z_o, oq.spec, m.out_proj.bias,
                                      sites["context"], output.scale, 1.0, dp)  # fmt: skip
     return AttentionPlan(h, d, (x_q, x_k, x_v), sites, (projections[0], projections[1], projections[2]), out_projection)

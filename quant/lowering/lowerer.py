@@ -103,6 +103,7 @@ from quant.reference.quantize import quantize as quantize_to_codes
 from quant.reference.rounding import rounding_fn
 from quant.sim.attach import QuantHandle
 from quant.sim.edges import call_site, input_site, is_leaf_module, module_site
+from quant.sim.fast import original_parameter
 from quant.sim.tracing import ModelTracer, constant_nodes, evaluate_constant
 from quant.sim.functional import quantize as quantize_weight
 
@@ -451,7 +452,7 @@ class _Lowering:
         s_y, z_y, y_spec = y_qp.scale, y_qp.zero_point, y_qp.spec
         lo, hi = self.clamp_bounds(act, s_y, z_y, y_spec)
         with torch.no_grad():
-            w = parametrize_original(m)
+            w = original_parameter(m)
             s_w, z_w = wq.effective_qparams()
             codes = quantize_weight(w, s_w, z_w, wq.spec).to(torch.int64)
         s_wc = s_w.reshape(-1).to(torch.float64)
@@ -1449,7 +1450,7 @@ def layernorm_parameters(
         if len(zs) != 1:
             raise ValueError("gamma's weight scheme must have one zero point")
         with torch.no_grad():
-            w = parametrize_original(m)
+            w = original_parameter(m)
             gamma = quantize_weight(w, s_w, z_w, wq.spec).to(torch.int64).reshape(-1)
         s_g, z_g = s_w.to(torch.float64), zs.pop()
         if s_g.numel() > 1:  # per channel along the weight's first axis: one scale per element of the row
@@ -1488,7 +1489,7 @@ def transposed_as_conv(m: nn.ConvTranspose2d, handle: QuantHandle, name: str
         raise ValueError(f"its weight scheme {spec.describe()} is not per tensor or per output channel (axis=1)")
     s_w, z_w = wq.effective_qparams()
     with torch.no_grad():
-        codes = quantize_weight(parametrize_original(m), s_w, z_w, spec).to(torch.int64)  # (C_in, C_out, kh, kw)
+        codes = quantize_weight(original_parameter(m), s_w, z_w, spec).to(torch.int64)  # (C_in, C_out, kh, kw)
     c_in, c_out = codes.shape[0], codes.shape[1]
     rows = codes.permute(1, 2, 3, 0).reshape(c_out * kh * kw, c_in, 1, 1).contiguous()
     per_row = s_w.reshape(-1).to(torch.float64)
@@ -1496,18 +1497,6 @@ def transposed_as_conv(m: nn.ConvTranspose2d, handle: QuantHandle, name: str
     if per_row.numel() > 1:
         per_row, zeros = per_row.repeat_interleave(kh * kw), zeros.repeat_interleave(kh * kw)
     return rows, per_row, [int(v) for v in zeros.tolist()], spec.with_(axis=0) if spec.granularity == "channel" else spec
-
-
-def parametrize_original(m: nn.Module) -> torch.Tensor:
-    """The float weight of ``m`` (the original under a weight parametrization)."""
-    from torch.nn.utils import parametrize
-
-    if parametrize.is_parametrized(m, "weight"):
-        w = m.parametrizations.weight.original  # type: ignore[union-attr]
-    else:
-        w = m.weight
-    assert isinstance(w, torch.Tensor)
-    return w.detach()
 
 
 def _assign_sites(graph: torch.fx.Graph, model: nn.Module, lowering: _Lowering) -> None:

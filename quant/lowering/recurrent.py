@@ -32,9 +32,10 @@ from quant.contract.datapath import Datapath
 from quant.contract.gru import GruAttrs
 from quant.contract.lstm import LstmAttrs
 from quant.contract.spec import QuantSpec
-from quant.lowering.attention import SiteQParams, _original, _site
+from quant.lowering.attention import SiteQParams, _site
 from quant.reference.rounding import rounding_fn
 from quant.sim.attach import QuantHandle
+from quant.sim.fast import original_parameter
 from quant.sim.functional import quantize as quantize_weight
 from quant.sim.qparams import qparams_from_range
 
@@ -136,7 +137,7 @@ def lstm_plan(m: nn.Module, handle: QuantHandle, name: str, dp: Datapath) -> lis
                 for kind in ("ih", "hh"):
                     wq = handle.quantizer(name, f"weight_{kind}{sfx}")
                     s_w, z_w = wq.effective_qparams()
-                    codes.append(quantize_weight(_original(m, f"weight_{kind}{sfx}"), s_w, z_w, wq.spec).to(torch.int64))
+                    codes.append(quantize_weight(original_parameter(m, f"weight_{kind}{sfx}"), s_w, z_w, wq.spec).to(torch.int64))
                     zeros.append([int(v) for v in z_w.reshape(-1).tolist()])
                     scales.append(s_w.reshape(-1).to(torch.float64))
                     spec = wq.spec

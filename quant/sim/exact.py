@@ -366,10 +366,10 @@ class ExactSimulation:
         z_in = int(z_in)
         target = TensorInfo("input", x_info.shape, iq.spec.bits, iq.spec.signed, s_in, z_in)
         x = self.as_codes_of(x, x_info, target)
-        from quant.lowering.lowerer import parametrize_original
+        from quant.sim.fast import original_parameter
 
         s_w, z_w = wq.effective_qparams()
-        w_codes = quantize_weight(parametrize_original(m), s_w, z_w, wq.spec).to(torch.int64)
+        w_codes = quantize_weight(original_parameter(m), s_w, z_w, wq.spec).to(torch.int64)
         s_w64 = s_w.reshape(-1).to(torch.float64)
         bias = None
         b = getattr(m, "bias", None)

@@ -33,6 +33,7 @@ from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import ROLES, QuantizerConfig
 
 __all__ = [
+    "original_parameter",
     "INPUT_QUANTIZER",
     "OUTPUT_QUANTIZER",
     "FAST",
@@ -171,6 +172,17 @@ class FastAttachment(ModuleAttachment):
             if module._modules.get(OUTPUT_QUANTIZER) is self.quantizers["output"]:
                 del module._modules[OUTPUT_QUANTIZER]
         restore_parameter_order(module, self.parameter_order)
+
+
+def original_parameter(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The float tensor ``name`` of ``module``, detached: the original under a quantizer's parametrization, or the
+    parameter itself."""
+    if parametrize.is_parametrized(module, name):
+        value = getattr(module.parametrizations, name).original
+    else:
+        value = getattr(module, name)
+    assert isinstance(value, torch.Tensor)
+    return value.detach()
 
 
 def restore_parameter_order(module: nn.Module, order: tuple[str, ...]) -> None:

@@ -163,3 +163,17 @@ def test_a_model_the_datapath_cannot_run_reports_simulation_accuracy(cache: Path
     assert 0 <= s["accuracy"]["fast"] <= 1 and s["accuracy"]["exact"] is None and s["accuracy"]["c"] is None
     assert "cannot" in s["verification"]["not_lowered"] and s["verification"]["mismatches"] is None
     assert s["model_bytes"] > 0 and not (tmp_path / "out" / "program.npz").exists()
+
+
+def test_the_weight_histograms_cover_every_quantized_tensor(cache: Path, tmp_path: Path) -> None:
+    """An LSTM's weights are weight_ih_l0/weight_hh_l0, not one weight: each gets its histograms."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(config(cache, "data=mnist1d", "model=lstm", "model.width=16", "train.epochs=1", "verify_samples=16"),
+        tmp_path / "h")  # fmt: skip
+    events = EventAccumulator(str(tmp_path / "h" / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    tags = set(events.Tags()["histograms"])
+    for tensor in ("weight_ih_l0", "weight_hh_l0"):
+        assert f"weights/lstm.{tensor}" in tags and f"weight_quantization_error/lstm.{tensor}" in tags
+    assert "weights/fc" in tags
