@@ -5,46 +5,9 @@
 #include "internal/qk_recurrent.h"
 #include "internal/qk_requant_core.h"
 
-typedef struct qk__gru_plan {
-    int16_t *wi, *wh;     /* w - z_w rows: 3H x F and 3H x H */
-    int32_t *wmax;        /* row bounds (filled by the loader, unused here) */
-    int64_t *wsum;
-    int32_t *xd, *hd;     /* x_t - z_x (F) and h - z_h (H) */
-    int32_t *h;           /* hidden codes (H) */
-    int32_t *qa, *qh;     /* the input and recurrent gate parts, Q3.12 (3H each) */
-} qk__gru_plan;
-
-static qk_status qk__gru_layout(size_t f, size_t hidden, qk__arena *ar, qk__gru_plan *pl)
-{
-    size_t rows = qk__mul_sat(3, hidden), big = rows > f ? rows : f;
-    pl->wi = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, f), sizeof(int16_t));
-    pl->wh = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, hidden), sizeof(int16_t));
-    pl->wmax = (int32_t *)qk__arena_take(ar, big, sizeof(int32_t));
-    pl->wsum = (int64_t *)qk__arena_take(ar, big, sizeof(int64_t));
-    pl->xd = (int32_t *)qk__arena_take(ar, f, sizeof(int32_t));
-    pl->hd = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
-    pl->h = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
-    pl->qa = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
-    pl->qh = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
-    return ar->overflow ? QK_ERR_SIZE : QK_OK;
-}
-
 qk_status qk_gru_scratch_bytes(size_t features, size_t hidden, size_t *bytes)
 {
-    qk__arena ar = {NULL, 0, 0};
-    qk__gru_plan pl;
-    qk_status st;
-    if (bytes == NULL) {
-        return QK_ERR_NULL;
-    }
-    if (features < 1 || hidden < 1) {
-        return QK_ERR_SHAPE;
-    }
-    st = qk__gru_layout(features, hidden, &ar, &pl);
-    if (st == QK_OK) {
-        *bytes = ar.used;
-    }
-    return st;
+    return qk__rnn_scratch_bytes(3, features, hidden, bytes);
 }
 
 qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const qk_datapath *dp, const void *x,
@@ -56,7 +19,7 @@ qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const q
                  size_t scratch_bytes)
 {
     qk__arena ar = {NULL, 0, 0};
-    qk__gru_plan pl;
+    qk__rnn_plan pl;
     qk_status st;
     size_t rows, s, t, j, k;
     int mode;
@@ -67,7 +30,7 @@ qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const q
         return st;
     }
     rows = 3 * hidden;
-    if ((st = qk__gru_layout(features, hidden, &ar, &pl)) != QK_OK) {
+    if ((st = qk__rnn_layout(3, features, hidden, &ar, &pl)) != QK_OK) {
         return st;
     }
     if (scratch == NULL || scratch_bytes < ar.used) {
@@ -78,7 +41,7 @@ qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const q
     }
     ar.base = (unsigned char *)scratch;
     ar.used = 0;
-    qk__gru_layout(features, hidden, &ar, &pl);
+    qk__rnn_layout(3, features, hidden, &ar, &pl);
     qk__load_weights(dp, w_ih, rows, features, 0, NULL, NULL, rows, features, pl.wi, NULL, pl.wmax, pl.wsum);
     qk__load_weights(dp, w_hh, rows, hidden, 0, NULL, NULL, rows, hidden, pl.wh, NULL, pl.wmax, pl.wsum);
     mode = dp->rounding;
@@ -100,14 +63,14 @@ qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const q
                     (st = qk__rnn_dot(pl.hd, pl.wh + j * hidden, hidden, b_hh != NULL ? b_hh[j] : 0, dp, &r)) != QK_OK) {
                     return st;
                 }
-                pl.qa[j] = qk__requant_value(a, dp, rq_ih, j, QK__LO16, QK__HI16);
-                pl.qh[j] = qk__requant_value(r, dp, rq_hh, j, QK__LO16, QK__HI16);
+                pl.p[j] = qk__requant_value(a, dp, rq_ih, j, QK__LO16, QK__HI16);
+                pl.q[j] = qk__requant_value(r, dp, rq_hh, j, QK__LO16, QK__HI16);
             }
             for (j = 0; j < hidden; ++j) {
-                int32_t rg = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.qa[j] + pl.qh[j]), mode);
-                int32_t zg = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.qa[hidden + j] + pl.qh[hidden + j]), mode);
-                int32_t ng = qk__rnn_table(tanh_table, qk__sat16((int64_t)pl.qa[2 * hidden + j] +
-                                           qk__rounding_right_shift((int64_t)rg * pl.qh[2 * hidden + j], 15, mode)), mode);
+                int32_t rg = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.p[j] + pl.q[j]), mode);
+                int32_t zg = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.p[hidden + j] + pl.q[hidden + j]), mode);
+                int32_t ng = qk__rnn_table(tanh_table, qk__sat16((int64_t)pl.p[2 * hidden + j] +
+                                           qk__rounding_right_shift((int64_t)rg * pl.q[2 * hidden + j], 15, mode)), mode);
                 int32_t hq = qk__requant_value(pl.hd[j], dp, rq_hq, 0, QK__LO16, QK__HI16);
                 int64_t acc = (int64_t)(32768 - zg) * ng + (int64_t)zg * hq; /* Q0.30, |acc| <= 2^30 */
                 pl.h[j] = qk__requant_value(acc, dp, rq_out, 0, rq_out->y_min, rq_out->y_max);

@@ -5,46 +5,9 @@
 #include "internal/qk_recurrent.h"
 #include "internal/qk_requant_core.h"
 
-
-typedef struct qk__lstm_plan {
-    int16_t *wi, *wh;          /* w - z_w rows: 4H x F and 4H x H */
-    int32_t *wmax;             /* row bounds (filled by the loader, unused here) */
-    int64_t *wsum;
-    int32_t *xd, *hd;          /* x_t - z_x (F) and h - z_h (H) */
-    int32_t *h, *c, *p;        /* hidden codes (H), cell (H), gate pre-activations (4H) */
-} qk__lstm_plan;
-
-static qk_status qk__lstm_layout(size_t f, size_t hidden, qk__arena *ar, qk__lstm_plan *pl)
-{
-    size_t rows = qk__mul_sat(4, hidden), big = rows > f ? rows : f;
-    pl->wi = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, f), sizeof(int16_t));
-    pl->wh = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, hidden), sizeof(int16_t));
-    pl->wmax = (int32_t *)qk__arena_take(ar, big, sizeof(int32_t));
-    pl->wsum = (int64_t *)qk__arena_take(ar, big, sizeof(int64_t));
-    pl->xd = (int32_t *)qk__arena_take(ar, f, sizeof(int32_t));
-    pl->hd = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
-    pl->h = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
-    pl->c = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
-    pl->p = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
-    return ar->overflow ? QK_ERR_SIZE : QK_OK;
-}
-
 qk_status qk_lstm_scratch_bytes(size_t features, size_t hidden, size_t *bytes)
 {
-    qk__arena ar = {NULL, 0, 0};
-    qk__lstm_plan pl;
-    qk_status st;
-    if (bytes == NULL) {
-        return QK_ERR_NULL;
-    }
-    if (features < 1 || hidden < 1) {
-        return QK_ERR_SHAPE;
-    }
-    st = qk__lstm_layout(features, hidden, &ar, &pl);
-    if (st == QK_OK) {
-        *bytes = ar.used;
-    }
-    return st;
+    return qk__rnn_scratch_bytes(4, features, hidden, bytes);
 }
 
 qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const qk_datapath *dp, const void *x,
@@ -55,7 +18,7 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
                   size_t table_len, void *y, size_t y_len, void *scratch, size_t scratch_bytes)
 {
     qk__arena ar = {NULL, 0, 0};
-    qk__lstm_plan pl;
+    qk__rnn_plan pl;
     qk_status st;
     size_t rows, s, t, j, k;
     int mode;
@@ -69,7 +32,7 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
         return QK_ERR_PARAM_VALUE;
     }
     rows = 4 * hidden;
-    if ((st = qk__lstm_layout(features, hidden, &ar, &pl)) != QK_OK) {
+    if ((st = qk__rnn_layout(4, features, hidden, &ar, &pl)) != QK_OK) {
         return st;
     }
     if (scratch == NULL || scratch_bytes < ar.used) {
@@ -80,7 +43,7 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
     }
     ar.base = (unsigned char *)scratch;
     ar.used = 0;
-    qk__lstm_layout(features, hidden, &ar, &pl);
+    qk__rnn_layout(4, features, hidden, &ar, &pl);
     qk__load_weights(dp, w_ih, rows, features, 0, NULL, NULL, rows, features, pl.wi, NULL, pl.wmax, pl.wsum);
     qk__load_weights(dp, w_hh, rows, hidden, 0, NULL, NULL, rows, hidden, pl.wh, NULL, pl.wmax, pl.wsum);
     mode = dp->rounding;

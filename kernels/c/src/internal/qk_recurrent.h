@@ -29,6 +29,52 @@ typedef struct qk__rnn_args {
     size_t y_len;
 } qk__rnn_args;
 
+/* The scratch of a recurrent kernel: weight rows, the step's centred operands, the states and the gate parts. */
+typedef struct qk__rnn_plan {
+    int16_t *wi, *wh;     /* w - z_w rows: G H x F and G H x H */
+    int32_t *wmax;        /* row bounds (filled by the loader, unused here) */
+    int64_t *wsum;
+    int32_t *xd, *hd;     /* x_t - z_x (F) and h - z_h (H) */
+    int32_t *h, *c;       /* hidden codes (H), the LSTM's cell (H) */
+    int32_t *p, *q;       /* gate parts, Q3.12 (G H each): the LSTM's sums in p, the GRU's two parts in p and q */
+} qk__rnn_plan;
+
+/* Carve the plan of `gates` rows per hidden unit from the arena (sizes only when ar->base is NULL). */
+static inline qk_status qk__rnn_layout(size_t gates, size_t f, size_t hidden, qk__arena *ar, qk__rnn_plan *pl)
+{
+    size_t rows = qk__mul_sat(gates, hidden), big = rows > f ? rows : f;
+    pl->wi = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, f), sizeof(int16_t));
+    pl->wh = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, hidden), sizeof(int16_t));
+    pl->wmax = (int32_t *)qk__arena_take(ar, big, sizeof(int32_t));
+    pl->wsum = (int64_t *)qk__arena_take(ar, big, sizeof(int64_t));
+    pl->xd = (int32_t *)qk__arena_take(ar, f, sizeof(int32_t));
+    pl->hd = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
+    pl->h = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
+    pl->c = (int32_t *)qk__arena_take(ar, hidden, sizeof(int32_t));
+    pl->p = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
+    pl->q = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
+    return ar->overflow ? QK_ERR_SIZE : QK_OK;
+}
+
+/* *bytes of the plan of `gates` rows per hidden unit (QK_ERR_SHAPE for an empty layer). */
+static inline qk_status qk__rnn_scratch_bytes(size_t gates, size_t features, size_t hidden, size_t *bytes)
+{
+    qk__arena ar = {NULL, 0, 0};
+    qk__rnn_plan pl;
+    qk_status st;
+    if (bytes == NULL) {
+        return QK_ERR_NULL;
+    }
+    if (features < 1 || hidden < 1) {
+        return QK_ERR_SHAPE;
+    }
+    st = qk__rnn_layout(gates, features, hidden, &ar, &pl);
+    if (st == QK_OK) {
+        *bytes = ar.used;
+    }
+    return st;
+}
+
 /* Check the arguments in one order (pointers, datapath, shapes and lengths, zero points, weights, biases,
  * requantizations, direction, tables, every input code) before anything is computed. */
 qk_status qk__rnn_check(const qk__rnn_args *a);
