@@ -18,10 +18,9 @@ qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const q
                  const int16_t *tanh_table, size_t table_len, void *y, size_t y_len, void *scratch,
                  size_t scratch_bytes)
 {
-    qk__arena ar = {NULL, 0, 0};
     qk__rnn_plan pl;
     qk_status st;
-    size_t rows, s, t, j, k;
+    size_t s, t, j, k;
     int mode;
     qk__rnn_args args = {3, n, steps, features, hidden, dp, x, x_len, x_zero_point, h_zero_point, w_ih, w_hh,
                          b_ih, b_hh, b_ih_len, b_hh_len, rq_ih, rq_hh, rq_hq, rq_out, reverse, sigmoid_table,
@@ -29,21 +28,9 @@ qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const q
     if ((st = qk__rnn_check(&args)) != QK_OK) {
         return st;
     }
-    rows = 3 * hidden;
-    if ((st = qk__rnn_layout(3, features, hidden, &ar, &pl)) != QK_OK) {
+    if ((st = qk__rnn_prepare(&args, scratch, scratch_bytes, &pl)) != QK_OK) {
         return st;
     }
-    if (scratch == NULL || scratch_bytes < ar.used) {
-        return QK_ERR_SCRATCH;
-    }
-    if (n == 0) {
-        return QK_OK;
-    }
-    ar.base = (unsigned char *)scratch;
-    ar.used = 0;
-    qk__rnn_layout(3, features, hidden, &ar, &pl);
-    qk__load_weights(dp, w_ih, rows, features, 0, NULL, NULL, rows, features, pl.wi, NULL, pl.wmax, pl.wsum);
-    qk__load_weights(dp, w_hh, rows, hidden, 0, NULL, NULL, rows, hidden, pl.wh, NULL, pl.wmax, pl.wsum);
     mode = dp->rounding;
     for (s = 0; s < n; ++s) {
         for (j = 0; j < hidden; ++j) {
@@ -51,20 +38,8 @@ qk_status qk_gru(size_t n, size_t steps, size_t features, size_t hidden, const q
         }
         for (k = 0; k < steps; ++k) {
             t = reverse ? steps - 1 - k : k;
-            for (j = 0; j < features; ++j) {
-                pl.xd[j] = qk__code_at(x, (s * steps + t) * features + j, dp->a_signed) - x_zero_point;
-            }
-            for (j = 0; j < hidden; ++j) {
-                pl.hd[j] = pl.h[j] - h_zero_point;
-            }
-            for (j = 0; j < rows; ++j) {
-                int64_t a, r;
-                if ((st = qk__rnn_dot(pl.xd, pl.wi + j * features, features, b_ih != NULL ? b_ih[j] : 0, dp, &a)) != QK_OK ||
-                    (st = qk__rnn_dot(pl.hd, pl.wh + j * hidden, hidden, b_hh != NULL ? b_hh[j] : 0, dp, &r)) != QK_OK) {
-                    return st;
-                }
-                pl.p[j] = qk__requant_value(a, dp, rq_ih, j, QK__LO16, QK__HI16);
-                pl.q[j] = qk__requant_value(r, dp, rq_hh, j, QK__LO16, QK__HI16);
+            if ((st = qk__rnn_gate_parts(&args, &pl, s, t)) != QK_OK) {
+                return st;
             }
             for (j = 0; j < hidden; ++j) {
                 int32_t rg = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.p[j] + pl.q[j]), mode);

@@ -17,10 +17,9 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
                   int32_t cell_shift, int32_t reverse, const int16_t *sigmoid_table, const int16_t *tanh_table,
                   size_t table_len, void *y, size_t y_len, void *scratch, size_t scratch_bytes)
 {
-    qk__arena ar = {NULL, 0, 0};
     qk__rnn_plan pl;
     qk_status st;
-    size_t rows, s, t, j, k;
+    size_t s, t, j, k;
     int mode;
     qk__rnn_args args = {4, n, steps, features, hidden, dp, x, x_len, x_zero_point, h_zero_point, w_ih, w_hh,
                          b_ih, b_hh, b_ih_len, b_hh_len, rq_ih, rq_hh, NULL, rq_out, reverse, sigmoid_table,
@@ -31,21 +30,9 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
     if (cell_shift < 0 || cell_shift > 15) {
         return QK_ERR_PARAM_VALUE;
     }
-    rows = 4 * hidden;
-    if ((st = qk__rnn_layout(4, features, hidden, &ar, &pl)) != QK_OK) {
+    if ((st = qk__rnn_prepare(&args, scratch, scratch_bytes, &pl)) != QK_OK) {
         return st;
     }
-    if (scratch == NULL || scratch_bytes < ar.used) {
-        return QK_ERR_SCRATCH;
-    }
-    if (n == 0) {
-        return QK_OK;
-    }
-    ar.base = (unsigned char *)scratch;
-    ar.used = 0;
-    qk__rnn_layout(4, features, hidden, &ar, &pl);
-    qk__load_weights(dp, w_ih, rows, features, 0, NULL, NULL, rows, features, pl.wi, NULL, pl.wmax, pl.wsum);
-    qk__load_weights(dp, w_hh, rows, hidden, 0, NULL, NULL, rows, hidden, pl.wh, NULL, pl.wmax, pl.wsum);
     mode = dp->rounding;
     for (s = 0; s < n; ++s) {
         for (j = 0; j < hidden; ++j) {
@@ -54,28 +41,14 @@ qk_status qk_lstm(size_t n, size_t steps, size_t features, size_t hidden, const 
         }
         for (k = 0; k < steps; ++k) {
             t = reverse ? steps - 1 - k : k;
-            for (j = 0; j < features; ++j) {
-                pl.xd[j] = qk__code_at(x, (s * steps + t) * features + j, dp->a_signed) - x_zero_point;
+            if ((st = qk__rnn_gate_parts(&args, &pl, s, t)) != QK_OK) {
+                return st;
             }
             for (j = 0; j < hidden; ++j) {
-                pl.hd[j] = pl.h[j] - h_zero_point;
-            }
-            for (j = 0; j < rows; ++j) {
-                int64_t a, r;
-                int32_t qa, qr;
-                if ((st = qk__rnn_dot(pl.xd, pl.wi + j * features, features, b_ih != NULL ? b_ih[j] : 0, dp, &a)) != QK_OK ||
-                    (st = qk__rnn_dot(pl.hd, pl.wh + j * hidden, hidden, b_hh != NULL ? b_hh[j] : 0, dp, &r)) != QK_OK) {
-                    return st;
-                }
-                qa = qk__requant_value(a, dp, rq_ih, j, QK__LO16, QK__HI16);
-                qr = qk__requant_value(r, dp, rq_hh, j, QK__LO16, QK__HI16);
-                pl.p[j] = qk__sat16((int64_t)qa + qr);
-            }
-            for (j = 0; j < hidden; ++j) {
-                int32_t i = qk__rnn_table(sigmoid_table, pl.p[j], mode);
-                int32_t f = qk__rnn_table(sigmoid_table, pl.p[hidden + j], mode);
-                int32_t g = qk__rnn_table(tanh_table, pl.p[2 * hidden + j], mode);
-                int32_t o = qk__rnn_table(sigmoid_table, pl.p[3 * hidden + j], mode);
+                int32_t i = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.p[j] + pl.q[j]), mode);
+                int32_t f = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.p[hidden + j] + pl.q[hidden + j]), mode);
+                int32_t g = qk__rnn_table(tanh_table, qk__sat16((int64_t)pl.p[2 * hidden + j] + pl.q[2 * hidden + j]), mode);
+                int32_t o = qk__rnn_table(sigmoid_table, qk__sat16((int64_t)pl.p[3 * hidden + j] + pl.q[3 * hidden + j]), mode);
                 int32_t c = qk__sat16(qk__rounding_right_shift((int64_t)f * pl.c[j], 15, mode) +
                                       qk__rounding_right_shift((int64_t)i * g, 30 - cell_shift, mode));
                 int32_t v = cell_shift >= 12 ? (int32_t)qk__rounding_right_shift(c, cell_shift - 12, mode)

@@ -5,6 +5,7 @@
 
 #include "qk_arith.h"
 #include "qk_internal.h"
+#include "qk_requant_core.h"
 
 #define QK__RNN_TABLE 513
 #define QK__LO16 (-32768)
@@ -117,6 +118,55 @@ static inline int32_t qk__rnn_table(const int16_t *t, int32_t p, int mode)
 static inline int32_t qk__sat16(int64_t v)
 {
     return (int32_t)qk__clamp64(v, QK__LO16, QK__HI16);
+}
+
+/* The plan carved from `scratch` (QK_ERR_SCRATCH when it is missing or short) and both weight matrices loaded as
+ * w - z_w rows; the arguments were checked by qk__rnn_check. */
+static inline qk_status qk__rnn_prepare(const qk__rnn_args *a, void *scratch, size_t scratch_bytes, qk__rnn_plan *pl)
+{
+    qk__arena ar = {NULL, 0, 0};
+    qk_status st;
+    size_t rows = a->gates * a->hidden;
+    if ((st = qk__rnn_layout(a->gates, a->features, a->hidden, &ar, pl)) != QK_OK) {
+        return st;
+    }
+    if (scratch == NULL || scratch_bytes < ar.used) {
+        return QK_ERR_SCRATCH;
+    }
+    ar.base = (unsigned char *)scratch;
+    ar.used = 0;
+    qk__rnn_layout(a->gates, a->features, a->hidden, &ar, pl);
+    qk__load_weights(a->dp, a->w_ih, rows, a->features, 0, NULL, NULL, rows, a->features, pl->wi, NULL, pl->wmax,
+                     pl->wsum);
+    qk__load_weights(a->dp, a->w_hh, rows, a->hidden, 0, NULL, NULL, rows, a->hidden, pl->wh, NULL, pl->wmax,
+                     pl->wsum);
+    return QK_OK;
+}
+
+/* Step t of sample s: xd = x_t - z_x, hd = h - z_h, and every gate row's input part (p) and recurrent part (q),
+ * each requantized to Q3.12 and saturated to int16 (sections 6.6, 6.7); QK_ERR_OVERFLOW in error mode. */
+static inline qk_status qk__rnn_gate_parts(const qk__rnn_args *a, qk__rnn_plan *pl, size_t s, size_t t)
+{
+    const qk_datapath *dp = a->dp;
+    size_t j, f = a->features, hidden = a->hidden, rows = a->gates * a->hidden;
+    qk_status st;
+    for (j = 0; j < f; ++j) {
+        pl->xd[j] = qk__code_at(a->x, (s * a->steps + t) * f + j, dp->a_signed) - a->x_zero_point;
+    }
+    for (j = 0; j < hidden; ++j) {
+        pl->hd[j] = pl->h[j] - a->h_zero_point;
+    }
+    for (j = 0; j < rows; ++j) {
+        int64_t acc_x, acc_h;
+        if ((st = qk__rnn_dot(pl->xd, pl->wi + j * f, f, a->b_ih != NULL ? a->b_ih[j] : 0, dp, &acc_x)) != QK_OK ||
+            (st = qk__rnn_dot(pl->hd, pl->wh + j * hidden, hidden, a->b_hh != NULL ? a->b_hh[j] : 0, dp, &acc_h)) !=
+                QK_OK) {
+            return st;
+        }
+        pl->p[j] = qk__requant_value(acc_x, dp, a->rq_ih, j, QK__LO16, QK__HI16);
+        pl->q[j] = qk__requant_value(acc_h, dp, a->rq_hh, j, QK__LO16, QK__HI16);
+    }
+    return QK_OK;
 }
 
 #endif /* QK_RECURRENT_H */
