@@ -236,6 +236,24 @@ def _recurrent_parts(mode: str) -> tuple[Any, Any, Any, list[int], list[int]]:
     return sat16, rrs, lookup, table(lambda v: 1.0 / (1.0 + math.exp(-v))), table(math.tanh)
 
 
+def _gate_parts(
+    x_t: np.ndarray, h: Sequence[int], w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray],
+    b_hh: Optional[np.ndarray], x_zero_point: int, h_zero_point: int, zi: Sequence[int], zh: Sequence[int],
+    ih_multiplier: Any, hh_multiplier: Any, dp: Datapath,
+) -> tuple[list[int], list[int]]:  # fmt: skip
+    """One step's input parts and recurrent parts of every gate row, each requantized to Q3.12 (sections 6.6, 6.7)."""
+    lo16, hi16 = -(1 << 15), (1 << 15) - 1
+    qa, qh = [], []
+    for j in range(w_ih.shape[0]):
+        a = accumulate_scalar(0 if b_ih is None else int(b_ih[j]), [(int(x_t[q]) - x_zero_point) * (int(w_ih[j, q]) - zi[j])
+                              for q in range(w_ih.shape[1])], dp.acc_bits, dp.overflow)  # fmt: skip
+        r = accumulate_scalar(0 if b_hh is None else int(b_hh[j]), [(h[q] - h_zero_point) * (int(w_hh[j, q]) - zh[j])
+                              for q in range(w_hh.shape[1])], dp.acc_bits, dp.overflow)  # fmt: skip
+        qa.append(requant_scalar(a, _mult(ih_multiplier, j), dp, 0, lo16, hi16))
+        qh.append(requant_scalar(r, _mult(hh_multiplier, j), dp, 0, lo16, hi16))
+    return qa, qh
+
+
 def lstm(
     x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray], b_hh: Optional[np.ndarray], *,
     x_zero_point: int, h_zero_point: int, ih_zero_point: Sequence[int], hh_zero_point: Sequence[int],
@@ -244,9 +262,8 @@ def lstm(
     """Section 6.6 with Python ints, one sample, step and element at a time (its own sigmoid/tanh tables)."""
     dp, k = datapath, cell_shift
     sat16, rrs, lookup, sig, tanh = _recurrent_parts(dp.rounding)
-    lo16, hi16 = -(1 << 15), (1 << 15) - 1
 
-    n, steps, features = x.shape
+    n, steps, _ = x.shape
     rows = w_ih.shape[0]
     hidden = rows // 4
     zi = list(ih_zero_point) * (rows if len(ih_zero_point) == 1 else 1)
@@ -256,15 +273,9 @@ def lstm(
     for s in range(n):
         h, c = [h_zero_point] * hidden, [0] * hidden
         for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-            p = []
-            for j in range(rows):
-                a = accumulate_scalar(0 if b_ih is None else int(b_ih[j]), [(int(x[s, t, q]) - x_zero_point) * (int(w_ih[j, q]) - zi[j])
-                                      for q in range(features)], dp.acc_bits, dp.overflow)  # fmt: skip
-                r = accumulate_scalar(0 if b_hh is None else int(b_hh[j]), [(h[q] - h_zero_point) * (int(w_hh[j, q]) - zh[j])
-                                      for q in range(hidden)], dp.acc_bits, dp.overflow)  # fmt: skip
-                qa = requant_scalar(a, _mult(ih_multiplier, j), dp, 0, lo16, hi16)
-                qr = requant_scalar(r, _mult(hh_multiplier, j), dp, 0, lo16, hi16)
-                p.append(sat16(qa + qr))
+            qa, qh = _gate_parts(x[s, t], h, w_ih, w_hh, b_ih, b_hh, x_zero_point, h_zero_point, zi, zh,
+                                 ih_multiplier, hh_multiplier, dp)  # fmt: skip
+            p = [sat16(u + v) for u, v in zip(qa, qh)]
             new_h = []
             for j in range(hidden):
                 i, f = lookup(sig, p[j]), lookup(sig, p[hidden + j])
@@ -288,7 +299,7 @@ def gru(
     sat16, rrs, lookup, sig, tanh = _recurrent_parts(dp.rounding)
     lo16, hi16 = -(1 << 15), (1 << 15) - 1
 
-    n, steps, features = x.shape
+    n, steps, _ = x.shape
     rows = w_ih.shape[0]
     hidden = rows // 3
     zi = list(ih_zero_point) * (rows if len(ih_zero_point) == 1 else 1)
@@ -298,14 +309,8 @@ def gru(
     for s in range(n):
         h = [h_zero_point] * hidden
         for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-            qa, qh = [], []
-            for j in range(rows):
-                a = accumulate_scalar(0 if b_ih is None else int(b_ih[j]), [(int(x[s, t, q]) - x_zero_point) * (int(w_ih[j, q]) - zi[j])
-                                      for q in range(features)], dp.acc_bits, dp.overflow)  # fmt: skip
-                r = accumulate_scalar(0 if b_hh is None else int(b_hh[j]), [(h[q] - h_zero_point) * (int(w_hh[j, q]) - zh[j])
-                                      for q in range(hidden)], dp.acc_bits, dp.overflow)  # fmt: skip
-                qa.append(requant_scalar(a, _mult(ih_multiplier, j), dp, 0, lo16, hi16))
-                qh.append(requant_scalar(r, _mult(hh_multiplier, j), dp, 0, lo16, hi16))
+            qa, qh = _gate_parts(x[s, t], h, w_ih, w_hh, b_ih, b_hh, x_zero_point, h_zero_point, zi, zh,
+                                 ih_multiplier, hh_multiplier, dp)  # fmt: skip
             new_h = []
             for j in range(hidden):
                 rg = lookup(sig, sat16(qa[j] + qh[j]))
