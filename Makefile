@@ -6,9 +6,11 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.install-stamp
 # The C core comes from its one source list: the .c entries, and the headers in the folders
 # (entries ending in '/'); then the binding.
+# The simulation's fake-quantization extension (quant/csrc) is built by the same setup.py.
 C_LIST    := kernels/c/sources.txt
 C_ENTRIES := $(shell sed 's/\#.*//' $(C_LIST))
 C_SOURCES := $(filter %.c,$(C_ENTRIES)) $(wildcard $(addsuffix *.h,$(filter %/,$(C_ENTRIES)))) \
+             $(wildcard quant/csrc/*.c quant/csrc/*.h) \
              $(wildcard kernels/_ext/*.c)
 
 .PHONY: install ext run results demo test test-all fuzz toolchains data bench typecheck clean

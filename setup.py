@@ -1,4 +1,4 @@
-"""Build of the C extension ``kernels._qk``; all metadata lives in pyproject.toml.
+"""Build of the C extensions ``kernels._qk`` and ``quant._fakequant``; all metadata lives in pyproject.toml.
 
 The sources are listed explicitly, once, in ``kernels/c/sources.txt``: the C99 core (read here
 through ``kernels/c_sources.py``), plus the one binding file that includes ``Python.h``. That
@@ -29,6 +29,15 @@ setup(
             # relative #include.
             include_dirs=["kernels/c/include"],
             extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-Wall", "-Wextra"],
-        )
+        ),
+        # The simulation's one-pass fake quantization (quant/csrc/fake_quant.h). -fno-math-errno lets the
+        # compiler inline rintf/floorf/truncf as vector instructions; -ffp-contract=off keeps every product
+        # and sum a rounded float32 operation, as torch computes them.
+        Extension(
+            "quant._fakequant",
+            sources=["quant/csrc/fake_quant_module.c", "quant/csrc/fake_quant.c"],
+            extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra"],
+            extra_link_args=["-pthread"],
+        ),
     ]
 )

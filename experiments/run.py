@@ -91,7 +91,7 @@ def check_config(cfg: RunConfig, out_dir: Path) -> None:
             raise ExperimentError(f"method {cfg.method.name!r} with scheme {cfg.scheme.name!r}: {err}") from None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".writable"
+        probe = out_dir / f".writable-{os.getpid()}"  # one per process: ranks of a torchrun share the folder
         probe.write_text("")
         probe.unlink()
     except OSError as err:

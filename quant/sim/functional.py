@@ -50,6 +50,7 @@ from typing import Optional, Union
 import torch
 
 from quant.reference.rounding import round_to_integer
+from quant.sim.fused import FusedFakeQuantizeSTE, fake_quantize_fused, fused_applies
 from quant.contract.spec import QuantSpec
 
 __all__ = [
@@ -314,8 +315,10 @@ def fake_quantize(
 ) -> torch.Tensor:
     """Quantize-dequantize ``x``: ``(clamp(round(x * (1/s)) + z, qmin, qmax) - z) * s``.
 
-    Differentiable with the masked straight-through estimator (see the module doc); one
-    autograd Function for every granularity and rounding mode, bit-identical to PyTorch's
+    Differentiable with the masked straight-through estimator (see the module doc). A CPU float32
+    call goes to the one-pass C loops of :mod:`quant.sim.fused` where they take it (the same values,
+    a one-byte mask); otherwise one autograd Function serves every granularity and rounding mode,
+    bit-identical to PyTorch's
     ``fake_quantize_per_tensor_affine``/``fake_quantize_per_channel_affine`` under
     ``half_even`` (up to the sign of zero). Pass ``validate=False`` only with parameters
     already returned by :func:`check_qparams`. A float16 or bfloat16 ``x`` is quantized in float32
@@ -331,6 +334,11 @@ def fake_quantize(
         return out32.to(x.dtype)
     if validate:
         scale, zero_point = check_qparams(x, scale, zero_point, spec)
+    if fused_applies(x, scale, spec):  # one pass in C, the same values (quant.sim.fused)
+        if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+            fused: torch.Tensor = FusedFakeQuantizeSTE.apply(x, scale, zero_point, spec)  # type: ignore[no-untyped-call]
+            return fused
+        return fake_quantize_fused(x, scale, zero_point, spec, need_mask=False)[0]
     if scale.dtype != x.dtype:
         scale = scale.to(x.dtype)
     args = (group_view(x, spec), broadcast_qparams(scale, x, spec), broadcast_qparams(zero_point, x, spec), spec, generator)

@@ -49,8 +49,9 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from quant.sim import fused
 from quant.sim.functional import QParams, group_view, normalized_axis, fake_quantize, qparams_shape
-from quant.sim.qparams import range_to_qparams
+from quant.sim.qparams import float32, range_to_qparams
 from quant.contract.spec import QuantSpec
 
 __all__ = [
@@ -161,6 +162,7 @@ class Observer(nn.Module):
         self.spec = spec
         self.register_buffer("min_val", torch.empty(0))
         self.register_buffer("max_val", torch.empty(0))
+        self._host = fused.HostScalars()
         self.train(False)  # eval until the model it belongs to trains (model.train() reaches it)
 
     @property
@@ -168,7 +170,6 @@ class Observer(nn.Module):
         """True once a (non-empty) tensor has been observed."""
         return self.min_val.numel() > 0
 
-    @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         """Fold the statistics of ``x`` into the observer's (no gradients, ``x`` unchanged)."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -177,10 +178,19 @@ class Observer(nn.Module):
         qparams_shape(x.shape, self.spec)  # axis / group_size errors before any work
         if x.numel() == 0:
             return
-        self._observe(x.detach())
+        batch = self._host_batch_range(x)
+        if batch is not None and self._fold_host_range(*batch):
+            return
+        with torch.no_grad():
+            self._observe(x.detach())
 
     def _observe(self, x: torch.Tensor) -> None:
         raise NotImplementedError
+
+    def _fold_host_range(self, lo: float, hi: float) -> bool:
+        """Fold a batch's extremes given as floats the way ``_observe`` would and return True, or return False
+        (the default) for an observer that needs the tensor itself."""
+        return False
 
     def qparams(self) -> QParams:
         """``(scale, zero_point)`` for the current range: float32 and int32 tensors of the
@@ -193,6 +203,43 @@ class Observer(nn.Module):
         """Forget everything observed."""
         self.min_val = torch.empty(0, device=self.min_val.device)
         self.max_val = torch.empty(0, device=self.max_val.device)
+
+    # ------------------------------------------------------------------ the per-tensor fast path
+    def host_range(self) -> Optional[tuple[float, float]]:
+        """``(min_val, max_val)`` as Python floats for a per-tensor observer with data on the CPU (read once
+        per change of the buffers, :class:`~quant.sim.fused.HostScalars`), else None."""
+        lo, hi = self._buffers["min_val"], self._buffers["max_val"]
+        assert lo is not None and hi is not None
+        if self.spec.granularity != "tensor" or lo.shape != () or hi.shape != () or lo.device.type != "cpu":
+            return None
+        return float(self._host.get("min_val", lo)), float(self._host.get("max_val", hi))
+
+    def _host_batch_range(self, x: torch.Tensor) -> Optional[tuple[float, float]]:
+        """The extremes of ``x`` as floats by one C pass, when the per-tensor fast path takes ``x``: a per-tensor
+        observer whose statistics are CPU scalars (or empty), not under QAT with torch.distributed."""
+        lo = self._buffers["min_val"]
+        assert lo is not None
+        if self.spec.granularity != "tensor" or lo.device.type != "cpu" or lo.shape not in ((), (0,)):
+            return None
+        if self.training and _distributed():
+            return None
+        extremes = fused.tensor_extremes(x)
+        if extremes is not None and not (math.isfinite(extremes[0]) and math.isfinite(extremes[1])):
+            raise ValueError(f"{type(self).__name__}: the observed tensor contains NaN or Inf")
+        return extremes
+
+    def _store_host_range(self, lo: float, hi: float) -> None:
+        """``min_val, max_val = lo, hi`` (float32 values), in place when they are CPU scalars already."""
+        a, b = self._buffers["min_val"], self._buffers["max_val"]
+        assert a is not None and b is not None
+        if a.shape == () and b.shape == ():
+            a.fill_(lo)
+            b.fill_(hi)
+        else:
+            self.min_val = a = torch.tensor(lo)
+            self.max_val = b = torch.tensor(hi)
+        self._host.put("min_val", a, lo)
+        self._host.put("max_val", b, hi)
 
     # ------------------------------------------------------------------ helpers
     def _batch_minmax(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,6 +294,13 @@ class MinMaxObserver(Observer):
     (-1.0, 2.0)
     """
 
+    def _fold_host_range(self, lo: float, hi: float) -> bool:
+        running = self.host_range()  # the float32 values _observe computes, without tensor operations
+        if running is not None:
+            lo, hi = min(running[0], lo), max(running[1], hi)
+        self._store_host_range(lo, hi)
+        return True
+
     def _observe(self, x: torch.Tensor) -> None:
         lo, hi = self._batch_minmax(x)
         self._check_shape(lo, x)
@@ -276,6 +330,15 @@ class MovingAverageMinMaxObserver(Observer):
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 < momentum <= 1.0:
             raise ValueError(f"MovingAverageMinMaxObserver: momentum={momentum!r} must be a number in (0, 1]")
         self.momentum = float(momentum)
+
+    def _fold_host_range(self, lo: float, hi: float) -> bool:
+        running = self.host_range()  # _observe's float32 arithmetic on Python floats (qparams.float32)
+        if running is not None:
+            m = float32(self.momentum)
+            lo = float32(running[0] + float32(m * float32(lo - running[0])))
+            hi = float32(running[1] + float32(m * float32(hi - running[1])))
+        self._store_host_range(lo, hi)
+        return True
 
     def _observe(self, x: torch.Tensor) -> None:
         lo, hi = self._batch_minmax(x)

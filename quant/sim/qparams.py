@@ -43,6 +43,8 @@ overflows float32 raise ``ValueError``.
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Union
 
 import torch
@@ -50,7 +52,7 @@ import torch
 from quant.sim.functional import QParams
 from quant.contract.spec import QuantSpec
 
-__all__ = ["SCALE_EPS", "qparams_from_range", "range_to_qparams", "pow2_ceil"]
+__all__ = ["SCALE_EPS", "float32", "qparams_from_range", "range_to_qparams", "range_to_qparams_scalar", "pow2_ceil"]
 
 #: The smallest scale ``qparams_from_range`` returns (float32 machine epsilon).
 SCALE_EPS: float = float(torch.finfo(torch.float32).eps)
@@ -134,3 +136,49 @@ def range_to_qparams(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> QPa
     else:
         zero_point = torch.clamp(spec.qmin - torch.round(lo / scale), spec.qmin, spec.qmax).to(torch.int32)
     return scale, zero_point
+
+
+_F32 = struct.Struct("f")
+
+
+def float32(v: float) -> float:
+    """``v`` rounded to the nearest float32 (ties to even; +-Inf past the largest float32), as a Python float.
+
+    One float32 operation on float32 operands computed in float64 and then rounded this way gives the
+    correctly rounded float32 result (float64 holds more than twice float32's precision), which is how
+    :func:`range_to_qparams_scalar` reproduces torch's float32 arithmetic.
+
+    >>> float32(0.1), float32(1e39)
+    (0.10000000149011612, inf)
+    """
+    try:
+        result: float = _F32.unpack(_F32.pack(v))[0]
+        return result
+    except OverflowError:  # rounds past the largest float32
+        return math.copysign(math.inf, v)
+
+
+def range_to_qparams_scalar(lo: float, hi: float, spec: QuantSpec) -> tuple[float, int]:
+    """:func:`range_to_qparams` of one float32 range given as Python floats (``lo <= hi``, finite): the same
+    ``(scale, zero_point)``, bit for bit, without a tensor operation (the observers' per-tensor fast path)."""
+    lo = min(lo, 0.0)
+    hi = max(hi, 0.0)
+    if spec.symmetric:
+        width = max(-lo, hi) if spec.signed else hi
+        levels = float(spec.qmax)
+    else:
+        width = float32(hi - lo)
+        levels = float(spec.qmax - spec.qmin)
+    if math.isinf(width):  # the float32 difference overflows: the float64 one, divided, then rounded
+        scale = float32((hi - lo) / levels)
+    else:
+        scale = float32(width / levels)
+    scale = 1.0 if width == 0.0 else max(scale, SCALE_EPS)
+    if spec.scale == "pow2":
+        mant, exp = math.frexp(scale)
+        scale = scale if mant == 0.5 else math.ldexp(1.0, exp)
+    if spec.symmetric:
+        return scale, 0
+    ratio = float32(lo / scale)
+    zero_point = spec.qmin - round(ratio)  # round(): ties to even, as torch.round; exact in float32 here
+    return scale, min(max(zero_point, spec.qmin), spec.qmax)

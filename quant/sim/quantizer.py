@@ -71,6 +71,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from quant.sim import fused
 from quant.sim.functional import check_qparams, fake_quantize, qparams_shape
 from quant.sim.learned import (
     lsq_effective_scale,
@@ -81,6 +82,7 @@ from quant.sim.learned import (
     pact_scale,
 )
 from quant.sim.observers import make_observer, reduce_to_qparams_shape, resize_for_load
+from quant.sim.qparams import range_to_qparams_scalar
 from quant.contract.spec import QuantSpec
 
 __all__ = ["LEARN_MODES", "Quantizer"]
@@ -147,6 +149,8 @@ class Quantizer(nn.Module):
         self.per_step = False
         self._calls = 0
         self._counting = False
+        #: Python-number copies of a per-tensor scale and zero point (the fused path takes them as numbers).
+        self._host = fused.HostScalars()
         self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
         if learn == "none":
             self.register_buffer("scale", torch.empty(0))
@@ -257,24 +261,32 @@ class Quantizer(nn.Module):
             return pact_fake_quantize(x, learned, self.spec)
         scale = self._buffers["scale"]
         assert scale is not None
+        if self.spec.granularity == "tensor" and scale.device.type == "cpu" and fused.fused_applies(x, scale, self.spec):
+            s = float(self._host.get("scale", scale))
+            z = int(self._host.get("zero_point", self.zero_point))
+            return fused.fake_quantize_per_tensor(x, s, z, self.spec)
         return fake_quantize(x, scale, self.zero_point, self.spec, validate=False)
 
-    @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:
         self.observer.update(x)
         self._last_shape = tuple(x.shape)
         if self.learn == "lsq" and x.numel():
-            batch = reduce_to_qparams_shape(x.detach().abs(), self.spec, "mean").to(torch.float32)
-            n = x.numel() // max(1, batch.numel())
-            old = self._buffers["lsq_mean_abs"]
-            assert old is not None
-            if self._lsq_seen == 0 or old.shape != batch.shape:
-                new = batch
-                self._lsq_seen = 0
-            else:
-                new = old + (batch - old) * (n / (self._lsq_seen + n))
-            self.lsq_mean_abs = new
-            self._lsq_seen += n
+            with torch.no_grad():
+                self._observe_mean_abs(x)
+
+    def _observe_mean_abs(self, x: torch.Tensor) -> None:
+        """LSQ's running mean of ``|x|`` per qparam (its initial step)."""
+        batch = reduce_to_qparams_shape(x.detach().abs(), self.spec, "mean").to(torch.float32)
+        n = x.numel() // max(1, batch.numel())
+        old = self._buffers["lsq_mean_abs"]
+        assert old is not None
+        if self._lsq_seen == 0 or old.shape != batch.shape:
+            new = batch
+            self._lsq_seen = 0
+        else:
+            new = old + (batch - old) * (n / (self._lsq_seen + n))
+        self.lsq_mean_abs = new
+        self._lsq_seen += n
 
     # ------------------------------------------------------------------ qparams
     @torch.no_grad()
@@ -295,11 +307,30 @@ class Quantizer(nn.Module):
         return scale.detach().clone(), self.zero_point.detach().clone()
 
     def _store_observer_qparams(self, validate_shape: Optional[tuple[int, ...]]) -> None:
+        host = self.observer.host_range() if validate_shape is None else None
+        if host is not None:  # per tensor on the CPU: the same qparams from Python floats, stored in place
+            scale, zero_point = range_to_qparams_scalar(host[0], host[1], self.spec)
+            self._store_host_qparams(scale, zero_point)
+            return
         s, z = self.observer.qparams()
         if validate_shape is not None:
             check_qparams(torch.empty(validate_shape, device="meta"), s, z, self.spec)
         self.scale = s
         self.zero_point = z
+        self.calibrated = True
+
+    def _store_host_qparams(self, scale: float, zero_point: int) -> None:
+        """``scale, zero_point = scale, zero_point`` (shape ``()``), in place when the buffers are CPU scalars."""
+        s, z = self._buffers["scale"], self._buffers["zero_point"]
+        assert s is not None and z is not None
+        if s.shape == () and z.shape == () and s.device.type == "cpu" and z.device.type == "cpu":
+            s.fill_(scale)
+            z.fill_(zero_point)
+        else:
+            self.scale = s = torch.tensor(scale, dtype=torch.float32, device=s.device)
+            self.zero_point = z = torch.tensor(zero_point, dtype=torch.int32, device=z.device)
+        self._host.put("scale", s, scale)
+        self._host.put("zero_point", z, zero_point)
         self.calibrated = True
 
     def compute_qparams(self) -> None:

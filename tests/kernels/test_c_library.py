@@ -63,12 +63,15 @@ def test_list_names_every_c_file_under_src_and_every_header_folder() -> None:
 
 
 def test_setup_py_builds_the_listed_sources(monkeypatch: pytest.MonkeyPatch) -> None:
-    """setup.py, run with ``setup()`` captured, builds the binding plus exactly the list, in order."""
+    """setup.py, run with ``setup()`` captured, builds the binding plus exactly the list, in order (and,
+    apart, the simulation's fake-quantization extension, which takes nothing of the core)."""
     captured: dict[str, Any] = {}
     monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
     monkeypatch.chdir(ROOT)
     runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
-    (ext,) = captured["ext_modules"]
+    ext, fake_quant = captured["ext_modules"]
+    assert fake_quant.name == "quant._fakequant"
+    assert all(s.startswith("quant/csrc/") for s in fake_quant.sources)
     assert ext.name == "kernels._qk"
     assert ext.sources == ["kernels/_ext/qk_module.c", *(_rel(p) for p in SOURCES)]
     assert all((ROOT / s).is_file() for s in ext.sources)

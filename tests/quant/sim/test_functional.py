@@ -29,6 +29,7 @@ from quant.sim.functional import (
     quantize,
 )
 from quant.contract.spec import QuantSpec
+from tests.quant.sim.fake_quant_paths import fake_quant_path  # noqa: F401 (autouse: both paths)
 
 Case = tuple[torch.Tensor, torch.Tensor, torch.Tensor, QuantSpec]
 

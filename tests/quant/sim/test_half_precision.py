@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quant.contract.spec import QuantSpec
+from tests.quant.sim.fake_quant_paths import fake_quant_path  # noqa: F401 (autouse: both paths)
 from quant.sim.functional import fake_quantize, quantize
 
 SPEC = QuantSpec(bits=8, signed=False, symmetric=False)

@@ -28,6 +28,7 @@ from quant.sim.observers import (
 )
 from quant.sim.qparams import qparams_from_range
 from quant.contract.spec import QuantSpec
+from tests.quant.sim.fake_quant_paths import fake_quant_path  # noqa: F401 (autouse: both paths)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

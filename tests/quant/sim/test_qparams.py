@@ -15,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from quant.sim.functional import fake_quantize, quantize
-from quant.sim.qparams import SCALE_EPS, pow2_ceil, qparams_from_range
+from quant.sim.qparams import SCALE_EPS, float32, pow2_ceil, qparams_from_range, range_to_qparams, range_to_qparams_scalar
 from quant.contract.spec import QuantSpec
 
 with warnings.catch_warnings():
@@ -240,3 +240,29 @@ def test_bit_exact_with_torch_ao_minmax_per_channel(values: list[float], spec: Q
     want_s, want_z = obs.calculate_qparams()
     s, z = qparams_from_range(lo, hi, spec.with_(granularity="channel", axis=0))
     assert s.tolist() == want_s.tolist() and z.tolist() == want_z.tolist(), spec
+
+
+WIDE = st.one_of(FINITE, st.floats(width=32, allow_nan=False, allow_infinity=False),
+                 st.floats(-2.0**-126, 2.0**-126, width=32),
+                 st.sampled_from((0.0, -0.0, 3.4028234663852886e38, -3.4028234663852886e38, 2.0**-149)))  # fmt: skip
+
+
+@given(WIDE, WIDE, specs())
+@example(-3e38, 3e38, QuantSpec(symmetric=False))  # a width past float32, whose scale is not
+@example(0.0, 2.0**-149, QuantSpec(bits=2, signed=False, symmetric=False))
+def test_the_scalar_qparams_are_the_tensor_ones_bit_for_bit(a: float, b: float, spec: QuantSpec) -> None:
+    """range_to_qparams_scalar (the observers' per-tensor fast path, on Python floats) gives exactly the
+    (scale, zero point) of range_to_qparams's float32 tensor arithmetic, wherever the scale is finite."""
+    lo, hi = min(a, b), max(a, b)
+    s, z = range_to_qparams(torch.tensor(lo), torch.tensor(hi), spec)
+    if not math.isfinite(float(s)):
+        return  # a range too wide for any float32 scale (refused by qparams_from_range)
+    got = range_to_qparams_scalar(lo, hi, spec)
+    assert got == (float(s), int(z)), f"{spec.describe()} [{lo}, {hi}]: {got} != {(float(s), int(z))}"
+    assert np.float32(got[0]) == got[0]  # a float32 value
+
+
+def test_float32_rounds_to_nearest_even_and_overflows_to_infinity() -> None:
+    assert float32(1.0 + 2.0**-24) == 1.0 and float32(1.0 + 3 * 2.0**-24) == 1.0 + 2.0**-22
+    assert float32(3.4028235e38) == 3.4028234663852886e38 and float32(3.5e38) == math.inf
+    assert float32(-3.5e38) == -math.inf

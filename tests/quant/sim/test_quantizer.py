@@ -23,6 +23,7 @@ from quant.sim.learned import lsq_init_scale
 from quant.sim.observers import OBSERVERS, make_observer
 from quant.sim.quantizer import Quantizer
 from quant.contract.spec import QuantSpec
+from tests.quant.sim.fake_quant_paths import fake_quant_path  # noqa: F401 (autouse: both paths)
 from tests.quant.sim.test_functional import DETERMINISTIC, Case, assert_equal, cases, specs
 
 W4 = QuantSpec(bits=4, granularity="channel", axis=0)

@@ -1,0 +1,66 @@
+/*
+ * One-pass fake quantization of float32 tensors, the simulation's hot path (quant.sim.fused).
+ *
+ * Arithmetic contract (docs/architecture.md, "The fused path of fake quantization"), element by
+ * element and in IEEE single precision, exactly as quant.sim.functional.fake_quantize computes it with torch ops:
+ *
+ *     inv  = 1 / s                            (correctly rounded float32 division)
+ *     r    = round(x * inv)                   (one float32 product, then the rounding mode)
+ *     q    = clamp(r, qmin - z, qmax - z)     (NaN stays NaN, +-Inf saturate)
+ *     out  = q * s
+ *     mask = (q == r)                         (1 byte per element; 0 for clipped, NaN and +-Inf)
+ *
+ * and the backward of the straight-through estimator: grad_in = grad_out * mask; and the extremes of a
+ * tensor for the observers (fq_minmax).
+ * The results equal the torch path's up to the sign of a zero output (torch's own vectorized and
+ * scalar clamps disagree there).
+ *
+ * x is viewed as (outer, channels, inner), C order, contiguous. Quantization parameters:
+ *   FQ_TENSOR   one scale and zero point;
+ *   FQ_CHANNEL  scale[c], zero_point[c];
+ *   FQ_GROUP    groups of `group` consecutive channels: qparams of shape
+ *               (outer, channels / group, inner), index (o * (channels / group) + c / group) * inner + i.
+ * Plain C99 plus optional GCC/Clang target attributes for the AVX2 loops (chosen at run time);
+ * no allocation except the worker threads' stacks, no globals.
+ */
+#ifndef QUANT_FAKE_QUANT_H
+#define QUANT_FAKE_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum fq_granularity { FQ_TENSOR = 0, FQ_CHANNEL = 1, FQ_GROUP = 2 };
+/* The rounding modes of quant.contract.rounding that need no random draws. */
+enum fq_rounding { FQ_HALF_EVEN = 0, FQ_HALF_AWAY = 1, FQ_HALF_UP = 2, FQ_FLOOR = 3 };
+/* The loops: FQ_ISA_AUTO picks the best the CPU has. */
+enum fq_isa { FQ_ISA_AUTO = 0, FQ_ISA_PORTABLE = 1, FQ_ISA_AVX2 = 2 };
+
+enum fq_status { FQ_OK = 0, FQ_BAD_ARGUMENT = 1, FQ_ISA_UNAVAILABLE = 2, FQ_THREAD_FAILED = 3 };
+
+typedef struct {
+    const float *x;
+    float *out;
+    uint8_t *mask; /* NULL: no mask */
+    const float *scale;
+    const int32_t *zero_point; /* NULL: every zero point is 0 */
+    int64_t outer, channels, inner;
+    int64_t group; /* FQ_GROUP only */
+    int granularity;
+    int32_t qmin, qmax;
+    int rounding;
+} fq_problem;
+
+/* Runs `p` on up to `threads` threads (1: the caller's). FQ_BAD_ARGUMENT for negative sizes, a group
+ * that does not divide the channels, qmin > qmax, an unknown mode or a NULL pointer where data is. */
+int fq_forward(const fq_problem *p, int threads, int isa);
+
+/* grad_in[k] = grad_out[k] * mask[k] for k < n (any common layout). */
+int fq_backward(const float *grad_out, const uint8_t *mask, float *grad_in, int64_t n, int threads, int isa);
+
+/* The least and greatest of x[0..n-1], n > 0; both NaN when any element is NaN (as torch.aminmax). */
+int fq_minmax(const float *x, int64_t n, float *lo, float *hi, int isa);
+
+/* 1 if the loops of `isa` can run on this CPU. */
+int fq_isa_available(int isa);
+
+#endif

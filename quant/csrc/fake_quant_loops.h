@@ -1,0 +1,98 @@
+/*
+ * The loops of fake_quant.c, included once per instruction set with FQ_ATTR (a target attribute or
+ * nothing) and FQ_NAME(name) (the name with the set's suffix) defined. Each loop has one rounding mode
+ * and one mask choice, so that the compiler vectorizes it; the arithmetic is fake_quant.h's contract.
+ */
+
+FQ_ATTR static inline float FQ_NAME(fq_half_away)(float v)
+{
+    /* trunc(v) + sign(v) where |v - trunc(v)| >= 1/2, as quant.reference.rounding.round_half_away */
+    const float t = truncf(v);
+    return t + (fabsf(v - t) >= 0.5f ? copysignf(1.0f, v) : 0.0f);
+}
+
+FQ_ATTR static inline float FQ_NAME(fq_half_up)(float v)
+{
+    const float f = floorf(v);
+    return f + (v - f >= 0.5f ? 1.0f : 0.0f);
+}
+
+#define FQ_CLAMP(r, lo, hi) ((r) < (lo) ? (lo) : ((r) > (hi) ? (hi) : (r)))
+
+/* One run of n elements sharing (s, lo, hi); ROUNDED is an expression of v = x * inv. */
+#define FQ_LOOP(ROUNDED)                                                  \
+    if (mask != NULL) {                                                   \
+        for (int64_t k = 0; k < n; ++k) {                                 \
+            const float v = x[k] * inv;                                   \
+            const float r = ROUNDED;                                      \
+            const float q = FQ_CLAMP(r, lo, hi);                          \
+            out[k] = q * s;                                               \
+            mask[k] = (uint8_t)(q == r);                                  \
+        }                                                                 \
+    } else {                                                              \
+        for (int64_t k = 0; k < n; ++k) {                                 \
+            const float v = x[k] * inv;                                   \
+            const float r = ROUNDED;                                      \
+            out[k] = FQ_CLAMP(r, lo, hi) * s;                             \
+        }                                                                 \
+    }
+
+FQ_ATTR static void FQ_NAME(fq_run)(const float *x, float *out, uint8_t *mask, int64_t n, float s, float lo,
+                                    float hi, int rounding)
+{
+    const float inv = 1.0f / s;
+    switch (rounding) {
+    case FQ_HALF_EVEN: FQ_LOOP(rintf(v)) break;
+    case FQ_HALF_AWAY: FQ_LOOP(FQ_NAME(fq_half_away)(v)) break;
+    case FQ_HALF_UP: FQ_LOOP(FQ_NAME(fq_half_up)(v)) break;
+    default: FQ_LOOP(floorf(v)) break;
+    }
+}
+#undef FQ_LOOP
+
+/* One run of n elements, each with its own scale s[k] and zero point z[k] (z NULL: 0). */
+#define FQ_LOOP(ROUNDED)                                                  \
+    for (int64_t k = 0; k < n; ++k) {                                     \
+        const float sk = s[k];                                            \
+        const int32_t zk = z != NULL ? z[k] : 0;                          \
+        const float lo = (float)(qmin - zk), hi = (float)(qmax - zk);     \
+        const float v = x[k] * (1.0f / sk);                               \
+        const float r = ROUNDED;                                          \
+        const float q = FQ_CLAMP(r, lo, hi);                              \
+        out[k] = q * sk;                                                  \
+        if (mask != NULL)                                                 \
+            mask[k] = (uint8_t)(q == r);                                  \
+    }
+
+FQ_ATTR static void FQ_NAME(fq_run_each)(const float *x, float *out, uint8_t *mask, int64_t n, const float *s,
+                                         const int32_t *z, int32_t qmin, int32_t qmax, int rounding)
+{
+    switch (rounding) {
+    case FQ_HALF_EVEN: FQ_LOOP(rintf(v)) break;
+    case FQ_HALF_AWAY: FQ_LOOP(FQ_NAME(fq_half_away)(v)) break;
+    case FQ_HALF_UP: FQ_LOOP(FQ_NAME(fq_half_up)(v)) break;
+    default: FQ_LOOP(floorf(v)) break;
+    }
+}
+#undef FQ_LOOP
+#undef FQ_CLAMP
+
+FQ_ATTR static void FQ_NAME(fq_masked)(const float *g, const uint8_t *mask, float *out, int64_t n)
+{
+    for (int64_t k = 0; k < n; ++k)
+        out[k] = g[k] * (float)mask[k];
+}
+
+FQ_ATTR static void FQ_NAME(fq_extremes)(const float *x, int64_t n, float *lo, float *hi)
+{
+    float a = x[0], b = x[0];
+    int nan = 0;
+    for (int64_t k = 0; k < n; ++k) {
+        const float v = x[k];
+        a = v < a ? v : a;
+        b = v > b ? v : b;
+        nan |= v != v;
+    }
+    *lo = nan ? NAN : a;
+    *hi = nan ? NAN : b;
+}

@@ -1,0 +1,271 @@
+"""The fused CPU path of fake quantization: one pass over the data in C (``quant/csrc/fake_quant.h``).
+
+:func:`quant.sim.functional.fake_quantize` hands a call here when it can take it: a CPU float32 input,
+a rounding mode without random draws, a non-binary spec, and a layout the loops read in place (any
+contiguous input; a per-tensor scheme also takes a channels-last one, whose output and mask keep its
+strides). The C loops compute, element by element in float32, exactly the torch path's arithmetic::
+
+    r = round(x * (1/s));  q = clamp(r, qmin - z, qmax - z);  out = q * s;  mask = (q == r)
+
+so the values are bit-identical to the torch path (up to the sign of a zero output, where torch's own
+vectorized and scalar clamps disagree); NaN stays NaN and +-Inf saturate with a 0 in the mask. The mask
+is one byte per element (the torch path keeps a float32 mask), and the backward is one more pass:
+``grad_in = grad_out * mask``. The work is split over ``torch.get_num_threads()`` threads for tensors
+large enough to pay for them.
+
+Everything else (CUDA, float64, stochastic rounding, binary specs, strided layouts) takes the torch
+path, which stays the reference. :func:`fused_path` switches the fused path off or forces its loops
+(``"portable"``, ``"avx2"``), which is how the tests run every property on both paths.
+
+>>> import torch
+>>> from quant.contract.spec import QuantSpec
+>>> x = torch.tensor([-1.0, 0.26, 0.25, 9.0, float("nan")])
+>>> out, mask = fake_quantize_fused(x, torch.tensor(0.5), torch.tensor(0, dtype=torch.int32), QuantSpec(bits=4), True)
+>>> out.tolist()[:4], mask.tolist()
+([-1.0, 0.5, 0.0, 3.5], [1, 1, 1, 0, 0])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from types import ModuleType
+from typing import Iterator, Optional, Union
+
+import torch
+
+from quant.contract.spec import QuantSpec
+
+__all__ = [
+    "FUSED_ISAS",
+    "FusedFakeQuantizeSTE",
+    "available",
+    "fake_quantize_fused",
+    "fused_path",
+    "fused_applies",
+    "masked_gradient",
+    "HostScalars",
+    "fake_quantize_per_tensor",
+    "tensor_extremes",
+]
+
+
+def _load() -> Optional[ModuleType]:
+    try:
+        return importlib.import_module("quant._fakequant")
+    except ImportError:  # a source tree without the built extension: the torch path only
+        return None
+
+
+_EXT = _load()
+_ROUNDING = {"half_even": 0, "half_away": 1, "half_up": 2, "floor": 3}
+_GRANULARITY = {"tensor": 0, "channel": 1, "group": 2}
+#: The loop sets :func:`fused_path` can force, by name.
+FUSED_ISAS = {"auto": 0, "portable": 1, "avx2": 2}
+_MODE = {"isa": 0, "on": _EXT is not None}
+
+
+def available(isa: str = "auto") -> bool:
+    """Whether the extension is built and ``isa``'s loops run on this CPU."""
+    return _EXT is not None and (isa == "auto" or bool(_EXT.isa_available(FUSED_ISAS[isa])))
+
+
+@contextlib.contextmanager
+def fused_path(mode: str) -> Iterator[None]:
+    """Within the block, ``"off"`` sends every call to the torch path; ``"auto"`` (the default outside) uses
+    the best loops the CPU has; ``"portable"``/``"avx2"`` force those loops (``RuntimeError`` if they
+    cannot run here). Not thread-safe: a process-wide setting, meant for tests and benchmarks."""
+    if mode != "off" and mode not in FUSED_ISAS:
+        raise ValueError(f"fused_path: mode={mode!r} is not 'off' or one of {', '.join(map(repr, FUSED_ISAS))}")
+    if mode != "off" and not available(mode):
+        raise RuntimeError(f"fused_path: the fused fake quantization with {mode!r} loops is not available here")
+    saved = dict(_MODE)
+    _MODE["on"] = mode != "off"
+    _MODE["isa"] = FUSED_ISAS.get(mode, 0)
+    try:
+        yield
+    finally:
+        _MODE.update(saved)
+
+
+def _dense_in_place(x: torch.Tensor, spec: QuantSpec) -> bool:
+    """Whether the loops can read ``x`` where it is: contiguous, or channels-last under a per-tensor scheme."""
+    if x.is_contiguous():
+        return True
+    return spec.granularity == "tensor" and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def fused_applies(x: torch.Tensor, scale: torch.Tensor, spec: QuantSpec) -> bool:
+    """Whether :func:`fake_quantize_fused` takes this call (module doc); else the torch path does."""
+    return (
+        bool(_MODE["on"])
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and scale.device.type == "cpu"
+        and not spec.is_binary
+        and spec.rounding in _ROUNDING
+        and _dense_in_place(x, spec)
+    )
+
+
+def _view(shape: torch.Size, spec: QuantSpec) -> tuple[int, int, int, int]:
+    """``(outer, channels, inner, group)``: the (outer, channels, inner) view of fake_quant.h."""
+    if spec.granularity == "tensor":
+        return 1, 1, shape.numel(), 1
+    assert spec.axis is not None
+    axis = spec.axis % len(shape)
+    outer, inner = 1, 1
+    for d in shape[:axis]:
+        outer *= d
+    for d in shape[axis + 1 :]:
+        inner *= d
+    return outer, shape[axis], inner, spec.group_size or 1
+
+
+def fake_quantize_fused(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec, need_mask: bool
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The fake-quantized ``x`` and, with ``need_mask``, its uint8 gradient mask, for a call
+    :func:`fused_applies` accepted, with ``scale``/``zero_point`` already checked against ``x`` and
+    ``spec`` (:func:`~quant.sim.functional.check_qparams`): any shape of the right number of elements."""
+    assert _EXT is not None
+    s = scale.detach().to(torch.float32).contiguous()
+    z = zero_point.detach().to(torch.int32).contiguous()
+    outer, channels, inner, group = _view(x.shape, spec)
+    count = {"tensor": 1, "channel": channels, "group": outer * (channels // group) * inner}[spec.granularity]
+    if s.numel() != count or z.numel() != count:  # the C loops read exactly this many: never more
+        raise ValueError(f"fake_quantize_fused: {s.numel()} scales and {z.numel()} zero points for an input of "
+                         f"shape {tuple(x.shape)} under {spec.describe()}, which needs {count}")  # fmt: skip
+    out = torch.empty_like(x)
+    mask = torch.empty_like(x, dtype=torch.uint8) if need_mask else None
+    xd = x.detach()
+    _EXT.forward(
+        xd.data_ptr(), out.data_ptr(), mask.data_ptr() if mask is not None else 0, s.data_ptr(),
+        0 if spec.symmetric else z.data_ptr(), outer, channels, inner, group, _GRANULARITY[spec.granularity],
+        spec.qmin, spec.qmax, _ROUNDING[spec.rounding], torch.get_num_threads(), _MODE["isa"],
+    )  # fmt: skip
+    return out, mask
+
+
+def masked_gradient(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``grad * mask`` (the straight-through gradient), in one C pass when ``grad`` is a CPU float32 tensor
+    laid out as the mask is, else by torch (same values: a product with 0.0 or 1.0)."""
+    if (
+        _EXT is not None
+        and grad.dtype == torch.float32
+        and grad.device.type == "cpu"
+        and grad.shape == mask.shape
+        and grad.stride() == mask.stride()
+        and (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last))
+    ):
+        out = torch.empty_like(grad)
+        _EXT.backward(grad.data_ptr(), mask.data_ptr(), out.data_ptr(), grad.numel(), torch.get_num_threads(),
+                      _MODE["isa"])  # fmt: skip
+        return out
+    return grad * mask
+
+
+class FusedFakeQuantizeSTE(torch.autograd.Function):
+    """:func:`fake_quantize_fused` with the straight-through gradient ``grad * mask`` for ``x`` (none for the
+    scale and zero point), the uint8 mask the one tensor it keeps."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, spec: QuantSpec
+    ) -> torch.Tensor:
+        out, mask = fake_quantize_fused(x, s, z, spec, need_mask=True)
+        assert mask is not None
+        ctx.save_for_backward(mask)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return masked_gradient(grad, mask), None, None, None
+
+
+def tensor_extremes(x: torch.Tensor) -> Optional[tuple[float, float]]:
+    """``(min, max)`` of a non-empty ``x`` as Python floats in one C pass (both NaN when any element is), or
+    None where the fused path does not read ``x`` in place (then use ``torch.aminmax``)."""
+    if not (_MODE["on"] and x.dtype == torch.float32 and x.device.type == "cpu" and x.numel()):
+        return None
+    if not (x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))):
+        return None
+    assert _EXT is not None
+    lo, hi = _EXT.minmax(x.data_ptr(), x.numel(), _MODE["isa"])
+    return lo, hi
+
+
+def _forward_tensor(x: torch.Tensor, scale: float, zero_point: int, spec: QuantSpec, mask: bool
+                    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:  # fmt: skip
+    assert _EXT is not None
+    out = torch.empty_like(x)
+    m = torch.empty_like(x, dtype=torch.uint8) if mask else None
+    _EXT.forward_tensor(
+        x.data_ptr(), out.data_ptr(), m.data_ptr() if m is not None else 0, x.numel(), scale, zero_point,
+        spec.qmin, spec.qmax, _ROUNDING[spec.rounding], torch.get_num_threads(), _MODE["isa"],
+    )  # fmt: skip
+    return out, m
+
+
+class _PerTensorSTE(torch.autograd.Function):
+    """:func:`fake_quantize_per_tensor` with the straight-through gradient."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: float, zero_point: int,
+                spec: QuantSpec) -> torch.Tensor:  # fmt: skip
+        out, mask = _forward_tensor(x.detach(), scale, zero_point, spec, True)
+        assert mask is not None
+        ctx.save_for_backward(mask)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return masked_gradient(grad, mask), None, None, None
+
+
+def fake_quantize_per_tensor(x: torch.Tensor, scale: float, zero_point: int, spec: QuantSpec) -> torch.Tensor:
+    """Fake quantization of ``x`` under a per-tensor ``spec`` with qparams given as numbers (a float32 scale
+    > 0 and a zero point in the code range, already checked), for an ``x`` :func:`fused_applies` accepts:
+    the values and gradient of :func:`~quant.sim.functional.fake_quantize`, without a tensor per qparam."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        out: torch.Tensor = _PerTensorSTE.apply(x, scale, zero_point, spec)  # type: ignore[no-untyped-call]
+        return out
+    return _forward_tensor(x, scale, zero_point, spec, False)[0]
+
+
+Number = Union[float, int]
+
+
+class HostScalars:
+    """Python-number copies of one-element tensors (a quantizer's scale, an observer's range), each valid
+    while its tensor is the same object at the same version: replacing the tensor, or changing it in place
+    (``fill_``, ``copy_``, ``load_state_dict``), makes the next read take its value again."""
+
+    __slots__ = ("_copies",)
+
+    def __init__(self) -> None:
+        self._copies: dict[str, tuple[torch.Tensor, int, Number]] = {}
+
+    def get(self, name: str, t: torch.Tensor) -> Number:
+        """The value of the one-element tensor ``t`` (known as ``name``), read once per change."""
+        copy = self._copies.get(name)
+        if copy is not None and copy[0] is t and copy[1] == t._version:
+            return copy[2]
+        value: Number = t.item()
+        self._copies[name] = (t, t._version, value)
+        return value
+
+    def put(self, name: str, t: torch.Tensor, value: Number) -> None:
+        """Record that ``t`` now holds ``value`` (the caller just wrote it)."""
+        self._copies[name] = (t, t._version, value)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> "HostScalars":
+        return HostScalars()  # a copy reads its own tensors again
+
+    def __getstate__(self) -> dict[str, object]:
+        return {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self._copies = {}

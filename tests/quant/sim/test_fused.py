@@ -1,0 +1,233 @@
+"""The fused C path of fake quantization (quant.sim.fused) against the torch path, its reference.
+
+The property modules of fake quantization (test_functional, test_quantizer, test_half_precision) run
+whole on both paths (tests/quant/sim/fake_quant_paths.py); here the two are compared directly on larger
+tensors of up to four dimensions, with NaN, +-Inf, exact ties and far out-of-range values, on every loop
+set this CPU runs, with and without threads, and on the layouts the fused path reads in place.
+"""
+
+# mypy: disable-error-code="no-untyped-call"
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quant.contract.spec import QuantSpec
+from quant.sim import fused
+from quant.sim.functional import broadcast_qparams, fake_quantize, group_view, qparams_shape
+from tests.quant.sim.test_functional import assert_equal
+
+pytestmark = pytest.mark.skipif(not fused.available(), reason="quant._fakequant is not built (make ext)")
+ISAS = [isa for isa in ("portable", "avx2") if fused.available(isa)]
+MODES = ("half_even", "half_away", "half_up", "floor")
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, QuantSpec]:
+    """``(x, scale, zero_point, spec)``: a 1- to 4-d float32 ``x`` in step units around the code range."""
+    bits = draw(st.integers(2, 8))
+    signed, symmetric, narrow = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    gran = draw(st.sampled_from(("tensor", "channel", "group")))
+    dims = draw(st.integers(1, 4))
+    shape = [draw(st.integers(1, 7)) for _ in range(dims)]
+    kw: dict[str, object] = {}
+    if gran != "tensor":
+        axis = draw(st.integers(-dims, dims - 1))
+        kw["axis"] = axis
+        if gran == "group":
+            g = draw(st.sampled_from((1, 2, 4, 8)))
+            kw["group_size"] = g
+            shape[axis % dims] = g * draw(st.integers(1, 3))
+    spec = QuantSpec(bits=bits, signed=signed, symmetric=symmetric, narrow=narrow, granularity=gran,
+                     rounding=draw(st.sampled_from(MODES)), **kw)  # type: ignore[arg-type]  # fmt: skip
+    qshape = qparams_shape(tuple(shape), spec)
+    n_q = math.prod(qshape)
+    s = torch.tensor(draw(st.lists(st.floats(2.0**-20, 2.0**12, width=32), min_size=n_q, max_size=n_q)))
+    z = torch.tensor([0 if symmetric else draw(st.integers(spec.qmin, spec.qmax)) for _ in range(n_q)],
+                     dtype=torch.int32)  # fmt: skip
+    s, z = s.reshape(qshape), z.reshape(qshape)
+    n = math.prod(shape)
+    span = float(1 << bits)
+    steps = draw(st.lists(st.one_of(
+        st.floats(-2 * span, 2 * span, width=32),
+        st.integers(-4 * int(span), 4 * int(span)).map(lambda k: k / 2),  # exact ties
+        st.sampled_from((0.0, -0.0, math.nan, math.inf, -math.inf, 3e38, -3e38)),
+    ), min_size=n, max_size=n))  # fmt: skip
+    x = torch.tensor(steps, dtype=torch.float32).reshape(shape)
+    x = (group_view(x, spec) * broadcast_qparams(s, x, spec)).reshape(shape)  # steps -> values
+    return x, s, z, spec
+
+
+def both_paths(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, spec: QuantSpec, isa: str
+               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """(values, gradient of sum(values * w)) from the torch path, then the fused path with ``isa``."""
+    w = torch.linspace(-2.0, 2.0, x.numel()).reshape(x.shape)
+    for mode in ("off", isa):
+        with fused.fused_path(mode):
+            xr = x.clone().requires_grad_(True)
+            out = fake_quantize(xr, s, z, spec)
+            (out * w).sum().backward()
+            assert xr.grad is not None
+            yield out.detach(), xr.grad
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(problem=problems())
+def test_fused_values_and_gradients_equal_the_torch_path(isa: str,
+                                                         problem: tuple[torch.Tensor, torch.Tensor, torch.Tensor, QuantSpec]) -> None:  # fmt: skip
+    x, s, z, spec = problem
+    (ref, ref_grad), (got, got_grad) = both_paths(x, s, z, spec, isa)
+    assert_equal(got, ref, f"values, {spec.describe()}")
+    assert_equal(got_grad, ref_grad, f"gradient, {spec.describe()}")
+    with fused.fused_path(isa), torch.no_grad():  # the inference form: no mask
+        assert_equal(fake_quantize(x, s, z, spec), ref, "values without a mask")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("granularity", ["tensor", "channel", "group"])
+def test_threads_split_the_work_without_changing_it(isa: str, granularity: str) -> None:
+    """A tensor large enough for several threads (and chunk boundaries mid-channel) equals the one-thread result."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 48, 33, 31, generator=g) * 3
+    kw = {"axis": 1} if granularity == "channel" else ({"axis": 1, "group_size": 8} if granularity == "group" else {})
+    spec = QuantSpec(bits=4, signed=False, symmetric=False, granularity=granularity, **kw)  # type: ignore[arg-type]
+    qshape = qparams_shape(x.shape, spec)
+    s = torch.rand(qshape, generator=g) * 0.5 + 0.05
+    z = torch.randint(0, 16, qshape, generator=g, dtype=torch.int32)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for t in (1, 4):
+            torch.set_num_threads(t)
+            results.append(list(both_paths(x, s, z, spec, isa))[1])
+    finally:
+        torch.set_num_threads(threads)
+    with fused.fused_path("off"):
+        ref = fake_quantize(x, s, z, spec)
+    for values, grad in results:
+        assert_equal(values, ref, "values")
+        assert_equal(grad, results[0][1], "gradient")
+
+
+def test_channels_last_is_read_in_place_and_keeps_its_layout() -> None:
+    x = torch.randn(2, 8, 5, 6).to(memory_format=torch.channels_last)
+    spec = QuantSpec(bits=4, signed=False, symmetric=False)
+    s, z = torch.tensor(0.1), torch.tensor(7, dtype=torch.int32)
+    assert fused.fused_applies(x, s, spec)
+    out = fake_quantize(x.requires_grad_(True), s, z, spec)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    out.sum().backward()
+    with fused.fused_path("off"):
+        assert_equal(out.detach(), fake_quantize(x.detach(), s, z, spec), "channels-last values")
+    assert x.grad is not None and x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(
+    "x, spec",
+    [
+        (torch.randn(4, 6, dtype=torch.float64), QuantSpec(bits=4)),  # float64
+        (torch.randn(4, 6), QuantSpec(bits=4, rounding="stochastic")),  # random draws
+        (torch.randn(4, 6), QuantSpec(bits=1, signed=True, symmetric=True)),  # binary
+        (torch.randn(6, 4).t(), QuantSpec(bits=4, granularity="channel", axis=0)),  # strided
+        (torch.randn(2, 8, 5, 6).to(memory_format=torch.channels_last), QuantSpec(bits=4, granularity="channel", axis=1)),
+    ],
+    ids=["float64", "stochastic", "binary", "transposed", "channels-last-per-channel"],
+)
+def test_other_calls_take_the_torch_path(x: torch.Tensor, spec: QuantSpec) -> None:
+    s = torch.full(qparams_shape(x.shape, spec), 0.25)
+    assert not fused.fused_applies(x, s, spec)
+    z = torch.zeros(s.shape, dtype=torch.int32)
+    if spec.rounding != "stochastic":  # the result is the torch path's, whatever the mode
+        with fused.fused_path("off"):
+            ref = fake_quantize(x, s, z, spec)
+        assert_equal(fake_quantize(x, s, z, spec), ref, "torch path")
+
+
+def test_wrong_qparams_counts_are_refused_before_the_loops_read_them() -> None:
+    spec = QuantSpec(bits=4, granularity="channel", axis=0)
+    with pytest.raises(ValueError, match="needs 3"):
+        fused.fake_quantize_fused(torch.randn(3, 4), torch.ones(2), torch.zeros(2, dtype=torch.int32), spec, True)
+
+
+def test_bad_modes_are_named() -> None:
+    with pytest.raises(ValueError, match="mode='fast'"):
+        with fused.fused_path("fast"):
+            pass
+
+
+def test_gradient_of_another_layout_is_masked_by_torch() -> None:
+    mask = torch.tensor([[1, 0], [0, 1]], dtype=torch.uint8)
+    grad = torch.tensor([[1.0, 2.0], [3.0, -4.0]]).t()  # strides differ from the mask's
+    assert_equal(fused.masked_gradient(grad, mask), grad * mask, "masked gradient")
+
+
+@st.composite
+def observed_batches(draw: st.DrawFn) -> tuple[list[torch.Tensor], str, float, QuantSpec]:
+    n = draw(st.integers(1, 40))
+    batches = [torch.tensor(draw(st.lists(st.floats(-1e6, 1e6, width=32), min_size=n, max_size=n)))
+               for _ in range(draw(st.integers(1, 4)))]  # fmt: skip
+    observer = draw(st.sampled_from(("minmax", "moving_average")))
+    momentum = draw(st.floats(1e-3, 1.0))
+    bits = draw(st.integers(2, 8))
+    spec = QuantSpec(bits=bits, signed=draw(st.booleans()), symmetric=draw(st.booleans()),
+                     scale=draw(st.sampled_from(("float", "pow2"))))  # fmt: skip
+    return batches, observer, momentum, spec
+
+
+@given(observed_batches())
+def test_observing_quantizers_keep_the_torch_paths_statistics_and_qparams(case: tuple[list[torch.Tensor], str, float, QuantSpec]) -> None:  # fmt: skip
+    """QAT-style quantizers (observing every batch) on the per-tensor fast path (C extremes, Python-float
+    statistics and qparams, buffers updated in place) hold and give what the torch path does, batch by batch."""
+    from quant.sim.quantizer import Quantizer
+
+    batches, observer, momentum, spec = case
+    kwargs = {"momentum": momentum} if observer == "moving_average" else {}
+    runs = []
+    for mode in ("off", "auto"):
+        q = Quantizer(spec, observer=observer, observer_kwargs=kwargs).train()
+        states = []
+        with fused.fused_path(mode):
+            for x in batches:
+                out = q(x)
+                states.append((out, q.observer.min_val.clone(), q.observer.max_val.clone(), q.scale.clone(),
+                               q.zero_point.clone()))  # fmt: skip
+        runs.append(states)
+    for step, (ref, got) in enumerate(zip(*runs)):
+        for name, a, b in zip(("values", "min_val", "max_val", "scale", "zero_point"), got, ref):
+            assert_equal(a, b, f"batch {step}: {name}")
+
+
+def test_observers_refuse_non_finite_data_on_the_fast_path() -> None:
+    from quant.sim.observers import MinMaxObserver
+
+    obs = MinMaxObserver(QuantSpec())
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        obs.update(torch.tensor([1.0, math.nan]))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        obs.update(torch.tensor([1.0, math.inf]))
+    assert not obs.has_data
+
+
+def test_a_changed_buffer_is_read_again() -> None:
+    """The Python copies of a quantizer's per-tensor qparams follow the buffers: written in place, replaced
+    or loaded from a state_dict, the next forward quantizes with the new values."""
+    from quant.sim.quantizer import Quantizer
+
+    q = Quantizer(QuantSpec(bits=4))
+    x = torch.tensor([0.3, 1.0, -2.0])
+    q(x)
+    q.observing = False
+    with torch.no_grad():
+        q.scale.fill_(0.5)
+    assert q(x).tolist() == [0.5, 1.0, -2.0]
+    q.scale = torch.tensor(0.25)
+    assert q(x).tolist() == [0.25, 1.0, -2.0]
+    state = dict(q.state_dict())
+    state["scale"] = torch.tensor(1.0)
+    q.load_state_dict(state)
+    assert q(x).tolist() == [0.0, 1.0, -2.0]
