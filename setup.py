@@ -30,13 +30,16 @@ setup(
             include_dirs=["kernels/c/include"],
             extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-Wall", "-Wextra"],
         ),
-        # The simulation's one-pass fake quantization (quant/csrc/fake_quant.h). -fno-math-errno lets the
-        # compiler inline rintf/floorf/truncf as vector instructions; -ffp-contract=off keeps every product
-        # and sum a rounded float32 operation, as torch computes them.
+        # The simulation's one-pass fake quantization and pointwise LSTM step (quant/csrc). -fno-math-errno
+        # and -fno-trapping-math let the compiler inline rintf/floorf/truncf as vector instructions and
+        # vectorize the selects (no value changes: nothing reads errno or the FP exception flags);
+        # -ffp-contract=off keeps every product and sum a rounded float32 operation, as torch computes them.
         Extension(
             "quant._fakequant",
-            sources=["quant/csrc/fake_quant_module.c", "quant/csrc/fake_quant.c"],
-            extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra"],
+            sources=["quant/csrc/fake_quant_module.c", "quant/csrc/fake_quant.c", "quant/csrc/lstm_step.c"],
+            depends=sorted(p.as_posix() for p in Path("quant/csrc").glob("*.h")),  # rebuilt when a header changes
+            extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
+                                "-Wall", "-Wextra"],
             extra_link_args=["-pthread"],
         ),
     ]

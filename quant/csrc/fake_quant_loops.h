@@ -83,16 +83,41 @@ FQ_ATTR static void FQ_NAME(fq_masked)(const float *g, const uint8_t *mask, floa
         out[k] = g[k] * (float)mask[k];
 }
 
+/* The extremes in FQ_LANES independent lanes (elementwise over the lanes, so that the compiler vectorizes
+ * it; a plain running min/max is a reduction it leaves scalar), then over the lanes and the tail. */
+#ifndef FQ_LANES
+#define FQ_LANES 32
+#endif
 FQ_ATTR static void FQ_NAME(fq_extremes)(const float *x, int64_t n, float *lo, float *hi)
 {
-    float a = x[0], b = x[0];
-    int nan = 0;
-    for (int64_t k = 0; k < n; ++k) {
-        const float v = x[k];
-        a = v < a ? v : a;
-        b = v > b ? v : b;
-        nan |= v != v;
+    float a[FQ_LANES], b[FQ_LANES];
+    int32_t nan[FQ_LANES];
+    for (int l = 0; l < FQ_LANES; ++l) {
+        a[l] = b[l] = x[0];
+        nan[l] = 0;
     }
-    *lo = nan ? NAN : a;
-    *hi = nan ? NAN : b;
+    int64_t k = 0;
+    for (; k + FQ_LANES <= n; k += FQ_LANES) {
+        for (int l = 0; l < FQ_LANES; ++l) {
+            const float v = x[k + l];
+            a[l] = v < a[l] ? v : a[l];
+            b[l] = v > b[l] ? v : b[l];
+            nan[l] |= v != v;
+        }
+    }
+    float amin = a[0], bmax = b[0];
+    int any_nan = 0;
+    for (int l = 0; l < FQ_LANES; ++l) {
+        amin = a[l] < amin ? a[l] : amin;
+        bmax = b[l] > bmax ? b[l] : bmax;
+        any_nan |= nan[l];
+    }
+    for (; k < n; ++k) {
+        const float v = x[k];
+        amin = v < amin ? v : amin;
+        bmax = v > bmax ? v : bmax;
+        any_nan |= v != v;
+    }
+    *lo = any_nan ? NAN : amin;
+    *hi = any_nan ? NAN : bmax;
 }

@@ -1,6 +1,6 @@
 /*
- * quant._fakequant: the Python binding of the one-pass fake quantization (fake_quant.h), the only file
- * of quant/csrc that includes Python.h.
+ * quant._fakequant: the Python binding of the one-pass fake quantization (fake_quant.h) and of the
+ * pointwise LSTM step (lstm_step.h), the only file of quant/csrc that includes Python.h.
  *
  * The tensors arrive as their data addresses (torch's Tensor.data_ptr()) with their sizes: the caller,
  * quant.sim.fused, is the one module that calls this and checks first that each tensor is a contiguous
@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include "fake_quant.h"
+#include "lstm_step.h"
 
 static PyObject *fq_raise(int status, const char *what)
 {
@@ -122,6 +123,102 @@ static PyObject *fq_py_minmax(PyObject *self, PyObject *args)
     return Py_BuildValue("(dd)", (double)lo, (double)hi);
 }
 
+#define FQ_PTR(v) ((const float *)(uintptr_t)(v))
+#define FQ_OUT(v) ((float *)(uintptr_t)(v))
+
+static PyObject *fq_py_lstm_cell(PyObject *self, PyObject *args)
+{
+    long long rows, hidden;
+    unsigned long long pre, c_prev, act, c;
+    int isa, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "LLKKKKi", &rows, &hidden, &pre, &c_prev, &act, &c, &isa))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_lstm_cell(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "lstm_cell");
+    Py_RETURN_NONE;
+}
+
+static PyObject *fq_py_lstm_hidden(PyObject *self, PyObject *args)
+{
+    long long rows, hidden;
+    unsigned long long act, c, tanh_c, h;
+    int isa, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "LLKKKKi", &rows, &hidden, &act, &c, &tanh_c, &h, &isa))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_lstm_hidden(rows, hidden, FQ_PTR(act), FQ_PTR(c), FQ_OUT(tanh_c), FQ_OUT(h), isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "lstm_hidden");
+    Py_RETURN_NONE;
+}
+
+static PyObject *fq_py_lstm_backward(PyObject *self, PyObject *args)
+{
+    long long rows, hidden;
+    unsigned long long grad_out, grad_h, grad_c, act, tanh_c, c_prev, mh, mc, mg, dh, dc, dg, grad_pre, grad_c_prev;
+    int isa, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "LLKKKKKKKKKKKKKKi", &rows, &hidden, &grad_out, &grad_h, &grad_c, &act, &tanh_c,
+                          &c_prev, &mh, &mc, &mg, &dh, &dc, &dg, &grad_pre, &grad_c_prev, &isa))
+        return NULL;
+    fq_lstm_grad g;
+    g.rows = rows;
+    g.hidden = hidden;
+    g.grad_out = FQ_PTR(grad_out);
+    g.grad_h = FQ_PTR(grad_h);
+    g.grad_c = FQ_PTR(grad_c);
+    g.act = FQ_PTR(act);
+    g.tanh_c = FQ_PTR(tanh_c);
+    g.c_prev = FQ_PTR(c_prev);
+    g.mask_hidden = (const uint8_t *)(uintptr_t)mh;
+    g.mask_cell = (const uint8_t *)(uintptr_t)mc;
+    g.mask_gates = (const uint8_t *)(uintptr_t)mg;
+    g.dscale_hidden = FQ_PTR(dh);
+    g.dscale_cell = FQ_PTR(dc);
+    g.dscale_gates = FQ_PTR(dg);
+    g.grad_pre = FQ_OUT(grad_pre);
+    g.grad_c_prev = FQ_OUT(grad_c_prev);
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_lstm_backward(&g, isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "lstm_backward");
+    return Py_BuildValue("(ddd)", g.scale_grad[0], g.scale_grad[1], g.scale_grad[2]);
+}
+
+static PyObject *fq_py_activation(PyObject *args, int tanh_not_sigmoid)
+{
+    unsigned long long x, out;
+    long long n;
+    int isa, status;
+    if (!PyArg_ParseTuple(args, "KKLi", &x, &out, &n, &isa))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = tanh_not_sigmoid ? fq_tanh(FQ_PTR(x), FQ_OUT(out), n, isa) : fq_sigmoid(FQ_PTR(x), FQ_OUT(out), n, isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, tanh_not_sigmoid ? "tanh" : "sigmoid");
+    Py_RETURN_NONE;
+}
+
+static PyObject *fq_py_sigmoid(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return fq_py_activation(args, 0);
+}
+
+static PyObject *fq_py_tanh(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return fq_py_activation(args, 1);
+}
+
 static PyObject *fq_py_isa_available(PyObject *self, PyObject *args)
 {
     int isa;
@@ -140,12 +237,19 @@ static PyMethodDef fq_methods[] = {
     {"backward", fq_py_backward, METH_VARARGS,
      "backward(grad_out, mask, grad_in, n, threads, isa): grad_in = grad_out * mask"},
     {"minmax", fq_py_minmax, METH_VARARGS, "minmax(x, n, isa): (least, greatest) of n > 0 floats, NaN if any is"},
+    {"lstm_cell", fq_py_lstm_cell, METH_VARARGS, "lstm_cell(rows, hidden, pre, c_prev, act, c, isa)"},
+    {"lstm_hidden", fq_py_lstm_hidden, METH_VARARGS, "lstm_hidden(rows, hidden, act, c, tanh_c, h, isa)"},
+    {"lstm_backward", fq_py_lstm_backward, METH_VARARGS,
+     "lstm_backward(rows, hidden, grad_out, grad_h, grad_c, act, tanh_c, c_prev, mask_h, mask_c, mask_g, dscale_h, "
+     "dscale_c, dscale_g, grad_pre, grad_c_prev, isa) -> the three LSQ sums"},
+    {"sigmoid", fq_py_sigmoid, METH_VARARGS, "sigmoid(x, out, n, isa)"},
+    {"tanh", fq_py_tanh, METH_VARARGS, "tanh(x, out, n, isa)"},
     {"isa_available", fq_py_isa_available, METH_VARARGS, "isa_available(isa): whether the CPU runs those loops"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef fq_module = {
-    PyModuleDef_HEAD_INIT, "quant._fakequant", "One-pass fake quantization of float32 tensors (quant.sim.fused).",
+    PyModuleDef_HEAD_INIT, "quant._fakequant", "One-pass fake quantization and the pointwise LSTM step of the simulation (quant.sim.fused).",
     0, fq_methods, NULL, NULL, NULL, NULL,
 };
 

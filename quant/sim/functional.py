@@ -65,6 +65,7 @@ __all__ = [
     "quantize",
     "dequantize",
     "fake_quantize",
+    "fake_quantize_values",
 ]
 
 QParams = tuple[torch.Tensor, torch.Tensor]
@@ -241,7 +242,7 @@ def relative_code_bounds(
     return float(spec.qmin) - zf, float(spec.qmax) - zf
 
 
-def _fake_quantize_values(
+def fake_quantize_values(
     x: torch.Tensor,
     s: torch.Tensor,
     z: torch.Tensor,
@@ -249,7 +250,8 @@ def _fake_quantize_values(
     generator: Optional[torch.Generator],
     need_mask: bool,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Values of :class:`_FakeQuantizeSTE` and, when ``need_mask``, its gradient mask."""
+    """The values of :func:`fake_quantize` on grouped ``x`` with broadcastable ``s``/``z`` (already checked)
+    and, when ``need_mask``, its straight-through gradient mask (0/1 in ``x``'s dtype): the torch path."""
     mask: Optional[torch.Tensor] = None
     if spec.is_binary:
         r, q = rounded_codes(x, s, z, spec, generator)
@@ -289,7 +291,7 @@ class _FakeQuantizeSTE(torch.autograd.Function):
         spec: QuantSpec,
         generator: Optional[torch.Generator],
     ) -> torch.Tensor:
-        out, mask = _fake_quantize_values(x, s, z, spec, generator, need_mask=True)
+        out, mask = fake_quantize_values(x, s, z, spec, generator, need_mask=True)
         assert mask is not None
         ctx.save_for_backward(mask)
         return out
@@ -346,5 +348,5 @@ def fake_quantize(
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         out = _FakeQuantizeSTE.apply(*args)  # type: ignore[no-untyped-call]
     else:  # inference: no mask to compute or keep
-        out, _ = _fake_quantize_values(*args, need_mask=False)
+        out, _ = fake_quantize_values(*args, need_mask=False)
     return out.reshape(x.shape)

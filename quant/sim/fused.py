@@ -2,8 +2,8 @@
 
 :func:`quant.sim.functional.fake_quantize` hands a call here when it can take it: a CPU float32 input,
 a rounding mode without random draws, a non-binary spec, and a layout the loops read in place (any
-contiguous input; a per-tensor scheme also takes a channels-last one, whose output and mask keep its
-strides). The C loops compute, element by element in float32, exactly the torch path's arithmetic::
+contiguous input; a per-tensor scheme also takes any permutation of one, such as channels-last or a
+transposed view, whose output and mask keep its strides). The C loops compute, element by element in float32, exactly the torch path's arithmetic::
 
     r = round(x * (1/s));  q = clamp(r, qmin - z, qmax - z);  out = q * s;  mask = (q == r)
 
@@ -46,6 +46,7 @@ __all__ = [
     "masked_gradient",
     "HostScalars",
     "fake_quantize_per_tensor",
+    "fake_quantize_per_tensor_with_mask",
     "tensor_extremes",
 ]
 
@@ -88,11 +89,24 @@ def fused_path(mode: str) -> Iterator[None]:
         _MODE.update(saved)
 
 
-def _dense_in_place(x: torch.Tensor, spec: QuantSpec) -> bool:
-    """Whether the loops can read ``x`` where it is: contiguous, or channels-last under a per-tensor scheme."""
+def dense(x: torch.Tensor) -> bool:
+    """Whether ``x``'s elements fill ``numel`` consecutive places from ``data_ptr()`` in some order: contiguous,
+    or a permutation of a contiguous tensor (channels-last, a transposed view). Such a tensor is read as one
+    flat array by an elementwise loop, and ``torch.empty_like`` gives its strides to a new one."""
     if x.is_contiguous():
         return True
-    return spec.granularity == "tensor" and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(x.stride(), x.shape) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _dense_in_place(x: torch.Tensor, spec: QuantSpec) -> bool:
+    """Whether the loops can read ``x`` where it is: contiguous, or any :func:`dense` layout under a per-tensor
+    scheme (elementwise with one scale, the order does not matter)."""
+    return x.is_contiguous() or (spec.granularity == "tensor" and dense(x))
 
 
 def fused_applies(x: torch.Tensor, scale: torch.Tensor, spec: QuantSpec) -> bool:
@@ -156,7 +170,7 @@ def masked_gradient(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         and grad.device.type == "cpu"
         and grad.shape == mask.shape
         and grad.stride() == mask.stride()
-        and (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last))
+        and dense(grad)
     ):
         out = torch.empty_like(grad)
         _EXT.backward(grad.data_ptr(), mask.data_ptr(), out.data_ptr(), grad.numel(), torch.get_num_threads(),
@@ -189,7 +203,7 @@ def tensor_extremes(x: torch.Tensor) -> Optional[tuple[float, float]]:
     None where the fused path does not read ``x`` in place (then use ``torch.aminmax``)."""
     if not (_MODE["on"] and x.dtype == torch.float32 and x.device.type == "cpu" and x.numel()):
         return None
-    if not (x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))):
+    if not dense(x):
         return None
     assert _EXT is not None
     lo, hi = _EXT.minmax(x.data_ptr(), x.numel(), _MODE["isa"])
@@ -206,6 +220,14 @@ def _forward_tensor(x: torch.Tensor, scale: float, zero_point: int, spec: QuantS
         spec.qmin, spec.qmax, _ROUNDING[spec.rounding], torch.get_num_threads(), _MODE["isa"],
     )  # fmt: skip
     return out, m
+
+
+def fake_quantize_per_tensor_with_mask(x: torch.Tensor, scale: float, zero_point: int, spec: QuantSpec
+                                       ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:func:`fake_quantize_per_tensor`'s values (no autograd) and the uint8 straight-through mask."""
+    out, mask = _forward_tensor(x, scale, zero_point, spec, True)
+    assert mask is not None
+    return out, mask
 
 
 class _PerTensorSTE(torch.autograd.Function):
@@ -269,3 +291,102 @@ class HostScalars:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self._copies = {}
+
+
+# --------------------------------------------------------------------------- the pointwise LSTM step
+def lstm_step_applies(x: torch.Tensor) -> bool:
+    """Whether the pointwise LSTM step (``quant/csrc/lstm_step.h``) runs on data like ``x``: CPU float32."""
+    return bool(_MODE["on"]) and x.dtype == torch.float32 and x.device.type == "cpu"
+
+
+def _address(t: Optional[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype, name: str) -> int:
+    """``t``'s data address after checking it is a contiguous CPU ``dtype`` tensor of ``shape`` (0 for None):
+    the C loops read and write exactly that many elements."""
+    if t is None:
+        return 0
+    if t.dtype != dtype or not t.is_cpu or t.shape != shape or not t.is_contiguous():
+        raise ValueError(f"lstm step: {name} must be a contiguous CPU {dtype} tensor of shape {shape}, got "
+                         f"{t.dtype} {tuple(t.shape)} on {t.device}{'' if t.is_contiguous() else ', strided'}")  # fmt: skip
+    return t.data_ptr()
+
+
+def lstm_cell(pre: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, c)``: the gate activations ``(sigmoid(i), sigmoid(f), tanh(g), sigmoid(o))`` of ``pre``
+    ``(B, 4H)`` and the cell ``a_f * c_prev + a_i * a_g`` ``(B, H)`` (lstm_step.h)."""
+    assert _EXT is not None
+    rows, hidden = c_prev.shape
+    act = torch.empty_like(pre)
+    c = torch.empty_like(c_prev)
+    _EXT.lstm_cell(rows, hidden, _address(pre, (rows, 4 * hidden), torch.float32, "pre"),
+                   _address(c_prev, (rows, hidden), torch.float32, "c_prev"), act.data_ptr(), c.data_ptr(),
+                   _MODE["isa"])  # fmt: skip
+    return act, c
+
+
+def lstm_hidden(act: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tanh(c), a_o * tanh(c))`` for the activations ``act`` of :func:`lstm_cell` (lstm_step.h)."""
+    assert _EXT is not None
+    rows, hidden = c.shape
+    tanh_c = torch.empty_like(c)
+    h = torch.empty_like(c)
+    _EXT.lstm_hidden(rows, hidden, _address(act, (rows, 4 * hidden), torch.float32, "act"),
+                     _address(c, (rows, hidden), torch.float32, "c"), tanh_c.data_ptr(), h.data_ptr(),
+                     _MODE["isa"])  # fmt: skip
+    return tanh_c, h
+
+
+def lstm_backward(
+    grad_out: torch.Tensor, grad_h: torch.Tensor, grad_c: torch.Tensor, act: torch.Tensor, tanh_c: torch.Tensor,
+    c_prev: torch.Tensor, masks: tuple[Optional[torch.Tensor], ...], d_scales: tuple[Optional[torch.Tensor], ...],
+    grad_pre: torch.Tensor, grad_c_prev: torch.Tensor,
+) -> tuple[float, float, float]:
+    """One step's pointwise backward (lstm_step.h) into ``grad_pre`` ``(B, 4H)`` and ``grad_c_prev`` ``(B, H)``;
+    ``masks``/``d_scales`` of the hidden, cell and gates sites (uint8 masks, float32 LSQ derivatives, None
+    where the site has none). The two outputs overlap no input. Returns the three LSQ sums of gradient x derivative."""
+    assert _EXT is not None
+    rows, hidden = grad_h.shape
+    small, wide = (rows, hidden), (rows, 4 * hidden)
+    f32, u8 = torch.float32, torch.uint8
+    shapes = (small, small, wide)
+    masks = tuple(_ones(shape) if m is None else m for m, shape in zip(masks, shapes))
+    sums: tuple[float, float, float] = _EXT.lstm_backward(
+        rows, hidden, _address(grad_out, small, f32, "grad_out"), _address(grad_h, small, f32, "grad_h"),
+        _address(grad_c, small, f32, "grad_c"), _address(act, wide, f32, "act"), _address(tanh_c, small, f32, "tanh_c"),
+        _address(c_prev, small, f32, "c_prev"),
+        *(_address(m, shape, u8, "mask") for m, shape in zip(masks, shapes)),
+        *(_address(d, shape, f32, "d_scale") for d, shape in zip(d_scales, shapes)),
+        _address(grad_pre, wide, f32, "grad_pre"), _address(grad_c_prev, small, f32, "grad_c_prev"), _MODE["isa"],
+    )  # fmt: skip
+    return sums
+
+
+_ONES: dict[tuple[int, ...], torch.Tensor] = {}
+
+
+def _ones(shape: tuple[int, ...]) -> torch.Tensor:
+    """A uint8 tensor of ones (the mask of a float site), one per shape, never written."""
+    ones = _ONES.get(shape)
+    if ones is None:
+        if len(_ONES) > 64:
+            _ONES.clear()
+        ones = _ONES[shape] = torch.ones(shape, dtype=torch.uint8)
+    return ones
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """The pointwise LSTM step's sigmoid (lstm_step.h) of a CPU float32 tensor: within 2 ulp of the exact
+    function above -87 (below, within 1e-38), NaN stays NaN."""
+    return _activation(x, "sigmoid")
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """The pointwise LSTM step's tanh (lstm_step.h) of a CPU float32 tensor: within 2 ulp, NaN stays NaN."""
+    return _activation(x, "tanh")
+
+
+def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    assert _EXT is not None
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    getattr(_EXT, name)(_address(x, tuple(x.shape), torch.float32, "x"), out.data_ptr(), x.numel(), _MODE["isa"])
+    return out

@@ -76,6 +76,7 @@ __all__ = [
     "lsq_grad_scale",
     "lsq_init_scale",
     "lsq_fake_quantize",
+    "lsq_values",
     "lsq_effective_scale",
     "mean_abs_to_lsq_scale",
     "pact_fake_quantize",
@@ -139,6 +140,36 @@ def lsq_effective_scale(scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     return scale + (projected - scale.detach())
 
 
+def lsq_values(
+    x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, spec: QuantSpec, generator: Optional[torch.Generator],
+    need_s: bool,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """LSQ's forward on grouped ``x`` with broadcastable effective ``s`` and ``z``: the values, the input
+    gradient's 0/1 mask (``x``'s dtype) and, with ``need_s``, the per-element derivative of the values by
+    ``s`` (the module doc's ``round(v/s) - v/s`` inside, the clamped bound outside)."""
+    if spec.is_binary:
+        scaled, q = rounded_codes(x, s, z, spec, generator)
+        out = q * s
+        inside = scaled.abs() <= 1.0
+        ds = q if need_s else None
+    else:
+        # quant.sim.functional's arithmetic: round(x * (1/s)), then + z, clamp, - z. The
+        # zero point is an integer, so clamping the rounded value to [qmin - z, qmax - z]
+        # gives the same integers. Masks are written as 0/1 in x's dtype: on CPU a
+        # comparison into a float tensor, and a product with one, cost a fraction of
+        # their boolean counterparts.
+        lo, hi = relative_code_bounds(z, spec, x.dtype)
+        scaled = x * torch.reciprocal(s)
+        q_rel = round_to_integer(scaled, spec.rounding, generator).clamp_(lo, hi)  # type: ignore[arg-type]
+        out = q_rel * s
+        clipped = torch.clamp(scaled, lo, hi)  # type: ignore[arg-type]
+        inside = torch.empty_like(x)
+        torch.eq(clipped, scaled, out=inside)
+        # round(v/s) - v/s inside, the clamped bound outside (clipped is finite for +-Inf)
+        ds = q_rel.addcmul_(clipped, inside, value=-1.0) if need_s else None  # q_rel is not needed any more
+    return out, inside, ds
+
+
 class _LSQFakeQuantize(torch.autograd.Function):
     """LSQ fake quantization on grouped ``x`` with broadcastable ``s`` and ``z``."""
 
@@ -152,27 +183,7 @@ class _LSQFakeQuantize(torch.autograd.Function):
         grad_scale: float,
         generator: Optional[torch.Generator],
     ) -> torch.Tensor:
-        need_s = ctx.needs_input_grad[1]  # type: ignore[attr-defined]
-        if spec.is_binary:
-            scaled, q = rounded_codes(x, s, z, spec, generator)
-            out = q * s
-            inside = scaled.abs() <= 1.0
-            ds = q if need_s else None
-        else:
-            # quant.sim.functional's arithmetic: round(x * (1/s)), then + z, clamp, - z. The
-            # zero point is an integer, so clamping the rounded value to [qmin - z, qmax - z]
-            # gives the same integers. Masks are written as 0/1 in x's dtype: on CPU a
-            # comparison into a float tensor, and a product with one, cost a fraction of
-            # their boolean counterparts.
-            lo, hi = relative_code_bounds(z, spec, x.dtype)
-            scaled = x * torch.reciprocal(s)
-            q_rel = round_to_integer(scaled, spec.rounding, generator).clamp_(lo, hi)  # type: ignore[arg-type]
-            out = q_rel * s
-            clipped = torch.clamp(scaled, lo, hi)  # type: ignore[arg-type]
-            inside = torch.empty_like(x)
-            torch.eq(clipped, scaled, out=inside)
-            # round(v/s) - v/s inside, the clamped bound outside (clipped is finite for +-Inf)
-            ds = q_rel.addcmul_(clipped, inside, value=-1.0) if need_s else None  # q_rel is not needed any more
+        out, inside, ds = lsq_values(x, s, z, spec, generator, need_s=ctx.needs_input_grad[1])  # type: ignore[attr-defined]
         if ds is None:
             ctx.save_for_backward(inside)
         else:
@@ -222,6 +233,11 @@ def lsq_fake_quantize(
         raise ValueError(f"lsq_fake_quantize: grad_scale={grad_scale!r} must be a finite number")
     if validate:
         scale, zero_point = check_qparams(x, scale, zero_point, spec.with_(scale="float"))
+    if not torch.is_grad_enabled():  # inference: the values only, no gradient terms
+        s = lsq_effective_scale(scale.detach(), spec).to(x.dtype)
+        values, _, _ = lsq_values(group_view(x, spec), broadcast_qparams(s, x, spec),
+                                  broadcast_qparams(zero_point, x, spec), spec, generator, need_s=False)  # fmt: skip
+        return values.reshape(x.shape)
     s = lsq_effective_scale(scale, spec).to(x.dtype)
     xg = group_view(x, spec)
     out: torch.Tensor = _LSQFakeQuantize.apply(  # type: ignore[no-untyped-call]

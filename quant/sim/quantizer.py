@@ -72,11 +72,12 @@ import torch
 from torch import nn
 
 from quant.sim import fused
-from quant.sim.functional import check_qparams, fake_quantize, qparams_shape
+from quant.sim.functional import check_qparams, fake_quantize, fake_quantize_values, qparams_shape
 from quant.sim.learned import (
     lsq_effective_scale,
     lsq_fake_quantize,
     lsq_grad_scale,
+    lsq_values,
     mean_abs_to_lsq_scale,
     pact_fake_quantize,
     pact_scale,
@@ -212,11 +213,50 @@ class Quantizer(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Observe and/or fake-quantize ``x`` according to the flags (see the module doc)."""
+        return self._fake_quantize(x) if self._prepare(x) else x
+
+    def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``forward(x)`` (the same flags, observation, checks and values, computed without autograd) with what
+        its backward needs, for a caller that differentiates by hand (the fused recurrence of
+        :mod:`quant.sim.recurrent`): ``(values, mask, d_scale)``. ``mask`` is the input gradient's 0/1 mask,
+        None when ``x`` passes through (gradient 1); ``d_scale`` is LSQ's per-element derivative of the values
+        by its step (multiply the summed product with the incoming gradient by :meth:`lsq_grad_scale`), None
+        for ``learn="none"``. Per-tensor specs with ``learn="none"`` or ``"lsq"`` only."""
+        assert self.spec.granularity == "tensor" and self.learn in ("none", "lsq")
+        if not self._prepare(x):
+            return x, None, None
+        with torch.no_grad():
+            if self.learn == "lsq":
+                learned = self._learned()
+                assert learned is not None
+                s = lsq_effective_scale(learned.detach(), self.spec).reshape(()).to(x.dtype)
+                return lsq_values(x.detach(), s, self.zero_point.reshape(()), self.spec, None, need_s=True)
+            scale = self._buffers["scale"]
+            assert scale is not None
+            mask: Optional[torch.Tensor]
+            if scale.device.type == "cpu" and fused.fused_applies(x, scale, self.spec):
+                values, mask = fused.fake_quantize_per_tensor_with_mask(
+                    x.detach(), float(self._host.get("scale", scale)), int(self._host.get("zero_point", self.zero_point)),
+                    self.spec,
+                )  # fmt: skip
+            else:
+                values, mask = fake_quantize_values(x.detach(), scale.reshape(()).to(x.dtype), self.zero_point.reshape(()),
+                                                    self.spec, None, need_mask=True)  # fmt: skip
+            return values, mask, None
+
+    def lsq_grad_scale(self, x: torch.Tensor) -> float:
+        """LSQ's gradient scale for an input shaped like ``x``: ``1 / sqrt(N * qmax)``, ``N`` elements per step."""
+        learned = self._learned()
+        assert learned is not None
+        return lsq_grad_scale(max(1, x.numel() // max(1, learned.numel())), self.spec.qmax)
+
+    def _prepare(self, x: torch.Tensor) -> bool:
+        """The checks and the observation of a forward; True when ``x`` is then to be fake-quantized."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
             raise TypeError(f"{self._name()} expects a floating tensor, got {what}")
         if not self.enabled:
-            return x
+            return False
         if self._counting:
             self._calls += 1
             if self._calls > 1:
@@ -226,7 +266,7 @@ class Quantizer(nn.Module):
         except ValueError as e:
             raise ValueError(f"{self._name()}: input of shape {tuple(x.shape)} does not fit the spec: {e}") from None
         if x.numel() == 0:  # nothing to observe or to quantize: the empty tensor itself, qparams or not
-            return x
+            return False
         if self.observing:
             self._observe(x)
             if self.quantizing:
@@ -237,7 +277,7 @@ class Quantizer(nn.Module):
                         self.compute_qparams()
                     self.observing = False
         if not self.quantizing:
-            return x
+            return False
         if not self.calibrated:
             raise RuntimeError(
                 f"{self._name()} has no quantization parameters yet: observe data first "
@@ -249,7 +289,7 @@ class Quantizer(nn.Module):
                 f"{self._name()}: input of shape {tuple(x.shape)} needs quantization parameters of shape {shape}, "
                 f"but they have shape {tuple(have)}"
             )
-        return self._fake_quantize(x)
+        return True
 
     def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
         learned = self._learned()

@@ -10,7 +10,7 @@ layer and direction, shared by every time step:
 ``weight``  each ``weight_ih_l{k}[_reverse]`` and ``weight_hh_l{k}[_reverse]`` (its own quantizer; a
             per-channel scheme on axis 0 is per gate row)
 ``input``   the sequence the module receives
-``gates``   the gate pre-activations: the LSTM's ``x W_ih^T + b_ih + h W_hh^T + b_hh``; the GRU's two
+``gates``   the gate pre-activations: the LSTM's ``addmm((x W_ih^T + b_ih) + b_hh, h, W_hh^T)``; the GRU's two
             products ``x W_ih^T + b_ih`` and ``h W_hh^T + b_hh`` (two quantizers), before the reset gate
             scales the hidden part of ``n``
 ``cell``    the LSTM's cell state ``c_t`` (TFLite's integer LSTM keeps it in 16 bits)
@@ -23,6 +23,13 @@ input); ``gates`` and ``cell`` stay float unless set, as accumulators do. ``num_
 ``batch_first``, ``bias``, inter-layer ``dropout``, unbatched inputs and initial states are supported;
 ``proj_size > 0`` and packed sequences are refused (at attach and at call). With every quantizer disabled
 the output equals the fused module's to float rounding (the order of the sums differs).
+
+On CPU float32 data an LSTM layer runs as one autograd node (the fused recurrence): the same sites and
+quantizers, the gates' activations and the cell update computed by the C loops of
+:func:`quant.sim.fused.lstm_cell` (their sigmoid and tanh are within 2 ulp of the exact functions, and are
+the ones of training and inference alike), and the backward through time written out, with the
+straight-through gradient (LSQ's at its sites) at every site and step. PACT quantizers, other devices and
+dtypes, and the GRU take the unrolled form in torch ops.
 
 A cell (``LSTMCell``, ``GRUCell``) has the same sites without layers or an ``output`` role (it returns its
 states); its caller's loop is the recurrence, so its quantizers see one tensor per call and per step.
@@ -40,6 +47,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
+from quant.sim import fused
 from quant.sim.modes import ModuleAttachment
 from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import QuantizerConfig
@@ -104,13 +112,120 @@ def check_recurrent(name: str, module: Recurrent, configs: Mapping[str, Quantize
                              f"{config.spec.describe()}")  # fmt: skip
 
 
-def _lstm_step(xw: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: Any, b_hh: Any, q: Any, sfx: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LSTM step from the input's projection ``xw = x W_ih^T + b_ih``."""
-    gates = q(f"gates{sfx}", xw + F.linear(h, w_hh, b_hh))
+def _lstm_step(xwb: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: Any, q: Any, sfx: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step from the input's projection with both biases, ``xwb = (x W_ih^T + b_ih) + b_hh``: the gate
+    pre-activations are ``addmm(xwb, h, W_hh^T)``, as in the fused recurrence."""
+    gates = q(f"gates{sfx}", torch.addmm(xwb, h, w_hh.t()))
     i, f, g, o = gates.chunk(4, dim=-1)
     c = q(f"cell{sfx}", torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g))
     h = q(f"hidden{sfx}", torch.sigmoid(o) * torch.tanh(c))
     return h, c
+
+
+class _Site:
+    """One quantization site of the fused recurrence: the quantizer (None: the site stays float) and, per
+    time step, what the hand-written backward needs of it (:meth:`Quantizer.forward_parts`)."""
+
+    __slots__ = ("quantizer", "masks", "d_scales", "grad_scales")
+
+    def __init__(self, quantizer: Optional[Quantizer]) -> None:
+        self.quantizer = quantizer
+        self.masks: list[Optional[torch.Tensor]] = []
+        self.d_scales: list[Optional[torch.Tensor]] = []
+        self.grad_scales: list[float] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.quantizer
+        if q is None:
+            return x
+        out, mask, d_scale = q.forward_parts(x)
+        self.masks.append(mask)
+        self.d_scales.append(d_scale)
+        self.grad_scales.append(q.lsq_grad_scale(x) if d_scale is not None else 0.0)
+        return out
+
+    def mask_u8(self, step: int) -> Optional[torch.Tensor]:
+        """The straight-through mask of the ``step``-th call as bytes (None: the site is float or passed it)."""
+        mask = self.masks[step] if self.quantizer is not None else None
+        if mask is None or mask.dtype == torch.uint8:
+            return mask
+        return mask.to(torch.uint8).contiguous()
+
+    def d_scale(self, step: int) -> Optional[torch.Tensor]:
+        """LSQ's derivative of the ``step``-th call's values by the step (None: not LSQ)."""
+        d = self.d_scales[step] if self.quantizer is not None else None
+        return None if d is None else d.contiguous()
+
+
+class _FusedLSTMLayer(torch.autograd.Function):
+    """One layer and direction of the quantized LSTM on CPU float32 data, in training and inference alike:
+    per step, ``pre = addmm((x W_ih^T + b_ih) + b_hh, h, W_hh^T)``, the gates site, the pointwise step of
+    :func:`quant.sim.fused.lstm_cell` (the activations and ``c``), the cell site,
+    :func:`~quant.sim.fused.lstm_hidden` (``tanh(c)`` and ``h``), the hidden site; no autograd node per
+    operation, and the backward through time written out (:func:`~quant.sim.fused.lstm_backward`: the
+    straight-through or LSQ gradient at every site, one C pass and one product with ``W_hh`` per step).
+    Inputs: the input projection ``xw`` ``(T, B, 4H)``, ``h0``, ``c0``, ``w_hh``, ``b_hh`` (or None), the
+    three sites (gates, cell, hidden), the direction, then the sites' LSQ steps (to receive their
+    gradients). Outputs: the hidden states ``(T, B, H)`` in time order, and the last ``h``, ``c``."""
+
+    @staticmethod
+    def forward(ctx: Any, xw: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
+                b_hh: Optional[torch.Tensor], sites: tuple[_Site, _Site, _Site], reverse: bool,
+                *steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        gates_site, cell_site, hidden_site = sites
+        order = list(reversed(range(xw.shape[0]))) if reverse else list(range(xw.shape[0]))
+        xs = (xw if b_hh is None else xw + b_hh).unbind(0)
+        w_t = w_hh.t()
+        h, c = h0.contiguous(), c0.contiguous()
+        saved: list[tuple[torch.Tensor, ...]] = []
+        hs: list[torch.Tensor] = [h] * len(order)
+        h_before: list[torch.Tensor] = []  # the h each step reads, in time order once the loop is over
+        for t in order:
+            pre = gates_site(torch.addmm(xs[t], h, w_t))
+            act, c_new = fused.lstm_cell(pre, c)
+            c_new = cell_site(c_new)
+            tanh_c, h_new = fused.lstm_hidden(act, c_new)
+            saved.append((act, tanh_c, c))
+            h_before.append(h)
+            h, c = hidden_site(h_new), c_new
+            hs[t] = h
+        ctx.h_before = h_before[::-1] if reverse else h_before
+        ctx.sites, ctx.order, ctx.saved, ctx.w_hh, ctx.has_bias = sites, order, saved, w_hh, b_hh is not None
+        ctx.lsq_sites = [site for site in sites if site.quantizer is not None and site.quantizer.learn == "lsq"]
+        assert len(ctx.lsq_sites) == len(steps)
+        return torch.stack(hs), h, c
+
+    @staticmethod
+    def backward(ctx: Any, g_hs: torch.Tensor, g_h: torch.Tensor, g_c: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        gates_site, cell_site, hidden_site = ctx.sites
+        w_hh: torch.Tensor = ctx.w_hh
+        hidden = w_hh.shape[1]
+        g_hs = g_hs.contiguous()
+        dh_next = g_h.contiguous()
+        dc_next, spare = g_c.clone(memory_format=torch.contiguous_format), torch.empty_like(g_c)  # written by the loop
+        d_pre = g_hs.new_empty(g_hs.shape[0], g_hs.shape[1], 4 * hidden)
+        sums = [0.0, 0.0, 0.0]  # hidden, cell, gates
+        site_order = (hidden_site, cell_site, gates_site)
+        for k in reversed(range(len(ctx.order))):  # the k-th call of every site is step order[k]
+            t = ctx.order[k]
+            act, tanh_c, c_prev = ctx.saved[k]
+            masks = tuple(site.mask_u8(k) for site in site_order)
+            d_scales = tuple(site.d_scale(k) for site in site_order)
+            step_sums = fused.lstm_backward(g_hs[t], dh_next, dc_next, act, tanh_c, c_prev, masks, d_scales, d_pre[t], spare)
+            for i, site in enumerate(site_order):
+                if d_scales[i] is not None:
+                    sums[i] += step_sums[i] * site.grad_scales[k]
+            dc_next, spare = spare, dc_next
+            dh_next = d_pre[t] @ w_hh
+        flat = d_pre.reshape(-1, 4 * hidden)  # W_hh's gradient: sum over t of d_pre[t]^T h_before[t]
+        g_w = flat.t() @ torch.stack(ctx.h_before).reshape(-1, hidden)
+        g_b = flat.sum(0) if ctx.has_bias else None
+        ctx.saved = ctx.h_before = None
+        scale_grads = []
+        for site in ctx.lsq_sites:
+            step = site.quantizer.scale
+            scale_grads.append(torch.full(step.shape, sums[site_order.index(site)], dtype=step.dtype))
+        return (d_pre, dh_next, dc_next, g_w, g_b, None, None, *scale_grads)
 
 
 def _gru_step(xw: torch.Tensor, h: torch.Tensor, w_hh: Any, b_hh: Any, q: Any, sfx: str) -> torch.Tensor:
@@ -124,6 +239,21 @@ def _gru_step(xw: torch.Tensor, h: torch.Tensor, w_hh: Any, b_hh: Any, q: Any, s
     n = torch.tanh(i_n + r * h_n)
     out: torch.Tensor = q(f"hidden{sfx}", (1 - z) * n + z * h)
     return out
+
+
+def _fusable(quantizers: nn.ModuleDict, sfx: str, x: torch.Tensor) -> bool:
+    """Whether the layer ``sfx`` of an LSTM runs as :class:`_FusedLSTMLayer`: CPU float32 data, and each of its
+    sites float or with a straight-through or LSQ quantizer whose step exists (PACT's recurrence, LSQ's first
+    batch and other devices stay unrolled in torch ops, one autograd node per operation)."""
+    if not fused.lstm_step_applies(x):
+        return False
+    for role in ("gates", "cell", "hidden"):
+        q = quantizers._modules.get(f"{role}{sfx}")
+        if q is not None and (not isinstance(q, Quantizer) or q.learn not in ("none", "lsq")):
+            return False
+        if q is not None and q.learn == "lsq" and q.scale.numel() != 1:  # LSQ's step is set by the first batch
+            return False
+    return True
 
 
 def _quantized_recurrent_forward(self: Union[nn.LSTM, nn.GRU], input: Any, hx: Any = None) -> tuple[torch.Tensor, Any]:
@@ -159,12 +289,23 @@ def _quantized_recurrent_forward(self: Union[nn.LSTM, nn.GRU], input: Any, hx: A
             w_ih, w_hh = getattr(self, f"weight_ih{sfx}"), getattr(self, f"weight_hh{sfx}")
             b_ih, b_hh = (getattr(self, f"bias_ih{sfx}"), getattr(self, f"bias_hh{sfx}")) if self.bias else (None, None)
             # every step's input projection in one product, as cuDNN does (unbind: one backward node, not T selects)
-            xw = F.linear(layer_input, w_ih, b_ih).unbind(0)
+            projected = F.linear(layer_input, w_ih, b_ih)
+            xw = (projected + b_hh if lstm and b_hh is not None else projected).unbind(0)
             h, c = h0[layer * dirs + d], c0[layer * dirs + d]
+            if lstm and _fusable(quantizers, sfx, layer_input):
+                sites = (_Site(quantizers._modules.get(f"gates{sfx}")), _Site(quantizers._modules.get(f"cell{sfx}")),  # type: ignore[arg-type]
+                         _Site(quantizers._modules.get(f"hidden{sfx}")))  # type: ignore[arg-type]  # fmt: skip
+                learned = [site.quantizer.scale for site in sites if site.quantizer is not None and site.quantizer.learn == "lsq"]
+                ys_d, h, c = _FusedLSTMLayer.apply(F.linear(layer_input, w_ih, b_ih), h, c, w_hh, b_hh, sites, bool(d),
+                                                   *learned)  # type: ignore[no-untyped-call]  # fmt: skip
+                outputs.append(ys_d)
+                h_n.append(h)
+                c_n.append(c)
+                continue
             ys: list[torch.Tensor] = [x[0]] * steps
             for t in (reversed(range(steps)) if d else range(steps)):
                 if lstm:
-                    h, c = _lstm_step(xw[t], h, c, w_hh, b_hh, q, sfx)
+                    h, c = _lstm_step(xw[t], h, c, w_hh, q, sfx)
                 else:
                     h = _gru_step(xw[t], h, w_hh, b_hh, q, sfx)
                 ys[t] = h
@@ -197,7 +338,7 @@ def _quantized_cell_forward(self: Union[nn.LSTMCell, nn.GRUCell], input: torch.T
     xw = F.linear(x, self.weight_ih, self.bias_ih)
     if isinstance(self, nn.LSTMCell):
         h, c = (zeros, zeros) if hx is None else ((hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if unbatched else hx)
-        h, c = _lstm_step(xw, h, c, self.weight_hh, self.bias_hh, q, "")
+        h, c = _lstm_step(xw if self.bias_hh is None else xw + self.bias_hh, h, c, self.weight_hh, q, "")
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
     h = zeros if hx is None else (hx.unsqueeze(0) if unbatched else hx)
     h = _gru_step(xw, h, self.weight_hh, self.bias_hh, q, "")

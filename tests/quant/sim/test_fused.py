@@ -114,17 +114,27 @@ def test_threads_split_the_work_without_changing_it(isa: str, granularity: str) 
         assert_equal(grad, results[0][1], "gradient")
 
 
-def test_channels_last_is_read_in_place_and_keeps_its_layout() -> None:
-    x = torch.randn(2, 8, 5, 6).to(memory_format=torch.channels_last)
+@pytest.mark.parametrize("layout", ["channels-last", "permuted"])
+def test_dense_layouts_are_read_in_place_and_keep_their_strides(layout: str) -> None:
+    base = torch.randn(2, 8, 5, 6)
+    x = base.to(memory_format=torch.channels_last) if layout == "channels-last" else base.permute(3, 1, 0, 2)
     spec = QuantSpec(bits=4, signed=False, symmetric=False)
     s, z = torch.tensor(0.1), torch.tensor(7, dtype=torch.int32)
     assert fused.fused_applies(x, s, spec)
-    out = fake_quantize(x.requires_grad_(True), s, z, spec)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    out.sum().backward()
+    assert fused.tensor_extremes(x) == (float(x.min()), float(x.max()))
+    x = x.detach().requires_grad_(True)
+    out = fake_quantize(x, s, z, spec)
+    assert out.stride() == x.stride()
+    (out * out.detach()).sum().backward()
     with fused.fused_path("off"):
-        assert_equal(out.detach(), fake_quantize(x.detach(), s, z, spec), "channels-last values")
-    assert x.grad is not None and x.grad.is_contiguous(memory_format=torch.channels_last)
+        ref = fake_quantize(x.detach(), s, z, spec)
+        assert_equal(out.detach(), ref, f"{layout} values")
+    assert x.grad is not None
+    x_ref = x.detach().clone().requires_grad_(True)
+    with fused.fused_path("off"):
+        (fake_quantize(x_ref, s, z, spec) * ref).sum().backward()
+    assert x_ref.grad is not None
+    assert_equal(x.grad, x_ref.grad, f"{layout} gradient")
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from quant.sim.learned import lsq_fake_quantize
+
 import quant
 from quant.contract.spec import QuantSpec
+from quant.sim import fused
 
 W8 = QuantSpec(bits=8, granularity="channel", axis=0)
 A8 = QuantSpec(bits=8, signed=True, symmetric=False)
@@ -56,9 +59,34 @@ def _fq(x: torch.Tensor, q: Any) -> torch.Tensor:
     return out
 
 
+class _Activation(torch.autograd.Function):
+    """The fused recurrence's sigmoid or tanh (quant.sim.fused), with the exact derivative of its values."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tanh: bool) -> torch.Tensor:
+        y = fused.tanh(x) if tanh else fused.sigmoid(x)
+        ctx.save_for_backward(y)
+        ctx.tanh = tanh
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return (g * (1.0 - y * y) if ctx.tanh else g * (y * (1.0 - y))), None
+
+
+def _activations(x: torch.Tensor) -> tuple[Any, Any]:
+    """(sigmoid, tanh) as the quantized LSTM computes them on ``x``'s kind of data: the fused recurrence's own
+    on CPU float32 (with the extension), torch's otherwise (the unrolled form)."""
+    if fused.lstm_step_applies(x):
+        return (lambda t: _Activation.apply(t, False)), (lambda t: _Activation.apply(t, True))  # type: ignore[no-untyped-call]
+    return torch.sigmoid, torch.tanh
+
+
 def _hand_written_lstm(module: nn.LSTM, x: torch.Tensor, handle: Any) -> torch.Tensor:
     """One layer, sequence first: quantize the input, the weights, then at every step the gate pre-activations,
     the cell state and the hidden state, with the handle's qparams."""
+    sigmoid, tanh = _activations(x)
 
     def quantizer(key: str) -> Any:
         return handle.quantizer("0", key)
@@ -71,17 +99,22 @@ def _hand_written_lstm(module: nn.LSTM, x: torch.Tensor, handle: Any) -> torch.T
     outs = []
     b_ih: Any = module.bias_ih_l0
     b_hh: Any = module.bias_hh_l0
-    xw = F.linear(xs, w_ih, b_ih)  # the input's projection, all steps at once
+    xw = F.linear(xs, w_ih, b_ih) + b_hh  # the input's projection with both biases, all steps at once
     for t in range(x.shape[0]):
-        pre = xw[t] + F.linear(h, w_hh, b_hh)
+        pre = torch.addmm(xw[t], h, w_hh.t())
         i, f, g, o = _fq(pre, quantizer("gates_l0")).chunk(4, dim=-1)
-        c = _fq(torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g), quantizer("cell_l0"))
-        h = _fq(torch.sigmoid(o) * torch.tanh(c), quantizer("hidden_l0"))
+        c = _fq(sigmoid(f) * c + sigmoid(i) * tanh(g), quantizer("cell_l0"))
+        h = _fq(sigmoid(o) * tanh(c), quantizer("hidden_l0"))
         outs.append(h)
     return torch.stack(outs)
 
 
-def test_every_step_is_quantized_as_a_hand_written_lstm_does() -> None:
+@pytest.mark.parametrize("path", ["fused", "unrolled"])
+def test_every_step_is_quantized_as_a_hand_written_lstm_does(path: str) -> None:
+    """Bit for bit, in the fused recurrence (CPU float32) and in the unrolled one (torch ops, which other
+    devices, dtypes and PACT take), each against the hand-written LSTM with its activations."""
+    if path == "fused" and not fused.available():
+        pytest.skip("quant._fakequant is not built (make ext)")
     torch.manual_seed(0)
     module = nn.LSTM(5, 6)
     x = torch.randn(7, 3, 5)
@@ -89,8 +122,10 @@ def test_every_step_is_quantized_as_a_hand_written_lstm_does() -> None:
     handle = quant.attach(nn.Sequential(module), {"0": {"weight": W8, "input": A8, "gates": A8, "cell": C16}})
     with torch.no_grad(), handle.calibrate():
         module(x)
-    got = module(x)[0]
-    torch.testing.assert_close(got, _hand_written_lstm(module, x, handle), rtol=0, atol=0)
+    with fused.fused_path("auto" if path == "fused" else "off"):
+        got = module(x)[0]
+        want = _hand_written_lstm(module, x, handle)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert 20 < quant.sqnr_db(float_out, got) < 60
     assert handle.quantizer("0", "hidden_l0").spec == A8  # the hidden state takes the input scheme
 
@@ -196,3 +231,80 @@ def test_quantizers_off_equals_the_fused_module_on_random_shapes(lstm: bool, fea
     got_h = got[1][0] if lstm else got[1]
     want_h = want[1][0] if lstm else want[1]
     torch.testing.assert_close(got_h, want_h, rtol=0, atol=2e-6)
+
+
+def _reference_layer(module: nn.LSTM, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor], handle: Any,
+                     reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One direction of a 1-layer LSTM in differentiable torch ops with the fused recurrence's activations and
+    the quantizers' current qparams (straight-through or LSQ), for its gradients."""
+    sigmoid, tanh = _activations(x)
+    sfx = "_l0_reverse" if reverse else "_l0"
+    d = 1 if reverse else 0
+
+    def site(key: str, t: torch.Tensor) -> torch.Tensor:
+        q = handle.quantizer("0", f"{key}{sfx}")
+        if q.learn == "lsq":
+            out: torch.Tensor = lsq_fake_quantize(t, q.scale, q.zero_point, q.spec, q.lsq_grad_scale(t), validate=False)
+            return out
+        return _fq(t, q)
+
+    w_ih, w_hh = getattr(module, f"weight_ih{sfx}"), getattr(module, f"weight_hh{sfx}")
+    b_ih, b_hh = getattr(module, f"bias_ih{sfx}"), getattr(module, f"bias_hh{sfx}")
+    xs = handle.quantizer("0", "input")(x)
+    xw = F.linear(xs, w_ih, b_ih) + b_hh
+    h, c = hx[0][d], hx[1][d]
+    outs: list[torch.Tensor] = [h] * x.shape[0]
+    for t in (reversed(range(x.shape[0])) if reverse else range(x.shape[0])):
+        i, f, g, o = site("gates", torch.addmm(xw[t], h, w_hh.t())).chunk(4, dim=-1)
+        c = site("cell", sigmoid(f) * c + sigmoid(i) * tanh(g))
+        h = site("hidden", sigmoid(o) * tanh(c))
+        outs[t] = h
+    return torch.stack(outs), h, c
+
+
+@pytest.mark.skipif(not fused.available(), reason="quant._fakequant is not built (make ext)")
+@pytest.mark.parametrize("learn", ["none", "lsq"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_fused_recurrence_has_the_gradients_of_its_forward(learn: str, bidirectional: bool) -> None:
+    """The fused recurrence's hand-written backward through time equals autograd through the same forward
+    written in torch ops: the gradients of the weights, biases, initial states, input and LSQ steps."""
+    torch.manual_seed(1)
+    module = nn.LSTM(5, 8, bidirectional=bidirectional)
+    model = nn.Sequential(module)
+    cfg = {role: quant.QuantizerConfig(spec, learn=learn) for role, spec in
+           {"input": A8, "gates": A8.with_(bits=6), "cell": C16, "hidden": A8}.items()}  # fmt: skip
+    handle = quant.attach(model, {"0": {"weight": W8, **cfg}})
+    x = torch.randn(9, 4, 5)
+    with torch.no_grad(), handle.calibrate():
+        module(x)
+    handle.freeze()  # the same qparams in both runs (no observer moves them); LSQ steps stay trainable
+    for q in (q for _, _, q in handle.quantizers()):
+        if q.learn == "lsq":
+            q.scale.requires_grad_(True)
+    dirs = 2 if bidirectional else 1
+    h0 = (torch.randn(dirs, 4, 8) * 0.5).requires_grad_(True)
+    c0 = (torch.randn(dirs, 4, 8) * 0.5).requires_grad_(True)
+    x = x.requires_grad_(True)
+    weights = torch.randn(9, 4, 8 * dirs)
+    leaves = [x, h0, c0, *module.parameters(), *(q.scale for q in (q for _, _, q in handle.quantizers()) if q.learn == "lsq")]
+
+    def grads(run: Any) -> list[torch.Tensor]:
+        for leaf in leaves:
+            leaf.grad = None
+        out, (h, c) = run()
+        ((out * weights).sum() + (h * 0.3).sum() + (c * 0.7).sum()).backward()
+        return [leaf.grad.clone() if leaf.grad is not None else torch.zeros(()) for leaf in leaves]
+
+    got = grads(lambda: module(x, (h0, c0)))
+
+    def reference() -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        runs = [_reference_layer(module, x, (h0, c0), handle, reverse=bool(d)) for d in range(dirs)]
+        out = torch.cat([r[0] for r in runs], dim=-1)
+        return out, (torch.stack([r[1] for r in runs]), torch.stack([r[2] for r in runs]))
+
+    with torch.no_grad():
+        assert torch.equal(module(x, (h0, c0))[0], reference()[0])  # the same forward, bit for bit
+    want = grads(reference)
+    names = ["x", "h0", "c0", *(n for n, _ in module.named_parameters()), "lsq steps"]
+    bad = [name for name, g, w in zip(names, got, want) if not torch.allclose(g, w, rtol=1e-4, atol=1e-5)]
+    assert not bad, bad
