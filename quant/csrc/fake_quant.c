@@ -31,12 +31,17 @@ typedef void (*fq_run_each_fn)(const float *, float *, uint8_t *, int64_t, const
                                int32_t, int);
 typedef void (*fq_masked_fn)(const float *, const uint8_t *, float *, int64_t);
 typedef void (*fq_extremes_fn)(const float *, int64_t, float *, float *);
+typedef double (*fq_lsq_run_fn)(const float *, const float *, float *, int64_t, float, float, float, int);
+typedef void (*fq_lsq_run_each_fn)(const float *, const float *, float *, int64_t, const float *, const int32_t *,
+                                   int32_t, int32_t, int, double *);
 
 typedef struct {
     fq_run_fn run;
     fq_run_each_fn run_each;
     fq_masked_fn masked;
     fq_extremes_fn extremes;
+    fq_lsq_run_fn lsq_run;
+    fq_lsq_run_each_fn lsq_run_each;
 } fq_loops;
 
 int fq_isa_available(int isa)
@@ -66,6 +71,8 @@ static int fq_pick(int isa, fq_loops *loops)
         loops->run_each = fq_run_each_avx2;
         loops->masked = fq_masked_avx2;
         loops->extremes = fq_extremes_avx2;
+        loops->lsq_run = fq_lsq_run_avx2;
+        loops->lsq_run_each = fq_lsq_run_each_avx2;
         return FQ_OK;
     }
 #endif
@@ -73,6 +80,8 @@ static int fq_pick(int isa, fq_loops *loops)
     loops->run_each = fq_run_each_portable;
     loops->masked = fq_masked_portable;
     loops->extremes = fq_extremes_portable;
+    loops->lsq_run = fq_lsq_run_portable;
+    loops->lsq_run_each = fq_lsq_run_each_portable;
     return FQ_OK;
 }
 
@@ -195,7 +204,8 @@ static int fq_parallel(const fq_job *proto, int64_t units, int64_t elements, int
     return FQ_OK;
 }
 
-int fq_forward(const fq_problem *p, int threads, int isa)
+/* The element count of a problem's sizes into *n (computed without overflow), or FQ_BAD_ARGUMENT. */
+static int fq_problem_size(const fq_problem *p, int64_t *n)
 {
     if (p == NULL || p->outer < 0 || p->channels < 0 || p->inner < 0 || p->qmin > p->qmax)
         return FQ_BAD_ARGUMENT;
@@ -205,14 +215,21 @@ int fq_forward(const fq_problem *p, int threads, int isa)
         return FQ_BAD_ARGUMENT;
     if (p->granularity == FQ_GROUP && (p->group <= 0 || p->channels % p->group != 0))
         return FQ_BAD_ARGUMENT;
-    /* n = outer * channels * inner without overflow */
-    int64_t n = p->outer;
-    if (p->channels != 0 && n > INT64_MAX / p->channels)
+    int64_t count = p->outer;
+    if (p->channels != 0 && count > INT64_MAX / p->channels)
         return FQ_BAD_ARGUMENT;
-    n *= p->channels;
-    if (p->inner != 0 && n > INT64_MAX / p->inner)
+    count *= p->channels;
+    if (p->inner != 0 && count > INT64_MAX / p->inner)
         return FQ_BAD_ARGUMENT;
-    n *= p->inner;
+    *n = count * p->inner;
+    return FQ_OK;
+}
+
+int fq_forward(const fq_problem *p, int threads, int isa)
+{
+    int64_t n = 0;
+    if (fq_problem_size(p, &n) != FQ_OK)
+        return FQ_BAD_ARGUMENT;
     if (n == 0)
         return FQ_OK;
     if (p->x == NULL || p->out == NULL || p->scale == NULL)
@@ -253,5 +270,56 @@ int fq_minmax(const float *x, int64_t n, float *lo, float *hi, int isa)
     if (status != FQ_OK)
         return status;
     loops.extremes(x, n, lo, hi);
+    return FQ_OK;
+}
+
+int fq_lsq_backward(const fq_problem *p, const float *g, float *grad_x, double *scale_grad, int isa)
+{
+    int64_t n = 0;
+    if (fq_problem_size(p, &n) != FQ_OK)
+        return FQ_BAD_ARGUMENT;
+    const int64_t count = p->granularity == FQ_TENSOR    ? 1
+                          : p->granularity == FQ_CHANNEL ? p->channels
+                                                         : p->outer * (p->channels / p->group) * p->inner;
+    if (scale_grad == NULL && count > 0)
+        return FQ_BAD_ARGUMENT;
+    for (int64_t j = 0; j < count; ++j)
+        scale_grad[j] = 0.0;
+    if (n == 0)
+        return FQ_OK;
+    if (p->x == NULL || p->scale == NULL || g == NULL || grad_x == NULL)
+        return FQ_BAD_ARGUMENT;
+    fq_loops loops;
+    const int status = fq_pick(isa, &loops);
+    if (status != FQ_OK)
+        return status;
+    const int32_t *zp = p->zero_point;
+    if (p->granularity == FQ_TENSOR) {
+        const int32_t z = zp != NULL ? zp[0] : 0;
+        scale_grad[0] = loops.lsq_run(p->x, g, grad_x, n, p->scale[0], (float)(p->qmin - z), (float)(p->qmax - z),
+                                      p->rounding);
+    } else if (p->granularity == FQ_CHANNEL) {
+        for (int64_t u = 0; u < p->outer * p->channels; ++u) {
+            const int64_t c = u % p->channels, off = u * p->inner;
+            const int32_t z = zp != NULL ? zp[c] : 0;
+            scale_grad[c] += loops.lsq_run(p->x + off, g + off, grad_x + off, p->inner, p->scale[c],
+                                           (float)(p->qmin - z), (float)(p->qmax - z), p->rounding);
+        }
+    } else {
+        for (int64_t u = 0; u < p->outer * (p->channels / p->group); ++u) {
+            const int64_t base = u * p->group * p->inner, q = u * p->inner;
+            if (p->inner == 1) {
+                const int32_t z = zp != NULL ? zp[q] : 0;
+                scale_grad[q] += loops.lsq_run(p->x + base, g + base, grad_x + base, p->group, p->scale[q],
+                                               (float)(p->qmin - z), (float)(p->qmax - z), p->rounding);
+            } else {
+                for (int64_t j = 0; j < p->group; ++j) {
+                    const int64_t off = base + j * p->inner;
+                    loops.lsq_run_each(p->x + off, g + off, grad_x + off, p->inner, p->scale + q,
+                                       zp != NULL ? zp + q : NULL, p->qmin, p->qmax, p->rounding, scale_grad + q);
+                }
+            }
+        }
+    }
     return FQ_OK;
 }

@@ -57,6 +57,13 @@ int fq_forward(const fq_problem *p, int threads, int isa);
 /* grad_in[k] = grad_out[k] * mask[k] for k < n (any common layout). */
 int fq_backward(const float *grad_out, const uint8_t *mask, float *grad_in, int64_t n, int threads, int isa);
 
+/* LSQ's backward (quant.sim.learned) from the saved input p->x (p->out and p->mask unused), the effective
+ * scales and zero points of p, and the gradient g of the values: grad_x = g * inside, inside = (qmin - z <=
+ * x/s <= qmax - z, unrounded), and for each qparam j, scale_grad[j] = the sum over its elements of
+ * g * (inside ? round(x/s) - x/s : clamp(round(x/s))), in double (the caller multiplies by LSQ's gradient
+ * scale). scale_grad holds one double per qparam and is overwritten. One thread. */
+int fq_lsq_backward(const fq_problem *p, const float *g, float *grad_x, double *scale_grad, int isa);
+
 /* The least and greatest of x[0..n-1], n > 0; both NaN when any element is NaN (as torch.aminmax). */
 int fq_minmax(const float *x, int64_t n, float *lo, float *hi, int isa);
 

@@ -121,3 +121,77 @@ FQ_ATTR static void FQ_NAME(fq_extremes)(const float *x, int64_t n, float *lo, f
     *lo = any_nan ? NAN : amin;
     *hi = any_nan ? NAN : bmax;
 }
+
+/* LSQ's backward over one run sharing (s, lo, hi) (fake_quant.h): grad_x = g * inside, and the run's sum of
+ * g * ds in double, in FQ_SUM_LANES lanes (elementwise over the lanes, so that the compiler vectorizes it). */
+#ifndef FQ_SUM_LANES
+#define FQ_SUM_LANES 8
+#endif
+#define FQ_LSQ_LOOP(ROUNDED)                                                                          \
+    for (; k + FQ_SUM_LANES <= n; k += FQ_SUM_LANES) {                                                \
+        for (int l = 0; l < FQ_SUM_LANES; ++l) {                                                      \
+            const float v = x[k + l] * inv;                                                           \
+            const float r = ROUNDED;                                                                  \
+            const float q = FQ_CLAMP(r, lo, hi);                                                      \
+            const float c = FQ_CLAMP(v, lo, hi);                                                      \
+            const int inside = c == v;                                                                \
+            const float ds = inside ? q - v : q;                                                      \
+            grad_x[k + l] = g[k + l] * (inside ? 1.0f : 0.0f);                                        \
+            acc[l] += (double)g[k + l] * (double)ds;                                                  \
+        }                                                                                             \
+    }                                                                                                 \
+    for (; k < n; ++k) {                                                                              \
+        const float v = x[k] * inv;                                                                   \
+        const float r = ROUNDED;                                                                      \
+        const float q = FQ_CLAMP(r, lo, hi);                                                          \
+        const float c = FQ_CLAMP(v, lo, hi);                                                          \
+        const int inside = c == v;                                                                    \
+        grad_x[k] = g[k] * (inside ? 1.0f : 0.0f);                                                    \
+        acc[0] += (double)g[k] * (double)(inside ? q - v : q);                                        \
+    }
+
+#define FQ_CLAMP(r, lo, hi) ((r) < (lo) ? (lo) : ((r) > (hi) ? (hi) : (r)))
+FQ_ATTR static double FQ_NAME(fq_lsq_run)(const float *x, const float *g, float *grad_x, int64_t n, float s, float lo,
+                                          float hi, int rounding)
+{
+    const float inv = 1.0f / s;
+    double acc[FQ_SUM_LANES];
+    for (int l = 0; l < FQ_SUM_LANES; ++l)
+        acc[l] = 0.0;
+    int64_t k = 0;
+    switch (rounding) {
+    case FQ_HALF_EVEN: FQ_LSQ_LOOP(rintf(v)) break;
+    case FQ_HALF_AWAY: FQ_LSQ_LOOP(FQ_NAME(fq_half_away)(v)) break;
+    case FQ_HALF_UP: FQ_LSQ_LOOP(FQ_NAME(fq_half_up)(v)) break;
+    default: FQ_LSQ_LOOP(floorf(v)) break;
+    }
+    double sum = 0.0;
+    for (int l = 0; l < FQ_SUM_LANES; ++l)
+        sum += acc[l];
+    return sum;
+}
+#undef FQ_LSQ_LOOP
+
+/* The same for a run whose element k has its own scale s[k], zero point z[k] (NULL: 0) and sum sums[k]. */
+FQ_ATTR static void FQ_NAME(fq_lsq_run_each)(const float *x, const float *g, float *grad_x, int64_t n, const float *s,
+                                             const int32_t *z, int32_t qmin, int32_t qmax, int rounding, double *sums)
+{
+    for (int64_t k = 0; k < n; ++k) {
+        const int32_t zk = z != NULL ? z[k] : 0;
+        const float lo = (float)(qmin - zk), hi = (float)(qmax - zk);
+        const float v = x[k] * (1.0f / s[k]);
+        float r;
+        switch (rounding) {
+        case FQ_HALF_EVEN: r = rintf(v); break;
+        case FQ_HALF_AWAY: r = FQ_NAME(fq_half_away)(v); break;
+        case FQ_HALF_UP: r = FQ_NAME(fq_half_up)(v); break;
+        default: r = floorf(v); break;
+        }
+        const float q = FQ_CLAMP(r, lo, hi);
+        const float c = FQ_CLAMP(v, lo, hi);
+        const int inside = c == v;
+        grad_x[k] = g[k] * (inside ? 1.0f : 0.0f);
+        sums[k] += (double)g[k] * (double)(inside ? q - v : q);
+    }
+}
+#undef FQ_CLAMP

@@ -53,6 +53,39 @@ static PyObject *fq_py_forward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *fq_py_lsq_backward(PyObject *self, PyObject *args)
+{
+    unsigned long long x, scale, zero_point, g, grad_x, scale_grad;
+    long long outer, channels, inner, group;
+    int granularity, qmin, qmax, rounding, isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKKKKLLLLiiiii", &x, &scale, &zero_point, &g, &grad_x, &scale_grad, &outer,
+                          &channels, &inner, &group, &granularity, &qmin, &qmax, &rounding, &isa))
+        return NULL;
+    fq_problem p;
+    p.x = (const float *)(uintptr_t)x;
+    p.out = NULL;
+    p.mask = NULL;
+    p.scale = (const float *)(uintptr_t)scale;
+    p.zero_point = (const int32_t *)(uintptr_t)zero_point;
+    p.outer = outer;
+    p.channels = channels;
+    p.inner = inner;
+    p.group = group;
+    p.granularity = granularity;
+    p.qmin = qmin;
+    p.qmax = qmax;
+    p.rounding = rounding;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_lsq_backward(&p, (const float *)(uintptr_t)g, (float *)(uintptr_t)grad_x, (double *)(uintptr_t)scale_grad,
+                             isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "lsq backward");
+    Py_RETURN_NONE;
+}
+
 static PyObject *fq_py_forward_tensor(PyObject *self, PyObject *args)
 {
     unsigned long long x, out, mask;
@@ -158,6 +191,24 @@ static PyObject *fq_py_lstm_hidden(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *fq_py_lstm_step(PyObject *self, PyObject *args)
+{
+    long long rows, hidden;
+    unsigned long long pre, c_prev, act, c, tanh_c, h;
+    int isa, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "LLKKKKKKi", &rows, &hidden, &pre, &c_prev, &act, &c, &tanh_c, &h, &isa))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_lstm_cell(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), isa);
+    if (status == FQ_OK)
+        status = fq_lstm_hidden(rows, hidden, FQ_PTR(act), FQ_PTR(c), FQ_OUT(tanh_c), FQ_OUT(h), isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "lstm_step");
+    Py_RETURN_NONE;
+}
+
 static PyObject *fq_py_lstm_backward(PyObject *self, PyObject *args)
 {
     long long rows, hidden;
@@ -234,11 +285,16 @@ static PyMethodDef fq_methods[] = {
      "threads, isa): one-pass fake quantization (addresses as integers, 0 for none)"},
     {"forward_tensor", fq_py_forward_tensor, METH_VARARGS,
      "forward_tensor(x, out, mask, n, scale, zero_point, qmin, qmax, rounding, threads, isa): forward, one scale"},
+    {"lsq_backward", fq_py_lsq_backward, METH_VARARGS,
+     "lsq_backward(x, scale, zero_point, grad, grad_x, scale_grad, outer, channels, inner, group, granularity, qmin, "
+     "qmax, rounding, isa): LSQ's input gradient and per-qparam step sums (float64) from the saved input"},
     {"backward", fq_py_backward, METH_VARARGS,
      "backward(grad_out, mask, grad_in, n, threads, isa): grad_in = grad_out * mask"},
     {"minmax", fq_py_minmax, METH_VARARGS, "minmax(x, n, isa): (least, greatest) of n > 0 floats, NaN if any is"},
     {"lstm_cell", fq_py_lstm_cell, METH_VARARGS, "lstm_cell(rows, hidden, pre, c_prev, act, c, isa)"},
     {"lstm_hidden", fq_py_lstm_hidden, METH_VARARGS, "lstm_hidden(rows, hidden, act, c, tanh_c, h, isa)"},
+    {"lstm_step", fq_py_lstm_step, METH_VARARGS,
+     "lstm_step(rows, hidden, pre, c_prev, act, c, tanh_c, h, isa): lstm_cell then lstm_hidden (no cell site)"},
     {"lstm_backward", fq_py_lstm_backward, METH_VARARGS,
      "lstm_backward(rows, hidden, grad_out, grad_h, grad_c, act, tanh_c, c_prev, mask_h, mask_c, mask_g, dscale_h, "
      "dscale_c, dscale_g, grad_pre, grad_c_prev, isa) -> the three LSQ sums"},

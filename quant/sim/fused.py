@@ -39,6 +39,7 @@ from quant.contract.spec import QuantSpec
 __all__ = [
     "FUSED_ISAS",
     "FusedFakeQuantizeSTE",
+    "FusedLSQ",
     "available",
     "fake_quantize_fused",
     "fused_path",
@@ -136,6 +137,11 @@ def _view(shape: torch.Size, spec: QuantSpec) -> tuple[int, int, int, int]:
     return outer, shape[axis], inner, spec.group_size or 1
 
 
+def _qparams_count(granularity: str, outer: int, channels: int, inner: int, group: int) -> int:
+    """The number of qparams of fake_quant.h's (outer, channels, inner) view."""
+    return {"tensor": 1, "channel": channels, "group": outer * (channels // group) * inner}[granularity]
+
+
 def fake_quantize_fused(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, spec: QuantSpec, need_mask: bool
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -146,7 +152,7 @@ def fake_quantize_fused(
     s = scale.detach().to(torch.float32).contiguous()
     z = zero_point.detach().to(torch.int32).contiguous()
     outer, channels, inner, group = _view(x.shape, spec)
-    count = {"tensor": 1, "channel": channels, "group": outer * (channels // group) * inner}[spec.granularity]
+    count = _qparams_count(spec.granularity, outer, channels, inner, group)
     if s.numel() != count or z.numel() != count:  # the C loops read exactly this many: never more
         raise ValueError(f"fake_quantize_fused: {s.numel()} scales and {z.numel()} zero points for an input of "
                          f"shape {tuple(x.shape)} under {spec.describe()}, which needs {count}")  # fmt: skip
@@ -335,6 +341,19 @@ def lstm_hidden(act: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch
     return tanh_c, h
 
 
+def lstm_step(pre: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`lstm_cell` then :func:`lstm_hidden` in one call (a step without a cell site):
+    ``(a, c, tanh(c), h)``."""
+    assert _EXT is not None
+    rows, hidden = c_prev.shape
+    act = torch.empty_like(pre)
+    c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
+    _EXT.lstm_step(rows, hidden, _address(pre, (rows, 4 * hidden), torch.float32, "pre"),
+                   _address(c_prev, (rows, hidden), torch.float32, "c_prev"), act.data_ptr(), c.data_ptr(),
+                   tanh_c.data_ptr(), h.data_ptr(), _MODE["isa"])  # fmt: skip
+    return act, c, tanh_c, h
+
+
 def lstm_backward(
     grad_out: torch.Tensor, grad_h: torch.Tensor, grad_c: torch.Tensor, act: torch.Tensor, tanh_c: torch.Tensor,
     c_prev: torch.Tensor, masks: tuple[Optional[torch.Tensor], ...], d_scales: tuple[Optional[torch.Tensor], ...],
@@ -390,3 +409,47 @@ def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
     out = torch.empty_like(x)
     getattr(_EXT, name)(_address(x, tuple(x.shape), torch.float32, "x"), out.data_ptr(), x.numel(), _MODE["isa"])
     return out
+
+
+# --------------------------------------------------------------------------- LSQ
+
+class FusedLSQ(torch.autograd.Function):
+    """LSQ's fake quantization (:func:`quant.sim.learned.lsq_fake_quantize`) on the fused path: the forward is
+    :func:`fake_quantize_fused` without a mask, and the backward one C pass over the saved input that gives
+    the input gradient ``g * inside`` and every step's sum ``sum g * d(values)/d(step)`` (in float64, times
+    ``grad_scale``): nothing but the input (which the graph holds anyway) is kept. Inputs: ``x``, the
+    effective step ``s`` (qparams shape), the zero point ``z``, the spec and the gradient scale."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, s: torch.Tensor, z: torch.Tensor,
+                spec: QuantSpec, grad_scale: float) -> torch.Tensor:  # fmt: skip
+        out, _ = fake_quantize_fused(x, s, z, spec, need_mask=False)
+        ctx.save_for_backward(x, s, z)
+        ctx.spec, ctx.grad_scale = spec, grad_scale  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        assert _EXT is not None
+        x, s, z = ctx.saved_tensors  # type: ignore[attr-defined]
+        spec: QuantSpec = ctx.spec  # type: ignore[attr-defined]
+        x = x.detach()
+        if g.dtype != torch.float32 or g.stride() != x.stride():  # the loops read g in x's layout
+            g = torch.empty_like(x).copy_(g)
+        s32 = s.detach().to(torch.float32).contiguous()
+        z32 = z.detach().to(torch.int32).contiguous()
+        outer, channels, inner, group = _view(x.shape, spec)
+        count = _qparams_count(spec.granularity, outer, channels, inner, group)
+        if s32.numel() != count or z32.numel() != count:
+            raise ValueError(f"FusedLSQ: {s32.numel()} steps for an input of shape {tuple(x.shape)} under "
+                             f"{spec.describe()}, which needs {count}")  # fmt: skip
+        grad_x = torch.empty_like(x)
+        sums = torch.empty(count, dtype=torch.float64)
+        _EXT.lsq_backward(
+            x.data_ptr(), s32.data_ptr(), 0 if spec.symmetric else z32.data_ptr(), g.data_ptr(), grad_x.data_ptr(),
+            sums.data_ptr(), outer, channels, inner, group, _GRANULARITY[spec.granularity], spec.qmin, spec.qmax,
+            _ROUNDING[spec.rounding], _MODE["isa"],
+        )  # fmt: skip
+        grad_s = (sums * ctx.grad_scale).to(s.dtype).reshape(s.shape)  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        return (grad_x if needs[0] else None), (grad_s if needs[1] else None), None, None, None

@@ -59,6 +59,7 @@ from typing import Optional, Union
 
 import torch
 
+from quant.sim import fused
 from quant.sim.functional import (
     broadcast_qparams,
     check_qparams,
@@ -233,6 +234,12 @@ def lsq_fake_quantize(
         raise ValueError(f"lsq_fake_quantize: grad_scale={grad_scale!r} must be a finite number")
     if validate:
         scale, zero_point = check_qparams(x, scale, zero_point, spec.with_(scale="float"))
+    if fused.fused_applies(x, scale, spec):  # one C pass each way, the same values (quant.sim.fused)
+        s_eff = lsq_effective_scale(scale if torch.is_grad_enabled() else scale.detach(), spec).to(x.dtype)
+        if not torch.is_grad_enabled() or not (x.requires_grad or s_eff.requires_grad):
+            return fused.fake_quantize_fused(x, s_eff.detach(), zero_point, spec, need_mask=False)[0]
+        fq: torch.Tensor = fused.FusedLSQ.apply(x, s_eff, zero_point, spec, float(grad_scale))  # type: ignore[no-untyped-call]
+        return fq
     if not torch.is_grad_enabled():  # inference: the values only, no gradient terms
         s = lsq_effective_scale(scale.detach(), spec).to(x.dtype)
         values, _, _ = lsq_values(group_view(x, spec), broadcast_qparams(s, x, spec),

@@ -176,6 +176,10 @@ class Observer(nn.Module):
             what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
             raise TypeError(f"{type(self).__name__}.update expects a floating tensor, got {what}")
         qparams_shape(x.shape, self.spec)  # axis / group_size errors before any work
+        self.update_checked(x)
+
+    def update_checked(self, x: torch.Tensor) -> None:
+        """:meth:`update` for a caller that checked ``x`` already (a floating tensor that fits the spec)."""
         if x.numel() == 0:
             return
         batch = self._host_batch_range(x)

@@ -225,23 +225,23 @@ class Quantizer(nn.Module):
         assert self.spec.granularity == "tensor" and self.learn in ("none", "lsq")
         if not self._prepare(x):
             return x, None, None
+        scale = self._buffers["scale"] if self.learn == "none" else None
+        if scale is not None and scale.device.type == "cpu" and fused.fused_applies(x, scale, self.spec):
+            # no autograd op on this path (new tensors and a C pass), so no no_grad context either
+            values, fused_mask = fused.fake_quantize_per_tensor_with_mask(
+                x.detach(), float(self._host.get("scale", scale)), int(self._host.get("zero_point", self.zero_point)),
+                self.spec,
+            )  # fmt: skip
+            return values, fused_mask, None
         with torch.no_grad():
             if self.learn == "lsq":
                 learned = self._learned()
                 assert learned is not None
                 s = lsq_effective_scale(learned.detach(), self.spec).reshape(()).to(x.dtype)
                 return lsq_values(x.detach(), s, self.zero_point.reshape(()), self.spec, None, need_s=True)
-            scale = self._buffers["scale"]
             assert scale is not None
-            mask: Optional[torch.Tensor]
-            if scale.device.type == "cpu" and fused.fused_applies(x, scale, self.spec):
-                values, mask = fused.fake_quantize_per_tensor_with_mask(
-                    x.detach(), float(self._host.get("scale", scale)), int(self._host.get("zero_point", self.zero_point)),
-                    self.spec,
-                )  # fmt: skip
-            else:
-                values, mask = fake_quantize_values(x.detach(), scale.reshape(()).to(x.dtype), self.zero_point.reshape(()),
-                                                    self.spec, None, need_mask=True)  # fmt: skip
+            values, mask = fake_quantize_values(x.detach(), scale.reshape(()).to(x.dtype), self.zero_point.reshape(()),
+                                                self.spec, None, need_mask=True)  # fmt: skip
             return values, mask, None
 
     def lsq_grad_scale(self, x: torch.Tensor) -> float:
@@ -308,8 +308,8 @@ class Quantizer(nn.Module):
         return fake_quantize(x, scale, self.zero_point, self.spec, validate=False)
 
     def _observe(self, x: torch.Tensor) -> None:
-        self.observer.update(x)
-        self._last_shape = tuple(x.shape)
+        self.observer.update_checked(x)
+        self.__dict__["_last_shape"] = tuple(x.shape)  # a plain attribute: past nn.Module.__setattr__'s checks
         if self.learn == "lsq" and x.numel():
             with torch.no_grad():
                 self._observe_mean_abs(x)
@@ -371,7 +371,7 @@ class Quantizer(nn.Module):
             self.zero_point = z = torch.tensor(zero_point, dtype=torch.int32, device=z.device)
         self._host.put("scale", s, scale)
         self._host.put("zero_point", z, zero_point)
-        self.calibrated = True
+        self.__dict__["calibrated"] = True
 
     def compute_qparams(self) -> None:
         """Set the qparams from the observer (``learn="none"``), or re-initialize the

@@ -10,7 +10,7 @@ layer and direction, shared by every time step:
 ``weight``  each ``weight_ih_l{k}[_reverse]`` and ``weight_hh_l{k}[_reverse]`` (its own quantizer; a
             per-channel scheme on axis 0 is per gate row)
 ``input``   the sequence the module receives
-``gates``   the gate pre-activations: the LSTM's ``addmm((x W_ih^T + b_ih) + b_hh, h, W_hh^T)``; the GRU's two
+``gates``   the gate pre-activations: the LSTM's ``addmm(x W_ih^T + (b_ih + b_hh), h, W_hh^T)``; the GRU's two
             products ``x W_ih^T + b_ih`` and ``h W_hh^T + b_hh`` (two quantizers), before the reset gate
             scales the hidden part of ``n``
 ``cell``    the LSTM's cell state ``c_t`` (TFLite's integer LSTM keeps it in 16 bits)
@@ -113,7 +113,7 @@ def check_recurrent(name: str, module: Recurrent, configs: Mapping[str, Quantize
 
 
 def _lstm_step(xwb: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: Any, q: Any, sfx: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LSTM step from the input's projection with both biases, ``xwb = (x W_ih^T + b_ih) + b_hh``: the gate
+    """One LSTM step from the input's projection with both biases, ``xwb = x W_ih^T + (b_ih + b_hh)``: the gate
     pre-activations are ``addmm(xwb, h, W_hh^T)``, as in the fused recurrence."""
     gates = q(f"gates{sfx}", torch.addmm(xwb, h, w_hh.t()))
     i, f, g, o = gates.chunk(4, dim=-1)
@@ -159,22 +159,22 @@ class _Site:
 
 class _FusedLSTMLayer(torch.autograd.Function):
     """One layer and direction of the quantized LSTM on CPU float32 data, in training and inference alike:
-    per step, ``pre = addmm((x W_ih^T + b_ih) + b_hh, h, W_hh^T)``, the gates site, the pointwise step of
+    per step, ``pre = addmm(x W_ih^T + (b_ih + b_hh), h, W_hh^T)``, the gates site, the pointwise step of
     :func:`quant.sim.fused.lstm_cell` (the activations and ``c``), the cell site,
     :func:`~quant.sim.fused.lstm_hidden` (``tanh(c)`` and ``h``), the hidden site; no autograd node per
     operation, and the backward through time written out (:func:`~quant.sim.fused.lstm_backward`: the
     straight-through or LSQ gradient at every site, one C pass and one product with ``W_hh`` per step).
-    Inputs: the input projection ``xw`` ``(T, B, 4H)``, ``h0``, ``c0``, ``w_hh``, ``b_hh`` (or None), the
+    Inputs: the input projection with both biases ``xw`` ``(T, B, 4H)``, ``h0``, ``c0``, ``w_hh``, the
     three sites (gates, cell, hidden), the direction, then the sites' LSQ steps (to receive their
     gradients). Outputs: the hidden states ``(T, B, H)`` in time order, and the last ``h``, ``c``."""
 
     @staticmethod
     def forward(ctx: Any, xw: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
-                b_hh: Optional[torch.Tensor], sites: tuple[_Site, _Site, _Site], reverse: bool,
-                *steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+                sites: tuple[_Site, _Site, _Site], reverse: bool, *steps: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         gates_site, cell_site, hidden_site = sites
         order = list(reversed(range(xw.shape[0]))) if reverse else list(range(xw.shape[0]))
-        xs = (xw if b_hh is None else xw + b_hh).unbind(0)
+        xs = xw.unbind(0)
         w_t = w_hh.t()
         h, c = h0.contiguous(), c0.contiguous()
         saved: list[tuple[torch.Tensor, ...]] = []
@@ -182,15 +182,18 @@ class _FusedLSTMLayer(torch.autograd.Function):
         h_before: list[torch.Tensor] = []  # the h each step reads, in time order once the loop is over
         for t in order:
             pre = gates_site(torch.addmm(xs[t], h, w_t))
-            act, c_new = fused.lstm_cell(pre, c)
-            c_new = cell_site(c_new)
-            tanh_c, h_new = fused.lstm_hidden(act, c_new)
+            if cell_site.quantizer is None:
+                act, c_new, tanh_c, h_new = fused.lstm_step(pre, c)
+            else:
+                act, c_new = fused.lstm_cell(pre, c)
+                c_new = cell_site(c_new)
+                tanh_c, h_new = fused.lstm_hidden(act, c_new)
             saved.append((act, tanh_c, c))
             h_before.append(h)
             h, c = hidden_site(h_new), c_new
             hs[t] = h
         ctx.h_before = h_before[::-1] if reverse else h_before
-        ctx.sites, ctx.order, ctx.saved, ctx.w_hh, ctx.has_bias = sites, order, saved, w_hh, b_hh is not None
+        ctx.sites, ctx.order, ctx.saved, ctx.w_hh = sites, order, saved, w_hh
         ctx.lsq_sites = [site for site in sites if site.quantizer is not None and site.quantizer.learn == "lsq"]
         assert len(ctx.lsq_sites) == len(steps)
         return torch.stack(hs), h, c
@@ -219,13 +222,12 @@ class _FusedLSTMLayer(torch.autograd.Function):
             dh_next = d_pre[t] @ w_hh
         flat = d_pre.reshape(-1, 4 * hidden)  # W_hh's gradient: sum over t of d_pre[t]^T h_before[t]
         g_w = flat.t() @ torch.stack(ctx.h_before).reshape(-1, hidden)
-        g_b = flat.sum(0) if ctx.has_bias else None
         ctx.saved = ctx.h_before = None
         scale_grads = []
         for site in ctx.lsq_sites:
             step = site.quantizer.scale
             scale_grads.append(torch.full(step.shape, sums[site_order.index(site)], dtype=step.dtype))
-        return (d_pre, dh_next, dc_next, g_w, g_b, None, None, *scale_grads)
+        return (d_pre, dh_next, dc_next, g_w, None, None, *scale_grads)
 
 
 def _gru_step(xw: torch.Tensor, h: torch.Tensor, w_hh: Any, b_hh: Any, q: Any, sfx: str) -> torch.Tensor:
@@ -289,19 +291,19 @@ def _quantized_recurrent_forward(self: Union[nn.LSTM, nn.GRU], input: Any, hx: A
             w_ih, w_hh = getattr(self, f"weight_ih{sfx}"), getattr(self, f"weight_hh{sfx}")
             b_ih, b_hh = (getattr(self, f"bias_ih{sfx}"), getattr(self, f"bias_hh{sfx}")) if self.bias else (None, None)
             # every step's input projection in one product, as cuDNN does (unbind: one backward node, not T selects)
-            projected = F.linear(layer_input, w_ih, b_ih)
-            xw = (projected + b_hh if lstm and b_hh is not None else projected).unbind(0)
+            # an LSTM's two biases are one: x W_ih^T + (b_ih + b_hh)
+            projected = F.linear(layer_input, w_ih, b_ih + b_hh if lstm and b_ih is not None else b_ih)
             h, c = h0[layer * dirs + d], c0[layer * dirs + d]
             if lstm and _fusable(quantizers, sfx, layer_input):
                 sites = (_Site(quantizers._modules.get(f"gates{sfx}")), _Site(quantizers._modules.get(f"cell{sfx}")),  # type: ignore[arg-type]
                          _Site(quantizers._modules.get(f"hidden{sfx}")))  # type: ignore[arg-type]  # fmt: skip
                 learned = [site.quantizer.scale for site in sites if site.quantizer is not None and site.quantizer.learn == "lsq"]
-                ys_d, h, c = _FusedLSTMLayer.apply(F.linear(layer_input, w_ih, b_ih), h, c, w_hh, b_hh, sites, bool(d),
-                                                   *learned)  # type: ignore[no-untyped-call]  # fmt: skip
+                ys_d, h, c = _FusedLSTMLayer.apply(projected, h, c, w_hh, sites, bool(d), *learned)  # type: ignore[no-untyped-call]
                 outputs.append(ys_d)
                 h_n.append(h)
                 c_n.append(c)
                 continue
+            xw = projected.unbind(0)  # one backward node, not T selects
             ys: list[torch.Tensor] = [x[0]] * steps
             for t in (reversed(range(steps)) if d else range(steps)):
                 if lstm:
@@ -335,13 +337,13 @@ def _quantized_cell_forward(self: Union[nn.LSTMCell, nn.GRUCell], input: torch.T
     unbatched = input.dim() == 1
     x = q("input", input.unsqueeze(0) if unbatched else input)
     zeros = torch.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)
-    xw = F.linear(x, self.weight_ih, self.bias_ih)
     if isinstance(self, nn.LSTMCell):
+        xwb = F.linear(x, self.weight_ih, None if self.bias_ih is None else self.bias_ih + self.bias_hh)
         h, c = (zeros, zeros) if hx is None else ((hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if unbatched else hx)
-        h, c = _lstm_step(xw if self.bias_hh is None else xw + self.bias_hh, h, c, self.weight_hh, q, "")
+        h, c = _lstm_step(xwb, h, c, self.weight_hh, q, "")
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
     h = zeros if hx is None else (hx.unsqueeze(0) if unbatched else hx)
-    h = _gru_step(xw, h, self.weight_hh, self.bias_hh, q, "")
+    h = _gru_step(F.linear(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh, q, "")
     return h.squeeze(0) if unbatched else h
 
 

@@ -241,3 +241,30 @@ def test_a_changed_buffer_is_read_again() -> None:
     state["scale"] = torch.tensor(1.0)
     q.load_state_dict(state)
     assert q(x).tolist() == [0.0, 1.0, -2.0]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(problem=problems(), grad_scale=st.sampled_from((1.0, 0.03)))
+def test_fused_lsq_equals_the_torch_path(isa: str, problem: tuple[torch.Tensor, torch.Tensor, torch.Tensor, QuantSpec],
+                                         grad_scale: float) -> None:  # fmt: skip
+    """LSQ on the fused path (values without a mask, then one backward pass over the saved input): the same
+    values and input gradient as the torch path bit for bit, and its step gradient to float rounding (a sum in
+    another order, accumulated in float64)."""
+    from quant.sim.learned import lsq_fake_quantize
+
+    x, s, z, spec = problem
+    x = torch.nan_to_num(x, nan=0.0, posinf=1e30, neginf=-1e30)  # the step gradient of NaN is NaN on both paths
+    w = torch.linspace(-2.0, 2.0, x.numel()).reshape(x.shape)
+    runs = []
+    for mode in ("off", isa):
+        with fused.fused_path(mode):
+            xr, sr = x.clone().requires_grad_(True), s.clone().requires_grad_(True)
+            out = lsq_fake_quantize(xr, sr, z, spec, grad_scale)
+            (out * w).sum().backward()
+            assert xr.grad is not None and sr.grad is not None
+            runs.append((out.detach(), xr.grad, sr.grad))
+    (ref, ref_gx, ref_gs), (got, got_gx, got_gs) = runs
+    assert_equal(got, ref, "values")
+    assert_equal(got_gx, ref_gx, "input gradient")
+    scale_of_terms = (w.abs() * (x.abs() / s.abs().max() + 2.0 ** spec.bits)).sum() * grad_scale
+    torch.testing.assert_close(got_gs, ref_gs, rtol=1e-5, atol=float(scale_of_terms) * 1e-6)

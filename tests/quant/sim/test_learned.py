@@ -24,6 +24,7 @@ from quant.sim.learned import (
 )
 from quant.sim.qparams import SCALE_EPS, pow2_ceil
 from quant.contract.spec import QuantSpec
+from tests.quant.sim.fake_quant_paths import fake_quant_path  # noqa: F401 (autouse: both paths)
 from tests.quant.sim.test_functional import DETERMINISTIC, Case, assert_equal, cases, expand_qparams, ref_round, specs
 
 

@@ -99,7 +99,7 @@ def _hand_written_lstm(module: nn.LSTM, x: torch.Tensor, handle: Any) -> torch.T
     outs = []
     b_ih: Any = module.bias_ih_l0
     b_hh: Any = module.bias_hh_l0
-    xw = F.linear(xs, w_ih, b_ih) + b_hh  # the input's projection with both biases, all steps at once
+    xw = F.linear(xs, w_ih, b_ih + b_hh)  # the input's projection with both biases, all steps at once
     for t in range(x.shape[0]):
         pre = torch.addmm(xw[t], h, w_hh.t())
         i, f, g, o = _fq(pre, quantizer("gates_l0")).chunk(4, dim=-1)
@@ -251,7 +251,7 @@ def _reference_layer(module: nn.LSTM, x: torch.Tensor, hx: tuple[torch.Tensor, t
     w_ih, w_hh = getattr(module, f"weight_ih{sfx}"), getattr(module, f"weight_hh{sfx}")
     b_ih, b_hh = getattr(module, f"bias_ih{sfx}"), getattr(module, f"bias_hh{sfx}")
     xs = handle.quantizer("0", "input")(x)
-    xw = F.linear(xs, w_ih, b_ih) + b_hh
+    xw = F.linear(xs, w_ih, b_ih + b_hh)
     h, c = hx[0][d], hx[1][d]
     outs: list[torch.Tensor] = [h] * x.shape[0]
     for t in (reversed(range(x.shape[0])) if reverse else range(x.shape[0])):
