@@ -36,7 +36,8 @@ setup(
         # -ffp-contract=off keeps every product and sum a rounded float32 operation, as torch computes them.
         Extension(
             "quant._fakequant",
-            sources=["quant/csrc/fake_quant_module.c", "quant/csrc/fake_quant.c", "quant/csrc/lstm_step.c"],
+            sources=["quant/csrc/fake_quant_module.c", "quant/csrc/fake_quant.c", "quant/csrc/lstm_step.c",
+                     "quant/csrc/site.c"],
             depends=sorted(p.as_posix() for p in Path("quant/csrc").glob("*.h")),  # rebuilt when a header changes
             extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
                                 "-Wall", "-Wextra"],

@@ -1,17 +1,25 @@
-"""Cost of simulated quantization: training-step and evaluation time vs float.
+"""Cost of simulated quantization: training-step and evaluation time vs float, and the cost of one quantizer call.
 
-A CIFAR-shaped ResNet-20 at batch 128 runs a training step (forward, backward, SGD) and
-an evaluation forward for: float PyTorch, this project's W8A8 and W4A4 fast mode
-(per-channel symmetric weights, per-tensor asymmetric activations, QAT-style dynamic
-observation), and torch.ao eager QAT (``get_default_qat_qconfig("x86")``), all in the
-same process, on 1 and 2 threads. Each figure is the median of repeated steps after
-warm-up; ratios are to float on the same thread count. Evaluation is timed twice:
-still observing (the state after QAT-style training) and with observation stopped
-(``handle.freeze()``; torch.ao's ``disable_observer``), the state a calibrated model
-is evaluated in. Results are printed and
-written to ``benchmarks/results/sim.json``.
+Two CIFAR-shaped models, ResNet-20 and a MobileNetV2-style net (depthwise convs, hardswish, residual adds;
+``experiments.models.registry.MobileNetLike``), at batch 16 and 128, on 1 and 2 threads. Variants, all
+W4A4 fast mode (per-channel symmetric 4-bit weights, per-tensor asymmetric 4-bit inputs of every
+Conv/Linear) unless named otherwise:
 
-Run: ``make bench`` or ``python -m benchmarks.bench_sim [--steps N] [--warmup N]``.
+* ``calibrated``: observers frozen after one calibration batch (QAT with fixed qparams, or fine-tuning);
+* ``observing``: observers updating at every step (torch.ao-style QAT);
+* ``lsq``: LSQ's learned steps for weights and activations; ``pact``: PACT's learned clipping for the
+  activations (weights observed);
+* ``torch.ao qat``: torch.ao's FX QAT (``prepare_qat_fx`` with the x86 QAT qconfig mapping).
+
+Every variant of one (model, batch, threads) is built from the same seed and timed round-robin: each round
+runs one step of every variant in turn, and each figure is the median over rounds of the per-round ratio
+to float, with the 25th-75th percentile spread (so machine drift hits every variant alike). Evaluation
+(a no-grad forward) is timed the same way with observers frozen. A last table gives the cost of one
+quantizer call on a small tensor (batch 16 x 16 channels x 8 x 8), calibrated, observing and LSQ, beside
+``torch.fake_quantize_per_tensor_affine``. Results are printed and written to
+``benchmarks/results/sim.json``. Brevitas is not installed here, so it is not among the peers.
+
+Run: ``make bench`` or ``python -m benchmarks.bench_sim [--rounds N] [--batches 16 128] [--threads 1 2]``.
 """
 
 from __future__ import annotations
@@ -23,139 +31,183 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 import quant
+from experiments.models.registry import MobileNetLike
 from experiments.models.resnet import ResNet20
-from quant import QuantSpec
+from quant import QuantizerConfig, QuantSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim.json"
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "resnet20": ResNet20,
+    "mobilenet": lambda: MobileNetLike(3, 10, width=16),
+}
+VARIANTS = ("float", "calibrated", "observing", "lsq", "pact", "torch.ao qat")
+W4 = QuantSpec(bits=4, signed=True, symmetric=True, granularity="channel", axis=0)
+A4 = QuantSpec(bits=4, signed=False, symmetric=False)
 
 
-def recipe_wa(bits: int) -> dict[str, dict[str, QuantSpec]]:
-    """All Conv/Linear: per-channel symmetric weights, per-tensor asymmetric inputs."""
+def recipe(variant: str) -> dict[str, dict[str, QuantizerConfig]]:
+    """Every Conv/Linear's weight and input, with the variant's learned quantizers."""
+    weight_learn = "lsq" if variant == "lsq" else "none"
+    input_learn = {"lsq": "lsq", "pact": "pact"}.get(variant, "none")
+    return {"*": {"weight": QuantizerConfig(W4, learn=weight_learn), "input": QuantizerConfig(A4, learn=input_learn)}}
+
+
+class Variant:
+    """One model prepared for one variant: a training step and an evaluation forward on fixed data."""
+
+    def __init__(self, model_name: str, variant: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        torch.manual_seed(0)
+        model = MODELS[model_name]().train()
+        self.freeze: Callable[[], None] = lambda: None
+        if variant == "torch.ao qat":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from torch.ao.quantization import disable_observer, get_default_qat_qconfig_mapping
+                from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+                model = prepare_qat_fx(model, get_default_qat_qconfig_mapping("x86"), (x,))
+            qat = model
+
+            def freeze_observers() -> None:
+                qat.apply(disable_observer)
+
+            self.freeze = freeze_observers
+        elif variant != "float":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the BatchNorms stay float, said once
+                handle = quant.attach(model, recipe(variant))
+            if variant == "calibrated":
+                with torch.no_grad(), handle.calibrate():
+                    model(x)
+                handle.freeze()
+            self.freeze = handle.freeze
+        self.model = model
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def train_step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
+
+        self.train_step = train_step
+        self.x = x
+
+    def eval_step(self) -> None:
+        with torch.no_grad():
+            self.model(self.x)
+
+
+def interleaved(steps: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Per variant: the median step time and the median / 25th / 75th percentile of the per-round ratio to
+    ``steps["float"]`` over ``rounds`` round-robin rounds, after ``warmup`` rounds."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for r in range(warmup + rounds):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    out: dict[str, dict[str, float]] = {}
+    for name, ts in times.items():
+        ratios = sorted(t / f for t, f in zip(ts, times["float"]))
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        out[name] = {"ms": 1e3 * statistics.median(ts), "ratio": statistics.median(ratios), "p25": q[0], "p75": q[2]}
+    return out
+
+
+def per_call_costs(calls: int = 2000) -> dict[str, float]:
+    """Microseconds per quantizer call on a (16, 16, 8, 8) tensor that requires grad, median of 5 runs."""
+    from quant.sim.quantizer import Quantizer
+
+    x = torch.randn(16, 16, 8, 8, requires_grad=True)
+
+    def cost(fn: Callable[[], object]) -> float:
+        for _ in range(50):
+            fn()
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            runs.append((time.perf_counter() - t0) / calls * 1e6)
+        return statistics.median(runs)
+
+    def quantizer(learn: str, observing: bool) -> Quantizer:
+        q = Quantizer(A4, learn=learn).train()
+        q(x)
+        q.observing = observing
+        return q
+
+    calibrated, observing, lsq = quantizer("none", False), quantizer("none", True), quantizer("lsq", False)
     return {
-        "*": {
-            "weight": QuantSpec(bits=bits, signed=True, symmetric=True, granularity="channel", axis=0),
-            "input": QuantSpec(bits=bits, signed=False, symmetric=False),
-        }
+        "calibrated_us": cost(lambda: calibrated(x)),
+        "observing_us": cost(lambda: observing(x)),
+        "lsq_us": cost(lambda: lsq(x)),
+        "torch_fake_quantize_us": cost(lambda: torch.fake_quantize_per_tensor_affine(x, 0.1, 3, 0, 15)),
     }
 
 
-def build(variant: str) -> tuple[nn.Module, Callable[[], None], Callable[[], None]]:
-    """A fresh ResNet-20 (same seed for every variant) prepared for ``variant``, a function
-    that stops observation before evaluation, and a clean-up."""
-    torch.manual_seed(0)
-    model = ResNet20()
-    freeze: Callable[[], None] = lambda: None
-    cleanup: Callable[[], None] = lambda: None
-    if variant in ("w8a8", "w4a4"):
-        handle = quant.attach(model, recipe_wa(8 if variant == "w8a8" else 4))
-        freeze, cleanup = handle.freeze, handle.remove
-    elif variant == "torch.ao qat":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import disable_observer, get_default_qat_qconfig, prepare_qat
-
-            model.train()
-            model.qconfig = get_default_qat_qconfig("x86")  # type: ignore[no-untyped-call]
-            model = prepare_qat(model)  # type: ignore[no-untyped-call]
-            qat_model = model
-            freeze = lambda: qat_model.apply(disable_observer)  # noqa: E731
-    elif variant != "float":
-        raise ValueError(f"unknown variant {variant!r}")
-    return model, freeze, cleanup
-
-
-def median_time(fn: Callable[[], None], steps: int, warmup: int) -> float:
-    """Median wall time of ``fn`` in seconds over ``steps`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def measure(variant: str, steps: int, warmup: int, batch: int) -> dict[str, float]:
-    model, freeze, cleanup = build(variant)
+def measure(model_name: str, batch: int, rounds: int, warmup: int) -> dict[str, dict[str, dict[str, float]]]:
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
+    x, y = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    variants = {v: Variant(model_name, v, x, y) for v in VARIANTS}
+    train = interleaved({v: m.train_step for v, m in variants.items()}, rounds, warmup)
+    for m in variants.values():
+        m.model.eval()
+        m.freeze()
+    evaluation = interleaved({v: m.eval_step for v, m in variants.items()}, rounds, warmup)
+    return {"train": train, "eval": evaluation}
 
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
 
-    def eval_step() -> None:
-        with torch.no_grad():
-            model(x)
-
-    model.train()
-    train_s = median_time(train_step, steps, warmup)
-    model.eval()
-    observing_eval_s = median_time(eval_step, steps, warmup)
-    freeze()
-    eval_s = median_time(eval_step, steps, warmup)
-    cleanup()
-    return {"train_step_s": train_s, "eval_s": eval_s, "observing_eval_s": observing_eval_s}
+def _fmt(m: Optional[dict[str, float]]) -> str:
+    return "" if m is None else f"{m['ratio']:.2f} ({m['p25']:.2f}-{m['p75']:.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 128])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    variants = ["float", "w8a8", "w4a4", "torch.ao qat"]
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    jobs = [(t, v) for t in args.threads for v in variants]
-    for threads, variant in tqdm(jobs, desc="bench_sim"):
+    results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    jobs = [(t, m, b) for t in args.threads for m in args.models for b in args.batches]
+    for threads, model_name, batch in tqdm(jobs, desc="bench_sim"):
         torch.set_num_threads(threads)
-        results.setdefault(str(threads), {})[variant] = measure(variant, args.steps, args.warmup, args.batch)
-    for per_variant in results.values():
-        base = per_variant["float"]
-        for m in per_variant.values():
-            m["train_ratio"] = m["train_step_s"] / base["train_step_s"]
-            m["eval_ratio"] = m["eval_s"] / base["eval_s"]
-            m["observing_eval_ratio"] = m["observing_eval_s"] / base["eval_s"]
+        results[f"{model_name} b{batch} t{threads}"] = measure(model_name, batch, args.rounds, args.warmup)
+    torch.set_num_threads(1)
+    calls = per_call_costs()
 
-    print(f"\nResNet-20, batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up")
-    print("eval: observers frozen (ours: handle.freeze(); torch.ao: disable_observer); eval obs: still observing")
-    print(
-        f"{'threads':>7} {'variant':<14} {'train step ms':>13} {'x float':>8} {'eval ms':>8} {'x float':>8}"
-        f" {'eval obs ms':>11} {'x float':>8}"
-    )
-    for threads, per_variant in results.items():
-        for variant, m in per_variant.items():
-            print(
-                f"{threads:>7} {variant:<14} {1e3 * m['train_step_s']:>13.1f} {m['train_ratio']:>8.2f}"
-                f" {1e3 * m['eval_s']:>8.1f} {m['eval_ratio']:>8.2f}"
-                f" {1e3 * m['observing_eval_s']:>11.1f} {m['observing_eval_ratio']:>8.2f}"
-            )
+    print(f"\nratio to float: median over {args.rounds} interleaved rounds (25th-75th percentile)")
+    header = f"{'model batch threads':<22}" + "".join(f"{v:>20}" for v in VARIANTS[1:])
+    for kind in ("train", "eval"):
+        print(f"\n{kind} step\n{header}")
+        for key, res in results.items():
+            per = res[kind]
+            print(f"{key:<22}" + "".join(f"{_fmt(per.get(v)):>20}" for v in VARIANTS[1:]))
+    print("\none quantizer call, (16, 16, 8, 8) float32 requiring grad, 1 thread:")
+    print("  " + ", ".join(f"{k[:-3]} {v:.1f} us" for k, v in calls.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "bench_sim",
-        "model": "ResNet-20 (CIFAR shape 3x32x32)",
-        "batch": args.batch,
-        "steps": args.steps,
+        "rounds": args.rounds,
         "warmup": args.warmup,
         "torch": torch.__version__,
         "machine": platform.machine(),
         "processor": platform.processor(),
         "results": results,
+        "per_call": calls,
     }
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -35,7 +35,12 @@ typedef double (*fq_lsq_run_fn)(const float *, const float *, float *, int64_t, 
 typedef void (*fq_lsq_run_each_fn)(const float *, const float *, float *, int64_t, const float *, const int32_t *,
                                    int32_t, int32_t, int, double *);
 
+typedef void (*fq_pact_run_fn)(const float *, float *, int64_t, float, float, float, float, float, int);
+typedef double (*fq_pact_grad_fn)(const float *, const float *, float *, int64_t, float, float, int);
+
 typedef struct {
+    fq_pact_run_fn pact_run;
+    fq_pact_grad_fn pact_grad;
     fq_run_fn run;
     fq_run_each_fn run_each;
     fq_masked_fn masked;
@@ -73,6 +78,8 @@ static int fq_pick(int isa, fq_loops *loops)
         loops->extremes = fq_extremes_avx2;
         loops->lsq_run = fq_lsq_run_avx2;
         loops->lsq_run_each = fq_lsq_run_each_avx2;
+        loops->pact_run = fq_pact_run_avx2;
+        loops->pact_grad = fq_pact_grad_avx2;
         return FQ_OK;
     }
 #endif
@@ -82,6 +89,8 @@ static int fq_pick(int isa, fq_loops *loops)
     loops->extremes = fq_extremes_portable;
     loops->lsq_run = fq_lsq_run_portable;
     loops->lsq_run_each = fq_lsq_run_each_portable;
+    loops->pact_run = fq_pact_run_portable;
+    loops->pact_grad = fq_pact_grad_portable;
     return FQ_OK;
 }
 
@@ -321,5 +330,40 @@ int fq_lsq_backward(const fq_problem *p, const float *g, float *grad_x, double *
             }
         }
     }
+    return FQ_OK;
+}
+
+int fq_pact_forward(const float *x, float *out, int64_t n, float a, float s, int is_signed, int32_t qmin, int32_t qmax,
+                    int rounding, int isa)
+{
+    if (n < 0 || qmin > qmax || rounding < FQ_HALF_EVEN || rounding > FQ_FLOOR || !(a > 0.0f) || !(s > 0.0f))
+        return FQ_BAD_ARGUMENT;
+    if (n == 0)
+        return FQ_OK;
+    if (x == NULL || out == NULL)
+        return FQ_BAD_ARGUMENT;
+    fq_loops loops;
+    const int status = fq_pick(isa, &loops);
+    if (status != FQ_OK)
+        return status;
+    loops.pact_run(x, out, n, a, is_signed ? -a : 0.0f, s, (float)qmin, (float)qmax, rounding);
+    return FQ_OK;
+}
+
+int fq_pact_backward(const float *x, const float *g, float *grad_x, int64_t n, float a, int is_signed,
+                     double *alpha_grad, int isa)
+{
+    if (n < 0 || !(a > 0.0f) || alpha_grad == NULL)
+        return FQ_BAD_ARGUMENT;
+    *alpha_grad = 0.0;
+    if (n == 0)
+        return FQ_OK;
+    if (x == NULL || g == NULL || grad_x == NULL)
+        return FQ_BAD_ARGUMENT;
+    fq_loops loops;
+    const int status = fq_pick(isa, &loops);
+    if (status != FQ_OK)
+        return status;
+    *alpha_grad = loops.pact_grad(x, g, grad_x, n, a, is_signed ? -a : 0.0f, is_signed);
     return FQ_OK;
 }

@@ -35,7 +35,7 @@ enum fq_rounding { FQ_HALF_EVEN = 0, FQ_HALF_AWAY = 1, FQ_HALF_UP = 2, FQ_FLOOR 
 /* The loops: FQ_ISA_AUTO picks the best the CPU has. */
 enum fq_isa { FQ_ISA_AUTO = 0, FQ_ISA_PORTABLE = 1, FQ_ISA_AVX2 = 2 };
 
-enum fq_status { FQ_OK = 0, FQ_BAD_ARGUMENT = 1, FQ_ISA_UNAVAILABLE = 2, FQ_THREAD_FAILED = 3 };
+enum fq_status { FQ_OK = 0, FQ_BAD_ARGUMENT = 1, FQ_ISA_UNAVAILABLE = 2, FQ_THREAD_FAILED = 3, FQ_NOT_FINITE = 4 };
 
 typedef struct {
     const float *x;
@@ -64,8 +64,48 @@ int fq_backward(const float *grad_out, const uint8_t *mask, float *grad_in, int6
  * scale). scale_grad holds one double per qparam and is overwritten. One thread. */
 int fq_lsq_backward(const fq_problem *p, const float *g, float *grad_x, double *scale_grad, int isa);
 
+/* PACT (quant.sim.learned, per tensor): out = fake_quantize(clamp(x, lo, a)) with the scale s, zero point 0
+ * and codes [qmin, qmax], lo = -a for signed codes, else 0 (a >= FLT_EPSILON: the projected clip level). */
+int fq_pact_forward(const float *x, float *out, int64_t n, float a, float s, int is_signed, int32_t qmin, int32_t qmax,
+                    int rounding, int isa);
+
+/* PACT's backward from the saved input: grad_x = g where lo <= x <= a (0 for NaN), and *alpha_grad = the sum
+ * of g where x >= a, minus (signed) the sum of g where x <= -a, in double. */
+int fq_pact_backward(const float *x, const float *g, float *grad_x, int64_t n, float a, int is_signed,
+                     double *alpha_grad, int isa);
+
 /* The least and greatest of x[0..n-1], n > 0; both NaN when any element is NaN (as torch.aminmax). */
 int fq_minmax(const float *x, int64_t n, float *lo, float *hi, int isa);
+
+/*
+ * A per-tensor quantization site whose observer and qparams live here between two calls from Python (a
+ * quantizer used at every step of a recurrence): quant.sim.quantizer's forward with a MinMaxObserver or a
+ * MovingAverageMinMaxObserver, in the same float32 arithmetic (quant.sim.qparams.range_to_qparams_scalar,
+ * the observers' _fold_host_range), so that the statistics, qparams and values are those of the Python path.
+ */
+enum fq_observer { FQ_MINMAX = 0, FQ_MOVING_AVERAGE = 1 };
+
+typedef struct {
+    int observing, quantizing; /* the quantizer's flags */
+    int observer;              /* enum fq_observer */
+    float momentum;            /* the moving average's, as float32 */
+    int has_range;             /* in/out: whether lo, hi hold a range */
+    float lo, hi;              /* in/out: the observer's running range */
+    int symmetric, is_signed, pow2;
+    int32_t qmin, qmax;
+    int rounding;
+    int calibrated;            /* in/out: whether scale, zero_point hold qparams */
+    float scale;               /* in/out */
+    int32_t zero_point;        /* in/out */
+} fq_site;
+
+/* The qparams of the range [lo, hi] (finite, lo <= hi) under the site's rule, into site->scale/zero_point. */
+void fq_site_qparams(fq_site *site, float lo, float hi);
+
+/* One call of the site on x[0..n-1] (n > 0): observe (fold the extremes, FQ_NOT_FINITE if one is NaN or
+ * +-Inf, the site unchanged), then recompute the qparams; then, when quantizing, out = fake_quantize(x) and
+ * mask = its straight-through mask (FQ_BAD_ARGUMENT without qparams); else out and mask are not written. */
+int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *mask, int isa);
 
 /* 1 if the loops of `isa` can run on this CPU. */
 int fq_isa_available(int isa);

@@ -195,3 +195,58 @@ FQ_ATTR static void FQ_NAME(fq_lsq_run_each)(const float *x, const float *g, flo
     }
 }
 #undef FQ_CLAMP
+
+/* PACT (quant.sim.learned): clip to [lo, a] (lo = -a signed, 0 unsigned), then fake-quantize with s. */
+#define FQ_CLAMP(r, lo, hi) ((r) < (lo) ? (lo) : ((r) > (hi) ? (hi) : (r)))
+#define FQ_PACT_LOOP(ROUNDED)                                             \
+    for (int64_t k = 0; k < n; ++k) {                                     \
+        const float y = FQ_CLAMP(x[k], lo, a);                            \
+        const float v = y * inv;                                          \
+        const float r = ROUNDED;                                          \
+        out[k] = FQ_CLAMP(r, qlo, qhi) * s;                               \
+    }
+
+FQ_ATTR static void FQ_NAME(fq_pact_run)(const float *x, float *out, int64_t n, float a, float lo, float s, float qlo,
+                                         float qhi, int rounding)
+{
+    const float inv = 1.0f / s;
+    switch (rounding) {
+    case FQ_HALF_EVEN: FQ_PACT_LOOP(rintf(v)) break;
+    case FQ_HALF_AWAY: FQ_PACT_LOOP(FQ_NAME(fq_half_away)(v)) break;
+    case FQ_HALF_UP: FQ_PACT_LOOP(FQ_NAME(fq_half_up)(v)) break;
+    default: FQ_PACT_LOOP(floorf(v)) break;
+    }
+}
+#undef FQ_PACT_LOOP
+
+/* PACT's backward from the saved input: grad_x = g where lo <= x <= a, and the sum of g where x >= a minus
+ * (lo = -a) the sum where x <= -a, in FQ_SUM_LANES double lanes. */
+FQ_ATTR static double FQ_NAME(fq_pact_grad)(const float *x, const float *g, float *grad_x, int64_t n, float a, float lo,
+                                            int is_signed)
+{
+    double acc[FQ_SUM_LANES];
+    for (int l = 0; l < FQ_SUM_LANES; ++l)
+        acc[l] = 0.0;
+    int64_t k = 0;
+    for (; k + FQ_SUM_LANES <= n; k += FQ_SUM_LANES) {
+        for (int l = 0; l < FQ_SUM_LANES; ++l) {
+            const float v = x[k + l], gv = g[k + l];
+            const float inside = FQ_CLAMP(v, lo, a) == v ? 1.0f : 0.0f;
+            const float d = (v >= a ? 1.0f : 0.0f) - (is_signed && v <= lo ? 1.0f : 0.0f);
+            grad_x[k + l] = gv * inside;
+            acc[l] += (double)gv * (double)d;
+        }
+    }
+    for (; k < n; ++k) {
+        const float v = x[k], gv = g[k];
+        const float inside = FQ_CLAMP(v, lo, a) == v ? 1.0f : 0.0f;
+        const float d = (v >= a ? 1.0f : 0.0f) - (is_signed && v <= lo ? 1.0f : 0.0f);
+        grad_x[k] = gv * inside;
+        acc[0] += (double)gv * (double)d;
+    }
+    double sum = 0.0;
+    for (int l = 0; l < FQ_SUM_LANES; ++l)
+        sum += acc[l];
+    return sum;
+}
+#undef FQ_CLAMP

@@ -9,8 +9,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <string.h>
+
 #include "fake_quant.h"
 #include "lstm_step.h"
+
+#define FQ_PTR(v) ((const float *)(uintptr_t)(v))
+#define FQ_OUT(v) ((float *)(uintptr_t)(v))
 
 static PyObject *fq_raise(int status, const char *what)
 {
@@ -86,6 +91,41 @@ static PyObject *fq_py_lsq_backward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *fq_py_pact_forward(PyObject *self, PyObject *args)
+{
+    unsigned long long x, out;
+    long long n;
+    float a, s;
+    int is_signed, qmin, qmax, rounding, isa, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKLffiiiii", &x, &out, &n, &a, &s, &is_signed, &qmin, &qmax, &rounding, &isa))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_pact_forward(FQ_PTR(x), FQ_OUT(out), n, a, s, is_signed, qmin, qmax, rounding, isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "pact forward");
+    Py_RETURN_NONE;
+}
+
+static PyObject *fq_py_pact_backward(PyObject *self, PyObject *args)
+{
+    unsigned long long x, g, grad_x;
+    long long n;
+    float a;
+    int is_signed, isa, status;
+    double alpha_grad = 0.0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKLfii", &x, &g, &grad_x, &n, &a, &is_signed, &isa))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_pact_backward(FQ_PTR(x), FQ_PTR(g), FQ_OUT(grad_x), n, a, is_signed, &alpha_grad, isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "pact backward");
+    return PyFloat_FromDouble(alpha_grad);
+}
+
 static PyObject *fq_py_forward_tensor(PyObject *self, PyObject *args)
 {
     unsigned long long x, out, mask;
@@ -156,8 +196,6 @@ static PyObject *fq_py_minmax(PyObject *self, PyObject *args)
     return Py_BuildValue("(dd)", (double)lo, (double)hi);
 }
 
-#define FQ_PTR(v) ((const float *)(uintptr_t)(v))
-#define FQ_OUT(v) ((float *)(uintptr_t)(v))
 
 static PyObject *fq_py_lstm_cell(PyObject *self, PyObject *args)
 {
@@ -206,6 +244,94 @@ static PyObject *fq_py_lstm_step(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     if (status != FQ_OK)
         return fq_raise(status, "lstm_step");
+    Py_RETURN_NONE;
+}
+
+/* The site state lives in a bytearray of sizeof(fq_site) bytes that Python holds between calls. */
+static fq_site *fq_site_of(PyObject *state)
+{
+    if (!PyByteArray_Check(state) || PyByteArray_GET_SIZE(state) != (Py_ssize_t)sizeof(fq_site)) {
+        PyErr_SetString(PyExc_TypeError, "site state: expected the bytearray of site_new");
+        return NULL;
+    }
+    return (fq_site *)(void *)PyByteArray_AS_STRING(state);
+}
+
+static PyObject *fq_py_site_new(PyObject *self, PyObject *args)
+{
+    fq_site site;
+    memset(&site, 0, sizeof site);
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiififfiiiiiiifi", &site.observing, &site.quantizing, &site.observer, &site.momentum,
+                          &site.has_range, &site.lo, &site.hi, &site.symmetric, &site.is_signed, &site.pow2,
+                          &site.qmin, &site.qmax, &site.rounding, &site.calibrated, &site.scale, &site.zero_point))
+        return NULL;
+    return PyByteArray_FromStringAndSize((const char *)&site, (Py_ssize_t)sizeof site);
+}
+
+static PyObject *fq_py_site_state(PyObject *self, PyObject *args)
+{
+    PyObject *state;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O", &state))
+        return NULL;
+    const fq_site *site = fq_site_of(state);
+    if (site == NULL)
+        return NULL;
+    return Py_BuildValue("(iddidi)", site->has_range, (double)site->lo, (double)site->hi, site->calibrated,
+                         (double)site->scale, (int)site->zero_point);
+}
+
+static PyObject *fq_site_status(int status, const char *what)
+{
+    if (status == FQ_NOT_FINITE) {
+        PyErr_SetString(PyExc_FloatingPointError, "the observed tensor contains NaN or Inf");
+        return NULL;
+    }
+    return fq_raise(status, what);
+}
+
+static PyObject *fq_py_site_call(PyObject *self, PyObject *args)
+{
+    PyObject *state;
+    unsigned long long x, out, mask;
+    long long n;
+    int isa, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OKLKKi", &state, &x, &n, &out, &mask, &isa))
+        return NULL;
+    fq_site *site = fq_site_of(state);
+    if (site == NULL)
+        return NULL;
+    status = fq_site_call(site, FQ_PTR(x), n, FQ_OUT(out), (uint8_t *)(uintptr_t)mask, isa);
+    if (status != FQ_OK)
+        return fq_site_status(status, "site");
+    Py_RETURN_NONE;
+}
+
+/* One LSTM step's pointwise part and its hidden site: (cell,) hidden, then the site on h. */
+static PyObject *fq_py_lstm_step_site(PyObject *self, PyObject *args)
+{
+    long long rows, hidden;
+    unsigned long long pre, c_prev, act, c, tanh_c, h_raw, h, mask;
+    int with_cell, isa, status;
+    PyObject *state;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iLLKKKKKKOKKi", &with_cell, &rows, &hidden, &pre, &c_prev, &act, &c, &tanh_c, &h_raw,
+                          &state, &h, &mask, &isa))
+        return NULL;
+    fq_site *site = fq_site_of(state);
+    if (site == NULL)
+        return NULL;
+    status = FQ_OK;
+    if (with_cell)
+        status = fq_lstm_cell(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), isa);
+    if (status == FQ_OK)
+        status = fq_lstm_hidden(rows, hidden, FQ_PTR(act), FQ_PTR(c), FQ_OUT(tanh_c), FQ_OUT(h_raw), isa);
+    if (status == FQ_OK && rows * hidden > 0)
+        status = fq_site_call(site, FQ_PTR(h_raw), rows * hidden, FQ_OUT(h), (uint8_t *)(uintptr_t)mask, isa);
+    if (status != FQ_OK)
+        return fq_site_status(status, "lstm step");
     Py_RETURN_NONE;
 }
 
@@ -288,6 +414,10 @@ static PyMethodDef fq_methods[] = {
     {"lsq_backward", fq_py_lsq_backward, METH_VARARGS,
      "lsq_backward(x, scale, zero_point, grad, grad_x, scale_grad, outer, channels, inner, group, granularity, qmin, "
      "qmax, rounding, isa): LSQ's input gradient and per-qparam step sums (float64) from the saved input"},
+    {"pact_forward", fq_py_pact_forward, METH_VARARGS,
+     "pact_forward(x, out, n, a, s, signed, qmin, qmax, rounding, isa): PACT's clip then fake quantization"},
+    {"pact_backward", fq_py_pact_backward, METH_VARARGS,
+     "pact_backward(x, grad, grad_x, n, a, signed, isa) -> the clip level's gradient"},
     {"backward", fq_py_backward, METH_VARARGS,
      "backward(grad_out, mask, grad_in, n, threads, isa): grad_in = grad_out * mask"},
     {"minmax", fq_py_minmax, METH_VARARGS, "minmax(x, n, isa): (least, greatest) of n > 0 floats, NaN if any is"},
@@ -295,6 +425,12 @@ static PyMethodDef fq_methods[] = {
     {"lstm_hidden", fq_py_lstm_hidden, METH_VARARGS, "lstm_hidden(rows, hidden, act, c, tanh_c, h, isa)"},
     {"lstm_step", fq_py_lstm_step, METH_VARARGS,
      "lstm_step(rows, hidden, pre, c_prev, act, c, tanh_c, h, isa): lstm_cell then lstm_hidden (no cell site)"},
+    {"site_new", fq_py_site_new, METH_VARARGS, "site_new(observing, quantizing, observer, momentum, has_range, lo, hi, "
+     "symmetric, signed, pow2, qmin, qmax, rounding, calibrated, scale, zero_point) -> the state (a bytearray)"},
+    {"site_state", fq_py_site_state, METH_VARARGS, "site_state(state) -> (has_range, lo, hi, calibrated, scale, zero_point)"},
+    {"site_call", fq_py_site_call, METH_VARARGS, "site_call(state, x, n, out, mask, isa): one call of the site"},
+    {"lstm_step_site", fq_py_lstm_step_site, METH_VARARGS,
+     "lstm_step_site(with_cell, rows, hidden, pre, c_prev, act, c, tanh_c, h_raw, state, h, mask, isa)"},
     {"lstm_backward", fq_py_lstm_backward, METH_VARARGS,
      "lstm_backward(rows, hidden, grad_out, grad_h, grad_c, act, tanh_c, c_prev, mask_h, mask_c, mask_g, dscale_h, "
      "dscale_c, dscale_g, grad_pre, grad_c_prev, isa) -> the three LSQ sums"},

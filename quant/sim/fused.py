@@ -40,12 +40,16 @@ __all__ = [
     "FUSED_ISAS",
     "FusedFakeQuantizeSTE",
     "FusedLSQ",
+    "FusedPACT",
+    "pact_forward",
+    "active",
     "available",
     "fake_quantize_fused",
     "fused_path",
     "fused_applies",
     "masked_gradient",
     "HostScalars",
+    "HostSite",
     "fake_quantize_per_tensor",
     "fake_quantize_per_tensor_with_mask",
     "tensor_extremes",
@@ -70,6 +74,11 @@ _MODE = {"isa": 0, "on": _EXT is not None}
 def available(isa: str = "auto") -> bool:
     """Whether the extension is built and ``isa``'s loops run on this CPU."""
     return _EXT is not None and (isa == "auto" or bool(_EXT.isa_available(FUSED_ISAS[isa])))
+
+
+def active() -> bool:
+    """Whether calls go to the fused path now (the extension is built and :func:`fused_path` leaves it on)."""
+    return bool(_MODE["on"])
 
 
 @contextlib.contextmanager
@@ -453,3 +462,109 @@ class FusedLSQ(torch.autograd.Function):
         grad_s = (sums * ctx.grad_scale).to(s.dtype).reshape(s.shape)  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
         return (grad_x if needs[0] else None), (grad_s if needs[1] else None), None, None, None
+
+
+# --------------------------------------------------------------------------- a recurrence's site in C
+class HostSite:
+    """A per-tensor quantizer's observer range and qparams held in C for a run of calls (``fq_site`` of
+    ``quant/csrc/fake_quant.h``: the same float32 arithmetic as the quantizer's own forward), made and written
+    back by :meth:`quant.sim.quantizer.Quantizer.host_site` / :meth:`~quant.sim.quantizer.Quantizer.end_host_site`."""
+
+    __slots__ = ("state", "quantizing", "spec", "last_shape", "observer_name")
+
+    def __init__(self, state: bytearray, quantizing: bool, spec: QuantSpec, observer_name: str) -> None:
+        self.state = state
+        self.quantizing = quantizing
+        self.spec = spec
+        self.last_shape: Optional[tuple[int, ...]] = None
+        self.observer_name = observer_name
+
+    @classmethod
+    def new(cls, spec: QuantSpec, *, observing: bool, quantizing: bool, moving_average: bool, momentum: float,
+            range_: Optional[tuple[float, float]], qparams: Optional[tuple[float, int]],
+            observer_name: str) -> "HostSite":  # fmt: skip
+        assert _EXT is not None
+        lo, hi = range_ if range_ is not None else (0.0, 0.0)
+        scale, zero_point = qparams if qparams is not None else (1.0, 0)
+        state = _EXT.site_new(
+            int(observing), int(quantizing), int(moving_average), momentum, int(range_ is not None), lo, hi,
+            int(spec.symmetric), int(spec.signed), int(spec.scale == "pow2"), spec.qmin, spec.qmax,
+            _ROUNDING[spec.rounding], int(qparams is not None), scale, zero_point,
+        )  # fmt: skip
+        return cls(state, quantizing, spec, observer_name)
+
+    def values(self) -> tuple[bool, float, float, bool, float, int]:
+        """``(has_range, lo, hi, calibrated, scale, zero_point)`` now."""
+        assert _EXT is not None
+        has_range, lo, hi, calibrated, scale, zero_point = _EXT.site_state(self.state)
+        return bool(has_range), lo, hi, bool(calibrated), scale, zero_point
+
+    def _non_finite(self) -> ValueError:
+        return ValueError(f"{self.observer_name}: the observed tensor contains NaN or Inf")
+
+    def lstm_step(self, pre: torch.Tensor, c_prev: torch.Tensor, act: Optional[torch.Tensor], c: Optional[torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:  # fmt: skip
+        """An LSTM step's pointwise part ending in this (hidden) site, in one C call: from ``pre`` and ``c_prev``
+        (the cell computed here), or from the cell site's ``act`` and ``c``. Returns ``(act, c, tanh(c), h,
+        mask)``, ``h`` the site's values (``mask`` None when it does not quantize: ``h`` is the float one)."""
+        assert _EXT is not None
+        rows, hidden = c_prev.shape
+        with_cell = act is None
+        if act is None or c is None:
+            act, c = torch.empty_like(pre), torch.empty_like(c_prev)
+        tanh_c, h_raw = torch.empty_like(c_prev), torch.empty_like(c_prev)
+        h = torch.empty_like(c_prev) if self.quantizing else h_raw
+        mask = torch.empty_like(c_prev, dtype=torch.uint8) if self.quantizing else None
+        small, wide = (rows, hidden), (rows, 4 * hidden)
+        try:
+            _EXT.lstm_step_site(
+                int(with_cell), rows, hidden, _address(pre, wide, torch.float32, "pre"),
+                _address(c_prev, small, torch.float32, "c_prev"), _address(act, wide, torch.float32, "act"),
+                _address(c, small, torch.float32, "c"), tanh_c.data_ptr(), h_raw.data_ptr(), self.state,
+                h.data_ptr() if self.quantizing else 0, mask.data_ptr() if mask is not None else 0, _MODE["isa"],
+            )  # fmt: skip
+        except FloatingPointError:
+            raise self._non_finite() from None
+        self.last_shape = tuple(h_raw.shape)
+        return act, c, tanh_c, h, mask
+
+
+# --------------------------------------------------------------------------- PACT
+class FusedPACT(torch.autograd.Function):
+    """PACT's per-tensor fake quantization (:func:`quant.sim.learned.pact_fake_quantize`) on the fused path:
+    one C pass forward (the clip, then the fake quantization: the torch path's values), and one backward
+    pass over the saved input giving ``g`` inside the clip and the clip level's gradient (the sum of ``g``
+    above it, minus below its negative for signed codes, in float64). Inputs: ``x``, the projected clip
+    level ``a`` and scale ``s`` as numbers, the learned ``alpha`` (for its gradient), the spec."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, a: float, s: float, alpha: torch.Tensor,
+                spec: QuantSpec) -> torch.Tensor:  # fmt: skip
+        out = pact_forward(x.detach(), a, s, spec)
+        ctx.save_for_backward(x)
+        ctx.a, ctx.spec, ctx.alpha_shape = a, spec, alpha.shape  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        assert _EXT is not None
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        x = x.detach()
+        if g.dtype != torch.float32 or g.stride() != x.stride():  # the loop reads g in x's layout
+            g = torch.empty_like(x).copy_(g)
+        grad_x = torch.empty_like(x)
+        alpha_grad = _EXT.pact_backward(x.data_ptr(), g.data_ptr(), grad_x.data_ptr(), x.numel(), ctx.a,  # type: ignore[attr-defined]
+                                        int(ctx.spec.signed), _MODE["isa"])  # type: ignore[attr-defined]  # fmt: skip
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_alpha = torch.full(ctx.alpha_shape, alpha_grad, dtype=torch.float32)  # type: ignore[attr-defined]
+        return (grad_x if needs[0] else None), None, None, (grad_alpha if needs[3] else None), None
+
+
+def pact_forward(x: torch.Tensor, a: float, s: float, spec: QuantSpec) -> torch.Tensor:
+    """PACT's values (no autograd) of a per-tensor call :func:`fused_applies` accepted: the clip to
+    ``[0, a]`` (signed: ``[-a, a]``) then the fake quantization with the scale ``s`` and zero point 0."""
+    assert _EXT is not None
+    out = torch.empty_like(x)
+    _EXT.pact_forward(x.data_ptr(), out.data_ptr(), x.numel(), a, s, int(spec.signed), spec.qmin, spec.qmax,
+                      _ROUNDING[spec.rounding], _MODE["isa"])  # fmt: skip
+    return out

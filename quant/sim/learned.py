@@ -342,6 +342,13 @@ def pact_fake_quantize(
             f"pact_fake_quantize: alpha has {alpha.numel()} elements but granularity={spec.granularity!r} for input "
             f"of shape {tuple(x.shape)} needs shape {shape}"
         )
+    if spec.granularity == "tensor" and fused.fused_applies(x, alpha, spec):  # one C pass each way, same values
+        a_num = float(torch.clamp(alpha.detach(), min=SCALE_EPS).to(torch.float32))
+        s_num = float(pact_scale(alpha, spec).to(torch.float32))
+        if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):
+            fq: torch.Tensor = fused.FusedPACT.apply(x, a_num, s_num, alpha, spec)  # type: ignore[no-untyped-call]
+            return fq
+        return fused.pact_forward(x.detach(), a_num, s_num, spec)
     a = alpha.reshape(shape).to(x.dtype)
     out: torch.Tensor = _PACTFakeQuantize.apply(  # type: ignore[no-untyped-call]
         group_view(x, spec), broadcast_qparams(a, x, spec), spec, generator

@@ -83,7 +83,7 @@ from quant.sim.learned import (
     pact_scale,
 )
 from quant.sim.observers import make_observer, reduce_to_qparams_shape, resize_for_load
-from quant.sim.qparams import range_to_qparams_scalar
+from quant.sim.qparams import float32, range_to_qparams_scalar
 from quant.contract.spec import QuantSpec
 
 __all__ = ["LEARN_MODES", "Quantizer"]
@@ -243,6 +243,50 @@ class Quantizer(nn.Module):
             values, mask = fake_quantize_values(x.detach(), scale.reshape(()).to(x.dtype), self.zero_point.reshape(()),
                                                 self.spec, None, need_mask=True)  # fmt: skip
             return values, mask, None
+
+    def host_site(self) -> Optional[fused.HostSite]:
+        """This quantizer's observer range and qparams as a C site for a run of calls that the fused recurrence
+        makes without Python in between (:class:`quant.sim.fused.HostSite`), or None where only this forward
+        applies: other learn modes, observers, granularities, binary specs, devices, or flags (disabled,
+        pass-through, QAT under torch.distributed, no qparams yet while not observing). Give the site back to
+        :meth:`end_host_site` when the run is over, also after an error."""
+        from quant.sim.observers import MinMaxObserver, MovingAverageMinMaxObserver, _distributed
+
+        spec, obs = self.spec, self.observer
+        if not fused.active() or self.zero_point.device.type != "cpu":
+            return None
+        if not self.enabled or self.learn != "none" or spec.granularity != "tensor" or spec.is_binary:
+            return None
+        if spec.rounding == "stochastic" or type(obs) not in (MinMaxObserver, MovingAverageMinMaxObserver):
+            return None
+        if not self.quantizing or (self.observing and obs.training and _distributed()):
+            return None
+        range_ = obs.host_range() if obs.has_data else None
+        if obs.has_data and range_ is None:  # statistics of another shape or device
+            return None
+        scale = self._buffers["scale"]
+        assert scale is not None
+        qparams = None
+        if self.calibrated:
+            if scale.shape != () or scale.device.type != "cpu":
+                return None
+            qparams = float(self._host.get("scale", scale)), int(self._host.get("zero_point", self.zero_point))
+        elif not self.observing:
+            return None  # the forward raises its error
+        moving = isinstance(obs, MovingAverageMinMaxObserver)
+        return fused.HostSite.new(spec, observing=self.observing, quantizing=self.quantizing, moving_average=moving,
+                                  momentum=float32(float(getattr(obs, "momentum", 0.0))), range_=range_, qparams=qparams,
+                                  observer_name=type(obs).__name__)  # fmt: skip
+
+    def end_host_site(self, site: fused.HostSite) -> None:
+        """Write what a :meth:`host_site` run observed and computed back into the observer and the qparams."""
+        has_range, lo, hi, calibrated, scale, zero_point = site.values()
+        if has_range:
+            self.observer._store_host_range(lo, hi)
+        if calibrated and self.observing:
+            self._store_host_qparams(scale, zero_point)
+        if self.observing and site.last_shape is not None:
+            self.__dict__["_last_shape"] = site.last_shape
 
     def lsq_grad_scale(self, x: torch.Tensor) -> float:
         """LSQ's gradient scale for an input shaped like ``x``: ``1 / sqrt(N * qmax)``, ``N`` elements per step."""

@@ -144,6 +144,12 @@ class _Site:
         self.grad_scales.append(q.lsq_grad_scale(x) if d_scale is not None else 0.0)
         return out
 
+    def record(self, mask: Optional[torch.Tensor]) -> None:
+        """Record a call made in C (:class:`quant.sim.fused.HostSite`): its straight-through mask."""
+        self.masks.append(mask)
+        self.d_scales.append(None)
+        self.grad_scales.append(0.0)
+
     def mask_u8(self, step: int) -> Optional[torch.Tensor]:
         """The straight-through mask of the ``step``-th call as bytes (None: the site is float or passed it)."""
         mask = self.masks[step] if self.quantizer is not None else None
@@ -180,18 +186,34 @@ class _FusedLSTMLayer(torch.autograd.Function):
         saved: list[tuple[torch.Tensor, ...]] = []
         hs: list[torch.Tensor] = [h] * len(order)
         h_before: list[torch.Tensor] = []  # the h each step reads, in time order once the loop is over
-        for t in order:
-            pre = gates_site(torch.addmm(xs[t], h, w_t))
-            if cell_site.quantizer is None:
-                act, c_new, tanh_c, h_new = fused.lstm_step(pre, c)
-            else:
-                act, c_new = fused.lstm_cell(pre, c)
-                c_new = cell_site(c_new)
-                tanh_c, h_new = fused.lstm_hidden(act, c_new)
-            saved.append((act, tanh_c, c))
-            h_before.append(h)
-            h, c = hidden_site(h_new), c_new
-            hs[t] = h
+        # the hidden site, the one every recipe sets, observes and quantizes in the step's C call when it can
+        host = hidden_site.quantizer.host_site() if hidden_site.quantizer is not None else None
+        try:
+            for t in order:
+                pre = gates_site(torch.addmm(xs[t], h, w_t))
+                act: Optional[torch.Tensor] = None
+                c_cell: Optional[torch.Tensor] = None
+                if cell_site.quantizer is not None:
+                    act, c_cell = fused.lstm_cell(pre, c)
+                    c_cell = cell_site(c_cell)
+                if host is not None:
+                    act, c_new, tanh_c, h_new, mask = host.lstm_step(pre, c, act, c_cell)
+                    hidden_site.record(mask)
+                else:
+                    if act is None or c_cell is None:
+                        act, c_new, tanh_c, h_raw = fused.lstm_step(pre, c)
+                    else:
+                        c_new = c_cell
+                        tanh_c, h_raw = fused.lstm_hidden(act, c_new)
+                    h_new = hidden_site(h_raw)
+                saved.append((act, tanh_c, c))
+                h_before.append(h)
+                h, c = h_new, c_new
+                hs[t] = h
+        finally:
+            if host is not None:
+                assert hidden_site.quantizer is not None
+                hidden_site.quantizer.end_host_site(host)
         ctx.h_before = h_before[::-1] if reverse else h_before
         ctx.sites, ctx.order, ctx.saved, ctx.w_hh = sites, order, saved, w_hh
         ctx.lsq_sites = [site for site in sites if site.quantizer is not None and site.quantizer.learn == "lsq"]

@@ -1,7 +1,8 @@
 /*
  * A self-checking sweep of quant/csrc (fake_quant.h, lstm_step.h), built with ASan + UBSan by
  * tests/quant/sim/test_fake_quant_c.py: random problems of every granularity, rounding and size (0 and
- * 1 included), with NaN, +-Inf, ties and float32 extremes, through every entry point, threads 1 and 3, on
+ * 1 included), with NaN, +-Inf, ties and float32 extremes, through every entry point (the recurrence's
+ * quantization site included), threads 1 and 3, on
  * every loop set this CPU runs. The loop sets must agree bit for bit, the threaded run with the one-thread
  * run, and the refusals must be FQ_BAD_ARGUMENT. Prints nothing and exits 0 when all holds; otherwise
  * names the first failure and exits 1.
@@ -129,6 +130,21 @@ static void fake_quant_case(int64_t c, int isa)
     for (int64_t j = 0; j < nq; ++j)
         if (!(sums[j] == sums_ref[j] || (sums[j] != sums[j] && sums_ref[j] != sums_ref[j])))
             fail("lsq backward: the loop sets' sums disagree", c);
+    {
+        const float a = (nq > 0 ? scale[0] : 1.0f) * (float)(1 + below(16)), s = a / (float)(p.qmax > 0 ? p.qmax : 1);
+        const int is_signed = p.qmin < 0;
+        double ga = 0.0, ga_ref = 0.0;
+        if (fq_pact_forward(x, out_ref, n, a, s, is_signed, p.qmin, p.qmax, p.rounding, FQ_ISA_PORTABLE) != FQ_OK ||
+            fq_pact_forward(x, out, n, a, s, is_signed, p.qmin, p.qmax, p.rounding, isa) != FQ_OK || !same(out, out_ref, n))
+            fail("pact forward", c);
+        if (fq_pact_backward(x, g, gx_ref, n, a, is_signed, &ga_ref, FQ_ISA_PORTABLE) != FQ_OK ||
+            fq_pact_backward(x, g, gx, n, a, is_signed, &ga, isa) != FQ_OK || !same(gx, gx_ref, n) ||
+            !(ga == ga_ref || (ga != ga && ga_ref != ga_ref)))
+            fail("pact backward", c);
+        if (fq_pact_forward(x, out, n, 0.0f, s, 0, 0, 1, 0, isa) != FQ_BAD_ARGUMENT ||
+            fq_pact_backward(x, g, gx, n, a, 0, NULL, isa) != FQ_BAD_ARGUMENT)
+            fail("pact refusals", c);
+    }
     if (n > 0) {
         float lo = 0.0f, hi = 0.0f, lo_ref = 0.0f, hi_ref = 0.0f;
         if (fq_minmax(x, n, &lo_ref, &hi_ref, FQ_ISA_PORTABLE) != FQ_OK || fq_minmax(x, n, &lo, &hi, isa) != FQ_OK ||
@@ -196,6 +212,60 @@ static void lstm_case(int64_t c, int isa)
         free(act[i]), free(gp[i]), free(cc[i]), free(tc[i]), free(h[i]), free(gcp[i]);
 }
 
+static void site_case(int64_t c, int isa)
+{
+    const int64_t n = 1 + below(500);
+    float *x = checked_malloc(sizeof(float) * (size_t)n), *out[2];
+    uint8_t *mask[2];
+    for (int i = 0; i < 2; ++i)
+        out[i] = checked_malloc(sizeof(float) * (size_t)n), mask[i] = checked_malloc((size_t)n);
+    fq_site proto;
+    memset(&proto, 0, sizeof proto);
+    const int bits = 1 + (int)below(8);
+    proto.is_signed = (int)below(2);
+    proto.symmetric = (int)below(2);
+    proto.pow2 = (int)below(2);
+    proto.qmin = proto.is_signed ? -(1 << (bits - 1)) : 0;
+    proto.qmax = proto.is_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+    proto.observer = (int)below(2);
+    proto.momentum = 0.01f + (float)below(100) / 100.0f;
+    proto.rounding = (int)below(4);
+    proto.observing = 1;
+    proto.quantizing = (int)below(4) != 0;
+    fq_site site[2] = {proto, proto};
+    const int isas[2] = {FQ_ISA_PORTABLE, isa};
+    for (int call = 0; call < 4; ++call) {
+        const float scale = ldexpf(1.0f, (int)below(60) - 30);
+        for (int64_t k = 0; k < n; ++k) {
+            x[k] = random_value(scale);
+            if (x[k] != x[k] || isinf(x[k]))
+                x[k] = 0.5f * scale;
+        }
+        const int nan_call = below(8) == 0;
+        if (nan_call)
+            x[below(n)] = below(2) ? NAN : -INFINITY;
+        for (int i = 0; i < 2; ++i) {
+            const fq_site before = site[i];
+            const int status = fq_site_call(&site[i], x, n, out[i], mask[i], isas[i]);
+            if (nan_call && (status != FQ_NOT_FINITE || memcmp(&before, &site[i], sizeof before)))
+                fail("site: a NaN or Inf batch must be refused, the site unchanged", c);
+            if (!nan_call && status != FQ_OK)
+                fail("site call", c);
+        }
+        if (!nan_call && proto.quantizing && (!same(out[0], out[1], n) || memcmp(mask[0], mask[1], (size_t)n)))
+            fail("site: the loop sets disagree", c);
+        if (memcmp(&site[0], &site[1], sizeof site[0]))
+            fail("site: the loop sets' states disagree", c);
+    }
+    fq_site bad = proto;
+    bad.observing = 0, bad.quantizing = 1, bad.calibrated = 0;
+    if (fq_site_call(&bad, x, n, out[0], mask[0], isa) != FQ_BAD_ARGUMENT || fq_site_call(&bad, x, 0, out[0], NULL, isa) != FQ_BAD_ARGUMENT)
+        fail("site refusals", c);
+    free(x);
+    for (int i = 0; i < 2; ++i)
+        free(out[i]), free(mask[i]);
+}
+
 static void refusals(void)
 {
     fq_problem p;
@@ -242,6 +312,7 @@ int main(int argc, char **argv)
     for (int64_t c = 0; c < cases && failures == 0; ++c) {
         fake_quant_case(c, isa);
         lstm_case(c, isa);
+        site_case(c, isa);
     }
     return failures ? 1 : 0;
 }

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 CSRC = ROOT / "quant" / "csrc"
-SOURCES = [CSRC / "fake_quant.c", CSRC / "lstm_step.c"]
+SOURCES = [CSRC / "fake_quant.c", CSRC / "lstm_step.c", CSRC / "site.c"]
 DRIVER = Path(__file__).with_name("fake_quant_sanitizer_driver.c")
 CC = os.environ.get("CC", "cc")
 # the extension's own semantics flags (setup.py), strict warnings

@@ -268,3 +268,58 @@ def test_fused_lsq_equals_the_torch_path(isa: str, problem: tuple[torch.Tensor, 
     assert_equal(got_gx, ref_gx, "input gradient")
     scale_of_terms = (w.abs() * (x.abs() / s.abs().max() + 2.0 ** spec.bits)).sum() * grad_scale
     torch.testing.assert_close(got_gs, ref_gs, rtol=1e-5, atol=float(scale_of_terms) * 1e-6)
+
+
+@given(a=st.floats(width=32, allow_nan=False, allow_infinity=False), b=st.floats(width=32, allow_nan=False, allow_infinity=False),
+       bits=st.integers(2, 8), signed=st.booleans(), symmetric=st.booleans(), pow2=st.booleans())  # fmt: skip
+def test_the_c_site_computes_the_qparams_of_the_python_path(a: float, b: float, bits: int, signed: bool, symmetric: bool,
+                                                           pow2: bool) -> None:  # fmt: skip
+    """fq_site's qparams (quant/csrc/site.c) are range_to_qparams_scalar's, bit for bit, over every float32 range
+    whose scale is finite: observed by a site, the range of [a, b] gives the Python path's scale and zero point."""
+    from quant.sim.qparams import range_to_qparams_scalar
+
+    spec = QuantSpec(bits=bits, signed=signed, symmetric=symmetric, scale="pow2" if pow2 else "float")
+    lo, hi = min(a, b), max(a, b)
+    want = range_to_qparams_scalar(lo, hi, spec)
+    if not math.isfinite(want[0]):
+        return
+    site = fused.HostSite.new(spec, observing=True, quantizing=True, moving_average=False, momentum=0.0, range_=None,
+                              qparams=None, observer_name="MinMaxObserver")  # fmt: skip
+    x = torch.tensor([lo, hi], dtype=torch.float32).reshape(2, 1)
+    from quant import _fakequant
+
+    out, mask = torch.empty_like(x), torch.empty_like(x, dtype=torch.uint8)
+    _fakequant.site_call(site.state, x.data_ptr(), 2, out.data_ptr(), mask.data_ptr(), 0)
+    has_range, got_lo, got_hi, calibrated, scale, zero_point = site.values()
+    assert has_range and calibrated and (got_lo, got_hi) == (lo, hi)
+    assert (scale, zero_point) == want, f"{spec.describe()} [{lo}, {hi}]"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(values=st.lists(st.one_of(st.floats(-40.0, 40.0, width=32), st.sampled_from((math.nan, math.inf, -math.inf, 0.0))),
+                       min_size=1, max_size=300),
+       alpha=st.floats(2.0**-30, 30.0, width=32), bits=st.integers(2, 8), signed=st.booleans(),
+       pow2=st.booleans(), rounding=st.sampled_from(MODES))  # fmt: skip
+def test_fused_pact_equals_the_torch_path(isa: str, values: list[float], alpha: float, bits: int, signed: bool,
+                                          pow2: bool, rounding: str) -> None:  # fmt: skip
+    """PACT on the fused path: the torch path's values and input gradient bit for bit, the clip level's gradient
+    to float rounding (a sum in another order, in float64)."""
+    from quant.sim.learned import pact_fake_quantize
+
+    spec = QuantSpec(bits=bits, signed=signed, symmetric=True, scale="pow2" if pow2 else "float", rounding=rounding)
+    x = torch.tensor(values)
+    g = torch.linspace(-1.0, 1.0, x.numel())
+    runs = []
+    for mode in ("off", isa):
+        with fused.fused_path(mode):
+            xr, ar = x.clone().requires_grad_(True), torch.tensor(alpha, requires_grad=True)
+            out = pact_fake_quantize(xr, ar, spec)
+            (out * g).sum().backward()
+            assert xr.grad is not None and ar.grad is not None
+            runs.append((out.detach(), xr.grad, ar.grad))
+            with torch.no_grad():
+                assert_equal(pact_fake_quantize(x, ar, spec), out.detach(), "inference values")
+    (ref, ref_gx, ref_ga), (got, got_gx, got_ga) = runs
+    assert_equal(got, ref, "values")
+    assert_equal(got_gx, ref_gx, "input gradient")
+    torch.testing.assert_close(got_ga, ref_ga, rtol=1e-5, atol=1e-5)

@@ -308,3 +308,48 @@ def test_the_fused_recurrence_has_the_gradients_of_its_forward(learn: str, bidir
     names = ["x", "h0", "c0", *(n for n, _ in module.named_parameters()), "lsq steps"]
     bad = [name for name, g, w in zip(names, got, want) if not torch.allclose(g, w, rtol=1e-4, atol=1e-5)]
     assert not bad, bad
+
+
+@pytest.mark.skipif(not fused.available(), reason="quant._fakequant is not built (make ext)")
+@pytest.mark.parametrize("observer", ["minmax", "moving_average"])
+@pytest.mark.parametrize("roles", ["hidden", "every site"])
+def test_the_hidden_site_in_c_observes_and_quantizes_as_the_quantizer_does(observer: str, roles: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """QAT-style training forwards (every quantizer observing every step) with the hidden site run in C
+    (Quantizer.host_site) and with it run by the quantizer itself: the same outputs, observer ranges and
+    qparams after each forward, bit for bit, and the same gradients."""
+    from quant.sim.quantizer import Quantizer
+
+    def run(in_c: bool) -> list[list[torch.Tensor]]:
+        torch.manual_seed(3)
+        module = nn.LSTM(4, 6)
+        cfg = quant.QuantizerConfig(A8, observer=observer)
+        sites = {"hidden": cfg} if roles == "hidden" else {"gates": cfg, "cell": quant.QuantizerConfig(C16, observer=observer), "hidden": cfg}
+        handle = quant.attach(nn.Sequential(module), {"0": {"weight": W8, "input": cfg, **sites}})
+        module.train()
+        calls: list[int] = []
+        if in_c:
+            real = fused.HostSite.lstm_step
+
+            def counted(self: Any, *a: Any) -> Any:
+                calls.append(1)
+                return real(self, *a)
+
+            monkeypatch.setattr(fused.HostSite, "lstm_step", counted)
+        else:
+            monkeypatch.setattr(Quantizer, "host_site", lambda self: None)
+        states = []
+        for step in range(3):
+            x = torch.randn(5, 3, 4) * (step + 1)
+            out = module(x)[0]
+            out.sum().backward()
+            q = handle.quantizer("0", "hidden_l0")
+            states.append([out.detach(), q.observer.min_val.clone(), q.observer.max_val.clone(), q.scale.clone(),
+                           q.zero_point.clone(), *(p.grad.clone() for p in module.parameters() if p.grad is not None)])
+        monkeypatch.undo()
+        assert bool(calls) == in_c  # the C site ran at every step, or not at all
+        return states
+
+    for step, (a, b) in enumerate(zip(run(True), run(False))):
+        for i, (u, v) in enumerate(zip(a, b)):
+            assert torch.equal(u, v), f"forward {step}, item {i}"

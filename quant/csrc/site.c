@@ -1,0 +1,91 @@
+/* The per-tensor quantization site of a recurrence (fake_quant.h, fq_site): observer, qparams, values. */
+#include <float.h>
+#include <math.h>
+
+#include "fake_quant.h"
+
+/* Python's min(a, b) and max(a, b) on floats: a unless b is strictly beyond it (the sign of a zero too). */
+static float fq_py_min(float a, float b) { return b < a ? b : a; }
+static float fq_py_max(float a, float b) { return b > a ? b : a; }
+
+void fq_site_qparams(fq_site *site, float lo, float hi)
+{
+    /* quant.sim.qparams.range_to_qparams_scalar, operation for operation in float32 */
+    lo = fq_py_min(lo, 0.0f);
+    hi = fq_py_max(hi, 0.0f);
+    float width, levels;
+    if (site->symmetric) {
+        width = site->is_signed ? fq_py_max(-lo, hi) : hi;
+        levels = (float)site->qmax;
+    } else {
+        width = hi - lo;
+        levels = (float)(site->qmax - site->qmin);
+    }
+    float scale;
+    if (isinf(width)) /* the float32 difference overflows: the float64 one, divided, then rounded */
+        scale = (float)(((double)hi - (double)lo) / (double)levels);
+    else
+        scale = width / levels;
+    scale = width == 0.0f ? 1.0f : fq_py_max(scale, FLT_EPSILON);
+    if (site->pow2) {
+        int e = 0;
+        const float mant = frexpf(scale, &e);
+        scale = mant == 0.5f ? scale : ldexpf(1.0f, e);
+    }
+    int32_t zero_point = 0;
+    if (!site->symmetric) {
+        float ratio = rintf(lo / scale); /* |lo / scale| <= the code range: no overflow below */
+        ratio = ratio < -1.0e9f ? -1.0e9f : (ratio > 1.0e9f ? 1.0e9f : ratio);
+        int64_t z = (int64_t)site->qmin - (int64_t)ratio;
+        z = z < site->qmin ? site->qmin : (z > site->qmax ? site->qmax : z);
+        zero_point = (int32_t)z;
+    }
+    site->scale = scale;
+    site->zero_point = zero_point;
+    site->calibrated = 1;
+}
+
+int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *mask, int isa)
+{
+    if (site == NULL || x == NULL || n <= 0 || site->qmin > site->qmax)
+        return FQ_BAD_ARGUMENT;
+    if (site->observing) {
+        float lo = 0.0f, hi = 0.0f;
+        const int status = fq_minmax(x, n, &lo, &hi, isa);
+        if (status != FQ_OK)
+            return status;
+        if (!isfinite(lo) || !isfinite(hi))
+            return FQ_NOT_FINITE;
+        if (site->has_range && site->observer == FQ_MOVING_AVERAGE) {
+            lo = site->lo + site->momentum * (lo - site->lo);
+            hi = site->hi + site->momentum * (hi - site->hi);
+        } else if (site->has_range) {
+            lo = fq_py_min(site->lo, lo);
+            hi = fq_py_max(site->hi, hi);
+        }
+        site->lo = lo;
+        site->hi = hi;
+        site->has_range = 1;
+        if (site->quantizing)
+            fq_site_qparams(site, lo, hi);
+    }
+    if (!site->quantizing)
+        return FQ_OK;
+    if (!site->calibrated || out == NULL)
+        return FQ_BAD_ARGUMENT;
+    fq_problem p;
+    p.x = x;
+    p.out = out;
+    p.mask = mask;
+    p.scale = &site->scale;
+    p.zero_point = &site->zero_point;
+    p.outer = 1;
+    p.channels = 1;
+    p.inner = n;
+    p.group = 1;
+    p.granularity = FQ_TENSOR;
+    p.qmin = site->qmin;
+    p.qmax = site->qmax;
+    p.rounding = site->rounding;
+    return fq_forward(&p, 1, isa);
+}
