@@ -10,8 +10,10 @@ transposed view, whose output and mask keep its strides). The C loops compute, e
 so the values are bit-identical to the torch path (up to the sign of a zero output, where torch's own
 vectorized and scalar clamps disagree); NaN stays NaN and +-Inf saturate with a 0 in the mask. The mask
 is one byte per element (the torch path keeps a float32 mask), and the backward is one more pass:
-``grad_in = grad_out * mask``. The work is split over ``torch.get_num_threads()`` threads for tensors
-large enough to pay for them.
+``grad_in = grad_out * mask``. A pass runs on the calling thread: the loops can split a large tensor
+over more (``LOWBIT_FQ_THREADS=n``), but next to torch's OpenMP workers, which spin between their own
+parallel regions, two threads of ours made a 2-thread training step slower, not faster (MobileNetV2-style,
+batch 16: 2.01x float with them, 1.59x without; ``benchmarks/bench_sim.py``).
 
 Everything else (CUDA, float64, stochastic rounding, binary specs, strided layouts) takes the torch
 path, which stays the reference. :func:`fused_path` switches the fused path off or forces its loops
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from types import ModuleType
 from typing import Iterator, Optional, Union
 
@@ -69,6 +72,14 @@ _GRANULARITY = {"tensor": 0, "channel": 1, "group": 2}
 #: The loop sets :func:`fused_path` can force, by name.
 FUSED_ISAS = {"auto": 0, "portable": 1, "avx2": 2}
 _MODE = {"isa": 0, "on": _EXT is not None}
+
+
+def _threads() -> int:
+    """The threads a C pass may split its work over: ``LOWBIT_FQ_THREADS`` when set, else 1 (module doc)."""
+    try:
+        return max(1, int(os.environ.get("LOWBIT_FQ_THREADS", "1")))
+    except ValueError:
+        raise ValueError(f"LOWBIT_FQ_THREADS={os.environ['LOWBIT_FQ_THREADS']!r} must be a positive integer") from None
 
 
 def available(isa: str = "auto") -> bool:
@@ -171,7 +182,7 @@ def fake_quantize_fused(
     _EXT.forward(
         xd.data_ptr(), out.data_ptr(), mask.data_ptr() if mask is not None else 0, s.data_ptr(),
         0 if spec.symmetric else z.data_ptr(), outer, channels, inner, group, _GRANULARITY[spec.granularity],
-        spec.qmin, spec.qmax, _ROUNDING[spec.rounding], torch.get_num_threads(), _MODE["isa"],
+        spec.qmin, spec.qmax, _ROUNDING[spec.rounding], _threads(), _MODE["isa"],
     )  # fmt: skip
     return out, mask
 
@@ -188,8 +199,7 @@ def masked_gradient(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         and dense(grad)
     ):
         out = torch.empty_like(grad)
-        _EXT.backward(grad.data_ptr(), mask.data_ptr(), out.data_ptr(), grad.numel(), torch.get_num_threads(),
-                      _MODE["isa"])  # fmt: skip
+        _EXT.backward(grad.data_ptr(), mask.data_ptr(), out.data_ptr(), grad.numel(), _threads(), _MODE["isa"])
         return out
     return grad * mask
 
@@ -232,7 +242,7 @@ def _forward_tensor(x: torch.Tensor, scale: float, zero_point: int, spec: QuantS
     m = torch.empty_like(x, dtype=torch.uint8) if mask else None
     _EXT.forward_tensor(
         x.data_ptr(), out.data_ptr(), m.data_ptr() if m is not None else 0, x.numel(), scale, zero_point,
-        spec.qmin, spec.qmax, _ROUNDING[spec.rounding], torch.get_num_threads(), _MODE["isa"],
+        spec.qmin, spec.qmax, _ROUNDING[spec.rounding], _threads(), _MODE["isa"],
     )  # fmt: skip
     return out, m
 

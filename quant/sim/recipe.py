@@ -51,7 +51,11 @@ Which module can take which role (``isinstance``, so subclasses count):
 A glob or type pattern applies to the modules it matches that can take *all* the roles
 its rule sets and silently skips the others, so ``"*"`` with weight and input schemes
 quantizes every Conv/Linear and leaves BatchNorm and containers alone, while ``"*"``
-with only an output scheme also catches the activations. :meth:`Recipe.resolve`
+with only an output scheme also catches the activations. Mind the cost of a ``"*"`` rule with
+only an input scheme: it catches the activation modules too, so each ReLU's or Hardswish's input is
+quantized besides the next layer's, one more pass over every activation (on a MobileNetV2-style
+net a training step of 1.58x float against 1.28x with weight and input schemes together); give
+such a rule a weight scheme too, or name the types (``nn.Conv2d``, ``nn.Linear``). :meth:`Recipe.resolve`
 raises ``ValueError`` before anything is attached when a pattern applies to no module,
 when an exact module name exists but cannot take its roles, and when a weight scheme's
 ``axis`` or ``group_size`` does not fit that module's weight.

@@ -90,7 +90,7 @@ def test_fused_values_and_gradients_equal_the_torch_path(isa: str,
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("granularity", ["tensor", "channel", "group"])
-def test_threads_split_the_work_without_changing_it(isa: str, granularity: str) -> None:
+def test_threads_split_the_work_without_changing_it(isa: str, granularity: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tensor large enough for several threads (and chunk boundaries mid-channel) equals the one-thread result."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(5, 48, 33, 31, generator=g) * 3
@@ -99,14 +99,10 @@ def test_threads_split_the_work_without_changing_it(isa: str, granularity: str) 
     qshape = qparams_shape(x.shape, spec)
     s = torch.rand(qshape, generator=g) * 0.5 + 0.05
     z = torch.randint(0, 16, qshape, generator=g, dtype=torch.int32)
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for t in (1, 4):
-            torch.set_num_threads(t)
-            results.append(list(both_paths(x, s, z, spec, isa))[1])
-    finally:
-        torch.set_num_threads(threads)
+    results = []
+    for t in (1, 4):  # the loops' threads (quant.sim.fused: LOWBIT_FQ_THREADS)
+        monkeypatch.setenv("LOWBIT_FQ_THREADS", str(t))
+        results.append(list(both_paths(x, s, z, spec, isa))[1])
     with fused.fused_path("off"):
         ref = fake_quantize(x, s, z, spec)
     for values, grad in results:
@@ -162,6 +158,12 @@ def test_wrong_qparams_counts_are_refused_before_the_loops_read_them() -> None:
     spec = QuantSpec(bits=4, granularity="channel", axis=0)
     with pytest.raises(ValueError, match="needs 3"):
         fused.fake_quantize_fused(torch.randn(3, 4), torch.ones(2), torch.zeros(2, dtype=torch.int32), spec, True)
+
+
+def test_a_bad_thread_count_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOWBIT_FQ_THREADS", "two")
+    with pytest.raises(ValueError, match="LOWBIT_FQ_THREADS='two'"):
+        fake_quantize(torch.randn(8), torch.tensor(0.1), torch.tensor(0, dtype=torch.int32), QuantSpec(bits=4))
 
 
 def test_bad_modes_are_named() -> None:
