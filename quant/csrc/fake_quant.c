@@ -38,7 +38,10 @@ typedef void (*fq_lsq_run_each_fn)(const float *, const float *, float *, int64_
 typedef void (*fq_pact_run_fn)(const float *, float *, int64_t, float, float, float, float, float, int);
 typedef double (*fq_pact_grad_fn)(const float *, const float *, float *, int64_t, float, float, int);
 
+typedef void (*fq_lsq_parts_fn)(const float *, int64_t, float, float, float, int, float *, uint8_t *, float *);
+
 typedef struct {
+    fq_lsq_parts_fn lsq_parts;
     fq_pact_run_fn pact_run;
     fq_pact_grad_fn pact_grad;
     fq_run_fn run;
@@ -79,6 +82,7 @@ static int fq_pick(int isa, fq_loops *loops)
         loops->lsq_run = fq_lsq_run_avx2;
         loops->lsq_run_each = fq_lsq_run_each_avx2;
         loops->pact_run = fq_pact_run_avx2;
+        loops->lsq_parts = fq_lsq_parts_run_avx2;
         loops->pact_grad = fq_pact_grad_avx2;
         return FQ_OK;
     }
@@ -90,6 +94,7 @@ static int fq_pick(int isa, fq_loops *loops)
     loops->lsq_run = fq_lsq_run_portable;
     loops->lsq_run_each = fq_lsq_run_each_portable;
     loops->pact_run = fq_pact_run_portable;
+    loops->lsq_parts = fq_lsq_parts_run_portable;
     loops->pact_grad = fq_pact_grad_portable;
     return FQ_OK;
 }
@@ -365,5 +370,22 @@ int fq_pact_backward(const float *x, const float *g, float *grad_x, int64_t n, f
     if (status != FQ_OK)
         return status;
     *alpha_grad = loops.pact_grad(x, g, grad_x, n, a, is_signed ? -a : 0.0f, is_signed);
+    return FQ_OK;
+}
+
+int fq_lsq_parts(const float *x, int64_t n, float s, int32_t z, int32_t qmin, int32_t qmax, int rounding, float *out,
+                 uint8_t *mask, float *d_scale, int isa)
+{
+    if (n < 0 || qmin > qmax || rounding < FQ_HALF_EVEN || rounding > FQ_FLOOR || !(s > 0.0f))
+        return FQ_BAD_ARGUMENT;
+    if (n == 0)
+        return FQ_OK;
+    if (x == NULL || out == NULL || mask == NULL || d_scale == NULL)
+        return FQ_BAD_ARGUMENT;
+    fq_loops loops;
+    const int status = fq_pick(isa, &loops);
+    if (status != FQ_OK)
+        return status;
+    loops.lsq_parts(x, n, s, (float)(qmin - z), (float)(qmax - z), rounding, out, mask, d_scale);
     return FQ_OK;
 }

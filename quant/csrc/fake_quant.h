@@ -64,6 +64,13 @@ int fq_backward(const float *grad_out, const uint8_t *mask, float *grad_in, int6
  * scale). scale_grad holds one double per qparam and is overwritten. One thread. */
 int fq_lsq_backward(const fq_problem *p, const float *g, float *grad_x, double *scale_grad, int isa);
 
+/* LSQ's per-tensor forward for a caller that differentiates by hand (quant.sim.quantizer.forward_parts):
+ * out = fake_quantize(x) with the effective step s and zero point z, mask = inside (1 byte), and
+ * d_scale = inside ? round(x/s) - x/s : clamp(round(x/s)), the derivative of the values by the step (the
+ * torch path's lsq_values, element for element). */
+int fq_lsq_parts(const float *x, int64_t n, float s, int32_t z, int32_t qmin, int32_t qmax, int rounding, float *out,
+                 uint8_t *mask, float *d_scale, int isa);
+
 /* PACT (quant.sim.learned, per tensor): out = fake_quantize(clamp(x, lo, a)) with the scale s, zero point 0
  * and codes [qmin, qmax], lo = -a for signed codes, else 0 (a >= FLT_EPSILON: the projected clip level). */
 int fq_pact_forward(const float *x, float *out, int64_t n, float a, float s, int is_signed, int32_t qmin, int32_t qmax,

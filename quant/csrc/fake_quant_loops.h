@@ -250,3 +250,31 @@ FQ_ATTR static double FQ_NAME(fq_pact_grad)(const float *x, const float *g, floa
     return sum;
 }
 #undef FQ_CLAMP
+
+/* LSQ's values, inside mask and derivative by the step over one run sharing (s, lo, hi) (fq_lsq_parts). */
+#define FQ_CLAMP(r, lo, hi) ((r) < (lo) ? (lo) : ((r) > (hi) ? (hi) : (r)))
+#define FQ_LSQ_PARTS_LOOP(ROUNDED)                                        \
+    for (int64_t k = 0; k < n; ++k) {                                     \
+        const float v = x[k] * inv;                                       \
+        const float r = ROUNDED;                                          \
+        const float q = FQ_CLAMP(r, lo, hi);                              \
+        const float c = FQ_CLAMP(v, lo, hi);                              \
+        const int inside = c == v;                                        \
+        out[k] = q * s;                                                   \
+        mask[k] = (uint8_t)inside;                                        \
+        d_scale[k] = q + (-c) * (inside ? 1.0f : 0.0f);                   \
+    }
+
+FQ_ATTR static void FQ_NAME(fq_lsq_parts_run)(const float *x, int64_t n, float s, float lo, float hi, int rounding,
+                                              float *out, uint8_t *mask, float *d_scale)
+{
+    const float inv = 1.0f / s;
+    switch (rounding) {
+    case FQ_HALF_EVEN: FQ_LSQ_PARTS_LOOP(rintf(v)) break;
+    case FQ_HALF_AWAY: FQ_LSQ_PARTS_LOOP(FQ_NAME(fq_half_away)(v)) break;
+    case FQ_HALF_UP: FQ_LSQ_PARTS_LOOP(FQ_NAME(fq_half_up)(v)) break;
+    default: FQ_LSQ_PARTS_LOOP(floorf(v)) break;
+    }
+}
+#undef FQ_LSQ_PARTS_LOOP
+#undef FQ_CLAMP

@@ -91,6 +91,22 @@ static PyObject *fq_py_lsq_backward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *fq_py_lsq_parts(PyObject *self, PyObject *args)
+{
+    unsigned long long x, out, mask, d_scale;
+    long long n;
+    float s;
+    int z, qmin, qmax, rounding, isa, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KLfiiiiKKKi", &x, &n, &s, &z, &qmin, &qmax, &rounding, &out, &mask, &d_scale, &isa))
+        return NULL;
+    status = fq_lsq_parts(FQ_PTR(x), n, s, z, qmin, qmax, rounding, FQ_OUT(out), (uint8_t *)(uintptr_t)mask,
+                          FQ_OUT(d_scale), isa);
+    if (status != FQ_OK)
+        return fq_raise(status, "lsq parts");
+    Py_RETURN_NONE;
+}
+
 static PyObject *fq_py_pact_forward(PyObject *self, PyObject *args)
 {
     unsigned long long x, out;
@@ -414,6 +430,8 @@ static PyMethodDef fq_methods[] = {
     {"lsq_backward", fq_py_lsq_backward, METH_VARARGS,
      "lsq_backward(x, scale, zero_point, grad, grad_x, scale_grad, outer, channels, inner, group, granularity, qmin, "
      "qmax, rounding, isa): LSQ's input gradient and per-qparam step sums (float64) from the saved input"},
+    {"lsq_parts", fq_py_lsq_parts, METH_VARARGS,
+     "lsq_parts(x, n, s, z, qmin, qmax, rounding, out, mask, d_scale, isa): LSQ's values, mask and derivative"},
     {"pact_forward", fq_py_pact_forward, METH_VARARGS,
      "pact_forward(x, out, n, a, s, signed, qmin, qmax, rounding, isa): PACT's clip then fake quantization"},
     {"pact_backward", fq_py_pact_backward, METH_VARARGS,

@@ -45,6 +45,7 @@ __all__ = [
     "FusedLSQ",
     "FusedPACT",
     "pact_forward",
+    "lsq_parts",
     "active",
     "available",
     "fake_quantize_fused",
@@ -568,6 +569,19 @@ class FusedPACT(torch.autograd.Function):
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
         grad_alpha = torch.full(ctx.alpha_shape, alpha_grad, dtype=torch.float32)  # type: ignore[attr-defined]
         return (grad_x if needs[0] else None), None, None, (grad_alpha if needs[3] else None), None
+
+
+def lsq_parts(x: torch.Tensor, scale: float, zero_point: int, spec: QuantSpec
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """LSQ's per-tensor values, uint8 inside mask and derivative by the step (what
+    :func:`quant.sim.learned.lsq_values` computes) in one C pass, for a call :func:`fused_applies` accepted,
+    with the effective step and zero point as numbers."""
+    assert _EXT is not None
+    out, d_scale = torch.empty_like(x), torch.empty_like(x)
+    mask = torch.empty_like(x, dtype=torch.uint8)
+    _EXT.lsq_parts(x.data_ptr(), x.numel(), scale, zero_point, spec.qmin, spec.qmax, _ROUNDING[spec.rounding],
+                   out.data_ptr(), mask.data_ptr(), d_scale.data_ptr(), _MODE["isa"])  # fmt: skip
+    return out, mask, d_scale
 
 
 def pact_forward(x: torch.Tensor, a: float, s: float, spec: QuantSpec) -> torch.Tensor:

@@ -238,6 +238,8 @@ class Quantizer(nn.Module):
                 learned = self._learned()
                 assert learned is not None
                 s = lsq_effective_scale(learned.detach(), self.spec).reshape(()).to(x.dtype)
+                if fused.fused_applies(x, s, self.spec):  # one C pass, the same values, mask and derivative
+                    return fused.lsq_parts(x.detach(), float(s), int(self.zero_point.reshape(())), self.spec)
                 return lsq_values(x.detach(), s, self.zero_point.reshape(()), self.spec, None, need_s=True)
             assert scale is not None
             values, mask = fake_quantize_values(x.detach(), scale.reshape(()).to(x.dtype), self.zero_point.reshape(()),

@@ -145,6 +145,18 @@ static void fake_quant_case(int64_t c, int isa)
             fq_pact_backward(x, g, gx, n, a, 0, NULL, isa) != FQ_BAD_ARGUMENT)
             fail("pact refusals", c);
     }
+    {
+        const float s = nq > 0 ? scale[0] : 1.0f;
+        const int32_t z = nq > 0 ? zp[0] : 0;
+        float *d = checked_malloc(sizeof(float) * (size_t)n), *d_ref = checked_malloc(sizeof(float) * (size_t)n);
+        if (fq_lsq_parts(x, n, s, z, p.qmin, p.qmax, p.rounding, out_ref, mask_ref, d_ref, FQ_ISA_PORTABLE) != FQ_OK ||
+            fq_lsq_parts(x, n, s, z, p.qmin, p.qmax, p.rounding, out, mask, d, isa) != FQ_OK || !same(out, out_ref, n) ||
+            memcmp(mask, mask_ref, (size_t)n) || !same(d, d_ref, n))
+            fail("lsq parts", c);
+        if (fq_lsq_parts(x, n, 0.0f, z, p.qmin, p.qmax, p.rounding, out, mask, d, isa) != FQ_BAD_ARGUMENT)
+            fail("lsq parts refusal", c);
+        free(d), free(d_ref);
+    }
     if (n > 0) {
         float lo = 0.0f, hi = 0.0f, lo_ref = 0.0f, hi_ref = 0.0f;
         if (fq_minmax(x, n, &lo_ref, &hi_ref, FQ_ISA_PORTABLE) != FQ_OK || fq_minmax(x, n, &lo, &hi, isa) != FQ_OK ||

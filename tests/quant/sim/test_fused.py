@@ -325,3 +325,22 @@ def test_fused_pact_equals_the_torch_path(isa: str, values: list[float], alpha: 
     assert_equal(got, ref, "values")
     assert_equal(got_gx, ref_gx, "input gradient")
     torch.testing.assert_close(got_ga, ref_ga, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(problem=problems())
+def test_lsq_parts_are_the_torch_paths(isa: str, problem: tuple[torch.Tensor, torch.Tensor, torch.Tensor, QuantSpec]) -> None:
+    """The fused recurrence's LSQ site (fused.lsq_parts): the values, inside mask and derivative by the step of
+    quant.sim.learned.lsq_values, bit for bit, NaN and +-Inf included."""
+    from quant.sim.learned import lsq_values
+
+    x, s, z, spec = problem
+    spec = spec.with_(granularity="tensor", axis=None, group_size=None)
+    s0, z0 = s.reshape(-1)[0], z.reshape(-1)[0]
+    want = lsq_values(x, s0, z0, spec, None, need_s=True)
+    with fused.fused_path(isa):
+        got = fused.lsq_parts(x, float(s0), int(z0), spec)
+    assert_equal(got[0], want[0], "values")
+    assert_equal(got[1].float(), want[1].float(), "mask")
+    assert want[2] is not None
+    assert_equal(got[2], want[2], "derivative by the step")
