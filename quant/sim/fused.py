@@ -57,6 +57,17 @@ __all__ = [
     "fake_quantize_per_tensor",
     "fake_quantize_per_tensor_with_mask",
     "tensor_extremes",
+    "dense",
+    "lstm_step_applies",
+    "lstm_cell",
+    "lstm_hidden",
+    "lstm_step",
+    "lstm_backward",
+    "lstm_backward_at",
+    "check_lstm_buffer",
+    "lstm_ones",
+    "sigmoid",
+    "tanh",
 ]
 
 
@@ -410,6 +421,32 @@ def _ones(shape: tuple[int, ...]) -> torch.Tensor:
             _ONES.clear()
         ones = _ONES[shape] = torch.ones(shape, dtype=torch.uint8)
     return ones
+
+
+def check_lstm_buffer(t: torch.Tensor, rows: int, hidden: int) -> None:
+    """``ValueError`` unless ``t`` is a contiguous CPU float32 tensor of ``(T,) rows x hidden`` or ``x 4 hidden``
+    elements per step: what :func:`lstm_backward_at` reads and writes by address."""
+    if t.dtype != torch.float32 or not t.is_cpu or not t.is_contiguous() or t.shape[-2:] not in (
+            (rows, hidden), (rows, 4 * hidden)):  # fmt: skip
+        raise ValueError(f"lstm step: a buffer must be a contiguous CPU float32 tensor of rows {rows} x {hidden} "
+                         f"or {4 * hidden}, got {t.dtype} {tuple(t.shape)}")  # fmt: skip
+
+
+def lstm_ones(rows: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The all-ones masks of a float hidden, cell and gates site."""
+    return _ones((rows, hidden)), _ones((rows, hidden)), _ones((rows, 4 * hidden))
+
+
+def lstm_backward_at(rows: int, hidden: int, grad_out: int, grad_h: int, grad_c: int, act: int, tanh_c: int,
+                     c_prev: int, masks: list[int], d_scales: list[int], grad_pre: int, grad_c_prev: int
+                     ) -> tuple[float, float, float]:  # fmt: skip
+    """:func:`lstm_backward` by address, for the fused recurrence whose every buffer has the step's layout
+    (checked when it was made: :func:`lstm_step`, :func:`lstm_cell`, the sites' values, and
+    :func:`check_lstm_buffer`): no per-call check, so a wrong address is the caller's bug."""
+    assert _EXT is not None
+    sums: tuple[float, float, float] = _EXT.lstm_backward(rows, hidden, grad_out, grad_h, grad_c, act, tanh_c, c_prev,
+                                                          *masks, *d_scales, grad_pre, grad_c_prev, _MODE["isa"])  # fmt: skip
+    return sums
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:

@@ -150,6 +150,16 @@ class _Site:
         self.d_scales.append(None)
         self.grad_scales.append(0.0)
 
+    def mask_address(self, step: int, ones: torch.Tensor) -> int:
+        """The address of the ``step``-th call's mask as bytes (``ones``' for a float site or a pass-through)."""
+        mask = self.mask_u8(step)
+        return (ones if mask is None else mask).data_ptr()
+
+    def d_scale_address(self, step: int) -> int:
+        """The address of the ``step``-th call's LSQ derivative, 0 when not LSQ."""
+        d = self.d_scale(step)
+        return 0 if d is None else d.data_ptr()
+
     def mask_u8(self, step: int) -> Optional[torch.Tensor]:
         """The straight-through mask of the ``step``-th call as bytes (None: the site is float or passed it)."""
         mask = self.masks[step] if self.quantizer is not None else None
@@ -224,24 +234,33 @@ class _FusedLSTMLayer(torch.autograd.Function):
     def backward(ctx: Any, g_hs: torch.Tensor, g_h: torch.Tensor, g_c: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         gates_site, cell_site, hidden_site = ctx.sites
         w_hh: torch.Tensor = ctx.w_hh
-        hidden = w_hh.shape[1]
+        steps, rows, hidden = g_hs.shape[0], g_hs.shape[1], w_hh.shape[1]
         g_hs = g_hs.contiguous()
-        dh_next = g_h.contiguous()
-        dc_next, spare = g_c.clone(memory_format=torch.contiguous_format), torch.empty_like(g_c)  # written by the loop
-        d_pre = g_hs.new_empty(g_hs.shape[0], g_hs.shape[1], 4 * hidden)
+        d_pre = g_hs.new_empty(steps, rows, 4 * hidden)
+        # the step's buffers by address: every saved tensor was checked when it was made (forward), these here
+        dh = [g_h.contiguous(), torch.empty_like(g_h, memory_format=torch.contiguous_format)]
+        dc = [g_c.clone(memory_format=torch.contiguous_format), torch.empty_like(g_c, memory_format=torch.contiguous_format)]
+        for buf in (g_hs, d_pre, *dh, *dc):
+            fused.check_lstm_buffer(buf, rows, hidden)
+        g_hs_views, d_pre_views = g_hs.unbind(0), d_pre.unbind(0)
         sums = [0.0, 0.0, 0.0]  # hidden, cell, gates
         site_order = (hidden_site, cell_site, gates_site)
+        ones = fused.lstm_ones(rows, hidden)
+        cur = 0
         for k in reversed(range(len(ctx.order))):  # the k-th call of every site is step order[k]
             t = ctx.order[k]
             act, tanh_c, c_prev = ctx.saved[k]
-            masks = tuple(site.mask_u8(k) for site in site_order)
-            d_scales = tuple(site.d_scale(k) for site in site_order)
-            step_sums = fused.lstm_backward(g_hs[t], dh_next, dc_next, act, tanh_c, c_prev, masks, d_scales, d_pre[t], spare)
+            masks = [site.mask_address(k, one) for site, one in zip(site_order, ones)]
+            d_scales = [site.d_scale_address(k) for site in site_order]
+            step_sums = fused.lstm_backward_at(rows, hidden, g_hs_views[t].data_ptr(), dh[cur].data_ptr(),
+                                               dc[cur].data_ptr(), act.data_ptr(), tanh_c.data_ptr(), c_prev.data_ptr(),
+                                               masks, d_scales, d_pre_views[t].data_ptr(), dc[1 - cur].data_ptr())  # fmt: skip
             for i, site in enumerate(site_order):
-                if d_scales[i] is not None:
+                if d_scales[i]:
                     sums[i] += step_sums[i] * site.grad_scales[k]
-            dc_next, spare = spare, dc_next
-            dh_next = d_pre[t] @ w_hh
+            torch.mm(d_pre_views[t], w_hh, out=dh[1 - cur])
+            cur = 1 - cur
+        dh_next, dc_next = dh[cur], dc[cur]
         flat = d_pre.reshape(-1, 4 * hidden)  # W_hh's gradient: sum over t of d_pre[t]^T h_before[t]
         g_w = flat.t() @ torch.stack(ctx.h_before).reshape(-1, hidden)
         ctx.saved = ctx.h_before = None
