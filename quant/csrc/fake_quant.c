@@ -65,6 +65,15 @@ int fq_isa_available(int isa)
     return 0;
 }
 
+/* Every loop of one instruction set (fake_quant_loops.h's names with its suffix). */
+#define FQ_SET_LOOPS(l, sfx)                                                                 \
+    do {                                                                                     \
+        (l)->run = fq_run_##sfx, (l)->run_each = fq_run_each_##sfx, (l)->masked = fq_masked_##sfx; \
+        (l)->extremes = fq_extremes_##sfx, (l)->lsq_run = fq_lsq_run_##sfx;                \
+        (l)->lsq_run_each = fq_lsq_run_each_##sfx, (l)->lsq_parts = fq_lsq_parts_run_##sfx; \
+        (l)->pact_run = fq_pact_run_##sfx, (l)->pact_grad = fq_pact_grad_##sfx;            \
+    } while (0)
+
 static int fq_pick(int isa, fq_loops *loops)
 {
     if (isa == FQ_ISA_AUTO)
@@ -75,27 +84,11 @@ static int fq_pick(int isa, fq_loops *loops)
         return FQ_ISA_UNAVAILABLE;
 #if FQ_HAVE_AVX2
     if (isa == FQ_ISA_AVX2) {
-        loops->run = fq_run_avx2;
-        loops->run_each = fq_run_each_avx2;
-        loops->masked = fq_masked_avx2;
-        loops->extremes = fq_extremes_avx2;
-        loops->lsq_run = fq_lsq_run_avx2;
-        loops->lsq_run_each = fq_lsq_run_each_avx2;
-        loops->pact_run = fq_pact_run_avx2;
-        loops->lsq_parts = fq_lsq_parts_run_avx2;
-        loops->pact_grad = fq_pact_grad_avx2;
+        FQ_SET_LOOPS(loops, avx2);
         return FQ_OK;
     }
 #endif
-    loops->run = fq_run_portable;
-    loops->run_each = fq_run_each_portable;
-    loops->masked = fq_masked_portable;
-    loops->extremes = fq_extremes_portable;
-    loops->lsq_run = fq_lsq_run_portable;
-    loops->lsq_run_each = fq_lsq_run_each_portable;
-    loops->pact_run = fq_pact_run_portable;
-    loops->lsq_parts = fq_lsq_parts_run_portable;
-    loops->pact_grad = fq_pact_grad_portable;
+    FQ_SET_LOOPS(loops, portable);
     return FQ_OK;
 }
 

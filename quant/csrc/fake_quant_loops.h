@@ -19,6 +19,17 @@ FQ_ATTR static inline float FQ_NAME(fq_half_up)(float v)
 
 #define FQ_CLAMP(r, lo, hi) ((r) < (lo) ? (lo) : ((r) > (hi) ? (hi) : (r)))
 
+/* LOOP(ROUNDED) once per rounding mode, ROUNDED the mode's rounding of v: one loop per mode vectorizes. */
+#ifndef FQ_BY_ROUNDING
+#define FQ_BY_ROUNDING(LOOP)                                              \
+    switch (rounding) {                                                   \
+    case FQ_HALF_EVEN: LOOP(rintf(v)) break;                              \
+    case FQ_HALF_AWAY: LOOP(FQ_NAME(fq_half_away)(v)) break;              \
+    case FQ_HALF_UP: LOOP(FQ_NAME(fq_half_up)(v)) break;                  \
+    default: LOOP(floorf(v)) break;                                       \
+    }
+#endif
+
 /* One run of n elements sharing (s, lo, hi); ROUNDED is an expression of v = x * inv. */
 #define FQ_LOOP(ROUNDED)                                                  \
     if (mask != NULL) {                                                   \
@@ -41,12 +52,7 @@ FQ_ATTR static void FQ_NAME(fq_run)(const float *x, float *out, uint8_t *mask, i
                                     float hi, int rounding)
 {
     const float inv = 1.0f / s;
-    switch (rounding) {
-    case FQ_HALF_EVEN: FQ_LOOP(rintf(v)) break;
-    case FQ_HALF_AWAY: FQ_LOOP(FQ_NAME(fq_half_away)(v)) break;
-    case FQ_HALF_UP: FQ_LOOP(FQ_NAME(fq_half_up)(v)) break;
-    default: FQ_LOOP(floorf(v)) break;
-    }
+    FQ_BY_ROUNDING(FQ_LOOP)
 }
 #undef FQ_LOOP
 
@@ -67,12 +73,7 @@ FQ_ATTR static void FQ_NAME(fq_run)(const float *x, float *out, uint8_t *mask, i
 FQ_ATTR static void FQ_NAME(fq_run_each)(const float *x, float *out, uint8_t *mask, int64_t n, const float *s,
                                          const int32_t *z, int32_t qmin, int32_t qmax, int rounding)
 {
-    switch (rounding) {
-    case FQ_HALF_EVEN: FQ_LOOP(rintf(v)) break;
-    case FQ_HALF_AWAY: FQ_LOOP(FQ_NAME(fq_half_away)(v)) break;
-    case FQ_HALF_UP: FQ_LOOP(FQ_NAME(fq_half_up)(v)) break;
-    default: FQ_LOOP(floorf(v)) break;
-    }
+    FQ_BY_ROUNDING(FQ_LOOP)
 }
 #undef FQ_LOOP
 #undef FQ_CLAMP
@@ -159,12 +160,7 @@ FQ_ATTR static double FQ_NAME(fq_lsq_run)(const float *x, const float *g, float 
     for (int l = 0; l < FQ_SUM_LANES; ++l)
         acc[l] = 0.0;
     int64_t k = 0;
-    switch (rounding) {
-    case FQ_HALF_EVEN: FQ_LSQ_LOOP(rintf(v)) break;
-    case FQ_HALF_AWAY: FQ_LSQ_LOOP(FQ_NAME(fq_half_away)(v)) break;
-    case FQ_HALF_UP: FQ_LSQ_LOOP(FQ_NAME(fq_half_up)(v)) break;
-    default: FQ_LSQ_LOOP(floorf(v)) break;
-    }
+    FQ_BY_ROUNDING(FQ_LSQ_LOOP)
     double sum = 0.0;
     for (int l = 0; l < FQ_SUM_LANES; ++l)
         sum += acc[l];
@@ -210,12 +206,7 @@ FQ_ATTR static void FQ_NAME(fq_pact_run)(const float *x, float *out, int64_t n, 
                                          float qhi, int rounding)
 {
     const float inv = 1.0f / s;
-    switch (rounding) {
-    case FQ_HALF_EVEN: FQ_PACT_LOOP(rintf(v)) break;
-    case FQ_HALF_AWAY: FQ_PACT_LOOP(FQ_NAME(fq_half_away)(v)) break;
-    case FQ_HALF_UP: FQ_PACT_LOOP(FQ_NAME(fq_half_up)(v)) break;
-    default: FQ_PACT_LOOP(floorf(v)) break;
-    }
+    FQ_BY_ROUNDING(FQ_PACT_LOOP)
 }
 #undef FQ_PACT_LOOP
 
@@ -269,12 +260,7 @@ FQ_ATTR static void FQ_NAME(fq_lsq_parts_run)(const float *x, int64_t n, float s
                                               float *out, uint8_t *mask, float *d_scale)
 {
     const float inv = 1.0f / s;
-    switch (rounding) {
-    case FQ_HALF_EVEN: FQ_LSQ_PARTS_LOOP(rintf(v)) break;
-    case FQ_HALF_AWAY: FQ_LSQ_PARTS_LOOP(FQ_NAME(fq_half_away)(v)) break;
-    case FQ_HALF_UP: FQ_LSQ_PARTS_LOOP(FQ_NAME(fq_half_up)(v)) break;
-    default: FQ_LSQ_PARTS_LOOP(floorf(v)) break;
-    }
+    FQ_BY_ROUNDING(FQ_LSQ_PARTS_LOOP)
 }
 #undef FQ_LSQ_PARTS_LOOP
 #undef FQ_CLAMP

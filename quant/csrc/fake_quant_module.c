@@ -35,20 +35,11 @@ static PyObject *fq_py_forward(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "KKKKKLLLLiiiiii", &x, &out, &mask, &scale, &zero_point, &outer, &channels, &inner,
                           &group, &granularity, &qmin, &qmax, &rounding, &threads, &isa))
         return NULL;
-    fq_problem p;
-    p.x = (const float *)(uintptr_t)x;
-    p.out = (float *)(uintptr_t)out;
-    p.mask = (uint8_t *)(uintptr_t)mask;
-    p.scale = (const float *)(uintptr_t)scale;
-    p.zero_point = (const int32_t *)(uintptr_t)zero_point;
-    p.outer = outer;
-    p.channels = channels;
-    p.inner = inner;
-    p.group = group;
-    p.granularity = granularity;
-    p.qmin = qmin;
-    p.qmax = qmax;
-    p.rounding = rounding;
+    const fq_problem p = {.x = (const float *)(uintptr_t)x, .out = (float *)(uintptr_t)out,
+                             .mask = (uint8_t *)(uintptr_t)mask, .scale = (const float *)(uintptr_t)scale,
+                             .zero_point = (const int32_t *)(uintptr_t)zero_point, .outer = outer,
+                             .channels = channels, .inner = inner, .group = group, .granularity = granularity,
+                             .qmin = qmin, .qmax = qmax, .rounding = rounding};
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = fq_forward(&p, threads, isa);
@@ -67,20 +58,11 @@ static PyObject *fq_py_lsq_backward(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "KKKKKKLLLLiiiii", &x, &scale, &zero_point, &g, &grad_x, &scale_grad, &outer,
                           &channels, &inner, &group, &granularity, &qmin, &qmax, &rounding, &isa))
         return NULL;
-    fq_problem p;
-    p.x = (const float *)(uintptr_t)x;
-    p.out = NULL;
-    p.mask = NULL;
-    p.scale = (const float *)(uintptr_t)scale;
-    p.zero_point = (const int32_t *)(uintptr_t)zero_point;
-    p.outer = outer;
-    p.channels = channels;
-    p.inner = inner;
-    p.group = group;
-    p.granularity = granularity;
-    p.qmin = qmin;
-    p.qmax = qmax;
-    p.rounding = rounding;
+    const fq_problem p = {.x = (const float *)(uintptr_t)x, .out = NULL, .mask = NULL,
+                             .scale = (const float *)(uintptr_t)scale,
+                             .zero_point = (const int32_t *)(uintptr_t)zero_point, .outer = outer,
+                             .channels = channels, .inner = inner, .group = group, .granularity = granularity,
+                             .qmin = qmin, .qmax = qmax, .rounding = rounding};
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = fq_lsq_backward(&p, (const float *)(uintptr_t)g, (float *)(uintptr_t)grad_x, (double *)(uintptr_t)scale_grad,
@@ -153,20 +135,10 @@ static PyObject *fq_py_forward_tensor(PyObject *self, PyObject *args)
                           &threads, &isa))
         return NULL;
     const int32_t z = (int32_t)zero_point;
-    fq_problem p;
-    p.x = (const float *)(uintptr_t)x;
-    p.out = (float *)(uintptr_t)out;
-    p.mask = (uint8_t *)(uintptr_t)mask;
-    p.scale = &scale;
-    p.zero_point = &z;
-    p.outer = 1;
-    p.channels = 1;
-    p.inner = n;
-    p.group = 1;
-    p.granularity = FQ_TENSOR;
-    p.qmin = qmin;
-    p.qmax = qmax;
-    p.rounding = rounding;
+    const fq_problem p = {.x = (const float *)(uintptr_t)x, .out = (float *)(uintptr_t)out,
+                             .mask = (uint8_t *)(uintptr_t)mask, .scale = &scale, .zero_point = &z, .outer = 1,
+                             .channels = 1, .inner = n, .group = 1, .granularity = FQ_TENSOR, .qmin = qmin,
+                             .qmax = qmax, .rounding = rounding};
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = fq_forward(&p, threads, isa);
@@ -213,53 +185,28 @@ static PyObject *fq_py_minmax(PyObject *self, PyObject *args)
 }
 
 
-static PyObject *fq_py_lstm_cell(PyObject *self, PyObject *args)
-{
-    long long rows, hidden;
-    unsigned long long pre, c_prev, act, c;
-    int isa, status;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "LLKKKKi", &rows, &hidden, &pre, &c_prev, &act, &c, &isa))
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    status = fq_lstm_cell(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), isa);
-    Py_END_ALLOW_THREADS
-    if (status != FQ_OK)
-        return fq_raise(status, "lstm_cell");
-    Py_RETURN_NONE;
-}
-
-static PyObject *fq_py_lstm_hidden(PyObject *self, PyObject *args)
-{
-    long long rows, hidden;
-    unsigned long long act, c, tanh_c, h;
-    int isa, status;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "LLKKKKi", &rows, &hidden, &act, &c, &tanh_c, &h, &isa))
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    status = fq_lstm_hidden(rows, hidden, FQ_PTR(act), FQ_PTR(c), FQ_OUT(tanh_c), FQ_OUT(h), isa);
-    Py_END_ALLOW_THREADS
-    if (status != FQ_OK)
-        return fq_raise(status, "lstm_hidden");
-    Py_RETURN_NONE;
-}
-
-static PyObject *fq_py_lstm_step(PyObject *self, PyObject *args)
+/* The pointwise LSTM step: `parts` 1 = fq_lstm_cell, 2 = fq_lstm_hidden, 3 = both (addresses of unused
+ * tensors are ignored). */
+static PyObject *fq_py_lstm_pointwise(PyObject *self, PyObject *args)
 {
     long long rows, hidden;
     unsigned long long pre, c_prev, act, c, tanh_c, h;
-    int isa, status;
+    int parts, isa, status = FQ_OK;
     (void)self;
-    if (!PyArg_ParseTuple(args, "LLKKKKKKi", &rows, &hidden, &pre, &c_prev, &act, &c, &tanh_c, &h, &isa))
+    if (!PyArg_ParseTuple(args, "iLLKKKKKKi", &parts, &rows, &hidden, &pre, &c_prev, &act, &c, &tanh_c, &h, &isa))
         return NULL;
+    if (parts < 1 || parts > 3) {
+        PyErr_Format(PyExc_ValueError, "lstm_pointwise: parts=%d is not 1, 2 or 3", parts);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
-    status = fq_lstm_cell(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), isa);
-    if (status == FQ_OK)
+    if (parts & 1)
+        status = fq_lstm_cell(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), isa);
+    if (status == FQ_OK && (parts & 2))
         status = fq_lstm_hidden(rows, hidden, FQ_PTR(act), FQ_PTR(c), FQ_OUT(tanh_c), FQ_OUT(h), isa);
     Py_END_ALLOW_THREADS
     if (status != FQ_OK)
-        return fq_raise(status, "lstm_step");
+        return fq_raise(status, "lstm_pointwise");
     Py_RETURN_NONE;
 }
 
@@ -439,10 +386,8 @@ static PyMethodDef fq_methods[] = {
     {"backward", fq_py_backward, METH_VARARGS,
      "backward(grad_out, mask, grad_in, n, threads, isa): grad_in = grad_out * mask"},
     {"minmax", fq_py_minmax, METH_VARARGS, "minmax(x, n, isa): (least, greatest) of n > 0 floats, NaN if any is"},
-    {"lstm_cell", fq_py_lstm_cell, METH_VARARGS, "lstm_cell(rows, hidden, pre, c_prev, act, c, isa)"},
-    {"lstm_hidden", fq_py_lstm_hidden, METH_VARARGS, "lstm_hidden(rows, hidden, act, c, tanh_c, h, isa)"},
-    {"lstm_step", fq_py_lstm_step, METH_VARARGS,
-     "lstm_step(rows, hidden, pre, c_prev, act, c, tanh_c, h, isa): lstm_cell then lstm_hidden (no cell site)"},
+    {"lstm_pointwise", fq_py_lstm_pointwise, METH_VARARGS,
+     "lstm_pointwise(parts, rows, hidden, pre, c_prev, act, c, tanh_c, h, isa): 1 cell, 2 hidden, 3 both"},
     {"site_new", fq_py_site_new, METH_VARARGS, "site_new(observing, quantizing, observer, momentum, has_range, lo, hi, "
      "symmetric, signed, pow2, qmin, qmax, rounding, calibrated, scale, zero_point) -> the state (a bytearray)"},
     {"site_state", fq_py_site_state, METH_VARARGS, "site_state(state) -> (has_range, lo, hi, calibrated, scale, zero_point)"},

@@ -73,19 +73,8 @@ int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *
         return FQ_OK;
     if (!site->calibrated || out == NULL)
         return FQ_BAD_ARGUMENT;
-    fq_problem p;
-    p.x = x;
-    p.out = out;
-    p.mask = mask;
-    p.scale = &site->scale;
-    p.zero_point = &site->zero_point;
-    p.outer = 1;
-    p.channels = 1;
-    p.inner = n;
-    p.group = 1;
-    p.granularity = FQ_TENSOR;
-    p.qmin = site->qmin;
-    p.qmax = site->qmax;
-    p.rounding = site->rounding;
+    const fq_problem p = {.x = x, .out = out, .mask = mask, .scale = &site->scale, .zero_point = &site->zero_point,
+                             .outer = 1, .channels = 1, .inner = n, .group = 1, .granularity = FQ_TENSOR,
+                             .qmin = site->qmin, .qmax = site->qmax, .rounding = site->rounding};
     return fq_forward(&p, 1, isa);
 }

@@ -50,7 +50,7 @@ from typing import Optional, Union
 import torch
 
 from quant.reference.rounding import round_to_integer
-from quant.sim.fused import FusedFakeQuantizeSTE, fake_quantize_fused, fused_applies
+from quant.sim.fused import StraightThrough, fake_quantize_fused, fused_applies
 from quant.contract.spec import QuantSpec
 
 __all__ = [
@@ -269,39 +269,6 @@ def fake_quantize_values(
     return q.mul_(s), mask
 
 
-class _FakeQuantizeSTE(torch.autograd.Function):
-    """Fake quantization of grouped ``x`` with broadcastable ``s``/``z``, masked STE gradient.
-
-    Non-binary specs: the zero point is an integer, so clamping ``r = round(x * (1/s))`` to
-    ``[qmin - z, qmax - z]`` gives the same integers as ``clamp(r + z, qmin, qmax) - z``;
-    the output is that times ``s``. NaN stays NaN and +-Inf saturate through the clamp
-    itself, and the mask ``clamp(r) == r`` is 0 for them and for clipped elements, so no
-    separate non-finite pass is needed. The mask is kept as 0/1 in ``x``'s dtype: on CPU a
-    comparison into a float tensor and a product with it cost a fraction of their boolean
-    forms, which makes this several times faster than PyTorch's own fake-quant kernels.
-    Binary specs: ``q = sign`` (``+1`` for ``x >= 0``), mask ``|x / s| <= 1``.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        x: torch.Tensor,
-        s: torch.Tensor,
-        z: torch.Tensor,
-        spec: QuantSpec,
-        generator: Optional[torch.Generator],
-    ) -> torch.Tensor:
-        out, mask = fake_quantize_values(x, s, z, spec, generator, need_mask=True)
-        assert mask is not None
-        ctx.save_for_backward(mask)
-        return out
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad * mask, None, None, None, None
-
-
 #: Input dtypes simulated in float32 (their scales and reciprocals would not be finite in their own dtype).
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -338,7 +305,9 @@ def fake_quantize(
         scale, zero_point = check_qparams(x, scale, zero_point, spec)
     if fused_applies(x, scale, spec):  # one pass in C, the same values (quant.sim.fused)
         if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
-            fused: torch.Tensor = FusedFakeQuantizeSTE.apply(x, scale, zero_point, spec)  # type: ignore[no-untyped-call]
+            fused: torch.Tensor = StraightThrough.apply(  # type: ignore[no-untyped-call]
+                x, lambda t: fake_quantize_fused(t, scale, zero_point, spec, need_mask=True), scale
+            )
             return fused
         return fake_quantize_fused(x, scale, zero_point, spec, need_mask=False)[0]
     if scale.dtype != x.dtype:
@@ -346,7 +315,10 @@ def fake_quantize(
     args = (group_view(x, spec), broadcast_qparams(scale, x, spec), broadcast_qparams(zero_point, x, spec), spec, generator)
     out: torch.Tensor
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
-        out = _FakeQuantizeSTE.apply(*args)  # type: ignore[no-untyped-call]
+        xg, s, z = args[0], args[1], args[2]
+        out = StraightThrough.apply(  # type: ignore[no-untyped-call]
+            xg, lambda t: fake_quantize_values(t, s, z, spec, generator, need_mask=True), s
+        )
     else:  # inference: no mask to compute or keep
         out, _ = fake_quantize_values(*args, need_mask=False)
     return out.reshape(x.shape)

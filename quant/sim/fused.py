@@ -33,7 +33,7 @@ import contextlib
 import importlib
 import os
 from types import ModuleType
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 
@@ -41,7 +41,7 @@ from quant.contract.spec import QuantSpec
 
 __all__ = [
     "FUSED_ISAS",
-    "FusedFakeQuantizeSTE",
+    "StraightThrough",
     "FusedLSQ",
     "FusedPACT",
     "pact_forward",
@@ -204,6 +204,7 @@ def masked_gradient(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     laid out as the mask is, else by torch (same values: a product with 0.0 or 1.0)."""
     if (
         _EXT is not None
+        and mask.dtype == torch.uint8
         and grad.dtype == torch.float32
         and grad.device.type == "cpu"
         and grad.shape == mask.shape
@@ -216,23 +217,26 @@ def masked_gradient(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return grad * mask
 
 
-class FusedFakeQuantizeSTE(torch.autograd.Function):
-    """:func:`fake_quantize_fused` with the straight-through gradient ``grad * mask`` for ``x`` (none for the
-    scale and zero point), the uint8 mask the one tensor it keeps."""
+class StraightThrough(torch.autograd.Function):
+    """The values ``compute(x)`` returns with their gradient mask, ``(values, mask)``, and the straight-through
+    gradient ``grad * mask`` for ``x`` (:func:`masked_gradient`); the mask (uint8, or 0/1 in ``x``'s dtype) is
+    the one tensor it keeps. Further tensor inputs (the scale, the zero point) get no gradient: they are
+    inputs only so that a result depending on a trainable one still has a gradient function."""
 
     @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, spec: QuantSpec
-    ) -> torch.Tensor:
-        out, mask = fake_quantize_fused(x, s, z, spec, need_mask=True)
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor,
+                compute: Callable[[torch.Tensor], tuple[torch.Tensor, Optional[torch.Tensor]]],
+                *qparams: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        out, mask = compute(x.detach())
         assert mask is not None
         ctx.save_for_backward(mask)
+        ctx.n_qparams = len(qparams)  # type: ignore[attr-defined]
         return out
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return masked_gradient(grad, mask), None, None, None
+        return (masked_gradient(grad, mask), None, *(None for _ in range(ctx.n_qparams)))  # type: ignore[attr-defined]
 
 
 def tensor_extremes(x: torch.Tensor) -> Optional[tuple[float, float]]:
@@ -267,29 +271,12 @@ def fake_quantize_per_tensor_with_mask(x: torch.Tensor, scale: float, zero_point
     return out, mask
 
 
-class _PerTensorSTE(torch.autograd.Function):
-    """:func:`fake_quantize_per_tensor` with the straight-through gradient."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: float, zero_point: int,
-                spec: QuantSpec) -> torch.Tensor:  # fmt: skip
-        out, mask = _forward_tensor(x.detach(), scale, zero_point, spec, True)
-        assert mask is not None
-        ctx.save_for_backward(mask)
-        return out
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return masked_gradient(grad, mask), None, None, None
-
-
 def fake_quantize_per_tensor(x: torch.Tensor, scale: float, zero_point: int, spec: QuantSpec) -> torch.Tensor:
     """Fake quantization of ``x`` under a per-tensor ``spec`` with qparams given as numbers (a float32 scale
     > 0 and a zero point in the code range, already checked), for an ``x`` :func:`fused_applies` accepts:
     the values and gradient of :func:`~quant.sim.functional.fake_quantize`, without a tensor per qparam."""
     if torch.is_grad_enabled() and x.requires_grad:
-        out: torch.Tensor = _PerTensorSTE.apply(x, scale, zero_point, spec)  # type: ignore[no-untyped-call]
+        out: torch.Tensor = StraightThrough.apply(x, lambda t: _forward_tensor(t, scale, zero_point, spec, True))  # type: ignore[no-untyped-call]
         return out
     return _forward_tensor(x, scale, zero_point, spec, False)[0]
 
@@ -350,64 +337,36 @@ def _address(t: Optional[torch.Tensor], shape: tuple[int, ...], dtype: torch.dty
 def lstm_cell(pre: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(a, c)``: the gate activations ``(sigmoid(i), sigmoid(f), tanh(g), sigmoid(o))`` of ``pre``
     ``(B, 4H)`` and the cell ``a_f * c_prev + a_i * a_g`` ``(B, H)`` (lstm_step.h)."""
-    assert _EXT is not None
-    rows, hidden = c_prev.shape
-    act = torch.empty_like(pre)
-    c = torch.empty_like(c_prev)
-    _EXT.lstm_cell(rows, hidden, _address(pre, (rows, 4 * hidden), torch.float32, "pre"),
-                   _address(c_prev, (rows, hidden), torch.float32, "c_prev"), act.data_ptr(), c.data_ptr(),
-                   _MODE["isa"])  # fmt: skip
+    act, c = torch.empty_like(pre), torch.empty_like(c_prev)
+    _pointwise(1, pre, c_prev, act, c, None, None)
     return act, c
 
 
 def lstm_hidden(act: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(tanh(c), a_o * tanh(c))`` for the activations ``act`` of :func:`lstm_cell` (lstm_step.h)."""
-    assert _EXT is not None
-    rows, hidden = c.shape
-    tanh_c = torch.empty_like(c)
-    h = torch.empty_like(c)
-    _EXT.lstm_hidden(rows, hidden, _address(act, (rows, 4 * hidden), torch.float32, "act"),
-                     _address(c, (rows, hidden), torch.float32, "c"), tanh_c.data_ptr(), h.data_ptr(),
-                     _MODE["isa"])  # fmt: skip
+    tanh_c, h = torch.empty_like(c), torch.empty_like(c)
+    _pointwise(2, None, None, act, c, tanh_c, h)
     return tanh_c, h
 
 
 def lstm_step(pre: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`lstm_cell` then :func:`lstm_hidden` in one call (a step without a cell site):
     ``(a, c, tanh(c), h)``."""
-    assert _EXT is not None
-    rows, hidden = c_prev.shape
-    act = torch.empty_like(pre)
-    c, tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev), torch.empty_like(c_prev)
-    _EXT.lstm_step(rows, hidden, _address(pre, (rows, 4 * hidden), torch.float32, "pre"),
-                   _address(c_prev, (rows, hidden), torch.float32, "c_prev"), act.data_ptr(), c.data_ptr(),
-                   tanh_c.data_ptr(), h.data_ptr(), _MODE["isa"])  # fmt: skip
+    act, c = torch.empty_like(pre), torch.empty_like(c_prev)
+    tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev)
+    _pointwise(3, pre, c_prev, act, c, tanh_c, h)
     return act, c, tanh_c, h
 
 
-def lstm_backward(
-    grad_out: torch.Tensor, grad_h: torch.Tensor, grad_c: torch.Tensor, act: torch.Tensor, tanh_c: torch.Tensor,
-    c_prev: torch.Tensor, masks: tuple[Optional[torch.Tensor], ...], d_scales: tuple[Optional[torch.Tensor], ...],
-    grad_pre: torch.Tensor, grad_c_prev: torch.Tensor,
-) -> tuple[float, float, float]:
-    """One step's pointwise backward (lstm_step.h) into ``grad_pre`` ``(B, 4H)`` and ``grad_c_prev`` ``(B, H)``;
-    ``masks``/``d_scales`` of the hidden, cell and gates sites (uint8 masks, float32 LSQ derivatives, None
-    where the site has none). The two outputs overlap no input. Returns the three LSQ sums of gradient x derivative."""
+def _pointwise(parts: int, pre: Optional[torch.Tensor], c_prev: Optional[torch.Tensor], act: torch.Tensor,
+               c: torch.Tensor, tanh_c: Optional[torch.Tensor], h: Optional[torch.Tensor]) -> None:  # fmt: skip
+    """The pointwise step's C call (``parts``: 1 the cell, 2 the hidden state, 3 both) on checked tensors."""
     assert _EXT is not None
-    rows, hidden = grad_h.shape
-    small, wide = (rows, hidden), (rows, 4 * hidden)
-    f32, u8 = torch.float32, torch.uint8
-    shapes = (small, small, wide)
-    masks = tuple(_ones(shape) if m is None else m for m, shape in zip(masks, shapes))
-    sums: tuple[float, float, float] = _EXT.lstm_backward(
-        rows, hidden, _address(grad_out, small, f32, "grad_out"), _address(grad_h, small, f32, "grad_h"),
-        _address(grad_c, small, f32, "grad_c"), _address(act, wide, f32, "act"), _address(tanh_c, small, f32, "tanh_c"),
-        _address(c_prev, small, f32, "c_prev"),
-        *(_address(m, shape, u8, "mask") for m, shape in zip(masks, shapes)),
-        *(_address(d, shape, f32, "d_scale") for d, shape in zip(d_scales, shapes)),
-        _address(grad_pre, wide, f32, "grad_pre"), _address(grad_c_prev, small, f32, "grad_c_prev"), _MODE["isa"],
-    )  # fmt: skip
-    return sums
+    rows, hidden = c.shape
+    small, wide, f32 = (rows, hidden), (rows, 4 * hidden), torch.float32
+    _EXT.lstm_pointwise(parts, rows, hidden, _address(pre, wide, f32, "pre"), _address(c_prev, small, f32, "c_prev"),
+                        _address(act, wide, f32, "act"), _address(c, small, f32, "c"),
+                        _address(tanh_c, small, f32, "tanh_c"), _address(h, small, f32, "h"), _MODE["isa"])  # fmt: skip
 
 
 _ONES: dict[tuple[int, ...], torch.Tensor] = {}
@@ -421,6 +380,29 @@ def _ones(shape: tuple[int, ...]) -> torch.Tensor:
             _ONES.clear()
         ones = _ONES[shape] = torch.ones(shape, dtype=torch.uint8)
     return ones
+
+
+def lstm_backward(
+    grad_out: torch.Tensor, grad_h: torch.Tensor, grad_c: torch.Tensor, act: torch.Tensor, tanh_c: torch.Tensor,
+    c_prev: torch.Tensor, masks: tuple[Optional[torch.Tensor], ...], d_scales: tuple[Optional[torch.Tensor], ...],
+    grad_pre: torch.Tensor, grad_c_prev: torch.Tensor,
+) -> tuple[float, float, float]:
+    """One step's pointwise backward (lstm_step.h) into ``grad_pre`` ``(B, 4H)`` and ``grad_c_prev`` ``(B, H)``;
+    ``masks``/``d_scales`` of the hidden, cell and gates sites (uint8 masks, float32 LSQ derivatives, None
+    where the site has none). The two outputs overlap no input. Returns the three LSQ sums of gradient x
+    derivative."""
+    rows, hidden = grad_h.shape
+    small, wide = (rows, hidden), (rows, 4 * hidden)
+    f32, u8 = torch.float32, torch.uint8
+    shapes = (small, small, wide)
+    masks = tuple(_ones(shape) if m is None else m for m, shape in zip(masks, shapes))
+    return lstm_backward_at(
+        rows, hidden, _address(grad_out, small, f32, "grad_out"), _address(grad_h, small, f32, "grad_h"),
+        _address(grad_c, small, f32, "grad_c"), _address(act, wide, f32, "act"), _address(tanh_c, small, f32, "tanh_c"),
+        _address(c_prev, small, f32, "c_prev"), [_address(m, shape, u8, "mask") for m, shape in zip(masks, shapes)],
+        [_address(d, shape, f32, "d_scale") for d, shape in zip(d_scales, shapes)],
+        _address(grad_pre, wide, f32, "grad_pre"), _address(grad_c_prev, small, f32, "grad_c_prev"),
+    )  # fmt: skip
 
 
 def check_lstm_buffer(t: torch.Tensor, rows: int, hidden: int) -> None:

@@ -20,9 +20,10 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from quant.sim.fused import StraightThrough
 from quant.sim.functional import (
-    _FakeQuantizeSTE,
     check_qparams,
+    fake_quantize_values,
     dequantize,
     fake_quantize,
     qparams_shape,
@@ -184,7 +185,8 @@ def cases(
 
 
 def generic_fake_quantize(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """Call the generic autograd Function directly (views computed here, not by functional)."""
+    """The torch path's values and straight-through gradient, called directly (views computed here, not by
+    functional)."""
     xg = x
     if spec.granularity == "tensor":
         sv, zv = s.reshape(()), z.reshape(())
@@ -199,7 +201,8 @@ def generic_fake_quantize(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, spe
             split = (x.shape[axis] // spec.group_size, spec.group_size)
             xg = x.reshape(x.shape[:axis] + split + x.shape[axis + 1 :])
             sv, zv = s.unsqueeze(axis + 1), z.unsqueeze(axis + 1)
-    out: torch.Tensor = _FakeQuantizeSTE.apply(xg, sv.to(x.dtype), zv, spec, None)
+    s_x = sv.to(x.dtype)
+    out: torch.Tensor = StraightThrough.apply(xg, lambda t: fake_quantize_values(t, s_x, zv, spec, None, need_mask=True))
     return out.reshape(x.shape)
 
 
