@@ -114,6 +114,15 @@ void fq_site_qparams(fq_site *site, float lo, float hi);
  * mask = its straight-through mask (FQ_BAD_ARGUMENT without qparams); else out and mask are not written. */
 int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *mask, int isa);
 
+/* The qparams of n ranges [lo[k], hi[k]] (finite, lo <= hi) under `rule`'s spec fields (symmetric,
+ * is_signed, pow2, qmin, qmax; the rest unused): fq_site_qparams element by element, which is
+ * quant.sim.qparams.range_to_qparams's float32 arithmetic. */
+int fq_qparams(const float *lo, const float *hi, int64_t n, const fq_site *rule, float *scale, int32_t *zero_point);
+
+/* Per channel c of x viewed as (outer, channels, inner), C order: lo[c], hi[c] = the least and greatest
+ * element, both NaN when one is NaN. */
+int fq_channel_extremes(const float *x, int64_t outer, int64_t channels, int64_t inner, float *lo, float *hi, int isa);
+
 /* 1 if the loops of `isa` can run on this CPU. */
 int fq_isa_available(int isa);
 

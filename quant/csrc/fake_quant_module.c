@@ -26,6 +26,18 @@ static PyObject *fq_raise(int status, const char *what)
     return NULL;
 }
 
+/* fq_forward without the GIL, its status as None or the exception. */
+static PyObject *fq_call_forward(const fq_problem *p, int threads, int isa)
+{
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_forward(p, threads, isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "fake_quant forward");
+    Py_RETURN_NONE;
+}
+
 static PyObject *fq_py_forward(PyObject *self, PyObject *args)
 {
     unsigned long long x, out, mask, scale, zero_point;
@@ -40,13 +52,7 @@ static PyObject *fq_py_forward(PyObject *self, PyObject *args)
                              .zero_point = (const int32_t *)(uintptr_t)zero_point, .outer = outer,
                              .channels = channels, .inner = inner, .group = group, .granularity = granularity,
                              .qmin = qmin, .qmax = qmax, .rounding = rounding};
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = fq_forward(&p, threads, isa);
-    Py_END_ALLOW_THREADS
-    if (status != FQ_OK)
-        return fq_raise(status, "fake_quant forward");
-    Py_RETURN_NONE;
+    return fq_call_forward(&p, threads, isa);
 }
 
 static PyObject *fq_py_lsq_backward(PyObject *self, PyObject *args)
@@ -139,13 +145,7 @@ static PyObject *fq_py_forward_tensor(PyObject *self, PyObject *args)
                              .mask = (uint8_t *)(uintptr_t)mask, .scale = &scale, .zero_point = &z, .outer = 1,
                              .channels = 1, .inner = n, .group = 1, .granularity = FQ_TENSOR, .qmin = qmin,
                              .qmax = qmax, .rounding = rounding};
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = fq_forward(&p, threads, isa);
-    Py_END_ALLOW_THREADS
-    if (status != FQ_OK)
-        return fq_raise(status, "fake_quant forward");
-    Py_RETURN_NONE;
+    return fq_call_forward(&p, threads, isa);
 }
 
 static PyObject *fq_py_backward(PyObject *self, PyObject *args)
@@ -272,6 +272,38 @@ static PyObject *fq_py_site_call(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *fq_py_qparams(PyObject *self, PyObject *args)
+{
+    unsigned long long lo, hi, scale, zero_point;
+    long long n;
+    fq_site rule;
+    memset(&rule, 0, sizeof rule);
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKLiiiiiKK", &lo, &hi, &n, &rule.symmetric, &rule.is_signed, &rule.pow2, &rule.qmin,
+                          &rule.qmax, &scale, &zero_point))
+        return NULL;
+    const int status = fq_qparams(FQ_PTR(lo), FQ_PTR(hi), n, &rule, FQ_OUT(scale), (int32_t *)(uintptr_t)zero_point);
+    if (status != FQ_OK)
+        return fq_raise(status, "qparams");
+    Py_RETURN_NONE;
+}
+
+static PyObject *fq_py_channel_extremes(PyObject *self, PyObject *args)
+{
+    unsigned long long x, lo, hi;
+    long long outer, channels, inner;
+    int isa, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KLLLKKi", &x, &outer, &channels, &inner, &lo, &hi, &isa))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = fq_channel_extremes(FQ_PTR(x), outer, channels, inner, FQ_OUT(lo), FQ_OUT(hi), isa);
+    Py_END_ALLOW_THREADS
+    if (status != FQ_OK)
+        return fq_raise(status, "channel extremes");
+    Py_RETURN_NONE;
+}
+
 /* One LSTM step's pointwise part and its hidden site: (cell,) hidden, then the site on h. */
 static PyObject *fq_py_lstm_step_site(PyObject *self, PyObject *args)
 {
@@ -391,6 +423,10 @@ static PyMethodDef fq_methods[] = {
     {"site_new", fq_py_site_new, METH_VARARGS, "site_new(observing, quantizing, observer, momentum, has_range, lo, hi, "
      "symmetric, signed, pow2, qmin, qmax, rounding, calibrated, scale, zero_point) -> the state (a bytearray)"},
     {"site_state", fq_py_site_state, METH_VARARGS, "site_state(state) -> (has_range, lo, hi, calibrated, scale, zero_point)"},
+    {"qparams", fq_py_qparams, METH_VARARGS,
+     "qparams(lo, hi, n, symmetric, signed, pow2, qmin, qmax, scale, zero_point): the qparams of n ranges"},
+    {"channel_extremes", fq_py_channel_extremes, METH_VARARGS,
+     "channel_extremes(x, outer, channels, inner, lo, hi, isa): each channel's least and greatest element"},
     {"site_call", fq_py_site_call, METH_VARARGS, "site_call(state, x, n, out, mask, isa): one call of the site"},
     {"lstm_step_site", fq_py_lstm_step_site, METH_VARARGS,
      "lstm_step_site(with_cell, rows, hidden, pre, c_prev, act, c, tanh_c, h_raw, state, h, mask, isa)"},

@@ -78,3 +78,45 @@ int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *
                              .qmin = site->qmin, .qmax = site->qmax, .rounding = site->rounding};
     return fq_forward(&p, 1, isa);
 }
+
+int fq_qparams(const float *lo, const float *hi, int64_t n, const fq_site *rule, float *scale, int32_t *zero_point)
+{
+    if (rule == NULL || n < 0 || rule->qmin > rule->qmax || (n > 0 && (lo == NULL || hi == NULL || scale == NULL ||
+                                                                     zero_point == NULL)))
+        return FQ_BAD_ARGUMENT;
+    fq_site site = *rule;
+    for (int64_t k = 0; k < n; ++k) {
+        fq_site_qparams(&site, lo[k], hi[k]);
+        scale[k] = site.scale;
+        zero_point[k] = site.zero_point;
+    }
+    return FQ_OK;
+}
+
+int fq_channel_extremes(const float *x, int64_t outer, int64_t channels, int64_t inner, float *lo, float *hi, int isa)
+{
+    if (outer < 0 || channels < 0 || inner < 0)
+        return FQ_BAD_ARGUMENT;
+    if (outer == 0 || inner == 0 || channels == 0)
+        return outer == 0 || inner == 0 ? FQ_BAD_ARGUMENT : FQ_OK; /* a channel without elements has no extremes */
+    if (x == NULL || lo == NULL || hi == NULL || outer > INT64_MAX / channels || outer * channels > INT64_MAX / inner)
+        return FQ_BAD_ARGUMENT;
+    for (int64_t c = 0; c < channels; ++c) {
+        float a = 0.0f, b = 0.0f;
+        for (int64_t o = 0; o < outer; ++o) {
+            float ra = 0.0f, rb = 0.0f;
+            const int status = fq_minmax(x + (o * channels + c) * inner, inner, &ra, &rb, isa);
+            if (status != FQ_OK)
+                return status;
+            if (o == 0 || ra != ra) /* NaN stays */
+                a = ra, b = rb;
+            else if (a == a) {
+                a = ra < a ? ra : a;
+                b = rb > b ? rb : b;
+            }
+        }
+        lo[c] = a;
+        hi[c] = b;
+    }
+    return FQ_OK;
+}
