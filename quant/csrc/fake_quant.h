@@ -120,7 +120,7 @@ int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *
 int fq_qparams(const float *lo, const float *hi, int64_t n, const fq_site *rule, float *scale, int32_t *zero_point);
 
 /* Per channel c of x viewed as (outer, channels, inner), C order: lo[c], hi[c] = the least and greatest
- * element, both NaN when one is NaN. */
+ * element, both NaN when one is NaN; FQ_NOT_FINITE (after writing them all) when an extreme is NaN or +-Inf. */
 int fq_channel_extremes(const float *x, int64_t outer, int64_t channels, int64_t inner, float *lo, float *hi, int isa);
 
 /* 1 if the loops of `isa` can run on this CPU. */

@@ -299,9 +299,9 @@ static PyObject *fq_py_channel_extremes(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     status = fq_channel_extremes(FQ_PTR(x), outer, channels, inner, FQ_OUT(lo), FQ_OUT(hi), isa);
     Py_END_ALLOW_THREADS
-    if (status != FQ_OK)
+    if (status != FQ_OK && status != FQ_NOT_FINITE)
         return fq_raise(status, "channel extremes");
-    Py_RETURN_NONE;
+    return PyBool_FromLong(status == FQ_OK);
 }
 
 /* One LSTM step's pointwise part and its hidden site: (cell,) hidden, then the site on h. */
@@ -426,7 +426,7 @@ static PyMethodDef fq_methods[] = {
     {"qparams", fq_py_qparams, METH_VARARGS,
      "qparams(lo, hi, n, symmetric, signed, pow2, qmin, qmax, scale, zero_point): the qparams of n ranges"},
     {"channel_extremes", fq_py_channel_extremes, METH_VARARGS,
-     "channel_extremes(x, outer, channels, inner, lo, hi, isa): each channel's least and greatest element"},
+     "channel_extremes(x, outer, channels, inner, lo, hi, isa) -> all finite: each channel's least and greatest"},
     {"site_call", fq_py_site_call, METH_VARARGS, "site_call(state, x, n, out, mask, isa): one call of the site"},
     {"lstm_step_site", fq_py_lstm_step_site, METH_VARARGS,
      "lstm_step_site(with_cell, rows, hidden, pre, c_prev, act, c, tanh_c, h_raw, state, h, mask, isa)"},

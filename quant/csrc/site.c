@@ -101,6 +101,7 @@ int fq_channel_extremes(const float *x, int64_t outer, int64_t channels, int64_t
         return outer == 0 || inner == 0 ? FQ_BAD_ARGUMENT : FQ_OK; /* a channel without elements has no extremes */
     if (x == NULL || lo == NULL || hi == NULL || outer > INT64_MAX / channels || outer * channels > INT64_MAX / inner)
         return FQ_BAD_ARGUMENT;
+    int finite = 1;
     for (int64_t c = 0; c < channels; ++c) {
         float a = 0.0f, b = 0.0f;
         for (int64_t o = 0; o < outer; ++o) {
@@ -117,6 +118,8 @@ int fq_channel_extremes(const float *x, int64_t outer, int64_t channels, int64_t
         }
         lo[c] = a;
         hi[c] = b;
+        if (!isfinite(a) || !isfinite(b))
+            finite = 0;
     }
-    return FQ_OK;
+    return finite ? FQ_OK : FQ_NOT_FINITE;
 }

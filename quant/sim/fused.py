@@ -57,6 +57,8 @@ __all__ = [
     "fake_quantize_per_tensor",
     "fake_quantize_per_tensor_with_mask",
     "tensor_extremes",
+    "channel_extremes",
+    "qparams_of_ranges",
     "dense",
     "lstm_step_applies",
     "lstm_cell",
@@ -249,6 +251,35 @@ def tensor_extremes(x: torch.Tensor) -> Optional[tuple[float, float]]:
     assert _EXT is not None
     lo, hi = _EXT.minmax(x.data_ptr(), x.numel(), _MODE["isa"])
     return lo, hi
+
+
+def channel_extremes(x: torch.Tensor, spec: QuantSpec) -> Optional[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """Each channel's ``(min, max)`` of a contiguous CPU float32 ``x`` under a per-channel ``spec``, as
+    float32 tensors of shape ``(channels,)`` (NaN where a channel holds one), and whether they are all finite,
+    in C; None where this does not apply (then use torch's reductions)."""
+    if not (_MODE["on"] and spec.granularity == "channel" and x.dtype == torch.float32 and x.is_cpu
+            and x.is_contiguous() and x.numel()):  # fmt: skip
+        return None
+    assert _EXT is not None
+    outer, channels, inner, _ = _view(x.shape, spec)
+    lo, hi = torch.empty(channels), torch.empty(channels)
+    finite = _EXT.channel_extremes(x.data_ptr(), outer, channels, inner, lo.data_ptr(), hi.data_ptr(), _MODE["isa"])
+    return lo, hi, bool(finite)
+
+
+def qparams_of_ranges(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`quant.sim.qparams.range_to_qparams` of finite float32 ranges ``lo <= hi`` (CPU, any shape) in one C
+    pass, bit for bit (``site.c``); None where this does not apply."""
+    if not (_MODE["on"] and lo.dtype == torch.float32 and hi.dtype == torch.float32 and lo.is_cpu and hi.is_cpu
+            and lo.shape == hi.shape):  # fmt: skip
+        return None
+    assert _EXT is not None
+    lo_c, hi_c = lo.contiguous(), hi.contiguous()
+    scale = torch.empty(lo.shape, dtype=torch.float32)
+    zero_point = torch.empty(lo.shape, dtype=torch.int32)
+    _EXT.qparams(lo_c.data_ptr(), hi_c.data_ptr(), lo.numel(), int(spec.symmetric), int(spec.signed),
+                 int(spec.scale == "pow2"), spec.qmin, spec.qmax, scale.data_ptr(), zero_point.data_ptr())  # fmt: skip
+    return scale, zero_point
 
 
 def _forward_tensor(x: torch.Tensor, scale: float, zero_point: int, spec: QuantSpec, mask: bool

@@ -185,6 +185,9 @@ class Observer(nn.Module):
         batch = self._host_batch_range(x)
         if batch is not None and self._fold_host_range(*batch):
             return
+        channels = self._channel_batch_range(x)
+        if channels is not None and self._fold_channel_range(x, *channels):
+            return
         with torch.no_grad():
             self._observe(x.detach())
 
@@ -201,7 +204,8 @@ class Observer(nn.Module):
         statistics' shape (see :func:`quant.sim.qparams.qparams_from_range`)."""
         if not self.has_data:
             raise RuntimeError(f"{type(self).__name__} has observed no data; call update(x) first")
-        return range_to_qparams(self.min_val, self.max_val, self.spec)
+        in_c = fused.qparams_of_ranges(self.min_val, self.max_val, self.spec) if self.spec.granularity != "tensor" else None
+        return in_c if in_c is not None else range_to_qparams(self.min_val, self.max_val, self.spec)
 
     def reset(self) -> None:
         """Forget everything observed."""
@@ -231,6 +235,27 @@ class Observer(nn.Module):
         if extremes is not None and not (math.isfinite(extremes[0]) and math.isfinite(extremes[1])):
             raise ValueError(f"{type(self).__name__}: the observed tensor contains NaN or Inf")
         return extremes
+
+    def _channel_batch_range(self, x: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """The per-channel extremes of ``x`` by one C pass (``ValueError`` for NaN/Inf, as ``_batch_minmax``), for
+        a per-channel observer on the CPU, not under QAT with torch.distributed; else None."""
+        stats = self._buffers["min_val"]
+        if self.spec.granularity != "channel" or stats is None or not stats.is_cpu:
+            return None
+        if self.training and _distributed():
+            return None
+        extremes = fused.channel_extremes(x.detach(), self.spec)
+        if extremes is None:
+            return None
+        lo, hi, finite = extremes
+        if not finite:
+            raise ValueError(f"{type(self).__name__}: the observed tensor contains NaN or Inf")
+        return lo, hi
+
+    def _fold_channel_range(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> bool:
+        """Fold a batch's per-channel extremes the way ``_observe`` would and return True, or return False (the
+        default) for an observer that needs the tensor itself."""
+        return False
 
     def _store_host_range(self, lo: float, hi: float) -> None:
         """``min_val, max_val = lo, hi`` (float32 values), in place when they are CPU scalars already."""
@@ -306,12 +331,15 @@ class MinMaxObserver(Observer):
         return True
 
     def _observe(self, x: torch.Tensor) -> None:
-        lo, hi = self._batch_minmax(x)
+        self._fold_channel_range(x, *self._batch_minmax(x))
+
+    def _fold_channel_range(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> bool:
         self._check_shape(lo, x)
         if self.has_data:
             lo = torch.minimum(self.min_val, lo)
             hi = torch.maximum(self.max_val, hi)
-        self.min_val, self.max_val = lo, hi
+        self._buffers["min_val"], self._buffers["max_val"] = lo, hi  # the buffers' new values (past __setattr__)
+        return True
 
 
 class MovingAverageMinMaxObserver(Observer):
@@ -345,12 +373,15 @@ class MovingAverageMinMaxObserver(Observer):
         return True
 
     def _observe(self, x: torch.Tensor) -> None:
-        lo, hi = self._batch_minmax(x)
+        self._fold_channel_range(x, *self._batch_minmax(x))
+
+    def _fold_channel_range(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> bool:
         self._check_shape(lo, x)
         if self.has_data:
             lo = self.min_val + self.momentum * (lo - self.min_val)
             hi = self.max_val + self.momentum * (hi - self.max_val)
-        self.min_val, self.max_val = lo, hi
+        self._buffers["min_val"], self._buffers["max_val"] = lo, hi  # the buffers' new values (past __setattr__)
+        return True
 
     def _extra_params(self) -> str:
         return f"momentum={self.momentum}"

@@ -401,9 +401,8 @@ class Quantizer(nn.Module):
         s, z = self.observer.qparams()
         if validate_shape is not None:
             check_qparams(torch.empty(validate_shape, device="meta"), s, z, self.spec)
-        self.scale = s
-        self.zero_point = z
-        self.calibrated = True
+        self._buffers["scale"], self._buffers["zero_point"] = s, z  # the buffers' new values (past __setattr__)
+        self.__dict__["calibrated"] = True
 
     def _store_host_qparams(self, scale: float, zero_point: int) -> None:
         """``scale, zero_point = scale, zero_point`` (shape ``()``), in place when the buffers are CPU scalars."""

@@ -157,6 +157,41 @@ static void fake_quant_case(int64_t c, int isa)
             fail("lsq parts refusal", c);
         free(d), free(d_ref);
     }
+    if (n > 0) { /* per-channel extremes against a scalar loop, and the qparams of those ranges */
+        float *clo = checked_malloc(sizeof(float) * (size_t)p.channels), *chi = checked_malloc(sizeof(float) * (size_t)p.channels);
+        float *cs = checked_malloc(sizeof(float) * (size_t)p.channels);
+        int32_t *cz = checked_malloc(sizeof(int32_t) * (size_t)p.channels);
+        const int status = fq_channel_extremes(x, p.outer, p.channels, p.inner, clo, chi, isa);
+        int finite = 1;
+        for (int64_t ch = 0; ch < p.channels; ++ch) {
+            float a = INFINITY, b = -INFINITY;
+            int nan = 0;
+            for (int64_t o = 0; o < p.outer; ++o)
+                for (int64_t i = 0; i < p.inner; ++i) {
+                    const float v = x[(o * p.channels + ch) * p.inner + i];
+                    nan |= v != v;
+                    a = v < a ? v : a;
+                    b = v > b ? v : b;
+                }
+            if (nan ? (clo[ch] == clo[ch] || chi[ch] == chi[ch]) : (clo[ch] != a || chi[ch] != b))
+                fail("channel extremes", c);
+            finite &= !nan && isfinite(a) && isfinite(b);
+            if (!nan && isfinite(a) && isfinite(b))
+                continue;
+            clo[ch] = -1.0f, chi[ch] = 2.0f; /* finite ranges for the qparams below */
+        }
+        if (status != (finite ? FQ_OK : FQ_NOT_FINITE))
+            fail("channel extremes status", c);
+        fq_site rule;
+        memset(&rule, 0, sizeof rule);
+        rule.qmin = p.qmin, rule.qmax = p.qmax, rule.symmetric = (int)below(2), rule.is_signed = p.qmin < 0, rule.pow2 = (int)below(2);
+        if (fq_qparams(clo, chi, p.channels, &rule, cs, cz) != FQ_OK)
+            fail("qparams", c);
+        for (int64_t ch = 0; ch < p.channels; ++ch)
+            if (!(cs[ch] > 0.0f) || cz[ch] < p.qmin || cz[ch] > p.qmax)
+                fail("qparams range", c);
+        free(clo), free(chi), free(cs), free(cz);
+    }
     if (n > 0) {
         float lo = 0.0f, hi = 0.0f, lo_ref = 0.0f, hi_ref = 0.0f;
         if (fq_minmax(x, n, &lo_ref, &hi_ref, FQ_ISA_PORTABLE) != FQ_OK || fq_minmax(x, n, &lo, &hi, isa) != FQ_OK ||

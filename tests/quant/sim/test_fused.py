@@ -344,3 +344,29 @@ def test_lsq_parts_are_the_torch_paths(isa: str, problem: tuple[torch.Tensor, to
     assert_equal(got[1].float(), want[1].float(), "mask")
     assert want[2] is not None
     assert_equal(got[2], want[2], "derivative by the step")
+
+
+@given(case=observed_batches(), axis=st.sampled_from((0, 1, -1)), columns=st.integers(1, 5))
+def test_per_channel_observing_keeps_the_torch_paths_statistics_and_qparams(
+        case: tuple[list[torch.Tensor], str, float, QuantSpec], axis: int, columns: int) -> None:  # fmt: skip
+    """Per-channel observers on the fused path (C extremes per channel, qparams of every range in C) hold and
+    give what the torch path does, batch by batch, bit for bit."""
+    from quant.sim.quantizer import Quantizer
+
+    batches, observer, momentum, spec = case
+    spec = spec.with_(granularity="channel", axis=axis)
+    kwargs = {"momentum": momentum} if observer == "moving_average" else {}
+    shaped = [torch.cat([b] * columns).reshape(columns, -1).contiguous() for b in batches]
+    runs = []
+    for mode in ("off", "auto"):
+        q = Quantizer(spec, observer=observer, observer_kwargs=kwargs).train()
+        states = []
+        with fused.fused_path(mode):
+            for x in shaped:
+                out = q(x)
+                states.append((out, q.observer.min_val.clone(), q.observer.max_val.clone(), q.scale.clone(),
+                               q.zero_point.clone()))  # fmt: skip
+        runs.append(states)
+    for step, (ref, got) in enumerate(zip(*runs)):
+        for name, a, b in zip(("values", "min_val", "max_val", "scale", "zero_point"), got, ref):
+            assert_equal(a, b, f"batch {step}: {name}")
