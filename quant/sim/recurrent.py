@@ -161,16 +161,23 @@ class _Site:
         return 0 if d is None else d.data_ptr()
 
     def mask_u8(self, step: int) -> Optional[torch.Tensor]:
-        """The straight-through mask of the ``step``-th call as bytes (None: the site is float or passed it)."""
+        """The straight-through mask of the ``step``-th call as contiguous bytes (None: the site is float or
+        passed it). A converted mask replaces the recorded one, so the site holds the tensor whose address the
+        backward hands to C until the backward is over."""
         mask = self.masks[step] if self.quantizer is not None else None
-        if mask is None or mask.dtype == torch.uint8:
+        if mask is None or (mask.dtype == torch.uint8 and mask.is_contiguous()):
             return mask
-        return mask.to(torch.uint8).contiguous()
+        self.masks[step] = mask = mask.to(torch.uint8).contiguous()
+        return mask
 
     def d_scale(self, step: int) -> Optional[torch.Tensor]:
-        """LSQ's derivative of the ``step``-th call's values by the step (None: not LSQ)."""
+        """LSQ's derivative of the ``step``-th call's values by the step, contiguous (None: not LSQ); held by
+        the site as the mask is."""
         d = self.d_scales[step] if self.quantizer is not None else None
-        return None if d is None else d.contiguous()
+        if d is None or d.is_contiguous():
+            return d
+        self.d_scales[step] = d = d.contiguous()
+        return d
 
 
 class _FusedLSTMLayer(torch.autograd.Function):
