@@ -7,7 +7,7 @@
  *     forward (fq_lstm_hidden)   t = tanh(c),  h = a_o * t
  *
  * Each product and sum is one rounded float32 operation, in the order written. sigmoid and tanh are this
- * file's (fq_sigmoid, fq_tanh): within 4 ulp of the exact function (tests/quant/sim/test_lstm_step.py), the
+ * file's (fq_sigmoid, fq_tanh): within 3 ulp of the exact function (tests/quant/sim/test_fused.py), the
  * same in training and inference, vectorized, NaN in NaN out. The quantization sites (the gate
  * pre-activations, the cell, the hidden state) lie between these calls, in Python.
  *

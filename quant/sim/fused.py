@@ -64,7 +64,6 @@ __all__ = [
     "lstm_cell",
     "lstm_hidden",
     "lstm_step",
-    "lstm_backward",
     "lstm_backward_at",
     "check_lstm_buffer",
     "lstm_ones",
@@ -413,29 +412,6 @@ def _ones(shape: tuple[int, ...]) -> torch.Tensor:
     return ones
 
 
-def lstm_backward(
-    grad_out: torch.Tensor, grad_h: torch.Tensor, grad_c: torch.Tensor, act: torch.Tensor, tanh_c: torch.Tensor,
-    c_prev: torch.Tensor, masks: tuple[Optional[torch.Tensor], ...], d_scales: tuple[Optional[torch.Tensor], ...],
-    grad_pre: torch.Tensor, grad_c_prev: torch.Tensor,
-) -> tuple[float, float, float]:
-    """One step's pointwise backward (lstm_step.h) into ``grad_pre`` ``(B, 4H)`` and ``grad_c_prev`` ``(B, H)``;
-    ``masks``/``d_scales`` of the hidden, cell and gates sites (uint8 masks, float32 LSQ derivatives, None
-    where the site has none). The two outputs overlap no input. Returns the three LSQ sums of gradient x
-    derivative."""
-    rows, hidden = grad_h.shape
-    small, wide = (rows, hidden), (rows, 4 * hidden)
-    f32, u8 = torch.float32, torch.uint8
-    shapes = (small, small, wide)
-    masks = tuple(_ones(shape) if m is None else m for m, shape in zip(masks, shapes))
-    return lstm_backward_at(
-        rows, hidden, _address(grad_out, small, f32, "grad_out"), _address(grad_h, small, f32, "grad_h"),
-        _address(grad_c, small, f32, "grad_c"), _address(act, wide, f32, "act"), _address(tanh_c, small, f32, "tanh_c"),
-        _address(c_prev, small, f32, "c_prev"), [_address(m, shape, u8, "mask") for m, shape in zip(masks, shapes)],
-        [_address(d, shape, f32, "d_scale") for d, shape in zip(d_scales, shapes)],
-        _address(grad_pre, wide, f32, "grad_pre"), _address(grad_c_prev, small, f32, "grad_c_prev"),
-    )  # fmt: skip
-
-
 def check_lstm_buffer(t: torch.Tensor, rows: int, hidden: int) -> None:
     """``ValueError`` unless ``t`` is a contiguous CPU float32 tensor of ``(T,) rows x hidden`` or ``x 4 hidden``
     elements per step: what :func:`lstm_backward_at` reads and writes by address."""
@@ -453,8 +429,10 @@ def lstm_ones(rows: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor, torch
 def lstm_backward_at(rows: int, hidden: int, grad_out: int, grad_h: int, grad_c: int, act: int, tanh_c: int,
                      c_prev: int, masks: list[int], d_scales: list[int], grad_pre: int, grad_c_prev: int
                      ) -> tuple[float, float, float]:  # fmt: skip
-    """:func:`lstm_backward` by address, for the fused recurrence whose every buffer has the step's layout
-    (checked when it was made: :func:`lstm_step`, :func:`lstm_cell`, the sites' values, and
+    """One step's pointwise backward (lstm_step.h) by address: the gradients of the gate pre-activations into
+    ``grad_pre`` and of ``c_prev`` into ``grad_c_prev`` through the hidden, cell and gates sites' uint8 masks,
+    and those sites' LSQ sums (``d_scales`` 0 where not LSQ). For the fused recurrence, whose every buffer has
+    the step's layout (checked when it was made: :func:`lstm_step`, :func:`lstm_cell`, the sites' values, and
     :func:`check_lstm_buffer`): no per-call check, so a wrong address is the caller's bug."""
     assert _EXT is not None
     sums: tuple[float, float, float] = _EXT.lstm_backward(rows, hidden, grad_out, grad_h, grad_c, act, tanh_c, c_prev,
@@ -463,13 +441,13 @@ def lstm_backward_at(rows: int, hidden: int, grad_out: int, grad_h: int, grad_c:
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """The pointwise LSTM step's sigmoid (lstm_step.h) of a CPU float32 tensor: within 2 ulp of the exact
+    """The pointwise LSTM step's sigmoid (lstm_step.h) of a CPU float32 tensor: within 3 ulp of the exact
     function above -87 (below, within 1e-38), NaN stays NaN."""
     return _activation(x, "sigmoid")
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
-    """The pointwise LSTM step's tanh (lstm_step.h) of a CPU float32 tensor: within 2 ulp, NaN stays NaN."""
+    """The pointwise LSTM step's tanh (lstm_step.h) of a CPU float32 tensor: within 3 ulp, NaN stays NaN."""
     return _activation(x, "tanh")
 
 

@@ -26,7 +26,7 @@ the output equals the fused module's to float rounding (the order of the sums di
 
 On CPU float32 data an LSTM layer runs as one autograd node (the fused recurrence): the same sites and
 quantizers, the gates' activations and the cell update computed by the C loops of
-:func:`quant.sim.fused.lstm_cell` (their sigmoid and tanh are within 2 ulp of the exact functions, and are
+:func:`quant.sim.fused.lstm_cell` (their sigmoid and tanh are within 3 ulp of the exact functions, and are
 the ones of training and inference alike), and the backward through time written out, with the
 straight-through gradient (LSQ's at its sites) at every site and step. PACT quantizers, other devices and
 dtypes, and the GRU take the unrolled form in torch ops.
@@ -185,7 +185,7 @@ class _FusedLSTMLayer(torch.autograd.Function):
     per step, ``pre = addmm(x W_ih^T + (b_ih + b_hh), h, W_hh^T)``, the gates site, the pointwise step of
     :func:`quant.sim.fused.lstm_cell` (the activations and ``c``), the cell site,
     :func:`~quant.sim.fused.lstm_hidden` (``tanh(c)`` and ``h``), the hidden site; no autograd node per
-    operation, and the backward through time written out (:func:`~quant.sim.fused.lstm_backward`: the
+    operation, and the backward through time written out (:func:`~quant.sim.fused.lstm_backward_at`: the
     straight-through or LSQ gradient at every site, one C pass and one product with ``W_hh`` per step).
     Inputs: the input projection with both biases ``xw`` ``(T, B, 4H)``, ``h0``, ``c0``, ``w_hh``, the
     three sites (gates, cell, hidden), the direction, then the sites' LSQ steps (to receive their

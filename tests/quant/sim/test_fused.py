@@ -195,9 +195,15 @@ def observed_batches(draw: st.DrawFn) -> tuple[list[torch.Tensor], str, float, Q
 def test_observing_quantizers_keep_the_torch_paths_statistics_and_qparams(case: tuple[list[torch.Tensor], str, float, QuantSpec]) -> None:  # fmt: skip
     """QAT-style quantizers (observing every batch) on the per-tensor fast path (C extremes, Python-float
     statistics and qparams, buffers updated in place) hold and give what the torch path does, batch by batch."""
+    batches, observer, momentum, spec = case
+    _assert_both_paths_observe_alike(batches, observer, momentum, spec)
+
+
+def _assert_both_paths_observe_alike(batches: list[torch.Tensor], observer: str, momentum: float,
+                                     spec: QuantSpec) -> None:  # fmt: skip
+    """A QAT-style quantizer observing every batch holds and gives, after each, what it does on the torch path."""
     from quant.sim.quantizer import Quantizer
 
-    batches, observer, momentum, spec = case
     kwargs = {"momentum": momentum} if observer == "moving_average" else {}
     runs = []
     for mode in ("off", "auto"):
@@ -351,22 +357,28 @@ def test_per_channel_observing_keeps_the_torch_paths_statistics_and_qparams(
         case: tuple[list[torch.Tensor], str, float, QuantSpec], axis: int, columns: int) -> None:  # fmt: skip
     """Per-channel observers on the fused path (C extremes per channel, qparams of every range in C) hold and
     give what the torch path does, batch by batch, bit for bit."""
-    from quant.sim.quantizer import Quantizer
-
     batches, observer, momentum, spec = case
-    spec = spec.with_(granularity="channel", axis=axis)
-    kwargs = {"momentum": momentum} if observer == "moving_average" else {}
     shaped = [torch.cat([b] * columns).reshape(columns, -1).contiguous() for b in batches]
-    runs = []
-    for mode in ("off", "auto"):
-        q = Quantizer(spec, observer=observer, observer_kwargs=kwargs).train()
-        states = []
-        with fused.fused_path(mode):
-            for x in shaped:
-                out = q(x)
-                states.append((out, q.observer.min_val.clone(), q.observer.max_val.clone(), q.scale.clone(),
-                               q.zero_point.clone()))  # fmt: skip
-        runs.append(states)
-    for step, (ref, got) in enumerate(zip(*runs)):
-        for name, a, b in zip(("values", "min_val", "max_val", "scale", "zero_point"), got, ref):
-            assert_equal(a, b, f"batch {step}: {name}")
+    _assert_both_paths_observe_alike(shaped, observer, momentum, spec.with_(granularity="channel", axis=axis))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_the_lstm_activations_are_within_3_ulp(isa: str) -> None:
+    """fused.sigmoid / fused.tanh (the fused LSTM's, quant/csrc/lstm_step_loops.h) against the float64 functions
+    rounded nowhere: at most 3 float32 ulps of the exact value wherever it is a normal float32 (below, sigmoid's
+    error is under 1.2e-38 absolute), over a dense grid of [-90, 90] and magnitudes down to 1e-30; NaN in, NaN
+    out; +-Inf to the limits (sigmoid's lower one within 1.2e-38)."""
+    x = torch.cat([torch.linspace(-90.0, 90.0, 400_001), torch.logspace(-30, 1, 20_001), -torch.logspace(-30, 1, 20_001)])
+    with fused.fused_path(isa):
+        for name, ours, exact_fn in (("sigmoid", fused.sigmoid, torch.sigmoid), ("tanh", fused.tanh, torch.tanh)):
+            got, exact = ours(x).double(), exact_fn(x.double())
+            e32 = exact.float().abs()
+            ulp = (torch.nextafter(e32, torch.tensor(math.inf)) - e32).double()
+            normal = exact.abs() >= 1.1754944e-38
+            worst = float(((got - exact).abs() / ulp)[normal].max())
+            assert worst <= 3.0, f"{name}: {worst:.2f} ulp"
+            tiny = (got - exact).abs()[~normal]
+            assert tiny.numel() == 0 or float(tiny.max()) < 1.2e-38, name
+            nan, pos, neg = ours(torch.tensor([math.nan, math.inf, -math.inf])).tolist()
+            assert math.isnan(nan) and pos == 1.0
+            assert (0.0 <= neg < 1.2e-38) if name == "sigmoid" else neg == -1.0
