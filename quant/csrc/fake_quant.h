@@ -104,6 +104,8 @@ typedef struct {
     int calibrated;            /* in/out: whether scale, zero_point hold qparams */
     float scale;               /* in/out */
     int32_t zero_point;        /* in/out */
+    int lsq;                   /* LSQ's learned step: scale and zero_point are its effective step and zero
+                                * point, fixed for the run (quantizing, never observing) */
 } fq_site;
 
 /* The qparams of the range [lo, hi] (finite, lo <= hi) under the site's rule, into site->scale/zero_point. */
@@ -111,8 +113,10 @@ void fq_site_qparams(fq_site *site, float lo, float hi);
 
 /* One call of the site on x[0..n-1] (n > 0): observe (fold the extremes, FQ_NOT_FINITE if one is NaN or
  * +-Inf, the site unchanged), then recompute the qparams; then, when quantizing, out = fake_quantize(x) and
- * mask = its straight-through mask (FQ_BAD_ARGUMENT without qparams); else out and mask are not written. */
-int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *mask, int isa);
+ * mask = its straight-through mask (FQ_BAD_ARGUMENT without qparams); else out and mask are not written.
+ * An LSQ site (site->lsq) gives fq_lsq_parts's out, mask and d_scale (required there, else unused; an LSQ
+ * site that observes is FQ_BAD_ARGUMENT). */
+int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *mask, float *d_scale, int isa);
 
 /* The qparams of n ranges [lo[k], hi[k]] (finite, lo <= hi) under `rule`'s spec fields (symmetric,
  * is_signed, pow2, qmin, qmax; the rest unused): fq_site_qparams element by element, which is

@@ -200,9 +200,12 @@ static PyObject *fq_py_lstm_pointwise(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    if (parts & 1)
+    if (parts == 3)
+        status = fq_lstm_step(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), FQ_OUT(tanh_c),
+                              FQ_OUT(h), isa);
+    else if (parts == 1)
         status = fq_lstm_cell(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), isa);
-    if (status == FQ_OK && (parts & 2))
+    else
         status = fq_lstm_hidden(rows, hidden, FQ_PTR(act), FQ_PTR(c), FQ_OUT(tanh_c), FQ_OUT(h), isa);
     Py_END_ALLOW_THREADS
     if (status != FQ_OK)
@@ -225,9 +228,10 @@ static PyObject *fq_py_site_new(PyObject *self, PyObject *args)
     fq_site site;
     memset(&site, 0, sizeof site);
     (void)self;
-    if (!PyArg_ParseTuple(args, "iiififfiiiiiiifi", &site.observing, &site.quantizing, &site.observer, &site.momentum,
+    if (!PyArg_ParseTuple(args, "iiififfiiiiiiifii", &site.observing, &site.quantizing, &site.observer, &site.momentum,
                           &site.has_range, &site.lo, &site.hi, &site.symmetric, &site.is_signed, &site.pow2,
-                          &site.qmin, &site.qmax, &site.rounding, &site.calibrated, &site.scale, &site.zero_point))
+                          &site.qmin, &site.qmax, &site.rounding, &site.calibrated, &site.scale, &site.zero_point,
+                          &site.lsq))
         return NULL;
     return PyByteArray_FromStringAndSize((const char *)&site, (Py_ssize_t)sizeof site);
 }
@@ -257,16 +261,16 @@ static PyObject *fq_site_status(int status, const char *what)
 static PyObject *fq_py_site_call(PyObject *self, PyObject *args)
 {
     PyObject *state;
-    unsigned long long x, out, mask;
+    unsigned long long x, out, mask, d_scale;
     long long n;
     int isa, status;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OKLKKi", &state, &x, &n, &out, &mask, &isa))
+    if (!PyArg_ParseTuple(args, "OKLKKKi", &state, &x, &n, &out, &mask, &d_scale, &isa))
         return NULL;
     fq_site *site = fq_site_of(state);
     if (site == NULL)
         return NULL;
-    status = fq_site_call(site, FQ_PTR(x), n, FQ_OUT(out), (uint8_t *)(uintptr_t)mask, isa);
+    status = fq_site_call(site, FQ_PTR(x), n, FQ_OUT(out), (uint8_t *)(uintptr_t)mask, FQ_OUT(d_scale), isa);
     if (status != FQ_OK)
         return fq_site_status(status, "site");
     Py_RETURN_NONE;
@@ -308,23 +312,24 @@ static PyObject *fq_py_channel_extremes(PyObject *self, PyObject *args)
 static PyObject *fq_py_lstm_step_site(PyObject *self, PyObject *args)
 {
     long long rows, hidden;
-    unsigned long long pre, c_prev, act, c, tanh_c, h_raw, h, mask;
+    unsigned long long pre, c_prev, act, c, tanh_c, h_raw, h, mask, d_scale;
     int with_cell, isa, status;
     PyObject *state;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iLLKKKKKKOKKi", &with_cell, &rows, &hidden, &pre, &c_prev, &act, &c, &tanh_c, &h_raw,
-                          &state, &h, &mask, &isa))
+    if (!PyArg_ParseTuple(args, "iLLKKKKKKOKKKi", &with_cell, &rows, &hidden, &pre, &c_prev, &act, &c, &tanh_c, &h_raw,
+                          &state, &h, &mask, &d_scale, &isa))
         return NULL;
     fq_site *site = fq_site_of(state);
     if (site == NULL)
         return NULL;
-    status = FQ_OK;
     if (with_cell)
-        status = fq_lstm_cell(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), isa);
-    if (status == FQ_OK)
+        status = fq_lstm_step(rows, hidden, FQ_PTR(pre), FQ_PTR(c_prev), FQ_OUT(act), FQ_OUT(c), FQ_OUT(tanh_c),
+                              FQ_OUT(h_raw), isa);
+    else
         status = fq_lstm_hidden(rows, hidden, FQ_PTR(act), FQ_PTR(c), FQ_OUT(tanh_c), FQ_OUT(h_raw), isa);
     if (status == FQ_OK && rows * hidden > 0)
-        status = fq_site_call(site, FQ_PTR(h_raw), rows * hidden, FQ_OUT(h), (uint8_t *)(uintptr_t)mask, isa);
+        status = fq_site_call(site, FQ_PTR(h_raw), rows * hidden, FQ_OUT(h), (uint8_t *)(uintptr_t)mask,
+                              FQ_OUT(d_scale), isa);
     if (status != FQ_OK)
         return fq_site_status(status, "lstm step");
     Py_RETURN_NONE;
@@ -421,15 +426,15 @@ static PyMethodDef fq_methods[] = {
     {"lstm_pointwise", fq_py_lstm_pointwise, METH_VARARGS,
      "lstm_pointwise(parts, rows, hidden, pre, c_prev, act, c, tanh_c, h, isa): 1 cell, 2 hidden, 3 both"},
     {"site_new", fq_py_site_new, METH_VARARGS, "site_new(observing, quantizing, observer, momentum, has_range, lo, hi, "
-     "symmetric, signed, pow2, qmin, qmax, rounding, calibrated, scale, zero_point) -> the state (a bytearray)"},
+     "symmetric, signed, pow2, qmin, qmax, rounding, calibrated, scale, zero_point, lsq) -> the state (a bytearray)"},
     {"site_state", fq_py_site_state, METH_VARARGS, "site_state(state) -> (has_range, lo, hi, calibrated, scale, zero_point)"},
     {"qparams", fq_py_qparams, METH_VARARGS,
      "qparams(lo, hi, n, symmetric, signed, pow2, qmin, qmax, scale, zero_point): the qparams of n ranges"},
     {"channel_extremes", fq_py_channel_extremes, METH_VARARGS,
      "channel_extremes(x, outer, channels, inner, lo, hi, isa) -> all finite: each channel's least and greatest"},
-    {"site_call", fq_py_site_call, METH_VARARGS, "site_call(state, x, n, out, mask, isa): one call of the site"},
+    {"site_call", fq_py_site_call, METH_VARARGS, "site_call(state, x, n, out, mask, d_scale, isa): one call of the site"},
     {"lstm_step_site", fq_py_lstm_step_site, METH_VARARGS,
-     "lstm_step_site(with_cell, rows, hidden, pre, c_prev, act, c, tanh_c, h_raw, state, h, mask, isa)"},
+     "lstm_step_site(with_cell, rows, hidden, pre, c_prev, act, c, tanh_c, h_raw, state, h, mask, d_scale, isa)"},
     {"lstm_backward", fq_py_lstm_backward, METH_VARARGS,
      "lstm_backward(rows, hidden, grad_out, grad_h, grad_c, act, tanh_c, c_prev, mask_h, mask_c, mask_g, dscale_h, "
      "dscale_c, dscale_g, grad_pre, grad_c_prev, isa) -> the three LSQ sums"},

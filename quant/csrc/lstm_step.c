@@ -48,20 +48,26 @@ static int fq_lstm_sizes(int64_t rows, int64_t hidden)
 
 int fq_lstm_cell(int64_t rows, int64_t hidden, const float *pre, const float *c_prev, float *act, float *c, int isa)
 {
+    return fq_lstm_step(rows, hidden, pre, c_prev, act, c, NULL, NULL, isa);
+}
+
+int fq_lstm_step(int64_t rows, int64_t hidden, const float *pre, const float *c_prev, float *act, float *c,
+                 float *tanh_c, float *h, int isa)
+{
     if (!fq_lstm_sizes(rows, hidden))
         return FQ_BAD_ARGUMENT;
     if (rows * hidden == 0)
         return FQ_OK;
-    if (pre == NULL || c_prev == NULL || act == NULL || c == NULL)
+    if (pre == NULL || c_prev == NULL || act == NULL || c == NULL || (tanh_c == NULL) != (h == NULL))
         return FQ_BAD_ARGUMENT;
     FQ_LSTM_PICK(isa)
 #if FQ_LSTM_AVX2
     if (chosen == FQ_ISA_AVX2) {
-        fq_cell_loop_avx2(rows, hidden, pre, c_prev, act, c);
+        fq_step_loop_avx2(rows, hidden, pre, c_prev, act, c, tanh_c, h);
         return FQ_OK;
     }
 #endif
-    fq_cell_loop_portable(rows, hidden, pre, c_prev, act, c);
+    fq_step_loop_portable(rows, hidden, pre, c_prev, act, c, tanh_c, h);
     return FQ_OK;
 }
 

@@ -9,7 +9,8 @@
  * Each product and sum is one rounded float32 operation, in the order written. sigmoid and tanh are this
  * file's (fq_sigmoid, fq_tanh): within 3 ulp of the exact function (tests/quant/sim/test_fused.py), the
  * same in training and inference, vectorized, NaN in NaN out. The quantization sites (the gate
- * pre-activations, the cell, the hidden state) lie between these calls, in Python.
+ * pre-activations, the cell, the hidden state) lie between these calls, in Python. No output of a call
+ * overlaps one of its inputs or another output.
  *
  * The backward (fq_lstm_backward) takes the gradient reaching h_t (from the layer's output and from step
  * t+1), and the one reaching c_t from step t+1, and gives those of the gate pre-activations and of c_{t-1}
@@ -41,6 +42,9 @@ typedef struct {
 
 int fq_lstm_cell(int64_t rows, int64_t hidden, const float *pre, const float *c_prev, float *act, float *c, int isa);
 int fq_lstm_hidden(int64_t rows, int64_t hidden, const float *act, const float *c, float *tanh_c, float *h, int isa);
+/* fq_lstm_cell then fq_lstm_hidden in one pass (the same values); tanh_c and h both NULL: the cell only. */
+int fq_lstm_step(int64_t rows, int64_t hidden, const float *pre, const float *c_prev, float *act, float *c,
+                 float *tanh_c, float *h, int isa);
 int fq_lstm_backward(fq_lstm_grad *g, int isa);
 
 /* out[k] = sigmoid(x[k]) / tanh(x[k]) for k < n: the functions the LSTM step uses. */

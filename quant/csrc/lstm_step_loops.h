@@ -64,39 +64,47 @@ FQ_ATTR static void FQ_NAME(fq_tanh_loop)(const float *x, float *out, int64_t n)
         out[k] = FQ_NAME(fq_tanh1)(x[k]);
 }
 
-FQ_ATTR static void FQ_NAME(fq_cell_loop)(int64_t rows, int64_t H, const float *pre, const float *c_prev, float *act,
-                                          float *c)
+/* One row of the cell (lstm_step.h): the four gates of unit j and its cell in one loop; restrict: no output
+ * overlaps an input. */
+FQ_ATTR static void FQ_NAME(fq_cell_row)(int64_t H, const float *restrict p, const float *restrict cp,
+                                         float *restrict a, float *restrict cr)
+{
+    const float *restrict p0 = p, *restrict p1 = p + H, *restrict p2 = p + 2 * H, *restrict p3 = p + 3 * H;
+    float *restrict a0 = a, *restrict a1 = a + H, *restrict a2 = a + 2 * H, *restrict a3 = a + 3 * H;
+    for (int64_t j = 0; j < H; ++j) {
+        const float ai = FQ_NAME(fq_sigmoid1)(p0[j]), af = FQ_NAME(fq_sigmoid1)(p1[j]);
+        const float ag = FQ_NAME(fq_tanh1)(p2[j]), ao = FQ_NAME(fq_sigmoid1)(p3[j]);
+        a0[j] = ai, a1[j] = af, a2[j] = ag, a3[j] = ao;
+        cr[j] = af * cp[j] + ai * ag;
+    }
+}
+
+FQ_ATTR static void FQ_NAME(fq_hidden_row)(int64_t H, const float *restrict ao, const float *restrict c,
+                                           float *restrict tc, float *restrict h)
+{
+    for (int64_t j = 0; j < H; ++j) {
+        const float t = FQ_NAME(fq_tanh1)(c[j]);
+        tc[j] = t;
+        h[j] = ao[j] * t;
+    }
+}
+
+/* The cell, and with tc and h (else NULL) the hidden state, row by row (the row's data stays in cache). */
+FQ_ATTR static void FQ_NAME(fq_step_loop)(int64_t rows, int64_t H, const float *pre, const float *c_prev, float *act,
+                                          float *c, float *tc, float *h)
 {
     for (int64_t r = 0; r < rows; ++r) {
-        const float *p = pre + r * 4 * H;
-        float *a = act + r * 4 * H;
-        const float *cp = c_prev + r * H;
-        float *cr = c + r * H;
-        for (int64_t j = 0; j < H; ++j)
-            a[j] = FQ_NAME(fq_sigmoid1)(p[j]);
-        for (int64_t j = H; j < 2 * H; ++j)
-            a[j] = FQ_NAME(fq_sigmoid1)(p[j]);
-        for (int64_t j = 2 * H; j < 3 * H; ++j)
-            a[j] = FQ_NAME(fq_tanh1)(p[j]);
-        for (int64_t j = 3 * H; j < 4 * H; ++j)
-            a[j] = FQ_NAME(fq_sigmoid1)(p[j]);
-        for (int64_t j = 0; j < H; ++j)
-            cr[j] = a[H + j] * cp[j] + a[j] * a[2 * H + j];
+        FQ_NAME(fq_cell_row)(H, pre + r * 4 * H, c_prev + r * H, act + r * 4 * H, c + r * H);
+        if (tc != NULL && h != NULL)
+            FQ_NAME(fq_hidden_row)(H, act + r * 4 * H + 3 * H, c + r * H, tc + r * H, h + r * H);
     }
 }
 
 FQ_ATTR static void FQ_NAME(fq_hidden_loop)(int64_t rows, int64_t H, const float *act, const float *c, float *tc,
                                             float *h)
 {
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *ao = act + r * 4 * H + 3 * H;
-        for (int64_t j = 0; j < H; ++j) {
-            const int64_t k = r * H + j;
-            const float t = FQ_NAME(fq_tanh1)(c[k]);
-            tc[k] = t;
-            h[k] = ao[j] * t;
-        }
-    }
+    for (int64_t r = 0; r < rows; ++r)
+        FQ_NAME(fq_hidden_row)(H, act + r * 4 * H + 3 * H, c + r * H, tc + r * H, h + r * H);
 }
 
 /* One row of the backward (lstm_step.h), every mask given; restrict: no output overlaps an input. The four

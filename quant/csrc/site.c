@@ -45,10 +45,16 @@ void fq_site_qparams(fq_site *site, float lo, float hi)
     site->calibrated = 1;
 }
 
-int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *mask, int isa)
+int fq_site_call(fq_site *site, const float *x, int64_t n, float *out, uint8_t *mask, float *d_scale, int isa)
 {
     if (site == NULL || x == NULL || n <= 0 || site->qmin > site->qmax)
         return FQ_BAD_ARGUMENT;
+    if (site->lsq) {
+        if (site->observing || !site->quantizing || !site->calibrated || out == NULL || mask == NULL || d_scale == NULL)
+            return FQ_BAD_ARGUMENT;
+        return fq_lsq_parts(x, n, site->scale, site->zero_point, site->qmin, site->qmax, site->rounding, out, mask,
+                            d_scale, isa);
+    }
     if (site->observing) {
         float lo = 0.0f, hi = 0.0f;
         const int status = fq_minmax(x, n, &lo, &hi, isa);

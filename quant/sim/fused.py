@@ -65,6 +65,7 @@ __all__ = [
     "lstm_hidden",
     "lstm_step",
     "lstm_backward_at",
+    "lstm_pointwise_at",
     "check_lstm_buffer",
     "lstm_ones",
     "sigmoid",
@@ -427,17 +428,29 @@ def lstm_ones(rows: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor, torch
 
 
 def lstm_backward_at(rows: int, hidden: int, grad_out: int, grad_h: int, grad_c: int, act: int, tanh_c: int,
-                     c_prev: int, masks: list[int], d_scales: list[int], grad_pre: int, grad_c_prev: int
+                     c_prev: int, mask_hidden: int, mask_cell: int, mask_gates: int, d_scale_hidden: int,
+                     d_scale_cell: int, d_scale_gates: int, grad_pre: int, grad_c_prev: int
                      ) -> tuple[float, float, float]:  # fmt: skip
     """One step's pointwise backward (lstm_step.h) by address: the gradients of the gate pre-activations into
     ``grad_pre`` and of ``c_prev`` into ``grad_c_prev`` through the hidden, cell and gates sites' uint8 masks,
-    and those sites' LSQ sums (``d_scales`` 0 where not LSQ). For the fused recurrence, whose every buffer has
-    the step's layout (checked when it was made: :func:`lstm_step`, :func:`lstm_cell`, the sites' values, and
+    and those sites' LSQ sums (``d_scale_*`` 0 where not LSQ). For the fused recurrence, whose every buffer
+    has the step's layout (checked when it was made: its own buffers, the sites' values, and
     :func:`check_lstm_buffer`): no per-call check, so a wrong address is the caller's bug."""
     assert _EXT is not None
-    sums: tuple[float, float, float] = _EXT.lstm_backward(rows, hidden, grad_out, grad_h, grad_c, act, tanh_c, c_prev,
-                                                          *masks, *d_scales, grad_pre, grad_c_prev, _MODE["isa"])  # fmt: skip
+    sums: tuple[float, float, float] = _EXT.lstm_backward(
+        rows, hidden, grad_out, grad_h, grad_c, act, tanh_c, c_prev, mask_hidden, mask_cell, mask_gates,
+        d_scale_hidden, d_scale_cell, d_scale_gates, grad_pre, grad_c_prev, _MODE["isa"],
+    )  # fmt: skip
     return sums
+
+
+def lstm_pointwise_at(parts: int, rows: int, hidden: int, pre: int, c_prev: int, act: int, c: int, tanh_c: int,
+                      h: int) -> None:  # fmt: skip
+    """The pointwise step by address (``parts``: 1 the cell, :func:`lstm_cell`; 2 the hidden state,
+    :func:`lstm_hidden`; 3 both; the addresses a part does not use are ignored), for the fused recurrence
+    as :func:`lstm_backward_at`: no per-call check."""
+    assert _EXT is not None
+    _EXT.lstm_pointwise(parts, rows, hidden, pre, c_prev, act, c, tanh_c, h, _MODE["isa"])
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -506,14 +519,17 @@ class FusedLSQ(torch.autograd.Function):
 # --------------------------------------------------------------------------- a recurrence's site in C
 class HostSite:
     """A per-tensor quantizer's observer range and qparams held in C for a run of calls (``fq_site`` of
-    ``quant/csrc/fake_quant.h``: the same float32 arithmetic as the quantizer's own forward), made and written
-    back by :meth:`quant.sim.quantizer.Quantizer.host_site` / :meth:`~quant.sim.quantizer.Quantizer.end_host_site`."""
+    ``quant/csrc/fake_quant.h``: the same float32 arithmetic as the quantizer's own forward), or an LSQ
+    quantizer's effective step and zero point (``lsq``: the values, mask and derivative of
+    :func:`lsq_parts`), made and written back by :meth:`quant.sim.quantizer.Quantizer.host_site` /
+    :meth:`~quant.sim.quantizer.Quantizer.end_host_site`."""
 
-    __slots__ = ("state", "quantizing", "spec", "last_shape", "observer_name")
+    __slots__ = ("state", "quantizing", "lsq", "spec", "last_shape", "observer_name")
 
-    def __init__(self, state: bytearray, quantizing: bool, spec: QuantSpec, observer_name: str) -> None:
+    def __init__(self, state: bytearray, quantizing: bool, lsq: bool, spec: QuantSpec, observer_name: str) -> None:
         self.state = state
         self.quantizing = quantizing
+        self.lsq = lsq
         self.spec = spec
         self.last_shape: Optional[tuple[int, ...]] = None
         self.observer_name = observer_name
@@ -528,9 +544,18 @@ class HostSite:
         state = _EXT.site_new(
             int(observing), int(quantizing), int(moving_average), momentum, int(range_ is not None), lo, hi,
             int(spec.symmetric), int(spec.signed), int(spec.scale == "pow2"), spec.qmin, spec.qmax,
-            _ROUNDING[spec.rounding], int(qparams is not None), scale, zero_point,
+            _ROUNDING[spec.rounding], int(qparams is not None), scale, zero_point, 0,
         )  # fmt: skip
-        return cls(state, quantizing, spec, observer_name)
+        return cls(state, quantizing, False, spec, observer_name)
+
+    @classmethod
+    def new_lsq(cls, spec: QuantSpec, step: float, zero_point: int) -> "HostSite":
+        """An LSQ site quantizing with the effective ``step`` and ``zero_point`` (fixed for the run)."""
+        assert _EXT is not None
+        state = _EXT.site_new(0, 1, 0, 0.0, 0, 0.0, 0.0, int(spec.symmetric), int(spec.signed),
+                              int(spec.scale == "pow2"), spec.qmin, spec.qmax, _ROUNDING[spec.rounding], 1, step,
+                              zero_point, 1)  # fmt: skip
+        return cls(state, True, True, spec, "LSQ")
 
     def values(self) -> tuple[bool, float, float, bool, float, int]:
         """``(has_range, lo, hi, calibrated, scale, zero_point)`` now."""
@@ -538,34 +563,22 @@ class HostSite:
         has_range, lo, hi, calibrated, scale, zero_point = _EXT.site_state(self.state)
         return bool(has_range), lo, hi, bool(calibrated), scale, zero_point
 
-    def _non_finite(self) -> ValueError:
-        return ValueError(f"{self.observer_name}: the observed tensor contains NaN or Inf")
-
-    def lstm_step(self, pre: torch.Tensor, c_prev: torch.Tensor, act: Optional[torch.Tensor], c: Optional[torch.Tensor]
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:  # fmt: skip
-        """An LSTM step's pointwise part ending in this (hidden) site, in one C call: from ``pre`` and ``c_prev``
-        (the cell computed here), or from the cell site's ``act`` and ``c``. Returns ``(act, c, tanh(c), h,
-        mask)``, ``h`` the site's values (``mask`` None when it does not quantize: ``h`` is the float one)."""
+    def lstm_step_at(self, with_cell: bool, rows: int, hidden: int, pre: int, c_prev: int, act: int, c: int,
+                     tanh_c: int, h_raw: int, h: int, mask: int, d_scale: int) -> None:  # fmt: skip
+        """An LSTM step's pointwise part ending in this (hidden) site, in one C call, by address (the
+        layouts of :func:`lstm_backward_at`, float32 ``rows x 4 hidden`` for ``pre`` and ``act``, ``rows x
+        hidden`` for the rest): with ``with_cell`` the activations ``act`` and cell ``c`` from ``pre`` and
+        ``c_prev``, else from the cell site (``act`` and ``c`` given); then ``tanh_c``, the float hidden
+        state ``h_raw``, and, when the site quantizes, its values ``h``, straight-through ``mask`` (bytes)
+        and, for LSQ, the derivative ``d_scale`` (0 elsewhere). For the fused recurrence, which made every
+        buffer with these layouts: no per-call check, so a wrong address is the caller's bug."""
         assert _EXT is not None
-        rows, hidden = c_prev.shape
-        with_cell = act is None
-        if act is None or c is None:
-            act, c = torch.empty_like(pre), torch.empty_like(c_prev)
-        tanh_c, h_raw = torch.empty_like(c_prev), torch.empty_like(c_prev)
-        h = torch.empty_like(c_prev) if self.quantizing else h_raw
-        mask = torch.empty_like(c_prev, dtype=torch.uint8) if self.quantizing else None
-        small, wide = (rows, hidden), (rows, 4 * hidden)
         try:
-            _EXT.lstm_step_site(
-                int(with_cell), rows, hidden, _address(pre, wide, torch.float32, "pre"),
-                _address(c_prev, small, torch.float32, "c_prev"), _address(act, wide, torch.float32, "act"),
-                _address(c, small, torch.float32, "c"), tanh_c.data_ptr(), h_raw.data_ptr(), self.state,
-                h.data_ptr() if self.quantizing else 0, mask.data_ptr() if mask is not None else 0, _MODE["isa"],
-            )  # fmt: skip
+            _EXT.lstm_step_site(int(with_cell), rows, hidden, pre, c_prev, act, c, tanh_c, h_raw, self.state, h,
+                                mask, d_scale, _MODE["isa"])  # fmt: skip
         except FloatingPointError:
-            raise self._non_finite() from None
-        self.last_shape = tuple(h_raw.shape)
-        return act, c, tanh_c, h, mask
+            raise ValueError(f"{self.observer_name}: the observed tensor contains NaN or Inf") from None
+        self.last_shape = (rows, hidden)
 
 
 # --------------------------------------------------------------------------- PACT

@@ -257,9 +257,18 @@ class Quantizer(nn.Module):
         spec, obs = self.spec, self.observer
         if not fused.active() or self.zero_point.device.type != "cpu":
             return None
-        if not self.enabled or self.learn != "none" or spec.granularity != "tensor" or spec.is_binary:
+        if not self.enabled or self.learn == "pact" or spec.granularity != "tensor" or spec.is_binary:
             return None
-        if spec.rounding == "stochastic" or type(obs) not in (MinMaxObserver, MovingAverageMinMaxObserver):
+        if spec.rounding == "stochastic":
+            return None
+        if self.learn == "lsq":  # the learned step, fixed for the run: no observer once it is set
+            learned = self._learned()
+            assert learned is not None
+            if self.observing or not self.quantizing or not self.calibrated or learned.numel() != 1 or not learned.is_cpu:
+                return None
+            step = lsq_effective_scale(learned.detach(), spec).reshape(()).to(torch.float32)
+            return fused.HostSite.new_lsq(spec, float(step), int(self.zero_point.reshape(())))
+        if type(obs) not in (MinMaxObserver, MovingAverageMinMaxObserver):
             return None
         if not self.quantizing or (self.observing and obs.training and _distributed()):
             return None
@@ -281,7 +290,10 @@ class Quantizer(nn.Module):
                                   observer_name=type(obs).__name__)  # fmt: skip
 
     def end_host_site(self, site: fused.HostSite) -> None:
-        """Write what a :meth:`host_site` run observed and computed back into the observer and the qparams."""
+        """Write what a :meth:`host_site` run observed and computed back into the observer and the qparams
+        (an LSQ site has nothing to write)."""
+        if site.lsq:
+            return
         has_range, lo, hi, calibrated, scale, zero_point = site.values()
         if has_range:
             self.observer._store_host_range(lo, hi)

@@ -28,8 +28,10 @@ On CPU float32 data an LSTM layer runs as one autograd node (the fused recurrenc
 quantizers, the gates' activations and the cell update computed by the C loops of
 :func:`quant.sim.fused.lstm_cell` (their sigmoid and tanh are within 3 ulp of the exact functions, and are
 the ones of training and inference alike), and the backward through time written out, with the
-straight-through gradient (LSQ's at its sites) at every site and step. PACT quantizers, other devices and
-dtypes, and the GRU take the unrolled form in torch ops.
+straight-through gradient (LSQ's at its sites) at every site and step. Its steps write into buffers of
+the whole sequence; the hidden site, when its quantizer can run in C (:meth:`Quantizer.host_site`: min-max
+or moving-average observers, or an LSQ step), is part of the step's one C call. PACT quantizers, other
+devices and dtypes, and the GRU take the unrolled form in torch ops.
 
 A cell (``LSTMCell``, ``GRUCell``) has the same sites without layers or an ``output`` role (it returns its
 states); its caller's loop is the recurrence, so its quantizers see one tensor per call and per step.
@@ -123,16 +125,20 @@ def _lstm_step(xwb: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: Any, q
 
 
 class _Site:
-    """One quantization site of the fused recurrence: the quantizer (None: the site stays float) and, per
-    time step, what the hand-written backward needs of it (:meth:`Quantizer.forward_parts`)."""
+    """One quantization site of the fused recurrence: the quantizer (None: the site stays float) and what the
+    hand-written backward needs of its calls, either recorded call by call from Python
+    (:meth:`Quantizer.forward_parts`) or written by C into ``(T, rows, n)`` buffers (a site run by
+    :class:`quant.sim.fused.HostSite`): the straight-through masks, LSQ's derivatives and gradient scale."""
 
-    __slots__ = ("quantizer", "masks", "d_scales", "grad_scales")
+    __slots__ = ("quantizer", "masks", "d_scales", "grad_scale", "mask_buffer", "d_scale_buffer")
 
     def __init__(self, quantizer: Optional[Quantizer]) -> None:
         self.quantizer = quantizer
         self.masks: list[Optional[torch.Tensor]] = []
         self.d_scales: list[Optional[torch.Tensor]] = []
-        self.grad_scales: list[float] = []
+        self.grad_scale = 0.0  # LSQ's, the same at every step (every call has the same shape)
+        self.mask_buffer: Optional[torch.Tensor] = None
+        self.d_scale_buffer: Optional[torch.Tensor] = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         q = self.quantizer
@@ -141,43 +147,37 @@ class _Site:
         out, mask, d_scale = q.forward_parts(x)
         self.masks.append(mask)
         self.d_scales.append(d_scale)
-        self.grad_scales.append(q.lsq_grad_scale(x) if d_scale is not None else 0.0)
+        if d_scale is not None:
+            self.grad_scale = q.lsq_grad_scale(x)
         return out
 
-    def record(self, mask: Optional[torch.Tensor]) -> None:
-        """Record a call made in C (:class:`quant.sim.fused.HostSite`): its straight-through mask."""
-        self.masks.append(mask)
-        self.d_scales.append(None)
-        self.grad_scales.append(0.0)
-
-    def mask_address(self, step: int, ones: torch.Tensor) -> int:
-        """The address of the ``step``-th call's mask as bytes (``ones``' for a float site or a pass-through)."""
-        mask = self.mask_u8(step)
-        return (ones if mask is None else mask).data_ptr()
-
-    def d_scale_address(self, step: int) -> int:
-        """The address of the ``step``-th call's LSQ derivative, 0 when not LSQ."""
-        d = self.d_scale(step)
-        return 0 if d is None else d.data_ptr()
-
-    def mask_u8(self, step: int) -> Optional[torch.Tensor]:
-        """The straight-through mask of the ``step``-th call as contiguous bytes (None: the site is float or
-        passed it). A converted mask replaces the recorded one, so the site holds the tensor whose address the
-        backward hands to C until the backward is over."""
-        mask = self.masks[step] if self.quantizer is not None else None
-        if mask is None or (mask.dtype == torch.uint8 and mask.is_contiguous()):
-            return mask
-        self.masks[step] = mask = mask.to(torch.uint8).contiguous()
-        return mask
-
-    def d_scale(self, step: int) -> Optional[torch.Tensor]:
-        """LSQ's derivative of the ``step``-th call's values by the step, contiguous (None: not LSQ); held by
-        the site as the mask is."""
-        d = self.d_scales[step] if self.quantizer is not None else None
-        if d is None or d.is_contiguous():
-            return d
-        self.d_scales[step] = d = d.contiguous()
-        return d
+    def addresses(self, order: range, ones: torch.Tensor) -> tuple[list[int], list[int]]:
+        """Per time step ``t`` (``order[k]`` is the ``k``-th call): the address of its mask as bytes (``ones``'
+        for a float site or a pass-through) and of its LSQ derivative (0: not LSQ). A converted mask or
+        derivative replaces the recorded one, so the site holds every tensor whose address the backward hands
+        to C until the backward is over."""
+        steps = len(order)
+        if self.mask_buffer is not None:
+            per_step = self.mask_buffer[0].numel()
+            base = self.mask_buffer.data_ptr()
+            masks = [base + t * per_step for t in range(steps)]
+            d = self.d_scale_buffer
+            return masks, ([0] * steps if d is None else [d.data_ptr() + 4 * t * per_step for t in range(steps)])
+        masks, d_scales = [ones.data_ptr()] * steps, [0] * steps
+        if self.quantizer is None:
+            return masks, d_scales
+        for k, t in enumerate(order):
+            mask = self.masks[k]
+            if mask is not None and (mask.dtype != torch.uint8 or not mask.is_contiguous()):
+                self.masks[k] = mask = mask.to(torch.uint8).contiguous()
+            if mask is not None:
+                masks[t] = mask.data_ptr()
+            d = self.d_scales[k]
+            if d is not None and not d.is_contiguous():
+                self.d_scales[k] = d = d.contiguous()
+            if d is not None:
+                d_scales[t] = d.data_ptr()
+        return masks, d_scales
 
 
 class _FusedLSTMLayer(torch.autograd.Function):
@@ -187,95 +187,127 @@ class _FusedLSTMLayer(torch.autograd.Function):
     :func:`~quant.sim.fused.lstm_hidden` (``tanh(c)`` and ``h``), the hidden site; no autograd node per
     operation, and the backward through time written out (:func:`~quant.sim.fused.lstm_backward_at`: the
     straight-through or LSQ gradient at every site, one C pass and one product with ``W_hh`` per step).
-    Inputs: the input projection with both biases ``xw`` ``(T, B, 4H)``, ``h0``, ``c0``, ``w_hh``, the
-    three sites (gates, cell, hidden), the direction, then the sites' LSQ steps (to receive their
-    gradients). Outputs: the hidden states ``(T, B, H)`` in time order, and the last ``h``, ``c``."""
+    Every step writes into buffers of the whole sequence, by address; a hidden site that
+    :meth:`Quantizer.host_site` can run in C (observers updating or LSQ) and float gates and cell make the
+    step one ``addmm`` and one C call. Inputs: the input projection with both biases ``xw`` ``(T, B, 4H)``,
+    ``h0``, ``c0``, ``w_hh``, the three sites (gates, cell, hidden), the direction, then the sites' LSQ steps
+    (to receive their gradients). Outputs: the hidden states ``(T, B, H)`` in time order, and the last ``h``,
+    ``c``."""
 
     @staticmethod
     def forward(ctx: Any, xw: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
                 sites: tuple[_Site, _Site, _Site], reverse: bool, *steps: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         gates_site, cell_site, hidden_site = sites
-        order = list(reversed(range(xw.shape[0]))) if reverse else list(range(xw.shape[0]))
-        xs = xw.unbind(0)
-        w_t = w_hh.t()
-        h, c = h0.contiguous(), c0.contiguous()
-        saved: list[tuple[torch.Tensor, ...]] = []
-        hs: list[torch.Tensor] = [h] * len(order)
-        h_before: list[torch.Tensor] = []  # the h each step reads, in time order once the loop is over
+        length, rows, hidden = xw.shape[0], h0.shape[0], w_hh.shape[1]
+        h0, c0 = h0.contiguous(), c0.contiguous()
+        for state in (h0, c0):
+            fused.check_lstm_buffer(state, rows, hidden)
+        r = int(reverse)
+        order = range(length - 1, -1, -1) if reverse else range(length)
+        # step t reads the cell at slot t + r of c_all and writes slot t + 1 - r; h_t goes to hs[t]
+        hs = xw.new_empty(length, rows, hidden)
+        c_all = xw.new_empty(length + 1, rows, hidden)
+        c_all[length * r] = c0
+        act, tanh_c = xw.new_empty(length, rows, 4 * hidden), xw.new_empty(length, rows, hidden)
+        pre_buffer, h_scratch = xw.new_empty(rows, 4 * hidden), xw.new_empty(rows, hidden)
+        small, wide = 4 * rows * hidden, 16 * rows * hidden  # bytes per step
+        xs, hs_steps, c_steps, act_steps = xw.unbind(0), hs.unbind(0), c_all.unbind(0), act.unbind(0)
+        at_c, at_act, at_tanh, at_hs = c_all.data_ptr(), act.data_ptr(), tanh_c.data_ptr(), hs.data_ptr()
         # the hidden site, the one every recipe sets, observes and quantizes in the step's C call when it can
         host = hidden_site.quantizer.host_site() if hidden_site.quantizer is not None else None
+        at_mask = at_d_scale = 0
+        if host is not None and not host.quantizing:  # observing only: the values pass through
+            hidden_site.masks, hidden_site.d_scales = [None] * length, [None] * length
+        if host is not None and host.quantizing:
+            hidden_site.mask_buffer = torch.empty(length, rows, hidden, dtype=torch.uint8)
+            at_mask = hidden_site.mask_buffer.data_ptr()
+            if host.lsq:
+                hidden_site.d_scale_buffer = xw.new_empty(length, rows, hidden)
+                at_d_scale = hidden_site.d_scale_buffer.data_ptr()
+                assert hidden_site.quantizer is not None
+                hidden_site.grad_scale = hidden_site.quantizer.lsq_grad_scale(h_scratch)
+        w_t = w_hh.t()
+        h = h0
         try:
             for t in order:
-                pre = gates_site(torch.addmm(xs[t], h, w_t))
-                act: Optional[torch.Tensor] = None
-                c_cell: Optional[torch.Tensor] = None
-                if cell_site.quantizer is not None:
-                    act, c_cell = fused.lstm_cell(pre, c)
-                    c_cell = cell_site(c_cell)
+                pre = torch.addmm(xs[t], h, w_t, out=pre_buffer)
+                if gates_site.quantizer is not None:
+                    pre = gates_site(pre)
+                    fused.check_lstm_buffer(pre, rows, hidden)
+                c_prev, c_new = at_c + (t + r) * small, at_c + (t + 1 - r) * small
+                with_cell = cell_site.quantizer is None
+                if not with_cell:  # the cell site in Python, between the two pointwise parts
+                    c_raw = torch.empty_like(h0)
+                    fused.lstm_pointwise_at(1, rows, hidden, pre.data_ptr(), c_prev, act_steps[t].data_ptr(),
+                                            c_raw.data_ptr(), 0, 0)  # fmt: skip
+                    c_steps[t + 1 - r].copy_(cell_site(c_raw))
+                at_h = at_hs + t * small
                 if host is not None:
-                    act, c_new, tanh_c, h_new, mask = host.lstm_step(pre, c, act, c_cell)
-                    hidden_site.record(mask)
+                    quantizing = host.quantizing
+                    host.lstm_step_at(with_cell, rows, hidden, pre.data_ptr(), c_prev, at_act + t * wide, c_new,
+                                      at_tanh + t * small, h_scratch.data_ptr() if quantizing else at_h,
+                                      at_h if quantizing else 0, at_mask + t * rows * hidden if quantizing else 0,
+                                      at_d_scale + t * small if at_d_scale else 0)  # fmt: skip
+                elif hidden_site.quantizer is None:
+                    fused.lstm_pointwise_at(3 if with_cell else 2, rows, hidden, pre.data_ptr(), c_prev,
+                                            at_act + t * wide, c_new, at_tanh + t * small, at_h)  # fmt: skip
                 else:
-                    if act is None or c_cell is None:
-                        act, c_new, tanh_c, h_raw = fused.lstm_step(pre, c)
-                    else:
-                        c_new = c_cell
-                        tanh_c, h_raw = fused.lstm_hidden(act, c_new)
-                    h_new = hidden_site(h_raw)
-                saved.append((act, tanh_c, c))
-                h_before.append(h)
-                h, c = h_new, c_new
-                hs[t] = h
+                    h_raw = torch.empty_like(h0)
+                    fused.lstm_pointwise_at(3 if with_cell else 2, rows, hidden, pre.data_ptr(), c_prev,
+                                            at_act + t * wide, c_new, at_tanh + t * small, h_raw.data_ptr())  # fmt: skip
+                    hs_steps[t].copy_(hidden_site(h_raw))
+                h = hs_steps[t]
         finally:
             if host is not None:
                 assert hidden_site.quantizer is not None
                 hidden_site.quantizer.end_host_site(host)
-        ctx.h_before = h_before[::-1] if reverse else h_before
-        ctx.sites, ctx.order, ctx.saved, ctx.w_hh = sites, order, saved, w_hh
+        ctx.save_for_backward(hs, c_all, act, tanh_c, h0, w_hh)
+        ctx.sites, ctx.order, ctx.reverse = sites, order, r
         ctx.lsq_sites = [site for site in sites if site.quantizer is not None and site.quantizer.learn == "lsq"]
         assert len(ctx.lsq_sites) == len(steps)
-        return torch.stack(hs), h, c
+        return hs, hs[order[-1]].clone(), c_all[length * (1 - r)].clone()
 
     @staticmethod
     def backward(ctx: Any, g_hs: torch.Tensor, g_h: torch.Tensor, g_c: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         gates_site, cell_site, hidden_site = ctx.sites
-        w_hh: torch.Tensor = ctx.w_hh
-        steps, rows, hidden = g_hs.shape[0], g_hs.shape[1], w_hh.shape[1]
+        hs, c_all, act, tanh_c, h0, w_hh = ctx.saved_tensors
+        order: range = ctx.order
+        length, rows, hidden = hs.shape
+        r: int = ctx.reverse
         g_hs = g_hs.contiguous()
-        d_pre = g_hs.new_empty(steps, rows, 4 * hidden)
+        d_pre = g_hs.new_empty(length, rows, 4 * hidden)
         # the step's buffers by address: every saved tensor was checked when it was made (forward), these here
         dh = [g_h.contiguous(), torch.empty_like(g_h, memory_format=torch.contiguous_format)]
         dc = [g_c.clone(memory_format=torch.contiguous_format), torch.empty_like(g_c, memory_format=torch.contiguous_format)]
         for buf in (g_hs, d_pre, *dh, *dc):
             fused.check_lstm_buffer(buf, rows, hidden)
-        g_hs_views, d_pre_views = g_hs.unbind(0), d_pre.unbind(0)
-        sums = [0.0, 0.0, 0.0]  # hidden, cell, gates
         site_order = (hidden_site, cell_site, gates_site)
-        ones = fused.lstm_ones(rows, hidden)
+        (m_h, d_h), (m_c, d_c), (m_g, d_g) = (site.addresses(order, ones) for site, ones in
+                                              zip(site_order, fused.lstm_ones(rows, hidden)))  # fmt: skip
+        lsq = [(i, site.grad_scale) for i, site in enumerate(site_order) if site in ctx.lsq_sites]
+        sums = [0.0, 0.0, 0.0]  # hidden, cell, gates
+        small, wide = 4 * rows * hidden, 16 * rows * hidden
+        at_g, at_pre, at_act, at_tanh, at_c = g_hs.data_ptr(), d_pre.data_ptr(), act.data_ptr(), tanh_c.data_ptr(), c_all.data_ptr()
+        at_dh, at_dc = [b.data_ptr() for b in dh], [b.data_ptr() for b in dc]
+        d_pre_steps = d_pre.unbind(0)
         cur = 0
-        for k in reversed(range(len(ctx.order))):  # the k-th call of every site is step order[k]
-            t = ctx.order[k]
-            act, tanh_c, c_prev = ctx.saved[k]
-            masks = [site.mask_address(k, one) for site, one in zip(site_order, ones)]
-            d_scales = [site.d_scale_address(k) for site in site_order]
-            step_sums = fused.lstm_backward_at(rows, hidden, g_hs_views[t].data_ptr(), dh[cur].data_ptr(),
-                                               dc[cur].data_ptr(), act.data_ptr(), tanh_c.data_ptr(), c_prev.data_ptr(),
-                                               masks, d_scales, d_pre_views[t].data_ptr(), dc[1 - cur].data_ptr())  # fmt: skip
-            for i, site in enumerate(site_order):
-                if d_scales[i]:
-                    sums[i] += step_sums[i] * site.grad_scales[k]
-            torch.mm(d_pre_views[t], w_hh, out=dh[1 - cur])
+        for t in reversed(order):  # the backward runs the steps in the opposite order
+            step_sums = fused.lstm_backward_at(rows, hidden, at_g + t * small, at_dh[cur], at_dc[cur], at_act + t * wide,
+                                               at_tanh + t * small, at_c + (t + r) * small, m_h[t], m_c[t], m_g[t],
+                                               d_h[t], d_c[t], d_g[t], at_pre + t * wide, at_dc[1 - cur])  # fmt: skip
+            for i, grad_scale in lsq:
+                sums[i] += step_sums[i] * grad_scale
+            torch.mm(d_pre_steps[t], w_hh, out=dh[1 - cur])
             cur = 1 - cur
-        dh_next, dc_next = dh[cur], dc[cur]
-        flat = d_pre.reshape(-1, 4 * hidden)  # W_hh's gradient: sum over t of d_pre[t]^T h_before[t]
-        g_w = flat.t() @ torch.stack(ctx.h_before).reshape(-1, hidden)
-        ctx.saved = ctx.h_before = None
+        # W_hh's gradient: the sum over t of d_pre[t]^T h_{t-1} (the h step t read)
+        h_read = torch.cat((hs[1:], h0[None])) if r else torch.cat((h0[None], hs[:-1]))
+        g_w = d_pre.reshape(-1, 4 * hidden).t() @ h_read.reshape(-1, hidden)
         scale_grads = []
         for site in ctx.lsq_sites:
             step = site.quantizer.scale
             scale_grads.append(torch.full(step.shape, sums[site_order.index(site)], dtype=step.dtype))
-        return (d_pre, dh_next, dc_next, g_w, None, None, *scale_grads)
+        return (d_pre, dh[cur], dc[cur], g_w, None, None, *scale_grads)
 
 
 def _gru_step(xw: torch.Tensor, h: torch.Tensor, w_hh: Any, b_hh: Any, q: Any, sfx: str) -> torch.Tensor:
@@ -322,6 +354,9 @@ def _quantized_recurrent_forward(self: Union[nn.LSTM, nn.GRU], input: Any, hx: A
     unbatched = input.dim() == 2
     x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
     steps, batch = x.shape[0], x.shape[1]
+    if steps == 0:  # as the float module
+        raise ValueError(f"quantized {kind}: the sequence length must be larger than 0, got an input of shape "
+                         f"{tuple(input.shape)}")  # fmt: skip
     dirs = 2 if self.bidirectional else 1
     zeros = torch.zeros(self.num_layers * dirs, batch, self.hidden_size, dtype=x.dtype, device=x.device)
     if hx is None:

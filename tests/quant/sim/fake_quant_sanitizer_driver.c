@@ -244,6 +244,14 @@ static void lstm_case(int64_t c, int isa)
         fail("lstm forward: the loop sets disagree", c);
     if (!same(gp[0], gp[1], (int64_t)wide) || !same(gcp[0], gcp[1], (int64_t)small))
         fail("lstm backward: the loop sets disagree", c);
+    /* the one-pass step (the gradients' buffers, compared above, reused): the cell's then the hidden's values */
+    if (fq_lstm_step(rows, H, pre, cp, gp[0], gcp[0], gcp[1], go, isa) != FQ_OK ||
+        fq_lstm_step(rows, H, pre, cp, gp[1], gh, NULL, NULL, isa) != FQ_OK)
+        fail("lstm step", c);
+    if (!same(act[0], gp[0], (int64_t)wide) || !same(cc[0], gcp[0], (int64_t)small) ||
+        !same(tc[0], gcp[1], (int64_t)small) || !same(h[0], go, (int64_t)small) || !same(act[0], gp[1], (int64_t)wide) ||
+        !same(cc[0], gh, (int64_t)small))
+        fail("lstm step: not the cell then the hidden state", c);
     for (int q = 0; q < 3; ++q)
         if (!(scale_grad[0][q] == scale_grad[1][q] || (scale_grad[0][q] != scale_grad[0][q] && scale_grad[1][q] != scale_grad[1][q])))
             fail("lstm backward: the loop sets' sums disagree", c);
@@ -293,7 +301,7 @@ static void site_case(int64_t c, int isa)
             x[below(n)] = below(2) ? NAN : -INFINITY;
         for (int i = 0; i < 2; ++i) {
             const fq_site before = site[i];
-            const int status = fq_site_call(&site[i], x, n, out[i], mask[i], isas[i]);
+            const int status = fq_site_call(&site[i], x, n, out[i], mask[i], NULL, isas[i]);
             if (nan_call && (status != FQ_NOT_FINITE || memcmp(&before, &site[i], sizeof before)))
                 fail("site: a NaN or Inf batch must be refused, the site unchanged", c);
             if (!nan_call && status != FQ_OK)
@@ -306,8 +314,30 @@ static void site_case(int64_t c, int isa)
     }
     fq_site bad = proto;
     bad.observing = 0, bad.quantizing = 1, bad.calibrated = 0;
-    if (fq_site_call(&bad, x, n, out[0], mask[0], isa) != FQ_BAD_ARGUMENT || fq_site_call(&bad, x, 0, out[0], NULL, isa) != FQ_BAD_ARGUMENT)
+    if (fq_site_call(&bad, x, n, out[0], mask[0], NULL, isa) != FQ_BAD_ARGUMENT ||
+        fq_site_call(&bad, x, 0, out[0], NULL, NULL, isa) != FQ_BAD_ARGUMENT)
         fail("site refusals", c);
+    /* an LSQ site: fq_lsq_parts's values, mask and derivative with its fixed step; it never observes */
+    float *d_scale[2];
+    for (int i = 0; i < 2; ++i)
+        d_scale[i] = checked_malloc(sizeof(float) * (size_t)n);
+    fq_site lsq = proto;
+    lsq.lsq = 1, lsq.observing = 0, lsq.quantizing = 1, lsq.calibrated = 1;
+    lsq.scale = ldexpf(1.0f + (float)below(100) / 100.0f, (int)below(20) - 10);
+    lsq.zero_point = proto.qmin + (int32_t)below((uint64_t)(proto.qmax - proto.qmin) + 1);
+    if (fq_site_call(&lsq, x, n, out[0], mask[0], d_scale[0], isa) != FQ_OK ||
+        fq_lsq_parts(x, n, lsq.scale, lsq.zero_point, lsq.qmin, lsq.qmax, lsq.rounding, out[1], mask[1], d_scale[1],
+                     FQ_ISA_PORTABLE) != FQ_OK)
+        fail("lsq site call", c);
+    if (!same(out[0], out[1], n) || memcmp(mask[0], mask[1], (size_t)n) || !same(d_scale[0], d_scale[1], n))
+        fail("lsq site: not fq_lsq_parts", c);
+    fq_site lsq_bad = lsq;
+    lsq_bad.observing = 1;
+    if (fq_site_call(&lsq_bad, x, n, out[0], mask[0], d_scale[0], isa) != FQ_BAD_ARGUMENT ||
+        fq_site_call(&lsq, x, n, out[0], mask[0], NULL, isa) != FQ_BAD_ARGUMENT)
+        fail("lsq site refusals", c);
+    for (int i = 0; i < 2; ++i)
+        free(d_scale[i]);
     free(x);
     for (int i = 0; i < 2; ++i)
         free(out[i]), free(mask[i]);
@@ -337,6 +367,8 @@ static void refusals(void)
         fail("a NULL input or an unknown loop set accepted", -1);
     if (fq_backward(&v, NULL, &v, 1, 1, FQ_ISA_AUTO) != FQ_BAD_ARGUMENT || fq_minmax(&v, 0, &v, &v, 0) != FQ_BAD_ARGUMENT)
         fail("backward / minmax refusals", -1);
+    if (fq_lstm_step(2, 2, &v, &v, &v, &v, &v, NULL, 0) != FQ_BAD_ARGUMENT)
+        fail("lstm step: tanh_c without h", 0);
     if (fq_lstm_cell(-1, 2, &v, &v, &v, &v, 0) != FQ_BAD_ARGUMENT || fq_lstm_cell(INT64_MAX / 2, 3, &v, &v, &v, &v, 0) != FQ_BAD_ARGUMENT)
         fail("lstm size refusals", -1);
     fq_lstm_grad g;

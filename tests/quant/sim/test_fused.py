@@ -297,7 +297,7 @@ def test_the_c_site_computes_the_qparams_of_the_python_path(a: float, b: float, 
     from quant import _fakequant
 
     out, mask = torch.empty_like(x), torch.empty_like(x, dtype=torch.uint8)
-    _fakequant.site_call(site.state, x.data_ptr(), 2, out.data_ptr(), mask.data_ptr(), 0)
+    _fakequant.site_call(site.state, x.data_ptr(), 2, out.data_ptr(), mask.data_ptr(), 0, 0)
     has_range, got_lo, got_hi, calibrated, scale, zero_point = site.values()
     assert has_range and calibrated and (got_lo, got_hi) == (lo, hi)
     assert (scale, zero_point) == want, f"{spec.describe()} [{lo}, {hi}]"

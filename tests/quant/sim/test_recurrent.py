@@ -242,7 +242,10 @@ def _reference_layer(module: nn.LSTM, x: torch.Tensor, hx: tuple[torch.Tensor, t
     d = 1 if reverse else 0
 
     def site(key: str, t: torch.Tensor) -> torch.Tensor:
-        q = handle.quantizer("0", f"{key}{sfx}")
+        try:
+            q = handle.quantizer("0", f"{key}{sfx}")
+        except KeyError:  # a float site
+            return t
         if q.learn == "lsq":
             out: torch.Tensor = lsq_fake_quantize(t, q.scale, q.zero_point, q.spec, q.lsq_grad_scale(t), validate=False)
             return out
@@ -265,16 +268,22 @@ def _reference_layer(module: nn.LSTM, x: torch.Tensor, hx: tuple[torch.Tensor, t
 @pytest.mark.skipif(not fused.available(), reason="quant._fakequant is not built (make ext)")
 @pytest.mark.parametrize("learn", ["none", "lsq"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_the_fused_recurrence_has_the_gradients_of_its_forward(learn: str, bidirectional: bool) -> None:
+@pytest.mark.parametrize("sites", ["every site", "hidden"])
+@pytest.mark.parametrize("steps", [9, 1])
+def test_the_fused_recurrence_has_the_gradients_of_its_forward(learn: str, bidirectional: bool, sites: str,
+                                                               steps: int) -> None:  # fmt: skip
     """The fused recurrence's hand-written backward through time equals autograd through the same forward
-    written in torch ops: the gradients of the weights, biases, initial states, input and LSQ steps."""
+    written in torch ops: the gradients of the weights, biases, initial states, input and LSQ steps; with
+    every site quantized in Python, and with only the hidden one (run in C, an LSQ step too)."""
     torch.manual_seed(1)
     module = nn.LSTM(5, 8, bidirectional=bidirectional)
     model = nn.Sequential(module)
-    cfg = {role: quant.QuantizerConfig(spec, learn=learn) for role, spec in
-           {"input": A8, "gates": A8.with_(bits=6), "cell": C16, "hidden": A8}.items()}  # fmt: skip
+    roles = {"input": A8, "gates": A8.with_(bits=6), "cell": C16, "hidden": A8}
+    if sites == "hidden":
+        del roles["gates"], roles["cell"]
+    cfg = {role: quant.QuantizerConfig(spec, learn=learn) for role, spec in roles.items()}
     handle = quant.attach(model, {"0": {"weight": W8, **cfg}})
-    x = torch.randn(9, 4, 5)
+    x = torch.randn(steps, 4, 5)
     with torch.no_grad(), handle.calibrate():
         module(x)
     handle.freeze()  # the same qparams in both runs (no observer moves them); LSQ steps stay trainable
@@ -285,7 +294,7 @@ def test_the_fused_recurrence_has_the_gradients_of_its_forward(learn: str, bidir
     h0 = (torch.randn(dirs, 4, 8) * 0.5).requires_grad_(True)
     c0 = (torch.randn(dirs, 4, 8) * 0.5).requires_grad_(True)
     x = x.requires_grad_(True)
-    weights = torch.randn(9, 4, 8 * dirs)
+    weights = torch.randn(steps, 4, 8 * dirs)
     leaves = [x, h0, c0, *module.parameters(), *(q.scale for q in (q for _, _, q in handle.quantizers()) if q.learn == "lsq")]
 
     def grads(run: Any) -> list[torch.Tensor]:
@@ -311,31 +320,34 @@ def test_the_fused_recurrence_has_the_gradients_of_its_forward(learn: str, bidir
 
 
 @pytest.mark.skipif(not fused.available(), reason="quant._fakequant is not built (make ext)")
-@pytest.mark.parametrize("observer", ["minmax", "moving_average"])
+@pytest.mark.parametrize("observer", ["minmax", "moving_average", "lsq"])
 @pytest.mark.parametrize("roles", ["hidden", "every site"])
 def test_the_hidden_site_in_c_observes_and_quantizes_as_the_quantizer_does(observer: str, roles: str,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """QAT-style training forwards (every quantizer observing every step) with the hidden site run in C
-    (Quantizer.host_site) and with it run by the quantizer itself: the same outputs, observer ranges and
-    qparams after each forward, bit for bit, and the same gradients."""
+    """QAT-style training forwards (every quantizer observing every step, or LSQ's learned steps) with the
+    hidden site run in C (Quantizer.host_site) and with it run by the quantizer itself: the same outputs,
+    observer ranges and qparams after each forward, bit for bit, and the same gradients (LSQ's steps' too)."""
     from quant.sim.quantizer import Quantizer
 
     def run(in_c: bool) -> list[list[torch.Tensor]]:
         torch.manual_seed(3)
         module = nn.LSTM(4, 6)
-        cfg = quant.QuantizerConfig(A8, observer=observer)
-        sites = {"hidden": cfg} if roles == "hidden" else {"gates": cfg, "cell": quant.QuantizerConfig(C16, observer=observer), "hidden": cfg}
+        if observer == "lsq":
+            cfg, cell = quant.QuantizerConfig(A8, learn="lsq"), quant.QuantizerConfig(C16, learn="lsq")
+        else:
+            cfg, cell = quant.QuantizerConfig(A8, observer=observer), quant.QuantizerConfig(C16, observer=observer)
+        sites = {"hidden": cfg} if roles == "hidden" else {"gates": cfg, "cell": cell, "hidden": cfg}
         handle = quant.attach(nn.Sequential(module), {"0": {"weight": W8, "input": cfg, **sites}})
         module.train()
         calls: list[int] = []
         if in_c:
-            real = fused.HostSite.lstm_step
+            real = fused.HostSite.lstm_step_at
 
             def counted(self: Any, *a: Any) -> Any:
                 calls.append(1)
                 return real(self, *a)
 
-            monkeypatch.setattr(fused.HostSite, "lstm_step", counted)
+            monkeypatch.setattr(fused.HostSite, "lstm_step_at", counted)
         else:
             monkeypatch.setattr(Quantizer, "host_site", lambda self: None)
         states = []
@@ -344,12 +356,32 @@ def test_the_hidden_site_in_c_observes_and_quantizes_as_the_quantizer_does(obser
             out = module(x)[0]
             out.sum().backward()
             q = handle.quantizer("0", "hidden_l0")
-            states.append([out.detach(), q.observer.min_val.clone(), q.observer.max_val.clone(), q.scale.clone(),
-                           q.zero_point.clone(), *(p.grad.clone() for p in module.parameters() if p.grad is not None)])
+            steps = [qz.scale.grad.clone() for _, _, qz in handle.quantizers() if qz.learn == "lsq" and qz.scale.grad is not None]
+            assert bool(steps) == (observer == "lsq")
+            states.append([out.detach(), q.observer.min_val.clone(), q.observer.max_val.clone(), q.scale.detach().clone(),
+                           q.zero_point.clone(), *(p.grad.clone() for p in module.parameters() if p.grad is not None),
+                           *steps])  # fmt: skip
         monkeypatch.undo()
-        assert bool(calls) == in_c  # the C site ran at every step, or not at all
+        assert bool(calls) == in_c  # the C site ran (LSQ's from its second forward, once its step is set), or never
         return states
 
     for step, (a, b) in enumerate(zip(run(True), run(False))):
         for i, (u, v) in enumerate(zip(a, b)):
             assert torch.equal(u, v), f"forward {step}, item {i}"
+
+
+@pytest.mark.skipif(not fused.available(), reason="quant._fakequant is not built (make ext)")
+def test_the_fused_recurrence_refuses_what_would_corrupt_its_gradients() -> None:
+    """An output changed in place before the backward (the fused recurrence saves it for W_hh's gradient)
+    is autograd's error, not a wrong gradient; an empty sequence is refused by name, as by the float module."""
+    module = nn.LSTM(3, 4)
+    quant.attach(nn.Sequential(module), {"0": {"input": A8, "weight": W8}})
+    module.train()
+    x = torch.randn(5, 2, 3)
+    module(x)[0].sum().backward()  # the observers' first batch
+    out = module(x)[0]
+    out.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+    with pytest.raises(ValueError, match="sequence length must be larger than 0"):
+        module(torch.randn(0, 2, 3))
