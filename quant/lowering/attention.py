@@ -35,7 +35,6 @@ from quant.contract.spec import QuantSpec
 from quant.reference.rounding import rounding_fn
 from quant.sim.attach import QuantHandle
 from quant.sim.fast import original_parameter
-from quant.sim.functional import quantize as quantize_weight
 
 __all__ = ["Projection", "AttentionPlan", "attention_plan", "SiteQParams"]
 
@@ -79,9 +78,9 @@ def _site(handle: QuantHandle, name: str, site: str) -> SiteQParams:
     return SiteQParams(float(s.reshape(-1)[0]), int(z.reshape(-1)[0]), q.spec)
 
 
-def _projection(w: torch.Tensor, s_w: torch.Tensor, z_w: torch.Tensor, spec: QuantSpec, b: Optional[torch.Tensor],
+def _projection(codes: torch.Tensor, s_w: torch.Tensor, z_w: torch.Tensor, spec: QuantSpec, b: Optional[torch.Tensor],
                 x: SiteQParams, y_scale: float, factor: float, dp: Datapath) -> Projection:  # fmt: skip
-    codes = quantize_weight(w, s_w, z_w, spec).to(torch.int64)
+    """One projection of the attention from its weight codes (int64, the quantizer's: Quantizer.codes)."""
     s_wc = s_w.reshape(-1).to(torch.float64)
     bias = None
     if b is not None:
@@ -127,24 +126,24 @@ def attention_plan(
         if m._qkv_same_embed_dim:
             wq = handle.quantizer(name, "weight")
             s_w, z_w = wq.effective_qparams()
-            w = original_parameter(m, "in_proj_weight")
+            codes = wq.codes(original_parameter(m, "in_proj_weight"))
             for i in range(3):
                 rows = slice(i * e, (i + 1) * e)
                 s_i = s_w.reshape(-1)[rows].reshape(-1, 1) if s_w.numel() > 1 else s_w
                 z_i = z_w.reshape(-1)[rows].reshape(-1, 1) if z_w.numel() > 1 else z_w
                 spec = wq.spec
-                projections.append(_projection(w[rows], s_i, z_i, spec, None if bias is None else bias[rows], xs[i],
+                projections.append(_projection(codes[rows], s_i, z_i, spec, None if bias is None else bias[rows], xs[i],
                                                outs[i], factors[i], dp))  # fmt: skip
         else:
             for i, (key, tensor) in enumerate((("weight", "q_proj_weight"), ("weight_k", "k_proj_weight"),
                                                ("weight_v", "v_proj_weight"))):  # fmt: skip
                 wq = handle.quantizer(name, key)
                 s_w, z_w = wq.effective_qparams()
-                projections.append(_projection(original_parameter(m, tensor), s_w, z_w, wq.spec,
+                projections.append(_projection(wq.codes(original_parameter(m, tensor)), s_w, z_w, wq.spec,
                                                None if bias is None else bias[i * e:(i + 1) * e], xs[i], outs[i],
                                                factors[i], dp))  # fmt: skip
         oq = handle.quantizer(out_name, "weight")
         s_o, z_o = oq.effective_qparams()
-        out_projection = _projection(original_parameter(m.out_proj, "weight"), s_o, z_o, oq.spec, m.out_proj.bias,
+        out_projection = _projection(oq.codes(original_parameter(m.out_proj, "weight")), s_o, z_o, oq.spec, m.out_proj.bias,
                                      sites["context"], output.scale, 1.0, dp)  # fmt: skip
     return AttentionPlan(h, d, (x_q, x_k, x_v), sites, (projections[0], projections[1], projections[2]), out_projection)

@@ -105,7 +105,6 @@ from quant.sim.attach import QuantHandle
 from quant.sim.edges import call_site, input_site, is_leaf_module, module_site
 from quant.sim.fast import original_parameter
 from quant.sim.tracing import ModelTracer, constant_nodes, evaluate_constant
-from quant.sim.functional import quantize as quantize_weight
 
 __all__ = ["LoweringError", "lower"]
 
@@ -454,7 +453,7 @@ class _Lowering:
         with torch.no_grad():
             w = original_parameter(m)
             s_w, z_w = wq.effective_qparams()
-            codes = quantize_weight(w, s_w, z_w, wq.spec).to(torch.int64)
+            codes = wq.codes(w)
         s_wc = s_w.reshape(-1).to(torch.float64)
         bias = getattr(m, "bias", None)
         b_codes = None
@@ -1451,7 +1450,7 @@ def layernorm_parameters(
             raise ValueError("gamma's weight scheme must have one zero point")
         with torch.no_grad():
             w = original_parameter(m)
-            gamma = quantize_weight(w, s_w, z_w, wq.spec).to(torch.int64).reshape(-1)
+            gamma = wq.codes(w).reshape(-1)
         s_g, z_g = s_w.to(torch.float64), zs.pop()
         if s_g.numel() > 1:  # per channel along the weight's first axis: one scale per element of the row
             if s_g.numel() != w.shape[0]:
@@ -1489,7 +1488,7 @@ def transposed_as_conv(m: nn.ConvTranspose2d, handle: QuantHandle, name: str
         raise ValueError(f"its weight scheme {spec.describe()} is not per tensor or per output channel (axis=1)")
     s_w, z_w = wq.effective_qparams()
     with torch.no_grad():
-        codes = quantize_weight(original_parameter(m), s_w, z_w, spec).to(torch.int64)  # (C_in, C_out, kh, kw)
+        codes = wq.codes(original_parameter(m))  # (C_in, C_out, kh, kw)
     c_in, c_out = codes.shape[0], codes.shape[1]
     rows = codes.permute(1, 2, 3, 0).reshape(c_out * kh * kw, c_in, 1, 1).contiguous()
     per_row = s_w.reshape(-1).to(torch.float64)

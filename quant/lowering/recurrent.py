@@ -36,7 +36,6 @@ from quant.lowering.attention import SiteQParams, _site
 from quant.reference.rounding import rounding_fn
 from quant.sim.attach import QuantHandle
 from quant.sim.fast import original_parameter
-from quant.sim.functional import quantize as quantize_weight
 from quant.sim.qparams import qparams_from_range
 
 __all__ = ["LstmLayerPlan", "lstm_plan", "layer_attrs", "joined", "DEFAULT_CELL_SHIFT"]
@@ -137,7 +136,7 @@ def lstm_plan(m: nn.Module, handle: QuantHandle, name: str, dp: Datapath) -> lis
                 for kind in ("ih", "hh"):
                     wq = handle.quantizer(name, f"weight_{kind}{sfx}")
                     s_w, z_w = wq.effective_qparams()
-                    codes.append(quantize_weight(original_parameter(m, f"weight_{kind}{sfx}"), s_w, z_w, wq.spec).to(torch.int64))
+                    codes.append(wq.codes(original_parameter(m, f"weight_{kind}{sfx}")))
                     zeros.append([int(v) for v in z_w.reshape(-1).tolist()])
                     scales.append(s_w.reshape(-1).to(torch.float64))
                     spec = wq.spec

@@ -43,7 +43,6 @@ from quant.custom.registry import custom_attrs, custom_op_of
 from quant.ir.program import IntegerProgram, TensorInfo
 from quant.reference.custom import run_custom
 from quant.reference.rounding import rounding_fn
-from quant.sim.functional import quantize as quantize_weight
 from quant.sim.tracing import ModelTracer, constant_nodes, evaluate_constant
 
 if TYPE_CHECKING:
@@ -369,7 +368,7 @@ class ExactSimulation:
         from quant.sim.fast import original_parameter
 
         s_w, z_w = wq.effective_qparams()
-        w_codes = quantize_weight(original_parameter(m), s_w, z_w, wq.spec).to(torch.int64)
+        w_codes = wq.codes(original_parameter(m))
         s_w64 = s_w.reshape(-1).to(torch.float64)
         bias = None
         b = getattr(m, "bias", None)

@@ -72,7 +72,8 @@ import torch
 from torch import nn
 
 from quant.sim import fused
-from quant.sim.functional import check_qparams, fake_quantize, fake_quantize_values, qparams_shape
+from quant.sim.code_offsets import check_code_offsets, fake_quantize_with_offsets, quantize_with_offsets
+from quant.sim.functional import check_qparams, fake_quantize, fake_quantize_values, qparams_shape, quantize
 from quant.sim.learned import (
     lsq_effective_scale,
     lsq_fake_quantize,
@@ -110,6 +111,7 @@ class Quantizer(nn.Module):
 
     scale: torch.Tensor
     zero_point: torch.Tensor
+    code_offsets: torch.Tensor
 
     def __init__(
         self,
@@ -153,6 +155,9 @@ class Quantizer(nn.Module):
         #: Python-number copies of a per-tensor scale and zero point (the fused path takes them as numbers).
         self._host = fused.HostScalars()
         self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
+        #: Chosen codes (quant.sim.code_offsets): per element of the quantized tensor, the offset of its code
+        #: from round-to-nearest, set by a post-training algorithm (quant.ptq); empty: round to nearest.
+        self.register_buffer("code_offsets", torch.empty(0, dtype=torch.int32))
         if learn == "none":
             self.register_buffer("scale", torch.empty(0))
         elif learn == "lsq":
@@ -347,6 +352,10 @@ class Quantizer(nn.Module):
                 f"{self._name()}: input of shape {tuple(x.shape)} needs quantization parameters of shape {shape}, "
                 f"but they have shape {tuple(have)}"
             )
+        offsets = self._buffers["code_offsets"]
+        if offsets is not None and offsets.numel() and offsets.shape != x.shape:
+            raise ValueError(f"{self._name()}: input of shape {tuple(x.shape)} does not fit its code offsets of shape "
+                             f"{tuple(offsets.shape)} (chosen by a post-training algorithm for another tensor)")  # fmt: skip
         return True
 
     def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
@@ -359,6 +368,9 @@ class Quantizer(nn.Module):
             return pact_fake_quantize(x, learned, self.spec)
         scale = self._buffers["scale"]
         assert scale is not None
+        offsets = self._buffers["code_offsets"]
+        if offsets is not None and offsets.numel():
+            return fake_quantize_with_offsets(x, scale, self.zero_point, offsets, self.spec)
         if self.spec.granularity == "tensor" and scale.device.type == "cpu" and fused.fused_applies(x, scale, self.spec):
             s = float(self._host.get("scale", scale))
             z = int(self._host.get("zero_point", self.zero_point))
@@ -403,6 +415,47 @@ class Quantizer(nn.Module):
             assert buf is not None
             scale = buf
         return scale.detach().clone(), self.zero_point.detach().clone()
+
+    # ------------------------------------------------------------------ chosen codes
+    @property
+    def has_code_offsets(self) -> bool:
+        """Whether a post-training algorithm chose this quantizer's codes (:attr:`code_offsets` is set)."""
+        offsets = self._buffers["code_offsets"]
+        return offsets is not None and offsets.numel() > 0
+
+    def set_code_offsets(self, offsets: torch.Tensor) -> None:
+        """Fix the codes of the tensor this quantizer takes (a weight) at ``clamp(round(x/s) + z + offsets)``
+        (:mod:`quant.sim.code_offsets`); ``offsets`` has the tensor's shape. For ``learn="none"`` quantizers
+        with qparams; ``ValueError`` naming the quantizer otherwise."""
+        if self.learn != "none":
+            raise ValueError(f"{self._name()}: code offsets need fixed qparams (learn='none'), not learn={self.learn!r}")
+        if not self.calibrated:
+            raise ValueError(f"{self._name()}: code offsets are relative to qparams: calibrate first")
+        shape = tuple(offsets.shape)
+        try:
+            qparams_shape(shape, self.spec)
+        except ValueError as e:
+            raise ValueError(f"{self._name()}: code offsets of shape {shape} do not fit the spec: {e}") from None
+        checked = check_code_offsets(offsets, shape, self.spec, self._name())
+        self._buffers["code_offsets"] = checked.to(self.zero_point.device)
+
+    def clear_code_offsets(self) -> None:
+        """Back to round-to-nearest codes."""
+        self._buffers["code_offsets"] = torch.empty(0, dtype=torch.int32, device=self.zero_point.device)
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The int64 codes this quantizer gives ``x``: :func:`quant.sim.functional.quantize` with the
+        effective qparams, and its code offsets where a post-training algorithm set them. What the lowering
+        puts into an integer program as weight codes."""
+        s, z = self.effective_qparams()
+        offsets = self._buffers["code_offsets"]
+        if offsets is not None and offsets.numel():
+            if offsets.shape != x.shape:
+                raise ValueError(f"{self._name()}: a tensor of shape {tuple(x.shape)} does not fit its code offsets "
+                                 f"of shape {tuple(offsets.shape)}")  # fmt: skip
+            return quantize_with_offsets(x, s, z, offsets, self.spec).to(torch.int64)
+        return quantize(x, s, z, self.spec).to(torch.int64)
 
     def _store_observer_qparams(self, validate_shape: Optional[tuple[int, ...]]) -> None:
         host = self.observer.host_range() if validate_shape is None else None
@@ -531,6 +584,11 @@ class Quantizer(nn.Module):
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ) -> None:
         self._check_loaded_qparams(state_dict, prefix)
+        if prefix + "code_offsets" not in state_dict:  # saved before code offsets existed: round to nearest
+            state_dict[prefix + "code_offsets"] = torch.empty(0, dtype=torch.int32)
+        elif state_dict[prefix + "code_offsets"].numel():
+            offsets = state_dict[prefix + "code_offsets"]
+            check_code_offsets(offsets, tuple(offsets.shape), self.spec, f"{self._name()}: {prefix}code_offsets")
         resize_for_load(self, state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
