@@ -1,0 +1,246 @@
+"""What every post-training algorithm of :mod:`quant.ptq` shares: calling the model on a calibration batch,
+picking the layers whose weights it rewrites, capturing a layer's inputs and outputs, and its report.
+
+A calibration batch is whatever the model's forward takes: a tensor (``model(x)``), a tuple or list
+(``model(*x)``) or a dict (``model(**x)``: a Hugging Face tokenizer's output as it is).
+
+The algorithms change nothing but the handle's quantizer state (code offsets, :mod:`quant.sim.code_offsets`),
+so ``handle.remove()`` restores the float model bit for bit and ``state_dict`` carries the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+from quant.contract.spec import QuantSpec
+from quant.sim.attach import QuantHandle
+from quant.sim.functional import broadcast_qparams, group_view
+from quant.sim.fast import original_parameter
+from quant.sim.quantizer import Quantizer
+
+__all__ = ["LayerResult", "PTQReport", "Layer", "call_model", "checked_batches", "weight_layers", "capture",
+           "layer_output", "quantized_input", "per_element_qparams", "output_error", "eval_mode"]  # fmt: skip
+
+#: The module types whose weights the algorithms rewrite (a product of the input with the weight).
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """One layer's outcome: its output error (mean squared, over the calibration inputs) with round-to-nearest
+    codes and with the algorithm's, and how many weight codes the algorithm moved away from nearest."""
+
+    name: str
+    rtn_error: float
+    error: float
+    changed_codes: int
+    codes: int
+
+    @property
+    def improvement(self) -> float:
+        """``rtn_error / error`` (>1: the algorithm's codes reproduce the float output better)."""
+        return self.rtn_error / self.error if self.error > 0 else float("inf")
+
+
+@dataclass
+class PTQReport:
+    """What one algorithm did, layer by layer, and how long it took."""
+
+    algorithm: str
+    layers: list[LayerResult] = field(default_factory=list)
+    seconds: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Weight layers left at round-to-nearest, and why (e.g. grouped convolutions).
+    skipped: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The report as a Markdown table."""
+        rows = [f"| layer | RTN output MSE | {self.algorithm} output MSE | ratio | codes moved |", "|---|---|---|---|---|"]
+        for r in self.layers:
+            rows.append(f"| {r.name} | {r.rtn_error:.4g} | {r.error:.4g} | {r.improvement:.2f} | "
+                        f"{r.changed_codes} / {r.codes} |")  # fmt: skip
+        return "\n".join(rows)
+
+
+def call_model(model: nn.Module, batch: object) -> object:
+    """``model(batch)``, ``model(*batch)`` or ``model(**batch)`` for a tensor, tuple/list or dict batch."""
+    if isinstance(batch, torch.Tensor):
+        return model(batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    if isinstance(batch, dict):
+        return model(**batch)
+    raise TypeError(f"a calibration batch must be a tensor, a tuple/list of arguments or a dict of keyword "
+                    f"arguments, got {type(batch).__name__}")  # fmt: skip
+
+
+def checked_batches(batches: Iterable[object], algorithm: str) -> list[object]:
+    """The calibration batches as a list (every algorithm reads them more than once); ``ValueError`` when
+    there are none, ``TypeError`` naming a batch of another kind."""
+    if isinstance(batches, (torch.Tensor, dict)):
+        raise TypeError(f"{algorithm}: calibration_batches must be an iterable of batches (a list of tensors, "
+                        "a DataLoader, ...), not one batch; wrap it in a list")  # fmt: skip
+    out = list(batches)
+    if not out:
+        raise ValueError(f"{algorithm}: no calibration batches")
+    for i, b in enumerate(out):
+        if not isinstance(b, (torch.Tensor, tuple, list, dict)):
+            raise TypeError(f"{algorithm}: calibration batch {i} is a {type(b).__name__}; a batch is a tensor, "
+                            "a tuple/list of arguments or a dict of keyword arguments")  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer whose weight codes an algorithm chooses: its name, module and weight quantizer."""
+
+    name: str
+    module: nn.Module
+    quantizer: Quantizer
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The float weight (detached; the original under the quantizer's parametrization)."""
+        return original_parameter(self.module)
+
+
+def weight_layers(handle: QuantHandle, algorithm: str, layers: Optional[Sequence[str]] = None,
+                  skipped: Optional[list[str]] = None) -> list[Layer]:  # fmt: skip
+    """The handle's layers with a weight quantizer the algorithm can take, in the model's order (``layers``:
+    those names only). ``ValueError`` before any work for a named layer of another type, one without a weight
+    quantizer, one whose quantizer has no qparams or learns its scale, or a grouped convolution; without
+    ``layers``, grouped convolutions are left as they are and listed in ``skipped``."""
+    modules = dict(handle.modules)
+    skipped = [] if skipped is None else skipped
+    names = list(modules) if layers is None else list(layers)
+    out: list[Layer] = []
+    for name in names:
+        if name not in modules:
+            raise ValueError(f"{algorithm}: {name!r} is not a quantized module of the handle; quantized: {sorted(modules)}")
+        m = modules[name]
+        if "weight" not in handle.configs[name]:
+            if layers is None:
+                continue
+            raise ValueError(f"{algorithm}: module {name!r} has no weight quantizer")
+        if not isinstance(m, WEIGHT_LAYERS):
+            if layers is None:
+                continue
+            kind = parametrize.type_before_parametrizations(m).__name__
+            raise ValueError(f"{algorithm}: module {name!r} is a {kind}; it rewrites the weights of "
+                             f"{', '.join(t.__name__ for t in WEIGHT_LAYERS)}")  # fmt: skip
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups != 1:
+            if layers is None:
+                skipped.append(f"{name} (grouped convolution)")
+                continue
+            raise ValueError(f"{algorithm}: module {name!r} is a grouped convolution (groups={m.groups}); only "
+                             "groups=1 is supported (keep it out with layers=[...])")  # fmt: skip
+        q = handle.quantizer(name, "weight")
+        if q.learn != "none":
+            raise ValueError(f"{algorithm}: module {name!r}'s weight quantizer learns its scale (learn={q.learn!r}); "
+                             "post-training codes need fixed qparams")  # fmt: skip
+        if not q.calibrated:
+            raise ValueError(f"{algorithm}: module {name!r}'s weight quantizer has no qparams: calibrate the handle "
+                             "first (handle.calibrate())")  # fmt: skip
+        out.append(Layer(name, m, q))
+    if not out:
+        raise ValueError(f"{algorithm}: the handle quantizes the weights of no {', '.join(t.__name__ for t in WEIGHT_LAYERS)}")
+    return out
+
+
+@contextlib.contextmanager
+def _hook_inputs(module: nn.Module, store: list[torch.Tensor]) -> Iterator[None]:
+    """Append the first positional input of every call of ``module`` (detached) to ``store``."""
+    def hook(_: nn.Module, args: tuple[Any, ...]) -> None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            raise TypeError(f"the layer's first argument is a {type(args[0]).__name__ if args else 'missing'}, not a tensor")
+        store.append(args[0].detach())
+
+    handle = module.register_forward_pre_hook(hook, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def capture(model: nn.Module, layer: Layer, batches: Sequence[object], *, quantized: bool,
+            handle: QuantHandle) -> list[torch.Tensor]:  # fmt: skip
+    """The inputs ``layer`` receives over ``batches`` (before its own input quantizer), with the handle's
+    quantizers on (``quantized``) or off; the quantizers' enabled flags are put back afterwards."""
+    flags = [(q, q.enabled) for _, _, q in handle.quantizers()]
+    inputs: list[torch.Tensor] = []
+    try:
+        if not quantized:
+            handle.disable()
+        with _hook_inputs(layer.module, inputs):
+            for batch in batches:
+                call_model(model, batch)
+    finally:
+        for q, enabled in flags:
+            q.enabled = enabled
+    if not inputs:
+        raise ValueError(f"layer {layer.name!r} never ran on the calibration batches")
+    return inputs
+
+
+def layer_output(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's output for input ``x`` with ``weight`` in place of its own (bias and geometry its own)."""
+    m = layer.module
+    bias = getattr(m, "bias", None)
+    if isinstance(m, nn.Linear):
+        return F.linear(x, weight, bias)
+    assert isinstance(m, (nn.Conv1d, nn.Conv2d))
+    out: torch.Tensor = m._conv_forward(x, weight, bias)
+    return out
+
+
+@torch.no_grad()
+def quantized_input(handle: QuantHandle, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as the layer's product sees it: through the layer's input quantizer when it has one (with its
+    current flags), else as it is."""
+    if "input" not in handle.configs[layer.name]:
+        return x
+    out: torch.Tensor = handle.quantizer(layer.name, "input")(x)
+    return out
+
+
+def per_element_qparams(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor,
+                        spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The scale (float32) and zero point (float32, integer-valued) of every element of ``w`` (its shape),
+    from qparams in the spec's qparams shape (per tensor, channel or group)."""
+    wg = group_view(w, spec)
+    s_full = broadcast_qparams(s.to(torch.float32), w, spec).expand_as(wg).reshape(w.shape)
+    z_full = broadcast_qparams(z.to(torch.float32), w, spec).expand_as(wg).reshape(w.shape)
+    return s_full, z_full
+
+
+@torch.no_grad()
+def output_error(layer: Layer, xs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], weight: torch.Tensor) -> float:
+    """Mean squared error (a float64 sum) of the layer's output with ``weight`` against ``targets``, over
+    every output element."""
+    total, count = 0.0, 0
+    for x, y in zip(xs, targets):
+        d = layer_output(layer, x, weight).to(torch.float64) - y.to(torch.float64)
+        total += float((d * d).sum())
+        count += d.numel()
+    return total / max(count, 1)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode (batch norms keep their statistics, dropout draws nothing), every module's own
+    training flag put back afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
