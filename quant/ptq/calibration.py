@@ -34,8 +34,9 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 @dataclass(frozen=True)
 class LayerResult:
-    """One layer's outcome: its output error (mean squared, over the calibration inputs) with round-to-nearest
-    codes and with the algorithm's, and how many weight codes the algorithm moved away from nearest."""
+    """One layer's outcome: its output error (mean squared, over the calibration inputs, against the target the
+    algorithm minimizes: AdaRound's the float model's output, GPTQ's the float weight's on the same inputs)
+    with round-to-nearest codes and with the algorithm's, and how many weight codes moved from nearest."""
 
     name: str
     rtn_error: float

@@ -58,7 +58,7 @@ from quant.ptq.calibration import (
 )
 from quant.sim.attach import QuantHandle
 from quant.sim.code_offsets import offsets_for_codes
-from quant.sim.functional import broadcast_qparams, dequantize, group_view, quantize, rounded_codes
+from quant.sim.functional import dequantize, quantize, rounded_codes
 
 __all__ = ["gptq"]
 

@@ -34,7 +34,11 @@ from quant.contract.spec import QuantSpec
 from quant.sim.functional import broadcast_qparams, group_view, rounded_codes
 from quant.sim.fused import StraightThrough
 
-__all__ = ["check_code_offsets", "fake_quantize_with_offsets", "quantize_with_offsets", "offsets_for_codes"]
+#: The largest offset magnitude: far beyond any code range, and small enough that ``r + offset`` stays exact
+#: in float32 (2^22 < 2^24) for every ``r`` a code range can reach.
+MAX_OFFSET = 1 << 22
+
+__all__ = ["MAX_OFFSET", "check_code_offsets", "fake_quantize_with_offsets", "quantize_with_offsets", "offsets_for_codes"]
 
 
 def check_code_offsets(offsets: torch.Tensor, shape: tuple[int, ...], spec: QuantSpec, owner: str) -> torch.Tensor:
@@ -50,10 +54,9 @@ def check_code_offsets(offsets: torch.Tensor, shape: tuple[int, ...], spec: Quan
         raise ValueError(f"{owner}: a binary spec ({spec.describe()}) has one code per sign: no offsets to choose")
     if spec.rounding == "stochastic":
         raise ValueError(f"{owner}: code offsets are relative to a deterministic rounding, not {spec.rounding!r}")
-    span = spec.qmax - spec.qmin
-    if offsets.numel() and (int(offsets.min()) < -2 * span - (1 << 20) or int(offsets.max()) > 2 * span + (1 << 20)):
-        raise ValueError(f"{owner}: code offsets in [{int(offsets.min())}, {int(offsets.max())}] are beyond any "
-                         f"code of {spec.describe()}")  # fmt: skip
+    if offsets.numel() and (int(offsets.min()) < -MAX_OFFSET or int(offsets.max()) > MAX_OFFSET):
+        raise ValueError(f"{owner}: code offsets in [{int(offsets.min())}, {int(offsets.max())}] exceed "
+                         f"+-{MAX_OFFSET}, beyond any code of {spec.describe()}")  # fmt: skip
     return offsets.to(torch.int32).contiguous()
 
 

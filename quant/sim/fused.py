@@ -61,9 +61,6 @@ __all__ = [
     "qparams_of_ranges",
     "dense",
     "lstm_step_applies",
-    "lstm_cell",
-    "lstm_hidden",
-    "lstm_step",
     "lstm_backward_at",
     "lstm_pointwise_at",
     "check_lstm_buffer",
@@ -365,41 +362,6 @@ def _address(t: Optional[torch.Tensor], shape: tuple[int, ...], dtype: torch.dty
     return t.data_ptr()
 
 
-def lstm_cell(pre: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a, c)``: the gate activations ``(sigmoid(i), sigmoid(f), tanh(g), sigmoid(o))`` of ``pre``
-    ``(B, 4H)`` and the cell ``a_f * c_prev + a_i * a_g`` ``(B, H)`` (lstm_step.h)."""
-    act, c = torch.empty_like(pre), torch.empty_like(c_prev)
-    _pointwise(1, pre, c_prev, act, c, None, None)
-    return act, c
-
-
-def lstm_hidden(act: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(tanh(c), a_o * tanh(c))`` for the activations ``act`` of :func:`lstm_cell` (lstm_step.h)."""
-    tanh_c, h = torch.empty_like(c), torch.empty_like(c)
-    _pointwise(2, None, None, act, c, tanh_c, h)
-    return tanh_c, h
-
-
-def lstm_step(pre: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`lstm_cell` then :func:`lstm_hidden` in one call (a step without a cell site):
-    ``(a, c, tanh(c), h)``."""
-    act, c = torch.empty_like(pre), torch.empty_like(c_prev)
-    tanh_c, h = torch.empty_like(c_prev), torch.empty_like(c_prev)
-    _pointwise(3, pre, c_prev, act, c, tanh_c, h)
-    return act, c, tanh_c, h
-
-
-def _pointwise(parts: int, pre: Optional[torch.Tensor], c_prev: Optional[torch.Tensor], act: torch.Tensor,
-               c: torch.Tensor, tanh_c: Optional[torch.Tensor], h: Optional[torch.Tensor]) -> None:  # fmt: skip
-    """The pointwise step's C call (``parts``: 1 the cell, 2 the hidden state, 3 both) on checked tensors."""
-    assert _EXT is not None
-    rows, hidden = c.shape
-    small, wide, f32 = (rows, hidden), (rows, 4 * hidden), torch.float32
-    _EXT.lstm_pointwise(parts, rows, hidden, _address(pre, wide, f32, "pre"), _address(c_prev, small, f32, "c_prev"),
-                        _address(act, wide, f32, "act"), _address(c, small, f32, "c"),
-                        _address(tanh_c, small, f32, "tanh_c"), _address(h, small, f32, "h"), _MODE["isa"])  # fmt: skip
-
-
 _ONES: dict[tuple[int, ...], torch.Tensor] = {}
 
 
@@ -446,9 +408,10 @@ def lstm_backward_at(rows: int, hidden: int, grad_out: int, grad_h: int, grad_c:
 
 def lstm_pointwise_at(parts: int, rows: int, hidden: int, pre: int, c_prev: int, act: int, c: int, tanh_c: int,
                       h: int) -> None:  # fmt: skip
-    """The pointwise step by address (``parts``: 1 the cell, :func:`lstm_cell`; 2 the hidden state,
-    :func:`lstm_hidden`; 3 both; the addresses a part does not use are ignored), for the fused recurrence
-    as :func:`lstm_backward_at`: no per-call check."""
+    """The pointwise step by address (lstm_step.h; ``parts``: 1 the cell, the gate activations ``a`` of ``pre``
+    ``(B, 4H)`` and ``c = a_f * c_prev + a_i * a_g``; 2 the hidden state, ``tanh(c)`` and ``h = a_o tanh(c)``;
+    3 both; the addresses a part does not use are ignored), for the fused recurrence as
+    :func:`lstm_backward_at`: no per-call check."""
     assert _EXT is not None
     _EXT.lstm_pointwise(parts, rows, hidden, pre, c_prev, act, c, tanh_c, h, _MODE["isa"])
 

@@ -26,7 +26,7 @@ the output equals the fused module's to float rounding (the order of the sums di
 
 On CPU float32 data an LSTM layer runs as one autograd node (the fused recurrence): the same sites and
 quantizers, the gates' activations and the cell update computed by the C loops of
-:func:`quant.sim.fused.lstm_cell` (their sigmoid and tanh are within 3 ulp of the exact functions, and are
+:func:`quant.sim.fused.lstm_pointwise_at` (their sigmoid and tanh are within 3 ulp of the exact functions, and are
 the ones of training and inference alike), and the backward through time written out, with the
 straight-through gradient (LSQ's at its sites) at every site and step. Its steps write into buffers of
 the whole sequence; the hidden site, when its quantizer can run in C (:meth:`Quantizer.host_site`: min-max
@@ -183,8 +183,8 @@ class _Site:
 class _FusedLSTMLayer(torch.autograd.Function):
     """One layer and direction of the quantized LSTM on CPU float32 data, in training and inference alike:
     per step, ``pre = addmm(x W_ih^T + (b_ih + b_hh), h, W_hh^T)``, the gates site, the pointwise step of
-    :func:`quant.sim.fused.lstm_cell` (the activations and ``c``), the cell site,
-    :func:`~quant.sim.fused.lstm_hidden` (``tanh(c)`` and ``h``), the hidden site; no autograd node per
+    :func:`quant.sim.fused.lstm_pointwise_at` (the activations and ``c``), the cell site, its second part
+    (``tanh(c)`` and ``h``), the hidden site; no autograd node per
     operation, and the backward through time written out (:func:`~quant.sim.fused.lstm_backward_at`: the
     straight-through or LSQ gradient at every site, one C pass and one product with ``W_hh`` per step).
     Every step writes into buffers of the whole sequence, by address; a hidden site that
@@ -229,6 +229,8 @@ class _FusedLSTMLayer(torch.autograd.Function):
                 hidden_site.grad_scale = hidden_site.quantizer.lsq_grad_scale(h_scratch)
         w_t = w_hh.t()
         h = h0
+        with_cell = cell_site.quantizer is None  # the C call computes the cell too
+        quantizing = host is not None and host.quantizing
         try:
             for t in order:
                 pre = torch.addmm(xs[t], h, w_t, out=pre_buffer)
@@ -236,7 +238,6 @@ class _FusedLSTMLayer(torch.autograd.Function):
                     pre = gates_site(pre)
                     fused.check_lstm_buffer(pre, rows, hidden)
                 c_prev, c_new = at_c + (t + r) * small, at_c + (t + 1 - r) * small
-                with_cell = cell_site.quantizer is None
                 if not with_cell:  # the cell site in Python, between the two pointwise parts
                     c_raw = torch.empty_like(h0)
                     fused.lstm_pointwise_at(1, rows, hidden, pre.data_ptr(), c_prev, act_steps[t].data_ptr(),
@@ -244,7 +245,6 @@ class _FusedLSTMLayer(torch.autograd.Function):
                     c_steps[t + 1 - r].copy_(cell_site(c_raw))
                 at_h = at_hs + t * small
                 if host is not None:
-                    quantizing = host.quantizing
                     host.lstm_step_at(with_cell, rows, hidden, pre.data_ptr(), c_prev, at_act + t * wide, c_new,
                                       at_tanh + t * small, h_scratch.data_ptr() if quantizing else at_h,
                                       at_h if quantizing else 0, at_mask + t * rows * hidden if quantizing else 0,

@@ -45,10 +45,9 @@ def test_zero_offsets_are_round_to_nearest_and_offsets_move_codes_by_their_amoun
     assert torch.equal(fake_quantize_with_offsets(w, s, z, zero, spec), fake_quantize(w, s, z, spec))
     offsets = torch.randint(-2, 3, w.shape, generator=g, dtype=torch.int32)
     moved = quantize_with_offsets(w, s, z, offsets, spec).to(torch.int64)
-    want = (quantize(w, s, z, spec).to(torch.int64) + offsets).clamp(spec.qmin, spec.qmax)
-    nearest_unclamped = quantize(w, s, z, spec).to(torch.int64)  # min-max scales keep w inside the range
-    assert torch.equal(moved, want) or torch.equal(moved, (nearest_unclamped + offsets).clamp(spec.qmin, spec.qmax))
-    assert torch.equal(offsets_for_codes(w, s, z, moved, spec).to(torch.int64) + nearest_unclamped, moved)
+    nearest = quantize(w, s, z, spec).to(torch.int64)  # min-max scales keep w inside the range: never clamped
+    assert torch.equal(moved, (nearest + offsets).clamp(spec.qmin, spec.qmax))
+    assert torch.equal(offsets_for_codes(w, s, z, moved, spec).to(torch.int64) + nearest, moved)
     q.set_code_offsets(offsets)
     assert torch.equal(q.codes(w), moved)
     values = q(w)
@@ -99,5 +98,7 @@ def test_offsets_are_refused_where_they_cannot_apply() -> None:
         lsq.set_code_offsets(torch.zeros(3, 5, dtype=torch.int32))
     with pytest.raises(ValueError, match="one code per sign"):
         _calibrated(QuantSpec(bits=1, signed=True, symmetric=True), w).set_code_offsets(torch.zeros(3, 5, dtype=torch.int32))
+    with pytest.raises(ValueError, match="exceed"):
+        q.set_code_offsets(torch.full((3, 5), 1 << 23, dtype=torch.int32))
     with pytest.raises(ValueError, match="outside the code range"):
         offsets_for_codes(w, torch.tensor(0.1), torch.tensor(0, dtype=torch.int32), torch.full((3, 5), 9), QuantSpec(bits=4))
