@@ -35,7 +35,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import hydra
 import torch
@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 import quant
 from quant.lowering.lowerer import LoweringError
+from quant.mixed.cost import cost
 from experiments.models.registry import build_model
 from experiments.schema import CONFIG_DIR, RunConfig, register, to_objects
 from experiments.training import accuracy, train
@@ -146,75 +147,11 @@ def recipe(cfg: RunConfig, model: nn.Module) -> dict[str, Any]:
 
 def bit_operations(model: nn.Module, handle: Optional[quant.QuantHandle], example: torch.Tensor) -> dict[str, int]:
     """Bit operations per layer for one sample: multiply-accumulates x the bits of their two operands (32 in
-    float). Conv, transposed conv and Linear: weight x input bits; ``nn.MultiheadAttention``: its four
-    projections (weight x input bits) and its two matmuls (``query`` x ``key`` and ``attention`` x ``value``
-    bits); ``nn.LSTM``/``nn.GRU``: their gate products over every step (weight x input, weight x hidden bits)."""
-    counts: dict[str, list[tuple[int, str, str]]] = {}  # name -> (MACs, role of one operand, role of the other)
-
-    def hook(name: str) -> Any:
-        def record(mod: nn.Module, args: Any, out: Any) -> None:
-            counts.setdefault(name, []).extend(_macs(mod, args, out))
-
-        return record
-
-    kinds: tuple[type[nn.Module], ...] = (*WEIGHT_MODULES, nn.MultiheadAttention, nn.LSTM, nn.GRU)
-    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-             if isinstance(m, kinds) and not isinstance(m, (nn.LayerNorm, nn.GroupNorm))]  # fmt: skip
-    try:
-        with torch.no_grad():
-            model(example[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    configs = handle.configs if handle is not None else {}
-    out = {}
-    for name, terms in counts.items():
-        roles = configs.get(name, {})
-        out[name] = int(sum(macs * _role_bits(roles, a) * _role_bits(roles, b) for macs, a, b in terms))
-    return out
-
-
-#: Roles whose quantizer takes the input scheme when the recipe does not set them (matmul operands).
-_INPUT_LIKE = frozenset({"query", "key", "attention", "value", "context", "hidden"})
-
-
-def _role_bits(roles: Mapping[str, Any], role: str) -> int:
-    """The bits of ``role``'s scheme (an attention operand or a hidden state: the input's by default), 32 if float."""
-    if role in roles:
-        return int(roles[role].spec.bits)
-    if role in _INPUT_LIKE and "input" in roles:
-        return int(roles["input"].spec.bits)
-    return 32
-
-
-def _macs(mod: nn.Module, args: Any, out: Any) -> list[tuple[int, str, str]]:
-    """``(MACs, operand role, operand role)`` of one call of ``mod`` on one sample (see :func:`bit_operations`)."""
-    if isinstance(mod, nn.Linear):
-        return [(out.numel() // max(1, out.shape[0]) * mod.in_features if out.dim() > 1 else out.numel() * mod.in_features,
-                 "weight", "input")]  # fmt: skip
-    if isinstance(mod, nn.modules.conv._ConvTransposeNd):
-        x = args[0]
-        per_input = mod.out_channels // mod.groups * math.prod(mod.kernel_size)
-        return [(x[0].numel() * per_input, "weight", "input")]
-    if isinstance(mod, nn.modules.conv._ConvNd):
-        return [(out[0].numel() * mod.in_channels // mod.groups * math.prod(mod.kernel_size), "weight", "input")]
-    if isinstance(mod, nn.MultiheadAttention):
-        q, k = args[0], args[1]
-        seq = 1 if mod.batch_first else 0
-        lq, lk, e = q.shape[seq], k.shape[seq], mod.embed_dim
-        return [(lq * e * e + lk * mod.kdim * e + lk * mod.vdim * e, "weight", "input"), (lq * e * e, "weight", "context"),
-                (lq * lk * e, "query", "key"), (lq * lk * e, "attention", "value")]  # fmt: skip
-    if isinstance(mod, (nn.LSTM, nn.GRU)):
-        x = args[0]
-        steps = x.shape[1 if mod.batch_first else 0] if x.dim() == 3 else x.shape[0]
-        gates = (4 if isinstance(mod, nn.LSTM) else 3) * mod.hidden_size
-        dirs = 2 if mod.bidirectional else 1
-        terms = []
-        for layer in range(mod.num_layers):
-            width = mod.input_size if layer == 0 else mod.hidden_size * dirs
-            terms += [(dirs * steps * gates * width, "weight", "input"), (dirs * steps * gates * mod.hidden_size, "weight", "hidden")]
-        return terms
-    return []
+    float), as :func:`quant.mixed.cost.cost` counts them. Conv, transposed conv and Linear: weight x input
+    bits; ``nn.MultiheadAttention``: its four projections (weight x input bits) and its two matmuls (``query``
+    x ``key`` and ``attention`` x ``value`` bits); ``nn.LSTM``/``nn.GRU``: their gate products over every step
+    (weight x input, weight x hidden bits)."""
+    return {layer.name: layer.bops for layer in cost(model, handle, example).layers}
 
 
 def program_bytes(program: Any) -> int:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from quant.custom.registry import elementwise as elementwise, register_op as register_op, unregister_op as unregister_op
     from quant.export.onnx_export import export_onnx as export_onnx
     from quant.export.onnx_import import import_onnx as import_onnx
+    from quant.mixed.allocation import Allocation as Allocation, allocate_bits as allocate_bits
+    from quant.mixed.cost import LayerCost as LayerCost, ModelCost as ModelCost, cost as cost
+    from quant.mixed.sensitivity import LayerSensitivity as LayerSensitivity, Sensitivity as Sensitivity, sensitivity as sensitivity
 
 #: Public name -> the module that defines it.
 _HOMES: dict[str, str] = {
@@ -60,6 +63,14 @@ _HOMES: dict[str, str] = {
     "unregister_op": "quant.custom.registry",
     "export_onnx": "quant.export.onnx_export",
     "import_onnx": "quant.export.onnx_import",
+    "cost": "quant.mixed.cost",
+    "ModelCost": "quant.mixed.cost",
+    "LayerCost": "quant.mixed.cost",
+    "sensitivity": "quant.mixed.sensitivity",
+    "Sensitivity": "quant.mixed.sensitivity",
+    "LayerSensitivity": "quant.mixed.sensitivity",
+    "allocate_bits": "quant.mixed.allocation",
+    "Allocation": "quant.mixed.allocation",
 }
 
 __all__ = list(_HOMES)
