@@ -97,6 +97,7 @@ bench: install
 	$(PY) -m benchmarks.bench_verify
 	$(PY) -m benchmarks.bench_export
 	$(PY) -m benchmarks.bench_layers
+	$(PY) -m benchmarks.bench_ptq
 
 typecheck: install
 	$(PY) -m mypy quant kernels experiments benchmarks tests
