@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from quant.custom.registry import elementwise as elementwise, register_op as register_op, unregister_op as unregister_op
     from quant.export.onnx_export import export_onnx as export_onnx
     from quant.export.onnx_import import import_onnx as import_onnx
+    from quant.contract.accumulator import AccumulatorTarget as AccumulatorTarget
+    from quant.sim.accumulator import AccumulatorReport as AccumulatorReport, LayerAccumulatorBound as LayerAccumulatorBound, accumulator_bound as accumulator_bound
     from quant.mixed.allocation import Allocation as Allocation, allocate_bits as allocate_bits
     from quant.mixed.cost import LayerCost as LayerCost, ModelCost as ModelCost, cost as cost
     from quant.mixed.sensitivity import LayerSensitivity as LayerSensitivity, Sensitivity as Sensitivity, sensitivity as sensitivity
@@ -63,6 +65,10 @@ _HOMES: dict[str, str] = {
     "unregister_op": "quant.custom.registry",
     "export_onnx": "quant.export.onnx_export",
     "import_onnx": "quant.export.onnx_import",
+    "AccumulatorTarget": "quant.contract.accumulator",
+    "accumulator_bound": "quant.sim.accumulator",
+    "AccumulatorReport": "quant.sim.accumulator",
+    "LayerAccumulatorBound": "quant.sim.accumulator",
     "cost": "quant.mixed.cost",
     "ModelCost": "quant.mixed.cost",
     "LayerCost": "quant.mixed.cost",

@@ -455,7 +455,7 @@ class _Lowering:
             s_w, z_w = wq.effective_qparams()
             codes = wq.codes(w)
         s_wc = s_w.reshape(-1).to(torch.float64)
-        bias = getattr(m, "bias", None)
+        bias = wq.layer_bias(getattr(m, "bias", None))
         b_codes = None
         if bias is not None:
             rnd = rounding_fn(self.dp.quantize_rounding)
@@ -1436,6 +1436,7 @@ def layernorm_parameters(
     (int64; None without a bias or when it is all zero)."""
     weight = m.weight
     gamma: Optional[torch.Tensor] = None
+    beta: Optional[torch.Tensor] = m.bias.detach() if m.bias is not None else None
     if weight is None:
         s_g, z_g = torch.ones(1, dtype=torch.float64), 0
     else:
@@ -1451,6 +1452,7 @@ def layernorm_parameters(
         with torch.no_grad():
             w = original_parameter(m)
             gamma = wq.codes(w).reshape(-1)
+        beta = wq.layer_bias(beta)  # with a bias shift when a post-training algorithm set one
         s_g, z_g = s_w.to(torch.float64), zs.pop()
         if s_g.numel() > 1:  # per channel along the weight's first axis: one scale per element of the row
             if s_g.numel() != w.shape[0]:
@@ -1458,8 +1460,8 @@ def layernorm_parameters(
             s_g = s_g.reshape(-1, *([1] * (w.dim() - 1))).expand(w.shape)
         s_g = s_g.reshape(-1)
     bias = None
-    if m.bias is not None:
-        beta = m.bias.detach().reshape(-1).to(torch.float64)
+    if beta is not None:
+        beta = beta.reshape(-1).to(torch.float64)
         bias = rounding_fn(dp.quantize_rounding)(beta * 2**LAYERNORM_FRACTION_BITS / s_g).to(torch.int64)
         if bias.numel() and (int(bias.min()) < -(1 << 31) or int(bias.max()) > (1 << 31) - 1):
             raise ValueError(f"beta needs {int(bias.abs().max())} in units of s_g 2^-15, beyond int32")

@@ -25,8 +25,9 @@ from quant.sim.functional import broadcast_qparams, group_view
 from quant.sim.fast import original_parameter
 from quant.sim.quantizer import Quantizer
 
-__all__ = ["LayerResult", "PTQReport", "Layer", "call_model", "checked_batches", "weight_layers", "capture",
-           "layer_output", "quantized_input", "per_element_qparams", "output_error", "eval_mode"]  # fmt: skip
+__all__ = ["LayerResult", "PTQReport", "Layer", "call_model", "checked_batches", "weight_layers", "capture", "float_reference",
+           "layer_output", "quantized_input", "per_element_qparams", "output_error", "eval_mode", "dequantized_weight",
+           "channel_axes", "channel_view", "quantized_layer_output", "relative_error"]  # fmt: skip
 
 #: The module types whose weights the algorithms rewrite (a product of the input with the weight).
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -34,9 +35,12 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 @dataclass(frozen=True)
 class LayerResult:
-    """One layer's outcome: its output error (mean squared, over the calibration inputs, against the target the
-    algorithm minimizes: AdaRound's the float model's output, GPTQ's the float weight's on the same inputs)
-    with round-to-nearest codes and with the algorithm's, and how many weight codes moved from nearest."""
+    """One layer's outcome: its output error over the calibration inputs before the algorithm (``rtn_error``:
+    round-to-nearest codes as calibrated) and after it (``error``), and how many of its ``codes`` the algorithm
+    changed. AdaRound, GPTQ and bias correction measure the mean squared error against the target they minimize
+    (AdaRound's and bias correction's the float model's layer output, GPTQ's the float weight's on the same
+    inputs) and count moved codes (bias correction: shifted channels); equalization and smoothing, which rescale
+    the output, the relative error of :func:`relative_error`, and change no code."""
 
     name: str
     rtn_error: float
@@ -60,10 +64,14 @@ class PTQReport:
     options: dict[str, Any] = field(default_factory=dict)
     #: Weight layers left at round-to-nearest, and why (e.g. grouped convolutions).
     skipped: list[str] = field(default_factory=list)
+    #: What the layers' errors measure, and what their changed counts count.
+    error_label: str = "output MSE"
+    changed_label: str = "codes moved"
 
     def table(self) -> str:
         """The report as a Markdown table."""
-        rows = [f"| layer | RTN output MSE | {self.algorithm} output MSE | ratio | codes moved |", "|---|---|---|---|---|"]
+        rows = [f"| layer | {self.error_label} before | {self.algorithm} | ratio | {self.changed_label} |",
+                "|---|---|---|---|---|"]  # fmt: skip
         for r in self.layers:
             rows.append(f"| {r.name} | {r.rtn_error:.4g} | {r.error:.4g} | {r.improvement:.2f} | "
                         f"{r.changed_codes} / {r.codes} |")  # fmt: skip
@@ -108,8 +116,14 @@ class Layer:
 
     @property
     def weight(self) -> torch.Tensor:
-        """The float weight (detached; the original under the quantizer's parametrization)."""
-        return original_parameter(self.module)
+        """The float weight whose codes the quantizer gives (detached): the original under the quantizer's
+        parametrization, times its prescale factors when equalization or smoothing set them."""
+        return self.quantizer.rescaled(original_parameter(self.module))
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        """The layer's bias in the rescaled float model (detached; times the bias factors, no bias shift)."""
+        return self.quantizer.float_bias(getattr(self.module, "bias", None))
 
 
 def weight_layers(handle: QuantHandle, algorithm: str, layers: Optional[Sequence[str]] = None,
@@ -136,6 +150,12 @@ def weight_layers(handle: QuantHandle, algorithm: str, layers: Optional[Sequence
             kind = parametrize.type_before_parametrizations(m).__name__
             raise ValueError(f"{algorithm}: module {name!r} is a {kind}; it rewrites the weights of "
                              f"{', '.join(t.__name__ for t in WEIGHT_LAYERS)}")  # fmt: skip
+        if isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear):  # a MultiheadAttention's out_proj
+            if layers is None:
+                skipped.append(f"{name} (an attention's output projection, which the attention computes itself)")
+                continue
+            raise ValueError(f"{algorithm}: module {name!r} is a MultiheadAttention's output projection, which the "
+                             "attention computes from its weight without calling it")  # fmt: skip
         if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups != 1:
             if layers is None:
                 skipped.append(f"{name} (grouped convolution)")
@@ -173,28 +193,40 @@ def _hook_inputs(module: nn.Module, store: list[torch.Tensor]) -> Iterator[None]
 @torch.no_grad()
 def capture(model: nn.Module, layer: Layer, batches: Sequence[object], *, quantized: bool,
             handle: QuantHandle) -> list[torch.Tensor]:  # fmt: skip
-    """The inputs ``layer`` receives over ``batches`` (before its own input quantizer), with the handle's
-    quantizers on (``quantized``) or off; the quantizers' enabled flags are put back afterwards."""
-    flags = [(q, q.enabled) for _, _, q in handle.quantizers()]
-    inputs: list[torch.Tensor] = []
-    try:
-        if not quantized:
-            handle.disable()
+    """The inputs ``layer`` receives over ``batches`` (before its own input quantizer), in the quantized model
+    (``quantized``) or in the float one: every quantizer passing its tensor through (``quantizing`` and
+    ``observing`` off), which is the original float model with equalization's and smoothing's rescaling
+    (:mod:`quant.sim.rescaling`) and without bias corrections. The quantizers' flags are put back afterwards."""
+    with float_reference(handle, active=not quantized):
+        inputs: list[torch.Tensor] = []
         with _hook_inputs(layer.module, inputs):
             for batch in batches:
                 call_model(model, batch)
-    finally:
-        for q, enabled in flags:
-            q.enabled = enabled
     if not inputs:
         raise ValueError(f"layer {layer.name!r} never ran on the calibration batches")
     return inputs
 
 
+@contextlib.contextmanager
+def float_reference(handle: QuantHandle, active: bool = True) -> Iterator[None]:
+    """Inside: every quantizer of the handle passes its tensor through (``quantizing`` and ``observing`` off,
+    ``enabled`` as it was), so the model is the rescaled float model (see :func:`capture`); the flags are put
+    back afterwards. ``active=False``: nothing changes."""
+    flags = [(q, q.observing, q.quantizing) for _, _, q in handle.quantizers()] if active else []
+    try:
+        for q, _, _ in flags:
+            q.observing, q.quantizing = False, False
+        yield
+    finally:
+        for q, observing, quantizing in flags:
+            q.observing, q.quantizing = observing, quantizing
+
+
 def layer_output(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The layer's output for input ``x`` with ``weight`` in place of its own (bias and geometry its own)."""
+    """The layer's output for input ``x`` with ``weight`` in place of its own (geometry its own, the bias of the
+    rescaled float model: :attr:`Layer.bias`)."""
     m = layer.module
-    bias = getattr(m, "bias", None)
+    bias = layer.bias
     if isinstance(m, nn.Linear):
         return F.linear(x, weight, bias)
     assert isinstance(m, (nn.Conv1d, nn.Conv2d))
@@ -245,3 +277,54 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+@torch.no_grad()
+def dequantized_weight(layer: Layer) -> torch.Tensor:
+    """The weight the quantized layer computes with: ``(codes - z) s`` per element, float32 (the codes of
+    :meth:`quant.sim.quantizer.Quantizer.codes`: rescaled, with chosen offsets)."""
+    q = layer.quantizer
+    w = layer.weight.to(torch.float32)
+    s, z = q.effective_qparams()
+    s_full, z_full = per_element_qparams(w, s, z, q.spec)
+    codes = q.codes(original_parameter(layer.module)).to(torch.float32)
+    return (codes - z_full) * s_full
+
+
+def channel_axes(layer: Layer, y: torch.Tensor) -> tuple[int, ...]:
+    """The axes of the layer's output ``y`` to average over for one value per output channel (all but axis 1
+    of a convolution's output, all but the last of a Linear's)."""
+    keep = 1 if isinstance(layer.module, (nn.Conv1d, nn.Conv2d)) else y.dim() - 1
+    return tuple(d for d in range(y.dim()) if d != keep)
+
+
+def channel_view(layer: Layer, v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``v`` (one value per output channel) shaped to broadcast against an ``ndim``-dimensional output of the
+    layer (along axis 1 of a convolution's output, the last of a Linear's)."""
+    shape = [1] * ndim
+    shape[1 if isinstance(layer.module, (nn.Conv1d, nn.Conv2d)) else -1] = -1
+    return v.reshape(shape)
+
+
+def quantized_layer_output(handle: QuantHandle, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+    """What the quantized layer computes on its (unquantized) input ``x``: ``x`` through the layer's input
+    quantizer, the dequantized weight, and the bias with its shift (:meth:`Quantizer.layer_bias`)."""
+    out = layer_output(layer, quantized_input(handle, layer, x), dequantized_weight(layer))
+    shift = layer.quantizer.bias_shift
+    return out + channel_view(layer, shift, out.dim()) if shift.numel() else out
+
+
+@torch.no_grad()
+def relative_error(model: nn.Module, handle: QuantHandle, layer: Layer, batches: Sequence[object]) -> float:
+    """``sum |y_q - y|^2 / sum |y|^2`` over the calibration batches: the quantized layer's output on the quantized
+    model's inputs against the (rescaled) float model's layer output on its own inputs. Scale-free, so it
+    compares a layer before and after a rescaling."""
+    xs_q = capture(model, layer, batches, quantized=True, handle=handle)
+    xs_f = capture(model, layer, batches, quantized=False, handle=handle)
+    num = den = 0.0
+    for x_q, x_f in zip(xs_q, xs_f):
+        y = layer_output(layer, x_f, layer.weight).to(torch.float64)
+        d = quantized_layer_output(handle, layer, x_q).to(torch.float64) - y
+        num += float((d * d).sum())
+        den += float((y * y).sum())
+    return num / den if den > 0 else 0.0

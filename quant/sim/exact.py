@@ -371,7 +371,7 @@ class ExactSimulation:
         w_codes = wq.codes(original_parameter(m))
         s_w64 = s_w.reshape(-1).to(torch.float64)
         bias = None
-        b = getattr(m, "bias", None)
+        b = wq.layer_bias(getattr(m, "bias", None))
         if isinstance(b, torch.Tensor):
             bias = rounding_fn(dp.quantize_rounding)(b.detach().to(torch.float64) / (s_in * s_w64)).to(torch.int64)
         info = self.info(node)

@@ -9,7 +9,10 @@ it in without touching the module's code:
 * ``input``: a forward pre-hook that replaces the first positional tensor argument
   ``x`` by ``Q(x)``; the quantizer is registered as the submodule ``input_quantizer``;
 * ``output``: a forward hook that replaces the returned tensor ``y`` by ``Q(y)``; the
-  quantizer is the submodule ``output_quantizer``.
+  quantizer is the submodule ``output_quantizer``;
+* a Linear, Conv or LayerNorm whose weight quantizer gets bias factors or a bias shift (set by a
+  post-training algorithm, or loaded) also gets a forward hook, before the output's, that applies them
+  (:mod:`quant.sim.rescaling`).
 
 So a Conv/Linear computes ``op(Q_in(x), Q_w(W), b)`` and then ``Q_out`` of that, all in
 float with the quantizers' rounding and clamping. The hooks find their quantizer through
@@ -31,6 +34,7 @@ from quant.sim.recurrent import RECURRENT_MODULES, RECURRENT_QUANTIZERS, attach_
 from quant.sim.modes import ModuleAttachment, register_mode
 from quant.sim.quantizer import Quantizer
 from quant.sim.recipe import ROLES, QuantizerConfig
+from quant.sim.rescaling import SHIFTABLE, install_bias_hook_after_load, remove_bias_hooks
 
 __all__ = [
     "original_parameter",
@@ -163,6 +167,7 @@ class FastAttachment(ModuleAttachment):
         weight_q = self.quantizers.get("weight")
         if weight_q is not None:
             remove_tensor_quantizer(module, weight_q)
+            remove_bias_hooks(module)
         if "input" in self.quantizers:
             _remove_hook(module, _quantize_input)
             if module._modules.get(INPUT_QUANTIZER) is self.quantizers["input"]:
@@ -202,6 +207,7 @@ def build_quantizer(config: QuantizerConfig) -> Quantizer:
         observer=config.observer,
         learn=config.learn,
         observer_kwargs=dict(config.observer_kwargs),
+        accumulator=config.accumulator,
     )
 
 
@@ -226,6 +232,8 @@ def _attach(
             # unsafe=True: skip parametrize's trial call, which would feed the weight to
             # the observer at attach time; the quantizer keeps shape and dtype by contract.
             parametrize.register_parametrization(module, "weight", quantizers["weight"], unsafe=True)
+            if isinstance(module, SHIFTABLE):  # a saved bias shift or bias factors bring their hook along
+                module.register_load_state_dict_post_hook(install_bias_hook_after_load)  # type: ignore[no-untyped-call]
         if "input" in quantizers:
             module.add_module(INPUT_QUANTIZER, quantizers["input"])
             module.register_forward_pre_hook(_quantize_input)

@@ -16,7 +16,12 @@ quantization parameters, and its forward fake-quantizes the tensor it is given:
   where the observer runs on the spec made symmetric (PACT's zero point is 0), so
   ``minmax`` gives the maximum, ``percentile``/``mse`` a clipped level (there is no
   data-independent default such as 6.0: the first observed batch, or calibration,
-  sets it). ``scale`` is ``alpha / qmax`` (detached) and ``zero_point`` is 0.
+  sets it). ``scale`` is ``alpha / qmax`` (detached) and ``zero_point`` is 0;
+* ``learn="a2q"`` (weights, with ``accumulator=AccumulatorTarget(...)``):
+  :func:`quant.sim.a2q.a2q_fake_quantize`, accumulator-aware codes whose every output channel has
+  ``||q||_1 <= accumulator.l1_limit``, from ``scale`` (an ``nn.Parameter`` initialized by the observer,
+  as LSQ's step) and ``norm`` (the weight-normalization gain, an ``nn.Parameter`` initialized to the
+  observed ``||w||_1`` per channel); the zero point is 0.
 
 Three flags drive the forward, in this order:
 
@@ -24,7 +29,7 @@ Three flags drive the forward, in this order:
 2. ``observing`` (default True): update the observer with ``x`` (no gradients). With
    ``learn="none"`` and ``quantizing`` the qparams are recomputed from the observer right
    away (QAT style, as ``torch.ao``'s ``FakeQuantize``: observe, then quantize with the
-   updated qparams). With ``learn="lsq"``/``"pact"`` and ``quantizing``, the first
+   updated qparams). With ``learn="lsq"``/``"pact"``/``"a2q"`` and ``quantizing``, the first
    observed batch initializes the learned parameter (unless already calibrated) and
    observing then switches itself off: from there the parameter is learned;
 3. ``quantizing`` (default True): return the fake-quantized ``x``; False returns ``x``
@@ -84,12 +89,15 @@ from quant.sim.learned import (
     pact_scale,
 )
 from quant.sim.observers import make_observer, reduce_to_qparams_shape, resize_for_load
+from quant.sim.a2q import a2q_codes, a2q_fake_quantize, a2q_l1, check_a2q_spec
+from quant.contract.accumulator import AccumulatorTarget
+from quant.sim.rescaling import bias_shape, check_bias_shift, check_prescale, ensure_bias_hook, shifted_bias
 from quant.sim.qparams import float32, range_to_qparams_scalar
 from quant.contract.spec import QuantSpec
 
 __all__ = ["LEARN_MODES", "Quantizer"]
 
-LEARN_MODES: tuple[str, ...] = ("none", "lsq", "pact")
+LEARN_MODES: tuple[str, ...] = ("none", "lsq", "pact", "a2q")
 
 _STATE_VERSION = 1
 
@@ -112,6 +120,9 @@ class Quantizer(nn.Module):
     scale: torch.Tensor
     zero_point: torch.Tensor
     code_offsets: torch.Tensor
+    prescale: torch.Tensor
+    bias_prescale: torch.Tensor
+    bias_shift: torch.Tensor
 
     def __init__(
         self,
@@ -120,6 +131,7 @@ class Quantizer(nn.Module):
         observer: str = "minmax",
         learn: str = "none",
         observer_kwargs: Optional[Mapping[str, Any]] = None,
+        accumulator: Optional[AccumulatorTarget] = None,
     ) -> None:
         super().__init__()
         if not isinstance(spec, QuantSpec):
@@ -128,8 +140,16 @@ class Quantizer(nn.Module):
             raise ValueError(f"Quantizer: learn={learn!r} is not one of {', '.join(map(repr, LEARN_MODES))}")
         if learn == "pact" and not spec.signed and spec.narrow:
             raise ValueError("Quantizer: learn='pact' needs the zero point 0, which unsigned narrow specs exclude")
+        if learn == "a2q" and not isinstance(accumulator, AccumulatorTarget):
+            raise ValueError(f"Quantizer: learn='a2q' needs accumulator=AccumulatorTarget(...), got {accumulator!r}")
+        if learn != "a2q" and accumulator is not None:
+            raise ValueError(f"Quantizer: accumulator is only for learn='a2q', not learn={learn!r}")
+        if learn == "a2q":
+            check_a2q_spec(spec, "Quantizer")
         self.spec = spec
         self.learn = learn
+        #: The accumulator ``learn="a2q"`` keeps every product sum inside (quant.sim.a2q); None otherwise.
+        self.accumulator = accumulator
         self.observer_name = observer
         self.observer_kwargs: dict[str, Any] = dict(observer_kwargs or {})
         obs_spec = spec.with_(symmetric=True) if learn == "pact" else spec
@@ -158,11 +178,20 @@ class Quantizer(nn.Module):
         #: Chosen codes (quant.sim.code_offsets): per element of the quantized tensor, the offset of its code
         #: from round-to-nearest, set by a post-training algorithm (quant.ptq); empty: round to nearest.
         self.register_buffer("code_offsets", torch.empty(0, dtype=torch.int32))
+        #: Equivalent rescaling (quant.sim.rescaling), set by cross-layer equalization and SmoothQuant: factors
+        #: per element of the quantized tensor, and a weight's layer's bias factors and shift (empty: none).
+        self.register_buffer("prescale", torch.empty(0))
+        self.register_buffer("bias_prescale", torch.empty(0))
+        self.register_buffer("bias_shift", torch.empty(0))
         if learn == "none":
             self.register_buffer("scale", torch.empty(0))
         elif learn == "lsq":
             self.scale = nn.Parameter(torch.empty(0))
             self.register_buffer("lsq_mean_abs", torch.empty(0))
+        elif learn == "a2q":  # the step and the norm g per output channel, and the observed ||v||_1 (g's start)
+            self.scale = nn.Parameter(torch.empty(0))
+            self.norm = nn.Parameter(torch.empty(0))
+            self.register_buffer("a2q_l1", torch.empty(0))
         else:
             self.alpha = nn.Parameter(torch.empty(0))
 
@@ -177,9 +206,16 @@ class Quantizer(nn.Module):
     def _learned(self) -> Optional[nn.Parameter]:
         if self.learn == "none":
             return None
-        p = self._parameters["scale" if self.learn == "lsq" else "alpha"]
+        p = self._parameters["alpha" if self.learn == "pact" else "scale"]
         assert isinstance(p, nn.Parameter)
         return p
+
+    def _learned_parameters(self) -> list[nn.Parameter]:
+        """Every learned parameter: LSQ's step, PACT's clip, A2Q's step and norm (none for ``learn="none"``)."""
+        names = {"none": (), "lsq": ("scale",), "pact": ("alpha",), "a2q": ("scale", "norm")}[self.learn]
+        out = [self._parameters[n] for n in names]
+        assert all(isinstance(p, nn.Parameter) for p in out)
+        return out  # type: ignore[return-value]
 
     def _qparams_storage_shape(self) -> torch.Size:
         learned = self._learned()
@@ -217,7 +253,11 @@ class Quantizer(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Observe and/or fake-quantize ``x`` according to the flags (see the module doc)."""
+        """Observe and/or fake-quantize ``x`` according to the flags (see the module doc); with prescale
+        factors (:mod:`quant.sim.rescaling`) and enabled, of ``x * prescale``."""
+        factors = self._buffers["prescale"]
+        if factors is not None and factors.numel() and self.enabled and isinstance(x, torch.Tensor) and x.is_floating_point():
+            x = self.rescaled(x)
         return self._fake_quantize(x) if self._prepare(x) else x
 
     def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -227,7 +267,7 @@ class Quantizer(nn.Module):
         None when ``x`` passes through (gradient 1); ``d_scale`` is LSQ's per-element derivative of the values
         by its step (multiply the summed product with the incoming gradient by :meth:`lsq_grad_scale`), None
         for ``learn="none"``. Per-tensor specs with ``learn="none"`` or ``"lsq"`` only."""
-        assert self.spec.granularity == "tensor" and self.learn in ("none", "lsq")
+        assert self.spec.granularity == "tensor" and self.learn in ("none", "lsq") and not self.has_prescale
         if not self._prepare(x):
             return x, None, None
         scale = self._buffers["scale"] if self.learn == "none" else None
@@ -262,7 +302,7 @@ class Quantizer(nn.Module):
         spec, obs = self.spec, self.observer
         if not fused.active() or self.zero_point.device.type != "cpu":
             return None
-        if not self.enabled or self.learn == "pact" or spec.granularity != "tensor" or spec.is_binary:
+        if not self.enabled or self.learn in ("pact", "a2q") or spec.granularity != "tensor" or spec.is_binary:
             return None
         if spec.rounding == "stochastic":
             return None
@@ -364,6 +404,12 @@ class Quantizer(nn.Module):
             n = max(1, x.numel() // max(1, learned.numel()))
             gs = lsq_grad_scale(n, self.spec.qmax)
             return lsq_fake_quantize(x, learned, self.zero_point, self.spec, gs, validate=False)
+        if learned is not None and self.learn == "a2q":
+            assert self.accumulator is not None
+            gs = lsq_grad_scale(max(1, x.numel() // max(1, learned.numel())), self.spec.qmax)
+            norm = self._parameters["norm"]
+            assert norm is not None
+            return a2q_fake_quantize(x, learned, norm, self.spec, self.accumulator.l1_limit, gs)
         if learned is not None:
             return pact_fake_quantize(x, learned, self.spec)
         scale = self._buffers["scale"]
@@ -383,6 +429,8 @@ class Quantizer(nn.Module):
         if self.learn == "lsq" and x.numel():
             with torch.no_grad():
                 self._observe_mean_abs(x)
+        if self.learn == "a2q" and x.numel():  # a weight: its ||v||_1 per channel starts the norm g
+            self.a2q_l1 = a2q_l1(x.detach(), self.spec).to(torch.float32)
 
     def _observe_mean_abs(self, x: torch.Tensor) -> None:
         """LSQ's running mean of ``|x|`` per qparam (its initial step)."""
@@ -406,7 +454,7 @@ class Quantizer(nn.Module):
         if not self.calibrated:
             raise RuntimeError(f"{self._name()} has no quantization parameters yet")
         learned = self._learned()
-        if learned is not None and self.learn == "lsq":
+        if learned is not None and self.learn in ("lsq", "a2q"):
             scale = lsq_effective_scale(learned.detach(), self.spec)
         elif learned is not None:
             scale = pact_scale(learned, self.spec)
@@ -443,12 +491,68 @@ class Quantizer(nn.Module):
         """Back to round-to-nearest codes."""
         self._buffers["code_offsets"] = torch.empty(0, dtype=torch.int32, device=self.zero_point.device)
 
+    # ------------------------------------------------------------------ equivalent rescaling
+    @property
+    def has_prescale(self) -> bool:
+        """Whether this quantizer quantizes its tensor times prescale factors (:mod:`quant.sim.rescaling`)."""
+        factors = self._buffers["prescale"]
+        return factors is not None and factors.numel() > 0
+
+    def set_prescale(self, factors: torch.Tensor) -> None:
+        """Quantize ``x * factors`` from now on (``factors``: positive, finite, of the tensor's shape); the qparams
+        and code offsets stay as they are (recalibrate for the rescaled tensor's range)."""
+        self._buffers["prescale"] = check_prescale(factors, tuple(factors.shape), self._name()).to(self.zero_point.device)
+
+    def set_bias_prescale(self, factors: torch.Tensor, module: nn.Module) -> None:
+        """Have ``module`` (the layer whose weight this quantizer takes) compute with its bias times ``factors``
+        (positive, finite, of the bias's shape) while this quantizer is enabled."""
+        checked = check_prescale(factors, bias_shape(module), self._name())
+        self._buffers["bias_prescale"] = checked.to(self.zero_point.device)
+        ensure_bias_hook(module)
+
+    def set_bias_shift(self, shift: torch.Tensor, module: nn.Module) -> None:
+        """Have ``module`` (the layer whose weight this quantizer takes) add ``shift`` to its bias while this
+        quantizer quantizes (:func:`quant.sim.rescaling.shifted_bias`)."""
+        checked = check_bias_shift(shift, bias_shape(module), self._name())
+        self._buffers["bias_shift"] = checked.to(self.zero_point.device)
+        ensure_bias_hook(module)
+
+    def clear_rescaling(self) -> None:
+        """No prescale factors, bias factors or bias shift."""
+        device = self.zero_point.device
+        for key in ("prescale", "bias_prescale", "bias_shift"):
+            self._buffers[key] = torch.empty(0, device=device)
+
+    def rescaled(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * prescale`` (``x`` itself without factors): the tensor whose codes this quantizer gives."""
+        factors = self._buffers["prescale"]
+        if factors is None or not factors.numel():
+            return x
+        if factors.shape != x.shape:
+            raise ValueError(f"{self._name()}: a tensor of shape {tuple(x.shape)} does not fit its prescale factors "
+                             f"of shape {tuple(factors.shape)}")  # fmt: skip
+        return x * factors.to(x.dtype)
+
+    def layer_bias(self, bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The bias the layer of this weight quantizer computes with: ``bias`` times the bias factors plus the bias
+        shift (:func:`quant.sim.rescaling.shifted_bias`), detached. What the lowering and exact mode take."""
+        return shifted_bias(bias, self._buffers["bias_prescale"], self._buffers["bias_shift"])
+
+    def float_bias(self, bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The bias of the rescaled float model (``bias`` times the bias factors, no shift), detached."""
+        return shifted_bias(bias, self._buffers["bias_prescale"], None)
+
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """The int64 codes this quantizer gives ``x``: :func:`quant.sim.functional.quantize` with the
-        effective qparams, and its code offsets where a post-training algorithm set them. What the lowering
-        puts into an integer program as weight codes."""
+        """The int64 codes this quantizer gives ``x``: :func:`quant.sim.functional.quantize` of ``x`` times its
+        prescale factors (:meth:`rescaled`) with the effective qparams, and its code offsets where a
+        post-training algorithm set them. What the lowering puts into an integer program as weight codes.
+        ``learn="a2q"``: :func:`quant.sim.a2q.a2q_codes`, whose every output channel has an L1 norm of at
+        most the accumulator target's limit (checked here, exactly)."""
+        x = self.rescaled(x)
         s, z = self.effective_qparams()
+        if self.learn == "a2q":
+            return self._a2q_codes(x, s)
         offsets = self._buffers["code_offsets"]
         if offsets is not None and offsets.numel():
             if offsets.shape != x.shape:
@@ -456,6 +560,20 @@ class Quantizer(nn.Module):
                                  f"of shape {tuple(offsets.shape)}")  # fmt: skip
             return quantize_with_offsets(x, s, z, offsets, self.spec).to(torch.int64)
         return quantize(x, s, z, self.spec).to(torch.int64)
+
+    def _a2q_codes(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        assert self.accumulator is not None
+        norm = self._parameters["norm"]
+        assert norm is not None
+        if tuple(qparams_shape(x.shape, self.spec)) != tuple(s.shape):
+            raise ValueError(f"{self._name()}: a tensor of shape {tuple(x.shape)} does not fit its {tuple(s.shape)} "
+                             "learned steps")  # fmt: skip
+        limit = self.accumulator.l1_limit
+        codes = a2q_codes(x, s, norm, self.spec, limit).to(torch.int64)
+        l1 = reduce_to_qparams_shape(codes.abs(), self.spec, "sum")
+        if l1.numel() and int(l1.max()) > limit:  # impossible by construction (quant.sim.a2q): never hand it on
+            raise RuntimeError(f"{self._name()}: A2Q codes with an L1 norm of {int(l1.max())} above {limit}")
+        return codes
 
     def _store_observer_qparams(self, validate_shape: Optional[tuple[int, ...]]) -> None:
         host = self.observer.host_range() if validate_shape is None else None
@@ -485,8 +603,9 @@ class Quantizer(nn.Module):
 
     def compute_qparams(self) -> None:
         """Set the qparams from the observer (``learn="none"``), or re-initialize the
-        learned parameter from the observed statistics (``"lsq"``, ``"pact"``); validated
-        with :func:`~quant.sim.functional.check_qparams`. ``RuntimeError`` if nothing was observed."""
+        learned parameter from the observed statistics (``"lsq"``, ``"pact"``; ``"a2q"``: the observer's step
+        and the norm ``g = ||v||_1``); validated with :func:`~quant.sim.functional.check_qparams`.
+        ``RuntimeError`` if nothing was observed."""
         if not self.observer.has_data:
             raise RuntimeError(f"{self._name()}: cannot compute quantization parameters, no data was observed")
         shape = self._last_shape
@@ -509,6 +628,13 @@ class Quantizer(nn.Module):
             if shape is not None:
                 check_qparams(torch.empty(shape, device="meta"), s, z, self.spec.with_(scale="float"))
             new = s
+        elif self.learn == "a2q":
+            new, z = self.observer.qparams()
+            if shape is not None:
+                check_qparams(torch.empty(shape, device="meta"), new, z, self.spec)
+            norm, l1 = self._parameters["norm"], self._buffers["a2q_l1"]
+            assert norm is not None and l1 is not None
+            norm.data = l1.to(device=new.device, dtype=norm.dtype).clone()
         else:
             s_obs, _ = self.observer.qparams()
             new = s_obs * float(self.spec.qmax)
@@ -529,8 +655,7 @@ class Quantizer(nn.Module):
             self.compute_qparams()
         self.observing = False
         self._frozen = True
-        learned = self._learned()
-        if learned is not None:
+        for learned in self._learned_parameters():
             learned.requires_grad_(False)
 
     def reset(self) -> None:
@@ -538,12 +663,13 @@ class Quantizer(nn.Module):
         self.observer.reset()
         device = self.zero_point.device
         self.zero_point = torch.empty(0, dtype=torch.int32, device=device)
-        learned = self._learned()
-        if learned is None:
+        if self.learn == "none":
             self.scale = torch.empty(0, device=device)
-        else:
+        for learned in self._learned_parameters():
             learned.data = torch.empty(0, dtype=learned.dtype, device=learned.device)
             learned.requires_grad_(True)
+        if self.learn == "a2q":
+            self.a2q_l1 = torch.empty(0, device=device)
         if self.learn == "lsq":
             self.lsq_mean_abs = torch.empty(0, device=device)
             self._lsq_seen = 0
@@ -576,8 +702,7 @@ class Quantizer(nn.Module):
         self.calibrated = bool(state["calibrated"])
         self._frozen = bool(state["frozen"])
         self._lsq_seen = int(state["lsq_seen"])
-        learned = self._learned()
-        if learned is not None:
+        for learned in self._learned_parameters():
             learned.requires_grad_(not self._frozen)
 
     def _load_from_state_dict(  # type: ignore[no-untyped-def]
@@ -589,6 +714,15 @@ class Quantizer(nn.Module):
         elif state_dict[prefix + "code_offsets"].numel():
             offsets = state_dict[prefix + "code_offsets"]
             check_code_offsets(offsets, tuple(offsets.shape), self.spec, f"{self._name()}: {prefix}code_offsets")
+        for key in ("prescale", "bias_prescale", "bias_shift"):  # saved before rescaling existed: none
+            state_dict.setdefault(prefix + key, torch.empty(0))
+        for key in ("prescale", "bias_prescale"):
+            factors = state_dict[prefix + key]
+            if isinstance(factors, torch.Tensor) and factors.numel():
+                check_prescale(factors, tuple(factors.shape), f"{self._name()}: {prefix}{key}")
+        shift = state_dict[prefix + "bias_shift"]
+        if isinstance(shift, torch.Tensor) and shift.numel():
+            check_bias_shift(shift, tuple(shift.shape), f"{self._name()}: {prefix}bias_shift")
         resize_for_load(self, state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -600,7 +734,7 @@ class Quantizer(nn.Module):
         projects it to ``max(., SCALE_EPS)``), or a zero point outside the spec's code range: such a state
         would quantize to garbage."""
         learned = self.learn != "none"
-        for key in ("scale", "alpha"):
+        for key in ("scale", "alpha", "norm"):  # norm: A2Q's learned norm, like a learned step
             t = state_dict.get(prefix + key)
             if isinstance(t, torch.Tensor) and t.numel():
                 v = t.detach().to(torch.float64)
@@ -622,4 +756,5 @@ class Quantizer(nn.Module):
                                  f"outside the code range [{lo}, {hi}] of {self.spec.describe()}")  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"{self.spec.describe()}, observer={self.observer_name}, learn={self.learn}"
+        learn = f"a2q({self.accumulator.describe()})" if self.accumulator is not None else self.learn
+        return f"{self.spec.describe()}, observer={self.observer_name}, learn={learn}"

@@ -85,7 +85,9 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from quant.sim.observers import OBSERVERS, make_observer
+from quant.sim.a2q import check_a2q_spec
 from quant.sim.quantizer import LEARN_MODES
+from quant.contract.accumulator import AccumulatorTarget
 from quant.contract.datapath import Datapath
 from quant.contract.spec import QuantSpec
 
@@ -223,8 +225,11 @@ class QuantizerConfig:
     """Everything needed to build one ``Quantizer``: scheme, observer and learning mode.
 
     ``observer`` is a name registered in :data:`quant.sim.observers.OBSERVERS`; ``learn`` is
-    one of :data:`quant.sim.quantizer.LEARN_MODES` (``"pact"`` is for activations only, which
-    :class:`Rule` checks). ``observer_kwargs`` may be given as a mapping; it is stored as
+    one of :data:`quant.sim.quantizer.LEARN_MODES` (``"pact"`` is for activations only and ``"a2q"`` for
+    weights only, which :class:`Rule` checks). ``accumulator`` is the target of ``learn="a2q"``
+    (:mod:`quant.sim.a2q`: the accumulator width and the input codes it must hold every product sum of;
+    ``AccumulatorTarget.of(datapath)`` takes them from a datapath) and is required by it and refused by the
+    other modes. ``observer_kwargs`` may be given as a mapping; it is stored as
     a tuple of ``(name, value)`` pairs sorted by name so the config stays immutable and
     hashable, and is checked by building the observer once.
 
@@ -236,13 +241,22 @@ class QuantizerConfig:
     >>> QuantizerConfig(QuantSpec(), learn="adaround")
     Traceback (most recent call last):
     ...
-    ValueError: QuantizerConfig.learn='adaround' is not one of 'none', 'lsq', 'pact'
+    ValueError: QuantizerConfig.learn='adaround' is not one of 'none', 'lsq', 'pact', 'a2q'
+    >>> a2q = QuantizerConfig(QuantSpec(bits=4, granularity="channel", axis=0), learn="a2q",
+    ...                       accumulator=AccumulatorTarget(acc_bits=12, input_bits=4, input_signed=False))
+    >>> a2q.describe()
+    'int4 sym per-channel(0) half_even, learn=a2q(acc12 for uint4 inputs with a zero point (||q||_1 <= 136))'
+    >>> QuantizerConfig(QuantSpec(bits=4, granularity="channel", axis=0), learn="a2q")
+    Traceback (most recent call last):
+    ...
+    ValueError: QuantizerConfig.learn='a2q' needs accumulator=AccumulatorTarget(acc_bits=..., input_bits=..., input_signed=...), the accumulator whose overflow it rules out
     """
 
     spec: QuantSpec
     observer: str = "minmax"
     learn: str = "none"
     observer_kwargs: tuple[tuple[str, Any], ...] = field(default=())
+    accumulator: Optional[AccumulatorTarget] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, QuantSpec):
@@ -255,6 +269,15 @@ class QuantizerConfig:
             raise ValueError(
                 f"QuantizerConfig.learn={self.learn!r} is not one of {', '.join(map(repr, LEARN_MODES))}"
             )
+        if self.learn == "a2q" and self.accumulator is None:
+            raise ValueError("QuantizerConfig.learn='a2q' needs accumulator=AccumulatorTarget(acc_bits=..., "
+                             "input_bits=..., input_signed=...), the accumulator whose overflow it rules out")  # fmt: skip
+        if self.accumulator is not None and not isinstance(self.accumulator, AccumulatorTarget):
+            raise ValueError(f"QuantizerConfig.accumulator={self.accumulator!r} must be an AccumulatorTarget or None")
+        if self.accumulator is not None and self.learn != "a2q":
+            raise ValueError(f"QuantizerConfig.accumulator is only for learn='a2q', not learn={self.learn!r}")
+        if self.learn == "a2q":
+            check_a2q_spec(self.spec, "QuantizerConfig.spec")
         object.__setattr__(self, "observer_kwargs", _freeze_kwargs(self.observer_kwargs))
         if self.observer_kwargs:
             try:
@@ -279,7 +302,9 @@ class QuantizerConfig:
         if self.observer != "minmax" or self.observer_kwargs:
             kw = ", ".join(f"{k}={v!r}" for k, v in self.observer_kwargs)
             parts.append(f"observer={self.observer}" + (f"({kw})" if kw else ""))
-        if self.learn != "none":
+        if self.accumulator is not None:
+            parts.append(f"learn=a2q({self.accumulator.describe()})")
+        elif self.learn != "none":
             parts.append(f"learn={self.learn}")
         return ", ".join(parts)
 
@@ -349,6 +374,11 @@ class Rule:
                 f"Rule.weight.learn='pact' for {_describe_pattern(self.pattern)}: PACT clips activations; "
                 "use learn='none' or 'lsq' for weights"
             )
+        for role in ROLES:
+            config = getattr(self, role)
+            if role != "weight" and config is not None and config.learn == "a2q":
+                raise ValueError(f"Rule.{role}.learn='a2q' for {_describe_pattern(self.pattern)}: A2Q bounds weight "
+                                 "codes; give it to the weight role only")  # fmt: skip
 
     @property
     def roles(self) -> dict[str, QuantizerConfig]:
