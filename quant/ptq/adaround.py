@@ -90,7 +90,7 @@ def adaround(model: nn.Module, handle: QuantHandle, calibration_batches: Iterabl
         raise ValueError(f"adaround: warmup={warmup} must lie in [0, 1)")
     if not beta_start >= beta_end > 0:
         raise ValueError(f"adaround: beta_start={beta_start}, beta_end={beta_end}: need beta_start >= beta_end > 0")
-    batches = checked_batches(calibration_batches, "adaround")
+    batches = checked_batches(calibration_batches, "adaround", model, handle)
     skipped: list[str] = []
     chosen = weight_layers(handle, "adaround", layers, skipped)
     for layer in chosen:

@@ -48,7 +48,7 @@ def bias_correction(model: nn.Module, handle: QuantHandle, calibration_batches: 
     ``calibration_batches`` (module doc); the shifts go into the weight quantizers. The handle must be
     calibrated. Returns the report: per layer the output's mean squared error against the float layer's
     output before and after, and the number of channels corrected (as ``changed_codes`` / ``codes``)."""
-    batches = checked_batches(calibration_batches, "bias_correction")
+    batches = checked_batches(calibration_batches, "bias_correction", model, handle)
     skipped: list[str] = []
     chosen = weight_layers(handle, "bias_correction", layers, skipped)
     report = PTQReport("bias_correction", skipped=skipped, changed_label="channels shifted")

@@ -90,9 +90,12 @@ def call_model(model: nn.Module, batch: object) -> object:
                     f"arguments, got {type(batch).__name__}")  # fmt: skip
 
 
-def checked_batches(batches: Iterable[object], algorithm: str) -> list[object]:
+def checked_batches(batches: Iterable[object], algorithm: str, model: Optional[nn.Module] = None,
+                    handle: Optional[QuantHandle] = None) -> list[object]:  # fmt: skip
     """The calibration batches as a list (every algorithm reads them more than once); ``ValueError`` when
-    there are none, ``TypeError`` naming a batch of another kind."""
+    there are none, ``TypeError`` naming a batch of another kind. With ``model`` and ``handle``: every batch is
+    run once through the float model (:func:`float_reference`, no gradients, eval mode), and a batch the model
+    cannot take (a wrong shape, a missing argument) is a ``ValueError`` naming it, before any work."""
     if isinstance(batches, (torch.Tensor, dict)):
         raise TypeError(f"{algorithm}: calibration_batches must be an iterable of batches (a list of tensors, "
                         "a DataLoader, ...), not one batch; wrap it in a list")  # fmt: skip
@@ -103,7 +106,23 @@ def checked_batches(batches: Iterable[object], algorithm: str) -> list[object]:
         if not isinstance(b, (torch.Tensor, tuple, list, dict)):
             raise TypeError(f"{algorithm}: calibration batch {i} is a {type(b).__name__}; a batch is a tensor, "
                             "a tuple/list of arguments or a dict of keyword arguments")  # fmt: skip
+    if model is not None and handle is not None:
+        with torch.no_grad(), eval_mode(model), float_reference(handle):
+            for i, b in enumerate(out):
+                try:
+                    call_model(model, b)
+                except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                    raise ValueError(f"{algorithm}: calibration batch {i} ({_describe_batch(b)}) does not run through "
+                                     f"the model: {type(err).__name__}: {err}") from None  # fmt: skip
     return out
+
+
+def _describe_batch(batch: object) -> str:
+    """The shapes of a batch's tensors, for an error message."""
+    if isinstance(batch, torch.Tensor):
+        return f"shape {tuple(batch.shape)}"
+    items = batch.items() if isinstance(batch, dict) else enumerate(batch)  # type: ignore[arg-type]
+    return ", ".join(f"{k}: {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}" for k, v in items)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def equalize(model: nn.Module, handle: QuantHandle, calibration_batches: Iterabl
         raise ValueError(f"equalize: iterations={iterations} must be >= 1")
     if not tolerance >= 0:
         raise ValueError(f"equalize: tolerance={tolerance} must be >= 0")
-    batches = checked_batches(calibration_batches, "equalize")
+    batches = checked_batches(calibration_batches, "equalize", model, handle)
     pairs, skipped = find_pairs(model, handle, "equalize", batches[0], producers=(nn.Linear, nn.Conv1d, nn.Conv2d))
     layers = [layer for layer in check_pairs(pairs, skipped, handle, "equalize")
               if isinstance(layer.module, WEIGHT_LAYERS)]  # the errors of the Linear/Conv layers

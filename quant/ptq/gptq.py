@@ -89,7 +89,7 @@ def gptq(model: nn.Module, handle: QuantHandle, calibration_batches: Iterable[ob
     if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not math.isfinite(damp) or damp <= 0:
         raise ValueError(f"gptq: damp={damp!r} must be a finite number > 0 (a fraction of the mean Hessian "
                          "diagonal, typically 0.01)")  # fmt: skip
-    batches = checked_batches(calibration_batches, "gptq")
+    batches = checked_batches(calibration_batches, "gptq", model, handle)
     skipped: list[str] = []
     chosen = weight_layers(handle, "gptq", layers, skipped)
     for layer in chosen:

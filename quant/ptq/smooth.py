@@ -41,7 +41,7 @@ def smooth(model: nn.Module, handle: QuantHandle, calibration_batches: Iterable[
     ``ValueError`` before any change for ``alpha`` outside [0, 1] or a model without such a pair."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"smooth: alpha={alpha} must lie in [0, 1]")
-    batches = checked_batches(calibration_batches, "smooth")
+    batches = checked_batches(calibration_batches, "smooth", model, handle)
     found, skipped = find_pairs(model, handle, "smooth", batches[0], producers=(nn.Linear, nn.LayerNorm))
     pairs = []
     for pair in found:
