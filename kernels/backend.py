@@ -7,6 +7,7 @@ bits). The registered ``"c"`` backend uses "auto"; tests build one per instructi
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -36,11 +37,39 @@ __all__ = ["BACKEND", "CKernels"]
 Codes = npt.NDArray[Any]
 
 
+#: The :class:`kernels.PackedWeights` made for each packed parameter object (a program's
+#: ``PackedTensor``), with the data shape it was validated at: validating costs about a small kernel
+#: call. Only frozen dataclasses compared by identity are kept (their fields cannot be rebound and
+#: equal-valued copies stay apart); the wrapper shares the parameter's data array, so an in-place
+#: change of the codes reaches the next call, and one of the array's own shape, dtype or layout makes
+#: the next call validate again.
+_PACKED: weakref.WeakKeyDictionary[Any, tuple[api.PackedWeights, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+
+
+def _kept_by_identity(w: object) -> bool:
+    params = getattr(type(w), "__dataclass_params__", None)
+    return bool(getattr(params, "frozen", False)) and type(w).__hash__ is object.__hash__
+
+
 def _c_weights(w: Weights) -> Union[Codes, api.PackedWeights]:
     """Codes as given; other packed weights as a (validated) :class:`kernels.PackedWeights`."""
     if isinstance(w, (np.ndarray, api.PackedWeights)):
         return w
-    return api.PackedWeights(data=w.data, bits=w.bits, signed=w.signed, shape=tuple(w.shape))
+    keep = _kept_by_identity(w)
+    if keep:
+        found = _PACKED.get(w)
+        if found is not None:
+            packed, data_shape = found
+            data = packed.data
+            if data is w.data and data.shape == data_shape and data.dtype == np.uint8 and data.flags.c_contiguous:
+                return packed
+    packed = api.PackedWeights(data=w.data, bits=w.bits, signed=w.signed, shape=tuple(w.shape))
+    if keep:
+        try:
+            _PACKED[w] = (packed, packed.data.shape)
+        except TypeError:  # no weak references to this type: validated on every call
+            pass
+    return packed
 
 
 class CKernels:
