@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 #: Instruction-set choices of the hot loops (all give identical results).
-ISAS: dict[str, int] = {"auto": _qk.ISA_AUTO, "portable": _qk.ISA_PORTABLE, "avx2": _qk.ISA_X86_AVX2}
+ISAS: dict[str, int] = {"auto": _qk.ISA_AUTO, "portable": _qk.ISA_PORTABLE, "avx2": _qk.ISA_X86_AVX2,
+                        "avx512_vnni": _qk.ISA_X86_AVX512_VNNI}  # fmt: skip
 
 _OVERFLOW = {"wrap": _qk.OVERFLOW_WRAP, "saturate": _qk.OVERFLOW_SATURATE, "error": _qk.OVERFLOW_ERROR}
 _REQUANT = {

@@ -29,6 +29,7 @@ ZP_BEFORE_ROUNDING: int
 ISA_AUTO: int
 ISA_PORTABLE: int
 ISA_X86_AVX2: int
+ISA_X86_AVX512_VNNI: int
 #: The qk_status values (kernels/c/include/qk_types.h); an exception of a nonzero status carries it as
 #: its ``qk_status`` attribute.
 ERR_NULL: int

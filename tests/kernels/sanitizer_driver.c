@@ -166,6 +166,8 @@ static void check_conv2d(void)
     qk_weights wu, wp;
     size_t x_len, w_len, y_len, k, scratch_bytes, p_len, i, o;
     void *x, *w, *y1, *y2, *y3, *scratch;
+    static const int32_t wider[] = {QK_ISA_AUTO, QK_ISA_X86_AVX2, QK_ISA_X86_AVX512_VNNI};
+    int32_t isa;
     uint8_t *packed = NULL;
     int32_t *acc32;
     qk_status st, st2;
@@ -224,11 +226,17 @@ static void check_conv2d(void)
     scratch = malloc(scratch_bytes);
     st = qk_conv2d(&g, &dp, x, x_len, zx, &wu, bias, (size_t)g.c_out, &rq, y1, y_len, scratch, scratch_bytes,
                    QK_ISA_PORTABLE);
-    st2 = qk_conv2d(&g, &dp, x, x_len, zx, &wu, bias, (size_t)g.c_out, &rq, y2, y_len, scratch, scratch_bytes,
-                    QK_ISA_AUTO);
-    if (st != st2 || (st == QK_OK && memcmp(y1, y2, y_len) != 0)) {
-        fprintf(stderr, "FAIL conv2d: portable and auto ISA differ (status %d, %d)\n", st, st2);
-        failures++;
+    for (isa = 0; isa < (int32_t)(sizeof(wider) / sizeof(wider[0])); ++isa) {
+        int32_t available = 0, selected = 0;
+        if (qk_isa_query(wider[isa], &available, &selected) != QK_OK || !available) {
+            continue;
+        }
+        st2 = qk_conv2d(&g, &dp, x, x_len, zx, &wu, bias, (size_t)g.c_out, &rq, y2, y_len, scratch, scratch_bytes,
+                        wider[isa]);
+        if (st != st2 || (st == QK_OK && memcmp(y1, y2, y_len) != 0)) {
+            fprintf(stderr, "FAIL conv2d: portable and ISA %d differ (status %d, %d)\n", wider[isa], st, st2);
+            failures++;
+        }
     }
     if (dp.w_bits == 1 || dp.w_bits == 2 || dp.w_bits == 4) {
         int8_t *codes = (int8_t *)malloc(w_len);
@@ -377,6 +385,21 @@ static void check_linear(void)
               "requantize");
         for (i = 0; i < (size_t)m * (size_t)n; ++i) {
             CHECK(load_code(y1, i, rq.y_signed) == load_code(y2, i, rq.y_signed), "linear element %zu", i);
+        }
+    }
+    { /* every other instruction set the machine has gives the same status and codes */
+        static const int32_t isas[] = {QK_ISA_PORTABLE, QK_ISA_X86_AVX2, QK_ISA_X86_AVX512_VNNI};
+        size_t e;
+        for (e = 0; e < sizeof(isas) / sizeof(isas[0]); ++e) {
+            int32_t available = 0, selected = 0;
+            qk_status st2;
+            if (qk_isa_query(isas[e], &available, &selected) != QK_OK || !available) {
+                continue;
+            }
+            st2 = qk_linear(m, k, n, &dp, x, (size_t)m * (size_t)k, zx, &wu, bias, (size_t)n, &rq, y2,
+                            (size_t)m * (size_t)n, scratch, scratch_bytes, isas[e]);
+            CHECK(st2 == st && (st != QK_OK || memcmp(y1, y2, (size_t)m * (size_t)n) == 0),
+                  "linear: ISA %d differs from auto (status %d, %d)", isas[e], st2, st);
         }
     }
     free(x);

@@ -118,7 +118,7 @@ def c_kernels(isa: str) -> KeywordBackend:
 
 
 #: Every instruction set this machine runs (results must be identical across them).
-C_ISAS: list[str] = [i for i in ("portable", "avx2") if kernels.isa_available(i)]
+C_ISAS: list[str] = [i for i in ("portable", "avx2", "avx512_vnni") if kernels.isa_available(i)]
 BACKENDS: dict[str, KeywordBackend] = {name: KeywordBackend(get_backend(name)) for name in ("torch_ref", "c")}
 
 

@@ -159,6 +159,22 @@ def test_linear_long_reduction_is_chunked_exactly(overflow: str) -> None:
         assert_same_outcome(outcome(lambda: c_kernels(isa).linear(x, w, None, **kw)), expected, f"linear K={k} {isa}")
 
 
+@pytest.mark.parametrize("k", [1, 31, 257, 600])
+@pytest.mark.parametrize("extreme", [False, True])
+def test_every_isa_on_gemm_tiles_and_tails(k: int, extreme: bool) -> None:
+    """Rows beyond one register tile plus a tail, columns beyond one 32-wide panel plus a tail, K across several
+    packed blocks of pairs; ``extreme``: every product at its largest magnitude (-128 - 127 times -128)."""
+    dp = Datapath(name="tiles", a_bits=8, a_signed=True, w_bits=8, acc_bits=32, overflow="wrap")
+    rng = np.random.default_rng(k)
+    m, n = 45, 19
+    x = np.full((m, k), -128, dtype=np.int8) if extreme else rng.integers(-128, 128, size=(m, k)).astype(np.int8)
+    w = np.full((n, k), -128, dtype=np.int8) if extreme else rng.integers(-128, 128, size=(n, k)).astype(np.int8)
+    kw: dict[str, Any] = dict(x_zero_point=127, w_zero_point=0, y_zero_point=0, multiplier=2.0**-20, datapath=dp)
+    expected = BACKENDS["torch_ref"].linear(x, w, None, **kw)
+    for isa in C_ISAS:
+        assert_same(c_kernels(isa).linear(x, w, None, **kw), expected, f"linear {m}x{k}x{n} {isa}")
+
+
 def test_saturating_path_matches_reference_on_overflowing_sums() -> None:
     """A 16-bit saturating accumulator where many partial sums leave the range (sequential path)."""
     dp = Datapath.preset("w4a4_acc16_sat")

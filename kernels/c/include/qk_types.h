@@ -72,6 +72,7 @@ typedef enum qk_status {
 #define QK_ISA_AUTO 0     /* the widest available at run time */
 #define QK_ISA_PORTABLE 1 /* plain C compiled for the baseline target */
 #define QK_ISA_X86_AVX2 2 /* the same C compiled for x86-64 AVX2 (QK_ERR_ISA where unavailable) */
+#define QK_ISA_X86_AVX512_VNNI 3 /* AVX-512 VNNI (vpdpwssd) GEMM, the rest as AVX2 (QK_ERR_ISA where unavailable) */
 
 /* The integer datapath: one field per knob of quant.datapath.Datapath that the kernels use. */
 typedef struct qk_datapath {

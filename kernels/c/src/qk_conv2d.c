@@ -172,6 +172,7 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
             mm.row_wsum = pl->wsum + grp * pl->mgp;
             mm.bias = bias ? bias + grp * pl->mg : NULL;
             mm.chan0 = grp * pl->mg;
+            qk__mm_prepare(&mm);
             for (p0 = 0; p0 < pl->pixels; p0 += pl->nb_max) {
                 size_t nb = pl->pixels - p0 < pl->nb_max ? pl->pixels - p0 : pl->nb_max;
                 size_t nbp = qk__round_up(nb, QK__NR);

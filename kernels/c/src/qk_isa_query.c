@@ -8,7 +8,7 @@ qk_status qk_isa_query(int32_t isa, int32_t *available, int32_t *selected)
     if (available == NULL || selected == NULL) {
         return QK_ERR_NULL;
     }
-    if (isa < QK_ISA_AUTO || isa > QK_ISA_X86_AVX2) {
+    if (isa < QK_ISA_AUTO || isa > QK_ISA_X86_AVX512_VNNI) {
         return QK_ERR_ISA;
     }
     *available = qk__select_isa(isa, &sel) == QK_OK;

@@ -132,6 +132,7 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     pl.mm.row_wsum = pl.wsum;
     pl.mm.perm = NULL;
     pl.mm.xmax = qk__max_abs_diff(x, x_len, dp->a_signed, x_zero_point);
+    qk__mm_prepare(&pl.mm);
     for (r0 = 0; r0 < (size_t)m; r0 += pl.nb_max) {
         size_t nb = (size_t)m - r0 < pl.nb_max ? (size_t)m - r0 : pl.nb_max;
         size_t nbp = qk__round_up(nb, QK__NR);

@@ -48,7 +48,7 @@ void qk__depthwise_row(int32_t isa, const int16_t *plane, size_t wp, const int16
                        size_t sw, size_t dh, size_t dw, size_t ow, int32_t *acc)
 {
 #if QK__HAVE_X86_AVX2
-    if (isa == QK_ISA_X86_AVX2) {
+    if (QK__USES_AVX2(isa)) {
         qk__depthwise_row_avx2(plane, wp, w, kh, kw, sw, dh, dw, ow, acc);
         return;
     }

@@ -6,8 +6,8 @@
  * |a|, |b| <= 255 and kc <= QK__K_CHUNK, so no partial sum leaves int32.
  *
  * The body is written once; qk__gemm_portable compiles it for the baseline target and, where
- * QK__HAVE_X86_AVX2, qk__gemm_avx2 compiles the same body for AVX2. An ISA-specific version
- * (intrinsics, another architecture) would sit beside them and be selected in qk__gemm_i16. */
+ * QK__HAVE_X86_AVX2, qk__gemm_avx2 compiles the same body for AVX2. The AVX-512 VNNI kernels
+ * (intrinsics) are qk__gemm_avx512 (qk_gemm_avx512.c); qk__gemm_i16 selects among them. */
 #include "qk_internal.h"
 
 QK__ALWAYS_INLINE void qk__tile_2x4(size_t kc, const int16_t *a, size_t lda, const int16_t *b, size_t ldb,
@@ -69,6 +69,12 @@ QK__TARGET_AVX2 static void qk__gemm_avx2(size_t m, size_t n, size_t kc, const i
 void qk__gemm_i16(int32_t isa, size_t m, size_t n, size_t kc, const int16_t *a, size_t lda, const int16_t *b,
                   size_t ldb, int32_t *c, size_t ldc)
 {
+#if QK__HAVE_X86_AVX512_VNNI
+    if (isa == QK_ISA_X86_AVX512_VNNI) {
+        qk__gemm_avx512(m, n, kc, a, lda, b, ldb, c, ldc);
+        return;
+    }
+#endif
 #if QK__HAVE_X86_AVX2
     if (isa == QK_ISA_X86_AVX2) {
         qk__gemm_avx2(m, n, kc, a, lda, b, ldb, c, ldc);

@@ -32,6 +32,16 @@
 #if QK__HAVE_X86_AVX2
 #define QK__TARGET_AVX2 __attribute__((target("avx2")))
 #endif
+/* Whether the GEMM also has an AVX-512 VNNI kernel (intrinsics under a function attribute; compilers
+ * that know the avx512vnni target: GCC 8, Clang 6 and later). */
+#if QK__HAVE_X86_AVX2 && ((defined(__clang__) && __clang_major__ >= 6) || (!defined(__clang__) && __GNUC__ >= 8))
+#define QK__HAVE_X86_AVX512_VNNI 1
+#define QK__TARGET_AVX512_VNNI __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+#else
+#define QK__HAVE_X86_AVX512_VNNI 0
+#endif
+/* Whether the loops that have no wider version run their AVX2 build under `isa`. */
+#define QK__USES_AVX2(isa) ((isa) == QK_ISA_X86_AVX2 || (isa) == QK_ISA_X86_AVX512_VNNI)
 
 /* The hot loops are written for auto-vectorization, which GCC enables only from -O3 (or with
  * -ftree-vectorize): the library asks for it, so that a build at -O2 (the usual release flag, and
@@ -180,6 +190,29 @@ qk_status qk__select_isa(int32_t isa, int32_t *selected);
 void qk__gemm_i16(int32_t isa, size_t m, size_t n, size_t kc, const int16_t *a, size_t lda, const int16_t *b,
                   size_t ldb, int32_t *c, size_t ldc);
 
+/* Groups of k per block of the AVX-512 kernels, and the int32 size of A prepared for them: every block
+ * of QK__Z_KB quadruples of k holds all mp rows. */
+#define QK__Z_KB 128
+static inline size_t qk__z_groups(size_t mp, size_t kp)
+{
+    return qk__mul_sat(qk__mul_sat((kp / 4 + QK__Z_KB - 1) / QK__Z_KB, mp), QK__Z_KB);
+}
+
+/* qk__gemm_i16's product on AVX-512 VNNI (u8 x s8 where every row of a and of b spans at most 255, as
+ * differences of 8-bit codes do; int16 pairs otherwise); defined and called only where
+ * QK__HAVE_X86_AVX512_VNNI, on a CPU that qk__select_isa found to have it. */
+void qk__gemm_avx512(size_t m, size_t n, size_t kc, const int16_t *a, size_t lda, const int16_t *b, size_t ldb,
+                     int32_t *c, size_t ldc);
+/* A (mp rows of kp int16, kp a multiple of 16 and at most QK__K_CHUNK) as the int8 quadruples of the
+ * u8 x s8 product, once for many products: ag (qk__z_groups(mp, kp) int32), each row's offset and sum.
+ * Returns 0 (and prepares nothing usable) where a row spans more than 255. */
+int qk__gemm_avx512_prepare(const int16_t *a, size_t mp, size_t kp, int32_t *ag, int16_t *offset, int64_t *sum);
+/* c = rows i0 .. i0 + m (m <= 64) of the prepared A times b (n columns, as for qk__gemm_i16, kc = kp);
+ * a (the same A as int16) for a block of columns that spans more than 255. */
+void qk__gemm_avx512_prepared(const int16_t *a, size_t i0, size_t m, size_t mp, size_t n, size_t kp, const int32_t *ag,
+                              const int16_t *offset, const int64_t *sum, const int16_t *b, size_t ldb, int32_t *c,
+                              size_t ldc);
+
 /* One matrix product with accumulation (section 4) and requantization (section 5), shared by
  * conv2d and linear. A holds the weight differences w - z_w as int16 rows of kp (a multiple
  * of 16, zero padded) in the kernel's reduction order `perm`; B holds the input differences
@@ -207,7 +240,15 @@ typedef struct qk__mm {
     int32_t *accrow;             /* scratch: nb_max entries */
     int16_t *b_abs;              /* scratch: nb_max * kp when a_abs is used, else NULL */
     int32_t *tsum;               /* scratch: mp * nb_max when a_abs is used, else NULL */
+    int32_t *a_groups;           /* scratch: A for the AVX-512 u8 x s8 product (kp <= QK__K_CHUNK), else NULL */
+    int16_t *a_offset;           /* scratch: mp, with a_groups */
+    int64_t *a_sum;              /* scratch: mp, with a_groups */
+    int a_prepared;              /* whether a_groups holds the current A (qk__mm_prepare) */
 } qk__mm;
+
+/* Prepare A for the selected ISA's product where it has a prepared form (AVX-512 VNNI), once per A;
+ * call after setting mm->a and mm->isa, before qk__mm_block. */
+void qk__mm_prepare(qk__mm *mm);
 
 /* Compute the outputs of the nb (<= nb_max, rounded to QK__NR in b) columns in b.
  * Output (row i, column j) goes to y byte index i * y_row_stride + j * y_col_stride.

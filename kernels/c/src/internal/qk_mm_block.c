@@ -29,6 +29,27 @@ void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs)
     mm->accrow = (int32_t *)qk__arena_take(ar, nbp, sizeof(int32_t));
     mm->b_abs = with_abs ? (int16_t *)qk__arena_take(ar, nbp * mm->kp, sizeof(int16_t)) : NULL;
     mm->tsum = with_abs ? (int32_t *)qk__arena_take(ar, rows * nbp, sizeof(int32_t)) : NULL;
+    /* reserved whatever the CPU, so that the scratch size depends on the geometry only */
+    if (mm->kp <= QK__K_CHUNK) { /* (a measuring arena hands out NULL: the condition, not the pointer, decides) */
+        mm->a_groups = (int32_t *)qk__arena_take(ar, qk__z_groups(mm->mp, mm->kp), sizeof(int32_t));
+        mm->a_offset = (int16_t *)qk__arena_take(ar, mm->mp, sizeof(int16_t));
+        mm->a_sum = (int64_t *)qk__arena_take(ar, mm->mp, sizeof(int64_t));
+    } else {
+        mm->a_groups = NULL;
+        mm->a_offset = NULL;
+        mm->a_sum = NULL;
+    }
+    mm->a_prepared = 0;
+}
+
+void qk__mm_prepare(qk__mm *mm)
+{
+    mm->a_prepared = 0;
+#if QK__HAVE_X86_AVX512_VNNI
+    if (mm->isa == QK_ISA_X86_AVX512_VNNI && mm->a_groups != NULL) {
+        mm->a_prepared = qk__gemm_avx512_prepare(mm->a, mm->mp, mm->kp, mm->a_groups, mm->a_offset, mm->a_sum);
+    }
+#endif
 }
 
 static int64_t qk__clamp_acc(int64_t v, int64_t lim, int *changed)
@@ -74,7 +95,12 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
         size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
         const int16_t *a = mm->a + i0 * kp;
         int tsum_ready = 0;
-        if (kp <= QK__K_CHUNK) {
+        if (kp <= QK__K_CHUNK && mm->a_prepared) {
+#if QK__HAVE_X86_AVX512_VNNI
+            qk__gemm_avx512_prepared(mm->a, i0, rows, mm->mp, nbp, kp, mm->a_groups, mm->a_offset, mm->a_sum, b, kp,
+                                     mm->sums, nbp);
+#endif
+        } else if (kp <= QK__K_CHUNK) {
             qk__gemm_i16(mm->isa, rows, nbp, kp, a, kp, b, kp, mm->sums, nbp);
         } else {
             size_t k0;

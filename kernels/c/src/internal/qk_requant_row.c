@@ -413,7 +413,7 @@ void qk__requant_row(int32_t isa, const int32_t *acc, size_t n, size_t c, const 
                      const qk_requant_params *rq, void *y, size_t y_stride)
 {
 #if QK__HAVE_X86_AVX2
-    if (isa == QK_ISA_X86_AVX2) {
+    if (QK__USES_AVX2(isa)) {
         qk__requant_row_avx2(acc, n, c, dp, rq, y, y_stride);
         return;
     }
