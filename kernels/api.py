@@ -114,7 +114,7 @@ Codes = npt.NDArray[Any]
 
 
 def isa_available(isa: str) -> bool:
-    """Whether the kernels can run with instruction set ``isa`` ("auto", "portable", "avx2") here.
+    """Whether the kernels can run with instruction set ``isa`` ("auto", "portable", "avx2", "avx512_vnni") here.
 
     >>> isa_available("portable")
     True
@@ -518,7 +518,7 @@ def conv2d(
     hold ``z_x``), then requantized with ``multiplier`` (per tensor or per output channel) to
     ``clamp(y0 + z_y, lo, hi)``. ``x`` ``(N, C_in, H, W)``; ``w`` ``(C_out, C_in/groups, kh, kw)``
     codes or :class:`PackedWeights`; ``bias`` int32 ``(C_out,)`` or None. ``isa`` picks the
-    instruction set of the hot loops ("auto", "portable", "avx2"): results are identical.
+    instruction set of the hot loops ("auto", "portable", "avx2", "avx512_vnni"): results are identical.
 
     >>> x = np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4)
     >>> w = pack_weights(np.array([[[[1, -1], [-1, 1]]]], dtype=np.int8), 2, True)

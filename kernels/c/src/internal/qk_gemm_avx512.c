@@ -115,7 +115,8 @@ QK__TARGET_AVX512_VNNI static void qk__pack_rows(const int16_t *a, size_t lda, s
     for (r = 0; r < rows; ++r) {
         for (q = 0; q < qn; q += 16) {
             size_t take = qn - q < 16 ? qn - q : 16;
-            _mm512_storeu_si512((void *)(ag + r * QK__Z_KB + q), qk__groups(a + r * lda, q0 + q, take, bytes, bytes ? c[r] : 0));
+            __m512i g = qk__groups(a + r * lda, q0 + q, take, bytes, bytes ? c[r] : 0);
+            _mm512_storeu_si512((void *)(ag + r * QK__Z_KB + q), g);
         }
     }
 }

@@ -284,8 +284,8 @@ int32_t qk__max_abs_diff(const void *x, size_t n, int32_t is_signed, int32_t z);
 /* Fill A (mp x kp int16, rows >= m and columns >= k zero) with w - z_w from the weight
  * storage; kernel order position of canonical index k is perm[k] (NULL: identical; else tmp
  * holds k int16 for the decoding). Also fills row_wmax, row_wsum and, when a_abs is not NULL,
- * |A|. */
-void qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
+ * |A|. `isa` is a resolved QK_ISA_* (the same values whatever it is). */
+void qk__load_weights(int32_t isa, const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
                       const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int16_t *a_abs,
                       int32_t *row_wmax, int64_t *row_wsum);
 

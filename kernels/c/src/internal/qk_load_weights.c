@@ -4,15 +4,16 @@
  * Each row is decoded byte by byte into contiguous int16 values (loops the compiler
  * vectorizes), then, for convolutions whose kernel order differs from the canonical one,
  * permuted; the per-row bounds max|w - z_w| and sum|w - z_w| and the optional |w - z_w| copy
- * follow in separate vectorizable loops. */
+ * follow in separate vectorizable loops. The body is compiled for the baseline target and, where
+ * QK__HAVE_X86_AVX2, for AVX2 too (chosen by `isa`, as the GEMM's). */
 #include <string.h>
 
 #include "qk_internal.h"
 
 /* Codes of a row minus z into out[0..k): two's complement fields sign-extended by
  * (f ^ half) - half; signed 1-bit codes are 2 f - 1. */
-static void qk__decode_row(const uint8_t *src, size_t k, int32_t packed_bits, int32_t is_signed, int32_t z,
-                           int16_t *restrict out)
+QK__ALWAYS_INLINE void qk__decode_row(const uint8_t *src, size_t k, int32_t packed_bits, int32_t is_signed, int32_t z,
+                                      int16_t *restrict out)
 {
     size_t j;
     switch (packed_bits) {
@@ -73,9 +74,9 @@ static void qk__decode_row(const uint8_t *src, size_t k, int32_t packed_bits, in
     }
 }
 
-void qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
-                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int16_t *a_abs,
-                      int32_t *row_wmax, int64_t *row_wsum)
+QK__ALWAYS_INLINE void qk__load_weights_body(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k,
+                                             size_t chan0, const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp,
+                                             int16_t *a, int16_t *a_abs, int32_t *row_wmax, int64_t *row_wsum)
 {
     size_t i, j;
     size_t row_bytes = w->packed_bits ? qk__packed_row_bytes(k, w->packed_bits) : k;
@@ -120,4 +121,35 @@ void qk__load_weights(const qk_datapath *dp, const qk_weights *w, size_t m, size
             a_abs[j] = (int16_t)(a[j] < 0 ? -a[j] : a[j]);
         }
     }
+}
+
+static void qk__load_weights_portable(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
+                                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a,
+                                      int16_t *a_abs, int32_t *row_wmax, int64_t *row_wsum)
+{
+    qk__load_weights_body(dp, w, m, k, chan0, perm, tmp, mp, kp, a, a_abs, row_wmax, row_wsum);
+}
+
+#if QK__HAVE_X86_AVX2
+QK__TARGET_AVX2 static void qk__load_weights_avx2(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k,
+                                                  size_t chan0, const uint32_t *perm, int16_t *tmp, size_t mp,
+                                                  size_t kp, int16_t *a, int16_t *a_abs, int32_t *row_wmax,
+                                                  int64_t *row_wsum)
+{
+    qk__load_weights_body(dp, w, m, k, chan0, perm, tmp, mp, kp, a, a_abs, row_wmax, row_wsum);
+}
+#endif
+
+void qk__load_weights(int32_t isa, const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
+                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int16_t *a_abs,
+                      int32_t *row_wmax, int64_t *row_wsum)
+{
+#if QK__HAVE_X86_AVX2
+    if (QK__USES_AVX2(isa)) {
+        qk__load_weights_avx2(dp, w, m, k, chan0, perm, tmp, mp, kp, a, a_abs, row_wmax, row_wsum);
+        return;
+    }
+#endif
+    (void)isa;
+    qk__load_weights_portable(dp, w, m, k, chan0, perm, tmp, mp, kp, a, a_abs, row_wmax, row_wsum);
 }
