@@ -149,6 +149,30 @@ static void qk__fill_plane(const void *restrict x, int32_t is_signed, size_t off
     }
 }
 
+/* The cg channel planes of one image and group (channel c at x + offset + c * h * w) as the channels-last
+ * interior of the padded int16 copy (dst: its first interior position), channels in blocks of 16 so that
+ * every source row is read in order and every 16 destination values are written together. */
+static void qk__fill_channels_last(const void *restrict x, int32_t is_signed, size_t offset, int32_t z, size_t cg,
+                                   size_t h, size_t w, int16_t *restrict dst, size_t wp)
+{
+    size_t r, col, c0, c;
+    unsigned flip = is_signed ? 0x80u : 0u;
+    int32_t zz = is_signed ? z + 128 : z;
+    const uint8_t *xb = (const uint8_t *)x + offset;
+    for (r = 0; r < h; ++r) {
+        for (c0 = 0; c0 < cg; c0 += 16) {
+            size_t cn = cg - c0 < 16 ? cg - c0 : 16;
+            for (col = 0; col < w; ++col) {
+                int16_t *d = dst + (r * wp + col) * cg + c0;
+                const uint8_t *s = xb + c0 * h * w + r * w + col;
+                for (c = 0; c < cn; ++c) {
+                    d[c] = (int16_t)((int32_t)(s[c * h * w] ^ flip) - zz);
+                }
+            }
+        }
+    }
+}
+
 static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath *dp, const void *x, int32_t zx,
                                   const int32_t *bias, void *y, qk__conv_plan *pl)
 {
@@ -160,11 +184,14 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
     for (n = 0; n < (size_t)g->n; ++n) {
         for (grp = 0; grp < pl->groups; ++grp) {
             qk__mm mm = pl->mm;
-            size_t c;
-            for (c = 0; c < cg; ++c) {
-                size_t offset = ((n * (size_t)g->c_in + grp * cg + c) * (size_t)g->h) * (size_t)g->w;
-                int16_t *dst = pl->xpad + ((size_t)g->pad_h * wp + (size_t)g->pad_w) * cg + c;
-                qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w, dst, wp, cg);
+            if (cg == 1) {
+                size_t offset = ((n * (size_t)g->c_in + grp) * (size_t)g->h) * (size_t)g->w;
+                qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w,
+                               pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp, 1);
+            } else {
+                size_t offset = ((n * (size_t)g->c_in + grp * cg) * (size_t)g->h) * (size_t)g->w;
+                qk__fill_channels_last(x, dp->a_signed, offset, zx, cg, (size_t)g->h, (size_t)g->w,
+                                       pl->xpad + ((size_t)g->pad_h * wp + (size_t)g->pad_w) * cg, wp);
             }
             mm.a = pl->a + grp * pl->mgp * kp;
             mm.a_abs = pl->a_abs ? pl->a_abs + grp * pl->mgp * kp : NULL;
