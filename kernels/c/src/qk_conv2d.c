@@ -125,33 +125,28 @@ qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, const qk_datapath
     return st;
 }
 
-/* x - z_x of image n, channel c into the interior of a padded plane with element stride `step`.
+/* x - z_x of image n, channel c into the interior of a padded plane (dst: its first interior position).
  * Signed codes are read as bytes with the sign bit flipped (x + 128), so one unsigned loop
  * serves both: (x + 128) - (z + 128) = x - z. */
 static void qk__fill_plane(const void *restrict x, int32_t is_signed, size_t offset, int32_t z, size_t h, size_t w,
-                           int16_t *restrict dst, size_t wp, size_t step)
+                           int16_t *restrict dst, size_t wp)
 {
     size_t r, col;
     unsigned flip = is_signed ? 0x80u : 0u;
     int32_t zz = is_signed ? z + 128 : z;
     for (r = 0; r < h; ++r) {
-        int16_t *d = dst + r * wp * step;
+        int16_t *d = dst + r * wp;
         const uint8_t *s = (const uint8_t *)x + offset + r * w;
-        if (step == 1) {
-            for (col = 0; col < w; ++col) {
-                d[col] = (int16_t)((int32_t)(s[col] ^ flip) - zz);
-            }
-        } else {
-            for (col = 0; col < w; ++col) {
-                d[col * step] = (int16_t)((int32_t)(s[col] ^ flip) - zz);
-            }
+        for (col = 0; col < w; ++col) {
+            d[col] = (int16_t)((int32_t)(s[col] ^ flip) - zz);
         }
     }
 }
 
 /* The cg channel planes of one image and group (channel c at x + offset + c * h * w) as the channels-last
  * interior of the padded int16 copy (dst: its first interior position), channels in blocks of 16 so that
- * every source row is read in order and every 16 destination values are written together. */
+ * every source row is read in order and every 16 destination values are written together (the same
+ * values as qk__fill_plane, element stride cg). */
 static void qk__fill_channels_last(const void *restrict x, int32_t is_signed, size_t offset, int32_t z, size_t cg,
                                    size_t h, size_t w, int16_t *restrict dst, size_t wp)
 {
@@ -187,7 +182,7 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
             if (cg == 1) {
                 size_t offset = ((n * (size_t)g->c_in + grp) * (size_t)g->h) * (size_t)g->w;
                 qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w,
-                               pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp, 1);
+                               pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp);
             } else {
                 size_t offset = ((n * (size_t)g->c_in + grp * cg) * (size_t)g->h) * (size_t)g->w;
                 qk__fill_channels_last(x, dp->a_signed, offset, zx, cg, (size_t)g->h, (size_t)g->w,
@@ -258,7 +253,7 @@ static qk_status qk__conv_depthwise(const qk_conv2d_geometry *g, const qk_datapa
             if (o % mult == 0) {
                 size_t offset = ((n * (size_t)g->c_in + o / mult) * (size_t)g->h) * (size_t)g->w;
                 qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w,
-                               pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp, 1);
+                               pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp);
             }
             for (r = 0; r < oh; ++r) {
                 qk__depthwise_row(isa, pl->xpad + r * sh * wp, wp, arow, kh, kw, sw, dh, dw, ow, acc);

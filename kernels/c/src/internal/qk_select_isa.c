@@ -3,7 +3,7 @@
  * The hot loops are written once in portable C; on x86 with GCC or Clang the same source is
  * also compiled for AVX2 (function attribute, no intrinsics) and chosen at run time when the
  * CPU has it. The int16 GEMM also has an AVX-512 VNNI kernel (intrinsics under a function
- * attribute, qk_gemm_i16.c), chosen first where the CPU has AVX-512 F/BW/VL and VNNI; the other
+ * attribute, qk_gemm_avx512.c), chosen first where the CPU has AVX-512 F/BW/VL and VNNI; the other
  * loops run their AVX2 build under it. Every choice gives identical results. */
 #include "qk_internal.h"
 
