@@ -218,6 +218,15 @@ void qk__gemm_avx512_prepared(const int16_t *a, size_t i0, size_t m, size_t mp, 
  * of 16, zero padded) in the kernel's reduction order `perm`; B holds the input differences
  * x - z_x the same way. perm[k] is the position, in that order, of the k-th term of the
  * canonical order of section 4 (NULL: identical), used only by the exact sequential path. */
+/* A matrix prepared once for many AVX-512 products (qk__gemm_avx512_prepare): its int8 groups (NULL:
+ * none reserved), each row's offset and sum, and whether it holds the current matrix. */
+typedef struct qk__mm_prepared {
+    int32_t *groups;
+    int16_t *offset;
+    int64_t *sum;
+    int ready;
+} qk__mm_prepared;
+
 typedef struct qk__mm {
     const qk_datapath *dp;
     const qk_requant_params *rq;
@@ -240,14 +249,13 @@ typedef struct qk__mm {
     int32_t *accrow;             /* scratch: nb_max entries */
     int16_t *b_abs;              /* scratch: nb_max * kp when a_abs is used, else NULL */
     int32_t *tsum;               /* scratch: mp * nb_max when a_abs is used, else NULL */
-    int32_t *a_groups;           /* scratch: A for the AVX-512 u8 x s8 product (kp <= QK__K_CHUNK), else NULL */
-    int16_t *a_offset;           /* scratch: mp, with a_groups */
-    int64_t *a_sum;              /* scratch: mp, with a_groups */
-    int a_prepared;              /* whether a_groups holds the current A (qk__mm_prepare) */
+    qk__mm_prepared ap;          /* A prepared for the AVX-512 u8 x s8 product (kp <= QK__K_CHUNK) */
+    qk__mm_prepared abs_ap;      /* |A| likewise, when a_abs is used */
 } qk__mm;
 
-/* Prepare A for the selected ISA's product where it has a prepared form (AVX-512 VNNI), once per A;
- * call after setting mm->a and mm->isa, before qk__mm_block. */
+/* Prepare A (and |A|, where a row's coarse bound fails) for the selected ISA's product where it has a
+ * prepared form (AVX-512 VNNI), once per A; call after setting every field but the scratch, before
+ * qk__mm_block. */
 void qk__mm_prepare(qk__mm *mm);
 
 /* Compute the outputs of the nb (<= nb_max, rounded to QK__NR in b) columns in b.

@@ -19,6 +19,14 @@
 
 #define QK__MB 64 /* rows of A per GEMM call, a multiple of QK__MR */
 
+static void qk__reserve_prepared(qk__arena *ar, qk__mm_prepared *p, size_t mp, size_t kp, int wanted)
+{
+    p->groups = wanted ? (int32_t *)qk__arena_take(ar, qk__z_groups(mp, kp), sizeof(int32_t)) : NULL;
+    p->offset = wanted ? (int16_t *)qk__arena_take(ar, mp, sizeof(int16_t)) : NULL;
+    p->sum = wanted ? (int64_t *)qk__arena_take(ar, mp, sizeof(int64_t)) : NULL;
+    p->ready = 0;
+}
+
 void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs)
 {
     size_t nbp = qk__round_up(nb_max, QK__NR);
@@ -29,27 +37,55 @@ void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs)
     mm->accrow = (int32_t *)qk__arena_take(ar, nbp, sizeof(int32_t));
     mm->b_abs = with_abs ? (int16_t *)qk__arena_take(ar, nbp * mm->kp, sizeof(int16_t)) : NULL;
     mm->tsum = with_abs ? (int32_t *)qk__arena_take(ar, rows * nbp, sizeof(int32_t)) : NULL;
-    /* reserved whatever the CPU, so that the scratch size depends on the geometry only */
-    if (mm->kp <= QK__K_CHUNK) { /* (a measuring arena hands out NULL: the condition, not the pointer, decides) */
-        mm->a_groups = (int32_t *)qk__arena_take(ar, qk__z_groups(mm->mp, mm->kp), sizeof(int32_t));
-        mm->a_offset = (int16_t *)qk__arena_take(ar, mm->mp, sizeof(int16_t));
-        mm->a_sum = (int64_t *)qk__arena_take(ar, mm->mp, sizeof(int64_t));
-    } else {
-        mm->a_groups = NULL;
-        mm->a_offset = NULL;
-        mm->a_sum = NULL;
+    /* reserved whatever the CPU, so that the scratch size depends on the geometry only (a measuring arena
+     * hands out NULL: the condition, not the pointer, decides) */
+    qk__reserve_prepared(ar, &mm->ap, mm->mp, mm->kp, mm->kp <= QK__K_CHUNK);
+    qk__reserve_prepared(ar, &mm->abs_ap, mm->mp, mm->kp, mm->kp <= QK__K_CHUNK && with_abs);
+}
+
+static void qk__prepare_one(const qk__mm *mm, const int16_t *a, qk__mm_prepared *p)
+{
+    p->ready = 0;
+#if QK__HAVE_X86_AVX512_VNNI
+    if (mm->isa == QK_ISA_X86_AVX512_VNNI && p->groups != NULL && a != NULL) {
+        p->ready = qk__gemm_avx512_prepare(a, mm->mp, mm->kp, p->groups, p->offset, p->sum);
     }
-    mm->a_prepared = 0;
+#else
+    (void)mm;
+    (void)a;
+#endif
 }
 
 void qk__mm_prepare(qk__mm *mm)
 {
-    mm->a_prepared = 0;
-#if QK__HAVE_X86_AVX512_VNNI
-    if (mm->isa == QK_ISA_X86_AVX512_VNNI && mm->a_groups != NULL) {
-        mm->a_prepared = qk__gemm_avx512_prepare(mm->a, mm->mp, mm->kp, mm->a_groups, mm->a_offset, mm->a_sum);
+    int64_t lim = (INT64_C(1) << (mm->dp->acc_bits - 1)) - 1;
+    int coarse_fails = 0;
+    size_t i;
+    qk__prepare_one(mm, mm->a, &mm->ap);
+    for (i = 0; i < mm->m && mm->a_abs != NULL; ++i) { /* |A| is multiplied only where the coarse bound fails */
+        int64_t bias = mm->bias ? mm->bias[i] : 0;
+        coarse_fails |= (bias < 0 ? -bias : bias) + (int64_t)mm->xmax * mm->row_wsum[i] > lim;
     }
+    if (coarse_fails) {
+        qk__prepare_one(mm, mm->a_abs, &mm->abs_ap);
+    } else {
+        mm->abs_ap.ready = 0;
+    }
+}
+
+/* c = rows i0 .. i0 + rows of a (mp x kp) times b: the prepared product where p is ready, else qk__gemm_i16 */
+static void qk__product(const qk__mm *mm, const qk__mm_prepared *p, const int16_t *a, size_t i0, size_t rows,
+                        const int16_t *b, size_t nbp, int32_t *c)
+{
+#if QK__HAVE_X86_AVX512_VNNI
+    if (p->ready) {
+        qk__gemm_avx512_prepared(a, i0, rows, mm->mp, nbp, mm->kp, p->groups, p->offset, p->sum, b, mm->kp, c, nbp);
+        return;
+    }
+#else
+    (void)p;
 #endif
+    qk__gemm_i16(mm->isa, rows, nbp, mm->kp, a + i0 * mm->kp, mm->kp, b, mm->kp, c, nbp);
 }
 
 static int64_t qk__clamp_acc(int64_t v, int64_t lim, int *changed)
@@ -95,13 +131,8 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
         size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
         const int16_t *a = mm->a + i0 * kp;
         int tsum_ready = 0;
-        if (kp <= QK__K_CHUNK && mm->a_prepared) {
-#if QK__HAVE_X86_AVX512_VNNI
-            qk__gemm_avx512_prepared(mm->a, i0, rows, mm->mp, nbp, kp, mm->a_groups, mm->a_offset, mm->a_sum, b, kp,
-                                     mm->sums, nbp);
-#endif
-        } else if (kp <= QK__K_CHUNK) {
-            qk__gemm_i16(mm->isa, rows, nbp, kp, a, kp, b, kp, mm->sums, nbp);
+        if (kp <= QK__K_CHUNK) {
+            qk__product(mm, &mm->ap, mm->a, i0, rows, b, nbp, mm->sums);
         } else {
             size_t k0;
             memset(mm->sums64, 0, rows * nbp * sizeof(int64_t));
@@ -141,7 +172,7 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
                         babs_ready = 1;
                     }
                     if (!tsum_ready) {
-                        qk__gemm_i16(mm->isa, rows, nbp, kp, mm->a_abs + i0 * kp, kp, mm->b_abs, kp, mm->tsum, nbp);
+                        qk__product(mm, &mm->abs_ap, mm->a_abs, i0, rows, mm->b_abs, nbp, mm->tsum);
                         tsum_ready = 1;
                     }
                     trow = mm->tsum + (i - i0) * nbp;
