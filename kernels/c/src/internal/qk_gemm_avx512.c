@@ -212,7 +212,7 @@ QK__TARGET_AVX512_VNNI static void qk__row_stats(const int16_t *p, size_t ld, si
     }
 }
 
-/* c = the m (<= QK__Z_MB) rows of a times every column of b. bytes: the u8 x s8 product with the rows'
+/* c = the m rows of a times every column of b (m <= QK__Z_MB unless prep is given). bytes: the u8 x s8 product with the rows'
  * offsets ca and sums asum (the columns' are found here; a panel with a column spanning more than 255 takes
  * the int16 product), its int8 groups from prep (row stride QK__Z_KB, block stride prep_block) when prep is
  * not NULL, else packed here per block; not bytes: the int16 product. */
@@ -242,25 +242,31 @@ QK__TARGET_AVX512_VNNI static void qk__gemm_columns(size_t m, size_t n, size_t k
         groups = u8 ? kc / 4 : kc / 2;
         for (q0 = 0; q0 < groups; q0 += QK__Z_KB) {
             size_t qn = groups - q0 < QK__Z_KB ? groups - q0 : QK__Z_KB;
-            const int32_t *blk = ag;
+            int prepared = u8 && prep != NULL; /* every row at once; else QK__Z_MB rows packed here at a time */
+            size_t r0, chunk = prepared ? m : QK__Z_MB;
             qk__pack_panel(b, ldb, j0, nc, q0, qn, u8, db, panel);
-            if (u8 && prep != NULL) {
-                blk = prep + (q0 / QK__Z_KB) * prep_block;
-            } else {
-                qk__pack_rows(a, lda, m, q0, qn, u8, ca, ag);
-            }
-            for (i = 0; i + 8 <= m; i += 8) {
-                if (u8) {
-                    qk__rows_u8s8_8(qn, panel, blk + i * QK__Z_KB, c + i * ldc + j0, ldc, q0 == 0, m0, m1);
+            for (r0 = 0; r0 < m; r0 += chunk) {
+                size_t rn = m - r0 < chunk ? m - r0 : chunk;
+                const int32_t *blk = ag;
+                int32_t *cr = c + r0 * ldc + j0;
+                if (prepared) {
+                    blk = prep + (q0 / QK__Z_KB) * prep_block + r0 * QK__Z_KB;
                 } else {
-                    qk__rows_i16_8(qn, panel, blk + i * QK__Z_KB, c + i * ldc + j0, ldc, q0 == 0, m0, m1);
+                    qk__pack_rows(a + r0 * lda, lda, rn, q0, qn, u8, ca + r0, ag);
                 }
-            }
-            for (; i < m; i += 2) { /* m is a multiple of QK__MR = 2 */
-                if (u8) {
-                    qk__rows_u8s8_2(qn, panel, blk + i * QK__Z_KB, c + i * ldc + j0, ldc, q0 == 0, m0, m1);
-                } else {
-                    qk__rows_i16_2(qn, panel, blk + i * QK__Z_KB, c + i * ldc + j0, ldc, q0 == 0, m0, m1);
+                for (i = 0; i + 8 <= rn; i += 8) {
+                    if (u8) {
+                        qk__rows_u8s8_8(qn, panel, blk + i * QK__Z_KB, cr + i * ldc, ldc, q0 == 0, m0, m1);
+                    } else {
+                        qk__rows_i16_8(qn, panel, blk + i * QK__Z_KB, cr + i * ldc, ldc, q0 == 0, m0, m1);
+                    }
+                }
+                for (; i < rn; i += 2) { /* m and QK__Z_MB are multiples of QK__MR = 2 */
+                    if (u8) {
+                        qk__rows_u8s8_2(qn, panel, blk + i * QK__Z_KB, cr + i * ldc, ldc, q0 == 0, m0, m1);
+                    } else {
+                        qk__rows_i16_2(qn, panel, blk + i * QK__Z_KB, cr + i * ldc, ldc, q0 == 0, m0, m1);
+                    }
                 }
             }
         }

@@ -207,7 +207,7 @@ void qk__gemm_avx512(size_t m, size_t n, size_t kc, const int16_t *a, size_t lda
  * u8 x s8 product, once for many products: ag (qk__z_groups(mp, kp) int32), each row's offset and sum.
  * Returns 0 (and prepares nothing usable) where a row spans more than 255. */
 int qk__gemm_avx512_prepare(const int16_t *a, size_t mp, size_t kp, int32_t *ag, int16_t *offset, int64_t *sum);
-/* c = rows i0 .. i0 + m (m <= 64) of the prepared A times b (n columns, as for qk__gemm_i16, kc = kp);
+/* c = rows i0 .. i0 + m of the prepared A times b (n columns, as for qk__gemm_i16, kc = kp);
  * a (the same A as int16) for a block of columns that spans more than 255. */
 void qk__gemm_avx512_prepared(const int16_t *a, size_t i0, size_t m, size_t mp, size_t n, size_t kp, const int32_t *ag,
                               const int16_t *offset, const int64_t *sum, const int16_t *b, size_t ldb, int32_t *c,

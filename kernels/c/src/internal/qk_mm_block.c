@@ -17,7 +17,7 @@
 #include "qk_arith.h"
 #include "qk_internal.h"
 
-#define QK__MB 64 /* rows of A per GEMM call, a multiple of QK__MR */
+#define QK__MB 256 /* rows of A per GEMM call, a multiple of QK__MR: a packed block of B serves all of them */
 
 static void qk__reserve_prepared(qk__arena *ar, qk__mm_prepared *p, size_t mp, size_t kp, int wanted)
 {
