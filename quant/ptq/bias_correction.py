@@ -32,12 +32,14 @@ from quant.ptq.calibration import (
     channel_axes,
     channel_view,
     checked_batches,
+    dequantized_weight,
     eval_mode,
     layer_output,
     quantized_layer_output,
     weight_layers,
 )
 from quant.sim.attach import QuantHandle
+from quant.sim.rescaling import bias_shape
 
 __all__ = ["bias_correction"]
 
@@ -66,10 +68,10 @@ def _correct(model: nn.Module, handle: QuantHandle, layer: Layer, batches: Seque
     xs_q = capture(model, layer, batches, quantized=True, handle=handle)
     xs_f = capture(model, layer, batches, quantized=False, handle=handle)
     old = q.bias_shift.clone()
-    q.set_bias_shift(torch.zeros(_channels(layer)), layer.module)  # the outputs below without any shift
-    ys_q = [quantized_layer_output(handle, layer, x).to(torch.float64) for x in xs_q]
-    ys_f = [layer_output(layer, x, layer.weight).to(torch.float64) for x in xs_f]
-    total = torch.zeros(_channels(layer), dtype=torch.float64)
+    w, w_q = layer.weight, dequantized_weight(layer)
+    ys_q = [quantized_layer_output(handle, layer, x, w_q, shifted=False).to(torch.float64) for x in xs_q]
+    ys_f = [layer_output(layer, x, w).to(torch.float64) for x in xs_f]
+    total = torch.zeros(bias_shape(layer.module), dtype=torch.float64)
     count = 0
     for y_q, y_f in zip(ys_q, ys_f):
         axes = channel_axes(layer, y_f)
@@ -89,7 +91,3 @@ def _correct(model: nn.Module, handle: QuantHandle, layer: Layer, batches: Seque
     q.set_bias_shift(shift, layer.module)
     return LayerResult(layer.name, before, error(shift), int((shift != 0).sum()), shift.numel())
 
-
-def _channels(layer: Layer) -> int:
-    m = layer.module
-    return m.out_features if isinstance(m, nn.Linear) else int(m.out_channels)  # type: ignore[arg-type]

@@ -325,12 +325,14 @@ def channel_view(layer: Layer, v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape(shape)
 
 
-def quantized_layer_output(handle: QuantHandle, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+def quantized_layer_output(handle: QuantHandle, layer: Layer, x: torch.Tensor, weight: torch.Tensor,
+                           shifted: bool = True) -> torch.Tensor:  # fmt: skip
     """What the quantized layer computes on its (unquantized) input ``x``: ``x`` through the layer's input
-    quantizer, the dequantized weight, and the bias with its shift (:meth:`Quantizer.layer_bias`)."""
-    out = layer_output(layer, quantized_input(handle, layer, x), dequantized_weight(layer))
+    quantizer, ``weight`` (its :func:`dequantized_weight`, computed once by the caller), and the bias with its
+    shift (:meth:`Quantizer.layer_bias`; without the shift when not ``shifted``)."""
+    out = layer_output(layer, quantized_input(handle, layer, x), weight)
     shift = layer.quantizer.bias_shift
-    return out + channel_view(layer, shift, out.dim()) if shift.numel() else out
+    return out + channel_view(layer, shift, out.dim()) if shifted and shift.numel() else out
 
 
 @torch.no_grad()
@@ -341,9 +343,10 @@ def relative_error(model: nn.Module, handle: QuantHandle, layer: Layer, batches:
     xs_q = capture(model, layer, batches, quantized=True, handle=handle)
     xs_f = capture(model, layer, batches, quantized=False, handle=handle)
     num = den = 0.0
+    w, w_q = layer.weight, dequantized_weight(layer)
     for x_q, x_f in zip(xs_q, xs_f):
-        y = layer_output(layer, x_f, layer.weight).to(torch.float64)
-        d = quantized_layer_output(handle, layer, x_q).to(torch.float64) - y
+        y = layer_output(layer, x_f, w).to(torch.float64)
+        d = quantized_layer_output(handle, layer, x_q, w_q).to(torch.float64) - y
         num += float((d * d).sum())
         den += float((y * y).sum())
     return num / den if den > 0 else 0.0

@@ -32,6 +32,7 @@ from torch.nn.utils import parametrize
 from quant.ptq.calibration import Layer, call_model, eval_mode
 from quant.sim.attach import QuantHandle
 from quant.sim.fast import original_parameter
+from quant.sim.rescaling import bias_shape
 from quant.sim.tracing import ModelTracer
 
 __all__ = ["Consumer", "ChannelPair", "find_pairs", "check_pairs", "input_ranges", "apply_factors", "recalibrate"]
@@ -94,15 +95,6 @@ def _passes(node: torch.fx.Node, model: nn.Module) -> bool:
     if node.op in ("call_function", "call_method"):
         return node.target in _THROUGH_CALLS
     return False
-
-
-def _channels(m: nn.Module) -> int:
-    if isinstance(m, nn.LayerNorm):
-        return int(m.normalized_shape[0])
-    if isinstance(m, nn.Linear):
-        return m.out_features
-    assert isinstance(m, (nn.Conv1d, nn.Conv2d))
-    return m.out_channels
 
 
 def _inputs(m: nn.Module) -> int:
@@ -168,7 +160,7 @@ def find_pairs(model: nn.Module, handle: QuantHandle, algorithm: str, example: o
         if name not in ranks:
             skipped.append(f"{name}: the calibration batch does not reach it")
             continue
-        channels = _channels(m)
+        channels = bias_shape(m)[0]
         where = _LAST if isinstance(m, (nn.Linear, nn.LayerNorm)) else _AXIS1
         found, why = _consumers(node, model, handle, modules, channels, _Place(where, ranks[name], 1))
         if found is None:
@@ -301,8 +293,7 @@ def apply_factors(pair: ChannelPair, f: torch.Tensor) -> None:
     w = original_parameter(p.module)
     rows = (1.0 / f).reshape(-1, *([1] * (w.dim() - 1))).expand(w.shape)
     p.quantizer.set_prescale(_held(p.quantizer.prescale, w) * rows)
-    bias_shape = (pair.channels,)
-    held_b = p.quantizer.bias_prescale if p.quantizer.bias_prescale.numel() else torch.ones(bias_shape)
+    held_b = p.quantizer.bias_prescale if p.quantizer.bias_prescale.numel() else torch.ones(pair.channels)
     p.quantizer.set_bias_prescale(held_b * (1.0 / f), p.module)
     for c in pair.consumers:
         m, q = c.layer.module, c.layer.quantizer
