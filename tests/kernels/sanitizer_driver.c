@@ -179,7 +179,7 @@ static void check_conv2d(void)
     g.c_in = groups * cg;
     g.c_out = groups * og;
     g.h = rnd_int(1, 10);
-    g.w = rnd_int(1, 10);
+    g.w = (next_u64() & 3) == 0 ? rnd_int(30, 70) : rnd_int(1, 10); /* rows beyond a 32-wide vector block */
     g.kh = rnd_int(1, 3);
     g.kw = rnd_int(1, 3);
     g.stride_h = rnd_int(1, 2);

@@ -190,3 +190,79 @@ def test_saturating_path_matches_reference_on_overflowing_sums() -> None:
         assert_same(c_kernels(isa).conv2d(x, w, bias, **kw), expected, f"saturating conv2d {isa}")
     with pytest.raises(OverflowError, match="conv2d"):
         kernels.conv2d(x, w, bias, **{**kw, "datapath": dp.with_(overflow="error")})
+
+
+_DEPTHWISE_WIDE = [  # (H, W, k, stride, dilation, channel multiplier): rows beyond one 32-wide block and
+    # its tails, both strides of the vectorized kernel and one it leaves to the portable loop, and kernels
+    # whose taps span more than one table of 32 pairs (9x9: 81 taps; 45 pairs of adjacent taps)
+    (5, 70, 3, 1, 1, 1),
+    (4, 33, 3, 2, 1, 2),
+    (6, 100, 5, (1, 2), (2, 1), 1),
+    (3, 64, 3, 3, 1, 1),
+    (11, 40, 9, 1, 1, 1),
+    (12, 81, 9, 2, 1, 1),
+    (4, 45, (1, 4), 2, (1, 3), 1),
+]
+
+
+@pytest.mark.parametrize("preset", ["fbgemm_int8", "onnx_ref", "tflite_int8", "w4a4_acc16_sat"])
+@pytest.mark.parametrize("extreme", [False, True])
+@pytest.mark.parametrize("case", _DEPTHWISE_WIDE, ids=lambda c: "x".join(map(str, c)))
+def test_depthwise_wide_rows_every_isa(preset: str, extreme: bool, case: tuple[Any, ...]) -> None:
+    """Depthwise rows and planes wider than the register blocks of the vectorized kernel, every ISA against the
+    reference; ``extreme``: every product at its largest magnitude (the code farthest from the zero point times
+    the most negative weight)."""
+    dp = Datapath.preset(preset)
+    h, w, k, s, d, mult = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    c = 3
+    rng = np.random.default_rng(zlib.crc32(repr((preset, extreme, case)).encode()))
+    alo, ahi = code_limits(dp.a_bits, dp.a_signed)
+    wlo, whi = code_limits(dp.w_bits, dp.w_signed)
+    zx = ahi if dp.a_zero_point else 0
+    if extreme:
+        x = np.full((2, c, h, w), alo, dtype=np.int64)
+        wt = np.full((c * mult, 1, kh, kw), wlo, dtype=np.int64)
+    else:
+        x = rng.integers(alo, ahi + 1, size=(2, c, h, w))
+        wt = rng.integers(wlo, whi + 1, size=(c * mult, 1, kh, kw))
+    xa = x.astype(np.int8 if dp.a_signed else np.uint8)
+    wa = wt.astype(np.int8)
+    blo, bhi = dp.bias_range
+    bias = rng.integers(max(blo, -5000), min(bhi, 5000) + 1, size=c * mult).astype(np.int32)
+    multiplier = (2.0 ** -rng.integers(8, 14, size=c * mult)) * rng.uniform(0.5, 1.0, size=c * mult)
+    kwargs: dict[str, Any] = dict(x_zero_point=zx, w_zero_point=0, y_zero_point=3, multiplier=multiplier, stride=s,
+                                  padding=(kh // 2, kw // 2), dilation=d, groups=c, datapath=dp)
+    expected = outcome(lambda: BACKENDS["torch_ref"].conv2d(xa, wa, bias, **kwargs))
+    for isa in C_ISAS:
+        got = outcome(lambda: c_kernels(isa).conv2d(xa, wa, bias, **kwargs))
+        assert_same_outcome(got, expected, f"depthwise {preset} {case} C[{isa}]")
+
+
+@pytest.mark.parametrize("overflow", ["saturate", "error"])
+def test_saturating_bounds_of_every_kind_agree_with_the_reference(overflow: str) -> None:
+    """A 16-bit saturating accumulator where the coarse bound fails for every row, and each column meets a
+    different bound: Cauchy-Schwarz holds (small inputs); it fails but the exact sum of |products| holds
+    (large inputs only where the weights are 0); none holds and the sums really saturate."""
+    dp = Datapath(name="acc16", a_bits=8, a_signed=False, w_bits=8, acc_bits=16, overflow=overflow)
+    k = 64
+    w = np.zeros((3, k), dtype=np.int8)
+    w[0, : k // 2] = 100
+    w[1, : k // 2] = -100
+    w[2] = np.arange(k) % 7 - 3
+    x = np.zeros((4, k), dtype=np.uint8)
+    x[0] = 1  # Cauchy-Schwarz: 64 * 320000 <= 32767^2
+    x[1, k // 2 :] = 255  # orthogonal to rows 0 and 1: T = 0 there, Cauchy-Schwarz fails
+    x[2] = 255  # T = 816000 > 32767 on rows 0 and 1: sequential, saturating
+    x[3] = np.arange(k) % 5
+    kw: dict[str, Any] = dict(x_zero_point=0, w_zero_point=0, y_zero_point=0, multiplier=2.0**-9, datapath=dp,
+                              y_signed=True)  # fmt: skip
+    bias = np.array([1000, -1000, 7], dtype=np.int32)
+    expected = outcome(lambda: BACKENDS["torch_ref"].linear(x, w, bias, **kw))
+    assert (expected[0] == "ok") == (overflow == "saturate")
+    for isa in C_ISAS:
+        assert_same_outcome(outcome(lambda: c_kernels(isa).linear(x, w, bias, **kw)), expected, f"linear {isa}")
+        ok_rows = outcome(lambda: c_kernels(isa).linear(x[[0, 1, 3]], w, bias, **kw))
+        assert_same_outcome(ok_rows, outcome(lambda: BACKENDS["torch_ref"].linear(x[[0, 1, 3]], w, bias, **kw)),
+                            f"linear without the saturating column {isa}")  # fmt: skip
+        assert ok_rows[0] == "ok"

@@ -7,7 +7,8 @@
  *     weight rows w - z_w, reordered the same way (kh, kw, c). Exact sums do not depend on
  *     the order; the sequential saturating path maps back to the canonical (c, kh, kw) order.
  *   - one input channel per group (depthwise, any channel multiplier): direct accumulation
- *     over each output row from a zero-padded int16 plane, vectorized along the row.
+ *     of each output plane from a zero-padded int16 plane (qk__depthwise_plane), vectorized
+ *     along the rows; bias, overflow and requantization then run over the whole plane.
  * Padded positions hold x_zero_point, i.e. a difference of 0. */
 #include <string.h>
 
@@ -27,9 +28,9 @@ typedef struct qk__conv_plan {
     int64_t *wsum;
     uint32_t *perm;  /* NULL when the kernel order is the canonical one (C_in/groups == 1 or 1x1) */
     int16_t *wtmp;   /* k int16: a weight row in canonical order, when perm is used */
-    int16_t *xpad;  /* general: hp * wp * cg; depthwise: hp * wp */
+    int16_t *xpad;  /* general: hp * wp * cg; depthwise: hp * wp + QK__DW_SLACK */
     int16_t *b;     /* general: nb_max (rounded to QK__NR) * kp */
-    int32_t *accrow; /* depthwise: ow */
+    int32_t *accplane; /* depthwise: oh * ow */
     qk__mm mm;
 } qk__conv_plan;
 
@@ -72,9 +73,9 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
         pl->perm = NULL;
         pl->wtmp = NULL;
-        pl->xpad = (int16_t *)qk__arena_take(ar, qk__mul_sat(pl->hp, pl->wp), sizeof(int16_t));
+        pl->xpad = (int16_t *)qk__arena_take(ar, qk__add_sat(qk__mul_sat(pl->hp, pl->wp), QK__DW_SLACK), sizeof(int16_t));
         pl->b = NULL;
-        pl->accrow = (int32_t *)qk__arena_take(ar, (size_t)pl->ow, sizeof(int32_t));
+        pl->accplane = (int32_t *)qk__arena_take(ar, pl->pixels, sizeof(int32_t));
         pl->nb_max = 0;
     } else {
         size_t nb = QK__B_TILE_BYTES / (2 * pl->kp);
@@ -99,7 +100,7 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         }
         pl->xpad = (int16_t *)qk__arena_take(ar, qk__mul_sat(qk__mul_sat(pl->hp, pl->wp), pl->cg), sizeof(int16_t));
         pl->b = (int16_t *)qk__arena_take(ar, qk__mul_sat(nb, pl->kp), sizeof(int16_t));
-        pl->accrow = NULL;
+        pl->accplane = NULL;
         pl->mm.mp = pl->mgp;
         pl->mm.kp = pl->kp;
         qk__mm_reserve(ar, &pl->mm, nb, qk__mm_uses_abs(dp, pl->kp));
@@ -243,27 +244,26 @@ static qk_status qk__conv_depthwise(const qk_conv2d_geometry *g, const qk_datapa
     size_t sh = (size_t)g->stride_h, sw = (size_t)g->stride_w, dh = (size_t)g->dilation_h, dw = (size_t)g->dilation_w;
     size_t mult = pl->mg;
     int64_t lim = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
-    int32_t *acc = pl->accrow;
-    memset(pl->xpad, 0, pl->hp * pl->wp * sizeof(int16_t));
+    int32_t *acc = pl->accplane;
+    memset(pl->xpad, 0, (pl->hp * pl->wp + QK__DW_SLACK) * sizeof(int16_t));
     for (n = 0; n < (size_t)g->n; ++n) {
         for (o = 0; o < (size_t)g->c_out; ++o) {
             const int16_t *arow = pl->a + o * pl->kp;
             int64_t b = bias ? bias[o] : 0, abs_b = b < 0 ? -b : b;
-            int row_safe = dp->overflow == QK_OVERFLOW_WRAP || abs_b + (int64_t)xmax * pl->wsum[o] <= lim;
+            int plane_safe = dp->overflow == QK_OVERFLOW_WRAP || abs_b + (int64_t)xmax * pl->wsum[o] <= lim;
             if (o % mult == 0) {
                 size_t offset = ((n * (size_t)g->c_in + o / mult) * (size_t)g->h) * (size_t)g->w;
                 qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w,
                                pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp);
             }
-            for (r = 0; r < oh; ++r) {
-                qk__depthwise_row(isa, pl->xpad + r * sh * wp, wp, arow, kh, kw, sw, dh, dw, ow, acc);
-                if (dp->overflow == QK_OVERFLOW_WRAP) {
-                    qk__wrap_row(acc, ow, (int32_t)b, dp->acc_bits);
-                } else if (row_safe) {
-                    for (col = 0; col < ow; ++col) {
-                        acc[col] = (int32_t)(b + acc[col]);
-                    }
-                } else {
+            if (dp->overflow == QK_OVERFLOW_WRAP) {
+                qk__depthwise_plane(isa, pl->xpad, wp, arow, kh, kw, sh, sw, dh, dw, oh, ow, acc);
+                qk__bias_row(isa, acc, pl->pixels, (int32_t)b, dp->acc_bits, acc);
+            } else if (plane_safe) {
+                qk__depthwise_plane(isa, pl->xpad, wp, arow, kh, kw, sh, sw, dh, dw, oh, ow, acc);
+                qk__bias_row(isa, acc, pl->pixels, (int32_t)b, 32, acc);
+            } else {
+                for (r = 0; r < oh; ++r) {
                     for (col = 0; col < ow; ++col) {
                         /* sequential, canonical (kh, kw) order, clamp after every addition */
                         int changed = 0;
@@ -285,11 +285,11 @@ static qk_status qk__conv_depthwise(const qk_conv2d_geometry *g, const qk_datapa
                         if (changed && dp->overflow == QK_OVERFLOW_ERROR) {
                             return QK_ERR_OVERFLOW;
                         }
-                        acc[col] = (int32_t)s;
+                        acc[r * ow + col] = (int32_t)s;
                     }
                 }
-                qk__requant_row(isa, acc, ow, o, dp, rq, (unsigned char *)y + ((n * (size_t)g->c_out + o) * oh + r) * ow, 1);
             }
+            qk__requant_row(isa, acc, pl->pixels, o, dp, rq, (unsigned char *)y + (n * (size_t)g->c_out + o) * pl->pixels, 1);
         }
     }
     return QK_OK;

@@ -67,7 +67,7 @@ qk_status qk_mul(const void *a, size_t a_len, const void *b, size_t b_len, size_
                 acc[i] = (int32_t)p;
             }
             if (dp->overflow == QK_OVERFLOW_WRAP) {
-                qk__wrap_row(acc, len, 0, dp->acc_bits);
+                qk__bias_row(sel, acc, len, 0, dp->acc_bits, acc);
             }
             qk__requant_row(sel, acc, len, 0, dp, rq, (unsigned char *)y + base, 1);
         }

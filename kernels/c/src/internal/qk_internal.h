@@ -137,20 +137,6 @@ static inline void *qk__arena_take(qk__arena *ar, size_t count, size_t elem)
     return p;
 }
 
-/* acc[i] = wrap_A(bias + acc[i]) (section 4, wrap): modular arithmetic on uint32, then the low
- * A bits sign-extended. */
-static inline void qk__wrap_row(int32_t *acc, size_t n, int32_t bias, int32_t bits)
-{
-    uint32_t mask = bits >= 32 ? ~UINT32_C(0) : (UINT32_C(1) << bits) - 1u;
-    uint32_t sign = UINT32_C(1) << (bits - 1);
-    size_t i;
-    for (i = 0; i < n; ++i) {
-        uint32_t u = (((uint32_t)bias + (uint32_t)acc[i]) & mask) ^ sign;
-        uint32_t v = u - sign;
-        acc[i] = v <= (uint32_t)INT32_MAX ? (int32_t)v : -(int32_t)(~v) - 1;
-    }
-}
-
 /* Output size of a window: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1; 0 when the
  * window does not fit (the caller has checked in, k, stride, dil >= 1 and pad >= 0). */
 static inline int32_t qk__window_out(int32_t in, int32_t k, int32_t stride, int32_t pad, int32_t dil)
@@ -170,16 +156,22 @@ qk_status qk__check_datapath(const qk_datapath *dp);
 qk_status qk__check_output(int32_t y_bits, int32_t y_signed, int32_t y_zero_point, int32_t y_min, int32_t y_max);
 qk_status qk__check_requant(const qk_datapath *dp, const qk_requant_params *rq, size_t channels);
 
+/* acc[i] = wrap_A(bias + s[i]) for i < n, A = bits (section 4); with bits = 32 the plain sum where the
+ * caller has proven it fits int32. s may equal acc. `isa` is a resolved QK_ISA_*. */
+void qk__bias_row(int32_t isa, const int32_t *s, size_t n, int32_t bias, int32_t bits, int32_t *acc);
+
 /* Requantize n accumulators of channel c (section 5) and store the codes at y[i * y_stride]
  * (int8 when rq->y_signed, else uint8). `isa` is a resolved QK_ISA_*. */
 void qk__requant_row(int32_t isa, const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
                      const qk_requant_params *rq, void *y, size_t y_stride);
 
-/* One output row of a single-input-channel convolution: acc[col] = sum over (i, j) of
- * w[i * kw + j] * plane[i * dh * wp + col * sw + j * dw] for col < ow, in int32 (exact: at most
- * QK__K_CHUNK terms of magnitude <= 255 * 255). */
-void qk__depthwise_row(int32_t isa, const int16_t *plane, size_t wp, const int16_t *w, size_t kh, size_t kw,
-                       size_t sw, size_t dh, size_t dw, size_t ow, int32_t *acc);
+/* The output plane of a single-input-channel convolution: acc[r * ow + col] = sum over (i, j) of
+ * w[i * kw + j] * plane[(r * sh + i * dh) * wp + col * sw + j * dw] for r < oh, col < ow, in int32
+ * (exact: at most QK__K_CHUNK terms of magnitude <= 255 * 255). The plane must be followed by
+ * QK__DW_SLACK readable values (their products have weight 0). */
+#define QK__DW_SLACK 32
+void qk__depthwise_plane(int32_t isa, const int16_t *plane, size_t wp, const int16_t *w, size_t kh, size_t kw,
+                         size_t sh, size_t sw, size_t dh, size_t dw, size_t oh, size_t ow, int32_t *acc);
 
 /* Resolve QK_ISA_AUTO to the ISA used on this machine; QK_ERR_ISA for an unavailable one. */
 qk_status qk__select_isa(int32_t isa, int32_t *selected);

@@ -12,6 +12,7 @@
  *                   sum_k |x_k - z_x| per column). An element no bound clears is recomputed
  *                   sequentially in canonical order with a clamp after every addition (error
  *                   mode: a clamp that changes the value is QK_ERR_OVERFLOW). */
+
 #include <string.h>
 
 #include "qk_arith.h"
@@ -151,15 +152,16 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
             const int64_t *s64 = mm->sums64 ? mm->sums64 + (i - i0) * nbp : NULL;
             int32_t *acc = mm->accrow;
             if (dp->overflow == QK_OVERFLOW_WRAP && s64 == NULL) {
-                memcpy(acc, s32, nb * sizeof(int32_t));
-                qk__wrap_row(acc, nb, (int32_t)bias, dp->acc_bits);
+                qk__bias_row(mm->isa, s32, nb, (int32_t)bias, dp->acc_bits, acc);
             } else if (dp->overflow == QK_OVERFLOW_WRAP) {
                 for (j = 0; j < nb; ++j) {
                     acc[j] = (int32_t)qk__wrap_bits(bias + s64[j], dp->acc_bits);
                 }
+            } else if (abs_bias + (int64_t)mm->xmax * mm->row_wsum[i] <= lim && s64 == NULL) {
+                qk__bias_row(mm->isa, s32, nb, (int32_t)bias, 32, acc);
             } else if (abs_bias + (int64_t)mm->xmax * mm->row_wsum[i] <= lim) {
                 for (j = 0; j < nb; ++j) {
-                    acc[j] = (int32_t)(bias + (s64 ? s64[j] : s32[j]));
+                    acc[j] = (int32_t)(bias + s64[j]);
                 }
             } else {
                 const int16_t *arow = mm->a + i * kp;

@@ -10,7 +10,8 @@
  *   - float32/float64: the product is clamped to a range where truncation through an int32
  *     is defined and which still lies outside every output range, rounded by mode, clamped.
  * The final clamp is done before adding the zero point, clamp(v, lo - z, hi - z) + z, so no
- * intermediate can leave int32. */
+ * intermediate can leave int32. The AVX-512 build has explicit vectors for float requantization
+ * rounding half to even or toward -inf (the conversion instruction rounds so itself). */
 #include "qk_arith.h"
 #include "qk_internal.h"
 #include "qk_requant_core.h"
@@ -409,9 +410,85 @@ QK__TARGET_AVX2 static void qk__requant_row_avx2(const int32_t *acc, size_t n, s
 }
 #endif
 
+#if QK__HAVE_X86_AVX512_VNNI
+#include <immintrin.h>
+
+/* Float requantization rounding half to even or toward -inf, 16 lanes at a time: the product (and the
+ * zero point before rounding) in the precision of the datapath, exactly as the loops above compute it;
+ * then clamped to +-2^23 (float32) or +-2^30 (float64), which changes no clamped result; then converted
+ * with the rounding mode embedded in the instruction (independent of MXCSR); clamped, and written as
+ * bytes (every value is already inside the byte's range, so truncation is exact). */
+QK__TARGET_AVX512_VNNI static void qk__requant_float_avx512(const int32_t *acc, size_t n, int is_f64, float m,
+                                                            int rnd, int zp_before, int32_t zy, int32_t lo,
+                                                            int32_t hi, void *y)
+{
+    const __m512 m32 = _mm512_set1_ps(m), fz = _mm512_set1_ps((float)zy), big32 = _mm512_set1_ps(8388608.0f);
+    const __m512d m64 = _mm512_set1_pd((double)m), dz = _mm512_set1_pd((double)zy);
+    const __m512d big64 = _mm512_set1_pd(1073741824.0);
+    const __m512i vlo = _mm512_set1_epi32(zp_before ? lo : lo - zy), vhi = _mm512_set1_epi32(zp_before ? hi : hi - zy);
+    const __m512i vz = _mm512_set1_epi32(zp_before ? 0 : zy);
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 mask = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __m512i a = _mm512_maskz_loadu_epi32(mask, acc + i), q;
+        if (is_f64) {
+            __m512d p0 = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(a)), m64);
+            __m512d p1 = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(a, 1)), m64);
+            __m256i q0, q1;
+            if (zp_before) {
+                p0 = _mm512_add_pd(p0, dz);
+                p1 = _mm512_add_pd(p1, dz);
+            }
+            p0 = _mm512_min_pd(_mm512_max_pd(p0, _mm512_sub_pd(_mm512_setzero_pd(), big64)), big64);
+            p1 = _mm512_min_pd(_mm512_max_pd(p1, _mm512_sub_pd(_mm512_setzero_pd(), big64)), big64);
+            if (rnd == QK_ROUND_HALF_EVEN) {
+                q0 = _mm512_cvt_roundpd_epi32(p0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                q1 = _mm512_cvt_roundpd_epi32(p1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            } else {
+                q0 = _mm512_cvt_roundpd_epi32(p0, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+                q1 = _mm512_cvt_roundpd_epi32(p1, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            }
+            q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+        } else {
+            __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(a), m32);
+            if (zp_before) {
+                p = _mm512_add_ps(p, fz);
+            }
+            p = _mm512_min_ps(_mm512_max_ps(p, _mm512_sub_ps(_mm512_setzero_ps(), big32)), big32);
+            if (rnd == QK_ROUND_HALF_EVEN) {
+                q = _mm512_cvt_roundps_epi32(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            } else {
+                q = _mm512_cvt_roundps_epi32(p, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            }
+        }
+        q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, vlo), vhi), vz);
+        _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, mask, q);
+    }
+}
+
+QK__TARGET_AVX512_VNNI static void qk__requant_row_avx512(const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
+                                                         const qk_requant_params *rq, void *y, size_t y_stride)
+{
+    if ((dp->requant == QK_REQUANT_FLOAT32 || dp->requant == QK_REQUANT_FLOAT64) && y_stride == 1 &&
+        (dp->rounding == QK_ROUND_HALF_EVEN || dp->rounding == QK_ROUND_FLOOR)) {
+        qk__requant_float_avx512(acc, n, dp->requant == QK_REQUANT_FLOAT64, rq->fmultiplier[rq->channels == 1 ? 0 : c],
+                                 dp->rounding, dp->zero_point_order == QK_ZP_BEFORE_ROUNDING, rq->y_zero_point,
+                                 rq->y_min, rq->y_max, y);
+        return;
+    }
+    qk__requant_row_body(acc, n, c, dp, rq, y, y_stride);
+}
+#endif
+
 void qk__requant_row(int32_t isa, const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
                      const qk_requant_params *rq, void *y, size_t y_stride)
 {
+#if QK__HAVE_X86_AVX512_VNNI
+    if (isa == QK_ISA_X86_AVX512_VNNI) {
+        qk__requant_row_avx512(acc, n, c, dp, rq, y, y_stride);
+        return;
+    }
+#endif
 #if QK__HAVE_X86_AVX2
     if (QK__USES_AVX2(isa)) {
         qk__requant_row_avx2(acc, n, c, dp, rq, y, y_stride);
