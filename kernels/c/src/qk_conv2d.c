@@ -349,8 +349,8 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
     qk__conv_layout(g, dp, &ar, &pl);
     xmax = qk__max_abs_diff(x, x_len, dp->a_signed, x_zero_point);
     if (pl.depthwise) {
-        qk__load_weights(sel, dp, w, (size_t)g->c_out, pl.k, 0, NULL, NULL, (size_t)g->c_out, pl.kp, pl.a, NULL,
-                         pl.wmax, pl.wsum);
+        qk__load_weights(sel, dp, w, (size_t)g->c_out, pl.k, 0, NULL, NULL, (size_t)g->c_out, pl.kp, pl.a, pl.wmax,
+                         pl.wsum);
         return qk__conv_depthwise(g, dp, rq, x, x_zero_point, xmax, bias, y, &pl, sel);
     }
     if (pl.perm != NULL) {
@@ -365,8 +365,7 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
     }
     for (grp = 0; grp < pl.groups; ++grp) {
         qk__load_weights(sel, dp, w, pl.mg, pl.k, grp * pl.mg, pl.perm, pl.wtmp, pl.mgp, pl.kp,
-                         pl.a + grp * pl.mgp * pl.kp, pl.a_abs ? pl.a_abs + grp * pl.mgp * pl.kp : NULL,
-                         pl.wmax + grp * pl.mgp, pl.wsum + grp * pl.mgp);
+                         pl.a + grp * pl.mgp * pl.kp, pl.wmax + grp * pl.mgp, pl.wsum + grp * pl.mgp);
     }
     pl.mm.dp = dp;
     pl.mm.rq = rq;

@@ -118,7 +118,7 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     ar.base = (unsigned char *)scratch;
     ar.used = 0;
     qk__linear_layout(m, k, n, dp, &ar, &pl);
-    qk__load_weights(sel, dp, w, (size_t)n, kk, 0, NULL, NULL, pl.np, pl.kp, pl.a, pl.a_abs, pl.wmax, pl.wsum);
+    qk__load_weights(sel, dp, w, (size_t)n, kk, 0, NULL, NULL, pl.np, pl.kp, pl.a, pl.wmax, pl.wsum);
     pl.mm.dp = dp;
     pl.mm.rq = rq;
     pl.mm.isa = sel;

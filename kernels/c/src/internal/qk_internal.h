@@ -228,32 +228,35 @@ typedef struct qk__mm {
     size_t k;                    /* reduction length */
     size_t kp;                   /* row stride of A and B, k rounded up to 16 */
     const int16_t *a;
-    const int16_t *a_abs;        /* |a| (same layout), or NULL: no exact absolute bound */
+    int16_t *a_abs;              /* scratch for |a| (same layout), or NULL: no exact absolute bound */
     const int32_t *bias;         /* m entries, or NULL */
     size_t chan0;                /* channel index of row 0 in rq */
     const int32_t *row_wmax;     /* per row: max_k |a| */
     const int64_t *row_wsum;     /* per row: sum_k |a| */
+    int64_t *row_wsq;            /* per row: sum_k a^2 (set by qk__mm_prepare where a_abs is used), else NULL */
     const uint32_t *perm;        /* NULL or k entries */
     int32_t xmax;                /* max |x - z_x| over the whole input */
     int32_t *sums;               /* scratch: mp * nb_max int32 */
     int64_t *sums64;             /* scratch: mp * nb_max int64 when kp > QK__K_CHUNK, else NULL */
     int64_t *xsum;               /* scratch: nb_max entries */
+    int64_t *xsq;                /* scratch: nb_max entries when a_abs is used (sum_k b^2), else NULL */
     int32_t *accrow;             /* scratch: nb_max entries */
     int16_t *b_abs;              /* scratch: nb_max * kp when a_abs is used, else NULL */
     int32_t *tsum;               /* scratch: mp * nb_max when a_abs is used, else NULL */
     qk__mm_prepared ap;          /* A prepared for the AVX-512 u8 x s8 product (kp <= QK__K_CHUNK) */
     qk__mm_prepared abs_ap;      /* |A| likewise, when a_abs is used */
+    int abs_pending;             /* |A| still to be prepared, on its first product */
 } qk__mm;
 
-/* Prepare A (and |A|, where a row's coarse bound fails) for the selected ISA's product where it has a
- * prepared form (AVX-512 VNNI), once per A; call after setting every field but the scratch, before
- * qk__mm_block. */
+/* Prepare A for the selected ISA's product where it has a prepared form (AVX-512 VNNI), once per A, and
+ * where a row's coarse bound fails the rows' sums of squares (|A| is prepared later, by qk__mm_block, if
+ * its product is ever needed); call after setting every field but the scratch, before qk__mm_block. */
 void qk__mm_prepare(qk__mm *mm);
 
 /* Compute the outputs of the nb (<= nb_max, rounded to QK__NR in b) columns in b.
  * Output (row i, column j) goes to y byte index i * y_row_stride + j * y_col_stride.
  * Returns QK_ERR_OVERFLOW in overflow = error mode when a clamp would change a value. */
-qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
+qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
                        size_t y_col_stride);
 
 /* Scratch needed by qk__mm_block for nb_max columns (measured with an arena); with_abs
@@ -283,11 +286,11 @@ int32_t qk__max_abs_diff(const void *x, size_t n, int32_t is_signed, int32_t z);
 
 /* Fill A (mp x kp int16, rows >= m and columns >= k zero) with w - z_w from the weight
  * storage; kernel order position of canonical index k is perm[k] (NULL: identical; else tmp
- * holds k int16 for the decoding). Also fills row_wmax, row_wsum and, when a_abs is not NULL,
- * |A|. `isa` is a resolved QK_ISA_* (the same values whatever it is). */
+ * holds k int16 for the decoding). Also fills row_wmax and row_wsum. `isa` is a resolved
+ * QK_ISA_* (the same values whatever it is). */
 void qk__load_weights(int32_t isa, const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
-                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int16_t *a_abs,
-                      int32_t *row_wmax, int64_t *row_wsum);
+                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int32_t *row_wmax,
+                      int64_t *row_wsum);
 
 /* Bytes of one packed row of cols `bits`-bit codes: ceil(cols * bits / 8) (section 3). */
 static inline size_t qk__packed_row_bytes(size_t cols, int32_t bits)

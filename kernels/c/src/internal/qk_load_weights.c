@@ -3,8 +3,8 @@
  *
  * Each row is decoded byte by byte into contiguous int16 values (loops the compiler
  * vectorizes), then, for convolutions whose kernel order differs from the canonical one,
- * permuted; the per-row bounds max|w - z_w| and sum|w - z_w| and the optional |w - z_w| copy
- * follow in separate vectorizable loops. The body is compiled for the baseline target and, where
+ * permuted; the per-row bounds max|w - z_w| and sum|w - z_w| follow in a separate vectorizable
+ * loop. The body is compiled for the baseline target and, where
  * QK__HAVE_X86_AVX2, for AVX2 too (chosen by `isa`, as the GEMM's). */
 #include <string.h>
 
@@ -76,7 +76,7 @@ QK__ALWAYS_INLINE void qk__decode_row(const uint8_t *src, size_t k, int32_t pack
 
 QK__ALWAYS_INLINE void qk__load_weights_body(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k,
                                              size_t chan0, const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp,
-                                             int16_t *a, int16_t *a_abs, int32_t *row_wmax, int64_t *row_wsum)
+                                             int16_t *a, int32_t *row_wmax, int64_t *row_wsum)
 {
     size_t i, j;
     size_t row_bytes = w->packed_bits ? qk__packed_row_bytes(k, w->packed_bits) : k;
@@ -116,40 +116,34 @@ QK__ALWAYS_INLINE void qk__load_weights_body(const qk_datapath *dp, const qk_wei
         row_wmax[i] = wmax;
         row_wsum[i] = wsum;
     }
-    if (a_abs != NULL) {
-        for (j = 0; j < mp * kp; ++j) {
-            a_abs[j] = (int16_t)(a[j] < 0 ? -a[j] : a[j]);
-        }
-    }
 }
 
 static void qk__load_weights_portable(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
                                       const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a,
-                                      int16_t *a_abs, int32_t *row_wmax, int64_t *row_wsum)
+                                      int32_t *row_wmax, int64_t *row_wsum)
 {
-    qk__load_weights_body(dp, w, m, k, chan0, perm, tmp, mp, kp, a, a_abs, row_wmax, row_wsum);
+    qk__load_weights_body(dp, w, m, k, chan0, perm, tmp, mp, kp, a, row_wmax, row_wsum);
 }
 
 #if QK__HAVE_X86_AVX2
 QK__TARGET_AVX2 static void qk__load_weights_avx2(const qk_datapath *dp, const qk_weights *w, size_t m, size_t k,
                                                   size_t chan0, const uint32_t *perm, int16_t *tmp, size_t mp,
-                                                  size_t kp, int16_t *a, int16_t *a_abs, int32_t *row_wmax,
-                                                  int64_t *row_wsum)
+                                                  size_t kp, int16_t *a, int32_t *row_wmax, int64_t *row_wsum)
 {
-    qk__load_weights_body(dp, w, m, k, chan0, perm, tmp, mp, kp, a, a_abs, row_wmax, row_wsum);
+    qk__load_weights_body(dp, w, m, k, chan0, perm, tmp, mp, kp, a, row_wmax, row_wsum);
 }
 #endif
 
 void qk__load_weights(int32_t isa, const qk_datapath *dp, const qk_weights *w, size_t m, size_t k, size_t chan0,
-                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int16_t *a_abs,
-                      int32_t *row_wmax, int64_t *row_wsum)
+                      const uint32_t *perm, int16_t *tmp, size_t mp, size_t kp, int16_t *a, int32_t *row_wmax,
+                      int64_t *row_wsum)
 {
 #if QK__HAVE_X86_AVX2
     if (QK__USES_AVX2(isa)) {
-        qk__load_weights_avx2(dp, w, m, k, chan0, perm, tmp, mp, kp, a, a_abs, row_wmax, row_wsum);
+        qk__load_weights_avx2(dp, w, m, k, chan0, perm, tmp, mp, kp, a, row_wmax, row_wsum);
         return;
     }
 #endif
     (void)isa;
-    qk__load_weights_portable(dp, w, m, k, chan0, perm, tmp, mp, kp, a, a_abs, row_wmax, row_wsum);
+    qk__load_weights_portable(dp, w, m, k, chan0, perm, tmp, mp, kp, a, row_wmax, row_wsum);
 }

@@ -7,9 +7,11 @@
  *   saturate/error: when |bias| + (a bound on T = sum_k |x_k - z_x||w_k - z_w|) <= lim, no
  *                   partial sum of the canonical order can leave the range, so acc = bias + S.
  *                   The bounds, cheapest first: max|x - z_x| * sum_k |w_k - z_w| for the
- *                   whole row; then T itself, exactly, by the same GEMM on |w - z_w| and
- *                   |x - z_x| (for K beyond one int32-exact chunk: max_k |w_k - z_w| *
- *                   sum_k |x_k - z_x| per column). An element no bound clears is recomputed
+ *                   whole row; per element, Cauchy-Schwarz, T^2 <= sum_k (w_k - z_w)^2 *
+ *                   sum_k (x_k - z_x)^2 (one pass over the column, no product); then T itself,
+ *                   exactly, by the same GEMM on |w - z_w| and |x - z_x|, only for row blocks
+ *                   where Cauchy-Schwarz fails somewhere (for K beyond one int32-exact chunk:
+ *                   max_k |w_k - z_w| * sum_k |x_k - z_x| per column). An element no bound clears is recomputed
  *                   sequentially in canonical order with a clamp after every addition (error
  *                   mode: a clamp that changes the value is QK_ERR_OVERFLOW). */
 
@@ -35,6 +37,8 @@ void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs)
     mm->sums = (int32_t *)qk__arena_take(ar, rows * nbp, sizeof(int32_t));
     mm->sums64 = mm->kp > QK__K_CHUNK ? (int64_t *)qk__arena_take(ar, rows * nbp, sizeof(int64_t)) : NULL;
     mm->xsum = (int64_t *)qk__arena_take(ar, nbp, sizeof(int64_t));
+    mm->xsq = with_abs ? (int64_t *)qk__arena_take(ar, nbp, sizeof(int64_t)) : NULL;
+    mm->row_wsq = with_abs ? (int64_t *)qk__arena_take(ar, mm->mp, sizeof(int64_t)) : NULL;
     mm->accrow = (int32_t *)qk__arena_take(ar, nbp, sizeof(int32_t));
     mm->b_abs = with_abs ? (int16_t *)qk__arena_take(ar, nbp * mm->kp, sizeof(int16_t)) : NULL;
     mm->tsum = with_abs ? (int32_t *)qk__arena_take(ar, rows * nbp, sizeof(int32_t)) : NULL;
@@ -42,6 +46,17 @@ void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs)
      * hands out NULL: the condition, not the pointer, decides) */
     qk__reserve_prepared(ar, &mm->ap, mm->mp, mm->kp, mm->kp <= QK__K_CHUNK);
     qk__reserve_prepared(ar, &mm->abs_ap, mm->mp, mm->kp, mm->kp <= QK__K_CHUNK && with_abs);
+}
+
+/* sum_k v_k^2 of kp <= QK__K_CHUNK int16 of magnitude <= 255: exact in int32 (32768 * 65025 < 2^31) */
+static int64_t qk__sum_squares(const int16_t *v, size_t kp)
+{
+    int32_t t = 0;
+    size_t k;
+    for (k = 0; k < kp; ++k) {
+        t += (int32_t)v[k] * (int32_t)v[k];
+    }
+    return t;
 }
 
 static void qk__prepare_one(const qk__mm *mm, const int16_t *a, qk__mm_prepared *p)
@@ -67,10 +82,12 @@ void qk__mm_prepare(qk__mm *mm)
         int64_t bias = mm->bias ? mm->bias[i] : 0;
         coarse_fails |= (bias < 0 ? -bias : bias) + (int64_t)mm->xmax * mm->row_wsum[i] > lim;
     }
+    mm->abs_ap.ready = 0;
+    mm->abs_pending = coarse_fails; /* |A| is prepared on its first product (qk__mm_block) */
     if (coarse_fails) {
-        qk__prepare_one(mm, mm->a_abs, &mm->abs_ap);
-    } else {
-        mm->abs_ap.ready = 0;
+        for (i = 0; i < mm->m; ++i) {
+            mm->row_wsq[i] = qk__sum_squares(mm->a + i * mm->kp, mm->kp);
+        }
     }
 }
 
@@ -120,13 +137,14 @@ static qk_status qk__sequential(const qk__mm *mm, const int16_t *arow, const int
     return QK_OK;
 }
 
-qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
+qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
                        size_t y_col_stride)
 {
     const qk_datapath *dp = mm->dp;
     size_t nbp = qk__round_up(nb, QK__NR), kp = mm->kp;
     int64_t lim = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
-    int xsum_ready = 0, babs_ready = 0;
+    int xsum_ready = 0, xsq_ready = 0, babs_ready = 0;
+    int64_t xsq_max = 0, xsq_room = -1;
     size_t i0, i, j;
     for (i0 = 0; i0 < mm->mp; i0 += QK__MB) {
         size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
@@ -165,20 +183,16 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
                 }
             } else {
                 const int16_t *arow = mm->a + i * kp;
-                const int32_t *trow = NULL;
-                if (mm->a_abs != NULL) { /* T = sum_k |a_k b_k| of this row block, exactly */
-                    if (!babs_ready) {
-                        for (j = 0; j < nbp * kp; ++j) {
-                            mm->b_abs[j] = (int16_t)(b[j] < 0 ? -b[j] : b[j]);
-                        }
-                        babs_ready = 1;
+                const int32_t *trow = mm->tsum ? mm->tsum + (i - i0) * nbp : NULL;
+                int64_t rem = lim - abs_bias; /* the room T may take: |bias| + T <= lim */
+                if (mm->a_abs != NULL && !xsq_ready) {
+                    xsq_max = 0;
+                    for (j = 0; j < nb; ++j) {
+                        mm->xsq[j] = qk__sum_squares(b + j * kp, kp);
+                        xsq_max = mm->xsq[j] > xsq_max ? mm->xsq[j] : xsq_max;
                     }
-                    if (!tsum_ready) {
-                        qk__product(mm, &mm->abs_ap, mm->a_abs, i0, rows, mm->b_abs, nbp, mm->tsum);
-                        tsum_ready = 1;
-                    }
-                    trow = mm->tsum + (i - i0) * nbp;
-                } else if (!xsum_ready) {
+                    xsq_ready = 1;
+                } else if (mm->a_abs == NULL && !xsum_ready) {
                     for (j = 0; j < nb; ++j) {
                         const int16_t *brow = b + j * kp;
                         int64_t t = 0;
@@ -190,9 +204,45 @@ qk_status qk__mm_block(const qk__mm *mm, const int16_t *b, size_t nb, void *y, s
                     }
                     xsum_ready = 1;
                 }
-                for (j = 0; j < nb; ++j) {
-                    int64_t bound = trow ? (int64_t)trow[j] : (int64_t)mm->row_wmax[i] * mm->xsum[j];
-                    if (abs_bias + bound <= lim) {
+                /* Cauchy-Schwarz, T^2 <= wsq xsq <= rem^2, as xsq <= floor(rem^2 / wsq) (wsq, xsq < 2^31 and
+                 * rem <= 2^31: no product overflows); the whole row at once where the largest xsq passes */
+                if (mm->a_abs != NULL && rem >= 0) {
+                    xsq_room = mm->row_wsq[i] == 0 ? INT64_MAX : rem * rem / mm->row_wsq[i];
+                }
+                if (mm->a_abs != NULL && rem >= 0 && xsq_max <= xsq_room && s64 == NULL) {
+                    qk__bias_row(mm->isa, s32, nb, (int32_t)bias, 32, acc);
+                    j = nb;
+                } else {
+                    j = 0;
+                }
+                for (; j < nb; ++j) {
+                    int safe;
+                    if (mm->a_abs != NULL) {
+                        safe = rem >= 0 && mm->xsq[j] <= xsq_room;
+                        if (!safe && !tsum_ready) { /* T = sum_k |a_k b_k| of this row block, exactly */
+                            if (!babs_ready) {
+                                size_t e;
+                                for (e = 0; e < nbp * kp; ++e) {
+                                    mm->b_abs[e] = (int16_t)(b[e] < 0 ? -b[e] : b[e]);
+                                }
+                                babs_ready = 1;
+                            }
+                            if (mm->abs_pending) { /* |A|, once per A */
+                                size_t e;
+                                for (e = 0; e < mm->mp * kp; ++e) {
+                                    mm->a_abs[e] = (int16_t)(mm->a[e] < 0 ? -mm->a[e] : mm->a[e]);
+                                }
+                                qk__prepare_one(mm, mm->a_abs, &mm->abs_ap);
+                                mm->abs_pending = 0;
+                            }
+                            qk__product(mm, &mm->abs_ap, mm->a_abs, i0, rows, mm->b_abs, nbp, mm->tsum);
+                            tsum_ready = 1;
+                        }
+                        safe = safe || (int64_t)trow[j] <= rem;
+                    } else {
+                        safe = (int64_t)mm->row_wmax[i] * mm->xsum[j] <= rem;
+                    }
+                    if (safe) {
                         acc[j] = (int32_t)(bias + (s64 ? s64[j] : s32[j]));
                     } else {
                         qk_status st = qk__sequential(mm, arow, b + j * kp, bias, lim, &acc[j]);

@@ -137,8 +137,8 @@ static inline qk_status qk__rnn_prepare(const qk__rnn_args *a, void *scratch, si
     ar.used = 0;
     qk__rnn_layout(a->gates, a->features, a->hidden, &ar, pl);
     qk__load_weights(QK_ISA_PORTABLE, a->dp, a->w_ih, rows, a->features, 0, NULL, NULL, rows, a->features, pl->wi,
-                     NULL, pl->wmax, pl->wsum);
-    qk__load_weights(QK_ISA_PORTABLE, a->dp, a->w_hh, rows, a->hidden, 0, NULL, NULL, rows, a->hidden, pl->wh, NULL,
+                     pl->wmax, pl->wsum);
+    qk__load_weights(QK_ISA_PORTABLE, a->dp, a->w_hh, rows, a->hidden, 0, NULL, NULL, rows, a->hidden, pl->wh,
                      pl->wmax, pl->wsum);
     return QK_OK;
 }

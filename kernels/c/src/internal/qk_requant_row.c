@@ -11,7 +11,8 @@
  *     is defined and which still lies outside every output range, rounded by mode, clamped.
  * The final clamp is done before adding the zero point, clamp(v, lo - z, hi - z) + z, so no
  * intermediate can leave int32. The AVX-512 build has explicit vectors for float requantization
- * rounding half to even or toward -inf (the conversion instruction rounds so itself). */
+ * rounding half to even or toward -inf (the conversion instruction rounds so itself) and for
+ * fixed-point requantization (the same integer arithmetic on int64 lanes). */
 #include "qk_arith.h"
 #include "qk_internal.h"
 #include "qk_requant_core.h"
@@ -417,10 +418,10 @@ QK__TARGET_AVX2 static void qk__requant_row_avx2(const int32_t *acc, size_t n, s
  * zero point before rounding) in the precision of the datapath, exactly as the loops above compute it;
  * then clamped to +-2^23 (float32) or +-2^30 (float64), which changes no clamped result; then converted
  * with the rounding mode embedded in the instruction (independent of MXCSR); clamped, and written as
- * bytes (every value is already inside the byte's range, so truncation is exact). */
+ * bytes (every value is already inside the byte's range, so truncation is exact), at y[i * y_stride]. */
 QK__TARGET_AVX512_VNNI static void qk__requant_float_avx512(const int32_t *acc, size_t n, int is_f64, float m,
                                                             int rnd, int zp_before, int32_t zy, int32_t lo,
-                                                            int32_t hi, void *y)
+                                                            int32_t hi, void *y, size_t y_stride)
 {
     const __m512 m32 = _mm512_set1_ps(m), fz = _mm512_set1_ps((float)zy), big32 = _mm512_set1_ps(8388608.0f);
     const __m512d m64 = _mm512_set1_pd((double)m), dz = _mm512_set1_pd((double)zy);
@@ -462,19 +463,107 @@ QK__TARGET_AVX512_VNNI static void qk__requant_float_avx512(const int32_t *acc, 
             }
         }
         q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, vlo), vhi), vz);
-        _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, mask, q);
+        if (y_stride == 1) {
+            _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, mask, q);
+        } else {
+            unsigned char codes[16];
+            size_t l;
+            _mm512_mask_cvtepi32_storeu_epi8(codes, mask, q);
+            for (l = 0; l < 16 && i + l < n; ++l) {
+                ((unsigned char *)y)[(i + l) * y_stride] = codes[l];
+            }
+        }
+    }
+}
+
+/* round(v / 2^s) by mode on int64 lanes, |v| < 2^62, 1 <= s <= 62: qk__rrs64_clamped's arithmetic (the
+ * biased value is >= 0, so its logical shift is the floor) before the clamp. */
+QK__TARGET_AVX512_VNNI static inline __m512i qk__rrs_epi64(__m512i v, int s, int rnd)
+{
+    const __m512i one = _mm512_set1_epi64(1);
+    __m512i u = _mm512_add_epi64(v, _mm512_set1_epi64(INT64_C(1) << 62));
+    __m512i r = _mm512_and_si512(u, _mm512_set1_epi64((INT64_C(1) << s) - 1));
+    __m512i half = _mm512_set1_epi64(INT64_C(1) << (s - 1));
+    __m512i q = _mm512_sub_epi64(_mm512_srl_epi64(u, _mm_cvtsi32_si128(s)), _mm512_set1_epi64(INT64_C(1) << (62 - s)));
+    __mmask8 up;
+    switch (rnd) {
+    case QK_ROUND_FLOOR:
+        return q;
+    case QK_ROUND_HALF_UP:
+        up = _mm512_cmpge_epu64_mask(r, half);
+        break;
+    case QK_ROUND_HALF_EVEN:
+        up = _mm512_cmpgt_epu64_mask(_mm512_add_epi64(r, _mm512_and_si512(q, one)), half);
+        break;
+    default:
+        up = _mm512_cmpgt_epu64_mask(_mm512_mask_add_epi64(r, _mm512_cmpge_epi64_mask(v, _mm512_setzero_si512()), r, one),
+                                     half);
+        break;
+    }
+    return _mm512_mask_add_epi64(q, up, q, one);
+}
+
+/* Fixed-point requantization on int64 lanes, 8 at a time, for the shifts the loops above handle with a
+ * rounding shift (single: n - e >= 1; double: any e): the same integer arithmetic, clamped before the
+ * zero point is added, written as bytes at y[i * y_stride]. */
+QK__TARGET_AVX512_VNNI static void qk__requant_fixed_avx512(const int32_t *acc, size_t n, int is_double, int32_t m0,
+                                                            int32_t e, int nbits, int rnd, int32_t zy, int32_t lo,
+                                                            int32_t hi, void *y, size_t y_stride)
+{
+    const __m512i vm = _mm512_set1_epi64(m0), vlz = _mm512_set1_epi64((int64_t)lo - zy);
+    const __m512i vhz = _mm512_set1_epi64((int64_t)hi - zy), vz = _mm512_set1_epi64(zy);
+    const __m512i bias = _mm512_set1_epi64((int64_t)((UINT64_C(1) << 62) + (UINT64_C(1) << (nbits - 1))));
+    const __m512i unbias = _mm512_set1_epi64(INT64_C(1) << (62 - nbits));
+    const __m512i i32min = _mm512_set1_epi64(INT32_MIN), i32max = _mm512_set1_epi64(INT32_MAX);
+    int left = e > 0 ? e : 0, right = e < 0 ? -e : 0;
+    size_t i;
+    for (i = 0; i < n; i += 8) {
+        __mmask8 mask = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1u);
+        __m512i a = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, acc + i)), q;
+        if (is_double) {
+            if (left > 0) { /* saturate_int32(acc 2^left): |acc 2^left| < 2^61 */
+                a = _mm512_min_epi64(_mm512_max_epi64(_mm512_sll_epi64(a, _mm_cvtsi32_si128(left)), i32min), i32max);
+            }
+            q = _mm512_sub_epi64(_mm512_srl_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, vm), bias),
+                                                  _mm_cvtsi32_si128(nbits)), unbias);
+            if (right > 0) {
+                q = qk__rrs_epi64(q, right, rnd);
+            }
+        } else {
+            q = qk__rrs_epi64(_mm512_mul_epi32(a, vm), nbits - e, rnd);
+        }
+        q = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(q, vlz), vhz), vz);
+        if (y_stride == 1) {
+            _mm512_mask_cvtepi64_storeu_epi8((char *)y + i, mask, q);
+        } else {
+            unsigned char codes[16];
+            size_t l;
+            _mm512_mask_cvtepi64_storeu_epi8(codes, mask, q);
+            for (l = 0; l < 8 && i + l < n; ++l) {
+                ((unsigned char *)y)[(i + l) * y_stride] = codes[l];
+            }
+        }
     }
 }
 
 QK__TARGET_AVX512_VNNI static void qk__requant_row_avx512(const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
                                                          const qk_requant_params *rq, void *y, size_t y_stride)
 {
-    if ((dp->requant == QK_REQUANT_FLOAT32 || dp->requant == QK_REQUANT_FLOAT64) && y_stride == 1 &&
+    if ((dp->requant == QK_REQUANT_FLOAT32 || dp->requant == QK_REQUANT_FLOAT64) &&
         (dp->rounding == QK_ROUND_HALF_EVEN || dp->rounding == QK_ROUND_FLOOR)) {
         qk__requant_float_avx512(acc, n, dp->requant == QK_REQUANT_FLOAT64, rq->fmultiplier[rq->channels == 1 ? 0 : c],
                                  dp->rounding, dp->zero_point_order == QK_ZP_BEFORE_ROUNDING, rq->y_zero_point,
-                                 rq->y_min, rq->y_max, y);
+                                 rq->y_min, rq->y_max, y, y_stride);
         return;
+    }
+    if (dp->requant == QK_REQUANT_FIXED_POINT) {
+        size_t ch = rq->channels == 1 ? 0 : c;
+        int is_double = dp->fixed_point_rounding != QK_FIXED_POINT_SINGLE;
+        if (is_double || dp->multiplier_bits - rq->shift[ch] >= 1) {
+            qk__requant_fixed_avx512(acc, n, is_double, rq->multiplier[ch], rq->shift[ch], dp->multiplier_bits,
+                                     dp->rounding, rq->y_zero_point, rq->y_min, rq->y_max, y, y_stride);
+            return;
+        }
     }
     qk__requant_row_body(acc, n, c, dp, rq, y, y_stride);
 }
