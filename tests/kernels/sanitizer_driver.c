@@ -174,6 +174,8 @@ static void check_conv2d(void)
     int overflowed = 0;
     if ((next_u64() & 3) == 0) {
         cg = 1;
+    } else if ((next_u64() & 3) == 0) {
+        cg = rnd_int(16, 20); /* channel tiles of the channels-last copy */
     }
     g.n = rnd_int(1, 2);
     g.c_in = groups * cg;

@@ -3,7 +3,8 @@
  * Two schedules, the same results:
  *   - general: per image and group, the input becomes a zero-padded channels-last int16 copy
  *     of x - z_x; blocks of output pixels gather their receptive fields from it (contiguous
- *     runs of kw * C_in/groups values) into int16 rows; qk__mm_block multiplies them with the
+ *     runs of kw * C_in/groups values) into int16 rows (a 1x1 convolution with stride 1, no
+ *     padding and C_in/groups a multiple of 16 takes its rows from the copy directly); qk__mm_block multiplies them with the
  *     weight rows w - z_w, reordered the same way (kh, kw, c). Exact sums do not depend on
  *     the order; the sequential saturating path maps back to the canonical (c, kh, kw) order.
  *   - one input channel per group (depthwise, any channel multiplier): direct accumulation
@@ -144,31 +145,6 @@ static void qk__fill_plane(const void *restrict x, int32_t is_signed, size_t off
     }
 }
 
-/* The cg channel planes of one image and group (channel c at x + offset + c * h * w) as the channels-last
- * interior of the padded int16 copy (dst: its first interior position), channels in blocks of 16 so that
- * every source row is read in order and every 16 destination values are written together (the same
- * values as qk__fill_plane, element stride cg). */
-static void qk__fill_channels_last(const void *restrict x, int32_t is_signed, size_t offset, int32_t z, size_t cg,
-                                   size_t h, size_t w, int16_t *restrict dst, size_t wp)
-{
-    size_t r, col, c0, c;
-    unsigned flip = is_signed ? 0x80u : 0u;
-    int32_t zz = is_signed ? z + 128 : z;
-    const uint8_t *xb = (const uint8_t *)x + offset;
-    for (r = 0; r < h; ++r) {
-        for (c0 = 0; c0 < cg; c0 += 16) {
-            size_t cn = cg - c0 < 16 ? cg - c0 : 16;
-            for (col = 0; col < w; ++col) {
-                int16_t *d = dst + (r * wp + col) * cg + c0;
-                const uint8_t *s = xb + c0 * h * w + r * w + col;
-                for (c = 0; c < cn; ++c) {
-                    d[c] = (int16_t)((int32_t)(s[c * h * w] ^ flip) - zz);
-                }
-            }
-        }
-    }
-}
-
 static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath *dp, const void *x, int32_t zx,
                                   const int32_t *bias, void *y, qk__conv_plan *pl)
 {
@@ -176,6 +152,9 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
     size_t cg = pl->cg, kp = pl->kp, wp = pl->wp, ow = (size_t)pl->ow;
     size_t kh = (size_t)g->kh, kw = (size_t)g->kw;
     size_t sh = (size_t)g->stride_h, sw = (size_t)g->stride_w, dh = (size_t)g->dilation_h, dw = (size_t)g->dilation_w;
+    /* a 1x1 convolution with stride 1, no padding and C_in/groups a multiple of 16 (= kp) is a plain GEMM
+     * on the channels-last copy: no gather */
+    int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && g->pad_h == 0 && g->pad_w == 0 && kp == cg;
     memset(pl->xpad, 0, pl->hp * pl->wp * cg * sizeof(int16_t));
     for (n = 0; n < (size_t)g->n; ++n) {
         for (grp = 0; grp < pl->groups; ++grp) {
@@ -186,7 +165,7 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
                                pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp);
             } else {
                 size_t offset = ((n * (size_t)g->c_in + grp * cg) * (size_t)g->h) * (size_t)g->w;
-                qk__fill_channels_last(x, dp->a_signed, offset, zx, cg, (size_t)g->h, (size_t)g->w,
+                qk__fill_channels_last(pl->mm.isa, x, dp->a_signed, offset, zx, cg, (size_t)g->h, (size_t)g->w,
                                        pl->xpad + ((size_t)g->pad_h * wp + (size_t)g->pad_w) * cg, wp);
             }
             mm.a = pl->a + grp * pl->mgp * kp;
@@ -199,7 +178,12 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
             for (p0 = 0; p0 < pl->pixels; p0 += pl->nb_max) {
                 size_t nb = pl->pixels - p0 < pl->nb_max ? pl->pixels - p0 : pl->nb_max;
                 size_t nbp = qk__round_up(nb, QK__NR);
+                const int16_t *bblk = pl->b;
                 qk_status st;
+                if (direct && nb == nbp) { /* the rows of B are the channels-last pixels themselves */
+                    bblk = pl->xpad + p0 * cg;
+                    nbp = 0;
+                }
                 for (jj = 0; jj < nbp; ++jj) {
                     int16_t *row = pl->b + jj * kp;
                     size_t idx = 0, p = p0 + jj, r0, c0;
@@ -223,7 +207,7 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
                     }
                     memset(row + idx, 0, (kp - idx) * sizeof(int16_t));
                 }
-                st = qk__mm_block(&mm, pl->b, nb,
+                st = qk__mm_block(&mm, bblk, nb,
                                   (unsigned char *)y + (n * (size_t)g->c_out + grp * pl->mg) * pl->pixels + p0,
                                   pl->pixels, 1);
                 if (st != QK_OK) {

@@ -173,6 +173,12 @@ void qk__requant_row(int32_t isa, const int32_t *acc, size_t n, size_t c, const 
 void qk__depthwise_plane(int32_t isa, const int16_t *plane, size_t wp, const int16_t *w, size_t kh, size_t kw,
                          size_t sh, size_t sw, size_t dh, size_t dw, size_t oh, size_t ow, int32_t *acc);
 
+/* The cg channel planes of one image and group (channel c at byte x + offset + c * h * w, codes int8
+ * when is_signed, else uint8) minus z as the channels-last interior of a padded int16 copy: value
+ * (r, col, c) at dst[(r * wp + col) * cg + c]. `isa` is a resolved QK_ISA_*. */
+void qk__fill_channels_last(int32_t isa, const void *x, int32_t is_signed, size_t offset, int32_t z, size_t cg,
+                            size_t h, size_t w, int16_t *dst, size_t wp);
+
 /* Resolve QK_ISA_AUTO to the ISA used on this machine; QK_ERR_ISA for an unavailable one. */
 qk_status qk__select_isa(int32_t isa, int32_t *selected);
 
