@@ -13,7 +13,7 @@ encoders agree field by field, and that each value lands in the field of its nam
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -97,9 +97,15 @@ def requant_struct(params: RequantParams, output: OutputCodes) -> dict[str, Any]
     }  # fmt: skip
 
 
-def weights_struct(data: npt.NDArray[Any], packed_bits: int, zero_point: Sequence[int]) -> dict[str, Any]:
-    """``qk_weights``: codes (or packed rows), ``packed_bits`` (0 unpacked) and the zero points."""
-    return {"data": data, "packed_bits": packed_bits, "zero_point": np.array(zero_point, dtype=np.int32)}
+def weights_struct(
+    data: npt.NDArray[Any], packed_bits: int, zero_point: Sequence[int], cache: Optional[npt.NDArray[np.uint8]] = None
+) -> dict[str, Any]:
+    """``qk_weights``: codes (or packed rows), ``packed_bits`` (0 unpacked), the zero points and, for conv2d and
+    linear, an optional weights cache (``qk_weights.cache``: a writable byte buffer)."""
+    struct = {"data": data, "packed_bits": packed_bits, "zero_point": np.array(zero_point, dtype=np.int32)}
+    if cache is not None:
+        struct["cache"] = cache
+    return struct
 
 
 def add_struct(attrs: AddAttrs) -> dict[str, Any]:

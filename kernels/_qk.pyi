@@ -54,11 +54,13 @@ ERR_ISA: int
 ERR_OVERFLOW: int
 ERR_SIZE: int
 ERR_PARAM_VALUE: int
+ERR_CACHE: int
 
 #: Structs cross the binding as dicts keyed by their C field names (see kernels/_abi.py):
 #: qk_datapath, qk_conv2d_geometry, qk_pool2d_geometry, qk_add_params;
 #: qk_requant_params = its scalar fields + multiplier/shift (int32) and fmultiplier (float32) arrays or None;
-#: weights = {data: int8/uint8 codes or uint8 packed rows, packed_bits, zero_point: int32 array}.
+#: weights = {data: int8/uint8 codes or uint8 packed rows, packed_bits, zero_point: int32 array[, cache: uint8
+#: array or None (conv2d and linear: qk_weights.cache)]}.
 DatapathStruct = dict[str, int]
 RequantStruct = dict[str, Any]
 WeightsStruct = dict[str, Any]
@@ -66,6 +68,7 @@ Geometry = dict[str, int]
 
 def conv2d_output_size(geometry: Geometry, /) -> tuple[int, int]: ...
 def conv2d_scratch_bytes(geometry: Geometry, datapath: DatapathStruct, /) -> int: ...
+def conv2d_cache_bytes(geometry: Geometry, datapath: DatapathStruct, weights: WeightsStruct, /) -> int: ...
 def conv2d(
     *,
     geometry: Geometry,
@@ -80,6 +83,7 @@ def conv2d(
     isa: int,
 ) -> None: ...
 def linear_scratch_bytes(m: int, k: int, n: int, datapath: DatapathStruct, /) -> int: ...
+def linear_cache_bytes(k: int, n: int, datapath: DatapathStruct, weights: WeightsStruct, /) -> int: ...
 def linear(
     *,
     m: int,

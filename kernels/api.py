@@ -360,13 +360,14 @@ class _Prepared:
     """The C structs of one conv2d/linear record (``qk_datapath``, ``qk_requant_params``), its output dtype
     and the :class:`_ShapeEntry` of each input shape seen, all computed once."""
 
-    __slots__ = ("datapath", "requant", "y_dtype", "shapes")
+    __slots__ = ("datapath", "requant", "y_dtype", "shapes", "cache_bytes")
 
     def __init__(self, attrs: Union[Conv2dAttrs, LinearAttrs]) -> None:
         self.datapath = datapath_struct(attrs.datapath, attrs.op)
         self.requant = requant_struct(attrs.requant, attrs.output)
         self.y_dtype = _code_dtype(attrs.output.signed)
         self.shapes: dict[tuple[int, ...], _ShapeEntry] = {}
+        self.cache_bytes: dict[int, int] = {}  # packed bits (0: unpacked) -> bytes of a weights cache
 
     def remember(self, shape: tuple[int, ...], entry: _ShapeEntry) -> None:
         if len(self.shapes) >= _SHAPES_PER_RECORD:
@@ -439,6 +440,52 @@ def _scratch(nbytes: int) -> npt.NDArray[np.uint8]:
     raw, address = kept
     start = (address + raw.size - nbytes) // SCRATCH_ALIGN * SCRATCH_ALIGN - address
     return raw[start : start + nbytes]
+
+
+# ----------------------------------------------------------------------------- weights caches
+#
+# Without a cache, conv2d and linear decode their weights (sub-byte fields, int16 rows, per-row bounds) and
+# prepare them for the instruction set's product on every call, which for a linear layer at batch 64 is a
+# third of the call. With one (``qk_weights.cache``), a call keeps that form and a later call reuses it once
+# the C library has compared the weight bytes, zero points, geometry, datapath and instruction set with
+# those it was made from, so an in-place change of the weights still reaches the next call. A cache is kept
+# per weight array (the caller's own array: a converted copy gets none) and per thread (a cache serves one
+# call at a time), and dropped with the array. It holds about four times the weights' bytes.
+
+
+def _weights_cache(data: Codes, nbytes: int) -> npt.NDArray[np.uint8]:
+    """This thread's weights cache of the array ``data``, at least ``nbytes`` long (made or grown now)."""
+    caches: Optional[dict[int, tuple["weakref.ref[Any]", npt.NDArray[np.uint8]]]] = getattr(_THREAD, "weights", None)
+    if caches is None:
+        caches = {}
+        _THREAD.weights = caches
+    key = id(data)
+    found = caches.get(key)
+    if found is not None and found[0]() is data and found[1].size >= nbytes:
+        return found[1]
+    cache = _aligned(nbytes)
+
+    def drop(_: object, caches: dict[int, Any] = caches, key: int = key) -> None:
+        entry = caches.get(key)
+        if entry is not None and entry[0]() is None:
+            del caches[key]
+
+    caches[key] = (weakref.ref(data, drop), cache)
+    return cache
+
+
+def _weights_with_cache(
+    prepared: _Prepared, w: object, data: Codes, packed_bits: int, zero_point: Sequence[int], cache_bytes: Any
+) -> dict[str, Any]:
+    """The ``qk_weights`` struct of a conv2d/linear call, with this thread's cache of ``data`` where ``data`` is
+    the caller's own array (``cache_bytes(weights)``: the C size query, asked once per record and packing)."""
+    if data is not w and not (isinstance(w, PackedWeights) and data is w.data):
+        return weights_struct(data, packed_bits, zero_point)
+    nbytes = prepared.cache_bytes.get(packed_bits)
+    if nbytes is None:
+        nbytes = int(cache_bytes(weights_struct(data, packed_bits, zero_point)))
+        prepared.cache_bytes[packed_bits] = nbytes
+    return weights_struct(data, packed_bits, zero_point, _weights_cache(data, nbytes))
 
 
 #: Records built by :func:`conv2d` and :func:`linear` from their arguments, found again by the arguments'
@@ -563,10 +610,11 @@ def run_conv2d(
         geometry, nbytes = entry.geometry, entry.scratch_bytes
         y = np.empty(entry.out_shape, dtype=prepared.y_dtype)
     with named_status(attrs.op):
+        weights = _weights_with_cache(prepared, w, data, packed_bits, attrs.w_zero_point,
+                                      lambda ws: _qk.conv2d_cache_bytes(geometry, prepared.datapath, ws))  # fmt: skip
         _qk.conv2d(
-            geometry=geometry, datapath=prepared.datapath, x=xa, x_zero_point=attrs.x_zero_point,
-            weights=weights_struct(data, packed_bits, attrs.w_zero_point), bias=b, requant=prepared.requant, y=y,
-            scratch=_scratch(nbytes), isa=isa_code(isa),
+            geometry=geometry, datapath=prepared.datapath, x=xa, x_zero_point=attrs.x_zero_point, weights=weights,
+            bias=b, requant=prepared.requant, y=y, scratch=_scratch(nbytes), isa=isa_code(isa),
         )  # fmt: skip
     return y
 
@@ -629,10 +677,12 @@ def run_linear(
         geometry, nbytes = entry.geometry, entry.scratch_bytes
         y = np.empty(entry.out_shape, dtype=prepared.y_dtype)
     with named_status(attrs.op):
+        weights = _weights_with_cache(prepared, w, data, packed_bits, attrs.w_zero_point,
+                                      lambda ws: _qk.linear_cache_bytes(geometry["k"], geometry["n"], prepared.datapath, ws))  # fmt: skip
         _qk.linear(
             m=geometry["m"], k=geometry["k"], n=geometry["n"], datapath=prepared.datapath, x=xa,
-            x_zero_point=attrs.x_zero_point, weights=weights_struct(data, packed_bits, attrs.w_zero_point), bias=b,
-            requant=prepared.requant, y=y, scratch=_scratch(nbytes), isa=isa_code(isa),
+            x_zero_point=attrs.x_zero_point, weights=weights, bias=b, requant=prepared.requant, y=y,
+            scratch=_scratch(nbytes), isa=isa_code(isa),
         )  # fmt: skip
     return y
 

@@ -66,6 +66,7 @@ _GENERIC: dict[int, str] = {
     ),
     _qk.ERR_SIZE: "x's shape and the op's attributes: a size formed from them does not fit the address space",
     _qk.ERR_PARAM_VALUE: "the op's parameters: one is outside its allowed values",
+    _qk.ERR_CACHE: "the weights cache: must hold at least the bytes the op's *_cache_bytes query gives",
 }
 
 #: Where the generic entry names the wrong argument.

@@ -323,10 +323,11 @@ static int parse_requant(qk_views *vs, PyObject *d, const char *op, qk_requant_p
     return 0;
 }
 
-/* weights = {data: int8/uint8 codes or uint8 packed rows, packed_bits, zero_point: int32 buffer} */
+/* weights = {data: int8/uint8 codes or uint8 packed rows, packed_bits, zero_point: int32 buffer
+ *            [, cache: None or a writable byte buffer (conv2d and linear: qk_weights.cache)]} */
 static int parse_weights(qk_views *vs, PyObject *d, const char *op, const qk_datapath *dp, qk_weights *w)
 {
-    PyObject *data, *bits, *zp;
+    PyObject *data, *bits, *zp, *cache = NULL;
     void *pd, *pz;
     size_t ld, lz;
     long packed_bits;
@@ -335,8 +336,15 @@ static int parse_weights(qk_views *vs, PyObject *d, const char *op, const qk_dat
         (zp = dict_item(d, "weights", "zero_point")) == NULL) {
         return -1;
     }
-    if (PyDict_Size(d) != 3) {
-        PyErr_Format(PyExc_TypeError, "weights: expected the keys data, packed_bits, zero_point");
+    cache = PyDict_GetItemString(d, "cache"); /* borrowed, NULL when absent */
+    if (PyDict_Size(d) != (cache != NULL ? 4 : 3)) {
+        PyErr_Format(PyExc_TypeError, "weights: expected the keys data, packed_bits, zero_point and optionally cache");
+        return -1;
+    }
+    w->cache = NULL;
+    w->cache_bytes = 0;
+    if (cache != NULL && cache != Py_None &&
+        get_buffer(vs, cache, op, "weights cache", "B", 1, 1, &w->cache, &w->cache_bytes)) {
         return -1;
     }
     packed_bits = PyLong_AsLong(bits);
@@ -472,6 +480,29 @@ static PyObject *py_conv2d_scratch_bytes(PyObject *self, PyObject *args)
     return PyLong_FromSize_t(bytes);
 }
 
+static PyObject *py_conv2d_cache_bytes(PyObject *self, PyObject *args)
+{
+    PyObject *gt, *dpt, *wt;
+    qk_conv2d_geometry g;
+    qk_datapath dp;
+    qk_weights w;
+    qk_views vs = {{{0}}, 0};
+    size_t bytes = 0;
+    qk_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOO", &gt, &dpt, &wt) || parse_conv_geometry(gt, &g) || parse_datapath(dpt, &dp) ||
+        parse_weights(&vs, wt, "conv2d", &dp, &w)) {
+        views_release(&vs);
+        return NULL;
+    }
+    st = qk_conv2d_cache_bytes(&g, &dp, &w, &bytes);
+    views_release(&vs);
+    if (st != QK_OK) {
+        return raise_status("conv2d", st);
+    }
+    return PyLong_FromSize_t(bytes);
+}
+
 static PyObject *py_conv2d(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"geometry", "datapath", "x", "x_zero_point", "weights", "bias", "requant", "y", "scratch",
@@ -520,6 +551,29 @@ static PyObject *py_linear_scratch_bytes(PyObject *self, PyObject *args)
         return NULL;
     }
     st = qk_linear_scratch_bytes(m, k, n, &dp, &bytes);
+    if (st != QK_OK) {
+        return raise_status("linear", st);
+    }
+    return PyLong_FromSize_t(bytes);
+}
+
+static PyObject *py_linear_cache_bytes(PyObject *self, PyObject *args)
+{
+    int k, n;
+    PyObject *dpt, *wt;
+    qk_datapath dp;
+    qk_weights w;
+    qk_views vs = {{{0}}, 0};
+    size_t bytes = 0;
+    qk_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiOO", &k, &n, &dpt, &wt) || parse_datapath(dpt, &dp) ||
+        parse_weights(&vs, wt, "linear", &dp, &w)) {
+        views_release(&vs);
+        return NULL;
+    }
+    st = qk_linear_cache_bytes(k, n, &dp, &w, &bytes);
+    views_release(&vs);
     if (st != QK_OK) {
         return raise_status("linear", st);
     }
@@ -1089,8 +1143,12 @@ static PyObject *py_status_message(PyObject *self, PyObject *args)
 static PyMethodDef qk_methods[] = {
     {"conv2d_output_size", py_conv2d_output_size, METH_VARARGS, "(H_out, W_out) of a conv2d geometry tuple."},
     {"conv2d_scratch_bytes", py_conv2d_scratch_bytes, METH_VARARGS, "Scratch bytes of qk_conv2d for (geometry, datapath)."},
+    {"conv2d_cache_bytes", py_conv2d_cache_bytes, METH_VARARGS,
+     "Bytes of a weights cache of qk_conv2d for (geometry, datapath, weights)."},
     {"conv2d", (PyCFunction)(void (*)(void))py_conv2d, METH_VARARGS | METH_KEYWORDS, "qk_conv2d."},
     {"linear_scratch_bytes", py_linear_scratch_bytes, METH_VARARGS, "Scratch bytes of qk_linear(m, k, n, datapath)."},
+    {"linear_cache_bytes", py_linear_cache_bytes, METH_VARARGS,
+     "Bytes of a weights cache of qk_linear for (k, n, datapath, weights)."},
     {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS, "qk_linear."},
     {"requantize", (PyCFunction)(void (*)(void))py_requantize, METH_VARARGS | METH_KEYWORDS, "qk_requantize."},
     {"add", (PyCFunction)(void (*)(void))py_add, METH_VARARGS | METH_KEYWORDS, "qk_add."},
@@ -1161,6 +1219,7 @@ static int qk_exec(PyObject *m)
     QK_ADD("ERR_OVERFLOW", QK_ERR_OVERFLOW)
     QK_ADD("ERR_SIZE", QK_ERR_SIZE)
     QK_ADD("ERR_PARAM_VALUE", QK_ERR_PARAM_VALUE)
+    QK_ADD("ERR_CACHE", QK_ERR_CACHE)
 #undef QK_ADD
     return 0;
 }

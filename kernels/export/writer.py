@@ -439,6 +439,8 @@ class _Writer:
             "        w.packed_bits = 0;",
             f"        w.zero_point = {zname};",
             "        w.zero_point_length = 1;",
+            "        w.cache = NULL;",
+            "        w.cache_bytes = 0;",
             f"        for (b = 0; b < {batch}; ++b) {{",
             f"            {self.name}__transpose({x[1]} + b * {k * n}, {t}, {k}, {n});",
             f"            if ((st = qk_linear({m}, {k}, {n}, &{dname}, {x[0]} + b * {m * k}, {m * k}, "

@@ -115,12 +115,12 @@ class _CorruptingBinding:
         def call(*args: Any, **kw: Any) -> Any:
             if kw:
                 kw = _corrupt(kw, self.plan)
-            elif not name.endswith("_scratch_bytes") and not any(isinstance(a, dict) for a in args):
+            elif not name.endswith(("_scratch_bytes", "_cache_bytes")) and not any(isinstance(a, dict) for a in args):
                 # the scalar primitives take positional arguments
                 named = _corrupt({f"arg{i}": a for i, a in enumerate(args)}, self.plan)
                 args = tuple(named[f"arg{i}"] for i in range(len(args)))
-            # The scratch queries pass unchanged: the wrapper allocates what they answer (the free-function
-            # target fuzzes them directly).
+            # The scratch and weights-cache queries pass unchanged: the wrapper allocates what they answer
+            # (the free-function target fuzzes them directly).
             return real(*args, **kw)
 
         return call
@@ -250,7 +250,8 @@ def _struct_fields(name: str) -> list[str]:
 @st.composite
 def free_cases(draw: st.DrawFn) -> tuple[str, list[Any]]:
     fn = draw(st.sampled_from(["conv2d_output_size", "conv2d_scratch_bytes", "linear_scratch_bytes", "struct_bytes",
-                               "status_message", "isa_query", "lstm_scratch_bytes", "gru_scratch_bytes"]))  # fmt: skip
+                               "status_message", "isa_query", "lstm_scratch_bytes", "gru_scratch_bytes",
+                               "conv2d_cache_bytes", "linear_cache_bytes"]))  # fmt: skip
     value = st.sampled_from(RAW_INTS) | st.integers(-(2**31), 2**31 - 1)
 
     def fields(struct: str) -> dict[str, Any]:
@@ -262,6 +263,15 @@ def free_cases(draw: st.DrawFn) -> tuple[str, list[Any]]:
         return fn, [fields("qk_conv2d_geometry"), fields("qk_datapath")]
     if fn == "linear_scratch_bytes":
         return fn, [draw(value), draw(value), draw(value), fields("qk_datapath")]
+    def weights() -> dict[str, Any]:
+        return {"data": np.zeros(draw(st.integers(0, 64)), dtype=draw(st.sampled_from([np.int8, np.uint8]))),
+                "packed_bits": draw(st.sampled_from([0, 1, 2, 4, 3, -1])),
+                "zero_point": np.zeros(draw(st.integers(0, 3)), dtype=np.int32)}  # fmt: skip
+
+    if fn == "conv2d_cache_bytes":
+        return fn, [fields("qk_conv2d_geometry"), fields("qk_datapath"), weights()]
+    if fn == "linear_cache_bytes":
+        return fn, [draw(value), draw(value), fields("qk_datapath"), weights()]
     if fn in ("lstm_scratch_bytes", "gru_scratch_bytes"):
         return fn, [draw(value), draw(value)]
     if fn == "struct_bytes":

@@ -67,7 +67,7 @@ def test_every_entry_point_has_a_target() -> None:
     kernel_functions = {"conv2d", "linear", "requantize", "add", "mul", "softmax", "layernorm", "lstm", "gru", "avg_pool2d", "max_pool2d", "lut",
                         "pack", "unpack", "rounding_right_shift", "srdhm"}  # fmt: skip
     free_functions = {"conv2d_output_size", "conv2d_scratch_bytes", "linear_scratch_bytes", "lstm_scratch_bytes",
-                      "gru_scratch_bytes",
+                      "gru_scratch_bytes", "conv2d_cache_bytes", "linear_cache_bytes",
                       "struct_bytes", "status_message", "isa_query"}  # fmt: skip
     assert {n for n in dir(_qk) if callable(getattr(_qk, n))} == kernel_functions | free_functions | {"abi"}
     for name in kernel_functions:

@@ -224,6 +224,8 @@ static void check_conv2d(void)
     wu.packed_bits = 0;
     wu.zero_point = zw;
     wu.zero_point_length = (size_t)g.c_out;
+    wu.cache = NULL;
+    wu.cache_bytes = 0;
     CHECK(qk_conv2d_scratch_bytes(&g, &dp, &scratch_bytes) == QK_OK, "scratch_bytes");
     scratch = malloc(scratch_bytes);
     st = qk_conv2d(&g, &dp, x, x_len, zx, &wu, bias, (size_t)g.c_out, &rq, y1, y_len, scratch, scratch_bytes,
@@ -239,6 +241,30 @@ static void check_conv2d(void)
             fprintf(stderr, "FAIL conv2d: portable and ISA %d differ (status %d, %d)\n", wider[isa], st, st2);
             failures++;
         }
+    }
+    { /* a weights cache, missed then hit, gives the codes of a call without one; one byte short is refused */
+        size_t cache_bytes = 0;
+        int rep;
+        qk_weights wc = wu;
+        CHECK(qk_conv2d_cache_bytes(&g, &dp, &wu, &cache_bytes) == QK_OK, "conv2d cache_bytes");
+        wc.cache = malloc(cache_bytes);
+        wc.cache_bytes = cache_bytes;
+        for (rep = 0; rep < 2; ++rep) {
+            st2 = qk_conv2d(&g, &dp, x, x_len, zx, &wc, bias, (size_t)g.c_out, &rq, y2, y_len, scratch,
+                            scratch_bytes, QK_ISA_AUTO);
+            if (st != st2 || (st == QK_OK && memcmp(y1, y2, y_len) != 0)) {
+                fprintf(stderr, "FAIL conv2d: with a weights cache (call %d) the codes differ (status %d, %d)\n",
+                        rep, st, st2);
+                failures++;
+            }
+        }
+        wc.cache_bytes = cache_bytes - 1;
+        if (st == QK_OK && qk_conv2d(&g, &dp, x, x_len, zx, &wc, bias, (size_t)g.c_out, &rq, y2, y_len, scratch,
+                                     scratch_bytes, QK_ISA_AUTO) != QK_ERR_CACHE) {
+            fprintf(stderr, "FAIL conv2d: a weights cache one byte short is not refused\n");
+            failures++;
+        }
+        free(wc.cache);
     }
     if (dp.w_bits == 1 || dp.w_bits == 2 || dp.w_bits == 4) {
         int8_t *codes = (int8_t *)malloc(w_len);
@@ -359,6 +385,8 @@ static void check_linear(void)
     wu.packed_bits = 0;
     wu.zero_point = &zw;
     wu.zero_point_length = 1;
+    wu.cache = NULL;
+    wu.cache_bytes = 0;
     qk_linear_scratch_bytes(m, k, n, &dp, &scratch_bytes);
     scratch = malloc(scratch_bytes);
     st = qk_linear(m, k, n, &dp, x, (size_t)m * (size_t)k, zx, &wu, bias, (size_t)n, &rq, y1, (size_t)m * (size_t)n,
@@ -403,6 +431,28 @@ static void check_linear(void)
             CHECK(st2 == st && (st != QK_OK || memcmp(y1, y2, (size_t)m * (size_t)n) == 0),
                   "linear: ISA %d differs from auto (status %d, %d)", isas[e], st2, st);
         }
+    }
+    { /* one weights cache shared by every instruction set in turn (a miss whenever the ISA changes) */
+        static const int32_t isas[] = {QK_ISA_AUTO, QK_ISA_PORTABLE, QK_ISA_X86_AVX2, QK_ISA_X86_AVX512_VNNI};
+        size_t e, cache_bytes = 0;
+        int rep;
+        qk_weights wc = wu;
+        CHECK(qk_linear_cache_bytes(k, n, &dp, &wu, &cache_bytes) == QK_OK, "linear cache_bytes");
+        wc.cache = malloc(cache_bytes);
+        wc.cache_bytes = cache_bytes;
+        for (e = 0; e < sizeof(isas) / sizeof(isas[0]); ++e) {
+            int32_t available = 0, selected = 0;
+            if (qk_isa_query(isas[e], &available, &selected) != QK_OK || !available) {
+                continue;
+            }
+            for (rep = 0; rep < 2; ++rep) {
+                qk_status st2 = qk_linear(m, k, n, &dp, x, (size_t)m * (size_t)k, zx, &wc, bias, (size_t)n, &rq, y2,
+                                          (size_t)m * (size_t)n, scratch, scratch_bytes, isas[e]);
+                CHECK(st2 == st && (st != QK_OK || memcmp(y1, y2, (size_t)m * (size_t)n) == 0),
+                      "linear: with a weights cache, ISA %d call %d differs (status %d, %d)", isas[e], rep, st2, st);
+            }
+        }
+        free(wc.cache);
     }
     free(x);
     free(w);

@@ -94,7 +94,7 @@ def test_malformed_list_is_refused_with_its_line(text: str, message: str) -> Non
 
 def test_public_sources_define_one_entry_point_and_internal_ones_only_helpers() -> None:
     """src/: one function declared in qk.h (or qk_custom.h, the custom ops) per file, named after it (plus its
-    _scratch_bytes twin); src/internal/: only qk__ functions, in each source the one named after the file among them."""
+    _scratch_bytes and _cache_bytes twins); src/internal/: only qk__ functions, in each source the one named after the file among them."""
     declared = set(DECLARATION.findall(_code(C_DIR / "include" / "qk.h") + _code(C_DIR / "include" / "qk_custom.h")))
     for header in sorted(INTERNAL_DIR.glob("*.h")):
         names = set.union(*_definitions(header))
@@ -108,7 +108,8 @@ def test_public_sources_define_one_entry_point_and_internal_ones_only_helpers() 
             assert "qk__" + src.stem.removeprefix("qk_") in external, f"{_rel(src)}: {sorted(external)}"
         else:
             assert src.parent == PUBLIC_DIR, f"{_rel(src)}: neither in src/ nor src/internal/"
-            one_entry_point = ({src.stem}, {src.stem, src.stem + "_scratch_bytes"})
+            one_entry_point = ({src.stem}, {src.stem, src.stem + "_scratch_bytes"},
+                               {src.stem, src.stem + "_scratch_bytes", src.stem + "_cache_bytes"})
             assert external in one_entry_point, f"{_rel(src)}: {sorted(external)}"
             assert external <= declared, f"{_rel(src)}: {sorted(external - declared)} not declared in qk.h or qk_custom.h"
             defined_public |= external

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 import kernels
-from kernels import api
+from kernels import _qk, api
+from kernels._abi import conv2d_geometry, weights_struct
+from kernels.status import named_status
 from kernels.backend import CKernels
 from quant.contract.attrs import Conv2dAttrs, LinearAttrs
 from quant.contract.backend import get_backend
@@ -278,3 +280,85 @@ def test_argument_keys_tell_types_and_signed_zeros_apart() -> None:
     keys = [key(v) for v in distinct]
     assert all(k is not None for k in keys) and len(set(keys)) == len(keys)
     assert key(object()) is None and key([1, object()]) is None and key(np.array([None])) is None
+
+
+# ----------------------------------------------------------------------------- weights caches
+
+
+def _weights_caches() -> dict[int, Any]:
+    found: dict[int, Any] = getattr(api._THREAD, "weights", {})
+    return found
+
+
+@pytest.mark.parametrize("preset", ["fbgemm_int8", "w4a4_acc16_sat", "w2a2_pow2_acc16"])
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_a_weights_cache_serves_every_isa_record_and_packing_with_the_uncached_codes(preset: str, kind: str) -> None:
+    """One cache per weight array and thread: alternating instruction sets, another record on the same array
+    (another output zero point and multiplier), its packed form, a view of it (an array of its own), and the
+    cache is dropped with its array."""
+    attrs, x, w, bias = _case(preset, kind)
+    expected = _run(REFERENCE, attrs, x, w, bias)
+    isas = [isa for isa in ("portable", "avx2", "avx512_vnni") if kernels.isa_available(isa)]
+    for _ in range(2):
+        for isa in isas:
+            assert np.array_equal(_run(CKernels(isa), attrs, x, w, bias), expected), isa
+    assert id(w) in _weights_caches()
+    dp = attrs.datapath
+    common: dict[str, Any] = dict(w_shape=attrs.w_shape, x_zero_point=attrs.x_zero_point, w_zero_point=0,
+                                  y_zero_point=1, multiplier=2.0**-6, datapath=dp)  # fmt: skip
+    shifted: Record = (
+        Conv2dAttrs.build(padding=1, stride=2, **common) if kind == "conv" else LinearAttrs.build(**common)
+    )
+    for record in (attrs, shifted, attrs):
+        assert np.array_equal(_run(C, record, x, w, bias), _run(REFERENCE, record, x, w, bias))
+    if dp.w_bits in (1, 2, 4):
+        packed = api.pack_weights(w, dp.w_bits, dp.w_signed)
+        assert np.array_equal(_run(C, attrs, x, packed, bias), expected)
+        assert id(packed.data) in _weights_caches()
+    view = w.view()  # another array object on the same codes: a cache of its own
+    assert np.array_equal(_run(C, attrs, x, view, bias), expected)
+    assert id(view) in _weights_caches() and _weights_caches()[id(view)][1] is not _weights_caches()[id(w)][1]
+    key = id(w)
+    del w, view  # the view holds the array as its base
+    gc.collect()
+    assert key not in _weights_caches()
+
+
+def test_each_thread_has_its_own_weights_cache() -> None:
+    attrs, x, w, bias = _case("fbgemm_int8", "linear")
+    expected = _run(REFERENCE, attrs, x, w, bias)
+    results: list[Any] = []
+
+    def work() -> None:
+        for _ in range(20):
+            results.append(_run(C, attrs, x, w, bias))
+        results.append(id(w) in _weights_caches())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r is True for r in results if isinstance(r, bool)) and sum(isinstance(r, bool) for r in results) == 4
+    assert all(np.array_equal(r, expected) for r in results if not isinstance(r, bool))
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_a_weights_cache_smaller_than_its_query_is_refused_by_name(kind: str) -> None:
+    attrs, x, w, bias = _case("fbgemm_int8", kind)
+    prepared = api._prepare(attrs)
+    short = np.zeros(64, dtype=np.uint8)
+    ws = weights_struct(w, 0, attrs.w_zero_point, short)
+    y = np.empty(attrs.output_shape(x.shape), dtype=prepared.y_dtype)
+    with pytest.raises(ValueError, match="weights cache"):
+        with named_status(attrs.op):
+            if isinstance(attrs, Conv2dAttrs):
+                geometry = conv2d_geometry(attrs, x.shape)
+                scratch = np.zeros(int(_qk.conv2d_scratch_bytes(geometry, prepared.datapath)), dtype=np.uint8)
+                _qk.conv2d(geometry=geometry, datapath=prepared.datapath, x=x, x_zero_point=attrs.x_zero_point,
+                           weights=ws, bias=bias, requant=prepared.requant, y=y, scratch=scratch, isa=0)  # fmt: skip
+            else:
+                m, k, n = x.shape[0], x.shape[1], w.shape[0]
+                scratch = np.zeros(int(_qk.linear_scratch_bytes(m, k, n, prepared.datapath)), dtype=np.uint8)
+                _qk.linear(m=m, k=k, n=n, datapath=prepared.datapath, x=x, x_zero_point=attrs.x_zero_point,
+                           weights=ws, bias=bias, requant=prepared.requant, y=y, scratch=scratch, isa=0)  # fmt: skip

@@ -42,6 +42,11 @@ qk_status qk_conv2d_output_size(const qk_conv2d_geometry *g, int32_t *out_h, int
  * the exact overflow bound runs a second product on absolute values). */
 qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, const qk_datapath *dp, size_t *bytes);
 
+/* Bytes of a weights cache (qk_weights.cache) of qk_conv2d for geometry g, datapath dp and the weight
+ * storage w (its length and number of zero points). */
+qk_status qk_conv2d_cache_bytes(const qk_conv2d_geometry *g, const qk_datapath *dp, const qk_weights *w,
+                                size_t *bytes);
+
 /* 2-D convolution (sections 4, 5): y[n, o, oh, ow] = requant_o(acc) with
  * acc = bias[o] + sum over (c, i, j) in canonical order of (x - x_zero_point) * (w[o] - z_w[o]),
  * accumulated per dp->acc_bits / dp->overflow. x: n*c_in*h*w codes; w: the (C_out, K) weight
@@ -54,6 +59,10 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
 
 /* Scratch bytes of qk_linear on datapath dp. */
 qk_status qk_linear_scratch_bytes(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, size_t *bytes);
+
+/* Bytes of a weights cache (qk_weights.cache) of qk_linear for k inputs, n outputs, datapath dp and the
+ * weight storage w. */
+qk_status qk_linear_cache_bytes(int32_t k, int32_t n, const qk_datapath *dp, const qk_weights *w, size_t *bytes);
 
 /* Fully connected layer: x (m, k) codes, w the (n, k) weight matrix, bias NULL or n values,
  * y (m, n) codes; y[r, o] = requant_o(bias[o] + sum_k (x[r, k] - z_x) * (w[o, k] - z_w[o])),

@@ -40,7 +40,8 @@ typedef enum qk_status {
     QK_ERR_ISA = 19,             /* the requested instruction set is not available */
     QK_ERR_OVERFLOW = 20,        /* an accumulator left its range with overflow = QK_OVERFLOW_ERROR */
     QK_ERR_SIZE = 21,            /* a size computation would overflow size_t */
-    QK_ERR_PARAM_VALUE = 22      /* an op parameter is outside its allowed values (custom ops) */
+    QK_ERR_PARAM_VALUE = 22,     /* an op parameter is outside its allowed values (custom ops) */
+    QK_ERR_CACHE = 23            /* a weights cache is smaller than *_cache_bytes */
 } qk_status;
 
 /* qk_datapath.overflow (docs/arithmetic.md section 4) */
@@ -120,6 +121,13 @@ typedef struct qk_weights {
     int32_t packed_bits;          /* 0, 1, 2 or 4 */
     const int32_t *zero_point;    /* one per tensor or per output channel */
     size_t zero_point_length;     /* 1 or C_out */
+    /* Optional (NULL: none), conv2d and linear only: a caller-owned buffer of at least
+     * qk_conv2d_cache_bytes / qk_linear_cache_bytes bytes (64-byte aligned for speed) where the call
+     * keeps the weights' decoded and prepared form. A later call reuses it where the geometry,
+     * datapath, instruction set, weight bytes and zero points all equal those it was made from
+     * (compared, not assumed), so results never depend on it. One call at a time per buffer. */
+    void *cache;
+    size_t cache_bytes;
 } qk_weights;
 
 #ifdef __cplusplus

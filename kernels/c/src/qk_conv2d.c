@@ -32,11 +32,20 @@ typedef struct qk__conv_plan {
     int16_t *xpad;  /* general: hp * wp * cg; depthwise: hp * wp + QK__DW_SLACK */
     int16_t *b;     /* general: nb_max (rounded to QK__NR) * kp */
     int32_t *accplane; /* depthwise: oh * ow */
+    qk__mm_a_store ast; /* general: A of each group prepared for the AVX-512 product */
     qk__mm mm;
 } qk__conv_plan;
 
-/* The scratch layout of a geometry and datapath (ar->base NULL: measure only). */
-static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath *dp, qk__arena *ar,
+/* What a weights cache of a convolution depends on besides the weight bytes: the weight matrix's shape,
+ * the datapath and the resolved ISA (every padding byte zero, so that keys compare as bytes). */
+typedef struct qk__conv_key {
+    int32_t c_in, c_out, kh, kw, groups, isa;
+    qk_datapath dp;
+} qk__conv_key;
+
+/* The layout of a geometry and datapath (base NULL: measure only): what depends on the weights alone
+ * from wa (the weights cache, or the scratch), the rest from ar (the scratch); wa may be ar. */
+static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath *dp, qk__arena *wa, qk__arena *ar,
                                  qk__conv_plan *pl)
 {
     qk_status st = qk_conv2d_output_size(g, &pl->oh, &pl->ow);
@@ -68,10 +77,10 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
     if (pl->depthwise) {
         pl->mgp = pl->mg;
         rows = (size_t)g->c_out;
-        pl->a = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, pl->kp), sizeof(int16_t));
+        pl->a = (int16_t *)qk__arena_take(wa, qk__mul_sat(rows, pl->kp), sizeof(int16_t));
         pl->a_abs = NULL;
-        pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
-        pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
+        pl->wmax = (int32_t *)qk__arena_take(wa, rows, sizeof(int32_t));
+        pl->wsum = (int64_t *)qk__arena_take(wa, rows, sizeof(int64_t));
         pl->perm = NULL;
         pl->wtmp = NULL;
         pl->xpad = (int16_t *)qk__arena_take(ar, qk__add_sat(qk__mul_sat(pl->hp, pl->wp), QK__DW_SLACK), sizeof(int16_t));
@@ -88,10 +97,11 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         pl->nb_max = nb;
         pl->mgp = qk__round_up(pl->mg, QK__MR);
         rows = qk__mul_sat(pl->groups, pl->mgp);
-        pl->a = (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, pl->kp), sizeof(int16_t));
+        pl->a = (int16_t *)qk__arena_take(wa, qk__mul_sat(rows, pl->kp), sizeof(int16_t));
+        qk__mm_reserve_a(wa, pl->groups, pl->mgp, pl->kp, &pl->ast);
         pl->a_abs = qk__mm_uses_abs(dp, pl->kp) ? (int16_t *)qk__arena_take(ar, qk__mul_sat(rows, pl->kp), sizeof(int16_t)) : NULL;
-        pl->wmax = (int32_t *)qk__arena_take(ar, rows, sizeof(int32_t));
-        pl->wsum = (int64_t *)qk__arena_take(ar, rows, sizeof(int64_t));
+        pl->wmax = (int32_t *)qk__arena_take(wa, rows, sizeof(int32_t));
+        pl->wsum = (int64_t *)qk__arena_take(wa, rows, sizeof(int64_t));
         if (pl->cg > 1 && (size_t)g->kh * (size_t)g->kw > 1) {
             pl->perm = (uint32_t *)qk__arena_take(ar, pl->k, sizeof(uint32_t));
             pl->wtmp = (int16_t *)qk__arena_take(ar, pl->k, sizeof(int16_t));
@@ -106,7 +116,7 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         pl->mm.kp = pl->kp;
         qk__mm_reserve(ar, &pl->mm, nb, qk__mm_uses_abs(dp, pl->kp));
     }
-    return ar->overflow ? QK_ERR_SIZE : QK_OK;
+    return ar->overflow || wa->overflow ? QK_ERR_SIZE : QK_OK;
 }
 
 qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, const qk_datapath *dp, size_t *bytes)
@@ -120,11 +130,44 @@ qk_status qk_conv2d_scratch_bytes(const qk_conv2d_geometry *g, const qk_datapath
     if ((st = qk__check_datapath(dp)) != QK_OK) {
         return st;
     }
-    st = qk__conv_layout(g, dp, &ar, &pl);
+    st = qk__conv_layout(g, dp, &ar, &ar, &pl);
     if (st == QK_OK) {
         *bytes = ar.used;
     }
     return st;
+}
+
+static qk__conv_key qk__conv_key_of(const qk_conv2d_geometry *g, const qk_datapath *dp, int32_t isa)
+{
+    qk__conv_key key;
+    memset(&key, 0, sizeof(key));
+    key.c_in = g->c_in;
+    key.c_out = g->c_out;
+    key.kh = g->kh;
+    key.kw = g->kw;
+    key.groups = g->groups;
+    key.isa = isa;
+    key.dp = *dp;
+    return key;
+}
+
+qk_status qk_conv2d_cache_bytes(const qk_conv2d_geometry *g, const qk_datapath *dp, const qk_weights *w,
+                                size_t *bytes)
+{
+    qk__arena ar = {NULL, 0, 0}, wa = {NULL, 0, 0};
+    qk__conv_plan pl;
+    qk_status st;
+    if (g == NULL || dp == NULL || w == NULL || bytes == NULL) {
+        return QK_ERR_NULL;
+    }
+    if ((st = qk__check_datapath(dp)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__conv_layout(g, dp, &wa, &ar, &pl)) != QK_OK) {
+        return st;
+    }
+    *bytes = qk__add_sat(qk__weights_cache_prefix(w, sizeof(qk__conv_key)), wa.used);
+    return *bytes == SIZE_MAX ? QK_ERR_SIZE : QK_OK;
 }
 
 /* x - z_x of image n, channel c into the interior of a padded plane (dst: its first interior position).
@@ -174,6 +217,7 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
             mm.row_wsum = pl->wsum + grp * pl->mgp;
             mm.bias = bias ? bias + grp * pl->mg : NULL;
             mm.chan0 = grp * pl->mg;
+            mm.ap = qk__mm_a_of(&pl->ast, grp);
             qk__mm_prepare(&mm);
             for (p0 = 0; p0 < pl->pixels; p0 += pl->nb_max) {
                 size_t nb = pl->pixels - p0 < pl->nb_max ? pl->pixels - p0 : pl->nb_max;
@@ -284,18 +328,21 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
                     const qk_requant_params *rq, void *y, size_t y_len, void *scratch, size_t scratch_bytes,
                     int32_t isa)
 {
-    qk__arena ar = {NULL, 0, 0};
+    qk__arena ar = {NULL, 0, 0}, wa = {NULL, 0, 0};
     qk__conv_plan pl;
+    qk__conv_key key;
     qk_status st;
-    size_t need, grp;
+    size_t need, grp, prefix = 0;
     int32_t sel, xmax;
+    int cached, hit = 0;
     if (g == NULL || dp == NULL || x == NULL || w == NULL || rq == NULL || y == NULL) {
         return QK_ERR_NULL;
     }
+    cached = w->cache != NULL;
     if ((st = qk__check_datapath(dp)) != QK_OK) {
         return st;
     }
-    if ((st = qk__conv_layout(g, dp, &ar, &pl)) != QK_OK) {
+    if ((st = qk__conv_layout(g, dp, cached ? &wa : &ar, &ar, &pl)) != QK_OK) {
         return st;
     }
     if (!qk__mul_size((size_t)g->n * (size_t)g->c_in, (size_t)g->h * (size_t)g->w, &need)) {
@@ -328,13 +375,31 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
     if (scratch == NULL || scratch_bytes < ar.used) {
         return QK_ERR_SCRATCH;
     }
+    if (cached) {
+        prefix = qk__weights_cache_prefix(w, sizeof(qk__conv_key));
+        if (w->cache_bytes < qk__add_sat(prefix, wa.used)) {
+            return QK_ERR_CACHE;
+        }
+        wa.base = (unsigned char *)w->cache + prefix;
+        wa.used = 0;
+        key = qk__conv_key_of(g, dp, sel);
+        hit = qk__weights_cache(w, &key, sizeof(key));
+        if (!hit) {
+            qk__weights_cache_invalidate(w);
+        }
+    }
     ar.base = (unsigned char *)scratch;
     ar.used = 0;
-    qk__conv_layout(g, dp, &ar, &pl);
+    qk__conv_layout(g, dp, cached ? &wa : &ar, &ar, &pl);
     xmax = qk__max_abs_diff(x, x_len, dp->a_signed, x_zero_point);
     if (pl.depthwise) {
-        qk__load_weights(sel, dp, w, (size_t)g->c_out, pl.k, 0, NULL, NULL, (size_t)g->c_out, pl.kp, pl.a, pl.wmax,
-                         pl.wsum);
+        if (!hit) {
+            qk__load_weights(sel, dp, w, (size_t)g->c_out, pl.k, 0, NULL, NULL, (size_t)g->c_out, pl.kp, pl.a,
+                             pl.wmax, pl.wsum);
+        }
+        if (cached && !hit) {
+            qk__weights_cache_stamp(w, &key, sizeof(key));
+        }
         return qk__conv_depthwise(g, dp, rq, x, x_zero_point, xmax, bias, y, &pl, sel);
     }
     if (pl.perm != NULL) {
@@ -347,9 +412,13 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
             }
         }
     }
-    for (grp = 0; grp < pl.groups; ++grp) {
+    for (grp = 0; grp < pl.groups && !hit; ++grp) {
         qk__load_weights(sel, dp, w, pl.mg, pl.k, grp * pl.mg, pl.perm, pl.wtmp, pl.mgp, pl.kp,
                          pl.a + grp * pl.mgp * pl.kp, pl.wmax + grp * pl.mgp, pl.wsum + grp * pl.mgp);
+        qk__mm_prepare_a(sel, pl.a + grp * pl.mgp * pl.kp, &pl.ast, grp);
+    }
+    if (cached && !hit) {
+        qk__weights_cache_stamp(w, &key, sizeof(key));
     }
     pl.mm.dp = dp;
     pl.mm.rq = rq;

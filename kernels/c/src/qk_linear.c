@@ -17,11 +17,20 @@ typedef struct qk__linear_plan {
     int32_t *wmax;
     int64_t *wsum;
     int16_t *b;
+    qk__mm_a_store ast; /* A prepared for the AVX-512 product */
     qk__mm mm;
 } qk__linear_plan;
 
-static qk_status qk__linear_layout(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, qk__arena *ar,
-                                   qk__linear_plan *pl)
+/* What a weights cache of a linear layer depends on besides the weight bytes (padding bytes zero). */
+typedef struct qk__linear_key {
+    int32_t k, n, isa, unused;
+    qk_datapath dp;
+} qk__linear_key;
+
+/* The layout (base NULL: measure only): what depends on the weights alone from wa (the weights cache, or
+ * the scratch), the rest from ar (the scratch); wa may be ar. */
+static qk_status qk__linear_layout(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, qk__arena *wa,
+                                   qk__arena *ar, qk__linear_plan *pl)
 {
     size_t nb;
     if (m < 1 || k < 1 || n < 1) {
@@ -37,15 +46,16 @@ static qk_status qk__linear_layout(int32_t m, int32_t k, int32_t n, const qk_dat
     }
     pl->nb_max = nb;
     memset(&pl->mm, 0, sizeof(pl->mm));
-    pl->a = (int16_t *)qk__arena_take(ar, pl->np * pl->kp, sizeof(int16_t));
-    pl->a_abs = qk__mm_uses_abs(dp, pl->kp) ? (int16_t *)qk__arena_take(ar, pl->np * pl->kp, sizeof(int16_t)) : NULL;
-    pl->wmax = (int32_t *)qk__arena_take(ar, pl->np, sizeof(int32_t));
-    pl->wsum = (int64_t *)qk__arena_take(ar, pl->np, sizeof(int64_t));
+    pl->a = (int16_t *)qk__arena_take(wa, qk__mul_sat(pl->np, pl->kp), sizeof(int16_t));
+    pl->wmax = (int32_t *)qk__arena_take(wa, pl->np, sizeof(int32_t));
+    pl->wsum = (int64_t *)qk__arena_take(wa, pl->np, sizeof(int64_t));
+    qk__mm_reserve_a(wa, 1, pl->np, pl->kp, &pl->ast);
+    pl->a_abs = qk__mm_uses_abs(dp, pl->kp) ? (int16_t *)qk__arena_take(ar, qk__mul_sat(pl->np, pl->kp), sizeof(int16_t)) : NULL;
     pl->b = (int16_t *)qk__arena_take(ar, nb * pl->kp, sizeof(int16_t));
     pl->mm.mp = pl->np;
     pl->mm.kp = pl->kp;
     qk__mm_reserve(ar, &pl->mm, nb, qk__mm_uses_abs(dp, pl->kp));
-    return ar->overflow ? QK_ERR_SIZE : QK_OK;
+    return ar->overflow || wa->overflow ? QK_ERR_SIZE : QK_OK;
 }
 
 qk_status qk_linear_scratch_bytes(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, size_t *bytes)
@@ -59,11 +69,40 @@ qk_status qk_linear_scratch_bytes(int32_t m, int32_t k, int32_t n, const qk_data
     if ((st = qk__check_datapath(dp)) != QK_OK) {
         return st;
     }
-    st = qk__linear_layout(m, k, n, dp, &ar, &pl);
+    st = qk__linear_layout(m, k, n, dp, &ar, &ar, &pl);
     if (st == QK_OK) {
         *bytes = ar.used;
     }
     return st;
+}
+
+static qk__linear_key qk__linear_key_of(int32_t k, int32_t n, const qk_datapath *dp, int32_t isa)
+{
+    qk__linear_key key;
+    memset(&key, 0, sizeof(key));
+    key.k = k;
+    key.n = n;
+    key.isa = isa;
+    key.dp = *dp;
+    return key;
+}
+
+qk_status qk_linear_cache_bytes(int32_t k, int32_t n, const qk_datapath *dp, const qk_weights *w, size_t *bytes)
+{
+    qk__arena ar = {NULL, 0, 0}, wa = {NULL, 0, 0};
+    qk__linear_plan pl;
+    qk_status st;
+    if (dp == NULL || w == NULL || bytes == NULL) {
+        return QK_ERR_NULL;
+    }
+    if ((st = qk__check_datapath(dp)) != QK_OK) {
+        return st;
+    }
+    if ((st = qk__linear_layout(1, k, n, dp, &wa, &ar, &pl)) != QK_OK) { /* the weights' part does not depend on m */
+        return st;
+    }
+    *bytes = qk__add_sat(qk__weights_cache_prefix(w, sizeof(qk__linear_key)), wa.used);
+    return *bytes == SIZE_MAX ? QK_ERR_SIZE : QK_OK;
 }
 
 qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, const void *x, size_t x_len,
@@ -71,18 +110,21 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
                     const qk_requant_params *rq, void *y, size_t y_len, void *scratch, size_t scratch_bytes,
                     int32_t isa)
 {
-    qk__arena ar = {NULL, 0, 0};
+    qk__arena ar = {NULL, 0, 0}, wa = {NULL, 0, 0};
     qk__linear_plan pl;
+    qk__linear_key key;
     qk_status st;
-    size_t need, r0, jj, t, kk = (size_t)k;
+    size_t need, r0, jj, t, kk = (size_t)k, prefix;
     int32_t sel;
+    int cached, hit = 0;
     if (dp == NULL || x == NULL || w == NULL || rq == NULL || y == NULL) {
         return QK_ERR_NULL;
     }
+    cached = w->cache != NULL;
     if ((st = qk__check_datapath(dp)) != QK_OK) {
         return st;
     }
-    if ((st = qk__linear_layout(m, k, n, dp, &ar, &pl)) != QK_OK) {
+    if ((st = qk__linear_layout(m, k, n, dp, cached ? &wa : &ar, &ar, &pl)) != QK_OK) {
         return st;
     }
     if (!qk__mul_size((size_t)m, kk, &need)) {
@@ -115,10 +157,29 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     if (scratch == NULL || scratch_bytes < ar.used) {
         return QK_ERR_SCRATCH;
     }
+    if (cached) {
+        prefix = qk__weights_cache_prefix(w, sizeof(qk__linear_key));
+        if (w->cache_bytes < qk__add_sat(prefix, wa.used)) {
+            return QK_ERR_CACHE;
+        }
+        wa.base = (unsigned char *)w->cache + prefix;
+        wa.used = 0;
+        key = qk__linear_key_of(k, n, dp, sel);
+        hit = qk__weights_cache(w, &key, sizeof(key));
+        if (!hit) {
+            qk__weights_cache_invalidate(w);
+        }
+    }
     ar.base = (unsigned char *)scratch;
     ar.used = 0;
-    qk__linear_layout(m, k, n, dp, &ar, &pl);
-    qk__load_weights(sel, dp, w, (size_t)n, kk, 0, NULL, NULL, pl.np, pl.kp, pl.a, pl.wmax, pl.wsum);
+    qk__linear_layout(m, k, n, dp, cached ? &wa : &ar, &ar, &pl);
+    if (!hit) {
+        qk__load_weights(sel, dp, w, (size_t)n, kk, 0, NULL, NULL, pl.np, pl.kp, pl.a, pl.wmax, pl.wsum);
+        qk__mm_prepare_a(sel, pl.a, &pl.ast, 0);
+        if (cached) {
+            qk__weights_cache_stamp(w, &key, sizeof(key));
+        }
+    }
     pl.mm.dp = dp;
     pl.mm.rq = rq;
     pl.mm.isa = sel;
@@ -132,6 +193,7 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     pl.mm.row_wsum = pl.wsum;
     pl.mm.perm = NULL;
     pl.mm.xmax = qk__max_abs_diff(x, x_len, dp->a_signed, x_zero_point);
+    pl.mm.ap = qk__mm_a_of(&pl.ast, 0);
     qk__mm_prepare(&pl.mm);
     for (r0 = 0; r0 < (size_t)m; r0 += pl.nb_max) {
         size_t nb = (size_t)m - r0 < pl.nb_max ? (size_t)m - r0 : pl.nb_max;

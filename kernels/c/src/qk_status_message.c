@@ -50,6 +50,8 @@ const char *qk_status_message(qk_status status)
         return "a buffer size does not fit size_t";
     case QK_ERR_PARAM_VALUE:
         return "an op parameter is outside its allowed values";
+    case QK_ERR_CACHE:
+        return "the weights cache is smaller than *_cache_bytes";
     }
     return "unknown status";
 }

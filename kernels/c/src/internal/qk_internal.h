@@ -179,6 +179,14 @@ void qk__depthwise_plane(int32_t isa, const int16_t *plane, size_t wp, const int
 void qk__fill_channels_last(int32_t isa, const void *x, int32_t is_signed, size_t offset, int32_t z, size_t cg,
                             size_t h, size_t w, int16_t *dst, size_t wp);
 
+/* The weights cache (qk_weights.cache, qk_weights_cache.c): the bytes before its arena, for a key of
+ * key_bytes (saturating: a size beyond size_t is SIZE_MAX); whether it holds the arena of these weights
+ * under this key; marking it empty (before its arena is rewritten) and valid (after). */
+size_t qk__weights_cache_prefix(const qk_weights *w, size_t key_bytes);
+int qk__weights_cache(const qk_weights *w, const void *key, size_t key_bytes);
+void qk__weights_cache_invalidate(const qk_weights *w);
+void qk__weights_cache_stamp(const qk_weights *w, const void *key, size_t key_bytes);
+
 /* Resolve QK_ISA_AUTO to the ISA used on this machine; QK_ERR_ISA for an unavailable one. */
 qk_status qk__select_isa(int32_t isa, int32_t *selected);
 
@@ -254,10 +262,27 @@ typedef struct qk__mm {
     int abs_pending;             /* |A| still to be prepared, on its first product */
 } qk__mm;
 
-/* Prepare A for the selected ISA's product where it has a prepared form (AVX-512 VNNI), once per A, and
- * where a row's coarse bound fails the rows' sums of squares (|A| is prepared later, by qk__mm_block, if
- * its product is ever needed); call after setting every field but the scratch, before qk__mm_block. */
+/* Where a row's coarse bound fails, the rows' sums of squares (|A| is prepared later, by qk__mm_block,
+ * if its product is ever needed); call after setting every field but the scratch (mm->ap: from
+ * qk__mm_a_of), before qk__mm_block. */
 void qk__mm_prepare(qk__mm *mm);
+
+/* Storage for `count` matrices A (mp x kp) prepared for the AVX-512 product (the groups of a convolution),
+ * carved from the weights' arena so that a weights cache keeps them; ready[i]: whether matrix i holds a
+ * usable prepared form. */
+typedef struct qk__mm_a_store {
+    int32_t *groups;
+    int16_t *offset;
+    int64_t *sum;
+    int32_t *ready;
+    size_t mp, kp;
+} qk__mm_a_store;
+void qk__mm_reserve_a(qk__arena *ar, size_t count, size_t mp, size_t kp, qk__mm_a_store *st);
+/* Prepare matrix `index` of st from a (the int16 A) for ISA `isa` (a resolved QK_ISA_*; nothing usable
+ * where it has no prepared form). */
+void qk__mm_prepare_a(int32_t isa, const int16_t *a, const qk__mm_a_store *st, size_t index);
+/* The prepared matrix `index` of st, as qk__mm's ap. */
+qk__mm_prepared qk__mm_a_of(const qk__mm_a_store *st, size_t index);
 
 /* Compute the outputs of the nb (<= nb_max, rounded to QK__NR in b) columns in b.
  * Output (row i, column j) goes to y byte index i * y_row_stride + j * y_col_stride.

@@ -44,8 +44,29 @@ void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs)
     mm->tsum = with_abs ? (int32_t *)qk__arena_take(ar, rows * nbp, sizeof(int32_t)) : NULL;
     /* reserved whatever the CPU, so that the scratch size depends on the geometry only (a measuring arena
      * hands out NULL: the condition, not the pointer, decides) */
-    qk__reserve_prepared(ar, &mm->ap, mm->mp, mm->kp, mm->kp <= QK__K_CHUNK);
     qk__reserve_prepared(ar, &mm->abs_ap, mm->mp, mm->kp, mm->kp <= QK__K_CHUNK && with_abs);
+}
+
+void qk__mm_reserve_a(qk__arena *ar, size_t count, size_t mp, size_t kp, qk__mm_a_store *st)
+{
+    int wanted = kp <= QK__K_CHUNK;
+    st->groups = wanted ? (int32_t *)qk__arena_take(ar, qk__mul_sat(count, qk__z_groups(mp, kp)), sizeof(int32_t)) : NULL;
+    st->offset = wanted ? (int16_t *)qk__arena_take(ar, qk__mul_sat(count, mp), sizeof(int16_t)) : NULL;
+    st->sum = wanted ? (int64_t *)qk__arena_take(ar, qk__mul_sat(count, mp), sizeof(int64_t)) : NULL;
+    st->ready = (int32_t *)qk__arena_take(ar, count, sizeof(int32_t));
+    st->mp = mp;
+    st->kp = kp;
+}
+
+qk__mm_prepared qk__mm_a_of(const qk__mm_a_store *st, size_t index)
+{
+    qk__mm_prepared p;
+    size_t zg = qk__z_groups(st->mp, st->kp);
+    p.groups = st->groups ? st->groups + index * zg : NULL;
+    p.offset = st->offset ? st->offset + index * st->mp : NULL;
+    p.sum = st->sum ? st->sum + index * st->mp : NULL;
+    p.ready = st->ready[index];
+    return p;
 }
 
 /* sum_k v_k^2 of kp <= QK__K_CHUNK int16 of magnitude <= 255: exact in int32 (32768 * 65025 < 2^31) */
@@ -59,17 +80,34 @@ static int64_t qk__sum_squares(const int16_t *v, size_t kp)
     return t;
 }
 
-static void qk__prepare_one(const qk__mm *mm, const int16_t *a, qk__mm_prepared *p)
+static int qk__prepare(int32_t isa, const int16_t *a, size_t mp, size_t kp, int32_t *groups, int16_t *offset,
+                       int64_t *sum)
 {
-    p->ready = 0;
 #if QK__HAVE_X86_AVX512_VNNI
-    if (mm->isa == QK_ISA_X86_AVX512_VNNI && p->groups != NULL && a != NULL) {
-        p->ready = qk__gemm_avx512_prepare(a, mm->mp, mm->kp, p->groups, p->offset, p->sum);
+    if (isa == QK_ISA_X86_AVX512_VNNI && groups != NULL && a != NULL) {
+        return qk__gemm_avx512_prepare(a, mp, kp, groups, offset, sum);
     }
 #else
-    (void)mm;
+    (void)isa;
     (void)a;
+    (void)mp;
+    (void)kp;
+    (void)groups;
+    (void)offset;
+    (void)sum;
 #endif
+    return 0;
+}
+
+void qk__mm_prepare_a(int32_t isa, const int16_t *a, const qk__mm_a_store *st, size_t index)
+{
+    qk__mm_prepared p = qk__mm_a_of(st, index);
+    st->ready[index] = qk__prepare(isa, a, st->mp, st->kp, p.groups, p.offset, p.sum);
+}
+
+static void qk__prepare_one(const qk__mm *mm, const int16_t *a, qk__mm_prepared *p)
+{
+    p->ready = qk__prepare(mm->isa, a, mm->mp, mm->kp, p->groups, p->offset, p->sum);
 }
 
 void qk__mm_prepare(qk__mm *mm)
@@ -77,7 +115,6 @@ void qk__mm_prepare(qk__mm *mm)
     int64_t lim = (INT64_C(1) << (mm->dp->acc_bits - 1)) - 1;
     int coarse_fails = 0;
     size_t i;
-    qk__prepare_one(mm, mm->a, &mm->ap);
     for (i = 0; i < mm->m && mm->a_abs != NULL; ++i) { /* |A| is multiplied only where the coarse bound fails */
         int64_t bias = mm->bias ? mm->bias[i] : 0;
         coarse_fails |= (bias < 0 ? -bias : bias) + (int64_t)mm->xmax * mm->row_wsum[i] > lim;
