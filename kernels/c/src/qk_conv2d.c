@@ -17,7 +17,6 @@
 #include "internal/qk_arith.h"
 #include "internal/qk_internal.h"
 
-#define QK__B_TILE_BYTES 65536 /* target size of the gathered input block */
 
 typedef struct qk__conv_plan {
     int32_t oh, ow;
@@ -88,9 +87,7 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         pl->accplane = (int32_t *)qk__arena_take(ar, pl->pixels, sizeof(int32_t));
         pl->nb_max = 0;
     } else {
-        size_t nb = QK__B_TILE_BYTES / (2 * pl->kp);
-        nb = qk__round_up(nb < QK__NR ? QK__NR : nb, QK__NR);
-        nb = nb > 256 ? 256 : nb;
+        size_t nb = qk__block_columns(pl->kp);
         if (nb > qk__round_up(pl->pixels, QK__NR)) {
             nb = qk__round_up(pl->pixels, QK__NR);
         }

@@ -8,8 +8,6 @@
 #include "../include/qk.h"
 #include "internal/qk_internal.h"
 
-#define QK__B_TILE_BYTES 65536
-
 typedef struct qk__linear_plan {
     size_t kp, np, nb_max;
     int16_t *a;
@@ -38,9 +36,7 @@ static qk_status qk__linear_layout(int32_t m, int32_t k, int32_t n, const qk_dat
     }
     pl->kp = qk__round_up((size_t)k, 16);
     pl->np = qk__round_up((size_t)n, QK__MR);
-    nb = QK__B_TILE_BYTES / (2 * pl->kp);
-    nb = qk__round_up(nb < QK__NR ? QK__NR : nb, QK__NR);
-    nb = nb > 256 ? 256 : nb;
+    nb = qk__block_columns(pl->kp);
     if (nb > qk__round_up((size_t)m, QK__NR)) {
         nb = qk__round_up((size_t)m, QK__NR);
     }

@@ -17,6 +17,9 @@
 /* Register tile of the int16 GEMM: rows of A and rows of B handled per micro-kernel call. */
 #define QK__MR 2
 #define QK__NR 4
+/* Target bytes of a block of B (int16 rows of kp), and the panel width of the AVX-512 kernel (QK__Z_NR). */
+#define QK__B_TILE_BYTES 65536
+#define QK__NB_ALIGN 32
 /* Whether the hot loops are also compiled for x86 AVX2 (GCC/Clang function attributes, chosen
  * at run time; define QK_NO_ISA_DISPATCH to build the portable code only). */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(QK_NO_ISA_DISPATCH)
@@ -148,6 +151,20 @@ static inline int32_t qk__window_out(int32_t in, int32_t k, int32_t stride, int3
     return (int32_t)(span / stride + 1);
 }
 
+/* Columns of B per block for rows of kp int16 (at most 256): about QK__B_TILE_BYTES, rounded up to whole
+ * panels of QK__NB_ALIGN columns where that at most quadruples the block (no block then leaves part of a
+ * panel empty), else to QK__NR. */
+static inline size_t qk__block_columns(size_t kp)
+{
+    size_t nb = QK__B_TILE_BYTES / qk__mul_sat(2, kp);
+    if (nb >= QK__NB_ALIGN || qk__mul_sat(2 * QK__NB_ALIGN, kp) <= 4 * (size_t)QK__B_TILE_BYTES) {
+        nb = qk__round_up(nb < 1 ? 1 : nb, QK__NB_ALIGN);
+    } else {
+        nb = qk__round_up(nb < QK__NR ? QK__NR : nb, QK__NR);
+    }
+    return nb > 256 ? 256 : nb;
+}
+
 /* Validation shared by the entry points. */
 qk_status qk__check_datapath(const qk_datapath *dp);
 
@@ -186,6 +203,10 @@ size_t qk__weights_cache_prefix(const qk_weights *w, size_t key_bytes);
 int qk__weights_cache(const qk_weights *w, const void *key, size_t key_bytes);
 void qk__weights_cache_invalidate(const qk_weights *w);
 void qk__weights_cache_stamp(const qk_weights *w, const void *key, size_t key_bytes);
+
+/* out[r] = sum_k v[r * kp + k]^2 for r < rows (kp <= QK__K_CHUNK, every |v| <= 255: exact in int32).
+ * `isa` is a resolved QK_ISA_*. */
+void qk__sum_squares(int32_t isa, const int16_t *v, size_t rows, size_t kp, int64_t *out);
 
 /* Resolve QK_ISA_AUTO to the ISA used on this machine; QK_ERR_ISA for an unavailable one. */
 qk_status qk__select_isa(int32_t isa, int32_t *selected);

@@ -69,17 +69,6 @@ qk__mm_prepared qk__mm_a_of(const qk__mm_a_store *st, size_t index)
     return p;
 }
 
-/* sum_k v_k^2 of kp <= QK__K_CHUNK int16 of magnitude <= 255: exact in int32 (32768 * 65025 < 2^31) */
-static int64_t qk__sum_squares(const int16_t *v, size_t kp)
-{
-    int32_t t = 0;
-    size_t k;
-    for (k = 0; k < kp; ++k) {
-        t += (int32_t)v[k] * (int32_t)v[k];
-    }
-    return t;
-}
-
 static int qk__prepare(int32_t isa, const int16_t *a, size_t mp, size_t kp, int32_t *groups, int16_t *offset,
                        int64_t *sum)
 {
@@ -122,9 +111,7 @@ void qk__mm_prepare(qk__mm *mm)
     mm->abs_ap.ready = 0;
     mm->abs_pending = coarse_fails; /* |A| is prepared on its first product (qk__mm_block) */
     if (coarse_fails) {
-        for (i = 0; i < mm->m; ++i) {
-            mm->row_wsq[i] = qk__sum_squares(mm->a + i * mm->kp, mm->kp);
-        }
+        qk__sum_squares(mm->isa, mm->a, mm->m, mm->kp, mm->row_wsq);
     }
 }
 
@@ -224,8 +211,8 @@ qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t 
                 int64_t rem = lim - abs_bias; /* the room T may take: |bias| + T <= lim */
                 if (mm->a_abs != NULL && !xsq_ready) {
                     xsq_max = 0;
+                    qk__sum_squares(mm->isa, b, nb, kp, mm->xsq);
                     for (j = 0; j < nb; ++j) {
-                        mm->xsq[j] = qk__sum_squares(b + j * kp, kp);
                         xsq_max = mm->xsq[j] > xsq_max ? mm->xsq[j] : xsq_max;
                     }
                     xsq_ready = 1;
