@@ -1,6 +1,7 @@
 """Which files of the C core an exported program needs: the closure of its entry points over the calls.
 
-Each public source ``src/qk_<name>.c`` defines ``qk_<name>`` (and its ``_scratch_bytes`` twin),
+Each public source ``src/qk_<name>.c`` defines ``qk_<name>`` (and its ``_scratch_bytes`` and ``_cache_bytes``
+twins),
 each internal one ``src/internal/qk_<name>.c`` defines ``qk__<name>`` (``kernels/c/sources.txt``
 and ``tests/kernels/test_c_library.py`` keep it so). A source needs the sources of every
 ``qk_`` / ``qk__`` function it calls, directly or through the inline functions of the headers it
@@ -57,6 +58,7 @@ def _definer() -> dict[str, Path]:
         else:
             found["qk_" + stem] = src
             found["qk_" + stem + "_scratch_bytes"] = src
+            found["qk_" + stem + "_cache_bytes"] = src
     return found
 
 

@@ -363,11 +363,19 @@ static void check_linear(void)
     qk_requant_params rq;
     qk_weights wu;
     size_t i, scratch_bytes, r, o, t;
-    void *x = malloc((size_t)m * (size_t)k), *w = malloc((size_t)n * (size_t)k), *y1 = malloc((size_t)m * (size_t)n);
-    void *y2 = malloc((size_t)m * (size_t)n), *scratch;
-    int32_t *acc = (int32_t *)malloc((size_t)m * (size_t)n * sizeof(int32_t));
+    void *x, *w, *y1, *y2, *scratch;
+    int32_t *acc;
     qk_status st;
     int overflowed = 0;
+    if ((next_u64() & 3) == 0) { /* tiles of 16 rows x 16 channels of the transposed output, and their edges */
+        m = rnd_int(16, 40);
+        n = rnd_int(14, 16);
+    }
+    x = malloc((size_t)m * (size_t)k);
+    w = malloc((size_t)n * (size_t)k);
+    y1 = malloc((size_t)m * (size_t)n);
+    y2 = malloc((size_t)m * (size_t)n);
+    acc = (int32_t *)malloc((size_t)m * (size_t)n * sizeof(int32_t));
     for (i = 0; i < (size_t)m * (size_t)k; ++i) {
         store_code(x, i, dp.a_signed, random_code(dp.a_bits, dp.a_signed));
     }

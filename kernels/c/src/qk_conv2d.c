@@ -4,13 +4,16 @@
  *   - general: per image and group, the input becomes a zero-padded channels-last int16 copy
  *     of x - z_x; blocks of output pixels gather their receptive fields from it (contiguous
  *     runs of kw * C_in/groups values) into int16 rows (a 1x1 convolution with stride 1, no
- *     padding and C_in/groups a multiple of 16 takes its rows from the copy directly); qk__mm_block multiplies them with the
- *     weight rows w - z_w, reordered the same way (kh, kw, c). Exact sums do not depend on
- *     the order; the sequential saturating path maps back to the canonical (c, kh, kw) order.
+ *     padding and C_in/groups a multiple of 16 takes its rows from the copy directly);
+ *     qk__mm_block multiplies them with the weight rows w - z_w, reordered the same way
+ *     (kh, kw, c). Exact sums do not depend on the order; the sequential saturating path maps
+ *     back to the canonical (c, kh, kw) order.
  *   - one input channel per group (depthwise, any channel multiplier): direct accumulation
  *     of each output plane from a zero-padded int16 plane (qk__depthwise_plane), vectorized
  *     along the rows; bias, overflow and requantization then run over the whole plane.
- * Padded positions hold x_zero_point, i.e. a difference of 0. */
+ * Padded positions hold x_zero_point, i.e. a difference of 0. The weights' part of the layout (decoded
+ * rows, their bounds, the prepared product form) lives in the weights cache where the caller gives one
+ * (qk_weights.cache), else in the scratch. */
 #include <string.h>
 
 #include "../include/qk.h"
@@ -329,7 +332,7 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
     qk__conv_plan pl;
     qk__conv_key key;
     qk_status st;
-    size_t need, grp, prefix = 0;
+    size_t need, grp;
     int32_t sel, xmax;
     int cached, hit = 0;
     if (g == NULL || dp == NULL || x == NULL || w == NULL || rq == NULL || y == NULL) {
@@ -373,16 +376,9 @@ qk_status qk_conv2d(const qk_conv2d_geometry *g, const qk_datapath *dp, const vo
         return QK_ERR_SCRATCH;
     }
     if (cached) {
-        prefix = qk__weights_cache_prefix(w, sizeof(qk__conv_key));
-        if (w->cache_bytes < qk__add_sat(prefix, wa.used)) {
-            return QK_ERR_CACHE;
-        }
-        wa.base = (unsigned char *)w->cache + prefix;
-        wa.used = 0;
         key = qk__conv_key_of(g, dp, sel);
-        hit = qk__weights_cache(w, &key, sizeof(key));
-        if (!hit) {
-            qk__weights_cache_invalidate(w);
+        if ((st = qk__weights_cache(w, &key, sizeof(key), wa.used, &wa, &hit)) != QK_OK) {
+            return st;
         }
     }
     ar.base = (unsigned char *)scratch;

@@ -110,7 +110,7 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     qk__linear_plan pl;
     qk__linear_key key;
     qk_status st;
-    size_t need, r0, jj, t, kk = (size_t)k, prefix;
+    size_t need, r0, jj, t, kk = (size_t)k;
     int32_t sel;
     int cached, hit = 0;
     if (dp == NULL || x == NULL || w == NULL || rq == NULL || y == NULL) {
@@ -154,16 +154,9 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
         return QK_ERR_SCRATCH;
     }
     if (cached) {
-        prefix = qk__weights_cache_prefix(w, sizeof(qk__linear_key));
-        if (w->cache_bytes < qk__add_sat(prefix, wa.used)) {
-            return QK_ERR_CACHE;
-        }
-        wa.base = (unsigned char *)w->cache + prefix;
-        wa.used = 0;
         key = qk__linear_key_of(k, n, dp, sel);
-        hit = qk__weights_cache(w, &key, sizeof(key));
-        if (!hit) {
-            qk__weights_cache_invalidate(w);
+        if ((st = qk__weights_cache(w, &key, sizeof(key), wa.used, &wa, &hit)) != QK_OK) {
+            return st;
         }
     }
     ar.base = (unsigned char *)scratch;

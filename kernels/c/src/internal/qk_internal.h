@@ -196,17 +196,23 @@ void qk__depthwise_plane(int32_t isa, const int16_t *plane, size_t wp, const int
 void qk__fill_channels_last(int32_t isa, const void *x, int32_t is_signed, size_t offset, int32_t z, size_t cg,
                             size_t h, size_t w, int16_t *dst, size_t wp);
 
-/* The weights cache (qk_weights.cache, qk_weights_cache.c): the bytes before its arena, for a key of
- * key_bytes (saturating: a size beyond size_t is SIZE_MAX); whether it holds the arena of these weights
- * under this key; marking it empty (before its arena is rewritten) and valid (after). */
+/* The weights cache (qk_weights.cache, qk_weights_cache.c). The bytes before its arena, for a key of
+ * key_bytes (saturating: a size beyond size_t is SIZE_MAX). The weights' arena of a call in w's cache
+ * (*wa, arena_bytes long) and whether it holds these weights under `key` (if not, the cache is marked
+ * empty first), QK_ERR_CACHE where the cache is too small. Marking it valid once the arena is written. */
 size_t qk__weights_cache_prefix(const qk_weights *w, size_t key_bytes);
-int qk__weights_cache(const qk_weights *w, const void *key, size_t key_bytes);
-void qk__weights_cache_invalidate(const qk_weights *w);
+qk_status qk__weights_cache(const qk_weights *w, const void *key, size_t key_bytes, size_t arena_bytes, qk__arena *wa,
+                            int *hit);
 void qk__weights_cache_stamp(const qk_weights *w, const void *key, size_t key_bytes);
 
 /* out[r] = sum_k v[r * kp + k]^2 for r < rows (kp <= QK__K_CHUNK, every |v| <= 255: exact in int32).
  * `isa` is a resolved QK_ISA_*. */
 void qk__sum_squares(int32_t isa, const int16_t *v, size_t rows, size_t kp, int64_t *out);
+
+/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (bytes). `isa` is a resolved
+ * QK_ISA_*. */
+void qk__transpose_codes(int32_t isa, const uint8_t *src, size_t rows, size_t cols, size_t src_stride, uint8_t *dst,
+                         size_t dst_stride);
 
 /* Resolve QK_ISA_AUTO to the ISA used on this machine; QK_ERR_ISA for an unavailable one. */
 qk_status qk__select_isa(int32_t isa, int32_t *selected);
@@ -276,6 +282,7 @@ typedef struct qk__mm {
     int64_t *xsum;               /* scratch: nb_max entries */
     int64_t *xsq;                /* scratch: nb_max entries when a_abs is used (sum_k b^2), else NULL */
     int32_t *accrow;             /* scratch: nb_max entries */
+    uint8_t *codes;              /* scratch: QK__MB x nb_max output codes, written transposed (column stride > 1) */
     int16_t *b_abs;              /* scratch: nb_max * kp when a_abs is used, else NULL */
     int32_t *tsum;               /* scratch: mp * nb_max when a_abs is used, else NULL */
     qk__mm_prepared ap;          /* A prepared for the AVX-512 u8 x s8 product (kp <= QK__K_CHUNK) */

@@ -11,9 +11,12 @@
  *                   sum_k (x_k - z_x)^2 (one pass over the column, no product); then T itself,
  *                   exactly, by the same GEMM on |w - z_w| and |x - z_x|, only for row blocks
  *                   where Cauchy-Schwarz fails somewhere (for K beyond one int32-exact chunk:
- *                   max_k |w_k - z_w| * sum_k |x_k - z_x| per column). An element no bound clears is recomputed
- *                   sequentially in canonical order with a clamp after every addition (error
- *                   mode: a clamp that changes the value is QK_ERR_OVERFLOW). */
+ *                   max_k |w_k - z_w| * sum_k |x_k - z_x| per column). An element no bound
+ *                   clears is recomputed sequentially in canonical order with a clamp after
+ *                   every addition (error mode: a clamp that changes the value is
+ *                   QK_ERR_OVERFLOW).
+ * Linear's output (column stride > 1, channels adjacent) is requantized row by row into a block of
+ * codes and written through a byte transpose. */
 
 #include <string.h>
 
@@ -40,6 +43,7 @@ void qk__mm_reserve(qk__arena *ar, qk__mm *mm, size_t nb_max, int with_abs)
     mm->xsq = with_abs ? (int64_t *)qk__arena_take(ar, nbp, sizeof(int64_t)) : NULL;
     mm->row_wsq = with_abs ? (int64_t *)qk__arena_take(ar, mm->mp, sizeof(int64_t)) : NULL;
     mm->accrow = (int32_t *)qk__arena_take(ar, nbp, sizeof(int32_t));
+    mm->codes = (uint8_t *)qk__arena_take(ar, rows * nbp, 1);
     mm->b_abs = with_abs ? (int16_t *)qk__arena_take(ar, nbp * mm->kp, sizeof(int16_t)) : NULL;
     mm->tsum = with_abs ? (int32_t *)qk__arena_take(ar, rows * nbp, sizeof(int32_t)) : NULL;
     /* reserved whatever the CPU, so that the scratch size depends on the geometry only (a measuring arena
@@ -169,6 +173,7 @@ qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t 
     int64_t lim = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
     int xsum_ready = 0, xsq_ready = 0, babs_ready = 0;
     int64_t xsq_max = 0, xsq_room = -1;
+    int transposed = y_row_stride == 1 && y_col_stride > 1; /* linear: consecutive channels are adjacent */
     size_t i0, i, j;
     for (i0 = 0; i0 < mm->mp; i0 += QK__MB) {
         size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
@@ -276,8 +281,16 @@ qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t 
                     }
                 }
             }
-            qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, (unsigned char *)y + i * y_row_stride,
-                            y_col_stride);
+            if (transposed) { /* codes of row i contiguous, moved to their strided places below */
+                qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, mm->codes + (i - i0) * nbp, 1);
+            } else {
+                qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, (unsigned char *)y + i * y_row_stride,
+                                y_col_stride);
+            }
+        }
+        if (transposed && i0 < mm->m) {
+            size_t valid = mm->m - i0 < rows ? mm->m - i0 : rows;
+            qk__transpose_codes(mm->isa, mm->codes, valid, nb, nbp, (uint8_t *)y + i0, y_col_stride);
         }
     }
     return QK_OK;

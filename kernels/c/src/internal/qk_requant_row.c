@@ -414,6 +414,15 @@ QK__TARGET_AVX2 static void qk__requant_row_avx2(const int32_t *acc, size_t n, s
 #if QK__HAVE_X86_AVX512_VNNI
 #include <immintrin.h>
 
+/* codes[0 .. count) to y[(i + l) * y_stride] */
+static void qk__scatter_codes(const unsigned char *codes, size_t count, void *y, size_t i, size_t y_stride)
+{
+    size_t l;
+    for (l = 0; l < count; ++l) {
+        ((unsigned char *)y)[(i + l) * y_stride] = codes[l];
+    }
+}
+
 /* Float requantization rounding half to even or toward -inf, 16 lanes at a time: the product (and the
  * zero point before rounding) in the precision of the datapath, exactly as the loops above compute it;
  * then clamped to +-2^23 (float32) or +-2^30 (float64), which changes no clamped result; then converted
@@ -467,11 +476,8 @@ QK__TARGET_AVX512_VNNI static void qk__requant_float_avx512(const int32_t *acc, 
             _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, mask, q);
         } else {
             unsigned char codes[16];
-            size_t l;
             _mm512_mask_cvtepi32_storeu_epi8(codes, mask, q);
-            for (l = 0; l < 16 && i + l < n; ++l) {
-                ((unsigned char *)y)[(i + l) * y_stride] = codes[l];
-            }
+            qk__scatter_codes(codes, n - i < 16 ? n - i : 16, y, i, y_stride);
         }
     }
 }
@@ -537,11 +543,8 @@ QK__TARGET_AVX512_VNNI static void qk__requant_fixed_avx512(const int32_t *acc, 
             _mm512_mask_cvtepi64_storeu_epi8((char *)y + i, mask, q);
         } else {
             unsigned char codes[16];
-            size_t l;
             _mm512_mask_cvtepi64_storeu_epi8(codes, mask, q);
-            for (l = 0; l < 8 && i + l < n; ++l) {
-                ((unsigned char *)y)[(i + l) * y_stride] = codes[l];
-            }
+            qk__scatter_codes(codes, n - i < 8 ? n - i : 8, y, i, y_stride);
         }
     }
 }

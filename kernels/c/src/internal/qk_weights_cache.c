@@ -1,5 +1,5 @@
-/* qk__weights_cache: whether a weights cache of conv2d or linear (qk_weights.cache) holds the arena of
- * the given weights under the given key; its layout, invalidation and stamping.
+/* qk__weights_cache: the weights' arena of a conv2d or linear call in its weights cache (qk_weights.cache),
+ * and whether it already holds these weights under the call's key; the cache's layout and stamping.
  *
  * Layout of a cache: a 64-byte header; the key (the op's geometry, datapath and resolved ISA, as bytes
  * the op fills with every padding byte zero); a copy of the weight bytes and of the zero points; then
@@ -33,7 +33,7 @@ size_t qk__weights_cache_prefix(const qk_weights *w, size_t key_bytes)
     return qk__add_sat(qk__add_sat(QK__ALIGN, qk__round64(key_bytes)), qk__add_sat(qk__round64(w->length), qk__round64(zp)));
 }
 
-int qk__weights_cache(const qk_weights *w, const void *key, size_t key_bytes)
+static int qk__weights_cache_matches(const qk_weights *w, const void *key, size_t key_bytes)
 {
     const unsigned char *c = (const unsigned char *)w->cache;
     qk__cache_header h;
@@ -55,7 +55,7 @@ int qk__weights_cache(const qk_weights *w, const void *key, size_t key_bytes)
     return memcmp(c + at, w->zero_point, w->zero_point_length * sizeof(int32_t)) == 0;
 }
 
-void qk__weights_cache_invalidate(const qk_weights *w)
+static void qk__weights_cache_invalidate(const qk_weights *w)
 {
     qk__cache_header h;
     memset(&h, 0, sizeof(h));
@@ -80,4 +80,20 @@ void qk__weights_cache_stamp(const qk_weights *w, const void *key, size_t key_by
     h.packed_bits = w->packed_bits;
     h.valid = 1;
     memcpy(c, &h, sizeof(h));
+}
+
+qk_status qk__weights_cache(const qk_weights *w, const void *key, size_t key_bytes, size_t arena_bytes, qk__arena *wa,
+                            int *hit)
+{
+    size_t prefix = qk__weights_cache_prefix(w, key_bytes);
+    if (w->cache_bytes < qk__add_sat(prefix, arena_bytes)) {
+        return QK_ERR_CACHE;
+    }
+    wa->base = (unsigned char *)w->cache + prefix;
+    wa->used = 0;
+    *hit = qk__weights_cache_matches(w, key, key_bytes);
+    if (!*hit) {
+        qk__weights_cache_invalidate(w);
+    }
+    return QK_OK;
 }
