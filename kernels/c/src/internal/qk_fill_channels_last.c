@@ -4,14 +4,10 @@
  * Signed codes are read as bytes with the sign bit flipped (x + 128), so one unsigned loop serves both:
  * (x + 128) - (z + 128) = x - z. The portable loop takes channels in blocks of 16 so that every source
  * row is read in order and every 16 destination values are written together. The AVX2 build transposes
- * tiles of 16 channels x 16 columns of bytes in registers (four rounds of byte interleaves of rows i and
- * i + 8, a perfect shuffle, give the transpose) and widens each column of 16 channels to int16 at once;
- * the edges run the portable loop. Both give the same values. */
+ * tiles of 16 channels x 16 columns of bytes in registers (qk_transpose16.h) and widens each column of
+ * 16 channels to int16 at once; the edges run the portable loop. Both give the same values. */
 #include "qk_internal.h"
-
-#if QK__HAVE_X86_AVX2
-#include <immintrin.h>
-#endif
+#include "qk_transpose16.h"
 
 QK__ALWAYS_INLINE void qk__fill_cl_scalar(const uint8_t *xb, unsigned flip, int32_t zz, size_t hw, size_t w,
                                           size_t r, size_t c0, size_t cn, size_t col0, size_t col1, size_t cg,
@@ -42,26 +38,18 @@ static void qk__fill_channels_last_portable(const uint8_t *xb, unsigned flip, in
 QK__TARGET_AVX2 static void qk__fill_channels_last_avx2(const uint8_t *xb, unsigned flip, int32_t zz, size_t cg,
                                                         size_t h, size_t w, int16_t *restrict dst, size_t wp)
 {
-    size_t hw = h * w, r, c0, col, i, round;
+    size_t hw = h * w, r, c0, col, i;
     const __m128i vflip = _mm_set1_epi8((char)flip);
     const __m256i vz = _mm256_set1_epi16((int16_t)zz);
     for (r = 0; r < h; ++r) {
         for (c0 = 0; c0 + 16 <= cg; c0 += 16) {
             for (col = 0; col + 16 <= w; col += 16) {
-                __m128i t[16], u[16];
+                __m128i t[16];
                 const uint8_t *s = xb + c0 * hw + r * w + col;
                 for (i = 0; i < 16; ++i) {
                     t[i] = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(s + i * hw)), vflip);
                 }
-                for (round = 0; round < 4; ++round) {
-                    for (i = 0; i < 8; ++i) {
-                        u[2 * i] = _mm_unpacklo_epi8(t[i], t[i + 8]);
-                        u[2 * i + 1] = _mm_unpackhi_epi8(t[i], t[i + 8]);
-                    }
-                    for (i = 0; i < 16; ++i) {
-                        t[i] = u[i];
-                    }
-                }
+                qk__transpose16_bytes(t);
                 for (i = 0; i < 16; ++i) { /* t[i]: the 16 channels of column col + i */
                     __m256i v = _mm256_sub_epi16(_mm256_cvtepu8_epi16(t[i]), vz);
                     _mm256_storeu_si256((__m256i *)(void *)(dst + (r * wp + col + i) * cg + c0), v);
