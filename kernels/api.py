@@ -449,8 +449,9 @@ def _scratch(nbytes: int) -> npt.NDArray[np.uint8]:
 # third of the call. With one (``qk_weights.cache``), a call keeps that form and a later call reuses it once
 # the C library has compared the weight bytes, zero points, geometry, datapath and instruction set with
 # those it was made from, so an in-place change of the weights still reaches the next call. A cache is kept
-# per weight array (the caller's own array: a converted copy gets none) and per thread (a cache serves one
-# call at a time), and dropped with the array. It holds about four times the weights' bytes.
+# per weight array object the caller passes (a view is another object, with a cache of its own) and per
+# thread (a cache serves one call at a time), and dropped with the array. It holds about four times the
+# weights' bytes.
 
 
 def _weights_cache(data: Codes, nbytes: int) -> npt.NDArray[np.uint8]:
