@@ -253,7 +253,7 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
                 }
                 st = qk__mm_block(&mm, bblk, nb,
                                   (unsigned char *)y + (n * (size_t)g->c_out + grp * pl->mg) * pl->pixels + p0,
-                                  pl->pixels, 1);
+                                  pl->pixels, 0);
                 if (st != QK_OK) {
                     return st;
                 }
@@ -278,7 +278,7 @@ static qk_status qk__conv_depthwise(const qk_conv2d_geometry *g, const qk_datapa
         for (o = 0; o < (size_t)g->c_out; ++o) {
             const int16_t *arow = pl->a + o * pl->kp;
             int64_t b = bias ? bias[o] : 0, abs_b = b < 0 ? -b : b;
-            int plane_safe = dp->overflow == QK_OVERFLOW_WRAP || abs_b + (int64_t)xmax * pl->wsum[o] <= lim;
+            int plane_safe = abs_b + (int64_t)xmax * pl->wsum[o] <= lim; /* read only off the wrap path */
             if (o % mult == 0) {
                 size_t offset = ((n * (size_t)g->c_in + o / mult) * (size_t)g->h) * (size_t)g->w;
                 qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w,
@@ -317,7 +317,7 @@ static qk_status qk__conv_depthwise(const qk_conv2d_geometry *g, const qk_datapa
                     }
                 }
             }
-            qk__requant_row(isa, acc, pl->pixels, o, dp, rq, (unsigned char *)y + (n * (size_t)g->c_out + o) * pl->pixels, 1);
+            qk__requant_row(isa, acc, pl->pixels, o, dp, rq, (unsigned char *)y + (n * (size_t)g->c_out + o) * pl->pixels);
         }
     }
     return QK_OK;

@@ -114,10 +114,10 @@ qk_status qk_layernorm(const void *x, size_t x_len, size_t rows, size_t length, 
             }
             if (per_element) {
                 for (i = 0; i < len; ++i) {
-                    qk__requant_row(sel, acc + i, 1, i0 + i, dp, rq, (unsigned char *)y + base + i0 + i, 1);
+                    qk__requant_row(sel, acc + i, 1, i0 + i, dp, rq, (unsigned char *)y + base + i0 + i);
                 }
             } else {
-                qk__requant_row(sel, acc, len, 0, dp, rq, (unsigned char *)y + base + i0, 1);
+                qk__requant_row(sel, acc, len, 0, dp, rq, (unsigned char *)y + base + i0);
             }
         }
     }

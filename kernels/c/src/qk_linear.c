@@ -203,7 +203,7 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
                 }
             }
         }
-        st = qk__mm_block(&pl.mm, pl.b, nb, (unsigned char *)y + r0 * (size_t)n, 1, (size_t)n);
+        st = qk__mm_block(&pl.mm, pl.b, nb, (unsigned char *)y + r0 * (size_t)n, (size_t)n, 1);
         if (st != QK_OK) {
             return st;
         }

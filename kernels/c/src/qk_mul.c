@@ -69,7 +69,7 @@ qk_status qk_mul(const void *a, size_t a_len, const void *b, size_t b_len, size_
             if (dp->overflow == QK_OVERFLOW_WRAP) {
                 qk__bias_row(sel, acc, len, 0, dp->acc_bits, acc);
             }
-            qk__requant_row(sel, acc, len, 0, dp, rq, (unsigned char *)y + base, 1);
+            qk__requant_row(sel, acc, len, 0, dp, rq, (unsigned char *)y + base);
         }
     }
     return QK_OK;

@@ -48,7 +48,7 @@ qk_status qk_requantize(const int32_t *q, size_t q_len, size_t outer, size_t cha
                 for (i = 0; i < len; ++i) {
                     acc[i] = qk__saturate_int32((int64_t)src[i] - in_zero_point);
                 }
-                qk__requant_row(sel, acc, len, c, dp, rq, (unsigned char *)y + base + i0, 1);
+                qk__requant_row(sel, acc, len, c, dp, rq, (unsigned char *)y + base + i0);
             }
         }
     }

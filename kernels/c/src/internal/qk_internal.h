@@ -177,10 +177,10 @@ qk_status qk__check_requant(const qk_datapath *dp, const qk_requant_params *rq, 
  * caller has proven it fits int32. s may equal acc. `isa` is a resolved QK_ISA_*. */
 void qk__bias_row(int32_t isa, const int32_t *s, size_t n, int32_t bias, int32_t bits, int32_t *acc);
 
-/* Requantize n accumulators of channel c (section 5) and store the codes at y[i * y_stride]
+/* Requantize n accumulators of channel c (section 5) and store the codes at y[i]
  * (int8 when rq->y_signed, else uint8). `isa` is a resolved QK_ISA_*. */
 void qk__requant_row(int32_t isa, const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
-                     const qk_requant_params *rq, void *y, size_t y_stride);
+                     const qk_requant_params *rq, void *y);
 
 /* The output plane of a single-input-channel convolution: acc[r * ow + col] = sum over (i, j) of
  * w[i * kw + j] * plane[(r * sh + i * dh) * wp + col * sw + j * dw] for r < oh, col < ow, in int32
@@ -282,7 +282,7 @@ typedef struct qk__mm {
     int64_t *xsum;               /* scratch: nb_max entries */
     int64_t *xsq;                /* scratch: nb_max entries when a_abs is used (sum_k b^2), else NULL */
     int32_t *accrow;             /* scratch: nb_max entries */
-    uint8_t *codes;              /* scratch: QK__MB x nb_max output codes, written transposed (column stride > 1) */
+    uint8_t *codes;              /* scratch: QK__MB x nb_max output codes, written transposed (linear) */
     int16_t *b_abs;              /* scratch: nb_max * kp when a_abs is used, else NULL */
     int32_t *tsum;               /* scratch: mp * nb_max when a_abs is used, else NULL */
     qk__mm_prepared ap;          /* A prepared for the AVX-512 u8 x s8 product (kp <= QK__K_CHUNK) */
@@ -313,10 +313,10 @@ void qk__mm_prepare_a(int32_t isa, const int16_t *a, const qk__mm_a_store *st, s
 qk__mm_prepared qk__mm_a_of(const qk__mm_a_store *st, size_t index);
 
 /* Compute the outputs of the nb (<= nb_max, rounded to QK__NR in b) columns in b.
- * Output (row i, column j) goes to y byte index i * y_row_stride + j * y_col_stride.
+ * Output (row i, column j) goes to y byte index i * y_stride + j (conv2d: rows are channels, columns
+ * pixels) or, when `transposed`, j * y_stride + i (linear: columns are the batch's rows).
  * Returns QK_ERR_OVERFLOW in overflow = error mode when a clamp would change a value. */
-qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
-                       size_t y_col_stride);
+qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_stride, int transposed);
 
 /* Scratch needed by qk__mm_block for nb_max columns (measured with an arena); with_abs
  * reserves the buffers of the exact absolute bound (saturate/error datapaths). */

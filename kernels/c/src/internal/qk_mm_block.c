@@ -15,8 +15,8 @@
  *                   clears is recomputed sequentially in canonical order with a clamp after
  *                   every addition (error mode: a clamp that changes the value is
  *                   QK_ERR_OVERFLOW).
- * Linear's output (column stride > 1, channels adjacent) is requantized row by row into a block of
- * codes and written through a byte transpose. */
+ * Linear's output (transposed: channels adjacent) is requantized row by row into a block of codes and
+ * written through a byte transpose. */
 
 #include <string.h>
 
@@ -165,15 +165,13 @@ static qk_status qk__sequential(const qk__mm *mm, const int16_t *arow, const int
     return QK_OK;
 }
 
-qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_row_stride,
-                       size_t y_col_stride)
+qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_stride, int transposed)
 {
     const qk_datapath *dp = mm->dp;
     size_t nbp = qk__round_up(nb, QK__NR), kp = mm->kp;
     int64_t lim = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
     int xsum_ready = 0, xsq_ready = 0, babs_ready = 0;
     int64_t xsq_max = 0, xsq_room = -1;
-    int transposed = y_row_stride == 1 && y_col_stride > 1; /* linear: consecutive channels are adjacent */
     size_t i0, i, j;
     for (i0 = 0; i0 < mm->mp; i0 += QK__MB) {
         size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
@@ -282,15 +280,14 @@ qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t 
                 }
             }
             if (transposed) { /* codes of row i contiguous, moved to their strided places below */
-                qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, mm->codes + (i - i0) * nbp, 1);
+                qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, mm->codes + (i - i0) * nbp);
             } else {
-                qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, (unsigned char *)y + i * y_row_stride,
-                                y_col_stride);
+                qk__requant_row(mm->isa, acc, nb, mm->chan0 + i, dp, mm->rq, (unsigned char *)y + i * y_stride);
             }
         }
         if (transposed && i0 < mm->m) {
             size_t valid = mm->m - i0 < rows ? mm->m - i0 : rows;
-            qk__transpose_codes(mm->isa, mm->codes, valid, nb, nbp, (uint8_t *)y + i0, y_col_stride);
+            qk__transpose_codes(mm->isa, mm->codes, valid, nb, nbp, (uint8_t *)y + i0, y_stride);
         }
     }
     return QK_OK;

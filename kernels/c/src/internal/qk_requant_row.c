@@ -344,7 +344,7 @@ QK__ALWAYS_INLINE void qk__row_float64(const int32_t *acc, size_t len, int32_t *
 }
 
 QK__ALWAYS_INLINE void qk__requant_row_body(const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
-                                            const qk_requant_params *rq, void *y, size_t y_stride)
+                                            const qk_requant_params *rq, void *y)
 {
     int32_t out[QK__CHUNK];
     size_t ch = rq->channels == 1 ? 0 : c, i0, i;
@@ -373,64 +373,45 @@ QK__ALWAYS_INLINE void qk__requant_row_body(const int32_t *acc, size_t n, size_t
             qk__row_pow2(a, len, out, rq->shift[ch], dp->rounding, zy, lo, hi);
             break;
         }
-        if (rq->y_signed && y_stride == 1) {
+        if (rq->y_signed) {
             int8_t *dst = (int8_t *)y + i0;
             for (i = 0; i < len; ++i) {
                 dst[i] = (int8_t)out[i];
             }
-        } else if (y_stride == 1) {
+        } else {
             uint8_t *dst = (uint8_t *)y + i0;
             for (i = 0; i < len; ++i) {
                 dst[i] = (uint8_t)out[i];
-            }
-        } else if (rq->y_signed) {
-            int8_t *dst = (int8_t *)y + i0 * y_stride;
-            for (i = 0; i < len; ++i) {
-                dst[i * y_stride] = (int8_t)out[i];
-            }
-        } else {
-            uint8_t *dst = (uint8_t *)y + i0 * y_stride;
-            for (i = 0; i < len; ++i) {
-                dst[i * y_stride] = (uint8_t)out[i];
             }
         }
     }
 }
 
 static void qk__requant_row_portable(const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
-                                     const qk_requant_params *rq, void *y, size_t y_stride)
+                                     const qk_requant_params *rq, void *y)
 {
-    qk__requant_row_body(acc, n, c, dp, rq, y, y_stride);
+    qk__requant_row_body(acc, n, c, dp, rq, y);
 }
 
 #if QK__HAVE_X86_AVX2
 QK__TARGET_AVX2 static void qk__requant_row_avx2(const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
-                                                 const qk_requant_params *rq, void *y, size_t y_stride)
+                                                 const qk_requant_params *rq, void *y)
 {
-    qk__requant_row_body(acc, n, c, dp, rq, y, y_stride);
+    qk__requant_row_body(acc, n, c, dp, rq, y);
 }
 #endif
 
 #if QK__HAVE_X86_AVX512_VNNI
 #include <immintrin.h>
 
-/* codes[0 .. count) to y[(i + l) * y_stride] */
-static void qk__scatter_codes(const unsigned char *codes, size_t count, void *y, size_t i, size_t y_stride)
-{
-    size_t l;
-    for (l = 0; l < count; ++l) {
-        ((unsigned char *)y)[(i + l) * y_stride] = codes[l];
-    }
-}
-
 /* Float requantization rounding half to even or toward -inf, 16 lanes at a time: the product (and the
  * zero point before rounding) in the precision of the datapath, exactly as the loops above compute it;
  * then clamped to +-2^23 (float32) or +-2^30 (float64), which changes no clamped result; then converted
  * with the rounding mode embedded in the instruction (independent of MXCSR); clamped, and written as
- * bytes (every value is already inside the byte's range, so truncation is exact), at y[i * y_stride]. */
+ * bytes (every value is already inside the byte's range, so truncation is exact). */
 QK__TARGET_AVX512_VNNI static void qk__requant_float_avx512(const int32_t *acc, size_t n, int is_f64, float m,
                                                             int rnd, int zp_before, int32_t zy, int32_t lo,
-                                                            int32_t hi, void *y, size_t y_stride)
+                                                            int32_t hi, void *y)
 {
     const __m512 m32 = _mm512_set1_ps(m), fz = _mm512_set1_ps((float)zy), big32 = _mm512_set1_ps(8388608.0f);
     const __m512d m64 = _mm512_set1_pd((double)m), dz = _mm512_set1_pd((double)zy);
@@ -472,13 +453,7 @@ QK__TARGET_AVX512_VNNI static void qk__requant_float_avx512(const int32_t *acc, 
             }
         }
         q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, vlo), vhi), vz);
-        if (y_stride == 1) {
-            _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, mask, q);
-        } else {
-            unsigned char codes[16];
-            _mm512_mask_cvtepi32_storeu_epi8(codes, mask, q);
-            qk__scatter_codes(codes, n - i < 16 ? n - i : 16, y, i, y_stride);
-        }
+        _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, mask, q);
     }
 }
 
@@ -511,10 +486,10 @@ QK__TARGET_AVX512_VNNI static inline __m512i qk__rrs_epi64(__m512i v, int s, int
 
 /* Fixed-point requantization on int64 lanes, 8 at a time, for the shifts the loops above handle with a
  * rounding shift (single: n - e >= 1; double: any e): the same integer arithmetic, clamped before the
- * zero point is added, written as bytes at y[i * y_stride]. */
+ * zero point is added, written as bytes. */
 QK__TARGET_AVX512_VNNI static void qk__requant_fixed_avx512(const int32_t *acc, size_t n, int is_double, int32_t m0,
                                                             int32_t e, int nbits, int rnd, int32_t zy, int32_t lo,
-                                                            int32_t hi, void *y, size_t y_stride)
+                                                            int32_t hi, void *y)
 {
     const __m512i vm = _mm512_set1_epi64(m0), vlz = _mm512_set1_epi64((int64_t)lo - zy);
     const __m512i vhz = _mm512_set1_epi64((int64_t)hi - zy), vz = _mm512_set1_epi64(zy);
@@ -539,24 +514,18 @@ QK__TARGET_AVX512_VNNI static void qk__requant_fixed_avx512(const int32_t *acc, 
             q = qk__rrs_epi64(_mm512_mul_epi32(a, vm), nbits - e, rnd);
         }
         q = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(q, vlz), vhz), vz);
-        if (y_stride == 1) {
-            _mm512_mask_cvtepi64_storeu_epi8((char *)y + i, mask, q);
-        } else {
-            unsigned char codes[16];
-            _mm512_mask_cvtepi64_storeu_epi8(codes, mask, q);
-            qk__scatter_codes(codes, n - i < 8 ? n - i : 8, y, i, y_stride);
-        }
+        _mm512_mask_cvtepi64_storeu_epi8((char *)y + i, mask, q);
     }
 }
 
 QK__TARGET_AVX512_VNNI static void qk__requant_row_avx512(const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
-                                                         const qk_requant_params *rq, void *y, size_t y_stride)
+                                                         const qk_requant_params *rq, void *y)
 {
     if ((dp->requant == QK_REQUANT_FLOAT32 || dp->requant == QK_REQUANT_FLOAT64) &&
         (dp->rounding == QK_ROUND_HALF_EVEN || dp->rounding == QK_ROUND_FLOOR)) {
         qk__requant_float_avx512(acc, n, dp->requant == QK_REQUANT_FLOAT64, rq->fmultiplier[rq->channels == 1 ? 0 : c],
                                  dp->rounding, dp->zero_point_order == QK_ZP_BEFORE_ROUNDING, rq->y_zero_point,
-                                 rq->y_min, rq->y_max, y, y_stride);
+                                 rq->y_min, rq->y_max, y);
         return;
     }
     if (dp->requant == QK_REQUANT_FIXED_POINT) {
@@ -564,29 +533,29 @@ QK__TARGET_AVX512_VNNI static void qk__requant_row_avx512(const int32_t *acc, si
         int is_double = dp->fixed_point_rounding != QK_FIXED_POINT_SINGLE;
         if (is_double || dp->multiplier_bits - rq->shift[ch] >= 1) {
             qk__requant_fixed_avx512(acc, n, is_double, rq->multiplier[ch], rq->shift[ch], dp->multiplier_bits,
-                                     dp->rounding, rq->y_zero_point, rq->y_min, rq->y_max, y, y_stride);
+                                     dp->rounding, rq->y_zero_point, rq->y_min, rq->y_max, y);
             return;
         }
     }
-    qk__requant_row_body(acc, n, c, dp, rq, y, y_stride);
+    qk__requant_row_body(acc, n, c, dp, rq, y);
 }
 #endif
 
 void qk__requant_row(int32_t isa, const int32_t *acc, size_t n, size_t c, const qk_datapath *dp,
-                     const qk_requant_params *rq, void *y, size_t y_stride)
+                     const qk_requant_params *rq, void *y)
 {
 #if QK__HAVE_X86_AVX512_VNNI
     if (isa == QK_ISA_X86_AVX512_VNNI) {
-        qk__requant_row_avx512(acc, n, c, dp, rq, y, y_stride);
+        qk__requant_row_avx512(acc, n, c, dp, rq, y);
         return;
     }
 #endif
 #if QK__HAVE_X86_AVX2
     if (QK__USES_AVX2(isa)) {
-        qk__requant_row_avx2(acc, n, c, dp, rq, y, y_stride);
+        qk__requant_row_avx2(acc, n, c, dp, rq, y);
         return;
     }
 #endif
     (void)isa;
-    qk__requant_row_portable(acc, n, c, dp, rq, y, y_stride);
+    qk__requant_row_portable(acc, n, c, dp, rq, y);
 }
