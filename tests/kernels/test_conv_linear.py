@@ -113,7 +113,7 @@ _SHAPES = [  # (N, C_in, H, W, C_out, k, stride, pad, dilation, groups): GEMM ti
     (1, 33, 6, 6, 17, 1, 1, 0, 1, 1),
     (1, 12, 8, 8, 18, 3, 2, 1, 1, 3),
     # channels-last copy in tiles of 16 channels x 16 columns, with channel and column tails; 1x1 convolutions
-    # that multiply the copy directly (C_in a multiple of 16, a pixel count with and without a tail) or gather
+    # that multiply the copy directly (C_in a multiple of 16 or not, a pixel count with and without a tail)
     (1, 40, 5, 37, 8, 1, 1, 0, 1, 1),
     (1, 32, 4, 20, 8, 1, 1, 0, 1, 1),
     (1, 16, 3, 7, 5, 1, 1, 0, 1, 1),

@@ -1,13 +1,13 @@
 /* qk_conv2d: 2-D convolution with groups, stride, padding and dilation (sections 4, 5).
  *
  * Two schedules, the same results:
- *   - general: per image and group, the input becomes a zero-padded channels-last int16 copy
- *     of x - z_x; blocks of output pixels gather their receptive fields from it (contiguous
- *     runs of kw * C_in/groups values) into int16 rows (a 1x1 convolution with stride 1, no
- *     padding and C_in/groups a multiple of 16 takes its rows from the copy directly);
- *     qk__mm_block multiplies them with the weight rows w - z_w, reordered the same way
- *     (kh, kw, c). Exact sums do not depend on the order; the sequential saturating path maps
- *     back to the canonical (c, kh, kw) order.
+ *   - general: per image and group, the input becomes a channels-last byte copy of the codes
+ *     (sign bit flipped for signed codes), padded with the zero point; blocks of output pixels
+ *     gather their receptive fields from it (contiguous runs of kw * C_in/groups bytes) into
+ *     byte rows (a 1x1 convolution with stride 1 and no padding takes its rows from the copy
+ *     directly); qk__mm_block multiplies them, as x - z_x, with the weight rows w - z_w,
+ *     reordered the same way (kh, kw, c). Exact sums do not depend on the order; the
+ *     sequential saturating path maps back to the canonical (c, kh, kw) order.
  *   - one input channel per group (depthwise, any channel multiplier): direct accumulation
  *     of each output plane from a zero-padded int16 plane (qk__depthwise_plane), vectorized
  *     along the rows; bias, overflow and requantization then run over the whole plane.
@@ -31,8 +31,10 @@ typedef struct qk__conv_plan {
     int64_t *wsum;
     uint32_t *perm;  /* NULL when the kernel order is the canonical one (C_in/groups == 1 or 1x1) */
     int16_t *wtmp;   /* k int16: a weight row in canonical order, when perm is used */
-    int16_t *xpad;  /* general: hp * wp * cg; depthwise: hp * wp + QK__DW_SLACK */
-    int16_t *b;     /* general: nb_max (rounded to QK__NR) * kp */
+    int16_t *xpad;  /* depthwise: hp * wp + QK__DW_SLACK int16 */
+    uint8_t *xcl;   /* general: hp * wp * cg bytes, the channels-last copy */
+    uint8_t *bcols; /* general: nb_max * kp bytes, the gathered columns */
+    int16_t *b;     /* general: nb_max (rounded to QK__NR) * kp, their int16 rows where needed */
     int32_t *accplane; /* depthwise: oh * ow */
     qk__mm_a_store ast; /* general: A of each group prepared for the AVX-512 product */
     qk__mm mm;
@@ -86,6 +88,8 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
         pl->perm = NULL;
         pl->wtmp = NULL;
         pl->xpad = (int16_t *)qk__arena_take(ar, qk__add_sat(qk__mul_sat(pl->hp, pl->wp), QK__DW_SLACK), sizeof(int16_t));
+        pl->xcl = NULL;
+        pl->bcols = NULL;
         pl->b = NULL;
         pl->accplane = (int32_t *)qk__arena_take(ar, pl->pixels, sizeof(int32_t));
         pl->nb_max = 0;
@@ -109,7 +113,9 @@ static qk_status qk__conv_layout(const qk_conv2d_geometry *g, const qk_datapath 
             pl->perm = NULL;
             pl->wtmp = NULL;
         }
-        pl->xpad = (int16_t *)qk__arena_take(ar, qk__mul_sat(qk__mul_sat(pl->hp, pl->wp), pl->cg), sizeof(int16_t));
+        pl->xpad = NULL;
+        pl->xcl = (uint8_t *)qk__arena_take(ar, qk__mul_sat(qk__mul_sat(pl->hp, pl->wp), pl->cg), 1);
+        pl->bcols = (uint8_t *)qk__arena_take(ar, qk__mul_sat(nb, pl->kp), 1);
         pl->b = (int16_t *)qk__arena_take(ar, qk__mul_sat(nb, pl->kp), sizeof(int16_t));
         pl->accplane = NULL;
         pl->mm.mp = pl->mgp;
@@ -195,22 +201,19 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
     size_t cg = pl->cg, kp = pl->kp, wp = pl->wp, ow = (size_t)pl->ow;
     size_t kh = (size_t)g->kh, kw = (size_t)g->kw;
     size_t sh = (size_t)g->stride_h, sw = (size_t)g->stride_w, dh = (size_t)g->dilation_h, dw = (size_t)g->dilation_w;
-    /* a 1x1 convolution with stride 1, no padding and C_in/groups a multiple of 16 (= kp) is a plain GEMM
-     * on the channels-last copy: no gather */
-    int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && g->pad_h == 0 && g->pad_w == 0 && kp == cg;
-    memset(pl->xpad, 0, pl->hp * pl->wp * cg * sizeof(int16_t));
+    /* a 1x1 convolution with stride 1 and no padding is a plain GEMM on the channels-last copy: no gather */
+    int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && g->pad_h == 0 && g->pad_w == 0;
+    qk__mm_bytes bb;
+    bb.flip = 0; /* the copy holds the flipped codes already */
+    bb.zz = dp->a_signed ? zx + 128 : zx;
+    bb.k = pl->k;
+    memset(pl->xcl, bb.zz, pl->hp * pl->wp * cg); /* padding: the zero point, a difference of 0 */
     for (n = 0; n < (size_t)g->n; ++n) {
         for (grp = 0; grp < pl->groups; ++grp) {
             qk__mm mm = pl->mm;
-            if (cg == 1) {
-                size_t offset = ((n * (size_t)g->c_in + grp) * (size_t)g->h) * (size_t)g->w;
-                qk__fill_plane(x, dp->a_signed, offset, zx, (size_t)g->h, (size_t)g->w,
-                               pl->xpad + (size_t)g->pad_h * wp + (size_t)g->pad_w, wp);
-            } else {
-                size_t offset = ((n * (size_t)g->c_in + grp * cg) * (size_t)g->h) * (size_t)g->w;
-                qk__fill_channels_last(pl->mm.isa, x, dp->a_signed, offset, zx, cg, (size_t)g->h, (size_t)g->w,
-                                       pl->xpad + ((size_t)g->pad_h * wp + (size_t)g->pad_w) * cg, wp);
-            }
+            size_t offset = ((n * (size_t)g->c_in + grp * cg) * (size_t)g->h) * (size_t)g->w;
+            qk__fill_channels_last(pl->mm.isa, x, dp->a_signed, offset, cg, (size_t)g->h, (size_t)g->w,
+                                   pl->xcl + ((size_t)g->pad_h * wp + (size_t)g->pad_w) * cg, wp);
             mm.a = pl->a + grp * pl->mgp * kp;
             mm.a_abs = pl->a_abs ? pl->a_abs + grp * pl->mgp * kp : NULL;
             mm.row_wmax = pl->wmax + grp * pl->mgp;
@@ -221,37 +224,31 @@ static qk_status qk__conv_general(const qk_conv2d_geometry *g, const qk_datapath
             qk__mm_prepare(&mm);
             for (p0 = 0; p0 < pl->pixels; p0 += pl->nb_max) {
                 size_t nb = pl->pixels - p0 < pl->nb_max ? pl->pixels - p0 : pl->nb_max;
-                size_t nbp = qk__round_up(nb, QK__NR);
-                const int16_t *bblk = pl->b;
                 qk_status st;
-                if (direct && nb == nbp) { /* the rows of B are the channels-last pixels themselves */
-                    bblk = pl->xpad + p0 * cg;
-                    nbp = 0;
+                if (direct) { /* the columns are the channels-last pixels themselves */
+                    bb.p = pl->xcl + p0 * cg;
+                    bb.ld = cg;
+                } else { /* each column's receptive field, in (kh, kw, c) order: runs of kw * cg bytes */
+                    bb.p = pl->bcols;
+                    bb.ld = kp;
                 }
-                for (jj = 0; jj < nbp; ++jj) {
-                    int16_t *row = pl->b + jj * kp;
-                    size_t idx = 0, p = p0 + jj, r0, c0;
-                    if (jj >= nb) {
-                        memset(row, 0, kp * sizeof(int16_t));
-                        continue;
-                    }
-                    r0 = (p / ow) * sh;
-                    c0 = (p % ow) * sw;
+                for (jj = 0; jj < nb && !direct; ++jj) {
+                    uint8_t *row = pl->bcols + jj * kp;
+                    size_t idx = 0, p = p0 + jj, r0 = (p / ow) * sh, c0 = (p % ow) * sw;
                     for (i = 0; i < kh; ++i) {
-                        const int16_t *src = pl->xpad + ((r0 + i * dh) * wp + c0) * cg;
+                        const uint8_t *src = pl->xcl + ((r0 + i * dh) * wp + c0) * cg;
                         if (dw == 1) {
-                            memcpy(row + idx, src, kw * cg * sizeof(int16_t));
+                            memcpy(row + idx, src, kw * cg);
                             idx += kw * cg;
                         } else {
                             for (j = 0; j < kw; ++j) {
-                                memcpy(row + idx, src + j * dw * cg, cg * sizeof(int16_t));
+                                memcpy(row + idx, src + j * dw * cg, cg);
                                 idx += cg;
                             }
                         }
                     }
-                    memset(row + idx, 0, (kp - idx) * sizeof(int16_t));
                 }
-                st = qk__mm_block(&mm, bblk, nb,
+                st = qk__mm_block(&mm, &bb, pl->b, nb,
                                   (unsigned char *)y + (n * (size_t)g->c_out + grp * pl->mg) * pl->pixels + p0,
                                   pl->pixels, 0);
                 if (st != QK_OK) {

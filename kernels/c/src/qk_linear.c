@@ -1,7 +1,7 @@
 /* qk_linear: fully connected layer y = x w^T (sections 4, 5).
  *
- * Weight rows w - z_w and blocks of input rows x - z_x become zero-padded int16 rows;
- * qk__mm_block computes, accumulates and requantizes them. The reduction order is the
+ * Weight rows w - z_w become zero-padded int16 rows; qk__mm_block multiplies them with blocks of the
+ * input rows as they are (bytes), accumulates and requantizes. The reduction order is the
  * canonical increasing k. */
 #include <string.h>
 
@@ -110,7 +110,7 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     qk__linear_plan pl;
     qk__linear_key key;
     qk_status st;
-    size_t need, r0, jj, t, kk = (size_t)k;
+    size_t need, r0, kk = (size_t)k;
     int32_t sel;
     int cached, hit = 0;
     if (dp == NULL || x == NULL || w == NULL || rq == NULL || y == NULL) {
@@ -186,24 +186,14 @@ qk_status qk_linear(int32_t m, int32_t k, int32_t n, const qk_datapath *dp, cons
     qk__mm_prepare(&pl.mm);
     for (r0 = 0; r0 < (size_t)m; r0 += pl.nb_max) {
         size_t nb = (size_t)m - r0 < pl.nb_max ? (size_t)m - r0 : pl.nb_max;
-        size_t nbp = qk__round_up(nb, QK__NR);
-        for (jj = 0; jj < nbp; ++jj) {
-            int16_t *row = pl.b + jj * pl.kp;
-            memset(row, 0, pl.kp * sizeof(int16_t));
-            if (jj >= nb) {
-                continue;
-            }
-            {
-                /* signed codes read with the sign bit flipped: (x + 128) - (z + 128) */
-                const uint8_t *src = (const uint8_t *)x + (r0 + jj) * kk;
-                unsigned flip = dp->a_signed ? 0x80u : 0u;
-                int32_t zz = dp->a_signed ? x_zero_point + 128 : x_zero_point;
-                for (t = 0; t < kk; ++t) {
-                    row[t] = (int16_t)((int32_t)(src[t] ^ flip) - zz);
-                }
-            }
-        }
-        st = qk__mm_block(&pl.mm, pl.b, nb, (unsigned char *)y + r0 * (size_t)n, (size_t)n, 1);
+        /* the input rows themselves; signed codes read with the sign bit flipped: (x + 128) - (z + 128) */
+        qk__mm_bytes bb;
+        bb.p = (const uint8_t *)x + r0 * kk;
+        bb.ld = kk;
+        bb.k = kk;
+        bb.flip = dp->a_signed ? 0x80u : 0u;
+        bb.zz = dp->a_signed ? x_zero_point + 128 : x_zero_point;
+        st = qk__mm_block(&pl.mm, &bb, pl.b, nb, (unsigned char *)y + r0 * (size_t)n, (size_t)n, 1);
         if (st != QK_OK) {
             return st;
         }

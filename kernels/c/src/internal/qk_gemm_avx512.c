@@ -107,6 +107,33 @@ QK__TARGET_AVX512_VNNI static void qk__pack_panel(const int16_t *b, size_t ldb, 
     }
 }
 
+/* The same panel from byte rows (qk__mm_bytes): the four bytes of each group as they are (XORed with
+ * b->flip; bytes past b->k read as 0), so that every value is a uint8. colsum[jj] += the sum of the
+ * packed bytes of column jj, which the correction needs (the column offset is b->zz). */
+QK__TARGET_AVX512_VNNI static void qk__pack_panel_bytes(const qk__mm_bytes *b, size_t j0, size_t nc, size_t q0,
+                                                        size_t qn, int32_t *panel, __m512i colsum[2])
+{
+    const __m512i flip = _mm512_set1_epi8((char)b->flip), ones = _mm512_set1_epi8(1);
+    size_t h, q, jj;
+    for (h = 0; h < QK__Z_NR; h += 16) {
+        for (q = 0; q < qn; q += 16) {
+            size_t take = qn - q < 16 ? qn - q : 16, at = 4 * (q0 + q);
+            size_t valid = b->k > at ? b->k - at : 0;
+            __mmask64 m = valid >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << valid) - 1);
+            __m512i r[16];
+            for (jj = 0; jj < 16; ++jj) {
+                r[jj] = h + jj < nc ? _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, b->p + (j0 + h + jj) * b->ld + at), flip)
+                                    : _mm512_setzero_si512();
+            }
+            qk__transpose16(r);
+            for (jj = 0; jj < take; ++jj) {
+                _mm512_store_si512((void *)(panel + (q + jj) * QK__Z_NR + h), r[jj]);
+                colsum[h / 16] = _mm512_dpbusd_epi32(colsum[h / 16], r[jj], ones);
+            }
+        }
+    }
+}
+
 /* ag[r][q] = group q0 + q of row r of a (r < rows, q < qn), offsets c[r] when bytes. */
 QK__TARGET_AVX512_VNNI static void qk__pack_rows(const int16_t *a, size_t lda, size_t rows, size_t q0, size_t qn,
                                                  int bytes, const int16_t *c, int32_t *ag)
@@ -215,11 +242,12 @@ QK__TARGET_AVX512_VNNI static void qk__row_stats(const int16_t *p, size_t ld, si
 /* c = the m rows of a times every column of b (m <= QK__Z_MB unless prep is given). bytes: the u8 x s8 product with the rows'
  * offsets ca and sums asum (the columns' are found here; a panel with a column spanning more than 255 takes
  * the int16 product), its int8 groups from prep (row stride QK__Z_KB, block stride prep_block) when prep is
- * not NULL, else packed here per block; not bytes: the int16 product. */
+ * not NULL, else packed here per block; not bytes: the int16 product. bb (with bytes and prep): the
+ * columns as byte rows instead of b, packed as they are with the column offset bb->zz. */
 QK__TARGET_AVX512_VNNI static void qk__gemm_columns(size_t m, size_t n, size_t kc, const int16_t *a, size_t lda,
                                                     const int32_t *prep, size_t prep_block, int bytes,
                                                     const int16_t *ca, const int64_t *asum, const int16_t *b,
-                                                    size_t ldb, int32_t *c, size_t ldc)
+                                                    size_t ldb, const qk__mm_bytes *bb, int32_t *c, size_t ldc)
 {
     int32_t panel[QK__Z_KB * QK__Z_NR] __attribute__((aligned(64)));
     int32_t ag[QK__Z_MB * QK__Z_KB] __attribute__((aligned(64)));
@@ -232,7 +260,13 @@ QK__TARGET_AVX512_VNNI static void qk__gemm_columns(size_t m, size_t n, size_t k
         __mmask16 m0 = qk__lanes16(nc), m1 = qk__lanes16(nc > 16 ? nc - 16 : 0);
         int u8 = bytes;
         size_t groups;
-        if (u8) {
+        __m512i colsum[2];
+        colsum[0] = colsum[1] = _mm512_setzero_si512();
+        if (bb != NULL) {
+            for (jj = 0; jj < QK__Z_NR; ++jj) {
+                db[jj] = (int16_t)bb->zz;
+            }
+        } else if (u8) {
             qk__row_stats(b + j0 * ldb, ldb, nc, kc, bmin, bmax, bsum);
             for (jj = 0; jj < nc && u8; ++jj) {
                 u8 = bmax[jj] - bmin[jj] <= 255;
@@ -244,7 +278,11 @@ QK__TARGET_AVX512_VNNI static void qk__gemm_columns(size_t m, size_t n, size_t k
             size_t qn = groups - q0 < QK__Z_KB ? groups - q0 : QK__Z_KB;
             int prepared = u8 && prep != NULL; /* every row at once; else QK__Z_MB rows packed here at a time */
             size_t r0, chunk = prepared ? m : QK__Z_MB;
-            qk__pack_panel(b, ldb, j0, nc, q0, qn, u8, db, panel);
+            if (bb != NULL) {
+                qk__pack_panel_bytes(bb, j0, nc, q0, qn, panel, colsum);
+            } else {
+                qk__pack_panel(b, ldb, j0, nc, q0, qn, u8, db, panel);
+            }
             for (r0 = 0; r0 < m; r0 += chunk) {
                 size_t rn = m - r0 < chunk ? m - r0 : chunk;
                 const int32_t *blk = ag;
@@ -268,6 +306,14 @@ QK__TARGET_AVX512_VNNI static void qk__gemm_columns(size_t m, size_t n, size_t k
                         qk__rows_i16_2(qn, panel, blk + i * QK__Z_KB, cr + i * ldc, ldc, q0 == 0, m0, m1);
                     }
                 }
+            }
+        }
+        if (bb != NULL) { /* sum b = sum b' - kc d over what was multiplied (bytes past bb->k included) */
+            int32_t cs[QK__Z_NR];
+            _mm512_storeu_si512((void *)cs, colsum[0]);
+            _mm512_storeu_si512((void *)(cs + 16), colsum[1]);
+            for (jj = 0; jj < nc; ++jj) {
+                bsum[jj] = (int64_t)cs[jj] - (int64_t)kc * bb->zz;
             }
         }
         if (u8) { /* sum a b = sum a' b' - d_j sum a - c_i sum b - kc c_i d_j */
@@ -308,7 +354,7 @@ QK__TARGET_AVX512_VNNI void qk__gemm_avx512(size_t m, size_t n, size_t kc, const
         size_t rows = m - i0 < QK__Z_MB ? m - i0 : QK__Z_MB;
         const int16_t *ar = a + i0 * lda;
         int bytes = qk__row_offsets(ar, lda, rows, kc, ca, asum);
-        qk__gemm_columns(rows, n, kc, ar, lda, NULL, 0, bytes, ca, asum, b, ldb, c + i0 * ldc, ldc);
+        qk__gemm_columns(rows, n, kc, ar, lda, NULL, 0, bytes, ca, asum, b, ldb, NULL, c + i0 * ldc, ldc);
     }
 }
 
@@ -335,7 +381,15 @@ QK__TARGET_AVX512_VNNI void qk__gemm_avx512_prepared(const int16_t *a, size_t i0
                                                      size_t ldc)
 {
     qk__gemm_columns(m, n, kp, a + i0 * kp, kp, ag + i0 * QK__Z_KB, mp * QK__Z_KB, 1, offset + i0, sum + i0, b, ldb,
-                     c, ldc);
+                     NULL, c, ldc);
+}
+
+QK__TARGET_AVX512_VNNI void qk__gemm_avx512_prepared_bytes(size_t i0, size_t m, size_t mp, size_t n, size_t kp,
+                                                           const int32_t *ag, const int16_t *offset, const int64_t *sum,
+                                                           const qk__mm_bytes *b, int32_t *c, size_t ldc)
+{
+    qk__gemm_columns(m, n, kp, NULL, kp, ag + i0 * QK__Z_KB, mp * QK__Z_KB, 1, offset + i0, sum + i0, NULL, 0, b, c,
+                     ldc);
 }
 #else
 /* Without a compiler that targets AVX-512 VNNI the function is never called (qk__gemm_i16 and

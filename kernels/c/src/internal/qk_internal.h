@@ -191,10 +191,11 @@ void qk__depthwise_plane(int32_t isa, const int16_t *plane, size_t wp, const int
                          size_t sh, size_t sw, size_t dh, size_t dw, size_t oh, size_t ow, int32_t *acc);
 
 /* The cg channel planes of one image and group (channel c at byte x + offset + c * h * w, codes int8
- * when is_signed, else uint8) minus z as the channels-last interior of a padded int16 copy: value
- * (r, col, c) at dst[(r * wp + col) * cg + c]. `isa` is a resolved QK_ISA_*. */
-void qk__fill_channels_last(int32_t isa, const void *x, int32_t is_signed, size_t offset, int32_t z, size_t cg,
-                            size_t h, size_t w, int16_t *dst, size_t wp);
+ * when is_signed, else uint8) as the channels-last interior of a padded byte copy, signed codes with the
+ * sign bit flipped (x + 128, so that every byte is an unsigned code): byte (r, col, c) at
+ * dst[(r * wp + col) * cg + c]. `isa` is a resolved QK_ISA_*. */
+void qk__fill_channels_last(int32_t isa, const void *x, int32_t is_signed, size_t offset, size_t cg, size_t h,
+                            size_t w, uint8_t *dst, size_t wp);
 
 /* The weights cache (qk_weights.cache, qk_weights_cache.c). The bytes before its arena, for a key of
  * key_bytes (saturating: a size beyond size_t is SIZE_MAX). The weights' arena of a call in w's cache
@@ -205,10 +206,21 @@ qk_status qk__weights_cache(const qk_weights *w, const void *key, size_t key_byt
                             int *hit);
 void qk__weights_cache_stamp(const qk_weights *w, const void *key, size_t key_bytes);
 
+/* Columns of B as rows of bytes: value k of column j is (p[j * ld + k] ^ flip) - zz for k < this->k, and 0
+ * for k beyond (the bytes of 8-bit codes, sign bit flipped for signed codes, minus the zero point likewise
+ * flipped). */
+typedef struct qk__mm_bytes {
+    const uint8_t *p;
+    size_t ld, k;
+    uint8_t flip;
+    int32_t zz;
+} qk__mm_bytes;
 /* out[r] = sum_k v[r * kp + k]^2 for r < rows (kp <= QK__K_CHUNK, every |v| <= 255: exact in int32).
  * `isa` is a resolved QK_ISA_*. */
 void qk__sum_squares(int32_t isa, const int16_t *v, size_t rows, size_t kp, int64_t *out);
 
+/* The same sums for rows given as bytes: out[r] = sum_{k < b->k} ((b->p[r * b->ld + k] ^ b->flip) - b->zz)^2. */
+void qk__sum_squares_bytes(int32_t isa, const qk__mm_bytes *b, size_t rows, int64_t *out);
 /* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (bytes). `isa` is a resolved
  * QK_ISA_*. */
 void qk__transpose_codes(int32_t isa, const uint8_t *src, size_t rows, size_t cols, size_t src_stride, uint8_t *dst,
@@ -246,6 +258,11 @@ void qk__gemm_avx512_prepared(const int16_t *a, size_t i0, size_t m, size_t mp, 
                               const int16_t *offset, const int64_t *sum, const int16_t *b, size_t ldb, int32_t *c,
                               size_t ldc);
 
+/* The same product for n columns given as byte rows (b, k <= kp), without their int16 form: each column's
+ * bytes are its uint8 operand as they are, with the column offset b->zz. */
+void qk__gemm_avx512_prepared_bytes(size_t i0, size_t m, size_t mp, size_t n, size_t kp, const int32_t *ag,
+                                    const int16_t *offset, const int64_t *sum, const qk__mm_bytes *b, int32_t *c,
+                                    size_t ldc);
 /* One matrix product with accumulation (section 4) and requantization (section 5), shared by
  * conv2d and linear. A holds the weight differences w - z_w as int16 rows of kp (a multiple
  * of 16, zero padded) in the kernel's reduction order `perm`; B holds the input differences
@@ -312,11 +329,14 @@ void qk__mm_prepare_a(int32_t isa, const int16_t *a, const qk__mm_a_store *st, s
 /* The prepared matrix `index` of st, as qk__mm's ap. */
 qk__mm_prepared qk__mm_a_of(const qk__mm_a_store *st, size_t index);
 
-/* Compute the outputs of the nb (<= nb_max, rounded to QK__NR in b) columns in b.
+/* Compute the outputs of the nb (<= nb_max) columns whose bytes bb gives; b (nb_max rounded to QK__NR rows
+ * of kp int16) receives their int16 rows (zero padded) only where a product or a bound needs them (not
+ * the AVX-512 product of a prepared A on an exact or wrap-around datapath).
  * Output (row i, column j) goes to y byte index i * y_stride + j (conv2d: rows are channels, columns
  * pixels) or, when `transposed`, j * y_stride + i (linear: columns are the batch's rows).
  * Returns QK_ERR_OVERFLOW in overflow = error mode when a clamp would change a value. */
-qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_stride, int transposed);
+qk_status qk__mm_block(qk__mm *mm, const qk__mm_bytes *bb, int16_t *b, size_t nb, void *y, size_t y_stride,
+                       int transposed);
 
 /* Scratch needed by qk__mm_block for nb_max columns (measured with an arena); with_abs
  * reserves the buffers of the exact absolute bound (saturate/error datapaths). */

@@ -1,6 +1,10 @@
 /* qk__mm_block: sums of a block of columns by the int16 GEMM, then accumulation per the
  * datapath (section 4) and requantization (section 5), for conv2d and linear.
  *
+ * The columns arrive as bytes (codes, sign bit flipped for signed codes, and their zero point). The
+ * AVX-512 product of a prepared A takes them as they are; the other products, and the bounds and
+ * sequential sums below, read their int16 rows x - z_x, made from the bytes on first use.
+ *
  * The GEMM gives the exact sum S = sum_k (x_k - z_x)(w_k - z_w) (int32 per K chunk, int64
  * across chunks). Then, with A = acc_bits and lim = 2^(A-1) - 1:
  *   wrap:           acc = wrap_A(bias + S): exact modular arithmetic, order irrelevant;
@@ -119,6 +123,29 @@ void qk__mm_prepare(qk__mm *mm)
     }
 }
 
+/* The int16 rows of the nb columns of bb, zero padded to kp values and to nbp rows */
+static void qk__widen(const qk__mm_bytes *bb, size_t nb, size_t nbp, size_t kp, int16_t *restrict b)
+{
+    size_t j, t;
+    for (j = 0; j < nbp; ++j) {
+        int16_t *row = b + j * kp;
+        size_t len = j < nb ? bb->k : 0;
+        const uint8_t *src = bb->p + j * bb->ld;
+        for (t = 0; t < len; ++t) {
+            row[t] = (int16_t)((int32_t)(src[t] ^ bb->flip) - bb->zz);
+        }
+        memset(row + len, 0, (kp - len) * sizeof(int16_t));
+    }
+}
+
+static void qk__widen_once(const qk__mm_bytes *bb, size_t nb, size_t nbp, size_t kp, int16_t *b, int *ready)
+{
+    if (!*ready) {
+        qk__widen(bb, nb, nbp, kp, b);
+        *ready = 1;
+    }
+}
+
 /* c = rows i0 .. i0 + rows of a (mp x kp) times b: the prepared product where p is ready, else qk__gemm_i16 */
 static void qk__product(const qk__mm *mm, const qk__mm_prepared *p, const int16_t *a, size_t i0, size_t rows,
                         const int16_t *b, size_t nbp, int32_t *c)
@@ -132,6 +159,23 @@ static void qk__product(const qk__mm *mm, const qk__mm_prepared *p, const int16_
     (void)p;
 #endif
     qk__gemm_i16(mm->isa, rows, nbp, mm->kp, a + i0 * mm->kp, mm->kp, b, mm->kp, c, nbp);
+}
+
+/* mm->sums = rows i0 .. i0 + rows of the prepared A times the nb columns of bb (set only where mm->ap.ready,
+ * i.e. on AVX-512) */
+static void qk__product_bytes(const qk__mm *mm, size_t i0, size_t rows, const qk__mm_bytes *bb, size_t nb, size_t nbp)
+{
+#if QK__HAVE_X86_AVX512_VNNI
+    qk__gemm_avx512_prepared_bytes(i0, rows, mm->mp, nb, mm->kp, mm->ap.groups, mm->ap.offset, mm->ap.sum, bb,
+                                   mm->sums, nbp);
+#else
+    (void)mm;
+    (void)i0;
+    (void)rows;
+    (void)bb;
+    (void)nb;
+    (void)nbp;
+#endif
 }
 
 static int64_t qk__clamp_acc(int64_t v, int64_t lim, int *changed)
@@ -165,19 +209,26 @@ static qk_status qk__sequential(const qk__mm *mm, const int16_t *arow, const int
     return QK_OK;
 }
 
-qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t y_stride, int transposed)
+qk_status qk__mm_block(qk__mm *mm, const qk__mm_bytes *bb, int16_t *b, size_t nb, void *y, size_t y_stride,
+                       int transposed)
 {
     const qk_datapath *dp = mm->dp;
     size_t nbp = qk__round_up(nb, QK__NR), kp = mm->kp;
     int64_t lim = (INT64_C(1) << (dp->acc_bits - 1)) - 1;
-    int xsum_ready = 0, xsq_ready = 0, babs_ready = 0;
+    int xsum_ready = 0, xsq_ready = 0, babs_ready = 0, b_ready = 0;
     int64_t xsq_max = 0, xsq_room = -1;
     size_t i0, i, j;
     for (i0 = 0; i0 < mm->mp; i0 += QK__MB) {
         size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
         const int16_t *a = mm->a + i0 * kp;
         int tsum_ready = 0;
-        if (kp <= QK__K_CHUNK) {
+        int from_bytes = kp <= QK__K_CHUNK && mm->ap.ready; /* the prepared product takes the bytes as they are */
+        if (!from_bytes) {
+            qk__widen_once(bb, nb, nbp, kp, b, &b_ready);
+        }
+        if (from_bytes) {
+            qk__product_bytes(mm, i0, rows, bb, nb, nbp);
+        } else if (kp <= QK__K_CHUNK) {
             qk__product(mm, &mm->ap, mm->a, i0, rows, b, nbp, mm->sums);
         } else {
             size_t k0;
@@ -214,12 +265,13 @@ qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t 
                 int64_t rem = lim - abs_bias; /* the room T may take: |bias| + T <= lim */
                 if (mm->a_abs != NULL && !xsq_ready) {
                     xsq_max = 0;
-                    qk__sum_squares(mm->isa, b, nb, kp, mm->xsq);
+                    qk__sum_squares_bytes(mm->isa, bb, nb, mm->xsq);
                     for (j = 0; j < nb; ++j) {
                         xsq_max = mm->xsq[j] > xsq_max ? mm->xsq[j] : xsq_max;
                     }
                     xsq_ready = 1;
                 } else if (mm->a_abs == NULL && !xsum_ready) {
+                    qk__widen_once(bb, nb, nbp, kp, b, &b_ready);
                     for (j = 0; j < nb; ++j) {
                         const int16_t *brow = b + j * kp;
                         int64_t t = 0;
@@ -249,6 +301,7 @@ qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t 
                         if (!safe && !tsum_ready) { /* T = sum_k |a_k b_k| of this row block, exactly */
                             if (!babs_ready) {
                                 size_t e;
+                                qk__widen_once(bb, nb, nbp, kp, b, &b_ready);
                                 for (e = 0; e < nbp * kp; ++e) {
                                     mm->b_abs[e] = (int16_t)(b[e] < 0 ? -b[e] : b[e]);
                                 }
@@ -272,7 +325,9 @@ qk_status qk__mm_block(qk__mm *mm, const int16_t *b, size_t nb, void *y, size_t 
                     if (safe) {
                         acc[j] = (int32_t)(bias + (s64 ? s64[j] : s32[j]));
                     } else {
-                        qk_status st = qk__sequential(mm, arow, b + j * kp, bias, lim, &acc[j]);
+                        qk_status st;
+                        qk__widen_once(bb, nb, nbp, kp, b, &b_ready);
+                        st = qk__sequential(mm, arow, b + j * kp, bias, lim, &acc[j]);
                         if (st != QK_OK) {
                             return st;
                         }

@@ -404,6 +404,19 @@ QK__TARGET_AVX2 static void qk__requant_row_avx2(const int32_t *acc, size_t n, s
 #if QK__HAVE_X86_AVX512_VNNI
 #include <immintrin.h>
 
+/* The first bytes of v selected by mask (its low lanes) stored at dst: a plain store when all 16 are, as
+ * the narrowing stores with a memory operand are slow on some cores */
+QK__TARGET_AVX512_VNNI static inline void qk__store_bytes16(__m128i v, __mmask16 mask, char *dst)
+{
+    if (mask == (__mmask16)0xFFFF) {
+        _mm_storeu_si128((__m128i *)(void *)dst, v);
+    } else if (mask == (__mmask16)0xFF) {
+        _mm_storel_epi64((__m128i *)(void *)dst, v);
+    } else {
+        _mm_mask_storeu_epi8(dst, mask, v);
+    }
+}
+
 /* Float requantization rounding half to even or toward -inf, 16 lanes at a time: the product (and the
  * zero point before rounding) in the precision of the datapath, exactly as the loops above compute it;
  * then clamped to +-2^23 (float32) or +-2^30 (float64), which changes no clamped result; then converted
@@ -453,7 +466,7 @@ QK__TARGET_AVX512_VNNI static void qk__requant_float_avx512(const int32_t *acc, 
             }
         }
         q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, vlo), vhi), vz);
-        _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, mask, q);
+        qk__store_bytes16(_mm512_cvtepi32_epi8(q), mask, (char *)y + i);
     }
 }
 
@@ -484,37 +497,88 @@ QK__TARGET_AVX512_VNNI static inline __m512i qk__rrs_epi64(__m512i v, int s, int
     return _mm512_mask_add_epi64(q, up, q, one);
 }
 
-/* Fixed-point requantization on int64 lanes, 8 at a time, for the shifts the loops above handle with a
- * rounding shift (single: n - e >= 1; double: any e): the same integer arithmetic, clamped before the
- * zero point is added, written as bytes. */
+/* round(p / 2^s) by mode on int32 lanes, 1 <= s <= 31: qk__rrs32's arithmetic (the arithmetic shift is the
+ * floor, the low bits the remainder of it, compared unsigned) */
+QK__TARGET_AVX512_VNNI static inline __m512i qk__rrs_epi32(__m512i p, int s, int rnd)
+{
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i q = _mm512_sra_epi32(p, _mm_cvtsi32_si128(s));
+    __m512i r = _mm512_and_si512(p, _mm512_set1_epi32((int32_t)((UINT32_C(1) << s) - 1u)));
+    __m512i half = _mm512_set1_epi32((int32_t)(UINT32_C(1) << (s - 1)));
+    __mmask16 up;
+    switch (rnd) {
+    case QK_ROUND_FLOOR:
+        return q;
+    case QK_ROUND_HALF_UP:
+        up = _mm512_cmpge_epu32_mask(r, half);
+        break;
+    case QK_ROUND_HALF_EVEN:
+        up = _mm512_cmpgt_epu32_mask(_mm512_add_epi32(r, _mm512_and_si512(q, one)), half);
+        break;
+    default:
+        up = _mm512_cmpgt_epu32_mask(_mm512_mask_add_epi32(r, _mm512_cmpge_epi32_mask(p, _mm512_setzero_si512()), r, one),
+                                     half);
+        break;
+    }
+    return _mm512_mask_add_epi32(q, up, q, one);
+}
+
+/* The fixed-point requantization of 8 accumulators on int64 lanes (the loops' integer arithmetic for the
+ * shifts they handle with a rounding shift: single n - e >= 1, double any e), clamped before the zero
+ * point is added, as the 8 low bytes of the result. */
+QK__TARGET_AVX512_VNNI static inline __m128i qk__fixed8(__m256i acc8, int is_double, int32_t m0, int32_t e, int nbits,
+                                                        int rnd, int32_t zy, int32_t lo, int32_t hi)
+{
+    const __m512i vm = _mm512_set1_epi64(m0);
+    int left = e > 0 ? e : 0, right = e < 0 ? -e : 0;
+    __m512i a = _mm512_cvtepi32_epi64(acc8), q;
+    if (is_double) {
+        const __m512i bias = _mm512_set1_epi64((int64_t)((UINT64_C(1) << 62) + (UINT64_C(1) << (nbits - 1))));
+        if (left > 0) { /* saturate_int32(acc 2^left): |acc 2^left| < 2^61 */
+            a = _mm512_min_epi64(_mm512_max_epi64(_mm512_sll_epi64(a, _mm_cvtsi32_si128(left)),
+                                                  _mm512_set1_epi64(INT32_MIN)),
+                                 _mm512_set1_epi64(INT32_MAX));
+        }
+        q = _mm512_sub_epi64(_mm512_srl_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, vm), bias), _mm_cvtsi32_si128(nbits)),
+                             _mm512_set1_epi64(INT64_C(1) << (62 - nbits)));
+        if (right > 0) {
+            q = qk__rrs_epi64(q, right, rnd);
+        }
+    } else {
+        q = qk__rrs_epi64(_mm512_mul_epi32(a, vm), nbits - e, rnd);
+    }
+    q = _mm512_min_epi64(_mm512_max_epi64(q, _mm512_set1_epi64((int64_t)lo - zy)), _mm512_set1_epi64((int64_t)hi - zy));
+    return _mm512_cvtepi64_epi8(_mm512_add_epi64(q, _mm512_set1_epi64(zy)));
+}
+
+/* Fixed-point requantization, 16 accumulators at a time, written as bytes. Single rounding with a shift
+ * s = n - e in 1..31 runs on int32 lanes wherever every |acc| of the 16 is at most (2^31 - 1) / |M0| (the
+ * product then fits int32, so its rounding shift is qk__rrs32's); everything else on int64 lanes. */
 QK__TARGET_AVX512_VNNI static void qk__requant_fixed_avx512(const int32_t *acc, size_t n, int is_double, int32_t m0,
                                                             int32_t e, int nbits, int rnd, int32_t zy, int32_t lo,
                                                             int32_t hi, void *y)
 {
-    const __m512i vm = _mm512_set1_epi64(m0), vlz = _mm512_set1_epi64((int64_t)lo - zy);
-    const __m512i vhz = _mm512_set1_epi64((int64_t)hi - zy), vz = _mm512_set1_epi64(zy);
-    const __m512i bias = _mm512_set1_epi64((int64_t)((UINT64_C(1) << 62) + (UINT64_C(1) << (nbits - 1))));
-    const __m512i unbias = _mm512_set1_epi64(INT64_C(1) << (62 - nbits));
-    const __m512i i32min = _mm512_set1_epi64(INT32_MIN), i32max = _mm512_set1_epi64(INT32_MAX);
-    int left = e > 0 ? e : 0, right = e < 0 ? -e : 0;
+    int s = nbits - e, lanes32 = !is_double && s >= 1 && s <= 31;
+    int64_t m_abs = m0 < 0 ? -(int64_t)m0 : (int64_t)m0;
+    const __m512i vlim = _mm512_set1_epi32(m_abs == 0 ? INT32_MAX : (int32_t)(INT32_MAX / m_abs));
+    const __m512i vm = _mm512_set1_epi32(m0), vlz = _mm512_set1_epi32(lo - zy), vhz = _mm512_set1_epi32(hi - zy);
+    const __m512i vz = _mm512_set1_epi32(zy);
     size_t i;
-    for (i = 0; i < n; i += 8) {
-        __mmask8 mask = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1u);
-        __m512i a = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mask, acc + i)), q;
-        if (is_double) {
-            if (left > 0) { /* saturate_int32(acc 2^left): |acc 2^left| < 2^61 */
-                a = _mm512_min_epi64(_mm512_max_epi64(_mm512_sll_epi64(a, _mm_cvtsi32_si128(left)), i32min), i32max);
-            }
-            q = _mm512_sub_epi64(_mm512_srl_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, vm), bias),
-                                                  _mm_cvtsi32_si128(nbits)), unbias);
-            if (right > 0) {
-                q = qk__rrs_epi64(q, right, rnd);
-            }
+    for (i = 0; i < n; i += 16) {
+        __mmask16 mask = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __m512i a = _mm512_maskz_loadu_epi32(mask, acc + i);
+        __m128i out;
+        /* |INT32_MIN| does not fit an int32 lane: abs gives INT32_MIN, which as unsigned exceeds every limit */
+        if (lanes32 && _mm512_cmpgt_epu32_mask(_mm512_abs_epi32(a), vlim) == 0) {
+            __m512i q = qk__rrs_epi32(_mm512_mullo_epi32(a, vm), s, rnd);
+            q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, vlz), vhz), vz);
+            out = _mm512_cvtepi32_epi8(q);
         } else {
-            q = qk__rrs_epi64(_mm512_mul_epi32(a, vm), nbits - e, rnd);
+            __m128i l = qk__fixed8(_mm512_castsi512_si256(a), is_double, m0, e, nbits, rnd, zy, lo, hi);
+            __m128i h = qk__fixed8(_mm512_extracti64x4_epi64(a, 1), is_double, m0, e, nbits, rnd, zy, lo, hi);
+            out = _mm_unpacklo_epi64(l, h);
         }
-        q = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(q, vlz), vhz), vz);
-        _mm512_mask_cvtepi64_storeu_epi8((char *)y + i, mask, q);
+        qk__store_bytes16(out, mask, (char *)y + i);
     }
 }
 
