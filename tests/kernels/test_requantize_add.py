@@ -95,19 +95,21 @@ def test_requantize_fixed_single_lane_width_edge(bits: int, rounding: str) -> No
     """Single-rounding fixed point near the largest accumulator whose product with M0 fits int32: vectors
     of 16 values that all fit, that all fit but one, and that sit exactly on the limit, for shifts from 1
     to 31 and both signs of the multiplier's effect; every ISA equals the reference."""
-    from quant.contract.multiplier import requant_params
+    from quant.contract.multiplier import FixedPointRequant, requant_params
 
     dp = Datapath(name=f"fixed-single-{bits}-{rounding}", requant="fixed_point", fixed_point_rounding="single",
                   rounding=rounding, multiplier_bits=bits)
     rng = np.random.default_rng(bits)
     for m in [0.75, 0.5, 0.999, 2.0**-9 * 1.37, 2.0**-20 * 1.9, 2.0**-30 * 1.01, 3.0, 2.0**-14]:
-        m0 = int(requant_params(m, dp).m0)
+        params = requant_params(m, dp)
+        assert isinstance(params, FixedPointRequant)
+        m0, exponent = int(params.m0), int(params.exponent)
         lim = (2**31 - 1) // max(abs(m0), 1)
         near = np.array([lim, -lim, lim - 1, -lim + 1, lim + 1, -lim - 1, 2**31 - 1, -(2**31)], dtype=np.int64)
         fit = rng.integers(-lim, lim + 1, size=16)
         one_out = fit.copy()
         one_out[rng.integers(0, 16)] = lim + 1
-        ties = (np.arange(-8, 8) * 2 + 1) << max(0, min(30, bits - int(requant_params(m, dp).exponent) - 1))
+        ties = (np.arange(-8, 8) * 2 + 1) << max(0, min(30, bits - exponent - 1))
         q = np.concatenate([np.clip(v, -(2**31), 2**31 - 1) for v in
                             (np.full(16, lim), np.full(16, -lim), fit, one_out, near, ties, fit[:5])]).astype(np.int32)  # fmt: skip
         kw = dict(in_zero_point=0, multiplier=m, y_zero_point=1, y_signed=True, datapath=dp)

@@ -11,6 +11,8 @@
  *       sum a b = sum a' b' - d_j sum_k a[i][k] - c_i sum_k b[j][k] - kc c_i d_j.
  *     vpdpbusd adds four u8 x s8 products to an int32 lane with wrap-around; |sum a' b'| is at most
  *     kc 128 255 < 2^31 for kc <= QK__K_CHUNK, so it is exact, and the correction is done in int64.
+ *     Columns given as bytes (qk__gemm_avx512_prepared_bytes) are b' themselves, the codes, with
+ *     d_j = their zero point, and sum_k b[j][k] is taken from the packed bytes: no scan, no int16 copy.
  *   int16 (vpdpwssd, 32 products per instruction): pairs of int16, exact for the same reason as the
  *     portable build; used where a row spans more than 255 (not for code differences, but allowed by
  *     the contract).

@@ -222,16 +222,14 @@ qk_status qk__mm_block(qk__mm *mm, const qk__mm_bytes *bb, int16_t *b, size_t nb
         size_t rows = mm->mp - i0 < QK__MB ? mm->mp - i0 : QK__MB;
         const int16_t *a = mm->a + i0 * kp;
         int tsum_ready = 0;
-        int from_bytes = kp <= QK__K_CHUNK && mm->ap.ready; /* the prepared product takes the bytes as they are */
-        if (!from_bytes) {
-            qk__widen_once(bb, nb, nbp, kp, b, &b_ready);
-        }
-        if (from_bytes) {
+        if (kp <= QK__K_CHUNK && mm->ap.ready) { /* the prepared product takes the bytes as they are */
             qk__product_bytes(mm, i0, rows, bb, nb, nbp);
         } else if (kp <= QK__K_CHUNK) {
+            qk__widen_once(bb, nb, nbp, kp, b, &b_ready);
             qk__product(mm, &mm->ap, mm->a, i0, rows, b, nbp, mm->sums);
         } else {
             size_t k0;
+            qk__widen_once(bb, nb, nbp, kp, b, &b_ready);
             memset(mm->sums64, 0, rows * nbp * sizeof(int64_t));
             for (k0 = 0; k0 < kp; k0 += QK__K_CHUNK) {
                 size_t kc = kp - k0 < QK__K_CHUNK ? kp - k0 : QK__K_CHUNK;
