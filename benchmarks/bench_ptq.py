@@ -59,12 +59,12 @@ from experiments.models.registry import build_model
 from experiments.training import train
 from quant import QuantSpec
 from quant.ptq import PTQReport, adaround, gptq
+from benchmarks.peers import BREVITAS_DIR, brevitas_env, install_brevitas, last_line
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What the Brevitas worker imports.
+BREVITAS_PROBE = "import brevitas.nn, brevitas.graph.gptq, brevitas_examples.common.generative.quantizers"
 RESULTS = Path(__file__).resolve().parent / "results" / "ptq.json"
-#: Where :func:`install_brevitas` puts Brevitas and the two pure-Python packages it needs that the venv lacks.
-BREVITAS_DIR = ROOT / "build" / "peers" / "brevitas"
-BREVITAS_PACKAGES = ("brevitas", "dependencies==2.0.1", "unfoldNd")
 W4_CHANNEL = QuantSpec(bits=4, signed=True, symmetric=True, granularity="channel", axis=0)
 A8 = QuantSpec(bits=8, signed=False, symmetric=False)
 SEQUENCE = 64  # tokens per calibration sequence of the MLP stack
@@ -199,47 +199,14 @@ def run_gptq_mlp(width: int, blocks: int, group_size: int, tokens: int) -> dict[
 # ----------------------------------------------------------------------------- Brevitas
 
 
-def install_brevitas(target: Path = BREVITAS_DIR) -> Optional[str]:
-    """Brevitas in ``target`` (pip ``--no-deps --target``, once; torch and the venv untouched), checked by
-    importing it in another process. ``None`` when it imports, else why not (pip's or the import's error)."""
-    if not (target / "brevitas").is_dir():
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target",
-               str(target), *BREVITAS_PACKAGES]  # fmt: skip
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"`{' '.join(cmd[2:])}` failed: {e}"
-        if done.returncode != 0:
-            return f"`{' '.join(cmd[2:])}` failed (exit {done.returncode}): {_last_line(done.stderr or done.stdout)}"
-    probe = "import brevitas.nn, brevitas.graph.gptq, brevitas_examples.common.generative.quantizers"
-    try:
-        done = subprocess.run([sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True,
-                              timeout=300, env=_brevitas_env(target))  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"importing brevitas from {target} failed: {e}"
-    if done.returncode != 0:
-        return f"importing brevitas from {target} failed: {_last_line(done.stderr)}"
-    return None
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(no output)"
-
-
-def _brevitas_env(target: Path) -> dict[str, str]:
-    paths = [str(target), str(ROOT), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-
-
 def brevitas_round(args: argparse.Namespace) -> dict[str, Any]:
     """One timed run of Brevitas's GPTQ in a fresh process (:func:`brevitas_worker`)."""
     cmd = [sys.executable, "-W", "ignore", "-m", "benchmarks.bench_ptq", "--brevitas-worker",
            "--threads", str(args.threads), "--width", str(args.width), "--blocks", str(args.blocks),
            "--group-size", str(args.group_size), "--tokens", str(args.tokens)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=_brevitas_env(args.brevitas_dir))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=brevitas_env(args.brevitas_dir))
     if done.returncode != 0:
-        raise RuntimeError(f"the Brevitas worker failed: {_last_line(done.stderr)}")
+        raise RuntimeError(f"the Brevitas worker failed: {last_line(done.stderr)}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -345,7 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(json.dumps(brevitas_worker(args.width, args.blocks, args.group_size, args.tokens)))
         return
 
-    brevitas_skip = "--no-brevitas" if args.no_brevitas else install_brevitas(args.brevitas_dir)
+    brevitas_skip = "--no-brevitas" if args.no_brevitas else install_brevitas(BREVITAS_PROBE, args.brevitas_dir)
     if brevitas_skip is not None:
         print(f"Brevitas skipped: {brevitas_skip}")
     mlp = f"MLP stack {args.blocks}x(fc1 {args.width}x{args.width}, fc2 {args.width}x{args.width}), {args.tokens} tokens"
