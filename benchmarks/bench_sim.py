@@ -24,6 +24,11 @@ quantizer call on a small tensor (batch 16 x 16 channels x 8 x 8), calibrated, o
 ``torch.fake_quantize_per_tensor_affine``. Results are printed and written to
 ``benchmarks/results/sim.json``; where Brevitas does not install, the reason is printed and recorded.
 
+On glibc, freed activation-sized tensors (float's and the fake quantization's outputs, masks and gradients)
+go back to the kernel and fault in again at the next step, which some hosts make expensive; running with
+``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295`` keeps them
+and shows how much of a ratio is page faults (MobileNet b128 calibrated: 1.27 against 1.12 in one such pair).
+
 Run: ``make bench`` or ``python -m benchmarks.bench_sim [--rounds N] [--batches 16 128] [--threads 1 2]
 [--no-brevitas]``.
 """

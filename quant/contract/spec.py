@@ -24,6 +24,7 @@ Special cases:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Literal, Optional
 
 from quant.contract.codes import code_kind, code_range
@@ -133,16 +134,16 @@ class QuantSpec:
         """True for sign quantization (bits=1, signed): codes {-1, +1}."""
         return self.bits == 1 and self.signed
 
-    @property
+    @cached_property
     def qmin(self) -> int:
-        """Smallest code."""
+        """Smallest code (computed once: the per-call paths of the simulation read it on every call)."""
         if self.is_binary:
             return -1
         return code_range(self.bits, self.signed)[0] + (1 if self.narrow else 0)
 
-    @property
+    @cached_property
     def qmax(self) -> int:
-        """Largest code."""
+        """Largest code (computed once)."""
         return code_range(self.bits, self.signed)[1]
 
     @property
