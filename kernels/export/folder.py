@@ -168,7 +168,8 @@ def export_c(
             files[rel] = Path(s)
             custom_sources.append(rel)
     sources = [f"qk/{s.relative_to(C_ROOT).as_posix()}" for s in core] + custom_sources
-    files["Makefile"] = makefile(name, provenance, sources)
+    headers = sorted(f for f in files if f.endswith(".h") and f not in (f"{name}.h", f"{name}_vectors.h"))
+    files["Makefile"] = makefile(name, provenance, sources, headers)
     sizes = {"weights": c.weight_bytes, "scratch": c.scratch_bytes, "source": len(c.source.encode())}
     dp_lines = [program.datapath.describe(), *(f"`{k}` = {v}" for k, v in program.datapath.as_dict().items())]
     signature = f"int {name}_run(...)"

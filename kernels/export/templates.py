@@ -137,11 +137,14 @@ int main(void)
 """
 
 
-def makefile(name: str, provenance: str, sources: Sequence[str]) -> str:
-    """A Makefile whose ``test`` target builds strictly (honouring ``CC``, ``CFLAGS``, ``LDFLAGS``) and runs the vectors."""
+def makefile(name: str, provenance: str, sources: Sequence[str], headers: Sequence[str]) -> str:
+    """A Makefile whose ``test`` target builds strictly (honouring ``CC``, ``CFLAGS``, ``LDFLAGS``) and runs the vectors:
+    one object per source (POSIX suffix rule, so ``make -j`` compiles them in parallel), each depending on every
+    header of the folder."""
     prov = "\n".join("# " + line.strip(" */").rstrip() if line.strip() not in ("/*", "*/") else "#"
                      for line in provenance.splitlines())  # fmt: skip
     srcs = " \\\n\t".join(sources)
+    hdrs = " \\\n\t".join(headers)
     return f"""{prov}
 
 CC ?= cc
@@ -151,17 +154,26 @@ STRICT = -std=c99 -Wall -Wextra -Werror -pedantic
 FPFLAGS = -ffp-contract=off
 SOURCES = {name}.c \\
 \t{srcs}
+HEADERS = {name}.h {name}_vectors.h \\
+\t{hdrs}
+OBJECTS = $(SOURCES:.c=.o) {name}_test.o
 
 all: {name}_test
 
-{name}_test: $(SOURCES) {name}_test.c {name}.h {name}_vectors.h
-\t$(CC) $(STRICT) $(FPFLAGS) $(CFLAGS) -Iqk/include -o $@ $(SOURCES) {name}_test.c $(LDFLAGS)
+{name}_test: $(OBJECTS)
+\t$(CC) $(CFLAGS) -o $@ $(OBJECTS) $(LDFLAGS)
+
+$(OBJECTS): $(HEADERS)
+
+.SUFFIXES: .c .o
+.c.o:
+\t$(CC) $(STRICT) $(FPFLAGS) $(CFLAGS) -Iqk/include -c -o $@ $<
 
 test: {name}_test
 \t./{name}_test
 
 clean:
-\trm -f {name}_test
+\trm -f {name}_test $(OBJECTS)
 
 .PHONY: all test clean
 """
@@ -190,6 +202,7 @@ sources under `qk/` are copied unchanged from the kernel library that produced t
 ## Build and check
 
     make test                      # cc -std=c99 -Wall -Wextra -Werror -pedantic $(CFLAGS), then run the vectors
+    make -j4 test                  # the same, compiling the sources in parallel
     make test CC=clang CFLAGS=-O0  # any compiler and flags
 
 `{name}_test` runs every test vector and compares every output code bit for bit; on a difference

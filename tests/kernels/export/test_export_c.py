@@ -59,7 +59,7 @@ def build_and_run(folder: Path, tmp: Path, cc: str = CC, cflags: str = "-O2") ->
     copy = tmp / f"copy-{abs(hash((cc, cflags))) % 10**8}"
     shutil.copytree(folder, copy)
     try:
-        return subprocess.run(["make", "-s", "-C", str(copy), "test", f"CC={cc}", f"CFLAGS={cflags}"],
+        return subprocess.run(["make", "-s", f"-j{os.cpu_count() or 1}", "-C", str(copy), "test", f"CC={cc}", f"CFLAGS={cflags}"],
                               capture_output=True, text=True, timeout=300)  # fmt: skip
     finally:
         shutil.rmtree(copy, ignore_errors=True)
