@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 from types import ModuleType
 from typing import Callable, Iterator, Optional, Union
@@ -334,6 +335,16 @@ class HostScalars:
     def put(self, name: str, t: torch.Tensor, value: Number) -> None:
         """Record that ``t`` now holds ``value`` (the caller just wrote it)."""
         self._copies[name] = (t, t._version, value)
+
+    def holds(self, name: str, t: torch.Tensor, value: Number) -> bool:
+        """Whether ``t`` is known to hold exactly ``value`` already (same object and version as when it was read
+        or written, and the same number, a float's sign of zero included; NaN never matches), so that writing it
+        again can be skipped."""
+        copy = self._copies.get(name)
+        if copy is None or copy[0] is not t or copy[1] != t._version:
+            return False
+        old = copy[2]
+        return old == value and type(old) is type(value) and math.copysign(1.0, old) == math.copysign(1.0, value)
 
     def __deepcopy__(self, memo: dict[int, object]) -> "HostScalars":
         return HostScalars()  # a copy reads its own tensors again

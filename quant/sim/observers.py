@@ -261,9 +261,11 @@ class Observer(nn.Module):
         """``min_val, max_val = lo, hi`` (float32 values), in place when they are CPU scalars already."""
         a, b = self._buffers["min_val"], self._buffers["max_val"]
         assert a is not None and b is not None
-        if a.shape == () and b.shape == ():
-            a.fill_(lo)
-            b.fill_(hi)
+        if a.shape == () and b.shape == ():  # unchanged values (a running range that did not grow) are not written
+            if not self._host.holds("min_val", a, lo):
+                a.fill_(lo)
+            if not self._host.holds("max_val", b, hi):
+                b.fill_(hi)
         else:
             self.min_val = a = torch.tensor(lo)
             self.max_val = b = torch.tensor(hi)

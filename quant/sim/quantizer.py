@@ -592,8 +592,10 @@ class Quantizer(nn.Module):
         s, z = self._buffers["scale"], self._buffers["zero_point"]
         assert s is not None and z is not None
         if s.shape == () and z.shape == () and s.device.type == "cpu" and z.device.type == "cpu":
-            s.fill_(scale)
-            z.fill_(zero_point)
+            if not self._host.holds("scale", s, scale):  # unchanged qparams are not written again
+                s.fill_(scale)
+            if not self._host.holds("zero_point", z, zero_point):
+                z.fill_(zero_point)
         else:
             self.scale = s = torch.tensor(scale, dtype=torch.float32, device=s.device)
             self.zero_point = z = torch.tensor(zero_point, dtype=torch.int32, device=z.device)

@@ -251,6 +251,41 @@ def test_a_changed_buffer_is_read_again() -> None:
     assert q(x).tolist() == [0.0, 1.0, -2.0]
 
 
+def test_unchanged_statistics_and_qparams_are_not_written_again() -> None:
+    """An observing quantizer whose running range does not grow leaves its buffers untouched (same versions);
+    one that grows writes them; a buffer edited in place in between is written again with the observed value."""
+    from quant.sim.quantizer import Quantizer
+
+    q = Quantizer(QuantSpec(bits=4, signed=False, symmetric=False)).train()
+    q(torch.tensor([-1.0, 2.0]))
+    buffers = (q.observer.min_val, q.observer.max_val, q.scale, q.zero_point)
+    versions = [b._version for b in buffers]
+    q(torch.tensor([-0.5, 1.0]))  # inside the range: nothing changes
+    assert [b._version for b in buffers] == versions
+    q(torch.tensor([-0.5, 3.0]))  # the maximum grows: it and the qparams are written
+    assert q.observer.max_val.item() == 3.0 and q.observer.min_val._version == versions[0]
+    assert q.scale._version > versions[2]
+    expected_scale = q.scale.item()
+    with torch.no_grad():
+        q.scale.fill_(123.0)
+    q(torch.tensor([0.0, 1.0]))  # observing again recomputes the qparams over the edited buffer
+    assert q.scale.item() == expected_scale
+
+
+def test_host_scalars_match_only_the_same_number_of_the_same_tensor_version() -> None:
+    host = fused.HostScalars()
+    t = torch.tensor(0.0)
+    host.put("v", t, 0.0)
+    assert host.holds("v", t, 0.0)
+    assert not host.holds("v", t, -0.0)  # the sign of zero is part of the value
+    assert not host.holds("v", t, 0)  # an int is not the float
+    assert not host.holds("v", torch.tensor(0.0), 0.0)  # another tensor
+    t.add_(0.0)  # a new version
+    assert not host.holds("v", t, 0.0)
+    host.put("n", t, math.nan)
+    assert not host.holds("n", t, math.nan)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @given(problem=problems(), grad_scale=st.sampled_from((1.0, 0.03)))
 def test_fused_lsq_equals_the_torch_path(isa: str, problem: tuple[torch.Tensor, torch.Tensor, torch.Tensor, QuantSpec],
