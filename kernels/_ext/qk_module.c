@@ -131,6 +131,15 @@ static PyObject *finish(qk_views *vs, const char *op, qk_status st)
     Py_RETURN_NONE;
 }
 
+/* The result of a size query: bytes as a Python int, or the status raised */
+static PyObject *size_result(const char *op, qk_status st, size_t bytes)
+{
+    if (st != QK_OK) {
+        return raise_status(op, st);
+    }
+    return PyLong_FromSize_t(bytes);
+}
+
 /* ------------------------------------------------------------------ struct parsing
  *
  * Every struct crossing the binding comes in as a dict keyed by the C field names. The tables
@@ -474,10 +483,7 @@ static PyObject *py_conv2d_scratch_bytes(PyObject *self, PyObject *args)
         return NULL;
     }
     st = qk_conv2d_scratch_bytes(&g, &dp, &bytes);
-    if (st != QK_OK) {
-        return raise_status("conv2d", st);
-    }
-    return PyLong_FromSize_t(bytes);
+    return size_result("conv2d", st, bytes);
 }
 
 static PyObject *py_conv2d_cache_bytes(PyObject *self, PyObject *args)
@@ -497,10 +503,7 @@ static PyObject *py_conv2d_cache_bytes(PyObject *self, PyObject *args)
     }
     st = qk_conv2d_cache_bytes(&g, &dp, &w, &bytes);
     views_release(&vs);
-    if (st != QK_OK) {
-        return raise_status("conv2d", st);
-    }
-    return PyLong_FromSize_t(bytes);
+    return size_result("conv2d", st, bytes);
 }
 
 static PyObject *py_conv2d(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -551,10 +554,7 @@ static PyObject *py_linear_scratch_bytes(PyObject *self, PyObject *args)
         return NULL;
     }
     st = qk_linear_scratch_bytes(m, k, n, &dp, &bytes);
-    if (st != QK_OK) {
-        return raise_status("linear", st);
-    }
-    return PyLong_FromSize_t(bytes);
+    return size_result("linear", st, bytes);
 }
 
 static PyObject *py_linear_cache_bytes(PyObject *self, PyObject *args)
@@ -574,10 +574,7 @@ static PyObject *py_linear_cache_bytes(PyObject *self, PyObject *args)
     }
     st = qk_linear_cache_bytes(k, n, &dp, &w, &bytes);
     views_release(&vs);
-    if (st != QK_OK) {
-        return raise_status("linear", st);
-    }
-    return PyLong_FromSize_t(bytes);
+    return size_result("linear", st, bytes);
 }
 
 static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -628,10 +625,7 @@ static PyObject *py_lstm_scratch_bytes(PyObject *self, PyObject *args)
         return NULL;
     }
     st = qk_lstm_scratch_bytes((size_t)features, (size_t)hidden, &bytes);
-    if (st != QK_OK) {
-        return raise_status("lstm", st);
-    }
-    return PyLong_FromSize_t(bytes);
+    return size_result("lstm", st, bytes);
 }
 
 static PyObject *py_lstm(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -699,10 +693,7 @@ static PyObject *py_gru_scratch_bytes(PyObject *self, PyObject *args)
         return NULL;
     }
     st = qk_gru_scratch_bytes((size_t)features, (size_t)hidden, &bytes);
-    if (st != QK_OK) {
-        return raise_status("gru", st);
-    }
-    return PyLong_FromSize_t(bytes);
+    return size_result("gru", st, bytes);
 }
 
 static PyObject *py_gru(PyObject *self, PyObject *args, PyObject *kwargs)

@@ -330,8 +330,8 @@ void qk__mm_prepare_a(int32_t isa, const int16_t *a, const qk__mm_a_store *st, s
 qk__mm_prepared qk__mm_a_of(const qk__mm_a_store *st, size_t index);
 
 /* Compute the outputs of the nb (<= nb_max) columns whose bytes bb gives; b (nb_max rounded to QK__NR rows
- * of kp int16) receives their int16 rows (zero padded) only where a product or a bound needs them (not
- * the AVX-512 product of a prepared A on an exact or wrap-around datapath).
+ * of kp int16) receives their int16 rows (zero padded) only where a product or a bound needs them (the
+ * AVX-512 product of a prepared A, the coarse bound and Cauchy-Schwarz take the bytes).
  * Output (row i, column j) goes to y byte index i * y_stride + j (conv2d: rows are channels, columns
  * pixels) or, when `transposed`, j * y_stride + i (linear: columns are the batch's rows).
  * Returns QK_ERR_OVERFLOW in overflow = error mode when a clamp would change a value. */
